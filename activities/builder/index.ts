@@ -1,0 +1,51 @@
+/**
+ * Builder activities, on queue `builder.<arch>`: everything that makes an image's bytes.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { checkInt, checkName } from '../../common/names.js';
+import { paths, type Config } from '../../lib/config.js';
+import { exists, partialPath, sha256File } from '../../lib/files.js';
+import type { Run } from '../runner.js';
+
+export interface BuilderDeps {
+  run: Run;
+  config: Config;
+}
+
+export interface BaseImage {
+  host: string;
+  path: string;
+  sha256: string;
+  bytes: number;
+  virtualBytes: number;
+}
+
+export function createBuilderActivities({ run, config }: BuilderDeps) {
+  const workdir = (arch: string) => paths(config).builder(arch);
+
+  return {
+    /**
+     * A small qcow2 base image with a known pattern written into its first MiB, so a clone can be
+     * checked to read through to it. Idempotent: an existing finished image is returned as it is.
+     */
+    async createBaseImage(input: { image: string; version: string; arch: string; sizeMiB: number }): Promise<BaseImage> {
+      checkName('image', input.image);
+      checkName('version', input.version);
+      checkInt('sizeMiB', input.sizeMiB, 1, 1024 * 1024);
+      const target = path.join(workdir(input.arch), input.image, `${input.version}.qcow2`);
+      if (!(await exists(target))) {
+        await fs.mkdir(path.dirname(target), { recursive: true });
+        const partial = partialPath(target);
+        await run(['qemu-img', 'create', '-q', '-f', 'qcow2', partial, `${input.sizeMiB}M`]);
+        await run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x5a 0 1M', partial]);
+        await fs.rename(partial, target);
+      }
+      const info = JSON.parse((await run(['qemu-img', 'info', '--output=json', target])).stdout) as { 'virtual-size': number };
+      const stat = await fs.stat(target);
+      return { host: config.host, path: target, sha256: await sha256File(target), bytes: stat.size, virtualBytes: info['virtual-size'] };
+    },
+  };
+}
+
+export type BuilderActivities = ReturnType<typeof createBuilderActivities>;

@@ -1,0 +1,90 @@
+/**
+ * NAS activities, on queue `nas.<host>`: the image store's copies of versions and the volumes
+ * cloned from them.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { checkName } from '../../common/names.js';
+import { paths, type Config } from '../../lib/config.js';
+import { exists, partialPath, sha256File } from '../../lib/files.js';
+import type { Run } from '../runner.js';
+
+export interface NasDeps {
+  run: Run;
+  config: Config;
+}
+
+export interface ImageInfo {
+  path: string;
+  format: string;
+  virtualBytes: number;
+  actualBytes: number;
+  backingFile?: string;
+}
+
+export function createNasActivities({ run, config }: NasDeps) {
+  const root = paths(config).nas(config.host);
+  const basePath = (image: string, version: string) => path.join(root, 'bases', checkName('image', image), `${checkName('version', version)}.qcow2`);
+  const volumePath = (volume: string) => path.join(root, 'volumes', `${checkName('volume', volume)}.qcow2`);
+
+  async function info(file: string): Promise<ImageInfo> {
+    const raw = JSON.parse((await run(['qemu-img', 'info', '--output=json', file])).stdout) as Record<string, unknown>;
+    return {
+      path: file,
+      format: String(raw.format),
+      virtualBytes: Number(raw['virtual-size']),
+      actualBytes: Number(raw['actual-size']),
+      ...(raw['backing-filename'] ? { backingFile: String(raw['backing-filename']) } : {}),
+    };
+  }
+
+  return {
+    /**
+     * Brings a built version into this NAS's store over rsync and checks its digest before it
+     * takes its final name, so a half-copied base is never cloned from.
+     */
+    async importBase(input: { image: string; version: string; source: { host: string; path: string }; sha256: string }): Promise<{ path: string }> {
+      const target = basePath(input.image, input.version);
+      if (await exists(target)) {
+        if ((await sha256File(target)) === input.sha256) return { path: target };
+        throw new Error(`base ${input.image}:${input.version} on ${config.host} differs from its recorded sha256`);
+      }
+      await fs.mkdir(path.dirname(target), { recursive: true });
+      const partial = partialPath(target);
+      const from = input.source.host === config.host ? input.source.path : `${input.source.host}:${input.source.path}`;
+      await run(['rsync', '--sparse', '--times', '--', from, partial]);
+      const got = await sha256File(partial);
+      if (got !== input.sha256) {
+        await fs.rm(partial, { force: true });
+        throw new Error(`sha256 of ${input.image}:${input.version} after transfer is ${got}, expected ${input.sha256}`);
+      }
+      await fs.chmod(partial, 0o444);
+      await fs.rename(partial, target);
+      return { path: target };
+    },
+
+    /** A copy-on-write clone of a base; an existing clone of the same base is kept as it is. */
+    async cloneVolume(input: { volume: string; base: string }): Promise<ImageInfo> {
+      const target = volumePath(input.volume);
+      if (await exists(target)) {
+        const current = await info(target);
+        if (current.backingFile !== input.base) throw new Error(`volume ${input.volume} exists with another base: ${current.backingFile ?? 'none'}`);
+        return current;
+      }
+      await fs.mkdir(path.dirname(target), { recursive: true });
+      const partial = partialPath(target);
+      await run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', input.base, '-F', 'qcow2', partial]);
+      await fs.rename(partial, target);
+      return info(target);
+    },
+
+    /** Reads the clone through its backing chain and checks the base's pattern shows through. */
+    async checkVolume(input: { volume: string }): Promise<ImageInfo & { readsThrough: boolean }> {
+      const target = volumePath(input.volume);
+      const check = await run(['qemu-io', '-f', 'qcow2', '-r', '-c', 'read -P 0x5a 0 1M', target], { okExitCodes: [1] });
+      return { ...(await info(target)), readsThrough: !/Pattern verification failed/.test(check.stdout + check.stderr) && check.exitCode === 0 };
+    },
+  };
+}
+
+export type NasActivities = ReturnType<typeof createNasActivities>;

@@ -1,0 +1,145 @@
+/**
+ * The one way imgflow runs a command: argv arrays only, never a shell. Each command runs in its
+ * own process group so that cancellation, a timeout or a worker shutdown ends the whole tree; it
+ * heartbeats while it runs (with progress where the tool prints it) and is logged with its argv,
+ * duration and exit code. A failure carries the tail of stderr.
+ */
+import { Context } from '@temporalio/activity';
+import { execa } from 'execa';
+import type { Logger } from '../lib/logger.js';
+
+export interface CommandOptions {
+  cwd?: string;
+  env?: Record<string, string>;
+  /** Written to the command's stdin. */
+  input?: string | Buffer;
+  /** Ends the command (and its children) after this long. */
+  timeoutMs?: number;
+  /** Exit codes that count as success besides 0 (e.g. rsync's 24, "files vanished"). */
+  okExitCodes?: number[];
+  /** Reads a percentage out of one line of the tool's output, for heartbeats and progress bars. */
+  progress?: (line: string) => number | undefined;
+  /** Ended with the command when aborted; the activity's cancellation is always honoured too. */
+  signal?: AbortSignal;
+}
+
+export interface CommandResult {
+  argv: readonly string[];
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  durationMs: number;
+}
+
+export type Run = (argv: readonly string[], options?: CommandOptions) => Promise<CommandResult>;
+
+export class CommandError extends Error {
+  override readonly name = 'CommandError';
+  constructor(
+    readonly argv: readonly string[],
+    readonly exitCode: number | undefined,
+    readonly stderrTail: string,
+    reason: string,
+  ) {
+    super(`${argv.join(' ')}: ${reason}${stderrTail ? `: ${stderrTail}` : ''}`);
+  }
+}
+
+const STDERR_TAIL = 2000;
+const KILL_GRACE_MS = 5000;
+const HEARTBEAT_MS = 1000;
+
+function currentActivity(): Context | undefined {
+  try {
+    return Context.current();
+  } catch {
+    return undefined;
+  }
+}
+
+function tail(text: string): string {
+  const trimmed = text.trim();
+  return trimmed.length > STDERR_TAIL ? `...${trimmed.slice(-STDERR_TAIL)}` : trimmed;
+}
+
+/** Sends a signal to a whole process group, ignoring one that is already gone. */
+function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    /* the group has exited */
+  }
+}
+
+export function createRunner(logger: Logger): Run {
+  return async function run(argv, options = {}) {
+    if (argv.length === 0 || argv.some((a) => typeof a !== 'string' || a.includes('\0'))) {
+      throw new CommandError(argv, undefined, '', 'argv must be non-empty strings without NUL');
+    }
+    const activity = currentActivity();
+    const started = performance.now();
+    const child = execa(argv[0]!, argv.slice(1), {
+      cwd: options.cwd,
+      env: options.env,
+      extendEnv: true,
+      input: options.input,
+      stdin: options.input === undefined ? 'ignore' : undefined,
+      detached: true,
+      reject: false,
+      stripFinalNewline: false,
+      maxBuffer: 256 * 1024 * 1024,
+    });
+
+    let ended: string | undefined;
+    const stop = (why: string) => {
+      if (ended) return;
+      ended = why;
+      signalGroup(child.pid, 'SIGTERM');
+      setTimeout(() => signalGroup(child.pid, 'SIGKILL'), KILL_GRACE_MS).unref();
+    };
+    const signals = [activity?.cancellationSignal, options.signal].filter((s): s is AbortSignal => !!s);
+    const onAbort = () => stop('cancelled');
+    for (const s of signals) {
+      if (s.aborted) onAbort();
+      else s.addEventListener('abort', onAbort, { once: true });
+    }
+    const timer = options.timeoutMs ? setTimeout(() => stop(`timed out after ${options.timeoutMs} ms`), options.timeoutMs) : undefined;
+
+    let percent: number | undefined;
+    if (options.progress) {
+      // Tools redraw progress with \r: each line or redraw is offered to the parser on its own.
+      const parse = (chunk: Buffer) => {
+        for (const line of chunk.toString().split(/[\r\n]+/)) {
+          const p = line ? options.progress!(line) : undefined;
+          if (p !== undefined) percent = p;
+        }
+      };
+      child.stdout?.on('data', parse);
+      child.stderr?.on('data', parse);
+    }
+    const beat = activity
+      ? setInterval(() => activity.heartbeat({ command: argv[0], seconds: Math.round((performance.now() - started) / 1000), percent }), HEARTBEAT_MS)
+      : undefined;
+    activity?.heartbeat({ command: argv[0], seconds: 0 });
+
+    try {
+      const result = await child;
+      const durationMs = Math.round(performance.now() - started);
+      const exitCode = result.exitCode ?? -1;
+      const stderr = String(result.stderr ?? '');
+      logger.info({ argv, durationMs, exitCode, ...(ended ? { ended } : {}) }, 'command');
+      const ok = !ended && (exitCode === 0 || options.okExitCodes?.includes(exitCode));
+      if (!ok) {
+        if (activity?.cancellationSignal.aborted) throw activity.cancellationSignal.reason;
+        const reason = ended ?? (result.signal ? `killed by ${result.signal}` : result.exitCode === undefined ? (result.shortMessage ?? 'did not start') : `exit code ${exitCode}`);
+        throw new CommandError(argv, result.exitCode, tail(stderr), reason);
+      }
+      return { argv, exitCode, stdout: String(result.stdout ?? ''), stderr, durationMs };
+    } finally {
+      clearTimeout(timer);
+      clearInterval(beat);
+      for (const s of signals) s.removeEventListener('abort', onAbort);
+    }
+  };
+}

@@ -1,0 +1,53 @@
+/**
+ * Names that reach paths, commands and task queues. Everything a person or another system types is
+ * checked here first, so that nothing with `/`, `..`, spaces or shell characters goes further.
+ * Pure code: imported by workflows, activities and starters alike.
+ */
+
+/** An error in what someone asked for: names the field and what was expected. Never retried. */
+export class InputError extends Error {
+  override readonly name = 'InputError';
+  constructor(
+    readonly field: string,
+    readonly expected: string,
+    readonly got?: unknown,
+  ) {
+    super(`${field}: expected ${expected}${got === undefined ? '' : `, got ${JSON.stringify(got)}`}`);
+  }
+}
+
+const NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+const HOST = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** Image, volume, tag and subscription names: lower-case letters, digits, `.`, `_`, `-`; at most 64. */
+export function checkName(field: string, value: unknown): string {
+  if (typeof value !== 'string' || !NAME.test(value) || value.includes('..')) {
+    throw new InputError(field, 'a name of 1-64 lower-case letters, digits, ".", "_" or "-", starting with a letter or digit', value);
+  }
+  return value;
+}
+
+/** Host and site names: one DNS label, as a task queue suffix and an iSCSI initiator part. */
+export function checkHost(field: string, value: unknown): string {
+  if (typeof value !== 'string' || !HOST.test(value)) {
+    throw new InputError(field, 'a host name of 1-63 lower-case letters, digits or "-"', value);
+  }
+  return value;
+}
+
+export const ARCHES = ['x86_64', 'aarch64', 'ppc64le', 's390x', 'riscv64'] as const;
+export type Arch = (typeof ARCHES)[number];
+
+export function checkArch(field: string, value: unknown): Arch {
+  if (!ARCHES.includes(value as Arch)) throw new InputError(field, `one of ${ARCHES.join(', ')}`, value);
+  return value as Arch;
+}
+
+/** Whole number within bounds, for sizes and counts typed by people. */
+export function checkInt(field: string, value: unknown, min: number, max: number): number {
+  const n = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
+    throw new InputError(field, `a whole number from ${min} to ${max}`, value);
+  }
+  return n;
+}

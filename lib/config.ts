@@ -1,0 +1,70 @@
+/**
+ * Where imgflow keeps its state and how it reaches Temporal. Every setting has an embedded default
+ * (no root, no kernel features) and an IMGFLOW_* environment variable; CLI flags override both.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { checkHost } from '../common/names.js';
+
+export interface Config {
+  /** Temporal frontend, host:port. */
+  address: string;
+  namespace: string;
+  /** Root of imgflow's own files: image store, NAS pools, caches, the dev server's data. */
+  home: string;
+  /** This machine's name on task queues. */
+  host: string;
+  /** The cloud site this machine serves. */
+  site: string;
+  /** host:port for the Prometheus endpoint of a worker process; empty to disable. */
+  metricsAddress: string;
+}
+
+export function shortHostName(): string {
+  return os.hostname().split('.')[0]!.toLowerCase();
+}
+
+/** Node's `process.arch` in the kernel's words, as task queues and package managers use them. */
+export function machineArch(): string {
+  const map: Record<string, string> = { x64: 'x86_64', arm64: 'aarch64', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
+  return map[process.arch] ?? process.arch;
+}
+
+function defaultHome(): string {
+  const data = process.env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share');
+  return path.join(data, 'imgflow');
+}
+
+export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  const host = overrides.host ?? env.IMGFLOW_HOST ?? shortHostName();
+  const config: Config = {
+    address: overrides.address ?? env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
+    namespace: overrides.namespace ?? env.TEMPORAL_NAMESPACE ?? 'imgflow',
+    home: path.resolve(overrides.home ?? env.IMGFLOW_HOME ?? defaultHome()),
+    host,
+    site: overrides.site ?? env.IMGFLOW_SITE ?? host,
+    metricsAddress: overrides.metricsAddress ?? env.IMGFLOW_METRICS ?? '127.0.0.1:9464',
+  };
+  checkHost('host', config.host);
+  checkHost('site', config.site);
+  checkAddress(config.address);
+  return config;
+}
+
+/** host:port with a sane host and a port in range; checked before anything dials it. */
+export function checkAddress(address: string): string {
+  const m = /^([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(address);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+    throw new Error(`address: expected host:port, got ${JSON.stringify(address)}`);
+  }
+  return address;
+}
+
+/** Layout of the state directory. */
+export const paths = (config: Pick<Config, 'home'>) => ({
+  store: path.join(config.home, 'store'),
+  nas: (host: string) => path.join(config.home, 'nas', host),
+  compute: (host: string) => path.join(config.home, 'compute', host),
+  builder: (arch: string) => path.join(config.home, 'builder', arch),
+  server: path.join(config.home, 'temporal'),
+});

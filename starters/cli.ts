@@ -1,0 +1,38 @@
+/**
+ * The `imgflow` command line: noun and verb, tables for people, `--json` for scripts, one-line
+ * errors on stderr and a non-zero exit on any failure.
+ */
+import { Command, CommanderError } from 'commander';
+import { InputError } from '../common/names.js';
+import { registerDemo } from './commands/demo.js';
+import { registerDev } from './commands/dev.js';
+import { registerWorker } from './commands/worker.js';
+import { oneLine } from './output.js';
+
+export function buildProgram(): Command {
+  const program = new Command('imgflow')
+    .description('durable orchestration of OS and VM images on Temporal')
+    .option('--address <host:port>', 'Temporal frontend (env TEMPORAL_ADDRESS)')
+    .option('--namespace <name>', 'Temporal namespace (env TEMPORAL_NAMESPACE)')
+    .option('--home <dir>', "imgflow's state directory (env IMGFLOW_HOME)")
+    .option('--json', 'print results as JSON')
+    .showSuggestionAfterError()
+    .exitOverride()
+    .configureOutput({ writeErr: (text) => process.stderr.write(text.startsWith('error: ') ? `imgflow: ${text.slice(7)}` : text) });
+  registerDev(program);
+  registerDemo(program);
+  registerWorker(program);
+  return program;
+}
+
+/** Exit codes: 0 done, 1 failed, 2 bad input (nothing was started). */
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return Number(process.exitCode ?? 0);
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    process.stderr.write(`imgflow: ${oneLine(err)}\n`);
+    return err instanceof InputError || (err as Error).name === 'InputError' ? 2 : 1;
+  }
+}

@@ -1,0 +1,48 @@
+/** `imgflow dev` and `imgflow server`: the local Temporal server and this host's workers. */
+import type { Command } from 'commander';
+import { ROLES } from '../../common/queues.js';
+import { createLogger } from '../../lib/logger.js';
+import { configFrom, ensureClient, say, startLocalWorkers, type GlobalFlags } from '../context.js';
+import { formatPairs, printJson } from '../output.js';
+import { stopServer } from '../temporal-server.js';
+
+export function registerDev(program: Command): void {
+  program
+    .command('dev')
+    .description('start or reuse the dev server, run one worker per role for this host until Ctrl-C')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const config = configFrom(cmd.optsWithGlobals<GlobalFlags>());
+      const { connection, uiUrl } = await ensureClient(config);
+      await connection.close();
+      const local = await startLocalWorkers(config, ROLES, createLogger('imgflow-dev'));
+      say(`Temporal at ${config.address}, namespace ${config.namespace}; Web UI: ${uiUrl ?? 'not managed by imgflow'}`);
+      say(`workers: ${local.workers.map((w) => w.options.taskQueue).join(', ')} (Ctrl-C to stop)`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      say('draining workers...');
+      await local.stop();
+    });
+
+  const server = program.command('server').description('the local Temporal dev server imgflow manages');
+  server
+    .command('start')
+    .description('start the dev server if nothing answers at the address, and register imgflow there')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const flags = cmd.optsWithGlobals<GlobalFlags>();
+      const config = configFrom(flags);
+      const { connection, uiUrl } = await ensureClient(config);
+      await connection.close();
+      const status = { address: config.address, namespace: config.namespace, webUi: uiUrl ?? null };
+      if (flags.json) printJson(status);
+      else process.stdout.write(`${formatPairs(Object.entries(status))}\n`);
+    });
+  server
+    .command('stop')
+    .description('stop the dev server that imgflow started')
+    .action((_opts: unknown, cmd: Command) => {
+      const config = configFrom(cmd.optsWithGlobals<GlobalFlags>());
+      say(stopServer(config) ? 'stopped the dev server' : 'no dev server started by imgflow is running');
+    });
+}

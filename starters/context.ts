@@ -1,0 +1,68 @@
+/**
+ * What every command shares: the global flags turned into a checked Config, a Temporal client on
+ * imgflow's namespace, and the in-process workers that `dev` and `demo` run.
+ */
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, type Worker } from '@temporalio/worker';
+import { loadConfig, machineArch, type Config } from '../lib/config.js';
+import { createLogger, type Logger } from '../lib/logger.js';
+import type { Role } from '../common/queues.js';
+import { installRuntime } from '../workers/runtime.js';
+import { createWorker } from '../workers/worker.js';
+import { connectWithin, ensureServer } from './temporal-server.js';
+
+export interface GlobalFlags {
+  address?: string;
+  namespace?: string;
+  home?: string;
+  json?: boolean;
+}
+
+export function configFrom(flags: GlobalFlags, extra: Partial<Config> = {}): Config {
+  return loadConfig({
+    ...(flags.address ? { address: flags.address } : {}),
+    ...(flags.namespace ? { namespace: flags.namespace } : {}),
+    ...(flags.home ? { home: flags.home } : {}),
+    ...extra,
+  });
+}
+
+/** Progress notes for people, on stderr so that stdout stays the result (and valid JSON). */
+export function say(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+export async function connectClient(config: Config): Promise<{ client: Client; connection: Connection }> {
+  const connection = await connectWithin(config.address, 5000);
+  if (!connection) throw new Error(`cannot reach Temporal at ${config.address}: start it with 'imgflow dev' or set --address`);
+  return { connection, client: new Client({ connection, namespace: config.namespace }) };
+}
+
+/** Starts the dev server when it is not up yet (loopback only) and connects a client to it. */
+export async function ensureClient(config: Config): Promise<{ client: Client; connection: Connection; uiUrl?: string }> {
+  const server = await ensureServer(config, say);
+  return { connection: server.connection, client: new Client({ connection: server.connection, namespace: config.namespace }), ...(server.uiUrl ? { uiUrl: server.uiUrl } : {}) };
+}
+
+export interface LocalWorkers {
+  workers: Worker[];
+  /** Drains and stops every worker, then closes their connection. */
+  stop(): Promise<void>;
+}
+
+/** Runs one worker per role in this process, sharing one connection and one workflow bundle. */
+export async function startLocalWorkers(config: Config, roles: readonly Role[], logger: Logger = createLogger('imgflow')): Promise<LocalWorkers> {
+  installRuntime(logger, process.env.IMGFLOW_METRICS ?? '');
+  const connection = await NativeConnection.connect({ address: config.address });
+  const arch = machineArch();
+  const workers = await Promise.all(roles.map(async (role) => (await createWorker({ role, config, arch, connection, logger })).worker));
+  const running = workers.map((w) => w.run());
+  return {
+    workers,
+    async stop() {
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await Promise.allSettled(running);
+      await connection.close();
+    },
+  };
+}

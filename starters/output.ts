@@ -1,0 +1,102 @@
+/**
+ * How the CLI speaks: tables for people, JSON for scripts, one-line errors on stderr, and a live
+ * progress line on a terminal while a workflow works.
+ */
+import type { WorkflowHandle } from '@temporalio/client';
+
+export type Row = Record<string, unknown>;
+
+function cell(value: unknown): string {
+  if (value === undefined || value === null) return '-';
+  if (value instanceof Date) return value.toISOString().replace('.000Z', 'Z');
+  if (typeof value === 'object') return JSON.stringify(value);
+  return String(value);
+}
+
+/** Columns sized to their widest cell; numbers right-aligned, as in `zfs list`. */
+export function formatTable(rows: Row[], columns: string[], headers: string[] = columns.map((c) => c.toUpperCase())): string {
+  const cells = rows.map((row) => columns.map((c) => cell(row[c])));
+  const numeric = columns.map((_, i) => rows.length > 0 && rows.every((row) => typeof row[columns[i]!] === 'number'));
+  const widths = columns.map((_, i) => Math.max(headers[i]!.length, ...cells.map((r) => r[i]!.length)));
+  const line = (values: string[]) =>
+    values
+      .map((v, i) => (numeric[i] ? v.padStart(widths[i]!) : v.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  return [line(headers), ...cells.map(line)].join('\n');
+}
+
+/** Key/value pairs, one per line, keys aligned. */
+export function formatPairs(pairs: [string, unknown][]): string {
+  const width = Math.max(...pairs.map(([k]) => k.length));
+  return pairs.map(([k, v]) => `${k.padEnd(width)}  ${cell(v)}`).join('\n');
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+export function humanBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (Math.abs(v) >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+/** The first line of an error, for the one-line message a person sees. */
+export function oneLine(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  return text.split('\n')[0]!.trim();
+}
+
+interface PendingActivity {
+  activityType?: { name?: string | null } | null;
+  attempt?: number | null;
+  lastFailure?: { message?: string | null } | null;
+  heartbeatDetails?: unknown;
+}
+
+/**
+ * Shows which step a workflow is on, on one rewritten line of stderr, until `done` settles.
+ * Silent when stderr is not a terminal, so scripts and logs see only the result.
+ */
+export async function watchProgress<T>(handle: WorkflowHandle, done: Promise<T>, label: string): Promise<T> {
+  if (!process.stderr.isTTY) return done;
+  const frames = ['|', '/', '-', '\\'];
+  let tick = 0;
+  let step = 'starting';
+  let settled = false;
+  const started = Date.now();
+  const draw = () => {
+    const seconds = Math.round((Date.now() - started) / 1000);
+    process.stderr.write(`\r\x1b[K${frames[tick++ % frames.length]} ${label}: ${step} (${seconds}s)`);
+  };
+  const poll = async () => {
+    while (!settled) {
+      try {
+        const pending = ((await handle.describe()).raw.pendingActivities ?? []) as PendingActivity[];
+        step = pending.length
+          ? pending
+              .map((a) => `${a.activityType?.name ?? '?'}${(a.attempt ?? 1) > 1 ? ` (attempt ${a.attempt}: ${a.lastFailure?.message ?? ''})` : ''}`)
+              .join(', ')
+          : 'orchestrating';
+      } catch {
+        /* the next poll tries again */
+      }
+      draw();
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  };
+  const polling = poll();
+  try {
+    return await done;
+  } finally {
+    settled = true;
+    await polling;
+    process.stderr.write('\r\x1b[K');
+  }
+}

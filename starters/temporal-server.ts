@@ -1,0 +1,172 @@
+/**
+ * Provisions the Temporal dev server imgflow runs on out of the box: finds or builds the pinned
+ * Temporal CLI, starts the server detached with a persistent SQLite file and the Web UI, and
+ * registers imgflow's namespace and search attributes. A server that already answers is reused.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Connection } from '@temporalio/client';
+import { SA } from '../common/search-attributes.js';
+import { paths, type Config } from '../lib/config.js';
+import { findOnPath } from '../lib/which.js';
+
+export const TEMPORAL_CLI_VERSION = 'v1.5.1';
+const TEMPORAL_CLI_MODULE = 'github.com/temporalio/cli/cmd/temporal';
+
+function cacheDir(): string {
+  return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'imgflow', `temporal-${TEMPORAL_CLI_VERSION}`);
+}
+
+/** The Temporal CLI to use: $TEMPORAL_CLI, then `temporal` on PATH, then the per-user cache. */
+export function findTemporalCli(): string | undefined {
+  if (process.env.TEMPORAL_CLI) return process.env.TEMPORAL_CLI;
+  const cached = path.join(cacheDir(), 'temporal');
+  return findOnPath('temporal') ?? (fs.existsSync(cached) ? cached : undefined);
+}
+
+/** Finds the Temporal CLI, building the pinned version with Go into the cache the first time. */
+export function ensureTemporalCli(say: (line: string) => void = () => {}): string {
+  const found = findTemporalCli();
+  if (found) return found;
+  const go = findOnPath('go') ?? (fs.existsSync('/usr/local/go/bin/go') ? '/usr/local/go/bin/go' : undefined);
+  if (!go) {
+    throw new Error(
+      `no Temporal CLI: set TEMPORAL_CLI to its path, put 'temporal' on PATH, or install Go so imgflow can run 'go install ${TEMPORAL_CLI_MODULE}@${TEMPORAL_CLI_VERSION}'`,
+    );
+  }
+  say(`building the Temporal CLI ${TEMPORAL_CLI_VERSION} into ${cacheDir()} (once; a few minutes)`);
+  fs.mkdirSync(cacheDir(), { recursive: true });
+  const built = spawnSync(go, ['install', `${TEMPORAL_CLI_MODULE}@${TEMPORAL_CLI_VERSION}`], {
+    env: { ...process.env, GOBIN: cacheDir() },
+    stdio: ['ignore', 'ignore', 'pipe'],
+    encoding: 'utf8',
+  });
+  if (built.status !== 0) throw new Error(`go install of the Temporal CLI failed: ${built.stderr.trim().split('\n').slice(-1)[0]}`);
+  return path.join(cacheDir(), 'temporal');
+}
+
+export interface ServerProcess {
+  pid: number;
+  address: string;
+  uiUrl?: string;
+}
+
+export interface DevServerOptions {
+  cli: string;
+  port: number;
+  /** Omit for a headless server. */
+  uiPort?: number;
+  dbFile: string;
+  logFile: string;
+  namespace: string;
+}
+
+/** Starts a dev server detached from this process; it outlives the CLI that started it. */
+export function spawnDevServer(o: DevServerOptions): ServerProcess {
+  fs.mkdirSync(path.dirname(o.dbFile), { recursive: true });
+  const log = fs.openSync(o.logFile, 'a');
+  const argv = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(o.port), '--db-filename', o.dbFile, '--namespace', o.namespace];
+  argv.push(...(o.uiPort ? ['--ui-port', String(o.uiPort)] : ['--headless']));
+  argv.push('--log-format', 'json', '--log-level', 'warn', '--dynamic-config-value', 'frontend.enableUpdateWorkflowExecution=true');
+  const child = spawn(o.cli, argv, { detached: true, stdio: ['ignore', log, log] });
+  child.unref();
+  fs.closeSync(log);
+  return { pid: child.pid!, address: `127.0.0.1:${o.port}`, ...(o.uiPort ? { uiUrl: `http://127.0.0.1:${o.uiPort}` } : {}) };
+}
+
+/** Connects, retrying until `timeoutMs`; resolves to undefined when nothing answers in time. */
+export async function connectWithin(address: string, timeoutMs: number): Promise<Connection | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await Connection.connect({ address, connectTimeout: Math.max(500, Math.min(2000, deadline - Date.now())) });
+    } catch {
+      if (Date.now() >= deadline) return undefined;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
+/** Waits until the namespace answers (the dev server creates it a moment after it listens). */
+export async function waitForNamespace(connection: Connection, namespace: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await connection.workflowService.describeNamespace({ namespace });
+      return;
+    } catch (err) {
+      if (Date.now() >= deadline) throw new Error(`namespace ${namespace} is not there: ${(err as Error).message.split('\n')[0]}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
+/** Registers imgflow's search attributes on the namespace where they are missing. */
+export async function ensureSearchAttributes(connection: Connection, namespace: string): Promise<void> {
+  const { customAttributes } = await connection.operatorService.listSearchAttributes({ namespace });
+  const missing = Object.values(SA).filter((key) => !customAttributes?.[key.name]);
+  if (missing.length === 0) return;
+  const indexed: Record<string, number> = { KEYWORD: 2, KEYWORD_LIST: 7 };
+  await connection.operatorService.addSearchAttributes({
+    namespace,
+    searchAttributes: Object.fromEntries(missing.map((key) => [key.name, indexed[key.type]!])),
+  });
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]):(\d+)$/;
+
+export interface EnsuredServer {
+  connection: Connection;
+  started: boolean;
+  uiUrl?: string;
+}
+
+/**
+ * Reuses the server at `config.address`, or, when that is a loopback address with nothing on it,
+ * starts the dev server there with its data under imgflow's home.
+ */
+export async function ensureServer(config: Config, say: (line: string) => void = () => {}): Promise<EnsuredServer> {
+  const dir = paths(config).server;
+  const m = LOOPBACK.exec(config.address);
+  const uiFile = path.join(dir, 'ui-url');
+  let connection = await connectWithin(config.address, 1500);
+  let started = false;
+  if (!connection) {
+    if (!m) throw new Error(`cannot reach Temporal at ${config.address}: is the server up, and the address right?`);
+    const port = Number(m[2]);
+    const server = spawnDevServer({
+      cli: ensureTemporalCli(say),
+      port,
+      uiPort: port + 1000,
+      dbFile: path.join(dir, 'dev.sqlite'),
+      logFile: path.join(dir, 'server.log'),
+      namespace: config.namespace,
+    });
+    fs.writeFileSync(path.join(dir, 'server.pid'), `${server.pid}\n`);
+    fs.writeFileSync(uiFile, `${server.uiUrl}\n`);
+    say(`started the Temporal dev server (pid ${server.pid}), data in ${dir}`);
+    connection = await connectWithin(config.address, 60_000);
+    if (!connection) throw new Error(`the Temporal dev server did not come up on ${config.address}; see ${path.join(dir, 'server.log')}`);
+    started = true;
+  }
+  await waitForNamespace(connection, config.namespace, started ? 30_000 : 3000);
+  await ensureSearchAttributes(connection, config.namespace);
+  const uiUrl = m && fs.existsSync(uiFile) ? fs.readFileSync(uiFile, 'utf8').trim() : undefined;
+  return { connection, started, ...(uiUrl ? { uiUrl } : {}) };
+}
+
+/** Stops a dev server this machine started, by its pid file. */
+export function stopServer(config: Config): boolean {
+  const pidFile = path.join(paths(config).server, 'server.pid');
+  if (!fs.existsSync(pidFile)) return false;
+  const pid = Number(fs.readFileSync(pidFile, 'utf8'));
+  fs.rmSync(pidFile);
+  try {
+    process.kill(-pid, 'SIGTERM');
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * One real Temporal dev server for the whole run (headless, its own port and SQLite file), and
+ * the workflow bundle made once. A missing Temporal CLI fails the run; it never skips.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { bundleWorkflowCode } from '@temporalio/worker';
+import { connectWithin, ensureSearchAttributes, ensureTemporalCli, spawnDevServer, waitForNamespace } from '../../starters/temporal-server.js';
+import { workflowsPath } from '../../workers/worker.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    temporalAddress: string;
+    workflowBundlePath: string;
+  }
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+export default async function setup(project: TestProject) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imgflow-test-temporal-'));
+  const server = spawnDevServer({
+    cli: ensureTemporalCli((line) => process.stderr.write(`${line}\n`)),
+    port: await freePort(),
+    dbFile: path.join(dir, 'test.sqlite'),
+    logFile: path.join(dir, 'server.log'),
+    namespace: 'imgflow',
+  });
+  const connection = await connectWithin(server.address, 60_000);
+  if (!connection) throw new Error(`the Temporal dev server for the tests did not start; see ${dir}/server.log`);
+  await waitForNamespace(connection, 'imgflow', 30_000);
+  await ensureSearchAttributes(connection, 'imgflow');
+  await connection.close();
+
+  const bundle = await bundleWorkflowCode({ workflowsPath, logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error() {} } });
+  const bundlePath = path.join(dir, 'workflow-bundle.js');
+  fs.writeFileSync(bundlePath, bundle.code);
+
+  project.provide('temporalAddress', server.address);
+  project.provide('workflowBundlePath', bundlePath);
+  return () => {
+    try {
+      process.kill(-server.pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+}

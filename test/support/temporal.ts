@@ -1,0 +1,52 @@
+/** Tests' access to the run's Temporal server: clients, and workers with injected activities. */
+import { randomUUID } from 'node:crypto';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, Runtime, Worker, DefaultLogger } from '@temporalio/worker';
+import { inject } from 'vitest';
+
+export const NAMESPACE = 'imgflow';
+
+let runtimeQuiet = false;
+function quietRuntime() {
+  if (runtimeQuiet) return;
+  runtimeQuiet = true;
+  Runtime.install({ logger: new DefaultLogger('ERROR') });
+}
+
+export function uniqueQueue(prefix = 'test'): string {
+  return `${prefix}-${randomUUID().slice(0, 8)}`;
+}
+
+export async function testClient(): Promise<{ client: Client; connection: Connection }> {
+  const connection = await Connection.connect({ address: inject('temporalAddress') });
+  return { connection, client: new Client({ connection, namespace: NAMESPACE }) };
+}
+
+/**
+ * Runs workers for the duration of `fn`: one for workflows (the bundle made in global set-up) and
+ * any activity workers given, each on its own task queue.
+ */
+export async function withWorkers<T>(
+  spec: { workflowQueue?: string; activities?: Record<string, Record<string, (...args: never[]) => Promise<unknown>>> },
+  fn: () => Promise<T>,
+): Promise<T> {
+  quietRuntime();
+  const connection = await NativeConnection.connect({ address: inject('temporalAddress') });
+  const workers: Worker[] = [];
+  if (spec.workflowQueue) {
+    workers.push(
+      await Worker.create({ connection, namespace: NAMESPACE, taskQueue: spec.workflowQueue, workflowBundle: { codePath: inject('workflowBundlePath') } }),
+    );
+  }
+  for (const [taskQueue, activities] of Object.entries(spec.activities ?? {})) {
+    workers.push(await Worker.create({ connection, namespace: NAMESPACE, taskQueue, activities }));
+  }
+  const running = workers.map((w) => w.run());
+  try {
+    return await fn();
+  } finally {
+    for (const w of workers) w.shutdown();
+    await Promise.allSettled(running);
+    await connection.close();
+  }
+}

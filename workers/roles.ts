@@ -1,0 +1,45 @@
+/**
+ * What each role's worker polls and runs. A role's activities come from its factory, given the
+ * real drivers here; tests call the same factories or hand in their own activities.
+ */
+import { createBuilderActivities } from '../activities/builder/index.js';
+import { createNasActivities } from '../activities/nas/index.js';
+import { createRunner } from '../activities/runner.js';
+import { createHostActivities } from '../activities/host.js';
+import { checkArch, InputError } from '../common/names.js';
+import { CONTROL_QUEUE, queues, ROLES, WORKFLOW_QUEUE, type Role } from '../common/queues.js';
+import type { Config } from '../lib/config.js';
+import type { Logger } from '../lib/logger.js';
+
+export interface RolePlan {
+  role: Role;
+  taskQueue: string;
+  /** Whether this worker runs workflow tasks (only the orchestrator does). */
+  workflows: boolean;
+  activities: Record<string, (...args: never[]) => Promise<unknown>>;
+}
+
+export function checkRole(value: unknown): Role {
+  if (!ROLES.includes(value as Role)) throw new InputError('role', `one of ${ROLES.join(', ')}`, value);
+  return value as Role;
+}
+
+export function planRole(role: Role, config: Config, arch: string, logger: Logger): RolePlan {
+  const run = createRunner(logger.child({ role }));
+  const deps = { run, config };
+  const host = (r: Role) => createHostActivities({ role: r, config, arch });
+  switch (role) {
+    case 'orchestrator':
+      return { role, taskQueue: WORKFLOW_QUEUE, workflows: true, activities: {} };
+    case 'builder':
+      return { role, taskQueue: queues.builder(checkArch('arch', arch)), workflows: false, activities: { ...host(role), ...createBuilderActivities(deps) } };
+    case 'nas':
+      return { role, taskQueue: queues.nas(config.host), workflows: false, activities: { ...host(role), ...createNasActivities(deps) } };
+    case 'compute':
+      return { role, taskQueue: queues.compute(config.host), workflows: false, activities: { ...host(role) } };
+    case 'cloud':
+      return { role, taskQueue: queues.cloud(config.site), workflows: false, activities: { ...host(role) } };
+    case 'control':
+      return { role, taskQueue: CONTROL_QUEUE, workflows: false, activities: { ...host(role) } };
+  }
+}

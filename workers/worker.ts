@@ -1,0 +1,53 @@
+/**
+ * Builds the Worker for one role on one host. Workflow code is bundled once per process and
+ * shared by every orchestrator worker in it.
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import type { Config } from '../lib/config.js';
+import type { Logger } from '../lib/logger.js';
+import { planRole, type RolePlan } from './roles.js';
+import type { Role } from '../common/queues.js';
+
+/** The workflows' entry beside this module: compiled JavaScript, or the TypeScript sources under tsx and vitest. */
+export const workflowsPath = ['index.js', 'index.ts']
+  .map((file) => fileURLToPath(new URL(`../workflows/${file}`, import.meta.url)))
+  .find((file) => existsSync(file))!;
+
+let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
+
+/** The workflow bundle, made once per process (webpack takes seconds; workers share it). */
+export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
+  bundle ??= bundleWorkflowCode({ workflowsPath, logger: quietBundlerLogger});
+  return bundle;
+}
+
+const quietBundlerLogger = { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error() {} };
+
+export interface WorkerSpec {
+  role: Role;
+  config: Config;
+  arch: string;
+  connection: NativeConnection;
+  logger: Logger;
+  /** Replaces the role's real activities (tests). */
+  activities?: RolePlan['activities'];
+  /** Replaces the role's task queue (tests keep their runs apart this way). */
+  taskQueue?: string;
+}
+
+export async function createWorker(spec: WorkerSpec): Promise<{ worker: Worker; plan: RolePlan }> {
+  const plan = planRole(spec.role, spec.config, spec.arch, spec.logger);
+  const activities = spec.activities ?? plan.activities;
+  const worker = await Worker.create({
+    connection: spec.connection,
+    namespace: spec.config.namespace,
+    taskQueue: spec.taskQueue ?? plan.taskQueue,
+    identity: `${spec.role}@${spec.config.host}:${process.pid}`,
+    ...(plan.workflows ? { workflowBundle: await workflowBundle() } : {}),
+    ...(Object.keys(activities).length ? { activities } : {}),
+    shutdownGraceTime: '30s',
+  });
+  return { worker, plan: { ...plan, taskQueue: spec.taskQueue ?? plan.taskQueue } };
+}

@@ -1,0 +1,2 @@
+/** Every workflow type imgflow runs; the worker bundles this file. */
+export { demoWorkflow } from './demo.js';
