@@ -4,6 +4,8 @@
  * heartbeats while it runs (with progress where the tool prints it) and is logged with its argv,
  * duration and exit code. A failure carries the tail of stderr.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { Context } from '@temporalio/activity';
 import { execa } from 'execa';
 import type { Logger } from '../lib/logger.js';
@@ -72,7 +74,51 @@ function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
   }
 }
 
-export function createRunner(logger: Logger): Run {
+/**
+ * Process groups of running commands, recorded on disk: a worker killed outright cannot end its
+ * commands, so the next worker on the host ends them before it takes work (`reapOrphans`).
+ */
+function recordGroup(dir: string | undefined, pgid: number | undefined, argv: readonly string[]): () => void {
+  if (!dir || pgid === undefined) return () => {};
+  const file = path.join(dir, `${pgid}.json`);
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(file, JSON.stringify({ owner: process.pid, argv }));
+  return () => fs.rmSync(file, { force: true });
+}
+
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Ends the commands of workers that died without ending them; returns their argv. */
+export function reapOrphans(dir: string): string[][] {
+  const reaped: string[][] = [];
+  for (const name of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
+    const file = path.join(dir, name);
+    try {
+      const { owner, argv } = JSON.parse(fs.readFileSync(file, 'utf8')) as { owner: number; argv: string[] };
+      if (running(owner)) continue;
+      signalGroup(Number.parseInt(name, 10), 'SIGKILL');
+      reaped.push(argv);
+    } catch {
+      /* a record half written by a dying worker: nothing to end */
+    }
+    fs.rmSync(file, { force: true });
+  }
+  return reaped;
+}
+
+export interface RunnerOptions {
+  /** Where running commands' process groups are recorded, for `reapOrphans`. */
+  groupsDir?: string;
+}
+
+export function createRunner(logger: Logger, runnerOptions: RunnerOptions = {}): Run {
   return async function run(argv, options = {}) {
     if (argv.length === 0 || argv.some((a) => typeof a !== 'string' || a.includes('\0'))) {
       throw new CommandError(argv, undefined, '', 'argv must be non-empty strings without NUL');
@@ -91,6 +137,7 @@ export function createRunner(logger: Logger): Run {
       maxBuffer: 256 * 1024 * 1024,
     });
 
+    const forget = recordGroup(runnerOptions.groupsDir, child.pid, argv);
     let ended: string | undefined;
     const stop = (why: string) => {
       if (ended) return;
@@ -137,6 +184,7 @@ export function createRunner(logger: Logger): Run {
       }
       return { argv, exitCode, stdout: String(result.stdout ?? ''), stderr, durationMs };
     } finally {
+      forget();
       clearTimeout(timer);
       clearInterval(beat);
       for (const s of signals) s.removeEventListener('abort', onAbort);

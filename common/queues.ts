@@ -2,7 +2,7 @@
  * Task queues. Workflows run on one shared queue; every activity runs on the queue of the host
  * that owns the resource it touches, so privileged commands never leave that host.
  */
-import { checkArch, checkHost, type Arch } from './names.js';
+import { checkArch, checkHost } from './names.js';
 
 export const WORKFLOW_QUEUE = 'imgflow';
 export const CONTROL_QUEUE = 'control';
@@ -11,7 +11,7 @@ export const ROLES = ['orchestrator', 'builder', 'nas', 'compute', 'cloud', 'con
 export type Role = (typeof ROLES)[number];
 
 export const queues = {
-  builder: (arch: Arch | string) => `builder.${checkArch('arch', arch)}`,
+  builder: (arch: string) => `builder.${checkArch('arch', arch)}`,
   nas: (host: string) => `nas.${checkHost('nas', host)}`,
   compute: (host: string) => `compute.${checkHost('compute host', host)}`,
   cloud: (site: string) => `cloud.${checkHost('site', site)}`,

@@ -67,4 +67,6 @@ export const paths = (config: Pick<Config, 'home'>) => ({
   compute: (host: string) => path.join(config.home, 'compute', host),
   builder: (arch: string) => path.join(config.home, 'builder', arch),
   server: path.join(config.home, 'temporal'),
+  /** Process groups of commands that workers on this host are running. */
+  commands: path.join(config.home, 'run', 'commands'),
 });

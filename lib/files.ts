@@ -17,7 +17,31 @@ export async function exists(file: string): Promise<boolean> {
   );
 }
 
-/** A temporary name beside `target`, on the same filesystem so a rename is atomic. */
+const PARTIAL = (target: string) => `.${path.basename(target)}.partial.`;
+
+/**
+ * A temporary name beside `target` (same filesystem, so the final rename is atomic), owned by this
+ * process: a command orphaned by a worker that was killed keeps writing its own file, never ours.
+ */
 export function partialPath(target: string): string {
-  return path.join(path.dirname(target), `.${path.basename(target)}.partial`);
+  return path.join(path.dirname(target), `${PARTIAL(target)}${process.pid}`);
+}
+
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Removes partial files of `target` left by processes that are gone (a crashed worker's). */
+export async function removeStalePartials(target: string): Promise<void> {
+  const prefix = PARTIAL(target);
+  const names = await fs.readdir(path.dirname(target)).catch(() => [] as string[]);
+  for (const name of names) {
+    const pid = Number(name.slice(prefix.length));
+    if (name.startsWith(prefix) && pid !== process.pid && !running(pid)) await fs.rm(path.join(path.dirname(target), name), { force: true });
+  }
 }

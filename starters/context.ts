@@ -2,7 +2,7 @@
  * What every command shares: the global flags turned into a checked Config, a Temporal client on
  * imgflow's namespace, and the in-process workers that `dev` and `demo` run.
  */
-import { Client, Connection } from '@temporalio/client';
+import { Client, type Connection } from '@temporalio/client';
 import { NativeConnection, type Worker } from '@temporalio/worker';
 import { loadConfig, machineArch, type Config } from '../lib/config.js';
 import { createLogger, type Logger } from '../lib/logger.js';

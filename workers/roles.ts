@@ -8,7 +8,7 @@ import { createRunner } from '../activities/runner.js';
 import { createHostActivities } from '../activities/host.js';
 import { checkArch, InputError } from '../common/names.js';
 import { CONTROL_QUEUE, queues, ROLES, WORKFLOW_QUEUE, type Role } from '../common/queues.js';
-import type { Config } from '../lib/config.js';
+import { paths, type Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
 
 export interface RolePlan {
@@ -25,7 +25,7 @@ export function checkRole(value: unknown): Role {
 }
 
 export function planRole(role: Role, config: Config, arch: string, logger: Logger): RolePlan {
-  const run = createRunner(logger.child({ role }));
+  const run = createRunner(logger.child({ role }), { groupsDir: paths(config).commands });
   const deps = { run, config };
   const host = (r: Role) => createHostActivities({ role: r, config, arch });
   switch (role) {

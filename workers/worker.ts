@@ -4,8 +4,9 @@
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import type { Config } from '../lib/config.js';
+import { bundleWorkflowCode, type NativeConnection, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { paths, type Config } from '../lib/config.js';
+import { reapOrphans } from '../activities/runner.js';
 import type { Logger } from '../lib/logger.js';
 import { planRole, type RolePlan } from './roles.js';
 import type { Role } from '../common/queues.js';
@@ -39,6 +40,7 @@ export interface WorkerSpec {
 
 export async function createWorker(spec: WorkerSpec): Promise<{ worker: Worker; plan: RolePlan }> {
   const plan = planRole(spec.role, spec.config, spec.arch, spec.logger);
+  for (const argv of reapOrphans(paths(spec.config).commands)) spec.logger.warn({ argv }, 'ended a command left running by a worker that died');
   const activities = spec.activities ?? plan.activities;
   const worker = await Worker.create({
     connection: spec.connection,

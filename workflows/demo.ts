@@ -32,14 +32,14 @@ export async function demoWorkflow(input: DemoInput): Promise<DemoSummary> {
     taskQueue: queues.builder(input.arch),
     scheduleToStartTimeout: wait,
     startToCloseTimeout: '10m',
-    heartbeatTimeout: '30s',
+    heartbeatTimeout: '10s',
     retry: { maximumAttempts: 5 },
   });
   const nas = proxyActivities<NasActivities>({
     taskQueue: queues.nas(input.nas),
     scheduleToStartTimeout: wait,
     startToCloseTimeout: '10m',
-    heartbeatTimeout: '30s',
+    heartbeatTimeout: '10s',
     retry: { maximumAttempts: 5 },
   });
   upsertSearchAttributes([{ key: SA.version, value: version }]);

@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { checkInt, checkName } from '../../common/names.js';
 import { paths, type Config } from '../../lib/config.js';
-import { exists, partialPath, sha256File } from '../../lib/files.js';
+import { exists, partialPath, removeStalePartials, sha256File } from '../../lib/files.js';
 import type { Run } from '../runner.js';
 
 export interface BuilderDeps {
@@ -36,6 +36,7 @@ export function createBuilderActivities({ run, config }: BuilderDeps) {
       const target = path.join(workdir(input.arch), input.image, `${input.version}.qcow2`);
       if (!(await exists(target))) {
         await fs.mkdir(path.dirname(target), { recursive: true });
+        await removeStalePartials(target);
         const partial = partialPath(target);
         await run(['qemu-img', 'create', '-q', '-f', 'qcow2', partial, `${input.sizeMiB}M`]);
         await run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x5a 0 1M', partial]);

@@ -6,7 +6,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { checkName } from '../../common/names.js';
 import { paths, type Config } from '../../lib/config.js';
-import { exists, partialPath, sha256File } from '../../lib/files.js';
+import { exists, partialPath, removeStalePartials, sha256File } from '../../lib/files.js';
 import type { Run } from '../runner.js';
 
 export interface NasDeps {
@@ -50,6 +50,7 @@ export function createNasActivities({ run, config }: NasDeps) {
         throw new Error(`base ${input.image}:${input.version} on ${config.host} differs from its recorded sha256`);
       }
       await fs.mkdir(path.dirname(target), { recursive: true });
+      await removeStalePartials(target);
       const partial = partialPath(target);
       const from = input.source.host === config.host ? input.source.path : `${input.source.host}:${input.source.path}`;
       await run(['rsync', '--sparse', '--times', '--', from, partial]);
@@ -72,6 +73,7 @@ export function createNasActivities({ run, config }: NasDeps) {
         return current;
       }
       await fs.mkdir(path.dirname(target), { recursive: true });
+      await removeStalePartials(target);
       const partial = partialPath(target);
       await run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', input.base, '-F', 'qcow2', partial]);
       await fs.rename(partial, target);

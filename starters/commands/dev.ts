@@ -4,7 +4,7 @@ import { ROLES } from '../../common/queues.js';
 import { createLogger } from '../../lib/logger.js';
 import { configFrom, ensureClient, say, startLocalWorkers, type GlobalFlags } from '../context.js';
 import { formatPairs, printJson } from '../output.js';
-import { stopServer } from '../temporal-server.js';
+import { ensureTemporalCli, stopServer, TEMPORAL_CLI_VERSION } from '../temporal-server.js';
 
 export function registerDev(program: Command): void {
   program
@@ -37,6 +37,12 @@ export function registerDev(program: Command): void {
       const status = { address: config.address, namespace: config.namespace, webUi: uiUrl ?? null };
       if (flags.json) printJson(status);
       else process.stdout.write(`${formatPairs(Object.entries(status))}\n`);
+    });
+  server
+    .command('install-cli')
+    .description(`find the Temporal CLI, or build ${TEMPORAL_CLI_VERSION} with Go into the per-user cache; prints its path`)
+    .action(() => {
+      process.stdout.write(`${ensureTemporalCli(say)}\n`);
     });
   server
     .command('stop')

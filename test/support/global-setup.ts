@@ -11,6 +11,9 @@ import { bundleWorkflowCode } from '@temporalio/worker';
 import { connectWithin, ensureSearchAttributes, ensureTemporalCli, spawnDevServer, waitForNamespace } from '../../starters/temporal-server.js';
 import { workflowsPath } from '../../workers/worker.js';
 
+/** More than vitest's maxWorkers, so every fork finds its own. */
+export const TEST_NAMESPACES = ['imgflow-1', 'imgflow-2', 'imgflow-3', 'imgflow-4'];
+
 declare module 'vitest' {
   export interface ProvidedContext {
     temporalAddress: string;
@@ -40,8 +43,12 @@ export default async function setup(project: TestProject) {
   });
   const connection = await connectWithin(server.address, 60_000);
   if (!connection) throw new Error(`the Temporal dev server for the tests did not start; see ${dir}/server.log`);
-  await waitForNamespace(connection, 'imgflow', 30_000);
-  await ensureSearchAttributes(connection, 'imgflow');
+  // One namespace per vitest worker: files running at once never share a task queue.
+  for (const namespace of TEST_NAMESPACES) {
+    await connection.workflowService.registerNamespace({ namespace, workflowExecutionRetentionPeriod: { seconds: 86400 } }).catch(() => undefined);
+    await waitForNamespace(connection, namespace, 30_000);
+    await ensureSearchAttributes(connection, namespace);
+  }
   await connection.close();
 
   const bundle = await bundleWorkflowCode({ workflowsPath, logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error() {} } });

@@ -4,7 +4,8 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Runtime, Worker, DefaultLogger } from '@temporalio/worker';
 import { inject } from 'vitest';
 
-export const NAMESPACE = 'imgflow';
+/** This fork's own namespace (see global set-up). */
+export const NAMESPACE = `imgflow-${process.env.VITEST_POOL_ID ?? '1'}`;
 
 let runtimeQuiet = false;
 function quietRuntime() {

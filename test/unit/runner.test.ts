@@ -4,15 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { CommandError, createRunner } from '../../activities/runner.js';
 import { tempDir } from '../support/dirs.js';
 import { memoryLogger } from '../support/logger.js';
-
-/** Running or sleeping; a zombie (killed, not yet reaped by init) counts as ended. */
-function alive(pid: number): boolean {
-  try {
-    return !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
+import { alive } from '../support/processes.js';
 
 describe('command runner', () => {
   const dir = tempDir();

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Makes this machine ready for imgflow, idempotently and quickly the second time: the system tools
+# imgflow drives, the npm packages, the compiled CLI and the Temporal CLI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  qemu-utils qemu-block-extra   # qcow2 images, clones, conversion; iscsi:// and nbd:// block drivers
+  zfs-fuse                      # ZFS pools, datasets, snapshots and send/recv without kernel modules
+  tgt libiscsi-bin              # userspace iSCSI target and initiator tools
+  nbdkit libnbd-bin             # NBD exports and their readers
+  debootstrap squashfs-tools e2fsprogs rsync openssh-server openssh-client
+  openssl ca-certificates tar
+)
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  [[ $pkg == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    say "missing system packages: ${missing[*]}; install them as root (apt-get install ${missing[*]})"
+    exit 1
+  fi
+  say "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  say 'installing npm packages (npm ci)'
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+stamp=dist/.built
+if [[ ! -f $stamp ]] || [[ -n $(find common lib workflows activities workers starters tsconfig.json tsconfig.build.json package-lock.json -newer "$stamp" -print -quit) ]]; then
+  say 'compiling (tsc)'
+  rm -rf dist
+  npx --no-install tsc -p tsconfig.build.json
+  touch "$stamp"
+fi
+
+node bin/imgflow.js server install-cli >/dev/null
