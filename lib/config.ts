@@ -4,7 +4,7 @@
  */
 import os from 'node:os';
 import path from 'node:path';
-import { checkHost } from '../common/names.js';
+import { checkHost, InputError } from '../common/names.js';
 
 export interface Config {
   /** Temporal frontend, host:port. */
@@ -55,7 +55,7 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
 export function checkAddress(address: string): string {
   const m = /^([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(address);
   if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
-    throw new Error(`address: expected host:port, got ${JSON.stringify(address)}`);
+    throw new InputError('address', 'host:port', address);
   }
   return address;
 }

@@ -13,6 +13,7 @@ import { SA } from '../../common/search-attributes.js';
 import { loadConfig } from '../../lib/config.js';
 import { demoWorkflow } from '../../workflows/demo.js';
 import { tempDir } from '../support/dirs.js';
+import { saveHistory } from '../support/histories.js';
 import { memoryLogger } from '../support/logger.js';
 import { testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
@@ -43,6 +44,7 @@ describe('demo workflow', () => {
           typedSearchAttributes: [{ key: SA.kind, value: 'demo' }],
         });
         const result = await handle.result();
+        await saveHistory('demoWorkflow', handle);
         const described = await handle.describe();
         expect(described.typedSearchAttributes.get(SA.version)).toBe(result.version);
         return result;

@@ -1,0 +1,18 @@
+/**
+ * Saved workflow histories for replay tests. A test that runs a workflow to completion passes
+ * its handle here; with IMGFLOW_SAVE_HISTORIES=1 the history is written (protobuf) to test/histories/, where
+ * the replay test finds it. Commit the file: it pins the workflow's behaviour as it ran.
+ */
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { WorkflowHandle } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
+
+export const HISTORIES_DIR = fileURLToPath(new URL('../histories/', import.meta.url));
+
+export async function saveHistory(name: string, handle: WorkflowHandle): Promise<void> {
+  if (process.env.IMGFLOW_SAVE_HISTORIES !== '1') return;
+  const history = await handle.fetchHistory();
+  fs.mkdirSync(HISTORIES_DIR, { recursive: true });
+  fs.writeFileSync(`${HISTORIES_DIR}${name}.history.pb`, temporal.api.history.v1.History.encode(history).finish());
+}
