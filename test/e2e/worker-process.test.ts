@@ -1,0 +1,76 @@
+/**
+ * The real `imgflow worker` process: it polls its role's queue, serves Prometheus metrics, logs
+ * JSON lines through pino (Temporal's own logs included), and drains then exits on SIGTERM.
+ */
+import net from 'node:net';
+import { temporal } from '@temporalio/proto';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { spawnImgflow } from '../support/cli.js';
+import { tempDir } from '../support/dirs.js';
+import { killGroup } from '../support/processes.js';
+import { NAMESPACE, testClient, uniqueQueue } from '../support/temporal.js';
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function poll<T>(what: string, get: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await get().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+describe('imgflow worker process', () => {
+  const home = tempDir();
+  let pid: number | undefined;
+  afterAll(() => killGroup(pid));
+
+  it('serves metrics, answers on its queue, and drains on SIGTERM with exit 0', async () => {
+    const port = await freePort();
+    const host = uniqueQueue('c');
+    const child = spawnImgflow(
+      ['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, 'worker', '--role', 'compute', '--host', host, '--metrics', `127.0.0.1:${port}`],
+      { IMGFLOW_LOG_PRETTY: '0' },
+    );
+    pid = child.pid;
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+
+    const metrics = await poll('metrics', async () => {
+      const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+      const text = await res.text();
+      return /temporal_/.test(text) ? text : undefined;
+    });
+    expect(metrics).toMatch(/temporal_worker_start|temporal_num_pollers|temporal_/);
+
+    // The worker polls its role's queue under an identity naming role, host and process.
+    const { connection } = await testClient();
+    const identities = await poll('a poller on the compute queue', async () => {
+      const { pollers } = await connection.workflowService.describeTaskQueue({
+        namespace: NAMESPACE,
+        taskQueue: { name: `compute.${host}` },
+        taskQueueType: temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+      });
+      return pollers?.length ? pollers.map((p) => p.identity) : undefined;
+    });
+    expect(identities).toContain(`compute@${host}:${child.pid}`);
+    await connection.close();
+
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    const lines = stderr.trim().split('\n').map((l) => JSON.parse(l) as { msg: string; component?: string });
+    expect(lines.map((l) => l.msg)).toContain('worker started');
+    expect(lines.map((l) => l.msg)).toContain('worker drained and stopped');
+    expect(lines.some((l) => l.component === 'temporal')).toBe(true);
+  });
+});

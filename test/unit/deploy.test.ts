@@ -1,0 +1,68 @@
+/**
+ * No container engine runs here, so the production topology is checked by structure: the services
+ * a deployment needs, their images, ports and the role each worker runs.
+ */
+import fs from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { ROLES } from '../../common/queues.js';
+import { SA, searchAttributeFlags } from '../../common/search-attributes.js';
+
+interface Service {
+  image?: string;
+  command?: string[] | string;
+  ports?: string[];
+  privileged?: boolean;
+  network_mode?: string;
+  devices?: string[];
+  environment?: Record<string, string>;
+  depends_on?: Record<string, unknown> | string[];
+}
+
+const compose = parse(fs.readFileSync(new URL('../../docker-compose.yml', import.meta.url), 'utf8'), { merge: true }) as { services: Record<string, Service> };
+const services = compose.services;
+const roleOf = (s: Service) => (Array.isArray(s.command) && s.command[0] === 'worker' ? s.command[s.command.indexOf('--role') + 1] : undefined);
+
+describe('docker-compose.yml', () => {
+  it('runs Temporal on PostgreSQL with the Web UI, at pinned versions', () => {
+    expect(services.postgresql?.image).toMatch(/^postgres:\d+/);
+    expect(services.temporal?.image).toBe('temporalio/auto-setup:1.29.1');
+    expect(services.temporal?.environment?.DB).toBe('postgres12');
+    expect(services.temporal?.ports).toContain('7233:7233');
+    expect(services['temporal-ui']?.image).toBe('temporalio/ui:2.42.1');
+    expect(services['temporal-ui']?.ports).toContain('8080:8080');
+  });
+
+  it('registers the imgflow namespace and every search attribute imgflow uses', () => {
+    const setup = JSON.stringify(services['temporal-setup']?.command);
+    expect(setup).toContain('namespace create -n imgflow');
+    for (const flag of searchAttributeFlags()) expect(setup).toContain(flag);
+    expect(Object.keys(SA).length).toBeLessThanOrEqual(10);
+  });
+
+  it('has one worker service per role, each on the imgflow image', () => {
+    const roles = Object.values(services).map(roleOf).filter(Boolean);
+    expect(roles.sort()).toEqual([...ROLES].sort());
+    for (const s of Object.values(services).filter(roleOf)) {
+      expect(s.image).toBe('imgflow:0.1.0');
+      expect(s.environment?.TEMPORAL_NAMESPACE).toBe('imgflow');
+    }
+  });
+
+  it('gives the NAS and compute workers the host kernel they drive', () => {
+    const byRole = Object.fromEntries(Object.values(services).map((s) => [roleOf(s), s]));
+    for (const role of ['nas', 'compute']) {
+      expect(byRole[role]?.privileged).toBe(true);
+      expect(byRole[role]?.network_mode).toBe('host');
+    }
+    expect(byRole.nas?.devices).toContain('/dev/zfs');
+    expect(byRole.orchestrator?.privileged).toBeUndefined();
+    expect(byRole.cloud?.privileged).toBeUndefined();
+  });
+
+  it('keeps secrets out of the file: the database password comes from a secret file', () => {
+    const text = fs.readFileSync(new URL('../../docker-compose.yml', import.meta.url), 'utf8');
+    expect(text).not.toMatch(/PASSWORD:\s*\S/);
+    expect(services.postgresql?.environment?.POSTGRES_PASSWORD_FILE).toBe('/run/secrets/postgres-password');
+  });
+});
