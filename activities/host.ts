@@ -1,10 +1,11 @@
 /**
  * Registered on every host queue: lets the CLI and workflows ask whether a host's worker is there
- * and what it is, before they send it real work.
+ * and what it runs, before they send it real work.
  */
 import os from 'node:os';
 import type { Role } from '../common/queues.js';
 import type { Config } from '../lib/config.js';
+import type { Run } from './runner.js';
 
 export interface HostFacts {
   host: string;
@@ -13,12 +14,15 @@ export interface HostFacts {
   kernel: string;
   pid: number;
   uptimeSeconds: number;
+  /** First line of `qemu-img --version`: every role that touches images needs it. */
+  qemuImg: string;
 }
 
-export function createHostActivities({ role, config, arch }: { role: Role; config: Config; arch: string }) {
+export function createHostActivities({ role, config, arch, run }: { role: Role; config: Config; arch: string; run: Run }) {
   return {
     async hostFacts(): Promise<HostFacts> {
-      return { host: config.host, role, arch, kernel: os.release(), pid: process.pid, uptimeSeconds: Math.round(process.uptime()) };
+      const qemuImg = (await run(['qemu-img', '--version'])).stdout.split('\n')[0]!.trim();
+      return { host: config.host, role, arch, kernel: os.release(), pid: process.pid, uptimeSeconds: Math.round(process.uptime()), qemuImg };
     },
   };
 }

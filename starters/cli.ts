@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { InputError } from '../common/names.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDev } from './commands/dev.js';
+import { registerPing } from './commands/ping.js';
 import { registerWorker } from './commands/worker.js';
 import { oneLine } from './output.js';
 
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
   registerDev(program);
   registerDemo(program);
   registerWorker(program);
+  registerPing(program);
   return program;
 }
 

@@ -69,7 +69,12 @@ export function spawnDevServer(o: DevServerOptions): ServerProcess {
   const log = fs.openSync(o.logFile, 'a');
   const argv = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(o.port), '--db-filename', o.dbFile, '--namespace', o.namespace];
   argv.push(...(o.uiPort ? ['--ui-port', String(o.uiPort)] : ['--headless']));
-  argv.push('--log-format', 'json', '--log-level', 'warn', '--dynamic-config-value', 'frontend.enableUpdateWorkflowExecution=true');
+  argv.push('--log-format', 'json', '--log-level', 'warn');
+  // WAL with normal sync: durable across a server crash, without an fsync on every history write.
+  argv.push('--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', 'synchronous=normal');
+  // One partition per task queue: a single-host server gains nothing from more, and a task written
+  // to a partition no poller is on waits to be forwarded.
+  argv.push('--dynamic-config-value', 'matching.numTaskqueueReadPartitions=1', '--dynamic-config-value', 'matching.numTaskqueueWritePartitions=1');
   const child = spawn(o.cli, argv, { detached: true, stdio: ['ignore', log, log] });
   child.unref();
   fs.closeSync(log);

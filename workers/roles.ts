@@ -27,7 +27,7 @@ export function checkRole(value: unknown): Role {
 export function planRole(role: Role, config: Config, arch: string, logger: Logger): RolePlan {
   const run = createRunner(logger.child({ role }), { groupsDir: paths(config).commands });
   const deps = { run, config };
-  const host = (r: Role) => createHostActivities({ role: r, config, arch });
+  const host = (r: Role) => createHostActivities({ role: r, config, arch, run });
   switch (role) {
     case 'orchestrator':
       return { role, taskQueue: WORKFLOW_QUEUE, workflows: true, activities: {} };

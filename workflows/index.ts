@@ -1,2 +1,3 @@
 /** Every workflow type imgflow runs; the worker bundles this file. */
 export { demoWorkflow } from './demo.js';
+export { pingWorkflow } from './ping.js';

@@ -74,6 +74,7 @@ describe('demo workflow', () => {
         .catch((e: unknown) => e),
     );
     await connection.close();
-    expect(String((error as Error).cause?.cause ?? error)).toMatch(/ScheduleToStart|schedule.to.start/i);
+    const activityFailure = (error as Error & { cause?: Error & { cause?: Error } }).cause;
+    expect(String(activityFailure?.cause?.message)).toMatch(/schedule.?to.?start/i);
   });
 });

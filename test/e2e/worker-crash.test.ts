@@ -69,7 +69,7 @@ describe('worker killed in the middle of an activity', () => {
       // The new worker ended the transfer the dead one had left running.
       expect(alive(orphan)).toBe(false);
       const history = await handle.fetchHistory();
-      const attempts = history.events!.filter((e) => e.activityTaskStartedEventAttributes).map((e) => e.activityTaskStartedEventAttributes!.attempt);
+      const attempts = history.events!.filter((e) => e.activityTaskStartedEventAttributes).map((e) => e.activityTaskStartedEventAttributes!.attempt ?? 0);
       expect(Math.max(...attempts)).toBe(2);
       return result;
     });

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import Long from 'long';
 import type { TestProject } from 'vitest/node';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { connectWithin, ensureSearchAttributes, ensureTemporalCli, spawnDevServer, waitForNamespace } from '../../starters/temporal-server.js';
@@ -45,7 +46,7 @@ export default async function setup(project: TestProject) {
   if (!connection) throw new Error(`the Temporal dev server for the tests did not start; see ${dir}/server.log`);
   // One namespace per vitest worker: files running at once never share a task queue.
   for (const namespace of TEST_NAMESPACES) {
-    await connection.workflowService.registerNamespace({ namespace, workflowExecutionRetentionPeriod: { seconds: 86400 } }).catch(() => undefined);
+    await connection.workflowService.registerNamespace({ namespace, workflowExecutionRetentionPeriod: { seconds: Long.fromNumber(86400) } }).catch(() => undefined);
     await waitForNamespace(connection, namespace, 30_000);
     await ensureSearchAttributes(connection, namespace);
   }
