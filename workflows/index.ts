@@ -1,3 +1,4 @@
 /** Every workflow type imgflow runs; the worker bundles this file. */
 export { demoWorkflow } from './demo.js';
 export { pingWorkflow } from './ping.js';
+export { lineageWorkflow } from './lineage.js';

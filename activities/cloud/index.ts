@@ -1,0 +1,152 @@
+/**
+ * Cloud activities for image-list subscriptions, on queue `cloud.<site>`: fetch and verify a list,
+ * plan what changes, download and convert images, and the registry steps of a swap (remember, lock,
+ * disable, rename, register, wait, re-apply, undo). The workflow decides the order and the undo;
+ * every activity here is safe to retry. Registry credentials stay in the registry object built at
+ * worker start: nothing secret travels in activity inputs, which Temporal records in history.
+ */
+import path from 'node:path';
+import { checkName } from '../../common/names.js';
+import type { Config } from '../../lib/config.js';
+import type { Logger } from '../../lib/logger.js';
+import type { Run } from '../runner.js';
+import { convertImage, type ConvertResult } from './convert.js';
+import { download, type DownloadOptions, type DownloadResult } from './download.js';
+import { diffList, imageTemplate, type ImageList, type ListDiff, type ListedImage } from './imagelist.js';
+import { checkImageName, RegistryError, TEMPLATE, type ImageRegistry, type Ownership, type RegistryImage } from './registry/types.js';
+import { verifyImageList, type TrustAnchors, type VerifiedImageList } from './smime.js';
+
+export interface CloudDeps {
+  run: Run;
+  config: Pick<Config, 'home' | 'site'>;
+  registry: ImageRegistry;
+  trust: TrustAnchors;
+  /** Owner and group a locked image is handed to; OpenNebula's oneadmin/oneadmin by default. */
+  admin?: Ownership;
+  download?: Pick<DownloadOptions, 'retries' | 'stallTimeoutMs' | 'retryDelayMs'>;
+  logger?: Logger;
+}
+
+/** What a swap remembers of an image before locking it, to re-apply or to undo. */
+export interface ImageSnapshot {
+  id: number;
+  name: string;
+  ownerId: number;
+  groupId: number;
+  mode: string;
+  enabled: boolean;
+}
+
+/** OpenNebula's code for a missing object; the catalog uses it too. */
+const NO_EXISTS = 0x400;
+const LOCKED_MODE = '700';
+
+export function cloudPaths(config: Pick<Config, 'home'>) {
+  const root = path.join(config.home, 'cloud');
+  return { cache: path.join(root, 'cache'), work: path.join(root, 'work'), converted: path.join(root, 'converted') };
+}
+
+export function createCloudActivities(deps: CloudDeps) {
+  const { run, registry } = deps;
+  const dirs = cloudPaths(deps.config);
+  const admin = deps.admin ?? { userId: 0, groupId: 0 };
+  const fetchOptions = (): DownloadOptions => ({ cacheDir: dirs.cache, logger: deps.logger, ...deps.download });
+
+  /** Enables or disables unless it already is; OpenNebula refuses a change from USED either way. */
+  async function setEnabled(id: number, enabled: boolean): Promise<void> {
+    const { state } = await registry.info(id);
+    if ((state === 'DISABLED') !== enabled) return;
+    await registry.setEnabled(id, enabled);
+  }
+
+  return {
+    /** Downloads the subscription's list and verifies signature, signer, identifier, dates and version. */
+    async fetchImageList(input: { subscription: string; url: string; expectedIdentifier: string; lastAppliedVersion?: string; insecure?: boolean }): Promise<VerifiedImageList> {
+      const subscription = checkName('subscription', input.subscription);
+      const file = await download({ url: input.url }, fetchOptions());
+      return verifyImageList(run, file.path, path.join(dirs.work, subscription), {
+        ...deps.trust,
+        insecure: input.insecure === true,
+        expect: { identifier: input.expectedIdentifier, lastAppliedVersion: input.lastAppliedVersion },
+      });
+    },
+
+    /** What the registry must do to match the list. */
+    async planListUpdate(input: { list: ImageList }): Promise<ListDiff> {
+      return diffList(input.list, await registry.list({ imageList: input.list.identifier }));
+    },
+
+    /** The listed image, checked against its size and sha512, from the cache when already there. */
+    async downloadImage(input: { image: ListedImage }): Promise<DownloadResult> {
+      return download({ url: input.image.uri, sha512: input.image.sha512, size: input.image.size }, fetchOptions());
+    },
+
+    /** Converts a downloaded image to the registry's format, keyed by its digest. */
+    async convertForRegistry(input: { sha512: string; path: string }): Promise<ConvertResult> {
+      if (!/^[0-9a-f]{128}$/.test(input.sha512)) throw new RegistryError('convert', 'sha512 must be 128 hex digits');
+      const target = path.join(dirs.converted, `${input.sha512}.${registry.format}`);
+      return convertImage(run, { source: input.path, target, format: registry.format, workDir: dirs.work });
+    },
+
+    /** Remembers owner, group, mode and enabled state before a swap touches the image. */
+    async snapshotImage(input: { id: number }): Promise<ImageSnapshot> {
+      const image = await registry.info(input.id);
+      return { id: image.id, name: image.name, ownerId: image.ownerId, groupId: image.groupId, mode: image.mode, enabled: image.state !== 'DISABLED' };
+    },
+
+    /** Hands the image to the admin user and group with mode 700, so no one else can use or change it. */
+    async lockImage(input: { id: number }): Promise<void> {
+      await registry.chown(input.id, admin);
+      await registry.chmod(input.id, LOCKED_MODE);
+    },
+
+    async setImageEnabled(input: { id: number; enabled: boolean }): Promise<void> {
+      await setEnabled(input.id, input.enabled);
+    },
+
+    async renameImage(input: { id: number; name: string }): Promise<void> {
+      await registry.rename(input.id, checkImageName(input.name));
+    },
+
+    /**
+     * Registers the converted disk as `<identifier>` with the list's metadata. A retry after a lost
+     * answer finds the image it already registered (same name, list and digest) and returns it.
+     */
+    async registerImage(input: { list: Pick<ImageList, 'identifier'>; image: ListedImage; path: string }): Promise<number> {
+      const template = imageTemplate(input.list, input.image);
+      const existing = (await registry.list({ imageList: input.list.identifier })).find(
+        (image: RegistryImage) => image.name === input.image.identifier && image.template[TEMPLATE.sha512] === input.image.sha512,
+      );
+      if (existing) return existing.id;
+      return registry.register({ name: input.image.identifier, path: input.path, format: registry.format, template });
+    },
+
+    async waitImageReady(input: { id: number; timeoutMs?: number }): Promise<RegistryImage> {
+      return registry.waitReady(input.id, { timeoutMs: input.timeoutMs });
+    },
+
+    /**
+     * Re-applies what a snapshot remembered: to the new image after a swap, or to the old one when
+     * undoing (then with `name`, its name before the swap).
+     */
+    async applySnapshot(input: { id: number; snapshot: ImageSnapshot; name?: string }): Promise<void> {
+      const { snapshot } = input;
+      if (input.name !== undefined) await registry.rename(input.id, checkImageName(input.name));
+      await registry.chown(input.id, { userId: snapshot.ownerId, groupId: snapshot.groupId });
+      await registry.chmod(input.id, snapshot.mode);
+      await setEnabled(input.id, snapshot.enabled);
+    },
+
+    /** Deletes an image; one already gone counts as deleted. */
+    async deleteImage(input: { id: number }): Promise<void> {
+      try {
+        await registry.delete(input.id);
+      } catch (error) {
+        if (error instanceof RegistryError && error.code === NO_EXISTS) return;
+        throw error;
+      }
+    },
+  };
+}
+
+export type CloudActivities = ReturnType<typeof createCloudActivities>;

@@ -1,0 +1,102 @@
+/**
+ * The records an image lineage keeps. Pure types and checks, shared by the lineage workflow,
+ * the activities that produce versions and the CLI that shows them.
+ */
+import { InputError } from './names.js';
+
+/** One row of a build report: what the image held after a phase (measured, not summed). */
+export interface PhaseRow {
+  phase: string;
+  durationMs: number;
+  packages: number;
+  bytes: number;
+  note?: string;
+}
+
+export interface Artifact {
+  format: 'qcow2' | 'raw' | 'squashfs';
+  /** Where the verified copy lives: the host of the image store and its path there. */
+  host: string;
+  path: string;
+  sha256: string;
+  bytes: number;
+}
+
+/** An immutable build result. Large manifests live beside the artifacts, by digest. */
+export interface VersionRecord {
+  id: string;
+  createdAt: string;
+  by: string;
+  message: string;
+  arch: string;
+  os: string;
+  recipeDigest: string;
+  artifacts: Artifact[];
+  packages: number;
+  bytes: number;
+  manifests: { packages: { path: string; sha256: string }; files: { path: string; sha256: string } };
+  /** Directories each node gets its own copy of, and whether many nodes run the image at once. */
+  private: { dir: string; exclude: string[] }[];
+  shared: boolean;
+  report: PhaseRow[];
+  provenance: { builder: string; source: string; tools: Record<string, string>; workflowId: string };
+  revoked?: { reason: string; by: string; at: string };
+}
+
+export interface TagRecord {
+  version: string;
+  at: string;
+  by: string;
+}
+
+export interface ChannelEntry {
+  version: string;
+  tag: string;
+  at: string;
+  by: string;
+  action: 'promote' | 'rollback';
+  reason?: string;
+  forced?: boolean;
+}
+
+export interface TestResult {
+  passed: boolean;
+  note?: string;
+  at: string;
+  by: string;
+}
+
+export interface HistoryEntry {
+  seq: number;
+  at: string;
+  by: string;
+  op: string;
+  detail: string;
+}
+
+const TAG = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const USER = /^[A-Za-z0-9._@-]{1,64}$/;
+
+export function checkTag(field: string, value: unknown): string {
+  if (typeof value !== 'string' || !TAG.test(value) || value.includes('..')) {
+    throw new InputError(field, 'a tag of 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit', value);
+  }
+  return value;
+}
+
+export function checkUser(field: string, value: unknown): string {
+  if (typeof value !== 'string' || !USER.test(value)) throw new InputError(field, 'a user name of 1-64 letters, digits, ".", "_", "@" or "-"', value);
+  return value;
+}
+
+export function checkReason(field: string, value: unknown): string {
+  if (typeof value !== 'string' || value.trim().length === 0 || value.length > 500) throw new InputError(field, 'a reason of 1-500 characters', value);
+  return value;
+}
+
+/** `<YYYY-mm-dd-HH-MM-SS>-RELEASE-by-<user>`, the netboot manager's default tag name. */
+export function defaultTagName(at: Date, user: string): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  const stamp = `${at.getUTCFullYear()}-${p(at.getUTCMonth() + 1)}-${p(at.getUTCDate())}-${p(at.getUTCHours())}-${p(at.getUTCMinutes())}-${p(at.getUTCSeconds())}`;
+  return `${stamp}-RELEASE-by-${user}`;
+}

@@ -1,0 +1,134 @@
+/**
+ * A small PKI for signature tests, made with the real openssl: a trusted CA (with a CRL) in a
+ * hashed CA directory, its endorser, a second endorser, a revoked endorser, and an untrusted CA with
+ * its own signer. EC keys keep it fast.
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+export interface Identity {
+  cert: string;
+  key: string;
+  /** Slash form, as in hv:dn. */
+  dn: string;
+  /** The issuer in slash form, as in hv:ca. */
+  caDn: string;
+}
+
+export interface Pki {
+  /** Hashed directory holding the trusted CA and its CRL. */
+  caDir: string;
+  ca: Identity;
+  endorser: Identity;
+  otherEndorser: Identity;
+  revokedEndorser: Identity;
+  wrongCa: Identity;
+  wrongCaSigner: Identity;
+  /** Signs `body` as multipart/signed S/MIME (detached PKCS#7) and returns the file. */
+  sign(body: string, signer: Identity, name: string): string;
+}
+
+function openssl(args: string[], cwd: string): string {
+  return execFileSync('openssl', args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+
+function caConfig(dir: string): string {
+  return `[ ca ]
+default_ca = test_ca
+[ test_ca ]
+database = ${dir}/index.txt
+new_certs_dir = ${dir}
+serial = ${dir}/serial
+crlnumber = ${dir}/crlnumber
+default_md = sha256
+default_crl_days = 30
+policy = any_subject
+[ any_subject ]
+commonName = supplied
+[ req ]
+distinguished_name = req_dn
+[ req_dn ]
+[ ca_ext ]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[ endorser_ext ]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,nonRepudiation
+extendedKeyUsage = emailProtection,clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+`;
+}
+
+function makeCa(dir: string, dn: string): Identity {
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'index.txt'), '');
+  fs.writeFileSync(path.join(dir, 'crlnumber'), '01\n');
+  const config = path.join(dir, 'ca.cnf');
+  fs.writeFileSync(config, caConfig(dir));
+  const cert = path.join(dir, 'ca.pem');
+  const key = path.join(dir, 'ca.key');
+  openssl(['req', '-config', config, '-x509', ...EC, '-keyout', key, '-out', cert, '-days', '3650', '-subj', dn, '-extensions', 'ca_ext'], dir);
+  return { cert, key, dn, caDn: dn };
+}
+
+let serial = 100;
+
+function makeEndorser(ca: Identity, dir: string, name: string, dn: string): Identity {
+  const key = path.join(dir, `${name}.key`);
+  const csr = path.join(dir, `${name}.csr`);
+  const cert = path.join(dir, `${name}.pem`);
+  const config = path.join(path.dirname(ca.cert), 'ca.cnf');
+  openssl(['req', '-config', config, '-new', ...EC, '-keyout', key, '-out', csr, '-subj', dn], dir);
+  openssl(['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', String(serial++), '-days', '365', '-out', cert, '-extfile', config, '-extensions', 'endorser_ext'], dir);
+  return { cert, key, dn, caDn: ca.dn };
+}
+
+function hashOf(kind: 'x509' | 'crl', file: string, cwd: string): string {
+  return openssl([kind, '-hash', '-noout', '-in', file], cwd).trim();
+}
+
+export function createPki(root: string): Pki {
+  const caHome = path.join(root, 'ca');
+  const ca = makeCa(caHome, '/C=CH/O=imgflow test/CN=imgflow Test CA');
+  const wrongCa = makeCa(path.join(root, 'wrong-ca'), '/C=CH/O=imgflow test/CN=imgflow Wrong CA');
+  const people = path.join(root, 'people');
+  fs.mkdirSync(people, { recursive: true });
+  const endorser = makeEndorser(ca, people, 'endorser', '/C=CH/O=imgflow test/OU=endorsers/CN=Image Endorser');
+  const otherEndorser = makeEndorser(ca, people, 'other', '/C=CH/O=imgflow test/OU=endorsers/CN=Someone Else');
+  const revokedEndorser = makeEndorser(ca, people, 'revoked', '/C=CH/O=imgflow test/OU=endorsers/CN=Revoked Endorser');
+  const wrongCaSigner = makeEndorser(wrongCa, people, 'wrong-ca-signer', '/C=CH/O=imgflow test/OU=endorsers/CN=Image Endorser');
+
+  const config = path.join(caHome, 'ca.cnf');
+  openssl(['ca', '-config', config, '-keyfile', ca.key, '-cert', ca.cert, '-revoke', revokedEndorser.cert], caHome);
+  const crl = path.join(caHome, 'crl.pem');
+  openssl(['ca', '-config', config, '-keyfile', ca.key, '-cert', ca.cert, '-gencrl', '-out', crl], caHome);
+
+  const caDir = path.join(root, 'certificates');
+  fs.mkdirSync(caDir, { recursive: true });
+  fs.copyFileSync(ca.cert, path.join(caDir, `${hashOf('x509', ca.cert, root)}.0`));
+  fs.copyFileSync(crl, path.join(caDir, `${hashOf('crl', crl, root)}.r0`));
+
+  const signed = path.join(root, 'signed');
+  fs.mkdirSync(signed, { recursive: true });
+  return {
+    caDir,
+    ca,
+    endorser,
+    otherEndorser,
+    revokedEndorser,
+    wrongCa,
+    wrongCaSigner,
+    sign(body, signer, name) {
+      const input = path.join(signed, `${name}.json`);
+      const output = path.join(signed, `${name}.smime`);
+      fs.writeFileSync(input, body);
+      openssl(['smime', '-sign', '-in', input, '-signer', signer.cert, '-inkey', signer.key, '-out', output], signed);
+      return output;
+    },
+  };
+}
