@@ -48,7 +48,7 @@ export async function demoWorkflow(input: DemoInput): Promise<DemoSummary> {
   const base = await builder.createBaseImage({ image: input.image, version, arch: input.arch, sizeMiB: input.sizeMiB });
 
   setCurrentDetails(`**importing** ${input.image}:${version} into the store of ${queues.nas(input.nas)}`);
-  const stored = await nas.importBase({ image: input.image, version, source: { host: base.host, path: base.path }, sha256: base.sha256 });
+  const stored = await nas.storeFile({ image: input.image, version, name: `${input.image}-${version}.qcow2`, source: { host: base.host, path: base.path }, sha256: base.sha256 });
 
   setCurrentDetails(`**cloning** volume ${input.volume} from ${input.image}:${version}`);
   await nas.cloneVolume({ volume: input.volume, base: stored.path });

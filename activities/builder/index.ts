@@ -7,10 +7,13 @@ import { checkInt, checkName } from '../../common/names.js';
 import { paths, type Config } from '../../lib/config.js';
 import { exists, partialPath, removeStalePartials, sha256File } from '../../lib/files.js';
 import type { Run } from '../runner.js';
+import { createPhaseActivities, type SshOptions } from './phases.js';
 
 export interface BuilderDeps {
   run: Run;
   config: Config;
+  /** How captures reach remote hosts; ssh's own defaults when absent. */
+  ssh?: SshOptions;
 }
 
 export interface BaseImage {
@@ -21,10 +24,13 @@ export interface BaseImage {
   virtualBytes: number;
 }
 
-export function createBuilderActivities({ run, config }: BuilderDeps) {
+export function createBuilderActivities({ run, config, ssh }: BuilderDeps) {
   const workdir = (arch: string) => paths(config).builder(arch);
 
   return {
+    /** The image build phases: bootstrap, capture, unpackTarball, installPackages, runHook, prepare, validate, fix, measure, packOutputs. */
+    ...createPhaseActivities({ run, config, ...(ssh ? { ssh } : {}) }),
+
     /**
      * A small qcow2 base image with a known pattern written into its first MiB, so a clone can be
      * checked to read through to it. Idempotent: an existing finished image is returned as it is.

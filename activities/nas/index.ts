@@ -24,7 +24,7 @@ export interface ImageInfo {
 
 export function createNasActivities({ run, config }: NasDeps) {
   const root = paths(config).nas(config.host);
-  const basePath = (image: string, version: string) => path.join(root, 'bases', checkName('image', image), `${checkName('version', version)}.qcow2`);
+  const storePath = (image: string, version: string, name: string) => path.join(root, 'store', checkName('image', image), checkName('version', version), checkName('file name', name));
   const volumePath = (volume: string) => path.join(root, 'volumes', `${checkName('volume', volume)}.qcow2`);
 
   async function info(file: string): Promise<ImageInfo> {
@@ -40,14 +40,15 @@ export function createNasActivities({ run, config }: NasDeps) {
 
   return {
     /**
-     * Brings a built version into this NAS's store over rsync and checks its digest before it
-     * takes its final name, so a half-copied base is never cloned from.
+     * Brings one file of a built version (an artifact or a manifest) into this NAS's image store
+     * over rsync and checks its digest before it takes its final name, read-only: a half-copied
+     * base is never cloned from, and a stored version never changes.
      */
-    async importBase(input: { image: string; version: string; source: { host: string; path: string }; sha256: string }): Promise<{ path: string }> {
-      const target = basePath(input.image, input.version);
+    async storeFile(input: { image: string; version: string; name: string; source: { host: string; path: string }; sha256: string }): Promise<{ host: string; path: string }> {
+      const target = storePath(input.image, input.version, input.name);
       if (await exists(target)) {
-        if ((await sha256File(target)) === input.sha256) return { path: target };
-        throw new Error(`base ${input.image}:${input.version} on ${config.host} differs from its recorded sha256`);
+        if ((await sha256File(target)) === input.sha256) return { host: config.host, path: target };
+        throw new Error(`${input.image}:${input.version} ${input.name} on ${config.host} differs from its recorded sha256`);
       }
       await fs.mkdir(path.dirname(target), { recursive: true });
       await removeStalePartials(target);
@@ -57,11 +58,11 @@ export function createNasActivities({ run, config }: NasDeps) {
       const got = await sha256File(partial);
       if (got !== input.sha256) {
         await fs.rm(partial, { force: true });
-        throw new Error(`sha256 of ${input.image}:${input.version} after transfer is ${got}, expected ${input.sha256}`);
+        throw new Error(`sha256 of ${input.image}:${input.version} ${input.name} after transfer is ${got}, expected ${input.sha256}`);
       }
       await fs.chmod(partial, 0o444);
       await fs.rename(partial, target);
-      return { path: target };
+      return { host: config.host, path: target };
     },
 
     /** A copy-on-write clone of a base; an existing clone of the same base is kept as it is. */

@@ -55,7 +55,7 @@ describe('demo workflow', () => {
     expect(summary.volume.readsThrough).toBe(true);
     expect(summary.volume.backingFile).toBe(summary.base.path);
     expect(summary.base.virtualBytes).toBe(16 * 1024 * 1024);
-    expect(summary.base.path.startsWith(path.join(home, 'nas', nasHost, 'bases'))).toBe(true);
+    expect(summary.base.path.startsWith(path.join(home, 'nas', nasHost, 'store', 'demo-base'))).toBe(true);
     // The clone holds only its own metadata: copy-on-write, not a copy.
     expect(summary.volume.actualBytes).toBeLessThan(summary.base.bytes);
     expect(fs.statSync(summary.base.path).mode & 0o222).toBe(0);

@@ -76,8 +76,8 @@ describe('worker killed in the middle of an activity', () => {
     await connection.close();
 
     expect(summary.volume.readsThrough).toBe(true);
-    const bases = fs.readdirSync(path.join(home, 'nas', nasHost, 'bases', 'crash-base'));
-    expect(bases).toEqual([`${summary.version}.qcow2`]);
+    const stored = fs.readdirSync(path.join(home, 'nas', nasHost, 'store', 'crash-base', summary.version));
+    expect(stored).toEqual([`crash-base-${summary.version}.qcow2`]);
     expect(fs.readFileSync(calls, 'utf8').trim().split('\n')).toHaveLength(2);
   });
 });
