@@ -4,9 +4,11 @@
  */
 import { Command, CommanderError } from 'commander';
 import { InputError } from '../common/names.js';
+import { registerBuild } from './commands/build.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDev } from './commands/dev.js';
 import { registerPing } from './commands/ping.js';
+import { registerSubscriptions } from './commands/subscriptions.js';
 import { registerWorker } from './commands/worker.js';
 import { oneLine } from './output.js';
 
@@ -22,8 +24,10 @@ export function buildProgram(): Command {
     .configureOutput({ writeErr: (text) => process.stderr.write(text.startsWith('error: ') ? `imgflow: ${text.slice(7)}` : text) });
   registerDev(program);
   registerDemo(program);
+  registerBuild(program);
   registerWorker(program);
   registerPing(program);
+  registerSubscriptions(program);
   return program;
 }
 

@@ -47,10 +47,23 @@ export function humanBytes(n: number): string {
   return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
 }
 
-/** The first line of an error, for the one-line message a person sees. */
+const WRAPPER = /^(workflow execution failed|activity task failed|child workflow execution failed|workflow update failed|unhandled error)/i;
+
+/** Temporal wraps a failure in generic messages; the reason is in the innermost cause. */
+function reason(err: Error): Error {
+  let e = err;
+  while (WRAPPER.test(e.message) && e.cause instanceof Error) e = e.cause;
+  return e;
+}
+
+/** An error as the one line a person sees; several problems (a recipe's) are joined with "; ". */
 export function oneLine(err: unknown): string {
-  const text = err instanceof Error ? err.message : String(err);
-  return text.split('\n')[0]!.trim();
+  const text = err instanceof Error ? reason(err).message : String(err);
+  return text
+    .split('\n')
+    .map((line) => line.trim())
+    .filter(Boolean)
+    .join('; ');
 }
 
 interface PendingActivity {

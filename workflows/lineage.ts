@@ -4,10 +4,11 @@
  * history), is read through Queries, and continues as new before its history grows large.
  * Every handler is synchronous, so handlers never interleave.
  */
-import { ApplicationFailure, allHandlersFinished, condition, continueAsNew, defineQuery, defineSignal, defineUpdate, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, allHandlersFinished, condition, continueAsNew, executeChild, defineQuery, defineSignal, defineUpdate, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import { checkReason, checkTag, checkUser, defaultTagName, type ChannelEntry, type HistoryEntry, type TagRecord, type TestResult, type VersionRecord } from '../common/lineage.js';
 import { checkName, InputError } from '../common/names.js';
 import { SA } from '../common/search-attributes.js';
+import { buildWorkflow, type BuildRequest } from './build.js';
 
 export interface LineageState {
   image: string;
@@ -19,6 +20,14 @@ export interface LineageState {
   gated: string[];
   history: HistoryEntry[];
   seq: number;
+  /** Builds waiting their turn; the first is the one running. */
+  builds: QueuedBuild[];
+}
+
+export interface QueuedBuild {
+  id: string;
+  requestedAt: string;
+  request: BuildRequest;
 }
 
 export interface LineageInput {
@@ -40,9 +49,16 @@ export const testResultUpdate = defineUpdate<TestResult, [TestResultInput]>('tes
 export const testResultSignal = defineSignal<[TestResultInput]>('testResult');
 export const revokeUpdate = defineUpdate<VersionRecord, [{ by: string; version: string; reason: string }]>('revoke');
 
+export const requestBuildUpdate = defineUpdate<BuildTicket, [BuildRequest]>('requestBuild');
 export const describeQuery = defineQuery<LineageView>('describe');
 export const versionQuery = defineQuery<VersionRecord, [string]>('version');
 export const historyQuery = defineQuery<HistoryEntry[], [{ last?: number }]>('history');
+
+/** What a build request gets back: the build's workflow id and the builds ahead of it. */
+export interface BuildTicket {
+  buildId: string;
+  ahead: string[];
+}
 
 export interface TestResultInput {
   by: string;
@@ -58,6 +74,7 @@ export interface LineageView {
   channels: Record<string, { current?: ChannelEntry; entries: number }>;
   tests: Record<string, TestResult>;
   historyEntries: number;
+  builds: { id: string; by: string; requestedAt: string }[];
 }
 
 const CHANNEL = /^[a-z][a-z0-9-]{0,31}$/;
@@ -68,7 +85,7 @@ export function checkChannel(field: string, value: unknown): string {
 }
 
 export function newLineageState(image: string): LineageState {
-  return { image: checkName('image', image), versions: [], tags: {}, channels: {}, tests: {}, gated: ['prod'], history: [], seq: 0 };
+  return { image: checkName('image', image), versions: [], tags: {}, channels: {}, tests: {}, gated: ['prod'], history: [], seq: 0, builds: [] };
 }
 
 /** The rules of a lineage, as pure functions of its state: the workflow only wires them up. */
@@ -102,16 +119,34 @@ export class Lineage {
     this.state.history.push({ seq: ++this.state.seq, at, by, op, detail });
   }
 
+  nextVersionId(): string {
+    return `v${this.state.versions.length + 1}`;
+  }
+
   validateRegister(v: NewVersion): void {
     checkUser('by', v.by);
     if (!v.artifacts.length) throw new InputError('artifacts', 'at least one verified artifact', v.artifacts);
   }
 
   register(v: NewVersion, at: string): VersionRecord {
-    const record: VersionRecord = { ...v, id: `v${this.state.versions.length + 1}` };
+    const record: VersionRecord = { ...v, id: this.nextVersionId() };
     this.state.versions.push(record);
     this.record(v.by, 'register', `${record.id} (${record.artifacts.map((a) => `${a.format} ${a.sha256.slice(0, 12)}`).join(', ')}): ${v.message}`, at);
     return record;
+  }
+
+  validateBuild(request: BuildRequest): void {
+    checkUser('by', request.by);
+    if (request.recipe?.image !== this.state.image) throw new InputError('recipe.image', `${this.state.image} (this lineage)`, request.recipe?.image);
+    checkName('store', request.store);
+  }
+
+  enqueueBuild(request: BuildRequest, at: string): BuildTicket {
+    const ahead = this.state.builds.map((b) => b.id);
+    const id = `build-${this.state.image}-${++this.state.seq}`;
+    this.state.builds.push({ id, requestedAt: at, request });
+    this.record(request.by, 'build-requested', `${id}${ahead.length ? ` (after ${ahead.join(', ')})` : ''}: ${request.message}`, at);
+    return { buildId: id, ahead };
   }
 
   validateTag(input: { by: string; version?: string; name?: string }): void {
@@ -222,7 +257,29 @@ export class Lineage {
       channels: Object.fromEntries(Object.entries(s.channels).map(([name, entries]) => [name, { current: entries.at(-1), entries: entries.length }])),
       tests: s.tests,
       historyEntries: s.history.length,
+      builds: s.builds.map((b) => ({ id: b.id, by: b.request.by, requestedAt: b.requestedAt })),
     };
+  }
+}
+
+async function runBuild(lineage: Lineage, queued: QueuedBuild): Promise<void> {
+  const version = lineage.nextVersionId();
+  try {
+    const result = await executeChild(buildWorkflow, {
+      workflowId: queued.id,
+      args: [{ ...queued.request, version }],
+      typedSearchAttributes: [
+        { key: SA.kind, value: 'build' },
+        { key: SA.image, value: lineage.state.image },
+        { key: SA.version, value: version },
+        { key: SA.arch, value: queued.request.recipe.arch },
+      ],
+      staticSummary: `Build ${lineage.state.image}:${version} (${queued.request.recipe.arch}) for ${queued.request.by}: ${queued.request.message}`,
+    });
+    lineage.register(result.record, new Date().toISOString());
+  } catch (err) {
+    const failure = err as Error & { cause?: Error };
+    lineage.record(queued.request.by, 'build-failed', `${queued.id}: ${failure.cause?.message ?? failure.message}`, new Date().toISOString());
   }
 }
 
@@ -276,7 +333,18 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
   setHandler(versionQuery, (id) => lineage.version(id));
   setHandler(historyQuery, ({ last }) => lineage.state.history.slice(-(last ?? lineage.state.history.length)));
 
-  await condition(() => workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > maxHistory);
+  handle(lineage, requestBuildUpdate, (r) => lineage.validateBuild(r), (r, at) => lineage.enqueueBuild(r, at), publish);
+
+  const historyFull = () => workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > maxHistory;
+  // One build at a time per image, in the order asked; continue as new only between builds.
+  for (;;) {
+    await condition(() => lineage.state.builds.length > 0 || historyFull());
+    const next = lineage.state.builds[0];
+    if (!next) break;
+    await runBuild(lineage, next);
+    lineage.state.builds.shift();
+    publish();
+  }
   await condition(allHandlersFinished);
   await continueAsNew<typeof lineageWorkflow>({ ...input, state: lineage.state });
 }

@@ -1,0 +1,127 @@
+/** `imgflow build`, `report` and `versions`: builds become versions of an image's lineage. */
+import type { Command } from 'commander';
+import type { Client } from '@temporalio/client';
+import { machineMirror, readRecipe, recipeDigest } from '../../activities/builder/recipe.js';
+import { formatReport } from '../../activities/builder/report.js';
+import type { VersionRecord } from '../../common/lineage.js';
+import { checkHost, checkInt } from '../../common/names.js';
+import type { BuildResult } from '../../workflows/build.js';
+import { requestBuildUpdate, versionQuery } from '../../workflows/lineage.js';
+import { configFrom, connectClient, say, type GlobalFlags } from '../context.js';
+import { currentUser, describeLineage, lineageHandle, parseImageRef, resolveVersion, updateLineage } from '../lineage-client.js';
+import { formatTable, humanBytes, printJson, watchProgress } from '../output.js';
+
+async function until<T>(get: () => Promise<T | undefined>, timeoutMs: number): Promise<T | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await get().catch(() => undefined);
+    if (value !== undefined || Date.now() > deadline) return value;
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+
+function printVersion(v: VersionRecord, json: boolean | undefined): void {
+  if (json) return printJson(v);
+  process.stdout.write(`${formatReport(v.report)}\n\n`);
+  const rows = [
+    ['version', `${v.id}  ${v.createdAt} by ${v.by}: ${v.message}`],
+    ['source', v.provenance.source],
+    ['builder', `${v.provenance.builder} (${v.provenance.workflowId})`],
+    ...v.artifacts.map((a) => [a.format, `${a.path} on ${a.host} (${humanBytes(a.bytes)}, sha256 ${a.sha256})`]),
+    ...(v.revoked ? [['REVOKED', `${v.revoked.at} by ${v.revoked.by}: ${v.revoked.reason}`]] : []),
+  ];
+  process.stdout.write(`${rows.map(([k, val]) => `${k!.padEnd(8)}  ${val}`).join('\n')}\n`);
+}
+
+async function waitForBuild(client: Client, image: string, buildId: string, ahead: string[]): Promise<VersionRecord> {
+  if (ahead.length) say(`${image} is already building: waiting for ${ahead.join(', ')} to finish first`);
+  const handle = client.workflow.getHandle(buildId);
+  // The lineage starts the build when its turn comes; until then it does not exist.
+  await until(() => handle.describe(), 24 * 3600_000);
+  const result: BuildResult = await watchProgress(handle, handle.result(), `build ${image}`);
+  const record = await until(() => lineageHandle(client, image).query(versionQuery, result.version), 30_000);
+  if (!record) throw new Error(`build ${buildId} finished but ${image} did not register ${result.version}`);
+  return record;
+}
+
+export function registerBuild(program: Command): void {
+  program
+    .command('build')
+    .description("build an image from a recipe into a new version of its lineage, and print the build report")
+    .argument('<recipe>', 'the recipe file (YAML)')
+    .option('-m, --message <text>', 'why this build', 'build')
+    .option('--store <nas>', "the NAS whose image store keeps the version (default: this host)")
+    .option('--builder-wait <seconds>', 'fail when no builder of the arch takes the build within this long', '300')
+    .option('--no-wait', 'print the build id and return')
+    .action(async (file: string, opts: { message: string; store?: string; builderWait: string; wait: boolean }, cmd: Command) => {
+      const flags = cmd.optsWithGlobals<GlobalFlags>();
+      const config = configFrom(flags);
+      const mirror = machineMirror();
+      const recipe = readRecipe(file, mirror ? { defaultMirror: mirror } : {});
+      const request = {
+        recipe,
+        recipeDigest: recipeDigest(recipe),
+        by: currentUser(),
+        message: opts.message,
+        store: checkHost('--store', opts.store ?? config.host),
+        builderWaitSeconds: checkInt('--builder-wait', opts.builderWait, 1, 86_400),
+      };
+      const { client, connection } = await connectClient(config);
+      try {
+        const ticket = await updateLineage(client, recipe.image, requestBuildUpdate, request);
+        if (!opts.wait) {
+          if (flags.json) printJson(ticket);
+          else process.stdout.write(`${ticket.buildId}\n`);
+          return;
+        }
+        printVersion(await waitForBuild(client, recipe.image, ticket.buildId, ticket.ahead), flags.json);
+      } finally {
+        await connection.close();
+      }
+    });
+
+  program
+    .command('report')
+    .description('print the build report of a version (default: the newest)')
+    .argument('<image>', '<image>[:<version or tag>]')
+    .action(async (ref: string, _opts: unknown, cmd: Command) => {
+      const flags = cmd.optsWithGlobals<GlobalFlags>();
+      const { image, ref: which } = parseImageRef(ref);
+      const { client, connection } = await connectClient(configFrom(flags));
+      try {
+        const version = resolveVersion(await describeLineage(client, image), image, which);
+        printVersion(await lineageHandle(client, image).query(versionQuery, version), flags.json);
+      } finally {
+        await connection.close();
+      }
+    });
+
+  program
+    .command('versions')
+    .description("list an image's versions")
+    .argument('<image>', 'the image')
+    .action(async (image: string, _opts: unknown, cmd: Command) => {
+      const flags = cmd.optsWithGlobals<GlobalFlags>();
+      const { client, connection } = await connectClient(configFrom(flags));
+      try {
+        const view = await describeLineage(client, parseImageRef(image).image);
+        if (flags.json) return printJson(view.versions);
+        const tagsOf = (id: string) => Object.entries(view.tags).filter(([, t]) => t.version === id).map(([name]) => name).join(',');
+        const rows = view.versions.map((v) => ({
+          version: v.id,
+          created: v.createdAt,
+          by: v.by,
+          packages: v.packages,
+          size: humanBytes(v.bytes),
+          outputs: v.artifacts.map((a) => a.format).join(','),
+          tags: tagsOf(v.id),
+          state: v.revoked ? `revoked: ${v.revoked.reason}` : 'ok',
+          message: v.message,
+        }));
+        process.stdout.write(`${formatTable(rows, ['version', 'created', 'by', 'packages', 'size', 'outputs', 'tags', 'state', 'message'])}\n`);
+        if (view.builds.length) say(`building: ${view.builds.map((b) => `${b.id} (${b.by})`).join(', ')}`);
+      } finally {
+        await connection.close();
+      }
+    });
+}

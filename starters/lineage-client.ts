@@ -1,0 +1,67 @@
+/**
+ * The CLI's way to a lineage: start it on first use, send it validated updates, read it by query,
+ * and say who is asking.
+ */
+import os from 'node:os';
+import { WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
+import { checkUser } from '../common/lineage.js';
+import { checkName, InputError } from '../common/names.js';
+import { WORKFLOW_QUEUE } from '../common/queues.js';
+import { SA } from '../common/search-attributes.js';
+import { describeQuery, lineageWorkflow, lineageWorkflowId, type LineageView } from '../workflows/lineage.js';
+import type { UpdateDefinition } from '@temporalio/common';
+
+/** The person (or system) behind a request: IMGFLOW_USER, else the login name. */
+export function currentUser(): string {
+  return checkUser('user', process.env.IMGFLOW_USER ?? os.userInfo().username);
+}
+
+/** `image`, `image:version` or `image:tag`. */
+export function parseImageRef(ref: string): { image: string; ref?: string } {
+  const [image, rest, extra] = ref.split(':');
+  if (extra !== undefined || rest === '') throw new InputError('image', '<image>[:<version or tag>]', ref);
+  return { image: checkName('image', image), ...(rest ? { ref: rest } : {}) };
+}
+
+export function lineageHandle(client: Client, image: string): WorkflowHandle<typeof lineageWorkflow> {
+  return client.workflow.getHandle(lineageWorkflowId(image));
+}
+
+/** Sends an update to the image's lineage, starting the lineage if this is its first request. */
+export async function updateLineage<Ret, Args extends unknown[]>(client: Client, image: string, update: UpdateDefinition<Ret, Args>, ...args: Args): Promise<Ret> {
+  const start = new WithStartWorkflowOperation(lineageWorkflow, {
+    workflowId: lineageWorkflowId(image),
+    taskQueue: WORKFLOW_QUEUE,
+    args: [{ image }],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    typedSearchAttributes: [
+      { key: SA.kind, value: 'lineage' },
+      { key: SA.image, value: image },
+    ],
+    staticSummary: `Lineage of image ${image}: versions, tags, channels and their history`,
+  });
+  return client.workflow.executeUpdateWithStart(update, { args, startWorkflowOperation: start });
+}
+
+/** The lineage's state, or a one-line error when the image has none yet. */
+export async function describeLineage(client: Client, image: string): Promise<LineageView> {
+  try {
+    return await lineageHandle(client, image).query(describeQuery);
+  } catch (err) {
+    if ((err as Error).name === 'WorkflowNotFoundError') throw new InputError('image', 'an image with at least one build (see imgflow build)', image);
+    throw err;
+  }
+}
+
+/** The version a ref names: a version id, a tag, or (no ref) the newest version. */
+export function resolveVersion(view: LineageView, image: string, ref?: string): string {
+  if (!ref) {
+    const newest = view.versions.at(-1);
+    if (!newest) throw new InputError('image', 'an image with at least one version', image);
+    return newest.id;
+  }
+  if (view.versions.some((v) => v.id === ref)) return ref;
+  const tag = view.tags[ref];
+  if (tag) return tag.version;
+  throw new InputError('version', `a version or tag of ${image} (versions ${view.versions.map((v) => v.id).join(', ') || 'none'})`, ref);
+}
