@@ -2,3 +2,4 @@
 export { demoWorkflow } from './demo.js';
 export { pingWorkflow } from './ping.js';
 export { lineageWorkflow } from './lineage.js';
+export { buildWorkflow } from './build.js';
