@@ -6,9 +6,10 @@ import { Command, CommanderError } from 'commander';
 import { InputError } from '../common/names.js';
 import { registerBuild } from './commands/build.js';
 import { registerDemo } from './commands/demo.js';
+import { registerLineage } from './commands/lineage.js';
 import { registerDev } from './commands/dev.js';
 import { registerPing } from './commands/ping.js';
-import { registerSubscriptions } from './commands/subscriptions.js';
+import { registerValidate } from './commands/validate.js';
 import { registerWorker } from './commands/worker.js';
 import { oneLine } from './output.js';
 
@@ -25,13 +26,22 @@ export function buildProgram(): Command {
   registerDev(program);
   registerDemo(program);
   registerBuild(program);
+  registerLineage(program);
   registerWorker(program);
   registerPing(program);
-  registerSubscriptions(program);
+  registerValidate(program);
   return program;
 }
 
-/** Exit codes: 0 done, 1 failed, 2 bad input (nothing was started). */
+/** Bad input, here or refused by a workflow's validator (its failure keeps the error's type). */
+function isInputError(err: unknown): boolean {
+  for (let e = err as (Error & { type?: string; cause?: unknown }) | undefined; e; e = e.cause as typeof e) {
+    if (e instanceof InputError || e.name === 'InputError' || e.type === 'InputError') return true;
+  }
+  return false;
+}
+
+/** Exit codes: 0 done, 1 failed, 2 bad input (nothing was started or changed). */
 export async function main(argv: string[]): Promise<number> {
   try {
     await buildProgram().parseAsync(argv);
@@ -39,6 +49,6 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
     process.stderr.write(`imgflow: ${oneLine(err)}\n`);
-    return err instanceof InputError || (err as Error).name === 'InputError' ? 2 : 1;
+    return isInputError(err) ? 2 : 1;
   }
 }

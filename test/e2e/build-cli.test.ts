@@ -81,6 +81,36 @@ describe('imgflow build', () => {
     await connection.close();
   });
 
+  it('tags the version, gates prod on a test result, promotes and rolls back, through the CLI', async () => {
+    const { connection } = await testClient();
+    await withWorkers({ workflowQueue: 'imgflow', activities }, async () => {
+      const tagged = await cli('--json', 'tag', 'tarred');
+      expect(tagged.status).toBe(0);
+      const tag = (JSON.parse(tagged.stdout) as { name: string; version: string }).name;
+      expect(tag).toMatch(/^\d{4}(-\d{2}){5}-RELEASE-by-alice$/);
+      expect((await cli('tag', 'tarred', '--version', 'v1', '--name', 'golden')).status).toBe(0);
+      const duplicate = await cli('tag', 'tarred', '--name', 'golden');
+      expect([duplicate.status, duplicate.stderr.trim()]).toEqual([2, 'imgflow: name: expected a tag name not yet used (golden is v1), got "golden"']);
+
+      expect((await cli('promote', 'tarred', '--tag', 'golden', '--to', 'test')).status).toBe(0);
+      const gated = await cli('promote', 'tarred', '--tag', 'golden', '--to', 'prod');
+      expect(gated.stderr).toMatch(/^imgflow: tag: expected a tag with a passed test result to promote to gated channel prod/);
+      expect((await cli('test-result', 'tarred', '--tag', 'golden', '--passed', '--note', 'booted c1')).status).toBe(0);
+      expect((await cli('promote', 'tarred', '--tag', 'golden', '--to', 'prod')).status).toBe(0);
+      const noHistory = await cli('rollback', 'tarred', '--channel', 'prod');
+      expect(noHistory.stderr).toMatch(/earlier entry to roll back to \(prod has none usable\)/);
+
+      const channels = await cli('channels', 'tarred');
+      expect(channels.stdout).toMatch(/^CHANNEL\s+TAG\s+VERSION/);
+      expect(channels.stdout).toMatch(/^prod\s+golden\s+v1\s+promote/m);
+      const tags = await cli('tags', 'tarred');
+      expect(tags.stdout.trim().split('\n')).toHaveLength(3);
+      const bad = await cli('promote', 'tarred', '--tag', 'golden', '--to', 'Prod!');
+      expect([bad.status, bad.stderr.trim()]).toEqual([2, 'imgflow: --to: expected a channel name of 1-32 lower-case letters, digits or "-", got "Prod!"']);
+    });
+    await connection.close();
+  });
+
   it('queues a second build of the same image behind the first, and says so', async () => {
     const file = await recipe('queued');
     const { client, connection } = await testClient();
