@@ -1,0 +1,106 @@
+/**
+ * Attach kinds that make nothing on the compute host: qemu or libvirt open the volume themselves
+ * (iscsi:// through libiscsi, nbd:// through qemu's NBD client), or the volume is a local path.
+ * Attaching checks the volume is reachable and reads its size; detaching has nothing to undo.
+ */
+import { checkName } from '../../../common/names.js';
+import { exists } from '../../../lib/files.js';
+import { CommandError, type Run } from '../../runner.js';
+import { checkIqn, parseIscsiUrl, parseNbdUrl } from '../naming.js';
+import type { AttachDriver, AttachRequest, Attachment } from '../types.js';
+
+export interface IscsiDirectAttachConfig {
+  run: Run;
+  /** The initiator name qemu will use; the export admits this one only. */
+  initiatorName: string;
+}
+
+/** Runs a probe; a failed one means "not reachable", anything else (a missing tool) is an error. */
+async function reachable(probe: () => Promise<unknown>): Promise<boolean> {
+  try {
+    await probe();
+    return true;
+  } catch (error) {
+    if (error instanceof CommandError && error.exitCode !== undefined) return false;
+    throw error;
+  }
+}
+
+function checkVolume(request: AttachRequest): void {
+  checkName('volume', request.volume);
+}
+
+export function createIscsiDirectAttach(config: IscsiDirectAttachConfig): AttachDriver {
+  const initiator = checkIqn('initiatorName', config.initiatorName);
+
+  async function capacity(url: string): Promise<number> {
+    parseIscsiUrl(url);
+    const { stdout } = await config.run(['iscsi-readcapacity16', '-s', `--initiator-name=${initiator}`, url], { timeoutMs: 30_000 });
+    const bytes = Number(stdout.trim());
+    if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new Error(`unexpected capacity from ${url}: ${stdout.trim()}`);
+    return bytes;
+  }
+
+  return {
+    kind: 'iscsi-direct',
+    async attach(request): Promise<Attachment> {
+      checkVolume(request);
+      return { kind: 'iscsi-direct', volume: request.volume, url: request.url, sizeBytes: await capacity(request.url) };
+    },
+    async detach(request) {
+      checkVolume(request);
+    },
+    async isAttached(request) {
+      checkVolume(request);
+      return reachable(() => capacity(request.url));
+    },
+  };
+}
+
+export function createNbdDirectAttach(config: { run: Run }): AttachDriver {
+  async function size(url: string): Promise<number> {
+    parseNbdUrl(url);
+    const bytes = Number((await config.run(['nbdinfo', '--size', url], { timeoutMs: 30_000 })).stdout.trim());
+    if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new Error(`unexpected size from ${url}`);
+    return bytes;
+  }
+
+  return {
+    kind: 'nbd-direct',
+    async attach(request): Promise<Attachment> {
+      checkVolume(request);
+      return { kind: 'nbd-direct', volume: request.volume, url: request.url, sizeBytes: await size(request.url) };
+    },
+    async detach(request) {
+      checkVolume(request);
+    },
+    async isAttached(request) {
+      checkVolume(request);
+      return reachable(() => size(request.url));
+    },
+  };
+}
+
+/** The volume is a file or device on this host (the local store, or a `none` export). */
+export function createLocalAttach(config: { run: Run }): AttachDriver {
+  async function size(file: string): Promise<number> {
+    if (!file.startsWith('/')) throw new Error(`local volume path must be absolute: ${file}`);
+    const raw = JSON.parse((await config.run(['qemu-img', 'info', '-U', '--output=json', '--', file])).stdout) as Record<string, unknown>;
+    return Number(raw['virtual-size']);
+  }
+
+  return {
+    kind: 'local',
+    async attach(request): Promise<Attachment> {
+      checkVolume(request);
+      return { kind: 'local', volume: request.volume, device: request.url, sizeBytes: await size(request.url) };
+    },
+    async detach(request) {
+      checkVolume(request);
+    },
+    async isAttached(request) {
+      checkVolume(request);
+      return exists(request.url);
+    },
+  };
+}

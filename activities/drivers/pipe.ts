@@ -1,0 +1,103 @@
+/**
+ * `producer | consumer` without a shell, for streams the command runner cannot carry (a runner
+ * result is text, a ZFS stream is binary and may be large). Same guarantees as the runner: argv
+ * only, each command in its own process group ended on cancellation or timeout, heartbeats inside
+ * an activity, one log line per pipeline, a CommandError with the failing side's stderr tail.
+ */
+import { Context } from '@temporalio/activity';
+import { execa, type ResultPromise } from 'execa';
+import type { Logger } from '../../lib/logger.js';
+import { CommandError } from '../runner.js';
+import type { Pipe } from './types.js';
+
+const STDERR_TAIL = 2000;
+const KILL_GRACE_MS = 5000;
+const HEARTBEAT_MS = 1000;
+
+function currentActivity(): Context | undefined {
+  try {
+    return Context.current();
+  } catch {
+    return undefined;
+  }
+}
+
+function checkArgv(argv: readonly string[]): void {
+  if (argv.length === 0 || argv.some((a) => typeof a !== 'string' || a.includes('\0'))) {
+    throw new CommandError(argv, undefined, '', 'argv must be non-empty strings without NUL');
+  }
+}
+
+function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    /* the group has exited */
+  }
+}
+
+function tail(text: string): string {
+  const trimmed = text.trim();
+  return trimmed.length > STDERR_TAIL ? `...${trimmed.slice(-STDERR_TAIL)}` : trimmed;
+}
+
+export function createPipe(logger: Logger): Pipe {
+  return async function pipe(producerArgv, consumerArgv, options = {}) {
+    checkArgv(producerArgv);
+    checkArgv(consumerArgv);
+    const activity = currentActivity();
+    const started = performance.now();
+    const common = { detached: true, reject: false, encoding: 'buffer', maxBuffer: 16 * 1024 * 1024 } as const;
+    const producer = execa(producerArgv[0]!, producerArgv.slice(1), { ...common, stdin: 'ignore', buffer: { stdout: false, stderr: true } });
+    const consumer = execa(consumerArgv[0]!, consumerArgv.slice(1), { ...common, stdin: 'pipe' });
+    consumer.stdin?.on('error', () => {});
+    producer.stdout?.pipe(consumer.stdin);
+    // Whichever side ends first is the likelier cause of a failure. A consumer that ends early
+    // must also close the stream's read end, or the producer would block on a full pipe forever.
+    let firstToExit: 'producer' | 'consumer' | undefined;
+    producer.once('exit', () => (firstToExit ??= 'producer'));
+    consumer.once('exit', () => {
+      firstToExit ??= 'consumer';
+      producer.stdout?.destroy();
+    });
+
+    let ended: string | undefined;
+    const children: ResultPromise[] = [producer, consumer];
+    const stop = (why: string) => {
+      if (ended) return;
+      ended = why;
+      for (const child of children) signalGroup(child.pid, 'SIGTERM');
+      setTimeout(() => children.forEach((child) => signalGroup(child.pid, 'SIGKILL')), KILL_GRACE_MS).unref();
+    };
+    const signals = [activity?.cancellationSignal, options.signal].filter((s): s is AbortSignal => !!s);
+    const onAbort = () => stop('cancelled');
+    for (const s of signals) {
+      if (s.aborted) onAbort();
+      else s.addEventListener('abort', onAbort, { once: true });
+    }
+    const timer = options.timeoutMs ? setTimeout(() => stop(`timed out after ${options.timeoutMs} ms`), options.timeoutMs) : undefined;
+    const beat = activity ? setInterval(() => activity.heartbeat({ command: `${producerArgv[0]} | ${consumerArgv[0]}` }), HEARTBEAT_MS) : undefined;
+
+    try {
+      const [sent, received] = await Promise.all([producer, consumer]);
+      const durationMs = Math.round(performance.now() - started);
+      logger.info({ argv: producerArgv, into: consumerArgv, durationMs, exitCodes: [sent.exitCode, received.exitCode], ...(ended ? { ended } : {}) }, 'pipeline');
+      if (activity?.cancellationSignal.aborted) throw activity.cancellationSignal.reason;
+      const producerFirst = firstToExit !== 'consumer' || received.exitCode === 0;
+      const sides = [
+        [producerArgv, sent],
+        [consumerArgv, received],
+      ] as const;
+      for (const [argv, result] of producerFirst ? sides : [...sides].reverse()) {
+        if (!ended && result.exitCode === 0) continue;
+        const reason = ended ?? (result.signal ? `killed by ${result.signal}` : result.exitCode === undefined ? 'did not start' : `exit code ${result.exitCode}`);
+        throw new CommandError(argv, result.exitCode, tail(Buffer.from(result.stderr ?? '').toString()), reason);
+      }
+    } finally {
+      clearTimeout(timer);
+      clearInterval(beat);
+      for (const s of signals) s.removeEventListener('abort', onAbort);
+    }
+  };
+}
