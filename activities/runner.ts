@@ -48,10 +48,11 @@ export class CommandError extends Error {
 }
 
 const STDERR_TAIL = 2000;
-const KILL_GRACE_MS = 5000;
-const HEARTBEAT_MS = 1000;
+export const KILL_GRACE_MS = 5000;
+export const HEARTBEAT_MS = 1000;
 
-function currentActivity(): Context | undefined {
+/** The activity this code runs in, if any (commands heartbeat and honour its cancellation). */
+export function currentActivity(): Context | undefined {
   try {
     return Context.current();
   } catch {
@@ -59,13 +60,14 @@ function currentActivity(): Context | undefined {
   }
 }
 
-function tail(text: string): string {
+/** The end of a command's stderr, where tools say what went wrong. */
+export function stderrTail(text: string): string {
   const trimmed = text.trim();
   return trimmed.length > STDERR_TAIL ? `...${trimmed.slice(-STDERR_TAIL)}` : trimmed;
 }
 
 /** Sends a signal to a whole process group, ignoring one that is already gone. */
-function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
+export function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
   if (pid === undefined) return;
   try {
     process.kill(-pid, signal);
@@ -84,6 +86,12 @@ function recordGroup(dir: string | undefined, pgid: number | undefined, argv: re
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(file, JSON.stringify({ owner: process.pid, argv }));
   return () => fs.rmSync(file, { force: true });
+}
+
+export function checkArgv(argv: readonly string[]): void {
+  if (argv.length === 0 || argv.some((a) => typeof a !== 'string' || a.includes('\0'))) {
+    throw new CommandError(argv, undefined, '', 'argv must be non-empty strings without NUL');
+  }
 }
 
 function running(pid: number): boolean {
@@ -120,9 +128,7 @@ export interface RunnerOptions {
 
 export function createRunner(logger: Logger, runnerOptions: RunnerOptions = {}): Run {
   return async function run(argv, options = {}) {
-    if (argv.length === 0 || argv.some((a) => typeof a !== 'string' || a.includes('\0'))) {
-      throw new CommandError(argv, undefined, '', 'argv must be non-empty strings without NUL');
-    }
+    checkArgv(argv);
     const activity = currentActivity();
     const started = performance.now();
     const child = execa(argv[0]!, argv.slice(1), {
@@ -180,7 +186,7 @@ export function createRunner(logger: Logger, runnerOptions: RunnerOptions = {}):
       if (!ok) {
         if (activity?.cancellationSignal.aborted) throw activity.cancellationSignal.reason;
         const reason = ended ?? (result.signal ? `killed by ${result.signal}` : result.exitCode === undefined ? (result.shortMessage ?? 'did not start') : `exit code ${exitCode}`);
-        throw new CommandError(argv, result.exitCode, tail(stderr), reason);
+        throw new CommandError(argv, result.exitCode, stderrTail(stderr), reason);
       }
       return { argv, exitCode, stdout: String(result.stdout ?? ''), stderr, durationMs };
     } finally {

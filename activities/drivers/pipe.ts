@@ -4,43 +4,10 @@
  * only, each command in its own process group ended on cancellation or timeout, heartbeats inside
  * an activity, one log line per pipeline, a CommandError with the failing side's stderr tail.
  */
-import { Context } from '@temporalio/activity';
 import { execa, type ResultPromise } from 'execa';
 import type { Logger } from '../../lib/logger.js';
-import { CommandError } from '../runner.js';
+import { checkArgv, CommandError, currentActivity, HEARTBEAT_MS, KILL_GRACE_MS, signalGroup, stderrTail } from '../runner.js';
 import type { Pipe } from './types.js';
-
-const STDERR_TAIL = 2000;
-const KILL_GRACE_MS = 5000;
-const HEARTBEAT_MS = 1000;
-
-function currentActivity(): Context | undefined {
-  try {
-    return Context.current();
-  } catch {
-    return undefined;
-  }
-}
-
-function checkArgv(argv: readonly string[]): void {
-  if (argv.length === 0 || argv.some((a) => typeof a !== 'string' || a.includes('\0'))) {
-    throw new CommandError(argv, undefined, '', 'argv must be non-empty strings without NUL');
-  }
-}
-
-function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
-  if (pid === undefined) return;
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    /* the group has exited */
-  }
-}
-
-function tail(text: string): string {
-  const trimmed = text.trim();
-  return trimmed.length > STDERR_TAIL ? `...${trimmed.slice(-STDERR_TAIL)}` : trimmed;
-}
 
 export function createPipe(logger: Logger): Pipe {
   return async function pipe(producerArgv, consumerArgv, options = {}) {
@@ -92,7 +59,7 @@ export function createPipe(logger: Logger): Pipe {
       for (const [argv, result] of producerFirst ? sides : [...sides].reverse()) {
         if (!ended && result.exitCode === 0) continue;
         const reason = ended ?? (result.signal ? `killed by ${result.signal}` : result.exitCode === undefined ? 'did not start' : `exit code ${result.exitCode}`);
-        throw new CommandError(argv, result.exitCode, tail(Buffer.from(result.stderr ?? '').toString()), reason);
+        throw new CommandError(argv, result.exitCode, stderrTail(Buffer.from(result.stderr ?? '').toString()), reason);
       }
     } finally {
       clearTimeout(timer);
