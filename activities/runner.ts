@@ -9,6 +9,7 @@ import path from 'node:path';
 import { Context } from '@temporalio/activity';
 import { execa } from 'execa';
 import type { Logger } from '../lib/logger.js';
+import { processRunning } from '../lib/processes.js';
 
 export interface CommandOptions {
   cwd?: string;
@@ -94,14 +95,6 @@ export function checkArgv(argv: readonly string[]): void {
   }
 }
 
-function running(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Ends the commands of workers that died without ending them; returns their argv. */
 export function reapOrphans(dir: string): string[][] {
@@ -110,7 +103,7 @@ export function reapOrphans(dir: string): string[][] {
     const file = path.join(dir, name);
     try {
       const { owner, argv } = JSON.parse(fs.readFileSync(file, 'utf8')) as { owner: number; argv: string[] };
-      if (running(owner)) continue;
+      if (processRunning(owner)) continue;
       signalGroup(Number.parseInt(name, 10), 'SIGKILL');
       reaped.push(argv);
     } catch {

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { processRunning } from './processes.js';
 
 export async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');
@@ -27,14 +28,6 @@ export function partialPath(target: string): string {
   return path.join(path.dirname(target), `${PARTIAL(target)}${process.pid}`);
 }
 
-function running(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Removes partial files of `target` left by processes that are gone (a crashed worker's). */
 export async function removeStalePartials(target: string): Promise<void> {
@@ -42,6 +35,6 @@ export async function removeStalePartials(target: string): Promise<void> {
   const names = await fs.readdir(path.dirname(target)).catch(() => [] as string[]);
   for (const name of names) {
     const pid = Number(name.slice(prefix.length));
-    if (name.startsWith(prefix) && pid !== process.pid && !running(pid)) await fs.rm(path.join(path.dirname(target), name), { force: true });
+    if (name.startsWith(prefix) && pid !== process.pid && !processRunning(pid)) await fs.rm(path.join(path.dirname(target), name), { force: true });
   }
 }

@@ -2,22 +2,14 @@
  * The real `imgflow worker` process: it polls its role's queue, serves Prometheus metrics, logs
  * JSON lines through pino (Temporal's own logs included), and drains then exits on SIGTERM.
  */
-import net from 'node:net';
 import { temporal } from '@temporalio/proto';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { spawnImgflow } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { killGroup } from '../support/processes.js';
 import { NAMESPACE, testClient, uniqueQueue } from '../support/temporal.js';
+import { freePort } from '../support/ports.js';
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function poll<T>(what: string, get: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

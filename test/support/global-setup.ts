@@ -3,7 +3,6 @@
  * the workflow bundle made once. A missing Temporal CLI fails the run; it never skips.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import Long from 'long';
@@ -11,6 +10,7 @@ import type { TestProject } from 'vitest/node';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { connectWithin, ensureSearchAttributes, ensureTemporalCli, spawnDevServer, waitForNamespace } from '../../starters/temporal-server.js';
 import { workflowsPath } from '../../workers/worker.js';
+import { freePort } from './ports.js';
 
 /** More than vitest's maxWorkers, so every fork finds its own. */
 export const TEST_NAMESPACES = ['imgflow-1', 'imgflow-2', 'imgflow-3', 'imgflow-4'];
@@ -22,16 +22,6 @@ declare module 'vitest' {
   }
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
-}
 
 export default async function setup(project: TestProject) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imgflow-test-temporal-'));

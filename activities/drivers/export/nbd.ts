@@ -12,6 +12,7 @@ import { checkName } from '../../../common/names.js';
 import type { Run } from '../../runner.js';
 import { checkPortal, nbdUrl } from '../naming.js';
 import type { ExportDriver, ExportInfo, ExportRequest } from '../types.js';
+import { processRunning } from '../../../lib/processes.js';
 
 export interface NbdExportConfig {
   run: Run;
@@ -41,14 +42,6 @@ async function serverOf(pid: number, volume: string): Promise<Server | undefined
   return { pid, port: Number(option('--port')), devicePath: argv[argv.length - 1]! };
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function portIsFree(address: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -132,7 +125,7 @@ export function createNbdExport(config: NbdExportConfig): ExportDriver {
       if (server) {
         process.kill(server.pid, 'SIGTERM');
         const deadline = Date.now() + STOP_WAIT_MS;
-        while (alive(server.pid) && (await serverOf(server.pid, volume))) {
+        while (processRunning(server.pid) && (await serverOf(server.pid, volume))) {
           if (Date.now() > deadline) {
             process.kill(server.pid, 'SIGKILL');
             break;
