@@ -67,6 +67,8 @@ export const paths = (config: Pick<Config, 'home'>) => ({
   compute: (host: string) => path.join(config.home, 'compute', host),
   builder: (arch: string) => path.join(config.home, 'builder', arch),
   server: path.join(config.home, 'temporal'),
+  /** The built-in cloud image catalog that subscriptions register into by default. */
+  catalog: path.join(config.home, 'catalog'),
   /** Process groups of commands that workers on this host are running. */
   commands: path.join(config.home, 'run', 'commands'),
 });

@@ -9,7 +9,7 @@ import { registerDemo } from './commands/demo.js';
 import { registerLineage } from './commands/lineage.js';
 import { registerDev } from './commands/dev.js';
 import { registerPing } from './commands/ping.js';
-import { registerValidate } from './commands/validate.js';
+import { registerSubscriptions } from './commands/subscriptions.js';
 import { registerWorker } from './commands/worker.js';
 import { oneLine } from './output.js';
 
@@ -29,7 +29,7 @@ export function buildProgram(): Command {
   registerLineage(program);
   registerWorker(program);
   registerPing(program);
-  registerValidate(program);
+  registerSubscriptions(program);
   return program;
 }
 

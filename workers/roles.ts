@@ -10,6 +10,8 @@ import { checkArch, InputError } from '../common/names.js';
 import { CONTROL_QUEUE, queues, ROLES, WORKFLOW_QUEUE, type Role } from '../common/queues.js';
 import { paths, type Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
+import { createCloudActivities } from '../activities/cloud/index.js';
+import { cloudRegistry, trustAnchors } from '../activities/cloud/registry/configured.js';
 
 export interface RolePlan {
   role: Role;
@@ -38,8 +40,13 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
     case 'compute':
       return { role, taskQueue: queues.compute(config.host), workflows: false, activities: { ...host(role) } };
     case 'cloud':
-      return { role, taskQueue: queues.cloud(config.site), workflows: false, activities: { ...host(role) } };
+      return { role, taskQueue: queues.cloud(config.site), workflows: false, activities: { ...host(role), ...cloudActivities(run, config, logger) } };
     case 'control':
-      return { role, taskQueue: CONTROL_QUEUE, workflows: false, activities: { ...host(role) } };
+      return { role, taskQueue: CONTROL_QUEUE, workflows: false, activities: { ...host(role), ...cloudActivities(run, config, logger) } };
   }
+}
+
+/** Subscription activities: the registry and trust anchors come from this worker's configuration. */
+function cloudActivities(run: ReturnType<typeof createRunner>, config: Config, logger: Logger) {
+  return createCloudActivities({ run, config, registry: cloudRegistry(config, process.env, logger), trust: trustAnchors(process.env), logger });
 }

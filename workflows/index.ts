@@ -3,3 +3,6 @@ export { demoWorkflow } from './demo.js';
 export { pingWorkflow } from './ping.js';
 export { lineageWorkflow } from './lineage.js';
 export { buildWorkflow } from './build.js';
+export { subscriptionWorkflow } from './subscription.js';
+export { subscriptionSyncWorkflow } from './subscription.js';
+export { subscriptionTickWorkflow } from './subscription.js';

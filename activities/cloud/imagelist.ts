@@ -58,9 +58,12 @@ export interface ImageList {
 
 /** What a subscription expects of the next list it applies. */
 export interface ListExpectations {
-  identifier: string;
+  /** Absent on a subscription's first list, which then fixes it (after the signer was checked). */
+  identifier?: string;
   /** The version of the list last applied; a lower one is a replay and is refused. */
   lastAppliedVersion?: string;
+  /** Accept an expired list, so that its images can be expired; it is never applied otherwise. */
+  allowExpired?: boolean;
   now?: Date;
 }
 
@@ -196,13 +199,13 @@ export function isExpired(list: Pick<ImageList, 'expires'>, now = new Date()): b
 /** The checks that decide whether a parsed list may be applied to a subscription. */
 export function checkImageList(list: ImageList, expected: ListExpectations): ImageList {
   const now = expected.now ?? new Date();
-  if (list.identifier !== expected.identifier) {
+  if (expected.identifier !== undefined && list.identifier !== expected.identifier) {
     throw new ImageListError('identifier', `the list is ${JSON.stringify(list.identifier)}, the subscription expects ${JSON.stringify(expected.identifier)}`);
   }
   if (Date.parse(list.created) > now.getTime()) {
     throw new ImageListError('created', `dc:date:created ${list.created} is in the future`);
   }
-  if (isExpired(list, now)) throw new ImageListError('expires', `the list expired at ${list.expires}`);
+  if (!expected.allowExpired && isExpired(list, now)) throw new ImageListError('expires', `the list expired at ${list.expires}`);
   if (expected.lastAppliedVersion !== undefined && compareVersions(list.version, expected.lastAppliedVersion) < 0) {
     throw new ImageListError('version', `hv:version ${list.version} is lower than ${expected.lastAppliedVersion}, applied before`);
   }

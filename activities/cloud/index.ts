@@ -6,13 +6,13 @@
  * worker start: nothing secret travels in activity inputs, which Temporal records in history.
  */
 import path from 'node:path';
-import { checkName } from '../../common/names.js';
+import { checkName, InputError } from '../../common/names.js';
 import type { Config } from '../../lib/config.js';
 import type { Logger } from '../../lib/logger.js';
 import type { Run } from '../runner.js';
 import { convertImage, type ConvertResult } from './convert.js';
 import { download, type DownloadOptions, type DownloadResult } from './download.js';
-import { diffList, imageTemplate, type ImageList, type ListDiff, type ListedImage } from './imagelist.js';
+import { diffList, ImageListError, imageTemplate, type ImageList, type ListDiff, type ListedImage } from './imagelist.js';
 import { checkImageName, RegistryError, TEMPLATE, type ImageRegistry, type Ownership, type RegistryImage } from './registry/types.js';
 import { verifyImageList, type TrustAnchors, type VerifiedImageList } from './smime.js';
 
@@ -37,6 +37,35 @@ export interface ImageSnapshot {
   enabled: boolean;
 }
 
+export interface FetchListInput {
+  subscription: string;
+  url: string;
+  /** The list's dc:identifier; absent until a subscription's first list fixed it. */
+  expectedIdentifier?: string;
+  lastAppliedVersion?: string;
+  /** The endorser the subscription trusts: the signer must be this subject under this CA. */
+  endorser?: { dn: string; ca: string };
+  /** The subscription's own hashed CA directory, instead of the worker's. */
+  caDir?: string;
+  insecure?: boolean;
+  /** Return an expired list instead of refusing it: the caller expires its images, nothing more. */
+  allowExpired?: boolean;
+}
+
+/** The list names its endorser; the subscription names the one it trusts: they must agree. */
+function checkEndorser(list: ImageList, endorser: { dn: string; ca: string }): void {
+  if (list.endorser.dn !== endorser.dn) throw new ImageListError('endorser', `the list is endorsed by ${list.endorser.dn}, the subscription trusts ${endorser.dn}`);
+  if (list.endorser.ca !== endorser.ca) throw new ImageListError('endorser-ca', `the list's endorser is under ${list.endorser.ca}, the subscription trusts ${endorser.ca}`);
+}
+
+/** CA directories come from a subscription: an absolute path, nothing that climbs out. */
+function checkCaDir(dir: string): string {
+  if (typeof dir !== 'string' || !path.isAbsolute(dir) || dir.split('/').includes('..') || /[\0\n]/.test(dir)) {
+    throw new InputError('caDir', 'an absolute directory path', dir);
+  }
+  return dir;
+}
+
 /** OpenNebula's code for a missing object; the catalog uses it too. */
 const NO_EXISTS = 0x400;
 const LOCKED_MODE = '700';
@@ -59,16 +88,26 @@ export function createCloudActivities(deps: CloudDeps) {
     await registry.setEnabled(id, enabled);
   }
 
+  async function findRegistered(list: Pick<ImageList, 'identifier'>, image: ListedImage): Promise<number | undefined> {
+    const found = (await registry.list({ imageList: list.identifier })).find(
+      (candidate: RegistryImage) => candidate.name === image.identifier && candidate.template[TEMPLATE.sha512] === image.sha512,
+    );
+    return found?.id;
+  }
+
   return {
     /** Downloads the subscription's list and verifies signature, signer, identifier, dates and version. */
-    async fetchImageList(input: { subscription: string; url: string; expectedIdentifier: string; lastAppliedVersion?: string; insecure?: boolean }): Promise<VerifiedImageList> {
+    async fetchImageList(input: FetchListInput): Promise<VerifiedImageList> {
       const subscription = checkName('subscription', input.subscription);
+      const trust = input.caDir === undefined ? deps.trust : { caDir: checkCaDir(input.caDir) };
       const file = await download({ url: input.url }, fetchOptions());
-      return verifyImageList(run, file.path, path.join(dirs.work, subscription), {
-        ...deps.trust,
+      const verified = await verifyImageList(run, file.path, path.join(dirs.work, subscription), {
+        ...trust,
         insecure: input.insecure === true,
-        expect: { identifier: input.expectedIdentifier, lastAppliedVersion: input.lastAppliedVersion },
+        expect: { identifier: input.expectedIdentifier, lastAppliedVersion: input.lastAppliedVersion, allowExpired: input.allowExpired === true },
       });
+      if (input.endorser) checkEndorser(verified.list, input.endorser);
+      return verified;
     },
 
     /** What the registry must do to match the list. */
@@ -113,12 +152,22 @@ export function createCloudActivities(deps: CloudDeps) {
      * answer finds the image it already registered (same name, list and digest) and returns it.
      */
     async registerImage(input: { list: Pick<ImageList, 'identifier'>; image: ListedImage; path: string }): Promise<number> {
+      const existing = await findRegistered(input.list, input.image);
+      if (existing !== undefined) {
+        // A registration that failed (or whose copier died) is redone, never waited for.
+        if ((await registry.info(existing)).state !== 'ERROR') return existing;
+        await registry.delete(existing);
+      }
       const template = imageTemplate(input.list, input.image);
-      const existing = (await registry.list({ imageList: input.list.identifier })).find(
-        (image: RegistryImage) => image.name === input.image.identifier && image.template[TEMPLATE.sha512] === input.image.sha512,
-      );
-      if (existing) return existing.id;
       return registry.register({ name: input.image.identifier, path: input.path, format: registry.format, template });
+    },
+
+    /**
+     * The image `registerImage` made (or half made) for this entry, if any: what a swap that failed
+     * after asking for a registration must remove, even when the answer never came back.
+     */
+    async findRegisteredImage(input: { list: Pick<ImageList, 'identifier'>; image: ListedImage }): Promise<number | null> {
+      return (await findRegistered(input.list, input.image)) ?? null;
     },
 
     async waitImageReady(input: { id: number; timeoutMs?: number }): Promise<RegistryImage> {

@@ -39,6 +39,18 @@ interface CatalogRecord extends RegistryImage {
   disk?: string;
   runningVms: number;
   registeredAt: string;
+  /** The process copying the disk in while the image is INIT; if it died, the copy never ends. */
+  copierPid?: number;
+}
+
+/** Whether a process still runs; a signal 0 tests without touching it. */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** OpenNebula's code for a missing object, so callers can treat both registries alike. */
@@ -102,9 +114,11 @@ export class CatalogRegistry implements ImageRegistry {
     return records.filter((r): r is CatalogRecord => r !== undefined).sort((a, b) => a.id - b.id);
   }
 
+  /** An INIT image whose copying process died is shown as ERROR, so that waiting for it ends and it can be deleted. */
   private static publicView(record: CatalogRecord): RegistryImage {
-    const { id, name, state, ownerId, groupId, mode, template } = record;
-    return { id, name, state, ownerId, groupId, mode, template };
+    const { id, name, ownerId, groupId, mode, template } = record;
+    const orphaned = record.state === 'INIT' && record.copierPid !== undefined && !processAlive(record.copierPid);
+    return { id, name, state: orphaned ? 'ERROR' : record.state, ownerId, groupId, mode, template };
   }
 
   private async refuseDuplicate(name: string, ownerId: number, operation: string, except?: number): Promise<void> {
@@ -147,6 +161,7 @@ export class CatalogRegistry implements ImageRegistry {
         format: request.format,
         runningVms: 0,
         registeredAt: new Date().toISOString(),
+        copierPid: process.pid,
       };
       await this.write(record);
       return record.id;
@@ -156,6 +171,7 @@ export class CatalogRegistry implements ImageRegistry {
       await this.update(id, 'register', (record) => {
         record.disk = disk;
         record.state = 'READY';
+        delete record.copierPid;
       });
     } catch (error) {
       await this.update(id, 'register', (record) => void (record.state = 'ERROR'));
@@ -238,6 +254,8 @@ export class CatalogRegistry implements ImageRegistry {
       // The record goes first: a crash in between leaves an orphan disk, never a record without one.
       await fs.rm(this.recordPath(id));
       if (record.disk) await fs.rm(record.disk, { force: true });
+      // A copy cut short leaves its partial file behind.
+      await fs.rm(path.join(this.disksDir, `${id}.${record.format}.partial`), { force: true });
     });
   }
 

@@ -1,0 +1,754 @@
+/**
+ * Image-list subscriptions. One entity workflow per subscription keeps its settings (never a
+ * secret), the list version last applied, each image's state and a history; it changes through
+ * validated Updates and signals, and runs each sync as a child workflow, one at a time. A Temporal
+ * Schedule (overlap SKIP) starts a tick workflow that only asks the entity for a sync.
+ *
+ * A sync fetches and verifies the list on `control`, compares it with the registry on
+ * `cloud.<site>`, downloads only what changed and swaps each changed image as a saga: every step
+ * done is undone in reverse when a later one fails, so the old image is back under its name with
+ * its access and no half-registered successor is left.
+ */
+import {
+  ApplicationFailure,
+  allHandlersFinished,
+  CancellationScope,
+  condition,
+  continueAsNew,
+  defineQuery,
+  defineSignal,
+  defineUpdate,
+  executeChild,
+  getExternalWorkflowHandle,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+  type ActivityOptions,
+} from '@temporalio/workflow';
+import type { CloudActivities, ImageSnapshot } from '../activities/cloud/index.js';
+import type { ImageChange, ImageList, ListDiff, ListedImage } from '../activities/cloud/imagelist.js';
+import type { RegistryImage } from '../activities/cloud/registry/types.js';
+import { checkUser, checkReason, type HistoryEntry } from '../common/lineage.js';
+import { checkHost, checkName, InputError } from '../common/names.js';
+import { CONTROL_QUEUE, queues } from '../common/queues.js';
+import { SA } from '../common/search-attributes.js';
+
+// ---------------------------------------------------------------------------------------------
+// Settings and their checks (pure; the CLI checks with the same functions)
+
+export const NEW_IMAGE_POLICIES = ['accept', 'subscribe', 'refuse'] as const;
+export type NewImagePolicy = (typeof NEW_IMAGE_POLICIES)[number];
+export const REGISTRY_KINDS = ['catalog', 'opennebula'] as const;
+export type RegistryKind = (typeof REGISTRY_KINDS)[number];
+export const DISK_FORMATS = ['qcow2', 'raw'] as const;
+
+/** What a subscription remembers of how it was made. Paths and names only: no password. */
+export interface SubscriptionConfig {
+  name: string;
+  url: string;
+  /** The list's dc:identifier; when absent, the first verified list fixes it. */
+  identifier?: string;
+  endorser: { dn: string; ca: string };
+  caDir?: string;
+  /** Skips signature checks; only ever set by an explicit `--insecure`. */
+  insecure?: boolean;
+  /** How often the schedule asks for a sync, e.g. "6h". */
+  every: string;
+  newImages: NewImagePolicy;
+  registry: RegistryKind;
+  username?: string;
+  /** The file the registry password is read from on the cloud worker; never its content. */
+  passwordFile?: string;
+  format: (typeof DISK_FORMATS)[number];
+  /** Syncs only report; `adopt` applies. */
+  stage: boolean;
+  /** The cloud site whose worker (`cloud.<site>`) holds the registry. */
+  site: string;
+  /** How long a step may wait for a worker of its queue before failing. */
+  workerWaitSeconds?: number;
+}
+
+const DN = /^(\/[A-Za-z][A-Za-z0-9.]*=[^/\n]+)+$/;
+const EVERY = /^([1-9]\d{0,3})([mhd])$/;
+const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
+
+function oneOf<T extends string>(field: string, allowed: readonly T[], value: unknown): T {
+  if (!allowed.includes(value as T)) throw new InputError(field, `one of ${allowed.join(', ')}`, value);
+  return value as T;
+}
+
+/** A distinguished name in the slash form lists use: /C=CH/O=Org/CN=Name. */
+export function checkDn(field: string, value: unknown): string {
+  if (typeof value !== 'string' || value.length > 512 || !DN.test(value)) throw new InputError(field, 'a distinguished name in slash form, such as /C=CH/O=Org/CN=Name', value);
+  return value;
+}
+
+export function checkListUrl(field: string, value: unknown): string {
+  if (typeof value !== 'string' || value.length > 2048 || !/^https?:\/\/[^\s/@]+(\/[^\s]*)?$/.test(value)) throw new InputError(field, 'an http(s) URL without credentials', value);
+  return value;
+}
+
+/** Minutes, hours or days, at least one minute, at most 30 days. */
+export function checkEvery(field: string, value: unknown): string {
+  const m = typeof value === 'string' ? EVERY.exec(value) : null;
+  const minutes = m ? Number(m[1]) * { m: 1, h: 60, d: 1440 }[m[2] as 'm' | 'h' | 'd'] : 0;
+  if (!m || minutes > 30 * 1440) throw new InputError(field, 'an interval such as 30m, 6h or 1d (at most 30d)', value);
+  return value as string;
+}
+
+export function checkAbsolutePath(field: string, value: unknown): string {
+  if (typeof value !== 'string' || !value.startsWith('/') || value.split('/').includes('..') || /[\0\n]/.test(value) || value.length > 1024) {
+    throw new InputError(field, 'an absolute path without ".."', value);
+  }
+  return value;
+}
+
+/** The list identifier: what a HEPiX list puts in dc:identifier (often a UUID). */
+export function checkListIdentifier(field: string, value: unknown): string {
+  if (typeof value !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/.test(value)) throw new InputError(field, 'a list identifier of letters, digits, ".", "_", ":" or "-"', value);
+  return value;
+}
+
+export function checkSubscriptionConfig(config: SubscriptionConfig): SubscriptionConfig {
+  if (typeof config !== 'object' || config === null) throw new InputError('subscription', 'the subscription settings', config);
+  checkName('subscription', config.name);
+  checkListUrl('url', config.url);
+  if (config.identifier !== undefined) checkListIdentifier('identifier', config.identifier);
+  checkDn('endorser-dn', config.endorser?.dn);
+  checkDn('endorser-ca', config.endorser?.ca);
+  if (config.caDir !== undefined) checkAbsolutePath('ca-dir', config.caDir);
+  if (config.insecure !== undefined && typeof config.insecure !== 'boolean') throw new InputError('insecure', 'true or false', config.insecure);
+  checkEvery('every', config.every);
+  oneOf('new-images', NEW_IMAGE_POLICIES, config.newImages);
+  oneOf('registry', REGISTRY_KINDS, config.registry);
+  if (config.username !== undefined && (typeof config.username !== 'string' || !USERNAME.test(config.username))) throw new InputError('username', 'a user name of letters, digits, ".", "_", "@" or "-"', config.username);
+  if (config.passwordFile !== undefined) checkAbsolutePath('password-file', config.passwordFile);
+  oneOf('format', DISK_FORMATS, config.format);
+  if (typeof config.stage !== 'boolean') throw new InputError('stage', 'true or false', config.stage);
+  checkHost('site', config.site);
+  return config;
+}
+
+export const subscriptionWorkflowId = (name: string) => `subscription-${checkName('subscription', name)}`;
+export const subscriptionScheduleId = subscriptionWorkflowId;
+
+/** `<id>_EXPIRED_<YYYY-mm-dd_HH-MM-SS>_UTC`, from workflow time: names sort by time across sites. */
+export function parkedName(identifier: string, when: Date): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  const stamp = `${when.getUTCFullYear()}-${p(when.getUTCMonth() + 1)}-${p(when.getUTCDate())}_${p(when.getUTCHours())}-${p(when.getUTCMinutes())}-${p(when.getUTCSeconds())}`;
+  return `${identifier}_EXPIRED_${stamp}_UTC`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sync run
+
+export type ImageAction = 'add' | 'update' | 'metadata' | 'expire' | 'offer' | 'refuse' | 'delete';
+
+export interface ImageOutcome {
+  identifier: string;
+  action: ImageAction;
+  ok: boolean;
+  title?: string;
+  imageVersion?: string;
+  registryId?: number;
+  registryName?: string;
+  /** Why it failed, or what was left for later (an image still in use). */
+  note?: string;
+}
+
+/** An expired image waiting until nothing uses it, to be deleted. */
+export interface ParkedImage {
+  id: number;
+  name: string;
+  identifier: string;
+}
+
+export interface PlanReport {
+  add: string[];
+  update: string[];
+  metadata: string[];
+  expire: { identifier: string; from: string }[];
+  unchanged: string[];
+  /** New images the policy keeps out (subscribe: until adopted; refuse: for good). */
+  offered: string[];
+  refused: string[];
+}
+
+export interface SyncInput {
+  subscription: SubscriptionConfig;
+  lastAppliedVersion?: string;
+  /** dry-run: verify and report only. */
+  mode: 'apply' | 'dry-run';
+  /** Adopting a staged report: the list must still be this version. */
+  expectVersion?: string;
+  /** Offered images the site takes now. */
+  adoptOffered?: boolean;
+  parked: ParkedImage[];
+}
+
+export interface SyncResult {
+  listIdentifier: string;
+  listVersion: string;
+  verified: boolean;
+  applied: boolean;
+  /** The list had expired: its images were expired and nothing else was applied. */
+  expired?: string;
+  report: PlanReport;
+  outcomes: ImageOutcome[];
+  /** Expired images still in use; a later sync tries again. */
+  parked: ParkedImage[];
+}
+
+/** Failures no retry can mend: a refused list, a bad name, a download that did not match. */
+const NON_RETRYABLE = ['ImageListError', 'InputError', 'DownloadError', 'ConvertError'];
+
+function cloudProxies(input: SyncInput) {
+  const wait = `${input.subscription.workerWaitSeconds ?? 120}s`;
+  const base = (overrides: ActivityOptions): ActivityOptions => ({
+    scheduleToStartTimeout: wait,
+    // Short enough that a step lost with its worker is retried soon on another.
+    startToCloseTimeout: '90s',
+    ...overrides,
+    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE, ...overrides.retry },
+  });
+  const taskQueue = queues.cloud(input.subscription.site);
+  return {
+    control: proxyActivities<CloudActivities>(base({ taskQueue: CONTROL_QUEUE, startToCloseTimeout: '5m', retry: { maximumAttempts: 3 } })),
+    registry: proxyActivities<CloudActivities>(base({ taskQueue })),
+    /** Undo steps: more patience, since giving up leaves the registry half changed. */
+    undo: proxyActivities<CloudActivities>(base({ taskQueue, retry: { maximumAttempts: 20 } })),
+    /** Tried once per sync; a refusal (image in use) waits for the next sync. */
+    once: proxyActivities<CloudActivities>(base({ taskQueue, retry: { maximumAttempts: 1 } })),
+    download: proxyActivities<CloudActivities>(base({ taskQueue, startToCloseTimeout: '2h', heartbeatTimeout: '60s', retry: { maximumAttempts: 3 } })),
+    convert: proxyActivities<CloudActivities>(base({ taskQueue, startToCloseTimeout: '1h', retry: { maximumAttempts: 2 } })),
+    ready: proxyActivities<CloudActivities>(base({ taskQueue, startToCloseTimeout: '20m', retry: { maximumAttempts: 2 } })),
+  };
+}
+
+type Proxies = ReturnType<typeof cloudProxies>;
+
+function message(error: unknown): string {
+  const err = error as Error & { cause?: Error & { cause?: Error } };
+  // Activity failures wrap the activity's own error; its message names the check.
+  return (err.cause?.cause?.message ?? err.cause?.message ?? err.message ?? String(error)).split('\n')[0]!;
+}
+
+function planReport(diff: ListDiff, policy: NewImagePolicy, adoptOffered: boolean): PlanReport {
+  const admitted = policy === 'accept' || (policy === 'subscribe' && adoptOffered);
+  return {
+    add: admitted ? diff.add.map((i) => i.identifier) : [],
+    update: diff.update.map((c) => c.image.identifier),
+    metadata: diff.metadata.map((c) => c.image.identifier),
+    expire: diff.expire.map((i) => ({ identifier: i.template.IMGFLOW_IMAGE ?? i.name, from: i.name })),
+    unchanged: diff.unchanged,
+    offered: policy === 'subscribe' && !adoptOffered ? diff.add.map((i) => i.identifier) : [],
+    refused: policy === 'refuse' ? diff.add.map((i) => i.identifier) : [],
+  };
+}
+
+/** Downloads (or finds in the cache) and converts one listed image; returns the disk to register. */
+async function prepareDisk(act: Proxies, image: ListedImage, format: SubscriptionConfig['format']): Promise<string> {
+  setCurrentDetails(`**downloading** ${image.identifier} ${image.version}`);
+  const downloaded = await act.download.downloadImage({ image });
+  setCurrentDetails(`**converting** ${image.identifier} ${image.version}`);
+  const converted = await act.convert.convertForRegistry({ sha512: downloaded.sha512, path: downloaded.path });
+  // The worker's registry decides the format; a subscription that expects another one is misconfigured.
+  if (converted.format !== format) throw ApplicationFailure.nonRetryable(`format: the registry takes ${converted.format}, the subscription asks for ${format}`, 'InputError');
+  return converted.path;
+}
+
+/** Removes whatever registration was made (or half made) for this entry. */
+async function removeRegistered(act: Proxies, list: ImageList, image: ListedImage): Promise<void> {
+  const id = await act.undo.findRegisteredImage({ list, image });
+  if (id !== null) await act.undo.deleteImage({ id });
+}
+
+/** Runs undo steps newest first, out of reach of cancellation: a cancelled sync still cleans up. */
+async function compensate(undo: (() => Promise<void>)[]): Promise<string | undefined> {
+  return CancellationScope.nonCancellable(async () => {
+    for (const step of [...undo].reverse()) {
+      try {
+        await step();
+      } catch (error) {
+        return `undo failed, needs a person: ${message(error)}`;
+      }
+    }
+    return undefined;
+  });
+}
+
+/** A first-ever image: registered, ready, and private to the admin until the site opens it. */
+async function addImage(act: Proxies, list: ImageList, image: ListedImage, format: SubscriptionConfig['format']): Promise<ImageOutcome> {
+  const outcome = { identifier: image.identifier, action: 'add' as const, title: image.title, imageVersion: image.version };
+  try {
+    const disk = await prepareDisk(act, image, format);
+    setCurrentDetails(`**registering** ${image.identifier}`);
+    const id = await act.registry.registerImage({ list, image, path: disk });
+    await act.ready.waitImageReady({ id, timeoutMs: 15 * 60_000 });
+    await act.registry.lockImage({ id });
+    return { ...outcome, ok: true, registryId: id, registryName: image.identifier };
+  } catch (error) {
+    const undone = await compensate([() => removeRegistered(act, list, image)]);
+    return { ...outcome, ok: false, note: undone ?? message(error) };
+  }
+}
+
+/**
+ * The swap: remember the old image's access, lock, disable, park it under its `_EXPIRED_` name,
+ * register the new one under the identifier, wait until ready, give it the old access. Each step
+ * adds its undo before it runs, since a step may take effect and still report failure.
+ */
+async function swapImage(act: Proxies, list: ImageList, change: ImageChange, action: 'update' | 'metadata', when: Date, format: SubscriptionConfig['format']): Promise<ImageOutcome> {
+  const { image, current: old } = change;
+  const outcome = { identifier: image.identifier, action, title: image.title, imageVersion: image.version };
+  let disk: string;
+  try {
+    disk = await prepareDisk(act, image, format);
+  } catch (error) {
+    return { ...outcome, ok: false, registryId: old.id, registryName: old.name, note: message(error) };
+  }
+  let snapshot: ImageSnapshot;
+  try {
+    snapshot = await act.registry.snapshotImage({ id: old.id });
+  } catch (error) {
+    return { ...outcome, ok: false, registryId: old.id, registryName: old.name, note: message(error) };
+  }
+  const undo: (() => Promise<void>)[] = [() => act.undo.applySnapshot({ id: old.id, snapshot, name: snapshot.name })];
+  const parked = parkedName(image.identifier, when);
+  try {
+    setCurrentDetails(`**swapping** ${image.identifier}: parking image ${old.id} as ${parked}`);
+    await act.registry.lockImage({ id: old.id });
+    await act.registry.setImageEnabled({ id: old.id, enabled: false });
+    await act.registry.renameImage({ id: old.id, name: parked });
+    undo.push(() => removeRegistered(act, list, image));
+    setCurrentDetails(`**swapping** ${image.identifier}: registering ${image.version}`);
+    const id = await act.registry.registerImage({ list, image, path: disk });
+    await act.ready.waitImageReady({ id, timeoutMs: 15 * 60_000 });
+    await act.registry.applySnapshot({ id, snapshot });
+    return { ...outcome, ok: true, registryId: id, registryName: image.identifier, note: `replaced image ${old.id}, parked as ${parked}` };
+  } catch (error) {
+    setCurrentDetails(`**undoing** the swap of ${image.identifier}: ${message(error)}`);
+    const undone = await compensate(undo);
+    return { ...outcome, ok: false, registryId: old.id, registryName: old.name, note: undone ?? `${message(error)}; image ${old.id} restored` };
+  }
+}
+
+/** Tries once to delete a parked image; one still in use stays parked for the next sync. */
+async function tryDelete(act: Proxies, image: ParkedImage): Promise<boolean> {
+  try {
+    await act.once.deleteImage({ id: image.id });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Expire: park under the `_EXPIRED_` name, lock, disable (an image in use cannot be), then delete once unused. */
+async function expireImage(act: Proxies, old: RegistryImage, when: Date): Promise<{ outcome: ImageOutcome; parked?: ParkedImage }> {
+  const identifier = old.template.IMGFLOW_IMAGE ?? old.name;
+  const name = parkedName(identifier, when);
+  try {
+    await act.registry.renameImage({ id: old.id, name });
+    await act.registry.lockImage({ id: old.id });
+    const disabled = await act.once.setImageEnabled({ id: old.id, enabled: false }).then(
+      () => true,
+      () => false,
+    );
+    const parked = { id: old.id, name, identifier };
+    if (await tryDelete(act, parked)) return { outcome: { identifier, action: 'expire', ok: true, registryId: old.id, registryName: name, note: 'deleted' } };
+    const note = `parked as ${name}${disabled ? '' : ', left enabled (in use)'}; deleted once unused`;
+    return { outcome: { identifier, action: 'expire', ok: true, registryId: old.id, registryName: name, note }, parked };
+  } catch (error) {
+    return { outcome: { identifier, action: 'expire', ok: false, registryId: old.id, registryName: old.name, note: message(error) } };
+  }
+}
+
+async function fetchVerified(act: Proxies, input: SyncInput) {
+  const sub = input.subscription;
+  setCurrentDetails(`**verifying** the list at ${sub.url}`);
+  return act.control.fetchImageList({
+    subscription: sub.name,
+    url: sub.url,
+    ...(sub.identifier !== undefined ? { expectedIdentifier: sub.identifier } : {}),
+    ...(input.lastAppliedVersion !== undefined ? { lastAppliedVersion: input.lastAppliedVersion } : {}),
+    endorser: sub.endorser,
+    ...(sub.caDir !== undefined ? { caDir: sub.caDir } : {}),
+    insecure: sub.insecure === true,
+    // An expired list is fetched only to expire what it brought; the sync applies nothing else of it.
+    allowExpired: true,
+  });
+}
+
+/** One sync of one subscription: verify, reconcile, then (unless a dry run) apply. */
+export async function subscriptionSyncWorkflow(input: SyncInput): Promise<SyncResult> {
+  const act = cloudProxies(input);
+  const sub = input.subscription;
+  let verified;
+  try {
+    verified = await fetchVerified(act, input);
+  } catch (error) {
+    throw ApplicationFailure.nonRetryable(`list not applied: ${message(error)}`, 'ListRefused');
+  }
+  const { list } = verified;
+  if (input.expectVersion !== undefined && list.version !== input.expectVersion) {
+    throw ApplicationFailure.nonRetryable(`list not applied: image list check "staged-version" failed: the list is now version ${list.version}, ${input.expectVersion} was staged; sync to stage it again`, 'ListRefused');
+  }
+  const when = new Date(); // workflow time: replays give the same names
+  const expired = Date.parse(list.expires) <= when.getTime() ? `image list check "expires" failed: the list expired at ${list.expires}` : undefined;
+  const planned = await act.registry.planListUpdate({ list });
+  const diff: ListDiff = expired ? { add: [], update: [], metadata: [], expire: planned.expire, unchanged: [] } : planned;
+  const report = planReport(diff, sub.newImages, input.adoptOffered === true);
+  const result: SyncResult = { listIdentifier: list.identifier, listVersion: list.version, verified: verified.verified, applied: false, report, outcomes: [], parked: input.parked, ...(expired ? { expired } : {}) };
+  if (input.mode === 'dry-run') return result;
+
+  const outcomes: ImageOutcome[] = [];
+  for (const image of diff.add) {
+    if (report.add.includes(image.identifier)) outcomes.push(await addImage(act, list, image, sub.format));
+    else outcomes.push({ identifier: image.identifier, action: sub.newImages === 'refuse' ? 'refuse' : 'offer', ok: true, title: image.title, imageVersion: image.version });
+  }
+  for (const change of diff.update) outcomes.push(await swapImage(act, list, change, 'update', when, sub.format));
+  for (const change of diff.metadata) outcomes.push(await swapImage(act, list, change, 'metadata', when, sub.format));
+  const parked: ParkedImage[] = [];
+  for (const old of diff.expire) {
+    const expired = await expireImage(act, old, when);
+    outcomes.push(expired.outcome);
+    if (expired.parked) parked.push(expired.parked);
+  }
+  for (const image of input.parked) {
+    if (await tryDelete(act, image)) outcomes.push({ identifier: image.identifier, action: 'delete', ok: true, registryId: image.id, registryName: image.name });
+    else parked.push(image);
+  }
+  setCurrentDetails(`**done** list ${list.identifier} version ${list.version}: ${outcomes.filter((o) => !o.ok).length} failed of ${outcomes.length} changes`);
+  return { ...result, applied: true, outcomes, parked };
+}
+
+/** Started by the subscription's Schedule: asks the entity for a sync, skipped if one is running. */
+export async function subscriptionTickWorkflow(input: { subscription: string }): Promise<void> {
+  await getExternalWorkflowHandle(subscriptionWorkflowId(input.subscription)).signal(syncRequestSignal, { by: 'schedule', reason: 'scheduled', skipIfBusy: true });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The entity
+
+export type ApplianceState = 'registered' | 'updated' | 'expired' | 'deleted' | 'offered' | 'refused' | 'failed';
+
+export interface Appliance {
+  subscription: string;
+  identifier: string;
+  title?: string;
+  imageVersion?: string;
+  listVersion: string;
+  state: ApplianceState;
+  registryName?: string;
+  registryId?: number;
+  lastChange: string;
+  note?: string;
+}
+
+export type SyncStatus = 'applied' | 'partial' | 'expired' | 'staged' | 'refused' | 'failed' | 'skipped';
+
+export interface SyncOutcome {
+  run: number;
+  at: string;
+  by: string;
+  status: SyncStatus;
+  listVersion?: string;
+  reason?: string;
+  report?: PlanReport;
+  outcomes?: ImageOutcome[];
+}
+
+export interface StagedReport {
+  listVersion: string;
+  at: string;
+  report: PlanReport;
+}
+
+export interface SubscriptionState {
+  config: SubscriptionConfig;
+  lastAppliedVersion?: string;
+  images: Record<string, Appliance>;
+  parked: ParkedImage[];
+  staged?: StagedReport;
+  lastSync?: SyncOutcome;
+  history: HistoryEntry[];
+  seq: number;
+  runs: number;
+}
+
+export interface SubscriptionInput {
+  config: SubscriptionConfig;
+  state?: SubscriptionState;
+  maxHistoryEvents?: number;
+}
+
+export interface SubscriptionView {
+  config: SubscriptionConfig;
+  lastAppliedVersion?: string;
+  staged?: StagedReport;
+  lastSync?: SyncOutcome;
+  syncing: boolean;
+  images: number;
+  parked: ParkedImage[];
+  historyEntries: number;
+}
+
+interface SyncRequest {
+  by: string;
+  reason: string;
+  skipIfBusy?: boolean;
+}
+
+export const syncUpdate = defineUpdate<SyncOutcome, [{ by: string }]>('sync');
+export const adoptUpdate = defineUpdate<SyncOutcome, [{ by: string }]>('adopt');
+export const unsubscribeUpdate = defineUpdate<SubscriptionView, [{ by: string; reason?: string }]>('unsubscribe');
+/** From the schedule and from vmcatcher events: fire and forget; bad ones are recorded and dropped. */
+export const syncRequestSignal = defineSignal<[SyncRequest]>('syncRequest');
+export const describeQuery = defineQuery<SubscriptionView>('describe');
+export const appliancesQuery = defineQuery<Appliance[]>('appliances');
+export const historyQuery = defineQuery<HistoryEntry[], [{ last?: number }]>('history');
+
+const APPLIED_STATE: Record<ImageAction, ApplianceState> = {
+  add: 'registered',
+  update: 'updated',
+  metadata: 'updated',
+  expire: 'expired',
+  delete: 'deleted',
+  offer: 'offered',
+  refuse: 'refused',
+};
+
+/** The rules of a subscription as plain code over its state; the workflow wires them to messages. */
+export class Subscription {
+  constructor(readonly state: SubscriptionState) {}
+
+  record(by: string, op: string, detail: string, at: string): void {
+    this.state.history.push({ seq: ++this.state.seq, at, by, op, detail });
+  }
+
+  validateAdopt(input: { by: string }): void {
+    checkUser('by', input?.by);
+    const offered = Object.values(this.state.images).some((i) => i.state === 'offered');
+    if (!this.state.staged && !offered) throw new InputError('subscription', `a staged report or offered images to adopt (${this.state.config.name} has none: run sync first)`, this.state.config.name);
+  }
+
+  syncInput(mode: 'apply' | 'dry-run', adopting: boolean): SyncInput {
+    const { config, lastAppliedVersion, staged, parked } = this.state;
+    return {
+      subscription: config,
+      mode,
+      parked,
+      ...(lastAppliedVersion !== undefined ? { lastAppliedVersion } : {}),
+      ...(adopting && staged ? { expectVersion: staged.listVersion } : {}),
+      ...(adopting ? { adoptOffered: true } : {}),
+    };
+  }
+
+  applyResult(run: number, by: string, result: SyncResult, at: string): SyncOutcome {
+    const s = this.state;
+    if (!result.applied) {
+      s.staged = { listVersion: result.listVersion, at, report: result.report };
+      this.record(by, 'staged', `list ${result.listVersion}: ${summary(result.report)}`, at);
+      return { run, at, by, status: 'staged', listVersion: result.listVersion, report: result.report };
+    }
+    s.config = { ...s.config, identifier: s.config.identifier ?? result.listIdentifier };
+    s.lastAppliedVersion = result.listVersion;
+    s.parked = result.parked;
+    delete s.staged;
+    for (const outcome of result.outcomes) this.applyOutcome(outcome, result.listVersion, at);
+    const failed = result.outcomes.filter((o) => !o.ok);
+    const status: SyncStatus = failed.length ? 'partial' : result.expired ? 'expired' : 'applied';
+    this.record(by, status, `list ${result.listVersion}: ${summary(result.report)}${failed.length ? `; failed: ${failed.map((f) => `${f.identifier} (${f.note})`).join(', ')}` : ''}`, at);
+    return { run, at, by, status, listVersion: result.listVersion, report: result.report, outcomes: result.outcomes, ...(result.expired ? { reason: result.expired } : {}) };
+  }
+
+  private applyOutcome(outcome: ImageOutcome, listVersion: string, at: string): void {
+    const before = this.state.images[outcome.identifier];
+    const appliance: Appliance = {
+      ...before,
+      subscription: this.state.config.name,
+      identifier: outcome.identifier,
+      listVersion,
+      state: outcome.ok ? APPLIED_STATE[outcome.action] : 'failed',
+      lastChange: at,
+    };
+    if (outcome.title !== undefined) appliance.title = outcome.title;
+    // A failed swap leaves the old image in place: it keeps its version.
+    if (outcome.imageVersion !== undefined && outcome.ok) appliance.imageVersion = outcome.imageVersion;
+    if (outcome.registryName !== undefined) appliance.registryName = outcome.registryName;
+    if (outcome.registryId !== undefined) appliance.registryId = outcome.registryId;
+    if (outcome.note !== undefined) appliance.note = outcome.note;
+    else delete appliance.note;
+    this.state.images[outcome.identifier] = appliance;
+  }
+
+  refused(run: number, by: string, reason: string, at: string): SyncOutcome {
+    this.record(by, 'refused', reason, at);
+    return { run, at, by, status: 'refused', reason };
+  }
+
+  view(syncing: boolean): SubscriptionView {
+    const s = this.state;
+    return {
+      config: s.config,
+      ...(s.lastAppliedVersion !== undefined ? { lastAppliedVersion: s.lastAppliedVersion } : {}),
+      ...(s.staged ? { staged: s.staged } : {}),
+      ...(s.lastSync ? { lastSync: s.lastSync } : {}),
+      syncing,
+      images: Object.keys(s.images).length,
+      parked: s.parked,
+      historyEntries: s.history.length,
+    };
+  }
+}
+
+function summary(report: PlanReport): string {
+  const parts: [string, number][] = [
+    ['add', report.add.length],
+    ['update', report.update.length],
+    ['metadata', report.metadata.length],
+    ['expire', report.expire.length],
+    ['offered', report.offered.length],
+    ['refused', report.refused.length],
+    ['unchanged', report.unchanged.length],
+  ];
+  return parts.map(([k, n]) => `${n} ${k}`).join(', ');
+}
+
+export function newSubscriptionState(config: SubscriptionConfig): SubscriptionState {
+  return { config: checkSubscriptionConfig(config), images: {}, parked: [], history: [], seq: 0, runs: 0 };
+}
+
+/** Bad settings fail the workflow with the field named; thrown as they are, they would retry forever. */
+function startingState(config: SubscriptionConfig): SubscriptionState {
+  try {
+    return newSubscriptionState(config);
+  } catch (err) {
+    throw ApplicationFailure.nonRetryable((err as Error).message, (err as Error).name);
+  }
+}
+
+interface QueuedRun {
+  id: number;
+  by: string;
+  reason: string;
+  adopt: boolean;
+}
+
+function rejectOnError<I, O>(apply: (input: I) => Promise<O> | O): (input: I) => Promise<O> {
+  return async (input: I) => {
+    try {
+      return await apply(input);
+    } catch (err) {
+      // Fails this update only; any other error thrown here would fail the workflow task.
+      throw ApplicationFailure.nonRetryable((err as Error).message, (err as Error).name);
+    }
+  };
+}
+
+export async function subscriptionWorkflow(input: SubscriptionInput): Promise<SubscriptionView> {
+  const sub = new Subscription(input.state ?? startingState(input.config));
+  const name = sub.state.config.name;
+  const maxHistory = input.maxHistoryEvents ?? 10_000;
+  const queue: QueuedRun[] = [];
+  const finished = new Map<number, SyncOutcome>();
+  let running: QueuedRun | undefined;
+  let nextRequest = 0;
+  let stopping = false;
+  const now = () => new Date().toISOString();
+  upsertSearchAttributes([
+    { key: SA.kind, value: 'subscription' },
+    { key: SA.subscription, value: name },
+  ]);
+
+  /** Queues a run, or joins a plain sync already waiting: requests made before a run starts share it. */
+  const enqueue = (by: string, reason: string, adopt: boolean): number => {
+    const waiting = queue.find((q) => !q.adopt && !adopt);
+    if (waiting) return waiting.id;
+    const id = ++nextRequest;
+    queue.push({ id, by, reason, adopt });
+    return id;
+  };
+  const outcomeOf = async (id: number): Promise<SyncOutcome> => {
+    await condition(() => finished.has(id));
+    const outcome = finished.get(id)!;
+    finished.delete(id);
+    return outcome;
+  };
+
+  setHandler(
+    syncUpdate,
+    rejectOnError((request) => outcomeOf(enqueue(request.by, 'sync requested', false))),
+    { validator: (request) => void checkUser('by', request?.by) },
+  );
+  setHandler(
+    adoptUpdate,
+    rejectOnError((request) => outcomeOf(enqueue(request.by, 'adopt', true))),
+    { validator: (request) => sub.validateAdopt(request) },
+  );
+  setHandler(
+    unsubscribeUpdate,
+    rejectOnError(async (request) => {
+      sub.record(request.by, 'unsubscribe', request.reason ?? 'unsubscribed', now());
+      stopping = true;
+      await condition(() => running === undefined);
+      return sub.view(false);
+    }),
+    {
+      validator: (request) => {
+        checkUser('by', request?.by);
+        if (request.reason !== undefined) checkReason('reason', request.reason);
+      },
+    },
+  );
+  setHandler(syncRequestSignal, (request) => {
+    const at = now();
+    try {
+      const by = checkUser('by', request?.by);
+      const reason = checkReason('reason', request?.reason);
+      if (request.skipIfBusy && (running || queue.length)) sub.record(by, 'skipped', `${reason}: a sync is already running`, at);
+      else enqueue(by, reason, false);
+    } catch (err) {
+      sub.record('unknown', 'rejected-signal', `syncRequest: ${(err as Error).message}`, at);
+    }
+  });
+  setHandler(describeQuery, () => sub.view(running !== undefined));
+  setHandler(appliancesQuery, () => Object.values(sub.state.images).sort((a, b) => a.identifier.localeCompare(b.identifier)));
+  setHandler(historyQuery, ({ last }) => sub.state.history.slice(-(last ?? sub.state.history.length)));
+
+  const runOnce = async (request: QueuedRun): Promise<SyncOutcome> => {
+    const run = ++sub.state.runs;
+    const mode = sub.state.config.stage && !request.adopt ? 'dry-run' : 'apply';
+    sub.record(request.by, 'sync', `run ${run} (${mode}): ${request.reason}`, now());
+    try {
+      const result = await executeChild(subscriptionSyncWorkflow, {
+        workflowId: `${subscriptionWorkflowId(name)}-sync-${run}`,
+        args: [sub.syncInput(mode, request.adopt)],
+        staticSummary: `Sync of subscription ${name} (${mode})`,
+      });
+      return sub.applyResult(run, request.by, result, now());
+    } catch (error) {
+      return sub.refused(run, request.by, message(error), now());
+    }
+  };
+
+  while (!stopping) {
+    await condition(() => queue.length > 0 || stopping || workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > maxHistory);
+    if (queue.length === 0 || stopping) {
+      if (stopping) break;
+      await condition(allHandlersFinished);
+      await continueAsNew<typeof subscriptionWorkflow>({ ...input, state: sub.state });
+    }
+    running = queue.shift()!;
+    const outcome = await runOnce(running);
+    sub.state.lastSync = outcome;
+    finished.set(running.id, outcome);
+    running = undefined;
+  }
+  // Runs still queued will not happen: their callers learn so instead of waiting forever.
+  for (const request of queue.splice(0)) finished.set(request.id, { run: 0, at: now(), by: request.by, status: 'skipped', reason: 'the subscription was removed' });
+  await condition(allHandlersFinished);
+  return sub.view(false);
+}
