@@ -10,6 +10,7 @@ import { registerLineage } from './commands/lineage.js';
 import { registerDev } from './commands/dev.js';
 import { registerPing } from './commands/ping.js';
 import { registerSubscriptions } from './commands/subscriptions.js';
+import { registerVolumes } from './commands/volumes.js';
 import { registerWorker } from './commands/worker.js';
 import { oneLine } from './output.js';
 
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
   registerWorker(program);
   registerPing(program);
   registerSubscriptions(program);
+  registerVolumes(program);
   return program;
 }
 

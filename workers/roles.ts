@@ -4,6 +4,8 @@
  */
 import { createBuilderActivities } from '../activities/builder/index.js';
 import { createNasActivities } from '../activities/nas/index.js';
+import { createNasVolumeActivities } from '../activities/nas/volumes.js';
+import { createComputeActivities } from '../activities/compute/index.js';
 import { createRunner } from '../activities/runner.js';
 import { createHostActivities } from '../activities/host.js';
 import { checkArch, InputError } from '../common/names.js';
@@ -36,9 +38,9 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
     case 'builder':
       return { role, taskQueue: queues.builder(checkArch('arch', arch)), workflows: false, activities: { ...host(role), ...createBuilderActivities(deps) } };
     case 'nas':
-      return { role, taskQueue: queues.nas(config.host), workflows: false, activities: { ...host(role), ...createNasActivities(deps) } };
+      return { role, taskQueue: queues.nas(config.host), workflows: false, activities: { ...host(role), ...createNasActivities(deps), ...createNasVolumeActivities(deps) } };
     case 'compute':
-      return { role, taskQueue: queues.compute(config.host), workflows: false, activities: { ...host(role) } };
+      return { role, taskQueue: queues.compute(config.host), workflows: false, activities: { ...host(role), ...createComputeActivities(deps) } };
     case 'cloud':
       return { role, taskQueue: queues.cloud(config.site), workflows: false, activities: { ...host(role), ...cloudActivities(run, config, logger) } };
     case 'control':

@@ -6,3 +6,4 @@ export { buildWorkflow } from './build.js';
 export { subscriptionWorkflow } from './subscription.js';
 export { subscriptionSyncWorkflow } from './subscription.js';
 export { subscriptionTickWorkflow } from './subscription.js';
+export { volumeWorkflow } from './volume.js';

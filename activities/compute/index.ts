@@ -1,0 +1,114 @@
+/**
+ * Compute-host activities, on queue `compute.<host>`: attaching a volume the NAS exported to this
+ * host (kernel iSCSI, a URL qemu opens itself, or a local path), and in sync mode keeping a local
+ * ZFS copy received from the NAS. Every activity looks before it acts.
+ */
+import fs from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { checkHost, checkInt, checkName, InputError } from '../../common/names.js';
+import type { Config } from '../../lib/config.js';
+import { createLogger } from '../../lib/logger.js';
+import { createAttach, createPipe, createZfsStorage, replicate, type AttachDriver, type Attachment, type Pipe, type ReplicatingStorage } from '../drivers/index.js';
+import { checkIqn, checkSnapshotName, DEFAULT_IQN_PREFIX } from '../drivers/naming.js';
+import { checkDataset } from '../drivers/storage/zfs.js';
+import { beat, remoteRun } from '../nas/volumes.js';
+import type { Run } from '../runner.js';
+
+export interface ComputeDeps {
+  run: Run;
+  config: Config;
+  pipe?: Pipe;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface LocalCopy {
+  root: string;
+  devicePath: string;
+  sizeBytes: number;
+  snapshot: string;
+}
+
+/** Processes holding `file` open, from /proc: the device is busy while any does. */
+async function holders(file: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await fs.readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(entry)) continue;
+    const fds = await fs.readdir(`/proc/${entry}/fd`).catch(() => [] as string[]);
+    for (const fd of fds) {
+      if ((await fs.readlink(`/proc/${entry}/fd/${fd}`).catch(() => '')) === file) {
+        pids.push(Number(entry));
+        break;
+      }
+    }
+  }
+  return pids;
+}
+
+export function createComputeActivities({ run, config, pipe, env = process.env }: ComputeDeps) {
+  const initiator = checkIqn('IMGFLOW_COMPUTE_INITIATOR', env.IMGFLOW_COMPUTE_INITIATOR ?? `${DEFAULT_IQN_PREFIX}:${config.host}`);
+  const kernelIscsi = env.IMGFLOW_COMPUTE_ATTACH === 'iscsi-kernel';
+
+  /** The attach kind follows the export's URL; iSCSI goes through the kernel only where configured. */
+  function driverFor(url: string): AttachDriver {
+    if (url.startsWith('iscsi://')) return kernelIscsi ? createAttach({ kind: 'iscsi-kernel', run }) : createAttach({ kind: 'iscsi-direct', run, initiatorName: initiator });
+    if (url.startsWith('nbd://')) return createAttach({ kind: 'nbd-direct', run });
+    if (url.startsWith('/')) return createAttach({ kind: 'local', run });
+    throw new InputError('url', 'iscsi://, nbd:// or an absolute path', url);
+  }
+
+  function localStore(): ReplicatingStorage {
+    const pool = env.IMGFLOW_COMPUTE_POOL;
+    if (!pool) throw new InputError('sync', `a compute host with a ZFS pool for local copies (set IMGFLOW_COMPUTE_POOL on ${config.host})`, true);
+    return createZfsStorage({ run, pipe: pipe ?? createPipe(createLogger('imgflow-compute')), root: checkDataset('IMGFLOW_COMPUTE_POOL', pool) });
+  }
+
+  return {
+    /** The name this host's initiator logs in with: the one the export admits. */
+    async computeInitiator(): Promise<{ host: string; initiator: string }> {
+      return { host: config.host, initiator };
+    },
+
+    async computeAttach(input: { volume: string; url: string }): Promise<Attachment> {
+      checkName('volume', input.volume);
+      return driverFor(input.url).attach(input);
+    },
+
+    async computeIsAttached(input: { volume: string; url: string }): Promise<boolean> {
+      checkName('volume', input.volume);
+      return driverFor(input.url).isAttached(input);
+    },
+
+    /** Waits (up to `waitSeconds`) until nothing on this host holds the device open, then detaches. */
+    async computeDetach(input: { volume: string; url: string; waitSeconds?: number }): Promise<void> {
+      checkName('volume', input.volume);
+      const bound = checkInt('waitSeconds', input.waitSeconds ?? 60, 0, 86_400) * 1000;
+      if (input.url.startsWith('/')) {
+        const deadline = Date.now() + bound;
+        for (let busy = await holders(input.url); busy.length; busy = await holders(input.url)) {
+          if (Date.now() > deadline) throw new Error(`${input.url} is still in use by pid ${busy.join(', ')} after ${bound / 1000}s`);
+          beat({ waiting: input.url, holders: busy });
+          await sleep(500);
+        }
+      }
+      await driverFor(input.url).detach(input);
+    },
+
+    /** Sync mode: the node's own copy, received in full from the NAS's snapshot (once). */
+    async computeReceive(input: { volume: string; nas: string; nasRoot: string; snapshot: string }): Promise<LocalCopy> {
+      const target = localStore();
+      const remote = remoteRun(run, config.host, checkHost('nas', input.nas), env);
+      const source = createZfsStorage({ run: remote.run, root: checkDataset('nasRoot', input.nasRoot) });
+      const snapshot = checkSnapshotName('snapshot', input.snapshot);
+      await replicate({ volume: checkName('volume', input.volume), source, target, sourceCommand: remote.wrap, snapshot });
+      const copy = (await target.describe(input.volume))!;
+      return { root: checkDataset('IMGFLOW_COMPUTE_POOL', env.IMGFLOW_COMPUTE_POOL), devicePath: copy.devicePath, sizeBytes: copy.sizeBytes, snapshot };
+    },
+
+    /** Removes the node's copy after the final pull; one already gone is fine. */
+    async computeDropCopy(input: { volume: string }): Promise<void> {
+      await localStore().destroy(checkName('volume', input.volume));
+    },
+  };
+}
+
+export type ComputeActivities = ReturnType<typeof createComputeActivities>;

@@ -1,0 +1,182 @@
+/**
+ * NAS side of clone-to-compute, on queue `nas.<host>`: per-VM copy-on-write volumes cloned from
+ * stored versions, exported to one compute host, snapshotted and pulled back in sync mode. The
+ * drivers come from this worker's environment; every activity looks before it acts, so a retry
+ * after a crash finishes what the first attempt began.
+ */
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Context } from '@temporalio/activity';
+import { checkHost, checkInt, checkName, InputError } from '../../common/names.js';
+import { paths, type Config } from '../../lib/config.js';
+import { createLogger } from '../../lib/logger.js';
+import { createExport, createPipe, createStorage, createZfsStorage, replicate, viaSsh, type ExportConfig, type ExportInfo, type Pipe, type ReplicatingStorage, type StorageConfig, type StorageDriver, type VolumeInfo } from '../drivers/index.js';
+import { checkSnapshotName } from '../drivers/naming.js';
+import { checkDataset } from '../drivers/storage/zfs.js';
+import type { Run } from '../runner.js';
+
+export interface NasVolumeDeps {
+  run: Run;
+  config: Config;
+  /** Carries `zfs send | zfs recv` for pulls; made on demand when absent. */
+  pipe?: Pipe;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface ClonedVolume extends VolumeInfo {
+  storage: 'qcow2' | 'zfs';
+  /** The store's root: a directory (qcow2) or the parent dataset (zfs), for sync pulls. */
+  root: string;
+}
+
+export interface PullResult {
+  snapshot: string;
+  from?: string;
+  sent: boolean;
+  durationMs: number;
+  pruned: string[];
+}
+
+/** The store: qcow2 files under `<home>/nas/<host>/`, or ZFS under IMGFLOW_NAS_POOL. */
+export function nasStorageConfig(run: Run, config: Config, env: NodeJS.ProcessEnv, pipe?: Pipe): StorageConfig {
+  if (env.IMGFLOW_NAS_POOL) return { kind: 'zfs', run, ...(pipe ? { pipe } : {}), root: checkDataset('IMGFLOW_NAS_POOL', env.IMGFLOW_NAS_POOL) };
+  return { kind: 'qcow2', run, root: paths(config).nas(config.host) };
+}
+
+/** The exporter: none (local path) unless IMGFLOW_NAS_EXPORT names tgt or nbd. */
+export function nasExportConfig(run: Run, config: Config, env: NodeJS.ProcessEnv, storage: StorageDriver): ExportConfig {
+  const kind = env.IMGFLOW_NAS_EXPORT ?? 'none';
+  switch (kind) {
+    case 'tgt':
+      return {
+        kind,
+        run,
+        nas: config.host,
+        portal: env.IMGFLOW_NAS_PORTAL ?? '127.0.0.1',
+        ...(env.IMGFLOW_TGT_CONTROL_PORT ? { controlPort: Number(env.IMGFLOW_TGT_CONTROL_PORT) } : {}),
+      };
+    case 'nbd':
+      return { kind, run, stateDir: path.join(paths(config).nas(config.host), 'nbd'), ...(env.IMGFLOW_NAS_NBD_ADDRESS ? { address: env.IMGFLOW_NAS_NBD_ADDRESS } : {}) };
+    case 'none':
+      return { kind, storage };
+    default:
+      throw new InputError('IMGFLOW_NAS_EXPORT', 'one of none, tgt, nbd', kind);
+  }
+}
+
+/** Commands for another host's store run over ssh, unless that host is this one (or tests say local). */
+export function remoteRun(run: Run, here: string, there: string, env: NodeJS.ProcessEnv): { run: Run; wrap: (argv: string[]) => string[] } {
+  const wrap = there === here || env.IMGFLOW_SYNC_LOCAL === '1' ? (argv: string[]) => argv : viaSsh(checkHost('host', there));
+  return { run: (argv, options) => run(wrap([...argv]), options), wrap };
+}
+
+/** Heartbeats while an activity waits outside a command (the runner beats only inside one). */
+export function beat(details: unknown): void {
+  try {
+    Context.current().heartbeat(details);
+  } catch {
+    /* not inside an activity */
+  }
+}
+
+function rootOf(config: StorageConfig): string {
+  return config.root;
+}
+
+export function createNasVolumeActivities({ run, config, pipe, env = process.env }: NasVolumeDeps) {
+  const storageConfig = nasStorageConfig(run, config, env, pipe ?? (env.IMGFLOW_NAS_POOL ? createPipe(createLogger('imgflow-nas')) : undefined));
+  const storage = createStorage(storageConfig);
+  const exporter = createExport(nasExportConfig(run, config, env, storage));
+  // Pulls on this NAS at once; more wait for a slot, so many volumes' syncs never swamp its disks.
+  const pullLimit = checkInt('IMGFLOW_NAS_SYNC_LIMIT', env.IMGFLOW_NAS_SYNC_LIMIT ?? 2, 1, 100);
+  let pulling = 0;
+
+  async function withPullSlot<T>(fn: () => Promise<T>): Promise<T> {
+    while (pulling >= pullLimit) {
+      beat({ waiting: 'a sync slot', pulling });
+      await sleep(500);
+    }
+    pulling++;
+    try {
+      return await fn();
+    } finally {
+      pulling--;
+    }
+  }
+
+  async function requireVolume(volume: string): Promise<VolumeInfo> {
+    const found = await storage.describe(checkName('volume', volume));
+    if (!found) throw new Error(`volume ${volume} does not exist on ${config.host}`);
+    return found;
+  }
+
+  function replicating(): ReplicatingStorage {
+    if (storage.kind !== 'zfs') throw new InputError('sync', `a NAS storing on ZFS (${config.host} stores qcow2 files; set IMGFLOW_NAS_POOL)`, true);
+    return storage as ReplicatingStorage;
+  }
+
+  return {
+    /**
+     * The volume cloned copy-on-write from a stored version; the version's file is imported as a
+     * base first (once). An existing clone of the same base is returned as it is.
+     */
+    async volumeClone(input: { volume: string; image: string; version: string; source: string; sizeBytes?: number }): Promise<ClonedVolume> {
+      const base = { image: checkName('image', input.image), version: checkName('version', input.version) };
+      checkName('volume', input.volume);
+      const store = paths(config).nas(config.host);
+      const source = path.resolve(input.source);
+      if (!source.startsWith(`${store}/store/`)) throw new InputError('source', `a stored version file under ${store}/store`, input.source);
+      if (!(await storage.describeBase(base))) await storage.importBase({ ...base, source });
+      const cloned = await storage.clone({ volume: input.volume, base, ...(input.sizeBytes === undefined ? {} : { sizeBytes: input.sizeBytes }) });
+      return { ...cloned, storage: storage.kind, root: rootOf(storageConfig) };
+    },
+
+    /** Offers the volume to one initiator only; an export to another is narrowed to this one. */
+    async volumeExport(input: { volume: string; initiator?: string }): Promise<ExportInfo> {
+      const volume = await requireVolume(input.volume);
+      return exporter.export({ volume: input.volume, devicePath: volume.devicePath, format: volume.format, ...(input.initiator ? { initiator: input.initiator } : {}) });
+    },
+
+    async volumeUnexport(input: { volume: string }): Promise<void> {
+      await exporter.unexport(checkName('volume', input.volume));
+    },
+
+    /** Ends any export, then removes the clone and its snapshots; a volume already gone is fine. */
+    async volumeDestroy(input: { volume: string }): Promise<void> {
+      await exporter.unexport(checkName('volume', input.volume));
+      await storage.destroy(input.volume);
+    },
+
+    /** The snapshot the node's first copy is received from (name chosen by the workflow, so retries agree). */
+    async volumeSnapshot(input: { volume: string; name: string }): Promise<string> {
+      await requireVolume(input.volume);
+      return replicating().snapshot(input.volume, checkSnapshotName('name', input.name));
+    },
+
+    /**
+     * Pulls the node's writes back: a snapshot on the node, sent incrementally from the newest
+     * snapshot both share, then both sides pruned to imgflow's newest three.
+     */
+    async volumePull(input: { volume: string; computeHost: string; nodeRoot: string; snapshot: string }): Promise<PullResult> {
+      const target = replicating();
+      const remote = remoteRun(run, config.host, checkHost('computeHost', input.computeHost), env);
+      const source = createZfsStorage({ run: remote.run, root: checkDataset('nodeRoot', input.nodeRoot) });
+      const started = Date.now();
+      const result = await withPullSlot(() => replicate({ volume: checkName('volume', input.volume), source, target, sourceCommand: remote.wrap, snapshot: checkSnapshotName('snapshot', input.snapshot) }));
+      return { snapshot: result.snapshot, ...(result.from ? { from: result.from } : {}), sent: result.sent, durationMs: Date.now() - started, pruned: [...result.pruned.source, ...result.pruned.target] };
+    },
+
+    /** imgflow's volumes and exports on this NAS, for listings and leak checks. */
+    async volumeList(): Promise<{ volumes: string[]; exports: ExportInfo[] }> {
+      return { volumes: await storage.list(), exports: await exporter.list() };
+    },
+
+    async volumeDescribe(input: { volume: string }): Promise<{ volume?: VolumeInfo; export?: ExportInfo }> {
+      const volume = await storage.describe(checkName('volume', input.volume));
+      const exported = await exporter.find(input.volume);
+      return { ...(volume ? { volume } : {}), ...(exported ? { export: exported } : {}) };
+    },
+  };
+}
+
+export type NasVolumeActivities = ReturnType<typeof createNasVolumeActivities>;

@@ -1,0 +1,286 @@
+/**
+ * Clone-to-compute from the command line: `map`, `unmap`, `delete-volume`, `maps`,
+ * `volume-attrs`, `sync-now` and `clean`. Each volume is an entity workflow; these commands send it
+ * validated updates, so bad input is refused (exit 2) before anything changes.
+ */
+import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
+import type { Command } from 'commander';
+import { checkHost, checkInt, checkName, InputError } from '../../common/names.js';
+import { queues, WORKFLOW_QUEUE } from '../../common/queues.js';
+import { SA } from '../../common/search-attributes.js';
+import {
+  cleanUpdate,
+  deleteUpdate,
+  mapUpdate,
+  setAttrsUpdate,
+  syncNowUpdate,
+  unmapUpdate,
+  volumeQuery,
+  volumeWorkflow,
+  volumeWorkflowId,
+  type BaseVersion,
+  type MapRequest,
+  type VolumeAttrs,
+  type VolumeView,
+} from '../../workflows/volume.js';
+import { configFrom, connectClient, say, type GlobalFlags } from '../context.js';
+import { currentUser, describeLineage, parseImageRef, resolveVersion } from '../lineage-client.js';
+import { formatPairs, formatTable, printJson } from '../output.js';
+
+const GiB = 1024 ** 3;
+/** temporal.api.enums.v1 values (the proto package's CommonJS namespace does not load as ESM). */
+const TASK_QUEUE_KIND_NORMAL = 1;
+const TASK_QUEUE_TYPE_ACTIVITY = 2;
+
+/** Runs `fn` with a client, closing the connection after. */
+async function withClient<T>(cmd: Command, fn: (client: Client, flags: GlobalFlags, namespace: string) => Promise<T>): Promise<T> {
+  const flags = cmd.optsWithGlobals<GlobalFlags>();
+  const config = configFrom(flags);
+  const { client, connection } = await connectClient(config);
+  try {
+    return await fn(client, flags, config.namespace);
+  } finally {
+    await connection.close();
+  }
+}
+
+/** `image`, `image:version`, `image:tag` or `image@channel`: the version record to clone, from the lineage. */
+async function baseVersion(client: Client, ref: string, nas: string): Promise<BaseVersion> {
+  const [spec, channel, extra] = ref.split('@');
+  if (extra !== undefined || channel === '') throw new InputError('--image', '<image>[:<version or tag>] or <image>@<channel>', ref);
+  const { image, ref: which } = parseImageRef(spec!);
+  if (channel !== undefined && which) throw new InputError('--image', 'either :<version or tag> or @<channel>', ref);
+  const view = await describeLineage(client, image);
+  let id: string;
+  if (channel !== undefined) {
+    const current = view.channels[checkName('channel', channel)]?.current;
+    if (!current) throw new InputError('--image', `a channel of ${image} (${Object.keys(view.channels).join(', ') || 'none'})`, channel);
+    id = current.version;
+  } else {
+    id = resolveVersion(view, image, which);
+  }
+  const record = view.versions.find((v) => v.id === id)!;
+  if (record.revoked) throw new InputError('--image', `a version that is not revoked (${image}:${id} was revoked by ${record.revoked.by}: ${record.revoked.reason})`, ref);
+  const stored = record.artifacts.filter((a) => a.host === nas && (a.format === 'qcow2' || a.format === 'raw'));
+  const artifact = stored.find((a) => a.format === 'qcow2') ?? stored[0];
+  if (!artifact) throw new InputError('--nas', `a NAS storing ${image}:${id} (${[...new Set(record.artifacts.map((a) => a.host))].join(', ') || 'none'})`, nas);
+  return { image, version: id, artifact: { format: artifact.format, host: artifact.host, path: artifact.path } };
+}
+
+/** Whether a worker has polled the queue lately: an unknown host is refused before anything starts. */
+async function hasWorker(client: Client, namespace: string, queue: string): Promise<boolean> {
+  const reply = await client.workflowService.describeTaskQueue({
+    namespace,
+    taskQueue: { name: queue, kind: TASK_QUEUE_KIND_NORMAL },
+    taskQueueType: TASK_QUEUE_TYPE_ACTIVITY,
+  });
+  return (reply.pollers ?? []).length > 0;
+}
+
+function volumeHandle(client: Client, volume: string) {
+  return client.workflow.getHandle<typeof volumeWorkflow>(volumeWorkflowId(volume));
+}
+
+/** An update to a known volume; a volume never mapped is bad input. */
+async function known<T>(volume: string, send: () => Promise<T>): Promise<T> {
+  try {
+    return await send();
+  } catch (err) {
+    if ((err as Error).name === 'WorkflowNotFoundError') throw new InputError('volume', 'a volume known to imgflow (see imgflow maps)', volume);
+    throw err;
+  }
+}
+
+function printView(view: VolumeView, json: boolean | undefined): void {
+  if (json) return printJson(view);
+  const sync = view.sync;
+  process.stdout.write(
+    `${formatPairs([
+      ['volume', view.volume],
+      ['state', `${view.phase}${view.reason ? `: ${view.reason}` : ''}`],
+      ['nas', view.nas],
+      ['compute', view.computeHost],
+      ['base', view.base && `${view.base.image}:${view.base.version}`],
+      ['target', view.target],
+      ['frequency', sync ? `${sync.frequencySeconds}s${sync.frozen ? ' (frozen)' : ''}` : 'no sync'],
+      ['next sync', sync?.nextSyncAt],
+      ['last sync', sync?.lastSyncAt],
+      ['sync error', sync?.lastError],
+      ['upload', view.speeds.upload],
+      ['download', view.speeds.download],
+    ])}\n`,
+  );
+}
+
+export function registerVolumes(program: Command): void {
+  program
+    .command('map')
+    .description('clone a version copy-on-write on a NAS, export it to one compute host and attach it there; prints the device or URL')
+    .argument('<volume>', 'the volume name')
+    .requiredOption('--image <ref>', '<image>[:<version or tag>] or <image>@<channel>')
+    .requiredOption('--nas <nas>', 'the NAS storing the version')
+    .requiredOption('--compute <host>', 'the compute host the volume is for')
+    .option('--size <GB>', 'grow the clone to this many GiB')
+    .option('--sync', 'keep a copy on the compute host and pull it back to the NAS periodically')
+    .option('--frequency <seconds>', 'seconds between pulls in sync mode')
+    .option('--wait <seconds>', 'fail when a host takes no step within this long', '60')
+    .action(async (volume: string, opts: { image: string; nas: string; compute: string; size?: string; sync?: boolean; frequency?: string; wait: string }, cmd: Command) => {
+      checkName('volume', volume);
+      const nas = checkHost('--nas', opts.nas);
+      const computeHost = checkHost('--compute', opts.compute);
+      const sizeGiB = opts.size === undefined ? undefined : checkInt('--size', opts.size, 1, 65_536);
+      const waitSeconds = checkInt('--wait', opts.wait, 1, 3600);
+      const frequencySeconds = opts.frequency === undefined ? undefined : checkInt('--frequency', opts.frequency, 10, 86_400);
+      await withClient(cmd, async (client, flags, namespace) => {
+        const base = await baseVersion(client, opts.image, nas);
+        if (!(await hasWorker(client, namespace, queues.nas(nas)))) throw new InputError('--nas', `a NAS whose worker is running (nothing polls ${queues.nas(nas)})`, nas);
+        if (!(await hasWorker(client, namespace, queues.compute(computeHost)))) throw new InputError('--compute', `a compute host whose worker is running (nothing polls ${queues.compute(computeHost)})`, computeHost);
+        const request: MapRequest = {
+          by: currentUser(),
+          base,
+          nas,
+          computeHost,
+          waitSeconds,
+          ...(sizeGiB ? { sizeBytes: sizeGiB * GiB } : {}),
+          ...(opts.sync ? { sync: true } : {}),
+          ...(frequencySeconds ? { frequencySeconds } : {}),
+        };
+        const start = new WithStartWorkflowOperation(volumeWorkflow, {
+          workflowId: volumeWorkflowId(volume),
+          taskQueue: WORKFLOW_QUEUE,
+          args: [{ volume }],
+          workflowIdConflictPolicy: 'USE_EXISTING',
+          typedSearchAttributes: [
+            { key: SA.kind, value: 'volume' },
+            { key: SA.volume, value: volume },
+            { key: SA.state, value: 'unmapped' },
+          ],
+          staticSummary: `Volume ${volume}: its clone, export, attachment and syncs`,
+        });
+        const result = await client.workflow.executeUpdateWithStart(mapUpdate, { args: [request], startWorkflowOperation: start });
+        if (flags.json) return printJson(result);
+        if (!result.changed) say(`${volume} was already mapped so`);
+        process.stdout.write(`${result.target}\n`);
+      });
+    });
+
+  program
+    .command('unmap')
+    .description('detach a volume from its compute host and end its export; the clone is kept')
+    .argument('<volume>', 'the volume name')
+    .option('--wait <seconds>', 'how long the device may stay in use before the unmap fails', '60')
+    .action(async (volume: string, opts: { wait: string }, cmd: Command) => {
+      checkName('volume', volume);
+      const waitSeconds = checkInt('--wait', opts.wait, 0, 86_400);
+      await withClient(cmd, async (client, flags) => {
+        const result = await known(volume, () => volumeHandle(client, volume).executeUpdate(unmapUpdate, { args: [{ by: currentUser(), waitSeconds }] }));
+        if (flags.json) return printJson(result);
+        say(result.message);
+      });
+    });
+
+  program
+    .command('delete-volume')
+    .description('destroy an unmapped volume and its snapshots (refused while mapped)')
+    .argument('<volume>', 'the volume name')
+    .action(async (volume: string, _opts: unknown, cmd: Command) => {
+      checkName('volume', volume);
+      await withClient(cmd, async (client, flags) => {
+        const result = await known(volume, () => volumeHandle(client, volume).executeUpdate(deleteUpdate, { args: [{ by: currentUser() }] }));
+        if (flags.json) return printJson(result);
+        say(result.message);
+      });
+    });
+
+  program
+    .command('maps')
+    .description('the storage map: every volume, its NAS, compute host, base, target, state and syncs')
+    .option('--nas <nas>', 'only volumes on this NAS')
+    .option('--compute <host>', 'only volumes on this compute host')
+    .action(async (opts: { nas?: string; compute?: string }, cmd: Command) => {
+      const filters = [
+        `${SA.kind.name} = 'volume'`,
+        `ExecutionStatus = 'Running'`,
+        ...(opts.nas ? [`${SA.nas.name} = '${checkHost('--nas', opts.nas)}'`] : []),
+        ...(opts.compute ? [`${SA.computeHost.name} = '${checkHost('--compute', opts.compute)}'`] : []),
+      ];
+      await withClient(cmd, async (client, flags) => {
+        const views: VolumeView[] = [];
+        for await (const wf of client.workflow.list({ query: filters.join(' AND ') })) {
+          const view = await client.workflow.getHandle(wf.workflowId, wf.runId).query(volumeQuery).catch(() => undefined);
+          if (view) views.push(view);
+        }
+        views.sort((a, b) => a.volume.localeCompare(b.volume));
+        if (flags.json) return printJson(views);
+        const rows = views.map((v) => ({
+          volume: v.volume,
+          nas: v.nas,
+          pool: v.storage?.root,
+          compute: v.computeHost,
+          base: v.base && `${v.base.image}:${v.base.version}`,
+          target: v.target,
+          state: `${v.phase}${v.sync?.lastError ? ` (sync failed: ${v.sync.lastError})` : ''}${v.phase !== 'mapped' && v.reason ? ` (${v.reason})` : ''}`,
+          since: v.since,
+          next: v.sync?.frozen ? 'frozen' : v.sync?.nextSyncAt,
+          locked: v.locked ? 'yes' : 'no',
+        }));
+        process.stdout.write(`${formatTable(rows, ['volume', 'nas', 'pool', 'compute', 'base', 'target', 'state', 'since', 'next', 'locked'], ['VOLUME', 'NAS', 'POOL', 'COMPUTE', 'BASE', 'TARGET', 'STATE', 'SINCE', 'NEXT SYNC', 'LOCKED'])}\n`);
+      });
+    });
+
+  program
+    .command('volume-attrs')
+    .description("show a volume's attributes, or set its sync frequency, speeds and freeze")
+    .argument('<volume>', 'the volume name')
+    .option('--frequency <seconds>', 'seconds between pulls')
+    .option('--upload-speed <bytes/s>', 'upload speed limit')
+    .option('--download-speed <bytes/s>', 'download speed limit')
+    .option('--freeze', 'skip scheduled pulls')
+    .option('--thaw', 'resume scheduled pulls')
+    .action(async (volume: string, opts: { frequency?: string; uploadSpeed?: string; downloadSpeed?: string; freeze?: boolean; thaw?: boolean }, cmd: Command) => {
+      checkName('volume', volume);
+      if (opts.freeze && opts.thaw) throw new InputError('--freeze', 'either --freeze or --thaw', true);
+      const attrs: VolumeAttrs = {
+        by: currentUser(),
+        ...(opts.frequency !== undefined ? { frequencySeconds: checkInt('--frequency', opts.frequency, 10, 86_400) } : {}),
+        ...(opts.uploadSpeed !== undefined ? { uploadSpeed: checkInt('--upload-speed', opts.uploadSpeed, 1, 100 * GiB) } : {}),
+        ...(opts.downloadSpeed !== undefined ? { downloadSpeed: checkInt('--download-speed', opts.downloadSpeed, 1, 100 * GiB) } : {}),
+        ...(opts.freeze ? { frozen: true } : opts.thaw ? { frozen: false } : {}),
+      };
+      await withClient(cmd, async (client, flags) => {
+        const handle = volumeHandle(client, volume);
+        const changes = Object.keys(attrs).length > 1;
+        const view = await known(volume, () => (changes ? handle.executeUpdate(setAttrsUpdate, { args: [attrs] }) : handle.query(volumeQuery)));
+        printView(view, flags.json);
+      });
+    });
+
+  program
+    .command('sync-now')
+    .description("pull a sync-mode volume's writes back to its NAS now")
+    .argument('<volume>', 'the volume name')
+    .action(async (volume: string, _opts: unknown, cmd: Command) => {
+      checkName('volume', volume);
+      await withClient(cmd, async (client, flags) => {
+        const result = await known(volume, () => volumeHandle(client, volume).executeUpdate(syncNowUpdate, { args: [{ by: currentUser() }] }));
+        if (flags.json) return printJson(result);
+        process.stdout.write(`${result.snapshot}${result.sent ? '' : ' (already there)'} in ${result.durationMs} ms\n`);
+      });
+    });
+
+  program
+    .command('clean')
+    .description('repair a volume whose compute host is gone: end its export and mark it unmapped (recorded)')
+    .argument('<volume>', 'the volume name')
+    .option('--force', 'required: the compute host is not asked to let go')
+    .requiredOption('--reason <text>', 'why, for the history')
+    .action(async (volume: string, opts: { force?: boolean; reason: string }, cmd: Command) => {
+      checkName('volume', volume);
+      if (!opts.force) throw new InputError('--force', '--force: clean skips the compute host and may leave it holding the volume', false);
+      await withClient(cmd, async (client, flags) => {
+        const result = await known(volume, () => volumeHandle(client, volume).executeUpdate(cleanUpdate, { args: [{ by: currentUser(), force: true, reason: opts.reason }] }));
+        if (flags.json) return printJson(result);
+        say(result.message);
+      });
+    });
+}

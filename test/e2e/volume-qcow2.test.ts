@@ -1,0 +1,188 @@
+/**
+ * Clone-to-compute on the default drivers (qcow2 clone with the stored version as backing file,
+ * no export, local attach) through the real CLI: map prints the path, a repeated or concurrent
+ * map makes one clone, unmap keeps the clone, delete is refused while mapped, and bad input is
+ * refused with one line and exit 2 before anything changes. A compute host that is down fails
+ * the map within its bound with nothing left behind.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, inject, it } from 'vitest';
+import { createComputeActivities } from '../../activities/compute/index.js';
+import { createHostActivities } from '../../activities/host.js';
+import { createNasVolumeActivities } from '../../activities/nas/volumes.js';
+import { createRunner } from '../../activities/runner.js';
+import { queues, WORKFLOW_QUEUE } from '../../common/queues.js';
+import { loadConfig } from '../../lib/config.js';
+import { sha256File } from '../../lib/files.js';
+import { updateLineage } from '../../starters/lineage-client.js';
+import { registerVersionUpdate, revokeUpdate } from '../../workflows/lineage.js';
+import { mapUpdate, volumeQuery, volumeWorkflow, volumeWorkflowId } from '../../workflows/volume.js';
+import { imgflowAsync } from '../support/cli.js';
+import { tempDir } from '../support/dirs.js';
+import { saveHistory } from '../support/histories.js';
+import { memoryLogger } from '../support/logger.js';
+import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { requireTools } from '../support/tools.js';
+import { newVersion } from '../support/versions.js';
+
+const MiB = 1024 * 1024;
+
+describe('volumes on qcow2 with local attach', () => {
+  requireTools('qemu-img', 'qemu-io');
+  const dir = tempDir('imgflow-vol-qcow2-');
+  const home = path.join(dir, 'home');
+  const nasHost = uniqueQueue('nas');
+  const nodeHost = uniqueQueue('node');
+  const image = `vq${nasHost.slice(-6)}`;
+  const nasConfig = loadConfig({ home, host: nasHost }, {});
+  const nodeConfig = loadConfig({ home, host: nodeHost }, {});
+  const run = createRunner(memoryLogger().logger);
+  const activities = {
+    [queues.nas(nasHost)]: { ...createHostActivities({ role: 'nas', config: nasConfig, arch: 'x86_64', run }), ...createNasVolumeActivities({ run, config: nasConfig, env: {} }) },
+    [queues.compute(nodeHost)]: { ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }), ...createComputeActivities({ run, config: nodeConfig, env: {} }) },
+  };
+  const cli = (...args: string[]) => imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], { IMGFLOW_USER: 'alice' });
+  const volumesDir = path.join(home, 'nas', nasHost, 'volumes');
+  const volumeFiles = () => (fs.existsSync(volumesDir) ? fs.readdirSync(volumesDir).sort() : []);
+
+  /** A stored version as a build leaves it: a read-only qcow2 in the NAS's store, registered in the lineage. */
+  async function storedVersion(n: number): Promise<string> {
+    const file = path.join(home, 'nas', nasHost, 'store', image, `v${n}`, `${image}-v${n}.qcow2`);
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    await run(['qemu-img', 'create', '-q', '-f', 'qcow2', file, `${64 * MiB}`]);
+    await run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x5a 0 1M', file]);
+    fs.chmodSync(file, 0o444);
+    const { client, connection } = await testClient();
+    const record = newVersion(n);
+    await updateLineage(client, image, registerVersionUpdate, { ...record, artifacts: [{ format: 'qcow2', host: nasHost, path: file, sha256: await sha256File(file), bytes: fs.statSync(file).size }] });
+    await connection.close();
+    return file;
+  }
+
+  it('maps, lists, refuses delete while mapped, unmaps twice and deletes, through the CLI', async () => {
+    const { client, connection } = await testClient();
+    await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities }, async () => {
+      const base = await storedVersion(1);
+      const mapped = await cli('map', 'vm-1', '--image', `${image}:v1`, '--nas', nasHost, '--compute', nodeHost, '--size', '1');
+      expect(mapped.stderr).toBe('');
+      expect(mapped.status).toBe(0);
+      const device = path.join(volumesDir, 'vm-1.qcow2');
+      expect(mapped.stdout).toBe(`${device}\n`);
+      const info = JSON.parse((await run(['qemu-img', 'info', '-U', '--output=json', device])).stdout) as Record<string, unknown>;
+      expect(info['virtual-size']).toBe(1024 * MiB);
+      expect(String(info['full-backing-filename'] ?? info['backing-filename'])).toContain(path.join('bases', image, 'v1.qcow2'));
+      const read = await run(['qemu-io', '-f', 'qcow2', '-r', '-U', '-c', 'read -P 0x5a 0 1M', device]);
+      expect(read.stdout).not.toMatch(/Pattern verification failed/);
+      expect(fs.existsSync(base)).toBe(true);
+
+      const again = await cli('map', 'vm-1', '--image', `${image}:v1`, '--nas', nasHost, '--compute', nodeHost, '--size', '1');
+      expect(again.status).toBe(0);
+      expect(again.stdout).toBe(`${device}\n`);
+      expect(again.stderr).toMatch(/already mapped/);
+
+      const refused = await cli('delete-volume', 'vm-1');
+      expect(refused.status).toBe(2);
+      expect(refused.stderr).toMatch(/^imgflow: volume: expected an unmapped volume to delete .*mapped.*\n$/);
+      expect(volumeFiles()).toEqual(['vm-1.qcow2']);
+
+      const view = await client.workflow.getHandle(volumeWorkflowId('vm-1')).query(volumeQuery);
+      expect(view).toMatchObject({ phase: 'mapped', nas: nasHost, computeHost: nodeHost, base: { image, version: 'v1' }, target: device, locked: false });
+      await expect.poll(async () => (await cli('maps', '--nas', nasHost)).stdout, { timeout: 15_000, interval: 500 }).toMatch(new RegExp(`^vm-1\\s+${nasHost}\\s+\\S+\\s+${nodeHost}\\s+${image}:v1\\s+${device.replace(/[.]/g, '\\.')}\\s+mapped\\s`, 'm'));
+      const listed = await cli('--json', 'maps', '--compute', nodeHost);
+      expect((JSON.parse(listed.stdout) as { volume: string }[]).map((v) => v.volume)).toEqual(['vm-1']);
+      const header = (await cli('maps', '--nas', nasHost)).stdout.split('\n')[0];
+      expect(header).toMatch(/^VOLUME\s+NAS\s+POOL\s+COMPUTE\s+BASE\s+TARGET\s+STATE\s+SINCE\s+NEXT SYNC\s+LOCKED$/);
+
+      const unmapped = await cli('unmap', 'vm-1');
+      expect(unmapped.status).toBe(0);
+      expect(unmapped.stderr).toMatch(/vm-1 unmapped from .*clone kept/);
+      expect(volumeFiles()).toEqual(['vm-1.qcow2']);
+      const noop = await cli('unmap', 'vm-1');
+      expect(noop.status).toBe(0);
+      expect(noop.stderr).toBe('vm-1 is not mapped: nothing to do\n');
+
+      // A re-map of the kept clone attaches it again without a new clone.
+      expect((await cli('map', 'vm-1', '--image', `${image}:v1`, '--nas', nasHost, '--compute', nodeHost)).status).toBe(0);
+      expect((await cli('unmap', 'vm-1')).status).toBe(0);
+
+      const deleted = await cli('delete-volume', 'vm-1');
+      expect(deleted.status).toBe(0);
+      expect(volumeFiles()).toEqual([]);
+      const handle = client.workflow.getHandle(volumeWorkflowId('vm-1'));
+      expect((await handle.result()).phase).toBe('deleted');
+      await saveHistory('volumeWorkflow', handle);
+    });
+    await connection.close();
+  });
+
+  it('two maps of one volume at once make one clone and print the same path', async () => {
+    const { client, connection } = await testClient();
+    await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities }, async () => {
+      const args = ['map', 'vm-2', '--image', `${image}:v1`, '--nas', nasHost, '--compute', nodeHost];
+      const [a, b] = await Promise.all([cli(...args), cli(...args)]);
+      expect([a.status, b.status]).toEqual([0, 0]);
+      expect(a.stdout).toBe(b.stdout);
+      const history = await client.workflow.getHandle(volumeWorkflowId('vm-2')).fetchHistory();
+      const clones = history.events!.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'volumeClone');
+      expect(clones).toHaveLength(1);
+      expect(volumeFiles()).toEqual(['vm-2.qcow2']);
+      expect((await cli('unmap', 'vm-2')).status).toBe(0);
+      expect((await cli('delete-volume', 'vm-2')).status).toBe(0);
+    });
+    await connection.close();
+  });
+
+  it('refuses bad input with one line naming the field, exit 2, and changes nothing', async () => {
+    await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities }, async () => {
+      const ok = ['--image', `${image}:v1`, '--nas', nasHost, '--compute', nodeHost];
+      const cases: [string[], RegExp][] = [
+        [['map', 'a/b', ...ok], /^imgflow: volume: expected a name/],
+        [['map', '..', ...ok], /^imgflow: volume: expected a name/],
+        [['map', 'vm 3', ...ok], /^imgflow: volume: expected a name/],
+        [['map', 'vm;rm', ...ok], /^imgflow: volume: expected a name/],
+        [['map', 'vm-3', ...ok, '--size', '0'], /^imgflow: --size: expected a whole number/],
+        [['map', 'vm-3', ...ok, '--size', '99999999'], /^imgflow: --size: expected a whole number/],
+        [['map', 'vm-3', '--image', `${image}:v1`, '--nas', 'nas-nowhere', '--compute', nodeHost], /^imgflow: --nas: expected a NAS storing/],
+        [['map', 'vm-3', '--image', `${image}:v1`, '--nas', 'bad/nas', '--compute', nodeHost], /^imgflow: --nas: expected a host name/],
+        [['map', 'vm-3', '--image', `${image}:v1`, '--nas', nasHost, '--compute', 'node-nowhere'], /^imgflow: --compute: expected a compute host whose worker is running/],
+        [['map', 'vm-3', '--image', `${image}:v9`, '--nas', nasHost, '--compute', nodeHost], /^imgflow: version: expected a version or tag/],
+        [['unmap', 'vm-never'], /^imgflow: volume: expected a volume known to imgflow/],
+        [['clean', 'vm-never', '--reason', 'gone'], /^imgflow: --force: expected --force/],
+      ];
+      for (const [args, error] of cases) {
+        const r = await cli(...args);
+        expect({ args, status: r.status, lines: r.stderr.trim().split('\n').length }).toEqual({ args, status: 2, lines: 1 });
+        expect(r.stderr).toMatch(error);
+        expect(r.stdout).toBe('');
+      }
+
+      await storedVersion(2);
+      const { client, connection } = await testClient();
+      await updateLineage(client, image, revokeUpdate, { by: 'alice', version: 'v2', reason: 'CVE-2026-0002' });
+      await connection.close();
+      const revoked = await cli('map', 'vm-3', '--image', `${image}:v2`, '--nas', nasHost, '--compute', nodeHost);
+      expect(revoked.status).toBe(2);
+      expect(revoked.stderr).toMatch(/^imgflow: --image: expected a version that is not revoked .*CVE-2026-0002.*\n$/);
+      expect(volumeFiles()).toEqual([]);
+    });
+  });
+
+  it('fails a map to a compute host that is down within the bound, with nothing left behind', async () => {
+    const { client, connection } = await testClient();
+    await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities }, async () => {
+      const file = path.join(home, 'nas', nasHost, 'store', image, 'v1', `${image}-v1.qcow2`);
+      const started = Date.now();
+      const request = { by: 'alice', base: { image, version: 'v1', artifact: { format: 'qcow2', host: nasHost, path: file } }, nas: nasHost, computeHost: 'node-down', waitSeconds: 3 };
+      const handle = await client.workflow.start(volumeWorkflow, { taskQueue: WORKFLOW_QUEUE, workflowId: volumeWorkflowId('vm-4'), args: [{ volume: 'vm-4' }] });
+      await expect(handle.executeUpdate(mapUpdate, { args: [request] })).rejects.toThrow();
+      expect(Date.now() - started).toBeLessThan(20_000);
+      const view = await handle.query(volumeQuery);
+      expect(view.phase).toBe('unmapped');
+      expect(view.reason).toMatch(/no worker took the step from compute\.node-down/);
+      expect(volumeFiles()).toEqual([]);
+      await handle.terminate('test done');
+    });
+    await connection.close();
+  });
+});
