@@ -20,9 +20,8 @@ async function until<T>(get: () => Promise<T | undefined>, timeoutMs: number): P
   }
 }
 
-function printVersion(v: VersionRecord, json: boolean | undefined): void {
-  if (json) return printJson(v);
-  process.stdout.write(`${formatReport(v.report)}\n\n`);
+/** A version as people read it: its build report, then where it came from and where it lives. */
+export function formatVersion(v: VersionRecord): string {
   const rows = [
     ['version', `${v.id}  ${v.createdAt} by ${v.by}: ${v.message}`],
     ['source', v.provenance.source],
@@ -30,10 +29,16 @@ function printVersion(v: VersionRecord, json: boolean | undefined): void {
     ...v.artifacts.map((a) => [a.format, `${a.path} on ${a.host} (${humanBytes(a.bytes)}, sha256 ${a.sha256})`]),
     ...(v.revoked ? [['REVOKED', `${v.revoked.at} by ${v.revoked.by}: ${v.revoked.reason}`]] : []),
   ];
-  process.stdout.write(`${rows.map(([k, val]) => `${k!.padEnd(8)}  ${val}`).join('\n')}\n`);
+  return `${formatReport(v.report)}\n\n${rows.map(([k, val]) => `${k!.padEnd(8)}  ${val}`).join('\n')}`;
 }
 
-async function waitForBuild(client: Client, image: string, buildId: string, ahead: string[]): Promise<VersionRecord> {
+function printVersion(v: VersionRecord, json: boolean | undefined): void {
+  if (json) printJson(v);
+  else process.stdout.write(`${formatVersion(v)}\n`);
+}
+
+/** Follows a requested build to its registered version, showing progress on a terminal. */
+export async function waitForBuild(client: Client, image: string, buildId: string, ahead: string[]): Promise<VersionRecord> {
   if (ahead.length) say(`${image} is already building: waiting for ${ahead.join(', ')} to finish first`);
   const handle = client.workflow.getHandle(buildId);
   // The lineage starts the build when its turn comes; until then it does not exist.
