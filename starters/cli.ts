@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { InputError } from '../common/names.js';
+import { registerBridge } from './commands/bridge.js';
 import { registerBuild } from './commands/build.js';
 import { registerDemo } from './commands/demo.js';
 import { registerLineage } from './commands/lineage.js';
@@ -32,6 +33,7 @@ export function buildProgram(): Command {
   registerPing(program);
   registerSubscriptions(program);
   registerVolumes(program);
+  registerBridge(program);
   return program;
 }
 

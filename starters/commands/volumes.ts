@@ -3,34 +3,27 @@
  * `volume-attrs`, `sync-now` and `clean`. Each volume is an entity workflow; these commands send it
  * validated updates, so bad input is refused (exit 2) before anything changes.
  */
-import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import type { Command } from 'commander';
 import { checkHost, checkInt, checkName, InputError } from '../../common/names.js';
-import { queues, WORKFLOW_QUEUE } from '../../common/queues.js';
-import { SA } from '../../common/search-attributes.js';
+import { queues } from '../../common/queues.js';
 import {
   cleanUpdate,
   deleteUpdate,
-  mapUpdate,
   setAttrsUpdate,
   syncNowUpdate,
   unmapUpdate,
   volumeQuery,
-  volumeWorkflow,
-  volumeWorkflowId,
-  type BaseVersion,
   type MapRequest,
   type VolumeAttrs,
   type VolumeView,
 } from '../../workflows/volume.js';
 import { configFrom, connectClient, say, type GlobalFlags } from '../context.js';
-import { currentUser, describeLineage, parseImageRef, resolveVersion } from '../lineage-client.js';
+import { currentUser } from '../lineage-client.js';
 import { formatPairs, formatTable, printJson } from '../output.js';
+import { baseVersion, hasWorker, known, listVolumes, mapVolume, volumeHandle } from '../volume-client.js';
 
 const GiB = 1024 ** 3;
-/** temporal.api.enums.v1 values (the proto package's CommonJS namespace does not load as ESM). */
-const TASK_QUEUE_KIND_NORMAL = 1;
-const TASK_QUEUE_TYPE_ACTIVITY = 2;
 
 /** Runs `fn` with a client, closing the connection after. */
 async function withClient<T>(cmd: Command, fn: (client: Client, flags: GlobalFlags, namespace: string) => Promise<T>): Promise<T> {
@@ -41,53 +34,6 @@ async function withClient<T>(cmd: Command, fn: (client: Client, flags: GlobalFla
     return await fn(client, flags, config.namespace);
   } finally {
     await connection.close();
-  }
-}
-
-/** `image`, `image:version`, `image:tag` or `image@channel`: the version record to clone, from the lineage. */
-async function baseVersion(client: Client, ref: string, nas: string): Promise<BaseVersion> {
-  const [spec, channel, extra] = ref.split('@');
-  if (extra !== undefined || channel === '') throw new InputError('--image', '<image>[:<version or tag>] or <image>@<channel>', ref);
-  const { image, ref: which } = parseImageRef(spec!);
-  if (channel !== undefined && which) throw new InputError('--image', 'either :<version or tag> or @<channel>', ref);
-  const view = await describeLineage(client, image);
-  let id: string;
-  if (channel !== undefined) {
-    const current = view.channels[checkName('channel', channel)]?.current;
-    if (!current) throw new InputError('--image', `a channel of ${image} (${Object.keys(view.channels).join(', ') || 'none'})`, channel);
-    id = current.version;
-  } else {
-    id = resolveVersion(view, image, which);
-  }
-  const record = view.versions.find((v) => v.id === id)!;
-  if (record.revoked) throw new InputError('--image', `a version that is not revoked (${image}:${id} was revoked by ${record.revoked.by}: ${record.revoked.reason})`, ref);
-  const stored = record.artifacts.filter((a) => a.host === nas && (a.format === 'qcow2' || a.format === 'raw'));
-  const artifact = stored.find((a) => a.format === 'qcow2') ?? stored[0];
-  if (!artifact) throw new InputError('--nas', `a NAS storing ${image}:${id} (${[...new Set(record.artifacts.map((a) => a.host))].join(', ') || 'none'})`, nas);
-  return { image, version: id, artifact: { format: artifact.format, host: artifact.host, path: artifact.path } };
-}
-
-/** Whether a worker has polled the queue lately: an unknown host is refused before anything starts. */
-async function hasWorker(client: Client, namespace: string, queue: string): Promise<boolean> {
-  const reply = await client.workflowService.describeTaskQueue({
-    namespace,
-    taskQueue: { name: queue, kind: TASK_QUEUE_KIND_NORMAL },
-    taskQueueType: TASK_QUEUE_TYPE_ACTIVITY,
-  });
-  return (reply.pollers ?? []).length > 0;
-}
-
-function volumeHandle(client: Client, volume: string) {
-  return client.workflow.getHandle<typeof volumeWorkflow>(volumeWorkflowId(volume));
-}
-
-/** An update to a known volume; a volume never mapped is bad input. */
-async function known<T>(volume: string, send: () => Promise<T>): Promise<T> {
-  try {
-    return await send();
-  } catch (err) {
-    if ((err as Error).name === 'WorkflowNotFoundError') throw new InputError('volume', 'a volume known to imgflow (see imgflow maps)', volume);
-    throw err;
   }
 }
 
@@ -145,19 +91,7 @@ export function registerVolumes(program: Command): void {
           ...(opts.sync ? { sync: true } : {}),
           ...(frequencySeconds ? { frequencySeconds } : {}),
         };
-        const start = new WithStartWorkflowOperation(volumeWorkflow, {
-          workflowId: volumeWorkflowId(volume),
-          taskQueue: WORKFLOW_QUEUE,
-          args: [{ volume }],
-          workflowIdConflictPolicy: 'USE_EXISTING',
-          typedSearchAttributes: [
-            { key: SA.kind, value: 'volume' },
-            { key: SA.volume, value: volume },
-            { key: SA.state, value: 'unmapped' },
-          ],
-          staticSummary: `Volume ${volume}: its clone, export, attachment and syncs`,
-        });
-        const result = await client.workflow.executeUpdateWithStart(mapUpdate, { args: [request], startWorkflowOperation: start });
+        const result = await mapVolume(client, volume, request);
         if (flags.json) return printJson(result);
         if (!result.changed) say(`${volume} was already mapped so`);
         process.stdout.write(`${result.target}\n`);
@@ -198,19 +132,8 @@ export function registerVolumes(program: Command): void {
     .option('--nas <nas>', 'only volumes on this NAS')
     .option('--compute <host>', 'only volumes on this compute host')
     .action(async (opts: { nas?: string; compute?: string }, cmd: Command) => {
-      const filters = [
-        `${SA.kind.name} = 'volume'`,
-        `ExecutionStatus = 'Running'`,
-        ...(opts.nas ? [`${SA.nas.name} = '${checkHost('--nas', opts.nas)}'`] : []),
-        ...(opts.compute ? [`${SA.computeHost.name} = '${checkHost('--compute', opts.compute)}'`] : []),
-      ];
       await withClient(cmd, async (client, flags) => {
-        const views: VolumeView[] = [];
-        for await (const wf of client.workflow.list({ query: filters.join(' AND ') })) {
-          const view = await client.workflow.getHandle(wf.workflowId, wf.runId).query(volumeQuery).catch(() => undefined);
-          if (view) views.push(view);
-        }
-        views.sort((a, b) => a.volume.localeCompare(b.volume));
+        const views = await listVolumes(client, opts);
         if (flags.json) return printJson(views);
         const rows = views.map((v) => ({
           volume: v.volume,

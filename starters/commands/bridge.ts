@@ -1,0 +1,67 @@
+/**
+ * `imgflow bridge rocks-amqp`: answers an existing Rocks cluster's NAS requests from RabbitMQ with
+ * imgflow's volumes, until SIGINT/SIGTERM. The broker URL may come from the environment so that
+ * its password stays out of process listings.
+ */
+import type { Command } from 'commander';
+import { checkHost, checkInt, InputError } from '../../common/names.js';
+import { createLogger } from '../../lib/logger.js';
+import { checkAmqpUrl, checkExchange, startRocksBridge } from '../bridges/rocks-amqp.js';
+import { configFrom, connectClient, type GlobalFlags } from '../context.js';
+import { baseVersion } from '../volume-client.js';
+
+interface RocksFlags {
+  url?: string;
+  nas: string;
+  image?: string;
+  exchange: string;
+  timeout: string;
+}
+
+/** Resolves on the first SIGINT or SIGTERM. */
+function stopSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    const on = (signal: string) => {
+      process.off('SIGINT', on);
+      process.off('SIGTERM', on);
+      resolve(signal);
+    };
+    process.on('SIGINT', on);
+    process.on('SIGTERM', on);
+  });
+}
+
+async function runRocksAmqp(opts: RocksFlags, cmd: Command): Promise<void> {
+  const url = checkAmqpUrl('--url', opts.url ?? process.env.IMGFLOW_BRIDGE_URL ?? '');
+  const nas = checkHost('--nas', opts.nas);
+  const image = opts.image ?? process.env.IMGFLOW_BRIDGE_IMAGE;
+  if (!image) throw new InputError('--image', '<image>[:<tag>] or <image>@<channel> (or env IMGFLOW_BRIDGE_IMAGE)');
+  const exchange = checkExchange('--exchange', opts.exchange);
+  const timeoutSeconds = checkInt('--timeout', opts.timeout, 5, 3600);
+  const config = configFrom(cmd.optsWithGlobals<GlobalFlags>());
+  const { client, connection } = await connectClient(config);
+  try {
+    // Fails fast (exit 2) when the image has no version stored on this NAS.
+    await baseVersion(client, image, nas);
+    const logger = createLogger('imgflow-bridge');
+    const bridge = await startRocksBridge({ url, nas, image, exchange, client, namespace: config.namespace, logger, timeoutSeconds });
+    const signal = await Promise.race([stopSignal(), bridge.closed.then(() => undefined)]);
+    if (signal) logger.info({ signal }, 'stopping: requests in flight finish first');
+    await bridge.stop();
+  } finally {
+    await connection.close();
+  }
+}
+
+export function registerBridge(program: Command): void {
+  const bridge = program.command('bridge').description('serve clients of older image storage systems from imgflow');
+  bridge
+    .command('rocks-amqp')
+    .description("answer a Rocks cluster's NAS requests (map_zvol, unmap_zvol, del_zvol, list_zvols, zvol attrs) from RabbitMQ; runs until SIGINT/SIGTERM")
+    .option('--url <amqp-url>', 'the RabbitMQ URL (env IMGFLOW_BRIDGE_URL; the password is never logged)')
+    .requiredOption('--nas <host>', 'the NAS host name this bridge answers for: its queue and routing key')
+    .option('--image <ref>', 'what map_zvol clones: <image>[:<tag>] or <image>@<channel> (env IMGFLOW_BRIDGE_IMAGE)')
+    .option('--exchange <name>', 'the direct exchange the frontend publishes to', 'rocks.vm-manage')
+    .option('--timeout <seconds>', 'the bound on each request before it is answered with an error', '300')
+    .action(runRocksAmqp);
+}

@@ -1,0 +1,95 @@
+/**
+ * The client side of volumes, shared by the CLI and the bridges: resolve the version a volume is
+ * cloned from, check that the hosts' workers are there, start-and-map a volume, address a known
+ * volume and list the storage map.
+ */
+import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
+import { checkHost, checkName, InputError } from '../common/names.js';
+import { WORKFLOW_QUEUE } from '../common/queues.js';
+import { SA } from '../common/search-attributes.js';
+import { mapUpdate, volumeQuery, volumeWorkflow, volumeWorkflowId, type BaseVersion, type MapRequest, type MapResult, type VolumeView } from '../workflows/volume.js';
+import { describeLineage, parseImageRef, resolveVersion } from './lineage-client.js';
+
+/** temporal.api.enums.v1 values (the proto package's CommonJS namespace does not load as ESM). */
+const TASK_QUEUE_KIND_NORMAL = 1;
+const TASK_QUEUE_TYPE_ACTIVITY = 2;
+
+/** `image`, `image:version`, `image:tag` or `image@channel`: the version record to clone, from the lineage. */
+export async function baseVersion(client: Client, ref: string, nas: string): Promise<BaseVersion> {
+  const [spec, channel, extra] = ref.split('@');
+  if (extra !== undefined || channel === '') throw new InputError('--image', '<image>[:<version or tag>] or <image>@<channel>', ref);
+  const { image, ref: which } = parseImageRef(spec!);
+  if (channel !== undefined && which) throw new InputError('--image', 'either :<version or tag> or @<channel>', ref);
+  const view = await describeLineage(client, image);
+  let id: string;
+  if (channel !== undefined) {
+    const current = view.channels[checkName('channel', channel)]?.current;
+    if (!current) throw new InputError('--image', `a channel of ${image} (${Object.keys(view.channels).join(', ') || 'none'})`, channel);
+    id = current.version;
+  } else {
+    id = resolveVersion(view, image, which);
+  }
+  const record = view.versions.find((v) => v.id === id)!;
+  if (record.revoked) throw new InputError('--image', `a version that is not revoked (${image}:${id} was revoked by ${record.revoked.by}: ${record.revoked.reason})`, ref);
+  const stored = record.artifacts.filter((a) => a.host === nas && (a.format === 'qcow2' || a.format === 'raw'));
+  const artifact = stored.find((a) => a.format === 'qcow2') ?? stored[0];
+  if (!artifact) throw new InputError('--nas', `a NAS storing ${image}:${id} (${[...new Set(record.artifacts.map((a) => a.host))].join(', ') || 'none'})`, nas);
+  return { image, version: id, artifact: { format: artifact.format, host: artifact.host, path: artifact.path } };
+}
+
+/** Whether a worker has polled the queue lately: an unknown host is refused before anything starts. */
+export async function hasWorker(client: Client, namespace: string, queue: string): Promise<boolean> {
+  const reply = await client.workflowService.describeTaskQueue({
+    namespace,
+    taskQueue: { name: queue, kind: TASK_QUEUE_KIND_NORMAL },
+    taskQueueType: TASK_QUEUE_TYPE_ACTIVITY,
+  });
+  return (reply.pollers ?? []).length > 0;
+}
+
+export function volumeHandle(client: Client, volume: string) {
+  return client.workflow.getHandle<typeof volumeWorkflow>(volumeWorkflowId(volume));
+}
+
+/** An update to a known volume; a volume never mapped is bad input. */
+export async function known<T>(volume: string, send: () => Promise<T>): Promise<T> {
+  try {
+    return await send();
+  } catch (err) {
+    if ((err as Error).name === 'WorkflowNotFoundError') throw new InputError('volume', 'a volume known to imgflow (see imgflow maps)', volume);
+    throw err;
+  }
+}
+
+/** Maps a volume, starting its entity workflow on first use (one workflow per name, however many ask). */
+export async function mapVolume(client: Client, volume: string, request: MapRequest): Promise<MapResult> {
+  const start = new WithStartWorkflowOperation(volumeWorkflow, {
+    workflowId: volumeWorkflowId(volume),
+    taskQueue: WORKFLOW_QUEUE,
+    args: [{ volume }],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    typedSearchAttributes: [
+      { key: SA.kind, value: 'volume' },
+      { key: SA.volume, value: volume },
+      { key: SA.state, value: 'unmapped' },
+    ],
+    staticSummary: `Volume ${volume}: its clone, export, attachment and syncs`,
+  });
+  return client.workflow.executeUpdateWithStart(mapUpdate, { args: [request], startWorkflowOperation: start });
+}
+
+/** The storage map from visibility (eventually consistent), each volume read by query; sorted by name. */
+export async function listVolumes(client: Client, filter: { nas?: string; compute?: string } = {}): Promise<VolumeView[]> {
+  const filters = [
+    `${SA.kind.name} = 'volume'`,
+    `ExecutionStatus = 'Running'`,
+    ...(filter.nas ? [`${SA.nas.name} = '${checkHost('--nas', filter.nas)}'`] : []),
+    ...(filter.compute ? [`${SA.computeHost.name} = '${checkHost('--compute', filter.compute)}'`] : []),
+  ];
+  const views: VolumeView[] = [];
+  for await (const wf of client.workflow.list({ query: filters.join(' AND ') })) {
+    const view = await client.workflow.getHandle(wf.workflowId, wf.runId).query(volumeQuery).catch(() => undefined);
+    if (view) views.push(view);
+  }
+  return views.sort((a, b) => a.volume.localeCompare(b.volume));
+}

@@ -1,0 +1,219 @@
+/**
+ * The Rocks bridge against the real RabbitMQ on this machine and the real `imgflow` program: an
+ * AMQP client sends what a Rocks frontend sends (publish to the exchange with the NAS host as
+ * routing key, an exclusive reply queue, a correlation id) and reads the old reply shapes, while
+ * the volumes behind them are qcow2 clones with local attach. RabbitMQ not running is a failure.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import amqp, { type Channel, type ChannelModel } from 'amqplib';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createComputeActivities } from '../../activities/compute/index.js';
+import { createHostActivities } from '../../activities/host.js';
+import { createNasVolumeActivities } from '../../activities/nas/volumes.js';
+import { createRunner } from '../../activities/runner.js';
+import { queues, WORKFLOW_QUEUE } from '../../common/queues.js';
+import { loadConfig } from '../../lib/config.js';
+import { sha256File } from '../../lib/files.js';
+import { startRocksBridge } from '../../starters/bridges/rocks-amqp.js';
+import { updateLineage } from '../../starters/lineage-client.js';
+import { registerVersionUpdate } from '../../workflows/lineage.js';
+import { volumeWorkflowId } from '../../workflows/volume.js';
+import { spawnImgflow } from '../support/cli.js';
+import { tempDir } from '../support/dirs.js';
+import { memoryLogger } from '../support/logger.js';
+import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { requireTools } from '../support/tools.js';
+import { newVersion } from '../support/versions.js';
+
+const URL = 'amqp://guest:guest@127.0.0.1:5672';
+const MiB = 1024 * 1024;
+
+interface Reply {
+  action: string;
+  status: string;
+  error?: string;
+  bdev?: string;
+  body?: Record<string, unknown>[] | Record<string, unknown>;
+}
+
+/** What a Rocks frontend does: publish to the exchange by NAS host, wait on its own reply queue. */
+class Frontend {
+  private readonly waiting = new Map<string, (reply: Reply) => void>();
+  private constructor(
+    readonly connection: ChannelModel,
+    readonly channel: Channel,
+    private readonly replyQueue: string,
+  ) {}
+
+  static async open(): Promise<Frontend> {
+    let connection: ChannelModel;
+    try {
+      connection = await amqp.connect(URL);
+    } catch (err) {
+      throw new Error(`RabbitMQ must run on 127.0.0.1:5672 for this test: ${(err as Error).message}`);
+    }
+    const channel = await connection.createChannel();
+    const { queue } = await channel.assertQueue('', { exclusive: true });
+    const frontend = new Frontend(connection, channel, queue);
+    await channel.consume(queue, (msg) => msg && frontend.waiting.get(String(msg.properties.correlationId))?.(JSON.parse(msg.content.toString()) as Reply), { noAck: true });
+    return frontend;
+  }
+
+  /** Sends a request (an object as JSON, a string as is) and waits for the reply with its correlation id. */
+  send(exchange: string, nas: string, request: object | string, timeoutMs = 60_000): Promise<Reply> {
+    const correlationId = randomUUID();
+    const body = Buffer.from(typeof request === 'string' ? request : JSON.stringify(request));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no reply to ${body.toString()} within ${timeoutMs} ms`)), timeoutMs);
+      this.waiting.set(correlationId, (reply) => {
+        clearTimeout(timer);
+        this.waiting.delete(correlationId);
+        resolve(reply);
+      });
+      this.channel.publish(exchange, nas, body, { replyTo: this.replyQueue, correlationId, contentType: 'application/json' });
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.connection.close();
+  }
+}
+
+/** Resolves once the process has written a line matching `pattern` to stderr. */
+function waitForLine(child: ChildProcess, output: () => string, pattern: RegExp, timeoutMs = 60_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${pattern} within ${timeoutMs} ms; stderr: ${output()}`)), timeoutMs);
+    const check = () => {
+      if (pattern.test(output())) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stderr!.on('data', check);
+    child.on('exit', (code) => reject(new Error(`bridge exited with ${code}: ${output()}`)));
+    check();
+  });
+}
+
+describe('the Rocks bridge over RabbitMQ', () => {
+  requireTools('qemu-img', 'qemu-io');
+  const dir = tempDir('imgflow-bridge-rocks-');
+  const home = path.join(dir, 'home');
+  const nasHost = uniqueQueue('nas');
+  const nodeHost = uniqueQueue('node');
+  const image = `br${nasHost.slice(-6)}`;
+  const exchange = `rocks.vm-manage.${nasHost}`;
+  const run = createRunner(memoryLogger().logger);
+  const nasConfig = loadConfig({ home, host: nasHost }, {});
+  const nodeConfig = loadConfig({ home, host: nodeHost }, {});
+  const activities = {
+    [queues.nas(nasHost)]: { ...createHostActivities({ role: 'nas', config: nasConfig, arch: 'x86_64', run }), ...createNasVolumeActivities({ run, config: nasConfig, env: {} }) },
+    [queues.compute(nodeHost)]: { ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }), ...createComputeActivities({ run, config: nodeConfig, env: {} }) },
+  };
+  let frontend: Frontend;
+
+  beforeAll(async () => {
+    frontend = await Frontend.open();
+  });
+
+  afterAll(async () => {
+    if (!frontend) return;
+    await frontend.channel.deleteQueue(nasHost).catch(() => undefined);
+    await frontend.channel.deleteExchange(exchange).catch(() => undefined);
+    await frontend.close();
+  });
+
+  /** A stored version as a build leaves it: a read-only qcow2 in the NAS's store, in the lineage. */
+  async function storedVersion(): Promise<void> {
+    const file = path.join(home, 'nas', nasHost, 'store', image, 'v1', `${image}-v1.qcow2`);
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    await run(['qemu-img', 'create', '-q', '-f', 'qcow2', file, `${64 * MiB}`]);
+    fs.chmodSync(file, 0o444);
+    const { client, connection } = await testClient();
+    await updateLineage(client, image, registerVersionUpdate, { ...newVersion(1), artifacts: [{ format: 'qcow2', host: nasHost, path: file, sha256: await sha256File(file), bytes: fs.statSync(file).size }] });
+    await connection.close();
+  }
+
+  it('maps, lists, sets attributes, unmaps and deletes as the NAS daemon did, and refuses bad requests', async () => {
+    await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities }, async () => {
+      await storedVersion();
+      const args = ['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, 'bridge', 'rocks-amqp', '--url', URL, '--nas', nasHost, '--image', `${image}:v1`, '--exchange', exchange, '--timeout', '60'];
+      const bridge = spawnImgflow(args, { IMGFLOW_LOG_PRETTY: '0' });
+      let stderr = '';
+      bridge.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+      bridge.stdout!.resume();
+      try {
+        await waitForLine(bridge, () => stderr, /bridge ready/);
+        const send = (request: object | string) => frontend.send(exchange, nasHost, request);
+
+        const mapped = await send({ action: 'map_zvol', zpool: 'tank', zvol: 'vm-1', remotehost: nodeHost, remotepool: null, size: '1', sync: false, initiator: `iqn.2005-03.org.open-iscsi:${nodeHost}` });
+        const device = path.join(home, 'nas', nasHost, 'volumes', 'vm-1.qcow2');
+        expect(mapped).toEqual({ action: 'zvol_mapped', status: 'success', zvol: 'vm-1', bdev: device });
+        expect(fs.existsSync(device)).toBe(true);
+
+        await expect
+          .poll(async () => ((await send({ action: 'list_zvols' })).body as Record<string, unknown>[]).map((r) => [r.zvol, r.remotehost, r.iscsi_target, r.state]), { timeout: 15_000, interval: 500 })
+          .toEqual([['vm-1', nodeHost, device, 'mapped']]);
+        const list = await send({ action: 'list_zvols' });
+        expect(list).toMatchObject({ action: 'zvol_list', status: 'success' });
+        expect(Object.keys((list.body as Record<string, unknown>[])[0]!)).toEqual(expect.arrayContaining(['zvol', 'zpool', 'iscsi_target', 'remotehost', 'remotepool', 'is_sending', 'is_delete_remote', 'time', 'nextsync', 'frequency', 'locked']));
+
+        expect(await send({ action: 'set_zvol_attrs', zvol: 'vm-1', uploadspeed: 1000, downloadspeed: '2000' })).toMatchObject({ action: 'set_zvol_attrs', status: 'success' });
+        expect(await send({ action: 'get_zvol_attrs', zvol: 'vm-1' })).toEqual({ action: 'get_zvol_attrs', status: 'success', body: { zvol: 'vm-1', frequency: null, nextsync: null, uploadspeed: 1000, downloadspeed: 2000 } });
+        expect(await send({ action: 'set_zvol_attrs', zvol: 'vm-1', frequency: 5 })).toMatchObject({ action: 'set_zvol_attrs', status: 'error', error: expect.stringMatching(/^frequency: expected a whole number from 10/) });
+
+        const refused = await send({ action: 'del_zvol', zvol: 'vm-1', zpool: 'tank' });
+        expect(refused).toMatchObject({ action: 'zvol_deleted', status: 'error', error: expect.stringMatching(/^volume: expected an unmapped volume to delete .*mapped/) });
+        expect(fs.existsSync(device)).toBe(true);
+
+        expect(await send({ action: 'unmap_zvol', zvol: 'vm-1' })).toEqual({ action: 'zvol_unmapped', status: 'success', zvol: 'vm-1' });
+        expect(await send({ action: 'del_zvol', zvol: 'vm-1', zpool: 'tank' })).toEqual({ action: 'zvol_deleted', status: 'success', zvol: 'vm-1' });
+        expect(fs.existsSync(device)).toBe(false);
+
+        // Bad requests: one line naming the field, nothing started.
+        expect(await send('{"action": "map_zvol", ')).toMatchObject({ action: 'action_unsupported', status: 'error', error: expect.stringMatching(/malformed JSON/) });
+        expect(await send({ action: 'resize_zvol', zvol: 'vm-1' })).toMatchObject({ action: 'action_unsupported', status: 'error', error: expect.stringMatching(/^action: expected one of map_zvol/) });
+        const badName = await send({ action: 'map_zvol', zpool: 'tank', zvol: '../etc', remotehost: nodeHost, size: 1, sync: false });
+        expect(badName).toMatchObject({ action: 'zvol_mapped', status: 'error', error: expect.stringMatching(/^zvol: expected a name/) });
+        const badHost = await send({ action: 'map_zvol', zpool: 'tank', zvol: 'vm-2', remotehost: 'node;rm -rf', size: 1, sync: false });
+        expect(badHost).toMatchObject({ status: 'error', error: expect.stringMatching(/^remotehost: expected a host name/) });
+        const downHost = await send({ action: 'map_zvol', zpool: 'tank', zvol: 'vm-2', remotehost: 'node-nowhere', size: 1, sync: false });
+        expect(downHost).toMatchObject({ status: 'error', error: expect.stringMatching(/^remotehost: expected a compute host whose worker is running/) });
+        expect(await send({ action: 'unmap_zvol', zvol: 'vm-never' })).toMatchObject({ action: 'zvol_unmapped', status: 'error', error: expect.stringMatching(/^volume: expected a volume known to imgflow/) });
+        expect(fs.readdirSync(path.join(home, 'nas', nasHost, 'volumes'))).toEqual([]);
+
+        // Every request was acked once answered: nothing is left in the NAS's queue.
+        expect((await frontend.channel.checkQueue(nasHost)).messageCount).toBe(0);
+      } finally {
+        process.kill(-bridge.pid!, 'SIGTERM');
+        const code = await new Promise<number | null>((resolve) => (bridge.exitCode !== null ? resolve(bridge.exitCode) : bridge.on('exit', resolve)));
+        expect({ code, stopped: /bridge stopped/.test(stderr) }).toEqual({ code: 0, stopped: true });
+      }
+      expect(stderr).toMatch(/amqp:\/\/guest:\*\*\*@127\.0\.0\.1:5672/);
+      expect(stderr).not.toMatch(/guest:guest/);
+    });
+  });
+
+  it('answers a request that gets stuck with an error within its bound, and acks it', async () => {
+    const { client, connection } = await testClient();
+    // Activity workers only: the volume workflow never runs, so the map cannot finish.
+    await withWorkers({ activities }, async () => {
+      const logger = memoryLogger().logger;
+      const bridge = await startRocksBridge({ url: URL, nas: nasHost, image: `${image}:v1`, exchange, client, namespace: NAMESPACE, logger, timeoutSeconds: 3 });
+      try {
+        const started = Date.now();
+        const reply = await frontend.send(exchange, nasHost, { action: 'map_zvol', zpool: 'tank', zvol: 'vm-3', remotehost: nodeHost, size: 1, sync: false });
+        expect(reply).toMatchObject({ action: 'zvol_mapped', status: 'error', error: expect.stringMatching(/^map_zvol: no answer within 3s/) });
+        expect(Date.now() - started).toBeLessThan(10_000);
+        expect((await frontend.channel.checkQueue(nasHost)).messageCount).toBe(0);
+      } finally {
+        await bridge.stop();
+        await client.workflow.getHandle(volumeWorkflowId('vm-3')).terminate('test done').catch(() => undefined);
+        await connection.close();
+      }
+    });
+  });
+});
