@@ -26,16 +26,9 @@ import { alive, killGroup } from '../support/processes.js';
 import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
 import { newVersion } from '../support/versions.js';
+import { until } from '../support/wait.js';
 
 const MiB = 1024 * 1024;
-
-async function until(what: string, check: () => boolean, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('NAS worker killed between clone and export', () => {
   requireTools('qemu-img', 'qemu-io');

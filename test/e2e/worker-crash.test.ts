@@ -19,14 +19,7 @@ import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temp
 import { requireTools } from '../support/tools.js';
 import { alive, killGroup } from '../support/processes.js';
 import { findOnPath } from '../../lib/which.js';
-
-async function until(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+import { until } from '../support/wait.js';
 
 describe('worker killed in the middle of an activity', () => {
   requireTools('qemu-img', 'qemu-io', 'rsync');

@@ -9,17 +9,8 @@ import { tempDir } from '../support/dirs.js';
 import { killGroup } from '../support/processes.js';
 import { NAMESPACE, testClient, uniqueQueue } from '../support/temporal.js';
 import { freePort } from '../support/ports.js';
+import { until } from '../support/wait.js';
 
-
-async function poll<T>(what: string, get: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await get().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 describe('imgflow worker process', () => {
   const home = tempDir();
@@ -38,7 +29,7 @@ describe('imgflow worker process', () => {
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
 
-    const metrics = await poll('metrics', async () => {
+    const metrics = await until('metrics', async () => {
       const res = await fetch(`http://127.0.0.1:${port}/metrics`);
       const text = await res.text();
       return /temporal_/.test(text) ? text : undefined;
@@ -47,7 +38,7 @@ describe('imgflow worker process', () => {
 
     // The worker polls its role's queue under an identity naming role, host and process.
     const { connection } = await testClient();
-    const identities = await poll('a poller on the compute queue', async () => {
+    const identities = await until('a poller on the compute queue', async () => {
       const { pollers } = await connection.workflowService.describeTaskQueue({
         namespace: NAMESPACE,
         taskQueue: { name: `compute.${host}` },
