@@ -11,6 +11,7 @@ import { registerLineage } from './commands/lineage.js';
 import { registerDev } from './commands/dev.js';
 import { registerPing } from './commands/ping.js';
 import { registerSubscriptions } from './commands/subscriptions.js';
+import { registerValidate } from './commands/validate.js';
 import { registerVolumes } from './commands/volumes.js';
 import { registerWorker } from './commands/worker.js';
 import { oneLine } from './output.js';
@@ -32,6 +33,7 @@ export function buildProgram(): Command {
   registerWorker(program);
   registerPing(program);
   registerSubscriptions(program);
+  registerValidate(program);
   registerVolumes(program);
   registerBridge(program);
   return program;

@@ -6,4 +6,5 @@ export { buildWorkflow } from './build.js';
 export { subscriptionWorkflow } from './subscription.js';
 export { subscriptionSyncWorkflow } from './subscription.js';
 export { subscriptionTickWorkflow } from './subscription.js';
+export { validateWorkflow } from './validate.js';
 export { volumeWorkflow } from './volume.js';

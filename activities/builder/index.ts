@@ -8,6 +8,7 @@ import { paths, type Config } from '../../lib/config.js';
 import { exists, partialPath, removeStalePartials, sha256File } from '../../lib/files.js';
 import type { Run } from '../runner.js';
 import { createPhaseActivities, type SshOptions } from './phases.js';
+import { createValidateVersionActivities } from './validate-version.js';
 
 export interface BuilderDeps {
   run: Run;
@@ -30,6 +31,7 @@ export function createBuilderActivities({ run, config, ssh }: BuilderDeps) {
   return {
     /** The image build phases: bootstrap, capture, unpackTarball, installPackages, runHook, prepare, validate, fix, measure, packOutputs. */
     ...createPhaseActivities({ run, config, ...(ssh ? { ssh } : {}) }),
+    ...createValidateVersionActivities({ run, config }),
 
     /**
      * A small qcow2 base image with a known pattern written into its first MiB, so a clone can be

@@ -112,7 +112,12 @@ export function createPhaseActivities({ run, config, ssh = {} }: PhaseDeps) {
     const argv = ['debootstrap', `--arch=${DEBIAN_ARCH[arch] ?? arch}`, `--components=${source.components.join(',')}`];
     if (source.variant !== 'default') argv.push(`--variant=${source.variant}`);
     if (source.packages.length) argv.push(`--include=${source.packages.join(',')}`);
-    await run([...argv, source.suite, target, source.mirror], { timeoutMs: 60 * MINUTE });
+    // debootstrap prints its errors ("E: ...") on stdout: the failure carries the last one.
+    const result = await run([...argv, source.suite, target, source.mirror], { timeoutMs: 60 * MINUTE, okExitCodes: [1] });
+    if (result.exitCode !== 0) {
+      const error = result.stdout.split('\n').filter((line) => line.startsWith('E: ')).at(-1)?.slice(3) ?? `exit code ${result.exitCode}`;
+      throw new Error(`debootstrap of ${source.suite} from ${source.mirror} failed: ${error}`);
+    }
   }
 
   /** Stores a finished bootstrap tree as a tarball under its key, for builds with the same inputs. */
@@ -183,16 +188,28 @@ export function createPhaseActivities({ run, config, ssh = {} }: PhaseDeps) {
     const file = await inRoot(dirs.root, inside);
     if (!file) throw new Error(`${inside} in ${dirs.root} is reached through a symlink; refusing to write there`);
     const aside = `${file}.imgflow-aside`;
+    // Present while `file` is ours: a worker killed inside `fn` leaves it, and the retry cleans up.
+    const ours = `${file}.imgflow-temporary`;
     await fs.mkdir(path.dirname(file), { recursive: true });
+    await restoreAside(file, aside, ours);
     const had = (await lstatOrUndefined(file)) !== undefined;
     if (had) await fs.rename(file, aside);
     try {
+      await fs.writeFile(ours, '');
       await fs.writeFile(file, content, { mode, flag: 'wx' });
       return await fn();
     } finally {
       await fs.rm(file, { force: true });
+      await fs.rm(ours, { force: true });
       if (had) await fs.rename(aside, file);
     }
+  }
+
+  /** Undoes what a killed attempt of `withTemporaryFile` left: its own file out, the image's back. */
+  async function restoreAside(file: string, aside: string, ours: string): Promise<void> {
+    if (await lstatOrUndefined(ours)) await fs.rm(file, { force: true });
+    await fs.rm(ours, { force: true });
+    if ((await lstatOrUndefined(aside)) && !(await lstatOrUndefined(file))) await fs.rename(aside, file);
   }
 
   /** Package scripts may not start services in the build host's chroot (policy-rc.d says no). */

@@ -1,0 +1,53 @@
+/**
+ * Fresh build vs cached rebuild of the same debootstrap recipe (bookworm minbase + less, prepare,
+ * measure, qcow2) through the real builder activities, without Temporal: the rebuild starts from
+ * the bootstrap the first build cached. Prints both wall times and their ratio.
+ *
+ *   node --import tsx bench/build-cache.ts [mirror]
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createBuilderActivities } from '../activities/builder/index.js';
+import { releaseMounts } from '../activities/builder/rootfs.js';
+import { machineMirror, type DebootstrapSource, type PrepareOptions } from '../activities/builder/recipe.js';
+import { createRunner } from '../activities/runner.js';
+import { loadConfig } from '../lib/config.js';
+import { createLogger } from '../lib/logger.js';
+
+const mirror = process.argv[2] ?? machineMirror() ?? 'http://deb.debian.org/debian';
+const home = fs.mkdtempSync(path.join(os.tmpdir(), 'imgflow-bench-cache-'));
+const config = loadConfig({ home, host: 'bench' }, {});
+const run = createRunner(createLogger('bench', 'error'));
+const builder = createBuilderActivities({ run, config });
+const source: DebootstrapSource = { kind: 'debootstrap', suite: 'bookworm', variant: 'minbase', components: ['main'], packages: [], mirror };
+const prepare: PrepareOptions = { network: 'remove', removeServices: [], private: [], shared: false, allowPasswordHashes: false };
+
+/** One whole build; returns its wall time and what the bootstrap phase reported. */
+async function build(name: string): Promise<{ ms: number; bootstrapMs: number; note: string; packages: number }> {
+  const ref = { build: name, arch: 'x86_64' };
+  const started = performance.now();
+  const bootstrap = await builder.bootstrap({ ...ref, source });
+  await builder.installPackages({ ...ref, packages: ['less'] });
+  await builder.prepare({ ...ref, prepare });
+  const measured = await builder.measure(ref);
+  await builder.packOutputs({ ...ref, image: 'bench', version: name, outputs: ['qcow2'] });
+  const ms = performance.now() - started;
+  await builder.removeBuild(ref);
+  return { ms, bootstrapMs: bootstrap.durationMs, note: bootstrap.note ?? 'fresh debootstrap', packages: measured.packages };
+}
+
+try {
+  const fresh = await build('fresh');
+  const cached = await build('cached');
+  const s = (ms: number) => `${(ms / 1000).toFixed(1).padStart(6)} s`;
+  console.log(`debootstrap bookworm minbase + less, prepare, measure, qcow2; mirror ${mirror}`);
+  console.log(`                  build   bootstrap  packages  bootstrap note`);
+  console.log(`fresh build    ${s(fresh.ms)}  ${s(fresh.bootstrapMs)}  ${String(fresh.packages).padStart(8)}  ${fresh.note}`);
+  console.log(`cached rebuild ${s(cached.ms)}  ${s(cached.bootstrapMs)}  ${String(cached.packages).padStart(8)}  ${cached.note}`);
+  console.log(`cached / fresh: ${(cached.ms / fresh.ms).toFixed(3)} (${(fresh.ms / cached.ms).toFixed(1)}x faster; aim: under 0.25)`);
+} finally {
+  // A failed build may have left /proc mounted in its tree.
+  await releaseMounts(run, home);
+  fs.rmSync(home, { recursive: true, force: true });
+}
