@@ -73,20 +73,37 @@ async function sha256Of(file: string): Promise<string> {
   return hash.digest('hex');
 }
 
+/** Files hashed at once: a fresh image is mostly cold small files, where reads wait on the disk. */
+const HASH_CONCURRENCY = 16;
+
+/** Runs `fn` over `items` with at most `limit` at a time, results in the items' order. */
+async function mapLimited<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const lane = async () => {
+    for (let i = next++; i < items.length; i = next++) results[i] = await fn(items[i]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  return results;
+}
+
+/** One directory entry, described without following symlinks. */
+async function describeEntry(root: string, relPath: string): Promise<{ entry: ManifestEntry; descend: boolean; dev: number }> {
+  const file = path.join(root, relPath);
+  const st = await fs.lstat(file);
+  const base = { path: relPath, mode: (st.mode & 0o7777).toString(8).padStart(4, '0'), uid: st.uid, gid: st.gid, size: st.size };
+  if (st.isSymbolicLink()) return { entry: { ...base, type: 'link', target: await fs.readlink(file) }, descend: false, dev: st.dev };
+  if (st.isFile()) return { entry: { ...base, type: 'file', sha256: await sha256Of(file) }, descend: false, dev: st.dev };
+  return { entry: { ...base, type: st.isDirectory() ? 'dir' : 'other' }, descend: st.isDirectory(), dev: st.dev };
+}
+
 /** Every entry below root in sorted order, without following symlinks or leaving the filesystem. */
 async function* walk(root: string, dev: number, rel = ''): AsyncGenerator<ManifestEntry> {
   const names = (await fs.readdir(path.join(root, rel))).sort();
-  for (const name of names) {
-    const relPath = `${rel}/${name}`;
-    const file = path.join(root, relPath);
-    const st = await fs.lstat(file);
-    const base = { path: relPath, mode: (st.mode & 0o7777).toString(8).padStart(4, '0'), uid: st.uid, gid: st.gid, size: st.size };
-    if (st.isSymbolicLink()) yield { ...base, type: 'link', target: await fs.readlink(file) };
-    else if (st.isFile()) yield { ...base, type: 'file', sha256: await sha256Of(file) };
-    else if (st.isDirectory()) {
-      yield { ...base, type: 'dir' };
-      if (st.dev === dev) yield* walk(root, dev, relPath);
-    } else yield { ...base, type: 'other' };
+  const described = await mapLimited(names, HASH_CONCURRENCY, (name) => describeEntry(root, `${rel}/${name}`));
+  for (const { entry, descend, dev: entryDev } of described) {
+    yield entry;
+    if (descend && entryDev === dev) yield* walk(root, dev, entry.path);
   }
 }
 
