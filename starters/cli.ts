@@ -26,16 +26,16 @@ export function buildProgram(): Command {
     .showSuggestionAfterError()
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text.startsWith('error: ') ? `imgflow: ${text.slice(7)}` : text) });
-  registerDev(program);
-  registerDemo(program);
-  registerBuild(program);
-  registerLineage(program);
-  registerWorker(program);
-  registerPing(program);
-  registerSubscriptions(program);
-  registerValidate(program);
-  registerVolumes(program);
-  registerBridge(program);
+  const groups: [string, ((p: Command) => void)[]][] = [
+    ['Running imgflow:', [registerDemo, registerDev, registerWorker, registerPing]],
+    ['Images:', [registerBuild, registerLineage, registerValidate]],
+    ['Volumes:', [registerVolumes, registerBridge]],
+    ['Image lists:', [registerSubscriptions]],
+  ];
+  for (const [heading, registers] of groups) {
+    program.commandsGroup(heading);
+    for (const register of registers) register(program);
+  }
   return program;
 }
 
