@@ -77,6 +77,20 @@ export function signalGroup(pid: number | undefined, signal: NodeJS.Signals): vo
   }
 }
 
+/** Reads the percentage from the progress lines of tools that print one. */
+export const progress = {
+  /** `qemu-img convert -p`: "    (42.00/100%)". */
+  qemuImg: (line: string) => {
+    const m = /\((\d+(?:\.\d+)?)\/100%\)/.exec(line);
+    return m ? Number(m[1]) : undefined;
+  },
+  /** `rsync --info=progress2`: "  1,234,567  42%  10.00MB/s  0:00:03". */
+  rsync: (line: string) => {
+    const m = /\s(\d{1,3})%\s/.exec(line);
+    return m ? Number(m[1]) : undefined;
+  },
+};
+
 /**
  * Process groups of running commands, recorded on disk: a worker killed outright cannot end its
  * commands, so the next worker on the host ends them before it takes work (`reapOrphans`).

@@ -3,6 +3,7 @@
  * progress line on a terminal while a workflow works.
  */
 import type { WorkflowHandle } from '@temporalio/client';
+import { defaultPayloadConverter, type Payload } from '@temporalio/common';
 
 export type Row = Record<string, unknown>;
 
@@ -70,7 +71,18 @@ interface PendingActivity {
   activityType?: { name?: string | null } | null;
   attempt?: number | null;
   lastFailure?: { message?: string | null } | null;
-  heartbeatDetails?: unknown;
+  heartbeatDetails?: { payloads?: Payload[] | null } | null;
+}
+
+/** The percentage an activity's command last reported in its heartbeat, if any. */
+function percentOf(a: PendingActivity): string {
+  try {
+    const payload = a.heartbeatDetails?.payloads?.[0];
+    const details = payload ? defaultPayloadConverter.fromPayload<{ percent?: number }>(payload) : undefined;
+    return typeof details?.percent === 'number' ? ` ${Math.round(details.percent)}%` : '';
+  } catch {
+    return '';
+  }
 }
 
 /**
@@ -94,7 +106,7 @@ export async function watchProgress<T>(handle: WorkflowHandle, done: Promise<T>,
         const pending = ((await handle.describe()).raw.pendingActivities ?? []) as PendingActivity[];
         step = pending.length
           ? pending
-              .map((a) => `${a.activityType?.name ?? '?'}${(a.attempt ?? 1) > 1 ? ` (attempt ${a.attempt}: ${a.lastFailure?.message ?? ''})` : ''}`)
+              .map((a) => `${a.activityType?.name ?? '?'}${percentOf(a)}${(a.attempt ?? 1) > 1 ? ` (attempt ${a.attempt}: ${a.lastFailure?.message ?? ''})` : ''}`)
               .join(', ')
           : 'orchestrating';
       } catch {

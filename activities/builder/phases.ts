@@ -12,7 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import { InputError, checkName } from '../../common/names.js';
 import type { Config } from '../../lib/config.js';
 import { exists, partialPath, sha256File } from '../../lib/files.js';
-import { CommandError, type Run } from '../runner.js';
+import { CommandError, progress, type Run } from '../runner.js';
 import { digestOf } from './digest.js';
 import { installedPackages, measureRoot, writeManifest } from './measure.js';
 import { prepareRoot, assertNothingMounted } from './prepare.js';
@@ -149,7 +149,7 @@ export function createPhaseActivities({ run, config, ssh = {} }: PhaseDeps) {
   async function rsyncWithRetries(argv: string[], source: CaptureSource, attempts: number, timeoutMs: number): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await run(argv, { okExitCodes: [24], timeoutMs });
+        await run(argv, { okExitCodes: [24], timeoutMs, progress: progress.rsync });
         return;
       } catch (error) {
         const transient = error instanceof CommandError && (error.exitCode === undefined || RSYNC_TRANSIENT.includes(error.exitCode));
@@ -252,7 +252,7 @@ export function createPhaseActivities({ run, config, ssh = {} }: PhaseDeps) {
           const excludes = [...CAPTURE_EXCLUDES, ...source.excludes].map((pattern) => `--exclude=${pattern}`);
           const transport = source.host ? ['-e', sshCommand(source, connectTimeout)] : [];
           // Copying into the root itself lets a later attempt continue where a failed one stopped.
-          const argv = ['rsync', '-aHAX', '--numeric-ids', '--delete', '--timeout=120', ...excludes, ...transport, '--', `${from.replace(/\/+$/, '')}/`, `${dirs.root}/`];
+          const argv = ['rsync', '-aHAX', '--numeric-ids', '--delete', '--timeout=120', '--info=progress2', ...excludes, ...transport, '--', `${from.replace(/\/+$/, '')}/`, `${dirs.root}/`];
           await rsyncWithRetries(argv, source, attempts, (input.timeoutMinutes ?? 120) * MINUTE);
           return { from };
         }),
@@ -475,7 +475,7 @@ async function packExt4(run: Run, root: string, target: string, label: string): 
 
 async function packQcow2(run: Run, raw: string, target: string): Promise<PackedOutput> {
   const partial = partialPath(target);
-  await run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2', raw, partial], { timeoutMs: 30 * MINUTE });
+  await run(['qemu-img', 'convert', '-p', '-f', 'raw', '-O', 'qcow2', raw, partial], { timeoutMs: 30 * MINUTE, progress: progress.qemuImg });
   await fs.rename(partial, target);
   return describe('qcow2', target);
 }

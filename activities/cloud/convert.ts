@@ -7,7 +7,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { partialPath } from '../../lib/files.js';
-import type { Run } from '../runner.js';
+import { progress, type Run } from '../runner.js';
 import type { DiskFormat } from './registry/types.js';
 
 export class ConvertError extends Error {
@@ -113,7 +113,7 @@ export async function convertImage(run: Run, request: ConvertRequest): Promise<C
 
     await fs.mkdir(path.dirname(request.target), { recursive: true });
     const partial = partialPath(request.target);
-    await run(['qemu-img', 'convert', '-q', '-f', info.format, '-O', request.format, disk, partial], { timeoutMs });
+    await run(['qemu-img', 'convert', '-p', '-f', info.format, '-O', request.format, disk, partial], { timeoutMs, progress: progress.qemuImg });
     await fs.rename(partial, request.target);
     const stat = await fs.stat(request.target);
     return { path: request.target, format: request.format, sourceFormat: info.format, ovaMember, virtualBytes: info['virtual-size'], bytes: stat.size, alreadyDone: false };

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { checkName } from '../../common/names.js';
 import { paths, type Config } from '../../lib/config.js';
 import { exists, partialPath, removeStalePartials, sha256File } from '../../lib/files.js';
-import type { Run } from '../runner.js';
+import { progress, type Run } from '../runner.js';
 
 export interface NasDeps {
   run: Run;
@@ -54,7 +54,7 @@ export function createNasActivities({ run, config }: NasDeps) {
       await removeStalePartials(target);
       const partial = partialPath(target);
       const from = input.source.host === config.host ? input.source.path : `${input.source.host}:${input.source.path}`;
-      await run(['rsync', '--sparse', '--times', '--', from, partial]);
+      await run(['rsync', '--sparse', '--times', '--info=progress2', '--', from, partial], { progress: progress.rsync });
       const got = await sha256File(partial);
       if (got !== input.sha256) {
         await fs.rm(partial, { force: true });

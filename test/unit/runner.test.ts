@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CommandError, createRunner } from '../../activities/runner.js';
+import { CommandError, createRunner, progress } from '../../activities/runner.js';
 import { tempDir } from '../support/dirs.js';
 import { memoryLogger } from '../support/logger.js';
 import { alive } from '../support/processes.js';
@@ -71,5 +71,18 @@ describe('command runner', () => {
 
   it('refuses an empty argv', async () => {
     await expect(createRunner(memoryLogger().logger)([])).rejects.toThrow(/argv must be non-empty/);
+  });
+});
+
+describe('progress parsers', () => {
+  it('reads qemu-img convert -p lines', () => {
+    expect(progress.qemuImg('    (42.50/100%)')).toBe(42.5);
+    expect(progress.qemuImg('(100.00/100%)')).toBe(100);
+    expect(progress.qemuImg('Formatting image')).toBeUndefined();
+  });
+
+  it('reads rsync --info=progress2 lines', () => {
+    expect(progress.rsync('    123,456,789  42%   10.50MB/s    0:00:11 (xfr#3, to-chk=0/4)')).toBe(42);
+    expect(progress.rsync('sending incremental file list')).toBeUndefined();
   });
 });
