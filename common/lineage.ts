@@ -41,6 +41,20 @@ export interface VersionRecord {
   report: PhaseRow[];
   provenance: { builder: string; source: string; tools: Record<string, string>; workflowId: string };
   revoked?: { reason: string; by: string; at: string };
+  /** Set when retention or `imgflow remove` deleted the version's files; the record stays. */
+  removed?: { reason: string; by: string; at: string };
+  /** The version this one is a copy of, when its lineage began as a clone. */
+  origin?: { image: string; version: string };
+}
+
+/** A version published as a deployable under a name (a netboot boot directory). */
+export interface PackRecord {
+  version: string;
+  tag: string;
+  at: string;
+  by: string;
+  host: string;
+  path: string;
 }
 
 export interface TagRecord {
@@ -96,7 +110,11 @@ export function checkReason(field: string, value: unknown): string {
 
 /** `<YYYY-mm-dd-HH-MM-SS>-RELEASE-by-<user>`, the netboot manager's default tag name. */
 export function defaultTagName(at: Date, user: string): string {
+  return `${timeStamp(at)}-RELEASE-by-${user}`;
+}
+
+/** `YYYY-mm-dd-HH-MM-SS` (UTC): tag names and the names of boot directories moved aside. */
+export function timeStamp(at: Date): string {
   const p = (n: number) => String(n).padStart(2, '0');
-  const stamp = `${at.getUTCFullYear()}-${p(at.getUTCMonth() + 1)}-${p(at.getUTCDate())}-${p(at.getUTCHours())}-${p(at.getUTCMinutes())}-${p(at.getUTCSeconds())}`;
-  return `${stamp}-RELEASE-by-${user}`;
+  return `${at.getUTCFullYear()}-${p(at.getUTCMonth() + 1)}-${p(at.getUTCDate())}-${p(at.getUTCHours())}-${p(at.getUTCMinutes())}-${p(at.getUTCSeconds())}`;
 }

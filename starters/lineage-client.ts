@@ -3,12 +3,12 @@
  * and say who is asking.
  */
 import os from 'node:os';
-import { WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
+import { ScheduleAlreadyRunning, WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
 import { checkUser } from '../common/lineage.js';
 import { checkName, InputError } from '../common/names.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
-import { describeQuery, lineageWorkflow, lineageWorkflowId, type LineageView } from '../workflows/lineage.js';
+import { describeQuery, lineageGcWorkflow, lineageWorkflow, lineageWorkflowId, type LineageView } from '../workflows/lineage.js';
 import type { UpdateDefinition } from '@temporalio/common';
 
 /** The person (or system) behind a request: IMGFLOW_USER, else the login name. */
@@ -40,7 +40,38 @@ export async function updateLineage<Ret, Args extends unknown[]>(client: Client,
     ],
     staticSummary: `Lineage of image ${image}: versions, tags, channels and their history`,
   });
-  return client.workflow.executeUpdateWithStart(update, { args, startWorkflowOperation: start });
+  const result = await client.workflow.executeUpdateWithStart(update, { args, startWorkflowOperation: start });
+  await ensureGcSchedule(client, image);
+  return result;
+}
+
+export const gcScheduleId = (image: string) => `lineage-gc-${checkName('image', image)}`;
+
+/** The image's daily retention run; one per image, so an existing schedule is left as it is. */
+export async function ensureGcSchedule(client: Client, image: string): Promise<void> {
+  try {
+    await client.schedule.create({
+      scheduleId: gcScheduleId(image),
+      spec: { intervals: [{ every: '1d' }] },
+      action: { type: 'startWorkflow', workflowType: lineageGcWorkflow, workflowId: gcScheduleId(image), taskQueue: WORKFLOW_QUEUE, args: [{ image }] },
+      policies: { overlap: 'SKIP' },
+      memo: { purpose: `daily retention of image ${image}` },
+    });
+  } catch (err) {
+    if (!(err instanceof ScheduleAlreadyRunning)) throw err;
+  }
+}
+
+/** The volumes cloned from the image's versions, as visibility lists the running volume workflows. */
+export async function volumesOf(client: Client, image: string): Promise<{ volume: string; version: string }[]> {
+  const found: { volume: string; version: string }[] = [];
+  const query = `${SA.kind.name} = 'volume' AND ${SA.image.name} = '${checkName('image', image)}' AND ExecutionStatus = 'Running'`;
+  for await (const wf of client.workflow.list({ query })) {
+    const volume = wf.typedSearchAttributes.get(SA.volume);
+    const version = wf.typedSearchAttributes.get(SA.version);
+    if (volume && version) found.push({ volume, version });
+  }
+  return found;
 }
 
 /** The lineage's state, or a one-line error when the image has none yet. */

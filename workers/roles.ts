@@ -5,6 +5,9 @@
 import { createBuilderActivities } from '../activities/builder/index.js';
 import { createNasActivities } from '../activities/nas/index.js';
 import { createNasVolumeActivities } from '../activities/nas/volumes.js';
+import { createNasDiffActivities } from '../activities/nas/diff.js';
+import { createNasPackActivities } from '../activities/nas/pack.js';
+import { createNasRetentionActivities } from '../activities/nas/retention.js';
 import { createComputeActivities } from '../activities/compute/index.js';
 import { createRunner } from '../activities/runner.js';
 import { createHostActivities } from '../activities/host.js';
@@ -38,7 +41,7 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
     case 'builder':
       return { role, taskQueue: queues.builder(checkArch('arch', arch)), workflows: false, activities: { ...host(role), ...createBuilderActivities(deps) } };
     case 'nas':
-      return { role, taskQueue: queues.nas(config.host), workflows: false, activities: { ...host(role), ...createNasActivities(deps), ...createNasVolumeActivities(deps) } };
+      return { role, taskQueue: queues.nas(config.host), workflows: false, activities: { ...host(role), ...createNasActivities(deps), ...createNasVolumeActivities(deps), ...createNasDiffActivities(), ...createNasRetentionActivities(deps), ...createNasPackActivities(deps) } };
     case 'compute':
       return { role, taskQueue: queues.compute(config.host), workflows: false, activities: { ...host(role), ...createComputeActivities(deps) } };
     case 'cloud':

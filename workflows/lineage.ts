@@ -2,11 +2,15 @@
  * The lineage of one image: the single source of truth for its versions, tags, channels and
  * history. It changes only through validated Updates (a bad request is rejected before it enters
  * history), is read through Queries, and continues as new before its history grows large.
- * Every handler is synchronous, so handlers never interleave.
+ * Handlers take a lock before they change anything and check their request again under it, so
+ * one that waits on an activity (gc, remove, pack) never interleaves with another.
  */
-import { ApplicationFailure, allHandlersFinished, condition, continueAsNew, executeChild, defineQuery, defineSignal, defineUpdate, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
-import { checkReason, checkTag, checkUser, defaultTagName, type ChannelEntry, type HistoryEntry, type TagRecord, type TestResult, type VersionRecord } from '../common/lineage.js';
-import { checkName, InputError } from '../common/names.js';
+import { ActivityFailure, ApplicationFailure, allHandlersFinished, condition, continueAsNew, executeChild, defineQuery, defineSignal, defineUpdate, getExternalWorkflowHandle, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import type { NasPackActivities, PackResult } from '../activities/nas/pack.js';
+import type { NasRetentionActivities } from '../activities/nas/retention.js';
+import { checkReason, checkTag, checkUser, defaultTagName, timeStamp, type ChannelEntry, type HistoryEntry, type PackRecord, type TagRecord, type TestResult, type VersionRecord } from '../common/lineage.js';
+import { checkInt, checkName, InputError } from '../common/names.js';
+import { queues } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import { buildWorkflow, type BuildRequest } from './build.js';
 
@@ -22,6 +26,10 @@ export interface LineageState {
   seq: number;
   /** Builds waiting their turn; the first is the one running. */
   builds: QueuedBuild[];
+  /** Deployables by name (absent in states saved before packing existed). */
+  packs?: Record<string, PackRecord>;
+  /** Volumes cloned from a version, as the last gc or remove request listed them. */
+  volumes?: Record<string, string>;
 }
 
 export interface QueuedBuild {
@@ -37,7 +45,44 @@ export interface LineageInput {
   maxHistoryEvents?: number;
 }
 
-export type NewVersion = Omit<VersionRecord, 'id' | 'revoked'>;
+export type NewVersion = Omit<VersionRecord, 'id' | 'revoked' | 'removed'>;
+
+/** Retention's request: `volumes` are the volumes cloned from this image, as the caller found them. */
+export interface GcInput {
+  by: string;
+  keep?: number;
+  dryRun?: boolean;
+  volumes?: { volume: string; version: string }[];
+}
+
+export interface GcResult {
+  keep: number;
+  dryRun: boolean;
+  removed: string[];
+  kept: { version: string; why: string[] }[];
+  /** Files deleted from the stores (0 on a dry run). */
+  files: number;
+}
+
+export interface RemoveInput {
+  by: string;
+  /** The version to remove; none removes every version. */
+  version?: string;
+  volumes?: { volume: string; version: string }[];
+}
+
+export interface PackInput {
+  by: string;
+  tag: string;
+  /** The deployable's name; the image's name when absent. */
+  as?: string;
+  /** Refuse a root image larger than this (default 8 GiB). */
+  maxRootBytes?: number;
+  allowPasswordHashes?: boolean;
+}
+
+export const DEFAULT_KEEP = 5;
+export const DEFAULT_MAX_ROOT_BYTES = 8 * 1024 ** 3;
 
 export const lineageWorkflowId = (image: string) => `lineage-${checkName('image', image)}`;
 
@@ -48,6 +93,12 @@ export const rollbackUpdate = defineUpdate<ChannelEntry, [{ by: string; channel:
 export const testResultUpdate = defineUpdate<TestResult, [TestResultInput]>('testResult');
 export const testResultSignal = defineSignal<[TestResultInput]>('testResult');
 export const revokeUpdate = defineUpdate<VersionRecord, [{ by: string; version: string; reason: string }]>('revoke');
+
+export const gcUpdate = defineUpdate<GcResult, [GcInput]>('gc');
+/** What the daily schedule sends (through `lineageGcWorkflow`): a gc with the lineage's own settings. */
+export const gcSignal = defineSignal<[GcInput]>('gc');
+export const removeUpdate = defineUpdate<{ removed: string[]; files: number }, [RemoveInput]>('remove');
+export const packUpdate = defineUpdate<PackRecord & { name: string; movedAside?: string; root?: string }, [PackInput]>('pack');
 
 export const requestBuildUpdate = defineUpdate<BuildTicket, [BuildRequest]>('requestBuild');
 export const describeQuery = defineQuery<LineageView>('describe');
@@ -75,6 +126,8 @@ export interface LineageView {
   tests: Record<string, TestResult>;
   historyEntries: number;
   builds: { id: string; by: string; requestedAt: string }[];
+  packs: Record<string, PackRecord>;
+  volumes: Record<string, string>;
 }
 
 const CHANNEL = /^[a-z][a-z0-9-]{0,31}$/;
@@ -85,12 +138,23 @@ export function checkChannel(field: string, value: unknown): string {
 }
 
 export function newLineageState(image: string): LineageState {
-  return { image: checkName('image', image), versions: [], tags: {}, channels: {}, tests: {}, gated: ['prod'], history: [], seq: 0, builds: [] };
+  return { image: checkName('image', image), versions: [], tags: {}, channels: {}, tests: {}, gated: ['prod'], history: [], seq: 0, builds: [], packs: {}, volumes: {} };
+}
+
+const volumeMap = (list: { volume: string; version: string }[]) => Object.fromEntries(list.map((v) => [v.volume, v.version]));
+
+function checkVolumes(field: string, value: unknown): { volume: string; version: string }[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value)) throw new InputError(field, 'a list of {volume, version}', value);
+  return value.map((v: { volume?: unknown; version?: unknown }, i) => ({ volume: checkName(`${field}[${i}].volume`, v?.volume), version: checkName(`${field}[${i}].version`, v?.version) }));
 }
 
 /** The rules of a lineage, as pure functions of its state: the workflow only wires them up. */
 export class Lineage {
-  constructor(readonly state: LineageState) {}
+  constructor(readonly state: LineageState) {
+    state.packs ??= {};
+    state.volumes ??= {};
+  }
 
   version(id: string): VersionRecord {
     const v = this.state.versions.find((x) => x.id === id);
@@ -105,12 +169,13 @@ export class Lineage {
   }
 
   usable(v: VersionRecord, action: string): VersionRecord {
+    if (v.removed) throw new InputError('version', `a version whose files are still stored (${v.id} was removed by ${v.removed.by}: ${v.removed.reason}) to ${action}`, v.id);
     if (v.revoked) throw new InputError('version', `a version that is not revoked (${v.id} was revoked by ${v.revoked.by}: ${v.revoked.reason}) to ${action}`, v.id);
     return v;
   }
 
   latest(): VersionRecord {
-    const v = [...this.state.versions].reverse().find((x) => !x.revoked);
+    const v = [...this.state.versions].reverse().find((x) => !x.revoked && !x.removed);
     if (!v) throw new InputError('version', `a built version of ${this.state.image}`, undefined);
     return v;
   }
@@ -125,7 +190,8 @@ export class Lineage {
 
   validateRegister(v: NewVersion): void {
     checkUser('by', v.by);
-    if (!v.artifacts.length) throw new InputError('artifacts', 'at least one verified artifact', v.artifacts);
+    if (!v.artifacts?.length) throw new InputError('artifacts', 'at least one verified artifact', v.artifacts);
+    if (v.origin && this.state.versions.length) throw new InputError('image', `a new image to clone into (${this.state.image} already has ${this.state.versions.length} versions)`, this.state.image);
   }
 
   register(v: NewVersion, at: string): VersionRecord {
@@ -201,7 +267,7 @@ export class Lineage {
   previous(channel: string): ChannelEntry {
     const entries = this.state.channels[checkChannel('channel', channel)] ?? [];
     const current = entries.at(-1);
-    const before = [...entries.slice(0, -1)].reverse().find((e) => e.version !== current?.version && !this.version(e.version).revoked);
+    const before = [...entries.slice(0, -1)].reverse().find((e) => e.version !== current?.version && !this.version(e.version).revoked && !this.version(e.version).removed);
     if (!before) throw new InputError('channel', `a channel with an earlier entry to roll back to (${channel} has ${entries.length ? 'none usable' : 'no history'})`, channel);
     return before;
   }
@@ -248,6 +314,81 @@ export class Lineage {
     return v;
   }
 
+  /** What still refers to a version: tags, channels' current entries, packs and volumes. */
+  references(id: string, volumes: Record<string, string> = this.state.volumes!): string[] {
+    const s = this.state;
+    return [
+      ...Object.entries(s.tags).filter(([, t]) => t.version === id).map(([name]) => `tag ${name}`),
+      ...Object.entries(s.channels).filter(([, e]) => e.at(-1)?.version === id).map(([name]) => `channel ${name}`),
+      ...Object.entries(s.packs!).filter(([, p]) => p.version === id).map(([name]) => `pack ${name}`),
+      ...Object.entries(volumes).filter(([, v]) => v === id).map(([name]) => `volume ${name}`),
+    ];
+  }
+
+  /** Retention: the newest `keep` stored versions and every referenced one stay; the rest go. */
+  retention(keep: number, volumes: Record<string, string> = this.state.volumes!): { remove: VersionRecord[]; kept: { version: string; why: string[] }[] } {
+    const stored = this.state.versions.filter((v) => !v.removed);
+    const newest = new Set(stored.slice(-keep).map((v) => v.id));
+    const kept: { version: string; why: string[] }[] = [];
+    const remove: VersionRecord[] = [];
+    for (const v of stored) {
+      const why = [...(newest.has(v.id) ? [`newest ${keep}`] : []), ...this.references(v.id, volumes)];
+      if (why.length) kept.push({ version: v.id, why });
+      else remove.push(v);
+    }
+    return { remove, kept };
+  }
+
+  validateGc(input: GcInput): void {
+    checkUser('by', input.by);
+    if (input.keep !== undefined) checkInt('keep', input.keep, 1, 10_000);
+    if (input.dryRun !== undefined && typeof input.dryRun !== 'boolean') throw new InputError('dryRun', 'true or false', input.dryRun);
+    checkVolumes('volumes', input.volumes);
+  }
+
+  /** The volumes the caller found replace the ones known before (a deleted volume refers to nothing). */
+  noteVolumes(volumes: { volume: string; version: string }[] | undefined): void {
+    if (volumes) this.state.volumes = volumeMap(volumes);
+  }
+
+  /** Marks versions removed and records why; their files are deleted after this. */
+  markRemoved(versions: VersionRecord[], by: string, reason: string, at: string): void {
+    for (const v of versions) v.removed = { reason, by, at };
+    if (versions.length) this.record(by, 'remove', `${versions.map((v) => v.id).join(', ')}: ${reason}`, at);
+  }
+
+  validateRemove(input: RemoveInput): VersionRecord[] {
+    checkUser('by', input.by);
+    const volumes = checkVolumes('volumes', input.volumes);
+    const targets = input.version !== undefined ? [this.version(input.version)] : this.state.versions.filter((v) => !v.removed);
+    if (input.version !== undefined && targets[0]!.removed) throw new InputError('version', `a stored version (${input.version} was removed ${targets[0]!.removed.at})`, input.version);
+    const known = volumes ? volumeMap(volumes) : this.state.volumes!;
+    for (const v of targets) {
+      const all = this.references(v.id, known);
+      if (all.length) throw new InputError(input.version !== undefined ? 'version' : 'image', `something no longer referenced (${this.state.image}:${v.id} is still referenced by ${all.join(', ')})`, input.version ?? this.state.image);
+    }
+    return targets;
+  }
+
+  validatePack(input: PackInput): { version: VersionRecord; name: string } {
+    checkUser('by', input.by);
+    const { version } = this.tagged(input.tag);
+    this.usable(version, 'pack');
+    const name = checkName('as', input.as ?? this.state.image);
+    const cap = input.maxRootBytes === undefined ? DEFAULT_MAX_ROOT_BYTES : checkInt('maxRootBytes', input.maxRootBytes, 1, Number.MAX_SAFE_INTEGER);
+    const root = version.artifacts.find((a) => a.format === 'squashfs') ?? version.artifacts[0]!;
+    if (root.bytes > cap) throw new InputError('tag', `a version whose root image fits the cap of ${cap} bytes (${version.id}'s ${root.format} is ${root.bytes})`, input.tag);
+    if (input.allowPasswordHashes !== undefined && typeof input.allowPasswordHashes !== 'boolean') throw new InputError('allowPasswordHashes', 'true or false', input.allowPasswordHashes);
+    return { version, name };
+  }
+
+  recordPack(input: PackInput, name: string, version: VersionRecord, done: PackResult, at: string): PackRecord {
+    const record: PackRecord = { version: version.id, tag: input.tag, at, by: input.by, host: done.host, path: done.path };
+    this.state.packs![name] = record;
+    this.record(input.by, 'pack', `${name} -> ${input.tag} (${version.id}) at ${done.host}:${done.path}${done.movedAside ? `, previous moved aside to ${done.movedAside}` : ''}`, at);
+    return record;
+  }
+
   view(): LineageView {
     const s = this.state;
     return {
@@ -258,6 +399,8 @@ export class Lineage {
       tests: s.tests,
       historyEntries: s.history.length,
       builds: s.builds.map((b) => ({ id: b.id, by: b.request.by, requestedAt: b.requestedAt })),
+      packs: s.packs!,
+      volumes: s.volumes!,
     };
   }
 }
@@ -283,26 +426,102 @@ async function runBuild(lineage: Lineage, queued: QueuedBuild): Promise<void> {
   }
 }
 
-/** Validator and handler for one update: the validator rejects before anything is written. */
-function handle<I, O>(lineage: Lineage, def: ReturnType<typeof defineUpdate<O, [I]>>, validate: (i: I) => void, apply: (i: I, at: string) => O, after: () => void) {
+/** The message of a failure, reaching through an activity's failure to its cause. */
+function reasonOf(err: unknown): { message: string; type: string } {
+  const e = err as Error & { cause?: Error & { type?: string } };
+  if (err instanceof ActivityFailure && e.cause) return { message: e.cause.message, type: e.cause.type ?? e.cause.name };
+  return { message: e.message, type: (e as { type?: string }).type ?? e.name };
+}
+
+/** One lock for every handler: whoever holds it sees a settled state until it lets go. */
+class Lock {
+  private busy = false;
+
+  async hold<T>(fn: () => Promise<T> | T): Promise<T> {
+    // Taking the lock inside the condition lets exactly one waiter through.
+    await condition(() => (this.busy ? false : (this.busy = true)));
+    try {
+      return await fn();
+    } finally {
+      this.busy = false;
+    }
+  }
+}
+
+/**
+ * Validator and handler for one update: the validator rejects before anything is written; the
+ * handler checks again under the lock, since another handler may have changed the state meanwhile.
+ */
+function handle<I, O>(lock: Lock, def: ReturnType<typeof defineUpdate<O, [I]>>, validate: (i: I) => void, apply: (i: I, at: string) => O | Promise<O>, after: () => void) {
   setHandler(
     def,
-    (input: I) => {
-      try {
-        const result = apply(input, new Date().toISOString());
-        after();
-        return result;
-      } catch (err) {
-        // Fails this update only; any other error thrown here would fail the workflow task.
-        throw ApplicationFailure.nonRetryable((err as Error).message, (err as Error).name);
-      }
-    },
+    (input: I) =>
+      lock.hold(async () => {
+        try {
+          validate(input);
+          const result = await apply(input, new Date().toISOString());
+          after();
+          return result;
+        } catch (err) {
+          // Fails this update only; any other error thrown here would fail the workflow task.
+          const { message, type } = reasonOf(err);
+          throw ApplicationFailure.nonRetryable(message, type);
+        }
+      }),
     { validator: (input: I) => validate(input) },
   );
 }
 
+const nasOptions = { scheduleToStartTimeout: '10m', startToCloseTimeout: '1h', retry: { maximumAttempts: 5, nonRetryableErrorTypes: ['InputError'] } };
+const retentionOn = (host: string) => proxyActivities<NasRetentionActivities>({ taskQueue: queues.nas(host), ...nasOptions });
+const packOn = (host: string) => proxyActivities<NasPackActivities>({ taskQueue: queues.nas(host), ...nasOptions });
+
+/** Deletes the stored files of versions already marked removed, on each NAS that holds them. */
+async function deleteStored(image: string, versions: VersionRecord[]): Promise<number> {
+  let files = 0;
+  for (const v of versions) {
+    for (const host of new Set(v.artifacts.map((a) => a.host))) files += (await retentionOn(host).removeStoredVersion({ image, version: v.id })).files;
+  }
+  return files;
+}
+
+async function gc(lineage: Lineage, input: GcInput, at: string): Promise<GcResult> {
+  const keep = input.keep ?? DEFAULT_KEEP;
+  const plan = lineage.retention(keep, input.volumes ? volumeMap(input.volumes) : undefined);
+  const result = { keep, dryRun: Boolean(input.dryRun), removed: plan.remove.map((v) => v.id), kept: plan.kept, files: 0 };
+  if (input.dryRun) return result;
+  lineage.noteVolumes(input.volumes);
+  if (!plan.remove.length) return result;
+  lineage.markRemoved(plan.remove, input.by, `retention (newest ${keep} and referenced versions kept)`, at);
+  return { ...result, files: await deleteStored(lineage.state.image, plan.remove) };
+}
+
+async function remove(lineage: Lineage, input: RemoveInput, at: string): Promise<{ removed: string[]; files: number }> {
+  const targets = lineage.validateRemove(input);
+  lineage.noteVolumes(input.volumes);
+  lineage.markRemoved(targets, input.by, 'imgflow remove', at);
+  return { removed: targets.map((v) => v.id), files: await deleteStored(lineage.state.image, targets) };
+}
+
+async function pack(lineage: Lineage, input: PackInput, at: string): Promise<PackRecord & { name: string; movedAside?: string; root?: string }> {
+  const { version, name } = lineage.validatePack(input);
+  const host = (version.artifacts.find((a) => a.format === 'squashfs') ?? version.artifacts[0]!).host;
+  const done = await packOn(host).packBoot({
+    image: lineage.state.image,
+    version: version.id,
+    tag: input.tag,
+    name,
+    stamp: timeStamp(new Date(at)),
+    artifacts: version.artifacts.filter((a) => a.host === host),
+    ...(input.allowPasswordHashes ? { allowPasswordHashes: true } : {}),
+  });
+  const record = lineage.recordPack(input, name, version, done, at);
+  return { name, ...record, ...(done.movedAside ? { movedAside: done.movedAside } : {}), ...(done.root ? { root: done.root } : {}) };
+}
+
 export async function lineageWorkflow(input: LineageInput): Promise<void> {
   const lineage = new Lineage(input.state ?? newLineageState(input.image));
+  const lock = new Lock();
   const maxHistory = input.maxHistoryEvents ?? 10_000;
   const publish = () =>
     upsertSearchAttributes([
@@ -313,12 +532,15 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
     ]);
   publish();
 
-  handle(lineage, registerVersionUpdate, (v) => lineage.validateRegister(v), (v, at) => lineage.register(v, at), publish);
-  handle(lineage, tagUpdate, (i) => lineage.validateTag(i), (i, at) => lineage.tag(i, at), publish);
-  handle(lineage, promoteUpdate, (i) => lineage.validatePromote(i), (i, at) => lineage.promote(i, at), publish);
-  handle(lineage, rollbackUpdate, (i) => lineage.validateRollback(i), (i, at) => lineage.rollback(i, at), publish);
-  handle(lineage, testResultUpdate, (i) => lineage.validateTestResult(i), (i, at) => lineage.testResult(i, at), publish);
-  handle(lineage, revokeUpdate, (i) => lineage.validateRevoke(i), (i, at) => lineage.revoke(i, at), publish);
+  handle(lock, registerVersionUpdate, (v) => lineage.validateRegister(v), (v, at) => lineage.register(v, at), publish);
+  handle(lock, tagUpdate, (i) => lineage.validateTag(i), (i, at) => lineage.tag(i, at), publish);
+  handle(lock, promoteUpdate, (i) => lineage.validatePromote(i), (i, at) => lineage.promote(i, at), publish);
+  handle(lock, rollbackUpdate, (i) => lineage.validateRollback(i), (i, at) => lineage.rollback(i, at), publish);
+  handle(lock, testResultUpdate, (i) => lineage.validateTestResult(i), (i, at) => lineage.testResult(i, at), publish);
+  handle(lock, revokeUpdate, (i) => lineage.validateRevoke(i), (i, at) => lineage.revoke(i, at), publish);
+  handle(lock, gcUpdate, (i) => lineage.validateGc(i), (i, at) => gc(lineage, i, at), publish);
+  handle(lock, removeUpdate, (i) => void lineage.validateRemove(i), (i, at) => remove(lineage, i, at), publish);
+  handle(lock, packUpdate, (i) => void lineage.validatePack(i), (i, at) => pack(lineage, i, at), publish);
   // Other systems (a CI job that booted a test node) report by signal; a bad one is dropped and recorded.
   setHandler(testResultSignal, (i) => {
     const at = new Date().toISOString();
@@ -329,11 +551,24 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
       lineage.record(typeof i?.by === 'string' ? i.by : 'unknown', 'rejected-signal', `testResult: ${(err as Error).message}`, at);
     }
   });
+  // The daily schedule's gc: a failure is recorded, never thrown.
+  setHandler(gcSignal, (i) =>
+    lock.hold(async () => {
+      const at = new Date().toISOString();
+      try {
+        lineage.validateGc(i);
+        await gc(lineage, i, at);
+        publish();
+      } catch (err) {
+        lineage.record(typeof i?.by === 'string' ? i.by : 'unknown', 'gc-failed', reasonOf(err).message, at);
+      }
+    }),
+  );
   setHandler(describeQuery, () => lineage.view());
   setHandler(versionQuery, (id) => lineage.version(id));
   setHandler(historyQuery, ({ last }) => lineage.state.history.slice(-(last ?? lineage.state.history.length)));
 
-  handle(lineage, requestBuildUpdate, (r) => lineage.validateBuild(r), (r, at) => lineage.enqueueBuild(r, at), publish);
+  handle(lock, requestBuildUpdate, (r) => lineage.validateBuild(r), (r, at) => lineage.enqueueBuild(r, at), publish);
 
   const historyFull = () => workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > maxHistory;
   // One build at a time per image, in the order asked; continue as new only between builds.
@@ -347,4 +582,9 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
   }
   await condition(allHandlersFinished);
   await continueAsNew<typeof lineageWorkflow>({ ...input, state: lineage.state });
+}
+
+/** What the daily retention schedule starts: it asks the image's lineage for a gc and ends. */
+export async function lineageGcWorkflow(input: { image: string; keep?: number }): Promise<void> {
+  await getExternalWorkflowHandle(lineageWorkflowId(input.image)).signal(gcSignal, { by: 'schedule', ...(input.keep ? { keep: input.keep } : {}) });
 }

@@ -1,15 +1,19 @@
 /**
- * `imgflow tag|tags|promote|rollback|channels|test-result|revoke`: changes to an image's lineage,
- * each a validated update (a bad request is refused before anything is recorded).
+ * `imgflow tag|tags|promote|rollback|channels|test-result|revoke|gc|remove|pack|clone|diff`: changes
+ * to an image's lineage, each a validated update (a bad request is refused before anything is
+ * recorded), and what changed between two of its versions.
  */
 import type { Client } from '@temporalio/client';
 import type { Command } from 'commander';
-import { checkReason, checkTag } from '../../common/lineage.js';
-import { InputError } from '../../common/names.js';
-import { checkChannel, promoteUpdate, revokeUpdate, rollbackUpdate, tagUpdate, testResultUpdate } from '../../workflows/lineage.js';
+import type { VersionDiff } from '../../activities/nas/diff.js';
+import { checkReason, checkTag, type VersionRecord } from '../../common/lineage.js';
+import { checkInt, checkName, InputError } from '../../common/names.js';
+import { WORKFLOW_QUEUE } from '../../common/queues.js';
+import { diffWorkflow } from '../../workflows/diff.js';
+import { checkChannel, gcUpdate, packUpdate, promoteUpdate, registerVersionUpdate, removeUpdate, revokeUpdate, rollbackUpdate, tagUpdate, testResultUpdate, versionQuery, type GcResult, type NewVersion } from '../../workflows/lineage.js';
 import { configFrom, connectClient, type GlobalFlags } from '../context.js';
-import { currentUser, describeLineage, lineageHandle, parseImageRef } from '../lineage-client.js';
-import { formatPairs, formatTable, printJson } from '../output.js';
+import { currentUser, describeLineage, lineageHandle, parseImageRef, resolveVersion, updateLineage, volumesOf } from '../lineage-client.js';
+import { formatPairs, formatTable, humanBytes, printJson } from '../output.js';
 
 type Action<O> = (client: Client, image: string, opts: O) => Promise<unknown>;
 
@@ -28,6 +32,54 @@ function onImage<O>(action: Action<O>, show: (result: never) => string) {
     }
   };
 }
+
+/** A version's full record, by version id or tag. */
+async function fullVersion(client: Client, image: string, ref: string | undefined): Promise<VersionRecord> {
+  const id = resolveVersion(await describeLineage(client, image), image, ref);
+  return lineageHandle(client, image).query(versionQuery, id);
+}
+
+async function diff(client: Client, image: string, a: string, b: string): Promise<VersionDiff> {
+  const [from, to] = [await fullVersion(client, image, a), await fullVersion(client, image, b)];
+  for (const v of [from, to]) if (v.removed) throw new InputError('version', `a stored version (${v.id} was removed by ${v.removed.by}: ${v.removed.reason})`, v.id);
+  const host = from.artifacts[0]!.host;
+  if (to.artifacts[0]!.host !== host) throw new InputError('version', `versions stored on one NAS (${from.id} is on ${host}, ${to.id} on ${to.artifacts[0]!.host})`, to.id);
+  const side = (v: VersionRecord) => ({ id: v.id, bytes: v.bytes, manifests: v.manifests });
+  return client.workflow.execute(diffWorkflow, {
+    taskQueue: WORKFLOW_QUEUE,
+    workflowId: `diff-${image}-${from.id}-${to.id}-${Date.now().toString(36)}`,
+    args: [{ image, host, from: side(from), to: side(to) }],
+    staticSummary: `Diff of ${image} ${from.id} -> ${to.id}`,
+  });
+}
+
+function showDiff(d: VersionDiff): string {
+  const rows = [
+    ...d.packages.added.map((p) => ({ change: '+', kind: 'package', name: p.name, from: '', to: p.version })),
+    ...d.packages.removed.map((p) => ({ change: '-', kind: 'package', name: p.name, from: p.version, to: '' })),
+    ...d.packages.changed.map((p) => ({ change: '~', kind: 'package', name: p.name, from: p.from, to: p.to })),
+    ...d.files.added.map((f) => ({ change: '+', kind: 'file', name: f, from: '', to: '' })),
+    ...d.files.removed.map((f) => ({ change: '-', kind: 'file', name: f, from: '', to: '' })),
+    ...d.files.changed.map((f) => ({ change: '~', kind: 'file', name: f, from: '', to: '' })),
+  ];
+  const c = d.files.counts;
+  const sign = d.bytes.delta < 0 ? '-' : '+';
+  return [
+    formatTable(rows, ['change', 'kind', 'name', 'from', 'to']),
+    '',
+    `${d.from} -> ${d.to}: packages +${d.packages.added.length} -${d.packages.removed.length} ~${d.packages.changed.length}, files +${c.added} -${c.removed} ~${c.changed}`,
+    `size ${humanBytes(d.bytes.from)} -> ${humanBytes(d.bytes.to)} (${sign}${humanBytes(Math.abs(d.bytes.delta))})`,
+  ].join('\n');
+}
+
+/** A copy of a version's record as the first version of a new image, noting where it came from. */
+function cloneRecord(v: VersionRecord, image: string, by: string): NewVersion {
+  const copyable = ({ id: _id, revoked: _r, removed: _m, ...rest }: VersionRecord) => rest;
+  return { ...copyable(v), by, message: `clone of ${image}:${v.id}`, origin: { image, version: v.id }, provenance: { ...v.provenance, source: `clone of ${image}:${v.id} (${v.provenance.source})` } };
+}
+
+const showGc = (r: GcResult) =>
+  `${formatTable([...r.removed.map((v) => ({ version: v, action: r.dryRun ? 'would remove' : 'removed', why: '' })), ...r.kept.map((k) => ({ version: k.version, action: 'keep', why: k.why.join(', ') }))], ['version', 'action', 'why'])}${r.dryRun ? '' : `\n${r.files} files deleted`}`;
 
 export function registerLineage(program: Command): void {
   const pairs = (r: object) => formatPairs(Object.entries(r));
@@ -130,5 +182,73 @@ export function registerLineage(program: Command): void {
         (client, image, o) => lineageHandle(client, image).executeUpdate(revokeUpdate, { args: [{ by: currentUser(), version: o.version, reason: checkReason('--reason', o.reason) }] }),
         ({ id, revoked }: { id: string; revoked: object }) => pairs({ version: id, ...revoked }),
       ),
+    );
+
+  program
+    .command('diff')
+    .description('what changed between two versions (or tags): packages, files and size')
+    .argument('<image>', 'the image')
+    .argument('<from>', 'a version or tag')
+    .argument('<to>', 'a version or tag')
+    .action(async (ref: string, a: string, b: string, _o: unknown, cmd: Command) => onImage((client, image) => diff(client, image, a, b), showDiff)(ref, {}, cmd));
+
+  program
+    .command('gc')
+    .description('remove versions retention does not keep: the newest N and every version a tag, channel, pack or volume refers to')
+    .argument('<image>', 'the image')
+    .option('--keep <n>', 'how many of the newest versions to keep')
+    .option('--dry-run', 'only say what would be removed')
+    .action(
+      onImage<{ keep?: string; dryRun?: boolean }>(async (client, image, o) => {
+        const input = { by: currentUser(), ...(o.keep ? { keep: checkInt('--keep', o.keep, 1, 10_000) } : {}), ...(o.dryRun ? { dryRun: true } : {}), volumes: await volumesOf(client, image) };
+        return lineageHandle(client, image).executeUpdate(gcUpdate, { args: [input] });
+      }, showGc),
+    );
+
+  program
+    .command('remove')
+    .description('delete a version (or, with no version, every version) from the store, unless something still refers to it')
+    .argument('<image>', '<image>[:<version or tag>]')
+    .action(async (ref: string, _o: unknown, cmd: Command) => {
+      const which = parseImageRef(ref).ref;
+      await onImage(async (client, image) => {
+        const version = which ? resolveVersion(await describeLineage(client, image), image, which) : undefined;
+        return lineageHandle(client, image).executeUpdate(removeUpdate, { args: [{ by: currentUser(), ...(version ? { version } : {}), volumes: await volumesOf(client, image) }] });
+      }, pairs)(ref, {}, cmd);
+    });
+
+  program
+    .command('pack')
+    .description('publish a tagged version as a netboot boot directory under a name (default: the image), the previous one moved aside')
+    .argument('<image>', 'the image')
+    .requiredOption('--tag <tag>', 'the tag to pack')
+    .option('--as <name>', 'the name to publish under (a test name tries a tag before production)')
+    .option('--max-root-bytes <n>', 'refuse a root image larger than this')
+    .action(
+      onImage<{ tag: string; as?: string; maxRootBytes?: string }>(
+        (client, image, o) =>
+          lineageHandle(client, image).executeUpdate(packUpdate, {
+            args: [{ by: currentUser(), tag: checkTag('--tag', o.tag), ...(o.as ? { as: checkName('--as', o.as) } : {}), ...(o.maxRootBytes ? { maxRootBytes: checkInt('--max-root-bytes', o.maxRootBytes, 1, Number.MAX_SAFE_INTEGER) } : {}) }],
+          }),
+        pairs,
+      ),
+    );
+
+  program
+    .command('clone')
+    .description('start a new image whose first version is a copy of a version of this one (default: the newest)')
+    .argument('<image>', 'the image to clone from')
+    .argument('<new-image>', 'the new image')
+    .option('--version <v>', 'the version or tag to clone')
+    .action(async (ref: string, target: string, o: { version?: string }, cmd: Command) =>
+      onImage(async (client, image) => {
+        const newImage = checkName('new-image', target);
+        const v = await fullVersion(client, image, o.version);
+        if (v.revoked) throw new InputError('version', `a version that is not revoked (${v.id} was revoked by ${v.revoked.by}: ${v.revoked.reason}) to clone`, v.id);
+        const by = currentUser();
+        // The clone shares the version's stored files: a tag on the origin keeps retention off them.
+        await lineageHandle(client, image).executeUpdate(tagUpdate, { args: [{ by, version: v.id, name: checkTag('new-image', `cloned-to-${newImage}`) }] });
+        return updateLineage(client, newImage, registerVersionUpdate, cloneRecord(v, image, by));
+      }, (r: VersionRecord) => pairs({ image: target, version: r.id, origin: `${r.origin?.image}:${r.origin?.version}` }))(ref, {}, cmd),
     );
 }
