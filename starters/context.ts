@@ -2,8 +2,10 @@
  * What every command shares: the global flags turned into a checked Config, a Temporal client on
  * imgflow's namespace, and the in-process workers that `dev` and `demo` run.
  */
+import os from 'node:os';
 import { Client, type Connection } from '@temporalio/client';
 import { NativeConnection, type Worker } from '@temporalio/worker';
+import { checkUser } from '../common/lineage.js';
 import { loadConfig, machineArch, type Config } from '../lib/config.js';
 import { createLogger, type Logger } from '../lib/logger.js';
 import type { Role } from '../common/queues.js';
@@ -25,6 +27,11 @@ export function configFrom(flags: GlobalFlags, extra: Partial<Config> = {}): Con
     ...(flags.home ? { home: flags.home } : {}),
     ...extra,
   });
+}
+
+/** The person (or system) behind a request: IMGFLOW_USER, else the login name. */
+export function currentUser(): string {
+  return checkUser('user', process.env.IMGFLOW_USER ?? os.userInfo().username);
 }
 
 /** Progress notes for people, on stderr so that stdout stays the result (and valid JSON). */

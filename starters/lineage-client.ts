@@ -2,19 +2,13 @@
  * The CLI's way to a lineage: start it on first use, send it validated updates, read it by query,
  * and say who is asking.
  */
-import os from 'node:os';
 import { ScheduleAlreadyRunning, WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
-import { checkUser } from '../common/lineage.js';
 import { checkName, InputError } from '../common/names.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import { describeQuery, lineageGcWorkflow, lineageWorkflow, lineageWorkflowId, type LineageView } from '../workflows/lineage.js';
 import type { UpdateDefinition } from '@temporalio/common';
 
-/** The person (or system) behind a request: IMGFLOW_USER, else the login name. */
-export function currentUser(): string {
-  return checkUser('user', process.env.IMGFLOW_USER ?? os.userInfo().username);
-}
 
 /** `image`, `image:version` or `image:tag`. */
 export function parseImageRef(ref: string): { image: string; ref?: string } {

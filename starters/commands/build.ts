@@ -7,8 +7,8 @@ import type { VersionRecord } from '../../common/lineage.js';
 import { checkHost, checkInt } from '../../common/names.js';
 import type { BuildResult } from '../../workflows/build.js';
 import { requestBuildUpdate, versionQuery } from '../../workflows/lineage.js';
-import { configFrom, connectClient, say, type GlobalFlags } from '../context.js';
-import { currentUser, describeLineage, lineageHandle, parseImageRef, resolveVersion, updateLineage } from '../lineage-client.js';
+import { configFrom, connectClient, currentUser, say, type GlobalFlags } from '../context.js';
+import { describeLineage, lineageHandle, parseImageRef, resolveVersion, updateLineage } from '../lineage-client.js';
 import { formatTable, humanBytes, printJson, watchProgress } from '../output.js';
 
 async function until<T>(get: () => Promise<T | undefined>, timeoutMs: number): Promise<T | undefined> {

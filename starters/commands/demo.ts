@@ -15,9 +15,9 @@ import { machineArch, type Config } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
 import { demoWorkflow, type DemoSummary } from '../../workflows/demo.js';
 import { promoteUpdate, requestBuildUpdate, tagUpdate, testResultUpdate } from '../../workflows/lineage.js';
-import { configFrom, ensureClient, say, startLocalWorkers, type GlobalFlags } from '../context.js';
+import { configFrom, currentUser, ensureClient, say, startLocalWorkers, type GlobalFlags } from '../context.js';
 import { DEMO_IMAGE, demoRecipe } from '../demo-recipe.js';
-import { currentUser, updateLineage } from '../lineage-client.js';
+import { updateLineage } from '../lineage-client.js';
 import { formatPairs, humanBytes, printJson, watchProgress } from '../output.js';
 import { formatVersion, waitForBuild } from './build.js';
 

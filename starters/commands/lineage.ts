@@ -11,8 +11,8 @@ import { checkInt, checkName, InputError } from '../../common/names.js';
 import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { diffWorkflow } from '../../workflows/diff.js';
 import { checkChannel, gcUpdate, packUpdate, promoteUpdate, registerVersionUpdate, removeUpdate, revokeUpdate, rollbackUpdate, tagUpdate, testResultUpdate, versionQuery, type GcResult, type NewVersion } from '../../workflows/lineage.js';
-import { configFrom, connectClient, type GlobalFlags } from '../context.js';
-import { currentUser, describeLineage, lineageHandle, parseImageRef, resolveVersion, updateLineage, volumesOf } from '../lineage-client.js';
+import { configFrom, connectClient, currentUser, type GlobalFlags } from '../context.js';
+import { describeLineage, lineageHandle, parseImageRef, resolveVersion, updateLineage, volumesOf } from '../lineage-client.js';
 import { formatPairs, formatTable, humanBytes, printJson } from '../output.js';
 
 type Action<O> = (client: Client, image: string, opts: O) => Promise<unknown>;

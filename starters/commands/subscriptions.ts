@@ -6,10 +6,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import os from 'node:os';
 import { ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Command } from 'commander';
-import { checkUser } from '../../common/lineage.js';
 import { checkHost, checkName, InputError } from '../../common/names.js';
 import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { SA } from '../../common/search-attributes.js';
@@ -37,7 +35,7 @@ import {
   type SubscriptionConfig,
   type SyncOutcome,
 } from '../../workflows/subscription.js';
-import { configFrom, connectClient, say, type GlobalFlags } from '../context.js';
+import { configFrom, connectClient, currentUser, say, type GlobalFlags } from '../context.js';
 import { formatPairs, formatTable, printJson, watchProgress } from '../output.js';
 
 interface SubscribeOptions {
@@ -60,16 +58,6 @@ interface SubscribeOptions {
 function oneOf<T extends string>(field: string, allowed: readonly T[], value: unknown): T {
   if (!allowed.includes(value as T)) throw new InputError(field, `one of ${allowed.join(', ')}`, value);
   return value as T;
-}
-
-/** Who asks, for the subscription's history: the login name when it is a plain one. */
-function currentUser(): string {
-  const name = process.env.USER ?? os.userInfo().username;
-  try {
-    return checkUser('user', name);
-  } catch {
-    return 'unknown';
-  }
 }
 
 /** A name from the URL when neither --name nor --identifier gives one: host and file, lower-cased. */

@@ -13,8 +13,8 @@ import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { SA } from '../../common/search-attributes.js';
 import { registerVersionUpdate, versionQuery } from '../../workflows/lineage.js';
 import { validateWorkflow, type ValidateResult } from '../../workflows/validate.js';
-import { configFrom, connectClient, type GlobalFlags } from '../context.js';
-import { currentUser, describeLineage, lineageHandle, parseImageRef, resolveVersion } from '../lineage-client.js';
+import { configFrom, connectClient, currentUser, type GlobalFlags } from '../context.js';
+import { describeLineage, lineageHandle, parseImageRef, resolveVersion } from '../lineage-client.js';
 import { printJson, watchProgress } from '../output.js';
 
 interface ValidateFlags {

@@ -18,8 +18,7 @@ import {
   type VolumeAttrs,
   type VolumeView,
 } from '../../workflows/volume.js';
-import { configFrom, connectClient, say, type GlobalFlags } from '../context.js';
-import { currentUser } from '../lineage-client.js';
+import { configFrom, connectClient, currentUser, say, type GlobalFlags } from '../context.js';
 import { formatPairs, formatTable, printJson } from '../output.js';
 import { baseVersion, hasWorker, known, listVolumes, mapVolume, volumeHandle } from '../volume-client.js';
 
