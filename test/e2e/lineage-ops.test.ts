@@ -6,7 +6,6 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { WorkflowHandle } from '@temporalio/client';
 import { describe, expect, inject, it } from 'vitest';
 import type { VersionDiff } from '../../activities/nas/diff.js';
 import { createNasDiffActivities } from '../../activities/nas/diff.js';
@@ -26,23 +25,10 @@ import { imgflowAsync } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { saveHistory } from '../support/histories.js';
 import { memoryLogger } from '../support/logger.js';
-import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { NAMESPACE, testClient, uniqueQueue, withWorkers, expectRejected } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
 
 const STATUS = (packages: [string, string][]) => packages.map(([name, version]) => `Package: ${name}\nStatus: install ok installed\nArchitecture: amd64\nVersion: ${version}\n`).join('\n');
-
-async function eventCount(handle: WorkflowHandle): Promise<number> {
-  return (await handle.fetchHistory()).events!.length;
-}
-
-/** Rejected by the validator: the promise fails with the reason and history does not grow. */
-async function expectRejected(handle: WorkflowHandle, attempt: () => Promise<unknown>, reason: RegExp): Promise<void> {
-  const before = await eventCount(handle);
-  const error = (await attempt().catch((e: unknown) => e)) as Error & { cause?: Error };
-  expect(error).toBeInstanceOf(Error);
-  expect(`${error.message} ${error.cause?.message ?? ''}`).toMatch(reason);
-  expect(await eventCount(handle)).toBe(before);
-}
 
 function filesUnder(dir: string): string[] {
   return fs.existsSync(dir) ? (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) => fs.statSync(path.join(dir, f)).isFile()).sort() : [];

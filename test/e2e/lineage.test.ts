@@ -3,7 +3,6 @@
  * rollback, revocation; bad requests rejected by validators without touching history; state
  * intact across continue-as-new.
  */
-import type { WorkflowHandle } from '@temporalio/client';
 import { describe, expect, it } from 'vitest';
 import { SA } from '../../common/search-attributes.js';
 import {
@@ -19,21 +18,8 @@ import {
   testResultUpdate,
 } from '../../workflows/lineage.js';
 import { saveHistory } from '../support/histories.js';
-import { testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { testClient, uniqueQueue, withWorkers, expectRejected } from '../support/temporal.js';
 import { newVersion } from '../support/versions.js';
-
-async function eventCount(handle: WorkflowHandle): Promise<number> {
-  return (await handle.fetchHistory()).events!.length;
-}
-
-/** Rejected by the validator: the promise fails with the reason and history does not grow. */
-async function expectRejected(handle: WorkflowHandle, attempt: () => Promise<unknown>, reason: RegExp): Promise<void> {
-  const before = await eventCount(handle);
-  const error = (await attempt().catch((e: unknown) => e)) as Error & { cause?: Error };
-  expect(error).toBeInstanceOf(Error);
-  expect(`${error.message} ${error.cause?.message ?? ''}`).toMatch(reason);
-  expect(await eventCount(handle)).toBe(before);
-}
 
 describe('lineage workflow', () => {
   it('tags, promotes through a gated channel, rolls back and revokes, rejecting bad requests', async () => {

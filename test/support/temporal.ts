@@ -1,8 +1,8 @@
 /** Tests' access to the run's Temporal server: clients, and workers with injected activities. */
 import { randomUUID } from 'node:crypto';
-import { Client, Connection } from '@temporalio/client';
+import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { NativeConnection, Runtime, Worker, DefaultLogger } from '@temporalio/worker';
-import { inject } from 'vitest';
+import { expect, inject } from 'vitest';
 
 /** This fork's own namespace (see global set-up). */
 export const NAMESPACE = `imgflow-${process.env.VITEST_POOL_ID ?? '1'}`;
@@ -50,4 +50,17 @@ export async function withWorkers<T>(
     await Promise.allSettled(running);
     await connection.close();
   }
+}
+
+async function eventCount(handle: WorkflowHandle): Promise<number> {
+  return (await handle.fetchHistory()).events!.length;
+}
+
+/** Rejected by a validator: the request fails with the reason and the workflow's history does not grow. */
+export async function expectRejected(handle: WorkflowHandle, attempt: () => Promise<unknown>, reason: RegExp): Promise<void> {
+  const before = await eventCount(handle);
+  const error = (await attempt().catch((e: unknown) => e)) as Error & { cause?: Error };
+  expect(error).toBeInstanceOf(Error);
+  expect(`${error.message} ${error.cause?.message ?? ''}`).toMatch(reason);
+  expect(await eventCount(handle)).toBe(before);
 }
