@@ -58,7 +58,7 @@ try {
   const listings = phases.length;
   const [packages, listMs] = await timed(() => installedPackages(root));
   const manifestFile = path.join(home, 'manifest.jsonl');
-  const [manifest, manifestMs] = await timed(() => writeManifest(root, manifestFile));
+  const [manifest, manifestMs] = await timed(() => writeManifest(run, root, manifestFile));
   // What the manifest hashed: the bytes of every regular file.
   const entries = fs.readFileSync(manifestFile, 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as { type: string; size: number });
   const hashedMiB = entries.filter((e) => e.type === 'file').reduce((sum, e) => sum + e.size, 0) / 2 ** 20;

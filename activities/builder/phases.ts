@@ -386,7 +386,7 @@ export function createPhaseActivities({ run, config, ssh = {} }: PhaseDeps) {
       const packagesFile = path.join(dirs.work, 'packages.json');
       await writeJsonAtomic(packagesFile, list);
       const partial = partialPath(dirs.manifest);
-      const manifest = await writeManifest(dirs.root, partial);
+      const manifest = await writeManifest(run, dirs.root, partial);
       await fs.rename(partial, dirs.manifest);
       const { bytes } = await measureRoot(run, dirs.root);
       const image = await readImageRecord(dirs);
