@@ -3,20 +3,20 @@
  * real drivers here; tests call the same factories or hand in their own activities.
  */
 import { createBuilderActivities } from '../activities/builder/index.js';
-import { createNasActivities } from '../activities/nas/index.js';
-import { createNasVolumeActivities } from '../activities/nas/volumes.js';
+import { createCloudActivities } from '../activities/cloud/index.js';
+import { cloudRegistry, trustAnchors } from '../activities/cloud/registry/configured.js';
+import { createComputeActivities } from '../activities/compute/index.js';
+import { createHostActivities } from '../activities/host.js';
 import { createNasDiffActivities } from '../activities/nas/diff.js';
+import { createNasActivities } from '../activities/nas/index.js';
 import { createNasPackActivities } from '../activities/nas/pack.js';
 import { createNasRetentionActivities } from '../activities/nas/retention.js';
-import { createComputeActivities } from '../activities/compute/index.js';
+import { createNasVolumeActivities } from '../activities/nas/volumes.js';
 import { createRunner } from '../activities/runner.js';
-import { createHostActivities } from '../activities/host.js';
 import { checkArch, InputError } from '../common/names.js';
 import { CONTROL_QUEUE, queues, ROLES, WORKFLOW_QUEUE, type Role } from '../common/queues.js';
 import { paths, type Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
-import { createCloudActivities } from '../activities/cloud/index.js';
-import { cloudRegistry, trustAnchors } from '../activities/cloud/registry/configured.js';
 
 export interface RolePlan {
   role: Role;
@@ -31,23 +31,39 @@ export function checkRole(value: unknown): Role {
   return value as Role;
 }
 
+type Activities = RolePlan['activities'];
+
+/** An activity worker's plan: its queue and the activities of every factory given, merged. */
+function activityRole(role: Role, taskQueue: string, ...sets: Activities[]): RolePlan {
+  return { role, taskQueue, workflows: false, activities: Object.assign({}, ...sets) as Activities };
+}
+
 export function planRole(role: Role, config: Config, arch: string, logger: Logger): RolePlan {
   const run = createRunner(logger.child({ role }), { groupsDir: paths(config).commands });
   const deps = { run, config };
-  const host = (r: Role) => createHostActivities({ role: r, config, arch, run });
+  const host = createHostActivities({ role, config, arch, run });
   switch (role) {
     case 'orchestrator':
       return { role, taskQueue: WORKFLOW_QUEUE, workflows: true, activities: {} };
     case 'builder':
-      return { role, taskQueue: queues.builder(checkArch('arch', arch)), workflows: false, activities: { ...host(role), ...createBuilderActivities(deps) } };
+      return activityRole(role, queues.builder(checkArch('arch', arch)), host, createBuilderActivities(deps));
     case 'nas':
-      return { role, taskQueue: queues.nas(config.host), workflows: false, activities: { ...host(role), ...createNasActivities(deps), ...createNasVolumeActivities(deps), ...createNasDiffActivities(), ...createNasRetentionActivities(deps), ...createNasPackActivities(deps) } };
+      return activityRole(
+        role,
+        queues.nas(config.host),
+        host,
+        createNasActivities(deps),
+        createNasVolumeActivities(deps),
+        createNasDiffActivities(),
+        createNasRetentionActivities(deps),
+        createNasPackActivities(deps),
+      );
     case 'compute':
-      return { role, taskQueue: queues.compute(config.host), workflows: false, activities: { ...host(role), ...createComputeActivities(deps) } };
+      return activityRole(role, queues.compute(config.host), host, createComputeActivities(deps));
     case 'cloud':
-      return { role, taskQueue: queues.cloud(config.site), workflows: false, activities: { ...host(role), ...cloudActivities(run, config, logger) } };
+      return activityRole(role, queues.cloud(config.site), host, cloudActivities(run, config, logger));
     case 'control':
-      return { role, taskQueue: CONTROL_QUEUE, workflows: false, activities: { ...host(role), ...cloudActivities(run, config, logger) } };
+      return activityRole(role, CONTROL_QUEUE, host, cloudActivities(run, config, logger));
   }
 }
 
