@@ -40,6 +40,8 @@ export interface VersionRecord {
   shared: boolean;
   report: PhaseRow[];
   provenance: { builder: string; source: string; tools: Record<string, string>; workflowId: string };
+  /** Every command the build ran, with its outcome and what it said on stderr. */
+  log?: { path: string; sha256: string };
   revoked?: { reason: string; by: string; at: string };
   /** Set when retention or `imgflow remove` deleted the version's files; the record stays. */
   removed?: { reason: string; by: string; at: string };

@@ -5,7 +5,7 @@
  * time per image.
  */
 import { TimeoutType } from '@temporalio/common';
-import { ActivityFailure, ApplicationFailure, CancellationScope, proxyActivities, setCurrentDetails, TimeoutFailure, workflowInfo } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, CancellationScope, patched, proxyActivities, setCurrentDetails, TimeoutFailure, workflowInfo } from '@temporalio/workflow';
 import type { BuilderActivities } from '../activities/builder/index.js';
 import type { Recipe } from '../activities/builder/recipe.js';
 import type { HostActivities } from '../activities/host.js';
@@ -107,6 +107,9 @@ export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
     }
     const packagesFile = await store('packages.json', measured.packagesFile, measured.packagesFileSha256);
     const filesManifest = await store('manifest.jsonl', measured.manifest.path, measured.manifest.sha256);
+    // Builds recorded before logs were kept replay without this step.
+    const log = patched('build-log') ? await builder.buildLog(ref) : undefined;
+    const storedLog = log ? await store('build.log', log.path, log.sha256) : undefined;
     await builder.removeBuild(ref);
 
     return {
@@ -126,6 +129,7 @@ export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
         shared: measured.shared ?? false,
         report,
         provenance: { builder: facts.host, source: describeSource(recipe), tools: { 'qemu-img': facts.qemuImg, kernel: facts.kernel }, workflowId: workflowInfo().workflowId },
+        ...(log && storedLog ? { log: { path: storedLog.path, sha256: log.sha256 } } : {}),
       },
     };
   } catch (err) {

@@ -3,6 +3,7 @@
  * finishes (so a retry after a crash does not redo it), measures the tree afterwards for the
  * report and returns small JSON: names, digests, counts, sizes.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
@@ -12,7 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { InputError, checkName } from '../../common/names.js';
 import type { Config } from '../../lib/config.js';
 import { exists, partialPath, sha256File } from '../../lib/files.js';
-import { CommandError, progress, type Run } from '../runner.js';
+import { CommandError, progress, stderrTail, type Run } from '../runner.js';
 import { digestOf } from './digest.js';
 import { installedPackages, measureRoot, writeManifest } from './measure.js';
 import { prepareRoot, assertNothingMounted } from './prepare.js';
@@ -61,6 +62,8 @@ export interface PhaseResult {
   resumed: boolean;
 }
 
+export const BUILD_LOG = 'build.log';
+
 export const BOOTSTRAP_REUSED = 'bootstrap reused: same suite, variant, mirror, packages';
 
 /** Default exclusions of a capture: the contents of the running system's virtual directories. */
@@ -79,11 +82,35 @@ export function toReportRow(result: PhaseResult): ReportRow {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-export function createPhaseActivities({ run, config, ssh = {} }: PhaseDeps) {
+/** The build log a phase's commands are written to (set while the phase runs). */
+const transcript = new AsyncLocalStorage<{ file: string; phase: string }>();
+
+/** Appends a command to the log of the phase it runs in: argv, outcome, and what it said on stderr. */
+async function logCommand(argv: readonly string[], outcome: string, stderr: string): Promise<void> {
+  const log = transcript.getStore();
+  if (!log) return;
+  const said = stderr ? `${stderrTail(stderr).replace(/^/gm, '    ')}\n` : '';
+  await fs.appendFile(log.file, `[${log.phase}] $ ${argv.join(' ')}  (${outcome})\n${said}`);
+}
+
+export function createPhaseActivities({ run: runCommand, config, ssh = {} }: PhaseDeps) {
+  /** The runner, writing each command of a phase into the build's log as well. */
+  const run: Run = async (argv, options) => {
+    try {
+      const result = await runCommand(argv, options);
+      await logCommand(argv, `exit ${result.exitCode}, ${(result.durationMs / 1000).toFixed(1)}s`, result.stderr);
+      return result;
+    } catch (err) {
+      await logCommand(argv, 'failed', err instanceof CommandError ? err.stderrTail : (err as Error).message);
+      throw err;
+    }
+  };
+
   /** Times `work` and measures the tree after it: the phase's report row. */
   async function timed<T extends object>(phase: string, dirs: BuildDirs, work: () => Promise<T & { note?: string }>): Promise<T & Omit<PhaseResult, 'resumed'>> {
     const started = performance.now();
-    const result = await work();
+    await fs.mkdir(dirs.work, { recursive: true });
+    const result = await transcript.run({ file: path.join(dirs.work, BUILD_LOG), phase }, work);
     const durationMs = Math.round(performance.now() - started);
     return { ...result, phase, durationMs, ...(await measureRoot(run, dirs.root)) };
   }
@@ -391,6 +418,12 @@ export function createPhaseActivities({ run, config, ssh = {} }: PhaseDeps) {
       const { bytes } = await measureRoot(run, dirs.root);
       const image = await readImageRecord(dirs);
       return { packages: list.length, packagesFile, packagesSha256: digestOf(list), packagesFileSha256: await sha256File(packagesFile), bytes, manifest: { path: dirs.manifest, ...manifest }, ...image };
+    },
+
+    /** The build's log (every command its phases ran), for the version to keep. */
+    async buildLog(input: BuildRef): Promise<{ path: string; sha256: string } | undefined> {
+      const file = path.join(buildDirs(config, input).work, BUILD_LOG);
+      return (await exists(file)) ? { path: file, sha256: await sha256File(file) } : undefined;
     },
 
     /** Removes a build's work directory (its outputs are stored by then, or the build failed). */

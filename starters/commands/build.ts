@@ -27,6 +27,7 @@ export function formatVersion(v: VersionRecord): string {
     ['source', v.provenance.source],
     ['builder', `${v.provenance.builder} (${v.provenance.workflowId})`],
     ...v.artifacts.map((a) => [a.format, `${a.path} on ${a.host} (${humanBytes(a.bytes)}, sha256 ${a.sha256})`]),
+    ...(v.log ? [['log', v.log.path]] : []),
     ...(v.revoked ? [['REVOKED', `${v.revoked.at} by ${v.revoked.by}: ${v.revoked.reason}`]] : []),
   ];
   return `${formatReport(v.report)}\n\n${rows.map(([k, val]) => `${k!.padEnd(8)}  ${val}`).join('\n')}`;

@@ -71,12 +71,18 @@ describe('imgflow build', () => {
       const artifact = v1!.artifacts[0]!;
       expect(artifact.path).toBe(path.join(config.home, 'nas', host, 'store', 'tarred', 'v1', 'tarred-v1.qcow2'));
       expect(await sha256File(artifact.path)).toBe(artifact.sha256);
+      // The version keeps its build log: every command its phases ran.
+      expect(v1!.log?.path).toBe(path.join(config.home, 'nas', host, 'store', 'tarred', 'v1', 'build.log'));
+      const log = fs.readFileSync(v1!.log!.path, 'utf8');
+      expect(log).toMatch(/^\[tarball\] \$ tar .*\(exit 0, /m);
+      expect(log).toMatch(/^\[pack\] \$ qemu-img convert -p -f raw -O qcow2 /m);
+      expect(await sha256File(v1!.log!.path)).toBe(v1!.log!.sha256);
       expect(fs.existsSync(path.join(config.home, 'builder', 'x86_64', 'builds'))).toBe(true);
       expect(fs.readdirSync(path.join(config.home, 'builder', 'x86_64', 'builds'))).toEqual([]);
 
       const report = await cli('report', 'tarred:v1');
       expect(report.stdout).toBe(built.stdout);
-      await saveHistory('buildWorkflow', client.workflow.getHandle('build-tarred-1'));
+      await saveHistory('buildWorkflow-log', client.workflow.getHandle('build-tarred-1'));
     });
     await connection.close();
   });
