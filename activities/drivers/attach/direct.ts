@@ -30,46 +30,16 @@ function checkVolume(request: AttachRequest): void {
   checkName('volume', request.volume);
 }
 
-export function createIscsiDirectAttach(config: IscsiDirectAttachConfig): AttachDriver {
-  const initiator = checkIqn('initiatorName', config.initiatorName);
-
-  async function capacity(url: string): Promise<number> {
-    parseIscsiUrl(url);
-    const { stdout } = await config.run(['iscsi-readcapacity16', '-s', `--initiator-name=${initiator}`, url], { timeoutMs: 30_000 });
-    const bytes = Number(stdout.trim());
-    if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new Error(`unexpected capacity from ${url}: ${stdout.trim()}`);
-    return bytes;
-  }
-
+/**
+ * An attach kind whose "attachment" is the URL itself: attaching reads the size through it,
+ * detaching has nothing to undo, and it is attached while the size can be read.
+ */
+function urlAttach(kind: 'iscsi-direct' | 'nbd-direct', size: (url: string) => Promise<number>): AttachDriver {
   return {
-    kind: 'iscsi-direct',
+    kind,
     async attach(request): Promise<Attachment> {
       checkVolume(request);
-      return { kind: 'iscsi-direct', volume: request.volume, url: request.url, sizeBytes: await capacity(request.url) };
-    },
-    async detach(request) {
-      checkVolume(request);
-    },
-    async isAttached(request) {
-      checkVolume(request);
-      return reachable(() => capacity(request.url));
-    },
-  };
-}
-
-export function createNbdDirectAttach(config: { run: Run }): AttachDriver {
-  async function size(url: string): Promise<number> {
-    parseNbdUrl(url);
-    const bytes = Number((await config.run(['nbdinfo', '--size', url], { timeoutMs: 30_000 })).stdout.trim());
-    if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new Error(`unexpected size from ${url}`);
-    return bytes;
-  }
-
-  return {
-    kind: 'nbd-direct',
-    async attach(request): Promise<Attachment> {
-      checkVolume(request);
-      return { kind: 'nbd-direct', volume: request.volume, url: request.url, sizeBytes: await size(request.url) };
+      return { kind, volume: request.volume, url: request.url, sizeBytes: await size(request.url) };
     },
     async detach(request) {
       checkVolume(request);
@@ -79,6 +49,26 @@ export function createNbdDirectAttach(config: { run: Run }): AttachDriver {
       return reachable(() => size(request.url));
     },
   };
+}
+
+export function createIscsiDirectAttach(config: IscsiDirectAttachConfig): AttachDriver {
+  const initiator = checkIqn('initiatorName', config.initiatorName);
+  return urlAttach('iscsi-direct', async (url) => {
+    parseIscsiUrl(url);
+    const { stdout } = await config.run(['iscsi-readcapacity16', '-s', `--initiator-name=${initiator}`, url], { timeoutMs: 30_000 });
+    const bytes = Number(stdout.trim());
+    if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new Error(`unexpected capacity from ${url}: ${stdout.trim()}`);
+    return bytes;
+  });
+}
+
+export function createNbdDirectAttach(config: { run: Run }): AttachDriver {
+  return urlAttach('nbd-direct', async (url) => {
+    parseNbdUrl(url);
+    const bytes = Number((await config.run(['nbdinfo', '--size', url], { timeoutMs: 30_000 })).stdout.trim());
+    if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new Error(`unexpected size from ${url}`);
+    return bytes;
+  });
 }
 
 /** The volume is a file or device on this host (the local store, or a `none` export). */
