@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { createComputeActivities } from '../../activities/compute/index.js';
 import { createNasVolumeActivities } from '../../activities/nas/volumes.js';
 import { createRunner } from '../../activities/runner.js';
@@ -19,11 +19,11 @@ import { sha256File } from '../../lib/files.js';
 import { updateLineage } from '../../starters/lineage-client.js';
 import { registerVersionUpdate } from '../../workflows/lineage.js';
 import { deleteUpdate, mapUpdate, unmapUpdate, volumeQuery, volumeWorkflow, volumeWorkflowId } from '../../workflows/volume.js';
-import { spawnImgflow } from '../support/cli.js';
+import { spawnWorker } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { memoryLogger } from '../support/logger.js';
 import { alive, killGroup } from '../support/processes.js';
-import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
 import { newVersion } from '../support/versions.js';
 import { until } from '../support/wait.js';
@@ -56,10 +56,7 @@ describe('NAS worker killed between clone and export', () => {
     const nas = createNasVolumeActivities({ run, config: nasConfig, env: {} });
     const volumesDir = path.join(home, 'nas', nasHost, 'volumes');
     const startNasWorker = () => {
-      const child = spawnImgflow(
-        ['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, 'worker', '--role', 'nas', '--host', nasHost, '--metrics', ''],
-        { PATH: `${shims}:${process.env.PATH}`, IMGFLOW_LOG_PRETTY: '0' },
-      );
+      const child = spawnWorker({ home, role: 'nas', host: nasHost, env: { PATH: `${shims}:${process.env.PATH}` } });
       children.push(child);
       return child;
     };

@@ -6,16 +6,16 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { createBuilderActivities } from '../../activities/builder/index.js';
 import { createRunner } from '../../activities/runner.js';
 import { queues } from '../../common/queues.js';
 import { loadConfig } from '../../lib/config.js';
 import { demoWorkflow } from '../../workflows/demo.js';
-import { spawnImgflow } from '../support/cli.js';
+import { spawnWorker } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { memoryLogger } from '../support/logger.js';
-import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
 import { alive, killGroup } from '../support/processes.js';
 import { findOnPath } from '../../lib/which.js';
@@ -35,10 +35,7 @@ describe('worker killed in the middle of an activity', () => {
     const nasHost = uniqueQueue('nas');
     const config = loadConfig({ home, host: nasHost }, {});
     const startNasWorker = () => {
-      const child = spawnImgflow(
-        ['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, 'worker', '--role', 'nas', '--host', nasHost, '--metrics', ''],
-        { PATH: `${shims}:${process.env.PATH}`, IMGFLOW_LOG_PRETTY: '0' },
-      );
+      const child = spawnWorker({ home, role: 'nas', host: nasHost, env: { PATH: `${shims}:${process.env.PATH}` } });
       children.push(child);
       return child;
     };

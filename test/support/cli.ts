@@ -1,6 +1,8 @@
 /** Runs the real `imgflow` program from its sources, as a user would run the installed one. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { inject } from 'vitest';
+import { NAMESPACE } from './temporal.js';
 
 const ENTRY = fileURLToPath(new URL('../../starters/imgflow.ts', import.meta.url));
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -40,4 +42,10 @@ export function imgflowAsync(args: string[], env: NodeJS.ProcessEnv = {}, timeou
       resolve({ status, stdout, stderr });
     });
   });
+}
+
+/** Starts a real `imgflow worker` of one role against the run's server, logging JSON lines. */
+export function spawnWorker(o: { home: string; role: string; host: string; env?: NodeJS.ProcessEnv }): ChildProcess {
+  const args = ['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', o.home, 'worker', '--role', o.role, '--host', o.host, '--metrics', ''];
+  return spawnImgflow(args, { IMGFLOW_LOG_PRETTY: '0', ...o.env });
 }
