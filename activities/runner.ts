@@ -128,6 +128,35 @@ export function reapOrphans(dir: string): string[][] {
   return reaped;
 }
 
+/**
+ * Ends the process groups of `pids` (SIGTERM, then SIGKILL after a grace) when the activity is
+ * cancelled, the caller's signal aborts or `timeoutMs` passes; `ended()` says why, if it did.
+ * The runner and the pipe share it; `release()` once the commands are done.
+ */
+export function stopOnCancel(pids: (number | undefined)[], options: { signal?: AbortSignal; timeoutMs?: number }, activity: Context | undefined): { ended(): string | undefined; release(): void } {
+  let ended: string | undefined;
+  const stop = (why: string) => {
+    if (ended) return;
+    ended = why;
+    for (const pid of pids) signalGroup(pid, 'SIGTERM');
+    setTimeout(() => pids.forEach((pid) => signalGroup(pid, 'SIGKILL')), KILL_GRACE_MS).unref();
+  };
+  const signals = [activity?.cancellationSignal, options.signal].filter((s): s is AbortSignal => !!s);
+  const onAbort = () => stop('cancelled');
+  for (const s of signals) {
+    if (s.aborted) onAbort();
+    else s.addEventListener('abort', onAbort, { once: true });
+  }
+  const timer = options.timeoutMs ? setTimeout(() => stop(`timed out after ${options.timeoutMs} ms`), options.timeoutMs) : undefined;
+  return {
+    ended: () => ended,
+    release() {
+      clearTimeout(timer);
+      for (const s of signals) s.removeEventListener('abort', onAbort);
+    },
+  };
+}
+
 export interface RunnerOptions {
   /** Where running commands' process groups are recorded, for `reapOrphans`. */
   groupsDir?: string;
@@ -151,20 +180,7 @@ export function createRunner(logger: Logger, runnerOptions: RunnerOptions = {}):
     });
 
     const forget = recordGroup(runnerOptions.groupsDir, child.pid, argv);
-    let ended: string | undefined;
-    const stop = (why: string) => {
-      if (ended) return;
-      ended = why;
-      signalGroup(child.pid, 'SIGTERM');
-      setTimeout(() => signalGroup(child.pid, 'SIGKILL'), KILL_GRACE_MS).unref();
-    };
-    const signals = [activity?.cancellationSignal, options.signal].filter((s): s is AbortSignal => !!s);
-    const onAbort = () => stop('cancelled');
-    for (const s of signals) {
-      if (s.aborted) onAbort();
-      else s.addEventListener('abort', onAbort, { once: true });
-    }
-    const timer = options.timeoutMs ? setTimeout(() => stop(`timed out after ${options.timeoutMs} ms`), options.timeoutMs) : undefined;
+    const stopper = stopOnCancel([child.pid], options, activity);
 
     let percent: number | undefined;
     if (options.progress) {
@@ -185,6 +201,7 @@ export function createRunner(logger: Logger, runnerOptions: RunnerOptions = {}):
 
     try {
       const result = await child;
+      const ended = stopper.ended();
       const durationMs = Math.round(performance.now() - started);
       const exitCode = result.exitCode ?? -1;
       const stderr = String(result.stderr ?? '');
@@ -198,9 +215,8 @@ export function createRunner(logger: Logger, runnerOptions: RunnerOptions = {}):
       return { argv, exitCode, stdout: String(result.stdout ?? ''), stderr, durationMs };
     } finally {
       forget();
-      clearTimeout(timer);
+      stopper.release();
       clearInterval(beat);
-      for (const s of signals) s.removeEventListener('abort', onAbort);
     }
   };
 }

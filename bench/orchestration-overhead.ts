@@ -13,19 +13,17 @@ import { loadConfig } from '../lib/config.js';
 import { createLogger } from '../lib/logger.js';
 import { ensureClient, startLocalWorkers } from '../starters/context.js';
 import { pingWorkflow } from '../workflows/ping.js';
+import { median, ms, percentile, timed } from './stats.js';
 
 const n = checkInt('N', process.argv[2] ?? '50', 5, 10_000);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const p95 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.95)]!;
+const p95 = (xs: number[]) => percentile(xs, 0.95);
 
 /** Times each call; `gapMs` of idle time between calls (not timed) shows latency apart from load. */
 async function timeEach(count: number, fn: () => Promise<unknown>, gapMs = 0): Promise<number[]> {
   const times: number[] = [];
   for (let i = 0; i < count; i++) {
     if (gapMs) await new Promise((r) => setTimeout(r, gapMs));
-    const t = performance.now();
-    await fn();
-    times.push(performance.now() - t);
+    times.push(await timed(fn));
   }
   return times;
 }
@@ -45,11 +43,10 @@ const spaced = await timeEach(n, workflow, 200);
 await local.stop();
 await connection.close();
 
-const fmt = (x: number) => x.toFixed(1).padStart(8);
 console.log(`one-activity workflow vs the same command run directly, N=${n}, server ${config.address}`);
 console.log(`                    median      p95   (ms)`);
-console.log(`direct command    ${fmt(median(direct))} ${fmt(p95(direct))}`);
-console.log(`workflow, spaced  ${fmt(median(spaced))} ${fmt(p95(spaced))}   (200 ms idle before each)`);
-console.log(`workflow, b2b     ${fmt(median(backToBack))} ${fmt(p95(backToBack))}   (back to back)`);
+console.log(`direct command    ${ms(median(direct))} ${ms(p95(direct))}`);
+console.log(`workflow, spaced  ${ms(median(spaced))} ${ms(p95(spaced))}   (200 ms idle before each)`);
+console.log(`workflow, b2b     ${ms(median(backToBack))} ${ms(p95(backToBack))}   (back to back)`);
 console.log(`orchestration overhead per activity (median): ${(median(spaced) - median(direct)).toFixed(1)} ms spaced, ${(median(backToBack) - median(direct)).toFixed(1)} ms back to back`);
 process.exit(0);

@@ -47,16 +47,63 @@ export interface VersionRecord {
   removed?: { reason: string; by: string; at: string };
   /** The version this one is a copy of, when its lineage began as a clone. */
   origin?: { image: string; version: string };
+  /** The recipe allowed password hashes in /etc/shadow: the build kept them and packing accepts them. */
+  allowPasswordHashes?: boolean;
 }
 
-/** A version published as a deployable under a name (a netboot boot directory). */
+/**
+ * What a lineage keeps of a removed version once the full record is in its archive on the control
+ * host: what its rules and listings read. Revocation may still change; the rest never does.
+ */
+export type VersionStub = Pick<VersionRecord, 'id' | 'createdAt' | 'by' | 'message' | 'arch' | 'os' | 'packages' | 'bytes' | 'revoked' | 'origin'> & {
+  removed: NonNullable<VersionRecord['removed']>;
+  /** The full record is in the lineage's version archive. */
+  archived: true;
+};
+
+/** A version as a lineage's state holds it: the full record, or a removed version's stub. */
+export type StoredVersion = VersionRecord | VersionStub;
+
+export const isStub = (v: { id: string }): v is VersionStub => 'archived' in v;
+
+/** The stub of a removed version. */
+export function stubOf(v: VersionRecord & { removed: NonNullable<VersionRecord['removed']> }): VersionStub {
+  const { id, createdAt, by, message, arch, os, packages, bytes, removed, revoked, origin } = v;
+  return { id, createdAt, by, message, arch, os, packages, bytes, removed, ...(revoked ? { revoked } : {}), ...(origin ? { origin } : {}), archived: true };
+}
+
+/** The full record again: the archived one, with the stub's word on what may have changed since. */
+export function fromArchive({ archived: _marker, ...current }: VersionStub, record: VersionRecord): VersionRecord {
+  return { ...record, ...current };
+}
+
+/** What a pack publishes: a netboot boot directory, or a read-only base for VMs. */
+export type PackKind = 'netboot' | 'vm';
+
+/** A version published as a deployable under a name: a netboot boot directory or a VM base. */
 export interface PackRecord {
   version: string;
   tag: string;
   at: string;
   by: string;
+  /** Absent in records made before VM packs existed: those are netboot. */
+  kind?: PackKind;
   host: string;
+  /** The name switched atomically: `<nas>/boot/<NAME>` or `<nas>/vm/<NAME>`. */
   path: string;
+  /** A VM base's format (the file in the directory is `base.<format>`). */
+  format?: 'qcow2' | 'raw';
+  /** Netboot: where in the image the boot directory's kernel and initrd came from, when it has them. */
+  kernel?: string;
+  initrd?: string;
+}
+
+/** What a netboot pack lacks, said in its result and history rather than failing the pack. */
+export function packNote(p: Pick<PackRecord, 'kind' | 'kernel' | 'initrd'>): string | undefined {
+  if (p.kind === 'vm') return undefined;
+  if (!p.kernel) return 'the image has no kernel (no boot/vmlinuz*): the boot directory holds the root image only';
+  if (!p.initrd) return 'the image has no initrd (no boot/initrd.img*)';
+  return undefined;
 }
 
 export interface TagRecord {
@@ -102,6 +149,11 @@ export function checkTag(field: string, value: unknown): string {
 
 export function checkUser(field: string, value: unknown): string {
   if (typeof value !== 'string' || !USER.test(value)) throw new InputError(field, 'a user name of 1-64 letters, digits, ".", "_", "@" or "-"', value);
+  return value;
+}
+
+export function checkPackKind(field: string, value: unknown): PackKind {
+  if (value !== 'netboot' && value !== 'vm') throw new InputError(field, 'netboot or vm', value);
   return value;
 }
 

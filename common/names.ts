@@ -51,3 +51,8 @@ export function checkInt(field: string, value: unknown, min: number, max: number
   }
   return n;
 }
+
+/** A transfer speed limit in bytes per second (a volume's upload or download speed). */
+export function checkSpeed(field: string, value: unknown): number {
+  return checkInt(field, value, 1, 100 * 1024 ** 3);
+}

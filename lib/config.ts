@@ -69,6 +69,8 @@ export const paths = (config: Pick<Config, 'home'>) => ({
   server: path.join(config.home, 'temporal'),
   /** The built-in cloud image catalog that subscriptions register into by default. */
   catalog: path.join(config.home, 'catalog'),
+  /** On the control host: the history entries lineages archived, one JSON-lines file per lineage. */
+  lineageHistory: path.join(config.home, 'catalog', 'lineages'),
   /** Process groups of commands that workers on this host are running. */
   commands: path.join(config.home, 'run', 'commands'),
 });

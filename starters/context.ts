@@ -42,13 +42,21 @@ export function say(line: string): void {
 export async function connectClient(config: Config): Promise<{ client: Client; connection: Connection }> {
   const connection = await connectWithin(config.address, 5000);
   if (!connection) throw new Error(`cannot reach Temporal at ${config.address}: start it with 'imgflow dev' or set --address`);
-  return { connection, client: new Client({ connection, namespace: config.namespace }) };
+  return { connection, client: newClient(connection, config) };
+}
+
+/**
+ * The client's identity names the person: Temporal records it with every update, signal and start,
+ * so the Web UI's history shows who asked for each change.
+ */
+function newClient(connection: Connection, config: Config): Client {
+  return new Client({ connection, namespace: config.namespace, identity: `${currentUser()}@${os.hostname()} (imgflow ${process.pid})` });
 }
 
 /** Starts the dev server when it is not up yet (loopback only) and connects a client to it. */
 export async function ensureClient(config: Config): Promise<{ client: Client; connection: Connection; uiUrl?: string }> {
   const server = await ensureServer(config, say);
-  return { connection: server.connection, client: new Client({ connection: server.connection, namespace: config.namespace }), ...(server.uiUrl ? { uiUrl: server.uiUrl } : {}) };
+  return { connection: server.connection, client: newClient(server.connection, config), ...(server.uiUrl ? { uiUrl: server.uiUrl } : {}) };
 }
 
 export interface LocalWorkers {

@@ -2,13 +2,14 @@
  * The CLI's way to a lineage: start it on first use, send it validated updates, read it by query,
  * and say who is asking.
  */
+import { randomUUID } from 'node:crypto';
 import { ScheduleAlreadyRunning, WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
+import type { QueryDefinition, UpdateDefinition } from '@temporalio/common';
+import { fromArchive, isStub, type HistoryEntry, type StoredVersion, type VersionRecord, type VersionStub } from '../common/lineage.js';
 import { checkName, InputError } from '../common/names.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
-import { describeQuery, lineageGcWorkflow, lineageWorkflow, lineageWorkflowId, type LineageView } from '../workflows/lineage.js';
-import type { UpdateDefinition } from '@temporalio/common';
-
+import { describeQuery, historyQuery, lineageArchivedVersionWorkflow, lineageGcWorkflow, lineageHistoryWorkflow, lineageWorkflow, lineageWorkflowId, versionQuery, type HistoryArchive, type LineageView } from '../workflows/lineage.js';
 
 /** `image`, `image:version` or `image:tag`. */
 export function parseImageRef(ref: string): { image: string; ref?: string } {
@@ -68,14 +69,86 @@ export async function volumesOf(client: Client, image: string): Promise<{ volume
   return found;
 }
 
-/** The lineage's state, or a one-line error when the image has none yet. */
-export async function describeLineage(client: Client, image: string): Promise<LineageView> {
+/** A query of the image's lineage, or a one-line error when the image has none yet. */
+async function queryLineage<R, A extends unknown[]>(client: Client, image: string, query: QueryDefinition<R, A>, ...args: A): Promise<R> {
   try {
-    return await lineageHandle(client, image).query(describeQuery);
+    return await lineageHandle(client, image).query(query, ...args);
   } catch (err) {
     if ((err as Error).name === 'WorkflowNotFoundError') throw new InputError('image', 'an image with at least one build (see imgflow build)', image);
     throw err;
   }
+}
+
+/** The lineage's state, or a one-line error when the image has none yet. */
+export function describeLineage(client: Client, image: string): Promise<LineageView> {
+  return queryLineage(client, image, describeQuery);
+}
+
+/** Archived entries asked for at a time (a page also stops at 1 MB). */
+const ARCHIVE_PAGE = 5_000;
+
+/**
+ * The image's history, oldest first: all of it, or the newest `last` entries. The lineage holds
+ * the newest entries; the older ones are in its archive on the control host, read a page at a time
+ * through `lineageHistoryWorkflow`, so this works from any machine that reaches Temporal. The
+ * query fixes which archived entries belong to the answer, so an archive that grows meanwhile
+ * neither repeats nor drops any.
+ */
+export async function lineageHistory(client: Client, image: string, last?: number): Promise<HistoryEntry[]> {
+  const { entries, archive } = await queryLineage(client, image, historyQuery, last === undefined ? {} : { last });
+  const wanted = Math.min(archive?.count ?? 0, last === undefined ? Infinity : last - entries.length);
+  const older = archive && wanted > 0 ? await readArchive(client, image, archive, archive.count - wanted) : [];
+  return [...older, ...entries];
+}
+
+/** The archive's entries from `offset` to its end as the lineage counts it. */
+async function readArchive(client: Client, image: string, archive: HistoryArchive, offset: number): Promise<HistoryEntry[]> {
+  const read: HistoryEntry[] = [];
+  while (offset + read.length < archive.count) {
+    const page = await client.workflow.execute(lineageHistoryWorkflow, {
+      taskQueue: WORKFLOW_QUEUE,
+      workflowId: `lineage-history-${image}-${randomUUID()}`,
+      args: [{ image, chain: archive.chain, offset: offset + read.length, throughSeq: archive.throughSeq, limit: Math.min(ARCHIVE_PAGE, archive.count - offset - read.length) }],
+      typedSearchAttributes: [
+        { key: SA.kind, value: 'lineage-history' },
+        { key: SA.image, value: image },
+      ],
+      staticSummary: `Read archived history of image ${image}`,
+    });
+    if (!page.length) throw new Error(`the history archive of ${image} at ${archive.host}:${archive.path} holds ${offset + read.length} entries, its lineage counts ${archive.count}`);
+    read.push(...page);
+  }
+  return read;
+}
+
+/** A version as its lineage holds it, by version id or tag (the newest when absent): a removed version may be a stub. */
+export async function storedVersion(client: Client, image: string, ref?: string): Promise<StoredVersion> {
+  const id = resolveVersion(await describeLineage(client, image), image, ref);
+  return queryLineage(client, image, versionQuery, id);
+}
+
+/** A version's full record, by version id or tag: a removed version's comes from its lineage's archive on the control host. */
+export async function fullVersion(client: Client, image: string, ref?: string): Promise<VersionRecord> {
+  const v = await storedVersion(client, image, ref);
+  return isStub(v) ? archivedVersion(client, image, v) : v;
+}
+
+/** The archived record of a stubbed version, read as archived history is, with what the stub says changed since. */
+async function archivedVersion(client: Client, image: string, stub: VersionStub): Promise<VersionRecord> {
+  // The lineage records where its version archive is when it makes the first stub.
+  const { versionArchive } = await describeLineage(client, image);
+  const record = await client.workflow.execute(lineageArchivedVersionWorkflow, {
+    taskQueue: WORKFLOW_QUEUE,
+    workflowId: `lineage-version-${image}-${stub.id}-${randomUUID()}`,
+    args: [{ image, chain: versionArchive!.chain, version: stub.id }],
+    typedSearchAttributes: [
+      { key: SA.kind, value: 'lineage-version' },
+      { key: SA.image, value: image },
+      { key: SA.version, value: stub.id },
+    ],
+    staticSummary: `Read archived record of ${image}:${stub.id}`,
+  });
+  return fromArchive(stub, record);
 }
 
 /** The version a ref names: a version id, a tag, or (no ref) the newest version. */

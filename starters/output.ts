@@ -57,9 +57,16 @@ function reason(err: Error): Error {
   return e;
 }
 
+/** A query nobody picked up: the server's words say what happened, not what to do about it. */
+function unansweredQuery(err: Error): string | undefined {
+  if (!/^failed to query workflow/i.test(err.message) || !(err.cause instanceof Error)) return undefined;
+  const why = err.cause.message.replace(/^\d+ [A-Z_]+: /, '');
+  return /worker/.test(why) ? `${why}: is an orchestrator worker running? ('imgflow dev' runs one of each role)` : why;
+}
+
 /** An error as the one line a person sees; several problems (a recipe's) are joined with "; ". */
 export function oneLine(err: unknown): string {
-  const text = err instanceof Error ? reason(err).message : String(err);
+  const text = err instanceof Error ? (unansweredQuery(err) ?? reason(err).message) : String(err);
   return text
     .split('\n')
     .map((line) => line.trim())

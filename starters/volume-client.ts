@@ -8,31 +8,48 @@ import { checkHost, checkName, InputError } from '../common/names.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import { mapUpdate, volumeQuery, volumeWorkflow, volumeWorkflowId, type BaseVersion, type MapRequest, type MapResult, type VolumeView } from '../workflows/volume.js';
-import { describeLineage, parseImageRef, resolveVersion } from './lineage-client.js';
+import type { LineageView } from '../workflows/lineage.js';
+import { describeLineage, resolveVersion } from './lineage-client.js';
 
 /** temporal.api.enums.v1 values (the proto package's CommonJS namespace does not load as ESM). */
 const TASK_QUEUE_KIND_NORMAL = 1;
 const TASK_QUEUE_TYPE_ACTIVITY = 2;
 
-/** `image`, `image:version`, `image:tag` or `image@channel`: the version record to clone, from the lineage. */
+export const BASE_REF = '<image>[:<version or tag>], <image>@<channel> or <image>%<VM pack>';
+
+/** The version a channel points at now. */
+function onChannel(view: LineageView, image: string, channel: string): string {
+  const current = view.channels[checkName('channel', channel)]?.current;
+  if (!current) throw new InputError('--image', `a channel of ${image} (${Object.keys(view.channels).join(', ') || 'none'})`, channel);
+  return current.version;
+}
+
+/**
+ * The version a VM pack publishes now, and its base's format. The volume is cloned from that
+ * version's stored copy (the file the pack's base is a link to), so switching the pack later never
+ * changes the backing of a volume already cloned.
+ */
+function fromPack(view: LineageView, image: string, name: string, nas: string): { id: string; format?: string } {
+  const pack = view.packs[checkName('pack', name)];
+  const vmPacks = Object.entries(view.packs).filter(([, p]) => p.kind === 'vm').map(([n]) => n);
+  if (!pack || pack.kind !== 'vm') throw new InputError('--image', `a VM pack of ${image} (${vmPacks.join(', ') || 'none'}; see imgflow pack --kind vm)`, name);
+  if (pack.host !== nas) throw new InputError('--nas', `the NAS holding pack ${name} (${pack.host})`, nas);
+  return { id: pack.version, ...(pack.format ? { format: pack.format } : {}) };
+}
+
+/** `image`, `image:version`, `image:tag`, `image@channel` or `image%pack`: the version record to clone, from the lineage. */
 export async function baseVersion(client: Client, ref: string, nas: string): Promise<BaseVersion> {
-  const [spec, channel, extra] = ref.split('@');
-  if (extra !== undefined || channel === '') throw new InputError('--image', '<image>[:<version or tag>] or <image>@<channel>', ref);
-  const { image, ref: which } = parseImageRef(spec!);
-  if (channel !== undefined && which) throw new InputError('--image', 'either :<version or tag> or @<channel>', ref);
+  const m = /^([^:@%]+)(?:([:@%])([^:@%]+))?$/.exec(ref);
+  if (!m) throw new InputError('--image', BASE_REF, ref);
+  const [, name, how, which] = m;
+  const image = checkName('image', name);
   const view = await describeLineage(client, image);
-  let id: string;
-  if (channel !== undefined) {
-    const current = view.channels[checkName('channel', channel)]?.current;
-    if (!current) throw new InputError('--image', `a channel of ${image} (${Object.keys(view.channels).join(', ') || 'none'})`, channel);
-    id = current.version;
-  } else {
-    id = resolveVersion(view, image, which);
-  }
+  const { id, format } = how === '%' ? fromPack(view, image, which!, nas) : { id: how === '@' ? onChannel(view, image, which!) : resolveVersion(view, image, which), format: undefined };
   const record = view.versions.find((v) => v.id === id)!;
+  // A stub is always of a removed version.
+  if (record.removed || !('artifacts' in record)) throw new InputError('--image', `a version whose files are still stored (${image}:${id} was removed by ${record.removed?.by}: ${record.removed?.reason})`, ref);
   if (record.revoked) throw new InputError('--image', `a version that is not revoked (${image}:${id} was revoked by ${record.revoked.by}: ${record.revoked.reason})`, ref);
-  const stored = record.artifacts.filter((a) => a.host === nas && (a.format === 'qcow2' || a.format === 'raw'));
-  const artifact = stored.find((a) => a.format === 'qcow2') ?? stored[0];
+  const artifact = (format ? [format] : ['qcow2', 'raw']).map((f) => record.artifacts.find((a) => a.host === nas && a.format === f)).find(Boolean);
   if (!artifact) throw new InputError('--nas', `a NAS storing ${image}:${id} (${[...new Set(record.artifacts.map((a) => a.host))].join(', ') || 'none'})`, nas);
   return { image, version: id, artifact: { format: artifact.format, host: artifact.host, path: artifact.path } };
 }

@@ -6,6 +6,7 @@ import { createBuilderActivities } from '../activities/builder/index.js';
 import { createCloudActivities } from '../activities/cloud/index.js';
 import { cloudRegistry, trustAnchors } from '../activities/cloud/registry/configured.js';
 import { createComputeActivities } from '../activities/compute/index.js';
+import { createLineageHistoryActivities } from '../activities/control/lineage-history.js';
 import { createHostActivities } from '../activities/host.js';
 import { createNasDiffActivities } from '../activities/nas/diff.js';
 import { createNasActivities } from '../activities/nas/index.js';
@@ -63,7 +64,7 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
     case 'cloud':
       return activityRole(role, queues.cloud(config.site), host, cloudActivities(run, config, logger));
     case 'control':
-      return activityRole(role, CONTROL_QUEUE, host, cloudActivities(run, config, logger));
+      return activityRole(role, CONTROL_QUEUE, host, cloudActivities(run, config, logger), createLineageHistoryActivities({ config }));
   }
 }
 

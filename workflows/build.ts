@@ -130,6 +130,7 @@ export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
         report,
         provenance: { builder: facts.host, source: describeSource(recipe), tools: { 'qemu-img': facts.qemuImg, kernel: facts.kernel }, workflowId: workflowInfo().workflowId },
         ...(log && storedLog ? { log: { path: storedLog.path, sha256: log.sha256 } } : {}),
+        ...(recipe.prepare.allowPasswordHashes ? { allowPasswordHashes: true } : {}),
       },
     };
   } catch (err) {

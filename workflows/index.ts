@@ -3,6 +3,8 @@ export { demoWorkflow } from './demo.js';
 export { pingWorkflow } from './ping.js';
 export { lineageWorkflow } from './lineage.js';
 export { lineageGcWorkflow } from './lineage.js';
+export { lineageHistoryWorkflow } from './lineage.js';
+export { lineageArchivedVersionWorkflow } from './lineage.js';
 export { diffWorkflow } from './diff.js';
 export { buildWorkflow } from './build.js';
 export { subscriptionWorkflow } from './subscription.js';

@@ -1,35 +1,71 @@
 /**
  * The lineage of one image: the single source of truth for its versions, tags, channels and
  * history. It changes only through validated Updates (a bad request is rejected before it enters
- * history), is read through Queries, and continues as new before its history grows large.
+ * history), is read through Queries, and continues as new before its history grows large,
+ * first handing all but its newest history entries, and the full records of removed versions, to
+ * archives on the control host, so neither grows the state it carries (a removed version leaves a stub).
  * Handlers take a lock before they change anything and check their request again under it, so
  * one that waits on an activity (gc, remove, pack) never interleaves with another.
  */
-import { ActivityFailure, ApplicationFailure, allHandlersFinished, condition, continueAsNew, executeChild, defineQuery, defineSignal, defineUpdate, getExternalWorkflowHandle, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { TimeoutType } from '@temporalio/common';
+import { ActivityFailure, ApplicationFailure, allHandlersFinished, condition, continueAsNew, executeChild, defineQuery, defineSignal, defineUpdate, getExternalWorkflowHandle, log, patched, proxyActivities, setHandler, TimeoutFailure, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import type { ArchiveReadInput, ArchiveResult, LineageHistoryActivities, VersionArchiveResult } from '../activities/control/lineage-history.js';
 import type { NasPackActivities, PackResult } from '../activities/nas/pack.js';
 import type { NasRetentionActivities } from '../activities/nas/retention.js';
-import { checkReason, checkTag, checkUser, defaultTagName, timeStamp, type ChannelEntry, type HistoryEntry, type PackRecord, type TagRecord, type TestResult, type VersionRecord } from '../common/lineage.js';
+import { checkPackKind, checkReason, checkTag, checkUser, defaultTagName, isStub, packNote, stubOf, timeStamp, type Artifact, type ChannelEntry, type HistoryEntry, type PackKind, type PackRecord, type StoredVersion, type TagRecord, type TestResult, type VersionRecord, type VersionStub } from '../common/lineage.js';
 import { checkInt, checkName, InputError } from '../common/names.js';
-import { queues } from '../common/queues.js';
+import { CONTROL_QUEUE, queues } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import { buildWorkflow, type BuildRequest } from './build.js';
 
 export interface LineageState {
   image: string;
-  versions: VersionRecord[];
+  /** Removed versions whose full record is archived are stubs. */
+  versions: StoredVersion[];
   tags: Record<string, TagRecord>;
   channels: Record<string, ChannelEntry[]>;
   tests: Record<string, TestResult>;
   /** Channels that need a passed test result of the tag before a promotion. */
   gated: string[];
+  /** The newest history entries; older ones are in the archive. */
   history: HistoryEntry[];
   seq: number;
+  /** Where the older history entries went (absent until the first were archived). */
+  archive?: HistoryArchive;
   /** Builds waiting their turn; the first is the one running. */
   builds: QueuedBuild[];
   /** Deployables by name (absent in states saved before packing existed). */
   packs?: Record<string, PackRecord>;
   /** Volumes cloned from a version, as the last gc or remove request listed them. */
   volumes?: Record<string, string>;
+  /** Where the full records of removed versions went (absent until the first were archived). */
+  versionArchive?: VersionArchive;
+}
+
+/** The archived part of a lineage's history: a file on the control host, entries 1..count of it. */
+export interface HistoryArchive {
+  /** The lineage's first run id, which names the file. */
+  chain: string;
+  host: string;
+  path: string;
+  /** How many entries the archive holds; the lineage's state holds the rest. */
+  count: number;
+  /** The seq of the newest archived entry. */
+  throughSeq: number;
+}
+
+/** The full records of a lineage's removed versions: a file on the control host, `count` records. */
+export interface VersionArchive {
+  chain: string;
+  host: string;
+  path: string;
+  count: number;
+}
+
+/** What the history query answers: the entries in the state, and where the older ones are. */
+export interface HistoryView {
+  entries: HistoryEntry[];
+  archive?: HistoryArchive;
 }
 
 export interface QueuedBuild {
@@ -43,6 +79,8 @@ export interface LineageInput {
   state?: LineageState;
   /** Continue as new past this many history events (the server also suggests it). */
   maxHistoryEvents?: number;
+  /** History entries kept in the state across a continue-as-new; older ones are archived (default 500). */
+  keepHistory?: number;
 }
 
 export type NewVersion = Omit<VersionRecord, 'id' | 'revoked' | 'removed'>;
@@ -71,18 +109,27 @@ export interface RemoveInput {
   volumes?: { volume: string; version: string }[];
 }
 
+/** A pack's request; whether the version's image may hold password hashes is its recipe's say. */
 export interface PackInput {
   by: string;
   tag: string;
   /** The deployable's name; the image's name when absent. */
   as?: string;
+  /** Netboot when the version has a squashfs artifact, else a VM base; a version with both may be packed as either. */
+  kind?: PackKind;
   /** Refuse a root image larger than this (default 8 GiB). */
   maxRootBytes?: number;
-  allowPasswordHashes?: boolean;
 }
 
+export type PackOutcome = PackRecord & { name: string; movedAside?: string; root?: string; note?: string };
+
 export const DEFAULT_KEEP = 5;
+export const DEFAULT_KEEP_HISTORY = 500;
 export const DEFAULT_MAX_ROOT_BYTES = 8 * 1024 ** 3;
+/** Entries per archive request: each request's payload stays far below Temporal's 2 MB limit. */
+const ARCHIVE_BATCH = 500;
+/** Version records per archive request (each up to a few KB). */
+const VERSION_BATCH = 200;
 
 export const lineageWorkflowId = (image: string) => `lineage-${checkName('image', image)}`;
 
@@ -92,18 +139,21 @@ export const promoteUpdate = defineUpdate<ChannelEntry, [{ by: string; tag: stri
 export const rollbackUpdate = defineUpdate<ChannelEntry, [{ by: string; channel: string; reason?: string }]>('rollback');
 export const testResultUpdate = defineUpdate<TestResult, [TestResultInput]>('testResult');
 export const testResultSignal = defineSignal<[TestResultInput]>('testResult');
-export const revokeUpdate = defineUpdate<VersionRecord, [{ by: string; version: string; reason: string }]>('revoke');
+/** The channels whose promotions need a passed test result of the tag (prod when a lineage starts). */
+export const gateUpdate = defineUpdate<string[], [{ by: string; channels: string[] }]>('gate');
+export const revokeUpdate = defineUpdate<StoredVersion, [{ by: string; version: string; reason: string }]>('revoke');
 
 export const gcUpdate = defineUpdate<GcResult, [GcInput]>('gc');
 /** What the daily schedule sends (through `lineageGcWorkflow`): a gc with the lineage's own settings. */
 export const gcSignal = defineSignal<[GcInput]>('gc');
 export const removeUpdate = defineUpdate<{ removed: string[]; files: number }, [RemoveInput]>('remove');
-export const packUpdate = defineUpdate<PackRecord & { name: string; movedAside?: string; root?: string }, [PackInput]>('pack');
+export const packUpdate = defineUpdate<PackOutcome, [PackInput]>('pack');
 
 export const requestBuildUpdate = defineUpdate<BuildTicket, [BuildRequest]>('requestBuild');
 export const describeQuery = defineQuery<LineageView>('describe');
-export const versionQuery = defineQuery<VersionRecord, [string]>('version');
-export const historyQuery = defineQuery<HistoryEntry[], [{ last?: number }]>('history');
+/** A version's full record, or the stub of a removed one whose record is archived. */
+export const versionQuery = defineQuery<StoredVersion, [string]>('version');
+export const historyQuery = defineQuery<HistoryView, [{ last?: number }]>('history');
 
 /** What a build request gets back: the build's workflow id and the builds ahead of it. */
 export interface BuildTicket {
@@ -120,14 +170,18 @@ export interface TestResultInput {
 
 export interface LineageView {
   image: string;
-  versions: Omit<VersionRecord, 'report' | 'manifests' | 'provenance'>[];
+  versions: (Omit<VersionRecord, 'report' | 'manifests' | 'provenance'> | VersionStub)[];
   tags: Record<string, TagRecord>;
   channels: Record<string, { current?: ChannelEntry; entries: number }>;
   tests: Record<string, TestResult>;
+  /** Channels whose promotions need a passed test result. */
+  gated: string[];
+  /** All of them, archived or not. */
   historyEntries: number;
   builds: { id: string; by: string; requestedAt: string }[];
   packs: Record<string, PackRecord>;
   volumes: Record<string, string>;
+  versionArchive?: VersionArchive;
 }
 
 const CHANNEL = /^[a-z][a-z0-9-]{0,31}$/;
@@ -156,26 +210,27 @@ export class Lineage {
     state.volumes ??= {};
   }
 
-  version(id: string): VersionRecord {
+  version(id: string): StoredVersion {
     const v = this.state.versions.find((x) => x.id === id);
     if (!v) throw new InputError('version', `a version of ${this.state.image} (${this.state.versions.map((x) => x.id).join(', ') || 'none yet'})`, id);
     return v;
   }
 
-  tagged(tag: string): { tag: TagRecord; version: VersionRecord } {
+  tagged(tag: string): { tag: TagRecord; version: StoredVersion } {
     const t = this.state.tags[checkTag('tag', tag)];
     if (!t) throw new InputError('tag', `a tag of ${this.state.image}`, tag);
     return { tag: t, version: this.version(t.version) };
   }
 
-  usable(v: VersionRecord, action: string): VersionRecord {
+  usable(v: StoredVersion, action: string): VersionRecord {
     if (v.removed) throw new InputError('version', `a version whose files are still stored (${v.id} was removed by ${v.removed.by}: ${v.removed.reason}) to ${action}`, v.id);
     if (v.revoked) throw new InputError('version', `a version that is not revoked (${v.id} was revoked by ${v.revoked.by}: ${v.revoked.reason}) to ${action}`, v.id);
-    return v;
+    // Only removed versions become stubs.
+    return v as VersionRecord;
   }
 
   latest(): VersionRecord {
-    const v = [...this.state.versions].reverse().find((x) => !x.revoked && !x.removed);
+    const v = [...this.state.versions].reverse().find((x): x is VersionRecord => isStored(x) && !x.revoked);
     if (!v) throw new InputError('version', `a built version of ${this.state.image}`, undefined);
     return v;
   }
@@ -300,6 +355,18 @@ export class Lineage {
     return result;
   }
 
+  validateGate(input: { by: string; channels: string[] }): void {
+    checkUser('by', input.by);
+    if (!Array.isArray(input.channels) || input.channels.length > 32) throw new InputError('channels', 'a list of at most 32 channel names', input.channels);
+    input.channels.forEach((c, i) => checkChannel(`channels[${i}]`, c));
+  }
+
+  gate(input: { by: string; channels: string[] }, at: string): string[] {
+    this.state.gated = [...new Set(input.channels)].sort();
+    this.record(input.by, 'gate', `gated: ${this.state.gated.join(', ') || 'none'}`, at);
+    return this.state.gated;
+  }
+
   validateRevoke(input: { by: string; version: string; reason: string }): void {
     checkUser('by', input.by);
     checkReason('reason', input.reason);
@@ -307,7 +374,7 @@ export class Lineage {
     if (v.revoked) throw new InputError('version', 'a version not yet revoked', input.version);
   }
 
-  revoke(input: { by: string; version: string; reason: string }, at: string): VersionRecord {
+  revoke(input: { by: string; version: string; reason: string }, at: string): StoredVersion {
     const v = this.version(input.version);
     v.revoked = { reason: input.reason, by: input.by, at };
     this.record(input.by, 'revoke', `${v.id}: ${input.reason}`, at);
@@ -327,7 +394,7 @@ export class Lineage {
 
   /** Retention: the newest `keep` stored versions and every referenced one stay; the rest go. */
   retention(keep: number, volumes: Record<string, string> = this.state.volumes!): { remove: VersionRecord[]; kept: { version: string; why: string[] }[] } {
-    const stored = this.state.versions.filter((v) => !v.removed);
+    const stored = this.state.versions.filter(isStored);
     const newest = new Set(stored.slice(-keep).map((v) => v.id));
     const kept: { version: string; why: string[] }[] = [];
     const remove: VersionRecord[] = [];
@@ -360,8 +427,9 @@ export class Lineage {
   validateRemove(input: RemoveInput): VersionRecord[] {
     checkUser('by', input.by);
     const volumes = checkVolumes('volumes', input.volumes);
-    const targets = input.version !== undefined ? [this.version(input.version)] : this.state.versions.filter((v) => !v.removed);
-    if (input.version !== undefined && targets[0]!.removed) throw new InputError('version', `a stored version (${input.version} was removed ${targets[0]!.removed.at})`, input.version);
+    const one = input.version !== undefined ? this.version(input.version) : undefined;
+    if (one?.removed) throw new InputError('version', `a stored version (${one.id} was removed ${one.removed.at})`, one.id);
+    const targets = (one ? [one] : this.state.versions).filter(isStored);
     const known = volumes ? volumeMap(volumes) : this.state.volumes!;
     for (const v of targets) {
       const all = this.references(v.id, known);
@@ -370,40 +438,92 @@ export class Lineage {
     return targets;
   }
 
-  validatePack(input: PackInput): { version: VersionRecord; name: string } {
+  /** The version, the name, and what gets published: its squashfs for netboot, its qcow2 (else raw) for a VM base. */
+  validatePack(input: PackInput): { version: VersionRecord; name: string; kind: PackKind; root: Artifact } {
     checkUser('by', input.by);
-    const { version } = this.tagged(input.tag);
-    this.usable(version, 'pack');
+    const version = this.usable(this.tagged(input.tag).version, 'pack');
     const name = checkName('as', input.as ?? this.state.image);
     const cap = input.maxRootBytes === undefined ? DEFAULT_MAX_ROOT_BYTES : checkInt('maxRootBytes', input.maxRootBytes, 1, Number.MAX_SAFE_INTEGER);
-    const root = version.artifacts.find((a) => a.format === 'squashfs') ?? version.artifacts[0]!;
+    const squash = version.artifacts.find((a) => a.format === 'squashfs');
+    const disk = version.artifacts.find((a) => a.format === 'qcow2') ?? version.artifacts.find((a) => a.format === 'raw');
+    const kind = input.kind === undefined ? (squash ? 'netboot' : 'vm') : checkPackKind('kind', input.kind);
+    const root = kind === 'netboot' ? squash : disk;
+    if (!root) throw new InputError('kind', `a kind ${version.id} can be packed as (it has ${version.artifacts.map((a) => a.format).join(', ')}: netboot needs squashfs, vm qcow2 or raw)`, kind);
+    // One name, one kind: a boot directory and a VM base under one name would leave one unrecorded.
+    const existing = this.state.packs![name];
+    const taken = existing && (existing.kind ?? 'netboot');
+    if (taken && taken !== kind) throw new InputError('as', `a name free for a ${kind} pack (${name} is a ${taken} pack of ${this.state.image})`, name);
     if (root.bytes > cap) throw new InputError('tag', `a version whose root image fits the cap of ${cap} bytes (${version.id}'s ${root.format} is ${root.bytes})`, input.tag);
-    if (input.allowPasswordHashes !== undefined && typeof input.allowPasswordHashes !== 'boolean') throw new InputError('allowPasswordHashes', 'true or false', input.allowPasswordHashes);
-    return { version, name };
+    return { version, name, kind, root };
   }
 
-  recordPack(input: PackInput, name: string, version: VersionRecord, done: PackResult, at: string): PackRecord {
-    const record: PackRecord = { version: version.id, tag: input.tag, at, by: input.by, host: done.host, path: done.path };
+  recordPack(input: PackInput, name: string, version: VersionRecord, kind: PackKind, done: PackResult, at: string): PackRecord {
+    const record: PackRecord = {
+      version: version.id,
+      tag: input.tag,
+      at,
+      by: input.by,
+      kind,
+      host: done.host,
+      path: done.path,
+      ...(done.format ? { format: done.format } : {}),
+      ...(done.kernel ? { kernel: done.kernel } : {}),
+      ...(done.initrd ? { initrd: done.initrd } : {}),
+    };
     this.state.packs![name] = record;
-    this.record(input.by, 'pack', `${name} -> ${input.tag} (${version.id}) at ${done.host}:${done.path}${done.movedAside ? `, previous moved aside to ${done.movedAside}` : ''}`, at);
+    const note = packNote(record);
+    this.record(input.by, 'pack', `${name} -> ${input.tag} (${version.id}) as ${kind} at ${done.host}:${done.path}${done.movedAside ? `, previous moved aside to ${done.movedAside}` : ''}${note ? `; ${note}` : ''}`, at);
     return record;
+  }
+
+  /** The newest `last` entries in the state (all when absent), and where the older ones are. */
+  historyView(last?: number): HistoryView {
+    const entries = last === undefined ? this.state.history : last > 0 ? this.state.history.slice(-last) : [];
+    return { entries, ...(this.state.archive ? { archive: this.state.archive } : {}) };
+  }
+
+  /** The oldest entries, now in the archive, leave the state. */
+  archived(entries: HistoryEntry[], done: ArchiveResult, chain: string): void {
+    const throughSeq = entries.at(-1)!.seq;
+    this.state.history = this.state.history.filter((e) => e.seq > throughSeq);
+    this.state.archive = { chain, host: done.host, path: done.path, count: (this.state.archive?.count ?? 0) + entries.length, throughSeq };
+  }
+
+  /** Removed versions whose full record is still in the state: the next to archive. */
+  unarchived(): VersionRecord[] {
+    return this.state.versions.filter((v): v is VersionRecord => !isStub(v) && Boolean(v.removed));
+  }
+
+  /** Versions the archive now holds leave a stub in the state; the archive counts them. */
+  versionsArchived(done: VersionArchiveResult, chain: string): void {
+    const archived = new Set(done.archived);
+    this.state.versions = this.state.versions.map((v) => (!isStub(v) && v.removed && archived.has(v.id) ? stubOf({ ...v, removed: v.removed }) : v));
+    this.state.versionArchive = { chain, host: done.host, path: done.path, count: done.count };
   }
 
   view(): LineageView {
     const s = this.state;
     return {
       image: s.image,
-      versions: s.versions.map(({ report: _r, manifests: _m, provenance: _p, ...rest }) => rest),
+      versions: s.versions.map((v) => (isStub(v) ? v : listed(v))),
       tags: s.tags,
       channels: Object.fromEntries(Object.entries(s.channels).map(([name, entries]) => [name, { current: entries.at(-1), entries: entries.length }])),
       tests: s.tests,
-      historyEntries: s.history.length,
+      gated: s.gated,
+      historyEntries: (s.archive?.count ?? 0) + s.history.length,
       builds: s.builds.map((b) => ({ id: b.id, by: b.request.by, requestedAt: b.requestedAt })),
       packs: s.packs!,
       volumes: s.volumes!,
+      ...(s.versionArchive ? { versionArchive: s.versionArchive } : {}),
     };
   }
 }
+
+/** A version whose files are still stored (a stub is always of a removed one). */
+const isStored = (v: StoredVersion): v is VersionRecord => !v.removed;
+
+/** A version as listings show it: without its report, manifests and provenance. */
+const listed = ({ report: _r, manifests: _m, provenance: _p, ...rest }: VersionRecord) => rest;
 
 async function runBuild(lineage: Lineage, queued: QueuedBuild): Promise<void> {
   const version = lineage.nextVersionId();
@@ -503,26 +623,105 @@ async function remove(lineage: Lineage, input: RemoveInput, at: string): Promise
   return { removed: targets.map((v) => v.id), files: await deleteStored(lineage.state.image, targets) };
 }
 
-async function pack(lineage: Lineage, input: PackInput, at: string): Promise<PackRecord & { name: string; movedAside?: string; root?: string }> {
-  const { version, name } = lineage.validatePack(input);
-  const host = (version.artifacts.find((a) => a.format === 'squashfs') ?? version.artifacts[0]!).host;
-  const done = await packOn(host).packBoot({
+const control = proxyActivities<LineageHistoryActivities>({ taskQueue: CONTROL_QUEUE, scheduleToStartTimeout: '5m', startToCloseTimeout: '2m', retry: { maximumAttempts: 3, nonRetryableErrorTypes: ['InputError'] } });
+
+/**
+ * Hands all but the newest `keep` history entries to the archive on the control host, a batch at
+ * a time, and drops each batch from the state once it is on disk. Handlers keep running meanwhile:
+ * what they record lands after the batch, so it stays. A failure loses nothing: the entries stay in
+ * the state and the next continue-as-new tries again.
+ */
+async function archiveOlderHistory(lineage: Lineage, keep: number): Promise<void> {
+  const s = lineage.state;
+  const chain = s.archive?.chain ?? workflowInfo().firstExecutionRunId;
+  const older = s.history.slice(0, s.history.length - keep);
+  for (let i = 0; i < older.length; i += ARCHIVE_BATCH) {
+    const batch = older.slice(i, i + ARCHIVE_BATCH);
+    try {
+      const done = await control.archiveHistory({ image: s.image, chain, after: s.archive?.throughSeq ?? 0, entries: batch });
+      lineage.archived(batch, done, chain);
+    } catch (err) {
+      log.warn('history not archived: it stays in the state until the next continue-as-new', { image: s.image, error: reasonOf(err).message });
+      return;
+    }
+  }
+}
+
+/**
+ * Hands the full records of removed versions to the version archive on the control host, a batch
+ * at a time, and keeps a stub of each in the state once the archive confirms it holds the record.
+ * A failure drops nothing: the records stay in the state and the next continue-as-new tries again.
+ */
+async function archiveRemovedVersions(lineage: Lineage): Promise<void> {
+  const s = lineage.state;
+  const chain = s.versionArchive?.chain ?? s.archive?.chain ?? workflowInfo().firstExecutionRunId;
+  const pending = lineage.unarchived();
+  for (let i = 0; i < pending.length; i += VERSION_BATCH) {
+    try {
+      const done = await control.archiveVersions({ image: s.image, chain, after: s.versionArchive?.count ?? 0, records: pending.slice(i, i + VERSION_BATCH) });
+      lineage.versionsArchived(done, chain);
+    } catch (err) {
+      log.warn('removed versions not archived: their records stay in the state until the next continue-as-new', { image: s.image, error: reasonOf(err).message });
+      return;
+    }
+  }
+}
+
+/**
+ * What `imgflow history` runs to read a page of a lineage's archived history: the archive is a file
+ * on the control host and the CLI may run anywhere, so the read goes through Temporal to the control
+ * queue like every other host's work. A query cannot run an activity, and an update to the lineage
+ * would add a read to its history: hence a short workflow of its own, which records nothing.
+ */
+export async function lineageHistoryWorkflow(input: ArchiveReadInput): Promise<HistoryEntry[]> {
+  return readOnControl(`the archived history of ${input.image}`, (reader) => reader.readArchivedHistory(input));
+}
+
+/** What `imgflow report` (and every command needing a full record) runs for a removed version whose record is archived, as `lineageHistoryWorkflow` reads history. */
+export async function lineageArchivedVersionWorkflow(input: { image: string; chain: string; version: string }): Promise<VersionRecord> {
+  const record = await readOnControl(`the archived record of ${input.image}:${input.version}`, (reader) => reader.readArchivedVersion(input));
+  if (!record) throw ApplicationFailure.nonRetryable(`the version archive of ${input.image} (chain ${input.chain}) on the control host does not hold ${input.version}`, 'ArchiveMissing');
+  return record;
+}
+
+/** Runs a read of a lineage archive on the control queue; no control worker to take it is said so. */
+async function readOnControl<T>(what: string, read: (reader: LineageHistoryActivities) => Promise<T>): Promise<T> {
+  const reader = proxyActivities<LineageHistoryActivities>({ taskQueue: CONTROL_QUEUE, scheduleToStartTimeout: '1m', startToCloseTimeout: '1m', retry: { maximumAttempts: 3, nonRetryableErrorTypes: ['InputError'] } });
+  try {
+    return await read(reader);
+  } catch (err) {
+    if (err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === TimeoutType.SCHEDULE_TO_START) {
+      throw ApplicationFailure.nonRetryable(`no worker on queue ${CONTROL_QUEUE} read ${what} within a minute: is a worker of role control running?`, 'NoControlWorker');
+    }
+    throw err;
+  }
+}
+
+async function pack(lineage: Lineage, input: PackInput, at: string): Promise<PackOutcome> {
+  const { version, name, kind, root } = lineage.validatePack(input);
+  // Lineages that packed before VM bases existed published every version as a boot directory.
+  const vm = kind === 'vm' && patched('pack-vm');
+  const host = vm ? root.host : (version.artifacts.find((a) => a.format === 'squashfs') ?? version.artifacts[0]!).host;
+  const activities = packOn(host);
+  const done = await (vm ? activities.packBase : activities.packBoot)({
     image: lineage.state.image,
     version: version.id,
     tag: input.tag,
     name,
     stamp: timeStamp(new Date(at)),
     artifacts: version.artifacts.filter((a) => a.host === host),
-    ...(input.allowPasswordHashes ? { allowPasswordHashes: true } : {}),
+    ...(version.allowPasswordHashes ? { allowPasswordHashes: true } : {}),
   });
-  const record = lineage.recordPack(input, name, version, done, at);
-  return { name, ...record, ...(done.movedAside ? { movedAside: done.movedAside } : {}), ...(done.root ? { root: done.root } : {}) };
+  const record = lineage.recordPack(input, name, version, vm ? 'vm' : 'netboot', done, at);
+  const note = packNote(record);
+  return { name, ...record, ...(done.movedAside ? { movedAside: done.movedAside } : {}), ...(done.root ? { root: done.root } : {}), ...(note ? { note } : {}) };
 }
 
 export async function lineageWorkflow(input: LineageInput): Promise<void> {
   const lineage = new Lineage(input.state ?? newLineageState(input.image));
   const lock = new Lock();
   const maxHistory = input.maxHistoryEvents ?? 10_000;
+  const keepHistory = input.keepHistory ?? DEFAULT_KEEP_HISTORY;
   const publish = () =>
     upsertSearchAttributes([
       { key: SA.kind, value: 'lineage' },
@@ -537,6 +736,7 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
   handle(lock, promoteUpdate, (i) => lineage.validatePromote(i), (i, at) => lineage.promote(i, at), publish);
   handle(lock, rollbackUpdate, (i) => lineage.validateRollback(i), (i, at) => lineage.rollback(i, at), publish);
   handle(lock, testResultUpdate, (i) => lineage.validateTestResult(i), (i, at) => lineage.testResult(i, at), publish);
+  handle(lock, gateUpdate, (i) => lineage.validateGate(i), (i, at) => lineage.gate(i, at), publish);
   handle(lock, revokeUpdate, (i) => lineage.validateRevoke(i), (i, at) => lineage.revoke(i, at), publish);
   handle(lock, gcUpdate, (i) => lineage.validateGc(i), (i, at) => gc(lineage, i, at), publish);
   handle(lock, removeUpdate, (i) => void lineage.validateRemove(i), (i, at) => remove(lineage, i, at), publish);
@@ -566,7 +766,7 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
   );
   setHandler(describeQuery, () => lineage.view());
   setHandler(versionQuery, (id) => lineage.version(id));
-  setHandler(historyQuery, ({ last }) => lineage.state.history.slice(-(last ?? lineage.state.history.length)));
+  setHandler(historyQuery, ({ last }) => lineage.historyView(last));
 
   handle(lock, requestBuildUpdate, (r) => lineage.validateBuild(r), (r, at) => lineage.enqueueBuild(r, at), publish);
 
@@ -580,6 +780,10 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
     lineage.state.builds.shift();
     publish();
   }
+  // Lineages that continued as new before the archive existed carried their whole history.
+  if (lineage.state.history.length > keepHistory && patched('archive-history')) await archiveOlderHistory(lineage, keepHistory);
+  // Lineages that continued as new before the version archive existed carried every full record.
+  if (lineage.unarchived().length && patched('archive-versions')) await archiveRemovedVersions(lineage);
   await condition(allHandlersFinished);
   await continueAsNew<typeof lineageWorkflow>({ ...input, state: lineage.state });
 }

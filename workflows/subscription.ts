@@ -20,6 +20,7 @@ import {
   defineUpdate,
   executeChild,
   getExternalWorkflowHandle,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -62,7 +63,7 @@ export interface SubscriptionConfig {
   /** The file the registry password is read from on the cloud worker; never its content. */
   passwordFile?: string;
   format: (typeof DISK_FORMATS)[number];
-  /** Syncs only report; `adopt` applies. */
+  /** Syncs stage changed images under `<id>+STAGED` and report; `adopt` applies. */
   stage: boolean;
   /** The cloud site whose worker (`cloud.<site>`) holds the registry. */
   site: string;
@@ -141,10 +142,25 @@ export function parkedName(identifier: string, when: Date): string {
   return `${identifier}_EXPIRED_${stamp}_UTC`;
 }
 
+/** Renames an image to its parked name, or that name with a counter when another image holds it; returns the name given. */
+async function park(act: Proxies, id: number, name: string): Promise<string> {
+  // Syncs recorded before renames answered with the name had no collisions to report.
+  return (await act.registry.renameImage({ id, name, free: true })) ?? name;
+}
+
+/**
+ * `<id>+STAGED`: where a staged sync registers an image for the site to try before `adopt`. "+" is
+ * allowed in registry names but never in list identifiers, so no listed image, and no
+ * `_EXPIRED_` name, can ever be called this.
+ */
+export function stagedName(identifier: string): string {
+  return `${identifier}+STAGED`;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The sync run
 
-export type ImageAction = 'add' | 'update' | 'metadata' | 'expire' | 'offer' | 'refuse' | 'delete';
+export type ImageAction = 'add' | 'update' | 'metadata' | 'expire' | 'offer' | 'refuse' | 'delete' | 'stage' | 'unstage';
 
 export interface ImageOutcome {
   identifier: string;
@@ -165,6 +181,15 @@ export interface ParkedImage {
   identifier: string;
 }
 
+/** An image a staged sync registered under `<id>+STAGED`, private to the admin, for `adopt`. */
+export interface StagedImage {
+  identifier: string;
+  imageVersion: string;
+  sha512: string;
+  registryId: number;
+  registryName: string;
+}
+
 export interface PlanReport {
   add: string[];
   update: string[];
@@ -179,12 +204,19 @@ export interface PlanReport {
 export interface SyncInput {
   subscription: SubscriptionConfig;
   lastAppliedVersion?: string;
-  /** dry-run: verify and report only. */
-  mode: 'apply' | 'dry-run';
+  /**
+   * dry-run: verify, stage each new or changed image under `<id>+STAGED` and report;
+   * discard-staged: remove the staged images of `stagedList` (unsubscribe, refused list).
+   */
+  mode: 'apply' | 'dry-run' | 'discard-staged';
   /** Adopting a staged report: the list must still be this version. */
   expectVersion?: string;
   /** Offered images the site takes now. */
   adoptOffered?: boolean;
+  /** Adopting: swap in the staged images instead of registering anew. */
+  useStaged?: boolean;
+  /** The list whose staged images `discard-staged` removes. */
+  stagedList?: string;
   parked: ParkedImage[];
 }
 
@@ -199,6 +231,8 @@ export interface SyncResult {
   outcomes: ImageOutcome[];
   /** Expired images still in use; a later sync tries again. */
   parked: ParkedImage[];
+  /** Images left under `<id>+STAGED` at the end of the run. */
+  staged?: StagedImage[];
 }
 
 /** Failures no retry can mend: a refused list, a bad name, a download that did not match. */
@@ -259,11 +293,20 @@ async function prepareDisk(act: Proxies, image: ListedImage, format: Subscriptio
   return converted.path;
 }
 
-/** Removes whatever registration was made (or half made) for this entry. */
-async function removeRegistered(act: Proxies, list: ImageList, image: ListedImage): Promise<void> {
-  const id = await act.undo.findRegisteredImage({ list, image });
+/** Removes whatever registration was made (or half made) for this entry, under `name` when staged. */
+async function removeRegistered(act: Proxies, list: ImageList, image: ListedImage, name?: string): Promise<void> {
+  const id = await act.undo.findRegisteredImage({ list, image, ...(name !== undefined ? { name } : {}) });
   if (id !== null) await act.undo.deleteImage({ id });
 }
+
+/** Puts a staged image that an adoption had taken back under its staged name, private to the admin. */
+async function restage(act: Proxies, id: number, identifier: string): Promise<void> {
+  await act.undo.renameImage({ id, name: stagedName(identifier) });
+  await act.undo.lockImage({ id });
+  await act.undo.setImageEnabled({ id, enabled: true });
+}
+
+const READY_TIMEOUT_MS = 15 * 60_000;
 
 /** Runs undo steps newest first, out of reach of cancellation: a cancelled sync still cleans up. */
 async function compensate(undo: (() => Promise<void>)[]): Promise<string | undefined> {
@@ -279,33 +322,53 @@ async function compensate(undo: (() => Promise<void>)[]): Promise<string | undef
   });
 }
 
-/** A first-ever image: registered, ready, and private to the admin until the site opens it. */
-async function addImage(act: Proxies, list: ImageList, image: ListedImage, format: SubscriptionConfig['format']): Promise<ImageOutcome> {
+/**
+ * A first-ever image: registered (or its staged copy renamed), ready, and private to the admin
+ * until the site opens it.
+ */
+async function addImage(act: Proxies, list: ImageList, image: ListedImage, format: SubscriptionConfig['format'], staged?: RegistryImage): Promise<ImageOutcome> {
   const outcome = { identifier: image.identifier, action: 'add' as const, title: image.title, imageVersion: image.version };
+  const undo = [staged ? () => restage(act, staged.id, image.identifier) : () => removeRegistered(act, list, image)];
   try {
-    const disk = await prepareDisk(act, image, format);
-    setCurrentDetails(`**registering** ${image.identifier}`);
-    const id = await act.registry.registerImage({ list, image, path: disk });
-    await act.ready.waitImageReady({ id, timeoutMs: 15 * 60_000 });
+    let id: number;
+    if (staged) {
+      setCurrentDetails(`**adopting** ${image.identifier}: staged image ${staged.id}`);
+      await act.registry.renameImage({ id: staged.id, name: image.identifier });
+      id = staged.id;
+    } else {
+      const disk = await prepareDisk(act, image, format);
+      setCurrentDetails(`**registering** ${image.identifier}`);
+      id = await act.registry.registerImage({ list, image, path: disk });
+    }
+    await act.ready.waitImageReady({ id, timeoutMs: READY_TIMEOUT_MS });
     await act.registry.lockImage({ id });
-    return { ...outcome, ok: true, registryId: id, registryName: image.identifier };
+    return { ...outcome, ok: true, registryId: id, registryName: image.identifier, ...(staged ? { note: `adopted staged image ${staged.id}` } : {}) };
   } catch (error) {
-    const undone = await compensate([() => removeRegistered(act, list, image)]);
+    const undone = await compensate(undo);
     return { ...outcome, ok: false, note: undone ?? message(error) };
   }
 }
 
 /**
  * The swap: remember the old image's access, lock, disable, park it under its `_EXPIRED_` name,
- * register the new one under the identifier, wait until ready, give it the old access. Each step
- * adds its undo before it runs, since a step may take effect and still report failure.
+ * register the new one under the identifier (or rename its staged copy to it), wait until ready,
+ * give it the old access. Each step adds its undo before it runs, since a step may take effect and
+ * still report failure. Nothing is touched before the new disk is verified.
  */
-async function swapImage(act: Proxies, list: ImageList, change: ImageChange, action: 'update' | 'metadata', when: Date, format: SubscriptionConfig['format']): Promise<ImageOutcome> {
+async function swapImage(
+  act: Proxies,
+  list: ImageList,
+  change: ImageChange,
+  action: 'update' | 'metadata',
+  when: Date,
+  format: SubscriptionConfig['format'],
+  staged?: RegistryImage,
+): Promise<ImageOutcome> {
   const { image, current: old } = change;
   const outcome = { identifier: image.identifier, action, title: image.title, imageVersion: image.version };
-  let disk: string;
+  let disk: string | undefined;
   try {
-    disk = await prepareDisk(act, image, format);
+    if (!staged) disk = await prepareDisk(act, image, format);
   } catch (error) {
     return { ...outcome, ok: false, registryId: old.id, registryName: old.name, note: message(error) };
   }
@@ -316,23 +379,130 @@ async function swapImage(act: Proxies, list: ImageList, change: ImageChange, act
     return { ...outcome, ok: false, registryId: old.id, registryName: old.name, note: message(error) };
   }
   const undo: (() => Promise<void>)[] = [() => act.undo.applySnapshot({ id: old.id, snapshot, name: snapshot.name })];
-  const parked = parkedName(image.identifier, when);
+  let parked = parkedName(image.identifier, when);
   try {
     setCurrentDetails(`**swapping** ${image.identifier}: parking image ${old.id} as ${parked}`);
     await act.registry.lockImage({ id: old.id });
     await act.registry.setImageEnabled({ id: old.id, enabled: false });
-    await act.registry.renameImage({ id: old.id, name: parked });
-    undo.push(() => removeRegistered(act, list, image));
-    setCurrentDetails(`**swapping** ${image.identifier}: registering ${image.version}`);
-    const id = await act.registry.registerImage({ list, image, path: disk });
-    await act.ready.waitImageReady({ id, timeoutMs: 15 * 60_000 });
+    parked = await park(act, old.id, parked);
+    let id: number;
+    if (staged) {
+      undo.push(() => restage(act, staged.id, image.identifier));
+      setCurrentDetails(`**swapping** ${image.identifier}: adopting staged image ${staged.id}`);
+      await act.registry.renameImage({ id: staged.id, name: image.identifier });
+      id = staged.id;
+    } else {
+      undo.push(() => removeRegistered(act, list, image));
+      setCurrentDetails(`**swapping** ${image.identifier}: registering ${image.version}`);
+      id = await act.registry.registerImage({ list, image, path: disk! });
+    }
+    await act.ready.waitImageReady({ id, timeoutMs: READY_TIMEOUT_MS });
     await act.registry.applySnapshot({ id, snapshot });
-    return { ...outcome, ok: true, registryId: id, registryName: image.identifier, note: `replaced image ${old.id}, parked as ${parked}` };
+    return { ...outcome, ok: true, registryId: id, registryName: image.identifier, note: `replaced image ${old.id}, parked as ${parked}${staged ? `; adopted staged image ${staged.id}` : ''}` };
   } catch (error) {
     setCurrentDetails(`**undoing** the swap of ${image.identifier}: ${message(error)}`);
     const undone = await compensate(undo);
     return { ...outcome, ok: false, registryId: old.id, registryName: old.name, note: undone ?? `${message(error)}; image ${old.id} restored` };
   }
+}
+
+/**
+ * Only the list's metadata changed: it is attached to the registered image in place. No download,
+ * no rename, no new image; owner, group, permissions and state stay as the site set them.
+ */
+async function updateMetadata(act: Proxies, list: ImageList, change: ImageChange): Promise<ImageOutcome> {
+  const { image, current } = change;
+  const outcome = { identifier: image.identifier, action: 'metadata' as const, title: image.title, imageVersion: image.version, registryId: current.id, registryName: current.name };
+  try {
+    setCurrentDetails(`**updating metadata** of ${image.identifier}: ${change.changed.join(', ')}`);
+    await act.registry.updateImageMetadata({ id: current.id, list, image });
+    return { ...outcome, ok: true, note: `metadata updated in place: ${change.changed.join(', ')}` };
+  } catch (error) {
+    return { ...outcome, ok: false, note: message(error) };
+  }
+}
+
+/** Images under their `<id>+STAGED` name. */
+function stagedImagesOf(images: RegistryImage[]): RegistryImage[] {
+  return images.filter((image) => image.template.IMGFLOW_IMAGE !== undefined && image.name === stagedName(image.template.IMGFLOW_IMAGE));
+}
+
+function stagedCopyOf(staged: RegistryImage[], image: ListedImage): RegistryImage | undefined {
+  return staged.find((s) => s.template.IMGFLOW_IMAGE === image.identifier && s.template.IMGFLOW_SHA512 === image.sha512 && s.state !== 'ERROR');
+}
+
+function stagedRecord(image: ListedImage, id: number): StagedImage {
+  return { identifier: image.identifier, imageVersion: image.version, sha512: image.sha512, registryId: id, registryName: stagedName(image.identifier) };
+}
+
+/** Stages one new or changed image: verified, registered as `<id>+STAGED`, ready, private to the admin; or nothing. */
+async function stageImage(act: Proxies, list: ImageList, image: ListedImage, format: SubscriptionConfig['format']): Promise<{ outcome: ImageOutcome; staged?: StagedImage }> {
+  const name = stagedName(image.identifier);
+  const outcome = { identifier: image.identifier, action: 'stage' as const, title: image.title, imageVersion: image.version };
+  try {
+    const disk = await prepareDisk(act, image, format);
+    setCurrentDetails(`**staging** ${image.identifier} ${image.version} as ${name}`);
+    const id = await act.registry.registerImage({ list, image, path: disk, name });
+    await act.ready.waitImageReady({ id, timeoutMs: READY_TIMEOUT_MS });
+    await act.registry.lockImage({ id });
+    return { outcome: { ...outcome, ok: true, registryId: id, registryName: name }, staged: stagedRecord(image, id) };
+  } catch (error) {
+    const undone = await compensate([() => removeRegistered(act, list, image, name)]);
+    return { outcome: { ...outcome, ok: false, note: undone ?? message(error) } };
+  }
+}
+
+/** Removes a staged image; one a VM still uses is parked under its own `_EXPIRED_` name and deleted once unused. */
+async function discardStaged(act: Proxies, image: RegistryImage, when: Date): Promise<{ outcome: ImageOutcome; parked?: ParkedImage }> {
+  const identifier = image.template.IMGFLOW_IMAGE ?? image.name;
+  const outcome = { identifier, action: 'unstage' as const, registryId: image.id, imageVersion: image.template.IMGFLOW_VERSION };
+  if (await tryDelete(act, { id: image.id, name: image.name, identifier })) return { outcome: { ...outcome, ok: true, registryName: image.name, note: 'deleted' } };
+  try {
+    const name = await park(act, image.id, parkedName(image.name, when));
+    await act.registry.lockImage({ id: image.id });
+    return { outcome: { ...outcome, ok: true, registryName: name, note: `in use: parked as ${name}, deleted once unused` }, parked: { id: image.id, name, identifier } };
+  } catch (error) {
+    return { outcome: { ...outcome, ok: false, registryName: image.name, note: message(error) } };
+  }
+}
+
+interface StagingResult {
+  outcomes: ImageOutcome[];
+  staged: StagedImage[];
+  parked: ParkedImage[];
+}
+
+/** Discards staged images, collecting what they leave parked. */
+async function discardAll(act: Proxies, images: RegistryImage[], when: Date, into: StagingResult): Promise<void> {
+  for (const image of images) {
+    const discarded = await discardStaged(act, image, when);
+    into.outcomes.push(discarded.outcome);
+    if (discarded.parked) into.parked.push(discarded.parked);
+  }
+}
+
+/**
+ * A staged sync: every new (admitted) or changed image lands as `<id>+STAGED` for the site to try.
+ * What an older list staged and this one no longer wants goes first, so a newer list replaces it;
+ * an image already staged with the same bytes is kept as it is.
+ */
+async function stageAll(act: Proxies, list: ImageList, diff: ListDiff, report: PlanReport, format: SubscriptionConfig['format'], when: Date): Promise<StagingResult> {
+  const wanted = [...diff.add.filter((image) => report.add.includes(image.identifier)), ...diff.update.map((change) => change.image)];
+  const existing = stagedImagesOf(await act.registry.listImagesOf({ listIdentifier: list.identifier }));
+  const result: StagingResult = { outcomes: [], staged: [], parked: [] };
+  await discardAll(act, existing.filter((image) => !wanted.some((w) => stagedCopyOf([image], w))), when, result);
+  for (const image of wanted) {
+    const kept = stagedCopyOf(existing, image);
+    if (kept) {
+      result.outcomes.push({ identifier: image.identifier, action: 'stage', ok: true, title: image.title, imageVersion: image.version, registryId: kept.id, registryName: kept.name, note: 'already staged' });
+      result.staged.push(stagedRecord(image, kept.id));
+      continue;
+    }
+    const staged = await stageImage(act, list, image, format);
+    result.outcomes.push(staged.outcome);
+    if (staged.staged) result.staged.push(staged.staged);
+  }
+  return result;
 }
 
 /** Tries once to delete a parked image; one still in use stays parked for the next sync. */
@@ -348,9 +518,8 @@ async function tryDelete(act: Proxies, image: ParkedImage): Promise<boolean> {
 /** Expire: park under the `_EXPIRED_` name, lock, disable (an image in use cannot be), then delete once unused. */
 async function expireImage(act: Proxies, old: RegistryImage, when: Date): Promise<{ outcome: ImageOutcome; parked?: ParkedImage }> {
   const identifier = old.template.IMGFLOW_IMAGE ?? old.name;
-  const name = parkedName(identifier, when);
   try {
-    await act.registry.renameImage({ id: old.id, name });
+    const name = await park(act, old.id, parkedName(identifier, when));
     await act.registry.lockImage({ id: old.id });
     const disabled = await act.once.setImageEnabled({ id: old.id, enabled: false }).then(
       () => true,
@@ -381,10 +550,27 @@ async function fetchVerified(act: Proxies, input: SyncInput) {
   });
 }
 
-/** One sync of one subscription: verify, reconcile, then (unless a dry run) apply. */
+const emptyReport = (): PlanReport => ({ add: [], update: [], metadata: [], expire: [], unchanged: [], offered: [], refused: [] });
+
+/** Removes every staged image of a list: on unsubscribe, or when a list was refused. */
+async function discardStagedRun(act: Proxies, input: SyncInput): Promise<SyncResult> {
+  let listIdentifier: string;
+  try {
+    listIdentifier = checkListIdentifier('stagedList', input.stagedList);
+  } catch (error) {
+    throw ApplicationFailure.nonRetryable((error as Error).message, 'InputError');
+  }
+  setCurrentDetails(`**discarding** the staged images of list ${listIdentifier}`);
+  const result: StagingResult = { outcomes: [], staged: [], parked: [] };
+  await discardAll(act, stagedImagesOf(await act.registry.listImagesOf({ listIdentifier })), new Date(), result);
+  return { listIdentifier, listVersion: '', verified: false, applied: false, report: emptyReport(), outcomes: result.outcomes, parked: [...input.parked, ...result.parked], staged: [] };
+}
+
+/** One sync of one subscription: verify, reconcile, then apply (or stage, in a dry run). */
 export async function subscriptionSyncWorkflow(input: SyncInput): Promise<SyncResult> {
   const act = cloudProxies(input);
   const sub = input.subscription;
+  if (input.mode === 'discard-staged') return discardStagedRun(act, input);
   let verified;
   try {
     verified = await fetchVerified(act, input);
@@ -401,15 +587,24 @@ export async function subscriptionSyncWorkflow(input: SyncInput): Promise<SyncRe
   const diff: ListDiff = expired ? { add: [], update: [], metadata: [], expire: planned.expire, unchanged: [] } : planned;
   const report = planReport(diff, sub.newImages, input.adoptOffered === true);
   const result: SyncResult = { listIdentifier: list.identifier, listVersion: list.version, verified: verified.verified, applied: false, report, outcomes: [], parked: input.parked, ...(expired ? { expired } : {}) };
-  if (input.mode === 'dry-run') return result;
+  if (input.mode === 'dry-run') {
+    if (!patched('stage-images')) return result;
+    const staging = await stageAll(act, list, diff, report, sub.format, when);
+    const failed = staging.outcomes.filter((o) => !o.ok).length;
+    setCurrentDetails(`**staged** list ${list.identifier} version ${list.version}: ${staging.staged.length} images staged${failed ? `, ${failed} failed` : ''}`);
+    return { ...result, outcomes: staging.outcomes, staged: staging.staged, parked: [...input.parked, ...staging.parked] };
+  }
 
+  // Adopting: the images staged for this list's bytes are swapped in instead of registered anew.
+  const staged = input.useStaged ? stagedImagesOf(await act.registry.listImagesOf({ listIdentifier: list.identifier })) : [];
   const outcomes: ImageOutcome[] = [];
   for (const image of diff.add) {
-    if (report.add.includes(image.identifier)) outcomes.push(await addImage(act, list, image, sub.format));
+    if (report.add.includes(image.identifier)) outcomes.push(await addImage(act, list, image, sub.format, stagedCopyOf(staged, image)));
     else outcomes.push({ identifier: image.identifier, action: sub.newImages === 'refuse' ? 'refuse' : 'offer', ok: true, title: image.title, imageVersion: image.version });
   }
-  for (const change of diff.update) outcomes.push(await swapImage(act, list, change, 'update', when, sub.format));
-  for (const change of diff.metadata) outcomes.push(await swapImage(act, list, change, 'metadata', when, sub.format));
+  for (const change of diff.update) outcomes.push(await swapImage(act, list, change, 'update', when, sub.format, stagedCopyOf(staged, change.image)));
+  const inPlace = patched('metadata-in-place');
+  for (const change of diff.metadata) outcomes.push(inPlace ? await updateMetadata(act, list, change) : await swapImage(act, list, change, 'metadata', when, sub.format));
   const parked: ParkedImage[] = [];
   for (const old of diff.expire) {
     const expired = await expireImage(act, old, when);
@@ -420,8 +615,20 @@ export async function subscriptionSyncWorkflow(input: SyncInput): Promise<SyncRe
     if (await tryDelete(act, image)) outcomes.push({ identifier: image.identifier, action: 'delete', ok: true, registryId: image.id, registryName: image.name });
     else parked.push(image);
   }
+  const left: StagedImage[] = [];
+  if (input.useStaged) {
+    // Staged images a failed swap put back stay for the next adopt; any other is no longer wanted.
+    const retry = new Set(outcomes.filter((o) => !o.ok).map((o) => o.identifier));
+    const leftovers = stagedImagesOf(await act.registry.listImagesOf({ listIdentifier: list.identifier }));
+    const keptFor = (image: RegistryImage) => list.images.find((listed) => retry.has(listed.identifier) && stagedCopyOf([image], listed));
+    await discardAll(act, leftovers.filter((image) => !keptFor(image)), when, { outcomes, staged: [], parked });
+    for (const image of leftovers) {
+      const listed = keptFor(image);
+      if (listed) left.push(stagedRecord(listed, image.id));
+    }
+  }
   setCurrentDetails(`**done** list ${list.identifier} version ${list.version}: ${outcomes.filter((o) => !o.ok).length} failed of ${outcomes.length} changes`);
-  return { ...result, applied: true, outcomes, parked };
+  return { ...result, applied: true, outcomes, parked, ...(input.useStaged ? { staged: left } : {}) };
 }
 
 /** Started by the subscription's Schedule: asks the entity for a sync, skipped if one is running. */
@@ -462,8 +669,12 @@ export interface SyncOutcome {
 
 export interface StagedReport {
   listVersion: string;
+  /** The list the staged images belong to (a staged subscription may not have applied one yet). */
+  listIdentifier?: string;
   at: string;
   report: PlanReport;
+  /** The images waiting under `<id>+STAGED` for `adopt`. */
+  images?: StagedImage[];
 }
 
 export interface SubscriptionState {
@@ -510,7 +721,8 @@ export const describeQuery = defineQuery<SubscriptionView>('describe');
 export const appliancesQuery = defineQuery<Appliance[]>('appliances');
 export const historyQuery = defineQuery<HistoryEntry[], [{ last?: number }]>('history');
 
-const APPLIED_STATE: Record<ImageAction, ApplianceState> = {
+/** Staging outcomes leave the site's appliances as they are. */
+const APPLIED_STATE: Record<Exclude<ImageAction, 'stage' | 'unstage'>, ApplianceState> = {
   add: 'registered',
   update: 'updated',
   metadata: 'updated',
@@ -543,28 +755,48 @@ export class Subscription {
       ...(lastAppliedVersion !== undefined ? { lastAppliedVersion } : {}),
       ...(adopting && staged ? { expectVersion: staged.listVersion } : {}),
       ...(adopting ? { adoptOffered: true } : {}),
+      ...(adopting && staged?.images?.length ? { useStaged: true } : {}),
     };
+  }
+
+  /** What `discard-staged` needs, when something is staged. */
+  discardInput(): SyncInput | undefined {
+    const { config, staged, parked } = this.state;
+    if (!staged?.images?.length || staged.listIdentifier === undefined) return undefined;
+    return { subscription: config, mode: 'discard-staged', stagedList: staged.listIdentifier, parked };
+  }
+
+  /** The staged images are gone (or parked, when a VM still used one). */
+  discarded(by: string, reason: string, result: SyncResult, at: string): void {
+    this.state.parked = result.parked;
+    delete this.state.staged;
+    const failed = result.outcomes.filter((o) => !o.ok);
+    this.record(by, 'unstaged', `${reason}: ${result.outcomes.map((o) => `${o.identifier} ${o.note ?? ''}`.trim()).join(', ')}${failed.length ? `; failed: ${failed.length}` : ''}`, at);
   }
 
   applyResult(run: number, by: string, result: SyncResult, at: string): SyncOutcome {
     const s = this.state;
+    const failed = result.outcomes.filter((o) => !o.ok);
+    const failures = failed.length ? `; failed: ${failed.map((f) => `${f.identifier} (${f.note})`).join(', ')}` : '';
     if (!result.applied) {
-      s.staged = { listVersion: result.listVersion, at, report: result.report };
-      this.record(by, 'staged', `list ${result.listVersion}: ${summary(result.report)}`, at);
-      return { run, at, by, status: 'staged', listVersion: result.listVersion, report: result.report };
+      s.staged = { listVersion: result.listVersion, listIdentifier: result.listIdentifier, at, report: result.report, images: result.staged ?? [] };
+      s.parked = result.parked;
+      this.record(by, 'staged', `list ${result.listVersion}: ${summary(result.report)}; ${result.staged?.length ?? 0} images staged${failures}`, at);
+      return { run, at, by, status: 'staged', listVersion: result.listVersion, report: result.report, ...(result.outcomes.length ? { outcomes: result.outcomes } : {}) };
     }
     s.config = { ...s.config, identifier: s.config.identifier ?? result.listIdentifier };
     s.lastAppliedVersion = result.listVersion;
     s.parked = result.parked;
-    delete s.staged;
-    for (const outcome of result.outcomes) this.applyOutcome(outcome, result.listVersion, at);
-    const failed = result.outcomes.filter((o) => !o.ok);
+    // A swap that failed put its staged image back: a second adopt tries again.
+    if (result.staged?.length) s.staged = { listVersion: result.listVersion, listIdentifier: result.listIdentifier, at, report: result.report, images: result.staged };
+    else delete s.staged;
+    for (const outcome of result.outcomes) if (outcome.action !== 'stage' && outcome.action !== 'unstage') this.applyOutcome({ ...outcome, action: outcome.action }, result.listVersion, at);
     const status: SyncStatus = failed.length ? 'partial' : result.expired ? 'expired' : 'applied';
-    this.record(by, status, `list ${result.listVersion}: ${summary(result.report)}${failed.length ? `; failed: ${failed.map((f) => `${f.identifier} (${f.note})`).join(', ')}` : ''}`, at);
+    this.record(by, status, `list ${result.listVersion}: ${summary(result.report)}${failures}`, at);
     return { run, at, by, status, listVersion: result.listVersion, report: result.report, outcomes: result.outcomes, ...(result.expired ? { reason: result.expired } : {}) };
   }
 
-  private applyOutcome(outcome: ImageOutcome, listVersion: string, at: string): void {
+  private applyOutcome(outcome: ImageOutcome & { action: keyof typeof APPLIED_STATE }, listVersion: string, at: string): void {
     const before = this.state.images[outcome.identifier];
     const appliance: Appliance = {
       ...before,
@@ -657,6 +889,8 @@ export async function subscriptionWorkflow(input: SubscriptionInput): Promise<Su
   let running: QueuedRun | undefined;
   let nextRequest = 0;
   let stopping = false;
+  let stoppedBy = '';
+  let stopped = false;
   const now = () => new Date().toISOString();
   upsertSearchAttributes([
     { key: SA.kind, value: 'subscription' },
@@ -693,7 +927,9 @@ export async function subscriptionWorkflow(input: SubscriptionInput): Promise<Su
     rejectOnError(async (request) => {
       sub.record(request.by, 'unsubscribe', request.reason ?? 'unsubscribed', now());
       stopping = true;
-      await condition(() => running === undefined);
+      stoppedBy = request.by;
+      // Until the running sync ended and nothing staged is left behind.
+      await condition(() => stopped);
       return sub.view(false);
     }),
     {
@@ -718,6 +954,23 @@ export async function subscriptionWorkflow(input: SubscriptionInput): Promise<Su
   setHandler(appliancesQuery, () => Object.values(sub.state.images).sort((a, b) => a.identifier.localeCompare(b.identifier)));
   setHandler(historyQuery, ({ last }) => sub.state.history.slice(-(last ?? sub.state.history.length)));
 
+  /** Removes what is staged, in a run of its own; nothing happens (no command) when nothing is. */
+  const discardStaged = async (by: string, reason: string): Promise<void> => {
+    const discardInput = sub.discardInput();
+    if (!discardInput) return;
+    const run = ++sub.state.runs;
+    try {
+      const result = await executeChild(subscriptionSyncWorkflow, {
+        workflowId: `${subscriptionWorkflowId(name)}-sync-${run}`,
+        args: [discardInput],
+        staticSummary: `Discard the staged images of subscription ${name}`,
+      });
+      sub.discarded(by, reason, result, now());
+    } catch (error) {
+      sub.record(by, 'unstage-failed', `${reason}: ${message(error)}`, now());
+    }
+  };
+
   const runOnce = async (request: QueuedRun): Promise<SyncOutcome> => {
     const run = ++sub.state.runs;
     const mode = sub.state.config.stage && !request.adopt ? 'dry-run' : 'apply';
@@ -730,7 +983,10 @@ export async function subscriptionWorkflow(input: SubscriptionInput): Promise<Su
       });
       return sub.applyResult(run, request.by, result, now());
     } catch (error) {
-      return sub.refused(run, request.by, message(error), now());
+      const refused = sub.refused(run, request.by, message(error), now());
+      // What an earlier list staged cannot be adopted once a list is refused: nothing stays behind.
+      await discardStaged(request.by, 'the list was refused');
+      return refused;
     }
   };
 
@@ -749,6 +1005,8 @@ export async function subscriptionWorkflow(input: SubscriptionInput): Promise<Su
   }
   // Runs still queued will not happen: their callers learn so instead of waiting forever.
   for (const request of queue.splice(0)) finished.set(request.id, { run: 0, at: now(), by: request.by, status: 'skipped', reason: 'the subscription was removed' });
+  await discardStaged(stoppedBy, 'unsubscribed');
+  stopped = true;
   await condition(allHandlersFinished);
   return sub.view(false);
 }

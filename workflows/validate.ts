@@ -106,6 +106,8 @@ export async function validateWorkflow(input: ValidateInput): Promise<ValidateRe
       shared: measured.shared ?? version.shared,
       report,
       provenance: { builder: facts.host, source: `fix of ${image}:${version.id} (${artifact.format} ${artifact.sha256.slice(0, 12)})`, tools: { 'qemu-img': facts.qemuImg, kernel: facts.kernel }, workflowId: id },
+      // The repaired copy kept its hashes only if the check allowed them.
+      ...(prepare.allowPasswordHashes ? { allowPasswordHashes: true } : {}),
     };
     return { image, version: version.id, breaches, fixed: { fixed: fixed.fixed, remaining: fixed.remaining, record } };
   } catch (err) {

@@ -33,7 +33,7 @@ import type { Attachment, ExportInfo } from '../activities/drivers/types.js';
 import type { HostActivities } from '../activities/host.js';
 import type { ClonedVolume, NasVolumeActivities, PullResult } from '../activities/nas/volumes.js';
 import { checkReason, checkUser } from '../common/lineage.js';
-import { checkHost, checkInt, checkName, InputError } from '../common/names.js';
+import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../common/names.js';
 import { queues } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 
@@ -64,7 +64,7 @@ export interface MapRequest {
 export interface VolumeAttrs {
   by: string;
   frequencySeconds?: number;
-  /** Bytes per second; recorded for the listing and for throttled transfers. */
+  /** Bytes per second: the limits of sync-mode transfers (upload: pulls to the NAS; download: the node's copy). */
   uploadSpeed?: number;
   downloadSpeed?: number;
   /** A frozen volume is skipped by scheduled pulls. */
@@ -178,14 +178,23 @@ export function checkMapRequest(r: MapRequest): void {
 export function checkAttrs(a: VolumeAttrs): void {
   checkUser('by', a.by);
   if (a.frequencySeconds !== undefined) checkInt('frequency', a.frequencySeconds, 10, 86_400);
-  if (a.uploadSpeed !== undefined) checkInt('upload-speed', a.uploadSpeed, 1, 100 * 1024 ** 3);
-  if (a.downloadSpeed !== undefined) checkInt('download-speed', a.downloadSpeed, 1, 100 * 1024 ** 3);
+  if (a.uploadSpeed !== undefined) checkSpeed('upload-speed', a.uploadSpeed);
+  if (a.downloadSpeed !== undefined) checkSpeed('download-speed', a.downloadSpeed);
   if (a.frozen !== undefined && typeof a.frozen !== 'boolean') throw new InputError('frozen', 'true or false', a.frozen);
 }
 
 /** `imgflow-<UTC time>`, the drivers' snapshot names, from workflow time (the same on replay and retry). */
 function snapshotAt(at: Date): string {
   return `imgflow-${at.toISOString().replace(/[-:.]/g, '').toLowerCase()}`;
+}
+
+/**
+ * A transfer's rate limit from the volume's speeds: download is the node's copy from the NAS,
+ * upload the pulls back. A change applies from the next transfer on. Only the activities' inputs
+ * gain a field (the workflow's commands are the same), so saved histories replay unchanged.
+ */
+function rate(bytesPerSecond: number | undefined): { bytesPerSecond?: number } {
+  return bytesPerSecond ? { bytesPerSecond } : {};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,7 +336,7 @@ class Volume {
         this.enter('syncing-to-node');
         queue = queues.compute(r.computeHost);
         undo.push({ what: 'drop node copy', fn: async () => compute.computeDropCopy({ volume: s.volume }) });
-        const copy = await compute.computeReceive({ volume: s.volume, nas: r.nas, nasRoot: cloned.root, snapshot });
+        const copy = await compute.computeReceive({ volume: s.volume, nas: r.nas, nasRoot: cloned.root, snapshot, ...rate(s.speeds.download) });
         s.sync = { ...s.sync!, nodeRoot: copy.root, nasRoot: cloned.root, lastSnapshot: snapshot };
         url = copy.devicePath;
       } else {
@@ -379,7 +388,7 @@ class Volume {
     const back = s.phase;
     this.enter('syncing-to-nas', s.reason);
     try {
-      const result = await this.nas(s.nas!).volumePull({ volume: s.volume, computeHost: s.computeHost!, nodeRoot: sync.nodeRoot!, snapshot: snapshotAt(new Date()) });
+      const result = await this.nas(s.nas!).volumePull({ volume: s.volume, computeHost: s.computeHost!, nodeRoot: sync.nodeRoot!, snapshot: snapshotAt(new Date()), ...rate(s.speeds.upload) });
       sync.lastSyncAt = new Date().toISOString();
       sync.lastSnapshot = result.snapshot;
       sync.lastDurationMs = result.durationMs;

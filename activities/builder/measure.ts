@@ -8,6 +8,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { once } from 'node:events';
 import { Context } from '@temporalio/activity';
+import { mapLimited } from '../../lib/concurrency.js';
 import type { Run } from '../runner.js';
 
 export interface InstalledPackage {
@@ -79,17 +80,6 @@ function heartbeat(details: unknown): void {
 /** Files per sha256sum call, and calls at once (one per core here). */
 const HASH_BATCH = 512;
 const HASH_CONCURRENCY = 2;
-
-/** Runs `fn` over `items` with at most `limit` at a time, results in the items' order. */
-async function mapLimited<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const lane = async () => {
-    for (let i = next++; i < items.length; i = next++) results[i] = await fn(items[i]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
-  return results;
-}
 
 /**
  * sha256 of regular files below root (paths as `/etc/passwd`), by coreutils' sha256sum in

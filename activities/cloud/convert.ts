@@ -10,8 +10,15 @@ import { partialPath } from '../../lib/files.js';
 import { progress, type Run } from '../runner.js';
 import type { DiskFormat } from './registry/types.js';
 
+/** An image refused by one named check, as `convert <check>: why`; retrying the same bytes cannot help. */
 export class ConvertError extends Error {
   override readonly name = 'ConvertError';
+  constructor(
+    readonly check: 'ova-disk' | 'ova-member' | 'format' | 'backing-file',
+    detail: string,
+  ) {
+    super(`convert ${check}: ${detail}`);
+  }
 }
 
 export interface ConvertRequest {
@@ -74,14 +81,14 @@ async function diskFromOva(run: Run, ova: string, dir: string, timeoutMs: number
   const { stdout } = await run(['tar', '-tf', ova], { timeoutMs });
   const members = stdout.split('\n').filter(Boolean);
   const member = members.find((name) => DISK_EXTENSIONS.test(name) && !name.endsWith('/'));
-  if (!member) throw new ConvertError(`the OVA holds no disk (members: ${members.join(', ') || 'none'})`);
-  if (!safeMember(member)) throw new ConvertError(`the OVA's disk has an unsafe name: ${JSON.stringify(member)}`);
+  if (!member) throw new ConvertError('ova-disk', `the OVA holds no disk (members: ${members.join(', ') || 'none'})`);
+  if (!safeMember(member)) throw new ConvertError('ova-member', `the OVA's disk has an unsafe name: ${JSON.stringify(member)}`);
   await fs.mkdir(dir, { recursive: true });
   await run(['tar', '-xf', ova, '-C', dir, '--no-same-owner', '--no-same-permissions', '--', member], { timeoutMs });
   const file = path.join(dir, member);
   // A symlink member would point qemu-img at a file of this host's choosing.
   const stat = await fs.lstat(file);
-  if (!stat.isFile()) throw new ConvertError(`the OVA's disk ${member} is not a regular file`);
+  if (!stat.isFile()) throw new ConvertError('ova-member', `the OVA's disk ${member} is not a regular file`);
   return { file, member };
 }
 
@@ -108,8 +115,8 @@ export async function convertImage(run: Run, request: ConvertRequest): Promise<C
       ({ file: disk, member: ovaMember } = await diskFromOva(run, request.source, unpackDir, timeoutMs));
     }
     const info = await qemuInfo(run, disk, timeoutMs);
-    if (!ACCEPTED_FORMATS.has(info.format)) throw new ConvertError(`unsupported image format ${JSON.stringify(info.format)}`);
-    if (info['backing-filename']) throw new ConvertError(`the image has a backing file (${info['backing-filename']}); only self-contained images are accepted`);
+    if (!ACCEPTED_FORMATS.has(info.format)) throw new ConvertError('format', `unsupported image format ${JSON.stringify(info.format)}`);
+    if (info['backing-filename']) throw new ConvertError('backing-file', `the image has a backing file (${info['backing-filename']}); only self-contained images are accepted`);
 
     await fs.mkdir(path.dirname(request.target), { recursive: true });
     const partial = partialPath(request.target);

@@ -280,8 +280,14 @@ function currentImages(listIdentifier: string, images: RegistryImage[]): Map<str
   return current;
 }
 
+/** Template attributes that come from the list (and so may change with it). */
+export function isListAttribute(key: string): boolean {
+  return key.startsWith('IMGFLOW_') || key === 'DESCRIPTION';
+}
+
+/** An attribute blanked by a metadata update counts as absent. */
 function changedKeys(wanted: Record<string, string>, have: Record<string, string>): string[] {
-  const keys = new Set([...Object.keys(wanted), ...Object.keys(have).filter((k) => k.startsWith('IMGFLOW_') || k === 'DESCRIPTION')]);
+  const keys = new Set([...Object.keys(wanted), ...Object.keys(have).filter(isListAttribute)]);
   return [...keys].filter((key) => (wanted[key] ?? '') !== (have[key] ?? '')).sort();
 }
 
@@ -311,14 +317,4 @@ export function diffList(list: ImageList, registered: RegistryImage[], now = new
   }
   diff.expire = [...current.values()].filter((image) => !listed.has(image.template[TEMPLATE.image]!));
   return diff;
-}
-
-/**
- * `<id>_EXPIRED_<YYYY-mm-dd_HH-MM-SS>_UTC`: the name an image is parked under when replaced. Always
- * UTC, so that names sort by time across sites and daylight-saving changes.
- */
-export function expiredName(identifier: string, when: Date): string {
-  const pad = (n: number) => String(n).padStart(2, '0');
-  const stamp = `${when.getUTCFullYear()}-${pad(when.getUTCMonth() + 1)}-${pad(when.getUTCDate())}_${pad(when.getUTCHours())}-${pad(when.getUTCMinutes())}-${pad(when.getUTCSeconds())}`;
-  return `${identifier}_EXPIRED_${stamp}_UTC`;
 }

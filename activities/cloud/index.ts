@@ -12,7 +12,7 @@ import type { Logger } from '../../lib/logger.js';
 import type { Run } from '../runner.js';
 import { convertImage, type ConvertResult } from './convert.js';
 import { download, type DownloadOptions, type DownloadResult } from './download.js';
-import { diffList, ImageListError, imageTemplate, type ImageList, type ListDiff, type ListedImage } from './imagelist.js';
+import { diffList, ImageListError, imageTemplate, isListAttribute, type ImageList, type ListDiff, type ListedImage } from './imagelist.js';
 import { checkImageName, RegistryError, TEMPLATE, type ImageRegistry, type Ownership, type RegistryImage } from './registry/types.js';
 import { verifyImageList, type TrustAnchors, type VerifiedImageList } from './smime.js';
 
@@ -70,6 +70,13 @@ function checkCaDir(dir: string): string {
 const NO_EXISTS = 0x400;
 const LOCKED_MODE = '700';
 
+/** `name`, else the first of `name.2`, `name.3`... that no other image holds. */
+function freeName(name: string, taken: Set<string>): string {
+  let candidate = name;
+  for (let n = 2; taken.has(candidate); n++) candidate = `${name}.${n}`;
+  return candidate;
+}
+
 export function cloudPaths(config: Pick<Config, 'home'>) {
   const root = path.join(config.home, 'cloud');
   return { cache: path.join(root, 'cache'), work: path.join(root, 'work'), converted: path.join(root, 'converted') };
@@ -88,9 +95,10 @@ export function createCloudActivities(deps: CloudDeps) {
     await registry.setEnabled(id, enabled);
   }
 
-  async function findRegistered(list: Pick<ImageList, 'identifier'>, image: ListedImage): Promise<number | undefined> {
+  /** The image registered for this entry under `name` (default: its identifier), by list and digest. */
+  async function findRegistered(list: Pick<ImageList, 'identifier'>, image: ListedImage, name = image.identifier): Promise<number | undefined> {
     const found = (await registry.list({ imageList: list.identifier })).find(
-      (candidate: RegistryImage) => candidate.name === image.identifier && candidate.template[TEMPLATE.sha512] === image.sha512,
+      (candidate: RegistryImage) => candidate.name === name && candidate.template[TEMPLATE.sha512] === image.sha512,
     );
     return found?.id;
   }
@@ -113,6 +121,11 @@ export function createCloudActivities(deps: CloudDeps) {
     /** What the registry must do to match the list. */
     async planListUpdate(input: { list: ImageList }): Promise<ListDiff> {
       return diffList(input.list, await registry.list({ imageList: input.list.identifier }));
+    },
+
+    /** Every image the registry holds for a list, under any name (current, parked, staged). */
+    async listImagesOf(input: { listIdentifier: string }): Promise<RegistryImage[]> {
+      return registry.list({ imageList: input.listIdentifier });
     },
 
     /** The listed image, checked against its size and sha512, from the cache when already there. */
@@ -143,31 +156,56 @@ export function createCloudActivities(deps: CloudDeps) {
       await setEnabled(input.id, input.enabled);
     },
 
-    async renameImage(input: { id: number; name: string }): Promise<void> {
-      await registry.rename(input.id, checkImageName(input.name));
+    /**
+     * Renames the image and returns the name it now has. With `free`, a name another image holds
+     * (two images parked within one second) gets a counter: `<name>.2`, `<name>.3`...; the image's
+     * own name counts as free, so a retry lands on the name the first attempt took.
+     */
+    async renameImage(input: { id: number; name: string; free?: boolean }): Promise<string> {
+      const wanted = checkImageName(input.name);
+      const name = input.free ? freeName(wanted, new Set((await registry.list()).filter((i) => i.id !== input.id).map((i) => i.name))) : wanted;
+      await registry.rename(input.id, name);
+      return name;
     },
 
     /**
-     * Registers the converted disk as `<identifier>` with the list's metadata. A retry after a lost
-     * answer finds the image it already registered (same name, list and digest) and returns it.
+     * Registers the converted disk as `<identifier>` (or `name`, for a staged image) with the list's
+     * metadata. A retry after a lost answer finds the image it already registered (same name, list
+     * and digest) and returns it.
      */
-    async registerImage(input: { list: Pick<ImageList, 'identifier'>; image: ListedImage; path: string }): Promise<number> {
-      const existing = await findRegistered(input.list, input.image);
+    async registerImage(input: { list: Pick<ImageList, 'identifier'>; image: ListedImage; path: string; name?: string }): Promise<number> {
+      const name = checkImageName(input.name ?? input.image.identifier);
+      const existing = await findRegistered(input.list, input.image, name);
       if (existing !== undefined) {
         // A registration that failed (or whose copier died) is redone, never waited for.
         if ((await registry.info(existing)).state !== 'ERROR') return existing;
         await registry.delete(existing);
       }
       const template = imageTemplate(input.list, input.image);
-      return registry.register({ name: input.image.identifier, path: input.path, format: registry.format, template });
+      return registry.register({ name, path: input.path, format: registry.format, template });
     },
 
     /**
      * The image `registerImage` made (or half made) for this entry, if any: what a swap that failed
      * after asking for a registration must remove, even when the answer never came back.
      */
-    async findRegisteredImage(input: { list: Pick<ImageList, 'identifier'>; image: ListedImage }): Promise<number | null> {
-      return (await findRegistered(input.list, input.image)) ?? null;
+    async findRegisteredImage(input: { list: Pick<ImageList, 'identifier'>; image: ListedImage; name?: string }): Promise<number | null> {
+      return (await findRegistered(input.list, input.image, input.name)) ?? null;
+    },
+
+    /**
+     * Attaches the list's metadata for this entry to the image in place: no download, no new
+     * image; owner, group, mode and state untouched. Attributes imgflow set before and the list no
+     * longer gives are blanked. Doing it twice is harmless.
+     */
+    async updateImageMetadata(input: { id: number; list: Pick<ImageList, 'identifier'>; image: ListedImage }): Promise<void> {
+      const current = await registry.info(input.id);
+      if (current.template[TEMPLATE.sha512] !== input.image.sha512) {
+        throw new RegistryError('updateImageMetadata', `image ${input.id} holds other bytes (sha512 ${current.template[TEMPLATE.sha512]?.slice(0, 16) ?? 'none'}...) than ${input.image.identifier} ${input.image.version}`);
+      }
+      const wanted = imageTemplate(input.list, input.image);
+      const dropped = Object.keys(current.template).filter((key) => isListAttribute(key) && !(key in wanted) && current.template[key] !== '');
+      await registry.updateTemplate(input.id, { ...wanted, ...Object.fromEntries(dropped.map((key) => [key, ''])) });
     },
 
     async waitImageReady(input: { id: number; timeoutMs?: number }): Promise<RegistryImage> {

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { checkHost, checkInt, checkName, InputError } from '../../common/names.js';
+import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../common/names.js';
 import type { Config } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
 import { createAttach, createPipe, createZfsStorage, replicate, type AttachDriver, type Attachment, type Pipe, type ReplicatingStorage } from '../drivers/index.js';
@@ -93,13 +93,14 @@ export function createComputeActivities({ run, config, pipe, env = process.env }
       await driverFor(input.url).detach(input);
     },
 
-    /** Sync mode: the node's own copy, received in full from the NAS's snapshot (once). */
-    async computeReceive(input: { volume: string; nas: string; nasRoot: string; snapshot: string }): Promise<LocalCopy> {
+    /** Sync mode: the node's own copy, received in full from the NAS's snapshot (once), at most at the volume's download speed. */
+    async computeReceive(input: { volume: string; nas: string; nasRoot: string; snapshot: string; bytesPerSecond?: number }): Promise<LocalCopy> {
       const target = localStore();
       const remote = remoteRun(run, config.host, checkHost('nas', input.nas), env);
       const source = createZfsStorage({ run: remote.run, root: checkDataset('nasRoot', input.nasRoot) });
       const snapshot = checkSnapshotName('snapshot', input.snapshot);
-      await replicate({ volume: checkName('volume', input.volume), source, target, sourceCommand: remote.wrap, snapshot });
+      const rate = input.bytesPerSecond === undefined ? {} : { bytesPerSecond: checkSpeed('bytesPerSecond', input.bytesPerSecond) };
+      await replicate({ volume: checkName('volume', input.volume), source, target, sourceCommand: remote.wrap, snapshot, ...rate });
       const copy = (await target.describe(input.volume))!;
       return { root: checkDataset('IMGFLOW_COMPUTE_POOL', env.IMGFLOW_COMPUTE_POOL), devicePath: copy.devicePath, sizeBytes: copy.sizeBytes, snapshot };
     },

@@ -3,10 +3,12 @@
  * result is text, a ZFS stream is binary and may be large). Same guarantees as the runner: argv
  * only, each command in its own process group ended on cancellation or timeout, heartbeats inside
  * an activity, one log line per pipeline, a CommandError with the failing side's stderr tail.
+ * With `bytesPerSecond` the stream goes through a token bucket on its way (a volume's speeds).
  */
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import type { Logger } from '../../lib/logger.js';
-import { checkArgv, CommandError, currentActivity, HEARTBEAT_MS, KILL_GRACE_MS, signalGroup, stderrTail } from '../runner.js';
+import { checkArgv, CommandError, currentActivity, HEARTBEAT_MS, stderrTail, stopOnCancel } from '../runner.js';
+import { throttle } from './throttle.js';
 import type { Pipe } from './types.js';
 
 export function createPipe(logger: Logger): Pipe {
@@ -19,7 +21,11 @@ export function createPipe(logger: Logger): Pipe {
     const producer = execa(producerArgv[0]!, producerArgv.slice(1), { ...common, stdin: 'ignore', buffer: { stdout: false, stderr: true } });
     const consumer = execa(consumerArgv[0]!, consumerArgv.slice(1), { ...common, stdin: 'pipe' });
     consumer.stdin?.on('error', () => {});
-    producer.stdout?.pipe(consumer.stdin);
+    const limit = options.bytesPerSecond ? throttle(options.bytesPerSecond) : undefined;
+    let bytes = 0;
+    producer.stdout?.on('data', (chunk: Buffer) => (bytes += chunk.length));
+    if (limit) producer.stdout?.pipe(limit).pipe(consumer.stdin);
+    else producer.stdout?.pipe(consumer.stdin);
     // Whichever side ends first is the likelier cause of a failure. A consumer that ends early
     // must also close the stream's read end, or the producer would block on a full pipe forever.
     let firstToExit: 'producer' | 'consumer' | undefined;
@@ -27,29 +33,20 @@ export function createPipe(logger: Logger): Pipe {
     consumer.once('exit', () => {
       firstToExit ??= 'consumer';
       producer.stdout?.destroy();
+      limit?.destroy();
     });
 
-    let ended: string | undefined;
-    const children: ResultPromise[] = [producer, consumer];
-    const stop = (why: string) => {
-      if (ended) return;
-      ended = why;
-      for (const child of children) signalGroup(child.pid, 'SIGTERM');
-      setTimeout(() => children.forEach((child) => signalGroup(child.pid, 'SIGKILL')), KILL_GRACE_MS).unref();
-    };
-    const signals = [activity?.cancellationSignal, options.signal].filter((s): s is AbortSignal => !!s);
-    const onAbort = () => stop('cancelled');
-    for (const s of signals) {
-      if (s.aborted) onAbort();
-      else s.addEventListener('abort', onAbort, { once: true });
-    }
-    const timer = options.timeoutMs ? setTimeout(() => stop(`timed out after ${options.timeoutMs} ms`), options.timeoutMs) : undefined;
-    const beat = activity ? setInterval(() => activity.heartbeat({ command: `${producerArgv[0]} | ${consumerArgv[0]}` }), HEARTBEAT_MS) : undefined;
+    const stopper = stopOnCancel([producer.pid, consumer.pid], options, activity);
+    const beat = activity ? setInterval(() => activity.heartbeat({ command: `${producerArgv[0]} | ${consumerArgv[0]}`, bytes }), HEARTBEAT_MS) : undefined;
 
     try {
       const [sent, received] = await Promise.all([producer, consumer]);
+      const ended = stopper.ended();
       const durationMs = Math.round(performance.now() - started);
-      logger.info({ argv: producerArgv, into: consumerArgv, durationMs, exitCodes: [sent.exitCode, received.exitCode], ...(ended ? { ended } : {}) }, 'pipeline');
+      logger.info(
+        { argv: producerArgv, into: consumerArgv, durationMs, bytes, ...(limit ? { bytesPerSecond: options.bytesPerSecond } : {}), exitCodes: [sent.exitCode, received.exitCode], ...(ended ? { ended } : {}) },
+        'pipeline',
+      );
       if (activity?.cancellationSignal.aborted) throw activity.cancellationSignal.reason;
       const producerFirst = firstToExit !== 'consumer' || received.exitCode === 0;
       const sides = [
@@ -62,9 +59,9 @@ export function createPipe(logger: Logger): Pipe {
         throw new CommandError(argv, result.exitCode, stderrTail(Buffer.from(result.stderr ?? '').toString()), reason);
       }
     } finally {
-      clearTimeout(timer);
+      stopper.release();
       clearInterval(beat);
-      for (const s of signals) s.removeEventListener('abort', onAbort);
+      limit?.destroy();
     }
   };
 }

@@ -63,7 +63,7 @@ export interface ReplicatingStorage extends StorageDriver {
   /** The argv that writes a full (no `from`) or incremental stream of `volume@to` to stdout. */
   sendArgv(volume: string, snapshots: { from?: string; to: string }): string[];
   /** Reads a stream from `producer`'s stdout into `volume`, rolling back local changes since the common snapshot. */
-  receive(volume: string, producer: readonly string[]): Promise<void>;
+  receive(volume: string, producer: readonly string[], options?: { bytesPerSecond?: number }): Promise<void>;
 }
 
 export type ExportKind = 'tgt' | 'lio' | 'nbd' | 'none';
@@ -128,7 +128,14 @@ export interface AttachDriver {
  * Runs `producer | consumer` without a shell: both in their own process group, stdout of the
  * first straight into stdin of the second, binary-safe.
  */
-export type Pipe = (producer: readonly string[], consumer: readonly string[], options?: { timeoutMs?: number; signal?: AbortSignal }) => Promise<void>;
+export type Pipe = (producer: readonly string[], consumer: readonly string[], options?: PipeOptions) => Promise<void>;
+
+export interface PipeOptions {
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** The stream's rate limit (a volume's upload or download speed); unlimited when absent. */
+  bytesPerSecond?: number;
+}
 
 export interface DriverDeps {
   run: Run;

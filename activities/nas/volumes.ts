@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Context } from '@temporalio/activity';
-import { checkHost, checkInt, checkName, InputError } from '../../common/names.js';
+import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../common/names.js';
 import { paths, type Config } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
 import { createExport, createPipe, createStorage, createZfsStorage, replicate, viaSsh, type ExportConfig, type ExportInfo, type Pipe, type ReplicatingStorage, type StorageConfig, type StorageDriver, type VolumeInfo } from '../drivers/index.js';
@@ -88,6 +88,10 @@ export function createNasVolumeActivities({ run, config, pipe, env = process.env
   const storage = createStorage(storageConfig);
   const exporter = createExport(nasExportConfig(run, config, env, storage));
   // Pulls on this NAS at once; more wait for a slot, so many volumes' syncs never swamp its disks.
+  // The count lives in the NAS's worker and nowhere else: one worker serves a NAS, a worker that
+  // dies takes its slots with it, and the pulls it ran are retried by their volumes' workflows, so
+  // no slot outlives its holder (as a semaphore kept in a workflow or a file could). A waiting
+  // pull heartbeats, so a NAS that goes away is noticed while it waits.
   const pullLimit = checkInt('IMGFLOW_NAS_SYNC_LIMIT', env.IMGFLOW_NAS_SYNC_LIMIT ?? 2, 1, 100);
   let pulling = 0;
 
@@ -155,14 +159,17 @@ export function createNasVolumeActivities({ run, config, pipe, env = process.env
 
     /**
      * Pulls the node's writes back: a snapshot on the node, sent incrementally from the newest
-     * snapshot both share, then both sides pruned to imgflow's newest three.
+     * snapshot both share, then both sides pruned to imgflow's newest three. `bytesPerSecond` is
+     * the volume's upload speed.
      */
-    async volumePull(input: { volume: string; computeHost: string; nodeRoot: string; snapshot: string }): Promise<PullResult> {
+    async volumePull(input: { volume: string; computeHost: string; nodeRoot: string; snapshot: string; bytesPerSecond?: number }): Promise<PullResult> {
       const target = replicating();
       const remote = remoteRun(run, config.host, checkHost('computeHost', input.computeHost), env);
       const source = createZfsStorage({ run: remote.run, root: checkDataset('nodeRoot', input.nodeRoot) });
       const started = Date.now();
-      const result = await withPullSlot(() => replicate({ volume: checkName('volume', input.volume), source, target, sourceCommand: remote.wrap, snapshot: checkSnapshotName('snapshot', input.snapshot) }));
+      const rate = input.bytesPerSecond === undefined ? {} : { bytesPerSecond: checkSpeed('bytesPerSecond', input.bytesPerSecond) };
+      const snapshot = checkSnapshotName('snapshot', input.snapshot);
+      const result = await withPullSlot(() => replicate({ volume: checkName('volume', input.volume), source, target, sourceCommand: remote.wrap, snapshot, ...rate }));
       return { snapshot: result.snapshot, ...(result.from ? { from: result.from } : {}), sent: result.sent, durationMs: Date.now() - started, pruned: [...result.pruned.source, ...result.pruned.target] };
     },
 

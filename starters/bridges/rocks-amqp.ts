@@ -9,7 +9,7 @@
  */
 import type { Client } from '@temporalio/client';
 import amqp, { type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
-import { checkHost, checkInt, checkName, InputError } from '../../common/names.js';
+import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../common/names.js';
 import { queues } from '../../common/queues.js';
 import type { Logger } from '../../lib/logger.js';
 import { deleteUpdate, setAttrsUpdate, unmapUpdate, volumeQuery, type MapRequest, type VolumeAttrs, type VolumeView } from '../../workflows/volume.js';
@@ -180,8 +180,8 @@ class RocksActions {
     const attrs: VolumeAttrs = {
       by: BY,
       ...(given(m.frequency) ? { frequencySeconds: checkInt('frequency', m.frequency, 10, 86_400) } : {}),
-      ...(given(m.uploadspeed) ? { uploadSpeed: checkInt('uploadspeed', m.uploadspeed, 1, 100 * GiB) } : {}),
-      ...(given(m.downloadspeed) ? { downloadSpeed: checkInt('downloadspeed', m.downloadspeed, 1, 100 * GiB) } : {}),
+      ...(given(m.uploadspeed) ? { uploadSpeed: checkSpeed('uploadspeed', m.uploadspeed) } : {}),
+      ...(given(m.downloadspeed) ? { downloadSpeed: checkSpeed('downloadspeed', m.downloadspeed) } : {}),
     };
     await this.ownView(zvol);
     const view = Object.keys(attrs).length > 1 ? await volumeHandle(this.o.client, zvol).executeUpdate(setAttrsUpdate, { args: [attrs] }) : undefined;
@@ -282,12 +282,28 @@ async function connectBroker(url: string): Promise<ChannelModel> {
   }
 }
 
+/**
+ * The exchange as the broker has it: the NAS daemon declared it non-durable, and declaring it
+ * again as durable would be refused (PRECONDITION_FAILED), so one that exists is used as it is.
+ */
+async function ensureExchange(connection: ChannelModel, channel: ConfirmChannel, exchange: string): Promise<void> {
+  const probe = await connection.createChannel();
+  // A passive declare of a missing exchange closes its channel; that is the answer, not a failure.
+  probe.on('error', () => undefined);
+  const exists = await probe.checkExchange(exchange).then(
+    () => true,
+    () => false,
+  );
+  if (exists) await probe.close();
+  else await channel.assertExchange(exchange, 'direct', { durable: true });
+}
+
 /** Connects, declares the exchange and this NAS's queue, and consumes until stopped. */
 export async function startRocksBridge(o: RocksBridgeOptions): Promise<RocksBridge> {
   const log = o.logger.child({ nas: o.nas, exchange: o.exchange });
   const connection = await connectBroker(o.url);
   const channel = await connection.createConfirmChannel();
-  await channel.assertExchange(o.exchange, 'direct', { durable: true });
+  await ensureExchange(connection, channel, o.exchange);
   // Durable and shared: requests wait in the queue while the bridge restarts.
   await channel.assertQueue(o.nas, { durable: true });
   await channel.bindQueue(o.nas, o.exchange, o.nas);

@@ -8,7 +8,7 @@ import { checkHost, checkInt, InputError } from '../../common/names.js';
 import { createLogger } from '../../lib/logger.js';
 import { checkAmqpUrl, checkExchange, startRocksBridge } from '../bridges/rocks-amqp.js';
 import { configFrom, connectClient, type GlobalFlags } from '../context.js';
-import { baseVersion } from '../volume-client.js';
+import { BASE_REF, baseVersion } from '../volume-client.js';
 
 interface RocksFlags {
   url?: string;
@@ -35,7 +35,7 @@ async function runRocksAmqp(opts: RocksFlags, cmd: Command): Promise<void> {
   const url = checkAmqpUrl('--url', opts.url ?? process.env.IMGFLOW_BRIDGE_URL ?? '');
   const nas = checkHost('--nas', opts.nas);
   const image = opts.image ?? process.env.IMGFLOW_BRIDGE_IMAGE;
-  if (!image) throw new InputError('--image', '<image>[:<tag>] or <image>@<channel> (or env IMGFLOW_BRIDGE_IMAGE)');
+  if (!image) throw new InputError('--image', `${BASE_REF} (or env IMGFLOW_BRIDGE_IMAGE)`);
   const exchange = checkExchange('--exchange', opts.exchange);
   const timeoutSeconds = checkInt('--timeout', opts.timeout, 5, 3600);
   const config = configFrom(cmd.optsWithGlobals<GlobalFlags>());
@@ -60,7 +60,7 @@ export function registerBridge(program: Command): void {
     .description("answer a Rocks cluster's NAS requests (map_zvol, unmap_zvol, del_zvol, list_zvols, zvol attrs) from RabbitMQ; runs until SIGINT/SIGTERM")
     .option('--url <amqp-url>', 'the RabbitMQ URL (env IMGFLOW_BRIDGE_URL; the password is never logged)')
     .requiredOption('--nas <host>', 'the NAS host name this bridge answers for: its queue and routing key')
-    .option('--image <ref>', 'what map_zvol clones: <image>[:<tag>] or <image>@<channel> (env IMGFLOW_BRIDGE_IMAGE)')
+    .option('--image <ref>', `what map_zvol clones: ${BASE_REF} (env IMGFLOW_BRIDGE_IMAGE)`)
     .option('--exchange <name>', 'the direct exchange the frontend publishes to', 'rocks.vm-manage')
     .option('--timeout <seconds>', 'the bound on each request before it is answered with an error', '300')
     .action(runRocksAmqp);

@@ -6,9 +6,9 @@ import { formatReport } from '../../activities/builder/report.js';
 import type { VersionRecord } from '../../common/lineage.js';
 import { checkHost, checkInt } from '../../common/names.js';
 import type { BuildResult } from '../../workflows/build.js';
-import { requestBuildUpdate, versionQuery } from '../../workflows/lineage.js';
+import { requestBuildUpdate } from '../../workflows/lineage.js';
 import { configFrom, connectClient, currentUser, say, type GlobalFlags } from '../context.js';
-import { describeLineage, lineageHandle, parseImageRef, resolveVersion, updateLineage } from '../lineage-client.js';
+import { describeLineage, fullVersion, parseImageRef, updateLineage } from '../lineage-client.js';
 import { formatTable, humanBytes, printJson, watchProgress } from '../output.js';
 
 async function until<T>(get: () => Promise<T | undefined>, timeoutMs: number): Promise<T | undefined> {
@@ -45,7 +45,7 @@ export async function waitForBuild(client: Client, image: string, buildId: strin
   // The lineage starts the build when its turn comes; until then it does not exist.
   await until(() => handle.describe(), 24 * 3600_000);
   const result: BuildResult = await watchProgress(handle, handle.result(), `build ${image}`);
-  const record = await until(() => lineageHandle(client, image).query(versionQuery, result.version), 30_000);
+  const record = await until(() => fullVersion(client, image, result.version), 30_000);
   if (!record) throw new Error(`build ${buildId} finished but ${image} did not register ${result.version}`);
   return record;
 }
@@ -95,8 +95,7 @@ export function registerBuild(program: Command): void {
       const { image, ref: which } = parseImageRef(ref);
       const { client, connection } = await connectClient(configFrom(flags));
       try {
-        const version = resolveVersion(await describeLineage(client, image), image, which);
-        printVersion(await lineageHandle(client, image).query(versionQuery, version), flags.json);
+        printVersion(await fullVersion(client, image, which), flags.json);
       } finally {
         await connection.close();
       }
@@ -119,9 +118,10 @@ export function registerBuild(program: Command): void {
           by: v.by,
           packages: v.packages,
           size: humanBytes(v.bytes),
-          outputs: v.artifacts.map((a) => a.format).join(','),
+          // A removed version's stub no longer lists its (deleted) files.
+          outputs: 'artifacts' in v ? v.artifacts.map((a) => a.format).join(',') : '',
           tags: tagsOf(v.id),
-          state: v.revoked ? `revoked: ${v.revoked.reason}` : 'ok',
+          state: v.removed ? 'removed' : v.revoked ? `revoked: ${v.revoked.reason}` : 'ok',
           message: v.message,
         }));
         process.stdout.write(`${formatTable(rows, ['version', 'created', 'by', 'packages', 'size', 'outputs', 'tags', 'state', 'message'])}\n`);

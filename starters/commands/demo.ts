@@ -3,7 +3,8 @@
  * this host's workers run in-process for the length of the demo:
  *   1. the storage pipeline across two host queues (build a base, store it, clone it);
  *   2. a real build of a minimal Debian node image into a version of its lineage, with its report;
- *   3. the version tagged, tested, and promoted through test to prod.
+ *   3. the version tagged, tested, and promoted through test to prod;
+ *   4. a subscription to a signed image list served by this process, synced, updated and synced again.
  */
 import type { Client } from '@temporalio/client';
 import type { Command } from 'commander';
@@ -11,12 +12,14 @@ import type { VersionRecord } from '../../common/lineage.js';
 import { checkInt } from '../../common/names.js';
 import { queues, ROLES, WORKFLOW_QUEUE } from '../../common/queues.js';
 import { SA } from '../../common/search-attributes.js';
+import { createRunner } from '../../activities/runner.js';
 import { machineArch, type Config } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
 import { demoWorkflow, type DemoSummary } from '../../workflows/demo.js';
 import { promoteUpdate, requestBuildUpdate, tagUpdate, testResultUpdate } from '../../workflows/lineage.js';
 import { configFrom, currentUser, ensureClient, say, startLocalWorkers, type GlobalFlags } from '../context.js';
 import { DEMO_IMAGE, demoRecipe } from '../demo-recipe.js';
+import { demoSubscription } from '../demo-subscription.js';
 import { updateLineage } from '../lineage-client.js';
 import { formatPairs, humanBytes, printJson, watchProgress } from '../output.js';
 import { formatVersion, waitForBuild } from './build.js';
@@ -85,7 +88,8 @@ export function registerDemo(program: Command): void {
       const config = configFrom(flags);
       const sizeMiB = checkInt('--size-mib', opts.sizeMib, 1, 65536);
       const { client, connection, uiUrl } = await ensureClient(config);
-      const local = await startLocalWorkers(config, ROLES, createLogger('imgflow-demo', process.env.IMGFLOW_LOG_LEVEL ?? 'error'));
+      const logger = createLogger('imgflow-demo', process.env.IMGFLOW_LOG_LEVEL ?? 'error');
+      const local = await startLocalWorkers(config, ROLES, logger);
       const stamp = new Date().toISOString().replace(/\D/g, '').slice(0, 14);
       let version: VersionRecord | undefined;
       const steps: Step[] = [
@@ -99,6 +103,7 @@ export function registerDemo(program: Command): void {
           },
         },
         { title: 'tag it, test it, promote it through test to prod', run: () => promote(client, version!) },
+        { title: 'subscribe to a signed image list served here, sync it, then sync its next version', run: () => demoSubscription(client, config, createRunner(logger)) },
       ];
       const results: Record<string, unknown> = {};
       try {

@@ -1,18 +1,18 @@
 /**
- * `imgflow tag|tags|promote|rollback|channels|test-result|revoke|gc|remove|pack|clone|diff`: changes
+ * `imgflow tag|tags|promote|gate|rollback|channels|test-result|history|revoke|gc|remove|pack|clone|diff`: changes
  * to an image's lineage, each a validated update (a bad request is refused before anything is
  * recorded), and what changed between two of its versions.
  */
 import type { Client } from '@temporalio/client';
 import type { Command } from 'commander';
 import type { VersionDiff } from '../../activities/nas/diff.js';
-import { checkReason, checkTag, type VersionRecord } from '../../common/lineage.js';
+import { checkPackKind, checkReason, checkTag, type VersionRecord } from '../../common/lineage.js';
 import { checkInt, checkName, InputError } from '../../common/names.js';
 import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { diffWorkflow } from '../../workflows/diff.js';
-import { checkChannel, gcUpdate, packUpdate, promoteUpdate, registerVersionUpdate, removeUpdate, revokeUpdate, rollbackUpdate, tagUpdate, testResultUpdate, versionQuery, type GcResult, type NewVersion } from '../../workflows/lineage.js';
+import { checkChannel, gateUpdate, gcUpdate, packUpdate, promoteUpdate, registerVersionUpdate, removeUpdate, revokeUpdate, rollbackUpdate, tagUpdate, testResultUpdate, type GcResult, type NewVersion } from '../../workflows/lineage.js';
 import { configFrom, connectClient, currentUser, type GlobalFlags } from '../context.js';
-import { describeLineage, lineageHandle, parseImageRef, resolveVersion, updateLineage, volumesOf } from '../lineage-client.js';
+import { describeLineage, fullVersion, lineageHandle, lineageHistory, parseImageRef, resolveVersion, storedVersion, updateLineage, volumesOf } from '../lineage-client.js';
 import { formatPairs, formatTable, humanBytes, printJson } from '../output.js';
 
 type Action<O> = (client: Client, image: string, opts: O) => Promise<unknown>;
@@ -33,15 +33,16 @@ function onImage<O>(action: Action<O>, show: (result: never) => string) {
   };
 }
 
-/** A version's full record, by version id or tag. */
-async function fullVersion(client: Client, image: string, ref: string | undefined): Promise<VersionRecord> {
-  const id = resolveVersion(await describeLineage(client, image), image, ref);
-  return lineageHandle(client, image).query(versionQuery, id);
+/** A version whose manifests are still stored: they went with a removed version's files. */
+async function withManifests(client: Client, image: string, ref: string): Promise<VersionRecord> {
+  const v = await storedVersion(client, image, ref);
+  if (v.removed) throw new InputError('version', `a stored version (${v.id} was removed by ${v.removed.by}: ${v.removed.reason})`, v.id);
+  // Only removed versions become stubs.
+  return v as VersionRecord;
 }
 
 async function diff(client: Client, image: string, a: string, b: string): Promise<VersionDiff> {
-  const [from, to] = [await fullVersion(client, image, a), await fullVersion(client, image, b)];
-  for (const v of [from, to]) if (v.removed) throw new InputError('version', `a stored version (${v.id} was removed by ${v.removed.by}: ${v.removed.reason})`, v.id);
+  const [from, to] = [await withManifests(client, image, a), await withManifests(client, image, b)];
   const host = from.artifacts[0]!.host;
   if (to.artifacts[0]!.host !== host) throw new InputError('version', `versions stored on one NAS (${from.id} is on ${host}, ${to.id} on ${to.artifacts[0]!.host})`, to.id);
   const side = (v: VersionRecord) => ({ id: v.id, bytes: v.bytes, manifests: v.manifests });
@@ -65,8 +66,7 @@ function showDiff(d: VersionDiff): string {
   const c = d.files.counts;
   const sign = d.bytes.delta < 0 ? '-' : '+';
   return [
-    formatTable(rows, ['change', 'kind', 'name', 'from', 'to']),
-    '',
+    ...(rows.length ? [formatTable(rows, ['change', 'kind', 'name', 'from', 'to']), ''] : []),
     `${d.from} -> ${d.to}: packages +${d.packages.added.length} -${d.packages.removed.length} ~${d.packages.changed.length}, files +${c.added} -${c.removed} ~${c.changed}`,
     `size ${humanBytes(d.bytes.from)} -> ${humanBytes(d.bytes.to)} (${sign}${humanBytes(Math.abs(d.bytes.delta))})`,
   ].join('\n');
@@ -130,6 +130,20 @@ export function registerLineage(program: Command): void {
     );
 
   program
+    .command('gate')
+    .description('set the channels whose promotions need a passed test result (prod when an image starts)')
+    .argument('<image>', 'the image')
+    .option('--channels <list>', 'comma-separated channel names, e.g. staging,prod')
+    .option('--none', 'no channel is gated')
+    .action(
+      onImage<{ channels?: string; none?: boolean }>((client, image, o) => {
+        if ((o.channels === undefined) === !o.none) throw new InputError('--channels/--none', 'exactly one of them', o.channels);
+        const channels = o.none ? [] : o.channels!.split(',').map((c) => checkChannel('--channels', c.trim()));
+        return lineageHandle(client, image).executeUpdate(gateUpdate, { args: [{ by: currentUser(), channels }] });
+      }, (gated: string[]) => `gated: ${gated.join(', ') || 'none'}`),
+    );
+
+  program
     .command('rollback')
     .description('move a channel back to its previous entry')
     .argument('<image>', 'the image')
@@ -149,8 +163,13 @@ export function registerLineage(program: Command): void {
     .argument('<image>', 'the image')
     .action(
       onImage(
-        async (client, image) => Object.entries((await describeLineage(client, image)).channels).map(([name, c]) => ({ channel: name, ...c.current, entries: c.entries })),
-        table(['channel', 'tag', 'version', 'action', 'at', 'by', 'reason', 'entries']),
+        async (client, image) => {
+          const { channels, gated } = await describeLineage(client, image);
+          // Gated channels nothing was promoted to yet are listed too: they are part of the policy.
+          const names = [...new Set([...Object.keys(channels), ...gated])];
+          return names.map((name) => ({ channel: name, gated: gated.includes(name) ? 'yes' : 'no', ...channels[name]?.current, entries: channels[name]?.entries ?? 0 }));
+        },
+        table(['channel', 'gated', 'tag', 'version', 'action', 'at', 'by', 'reason', 'entries']),
       ),
     );
 
@@ -170,6 +189,13 @@ export function registerLineage(program: Command): void {
         });
       }, pairs),
     );
+
+  program
+    .command('history')
+    .description("an image's history, oldest first: who changed what, when and why (archived entries included)")
+    .argument('<image>', 'the image')
+    .option('--last <n>', 'only the newest N entries')
+    .action(onImage<{ last?: string }>((client, image, o) => lineageHistory(client, image, o.last === undefined ? undefined : checkInt('--last', o.last, 1, Number.MAX_SAFE_INTEGER)), table(['seq', 'at', 'by', 'op', 'detail'])));
 
   program
     .command('revoke')
@@ -219,16 +245,25 @@ export function registerLineage(program: Command): void {
 
   program
     .command('pack')
-    .description('publish a tagged version as a netboot boot directory under a name (default: the image), the previous one moved aside')
+    .description('publish a tagged version under a name (default: the image), the previous one moved aside: a netboot boot directory (root.squashfs, kernel, initrd) or a read-only VM base that volumes are cloned from')
     .argument('<image>', 'the image')
     .requiredOption('--tag <tag>', 'the tag to pack')
     .option('--as <name>', 'the name to publish under (a test name tries a tag before production)')
+    .option('--kind <kind>', 'netboot or vm (default: netboot for a version with a squashfs artifact, else vm)')
     .option('--max-root-bytes <n>', 'refuse a root image larger than this')
     .action(
-      onImage<{ tag: string; as?: string; maxRootBytes?: string }>(
+      onImage<{ tag: string; as?: string; kind?: string; maxRootBytes?: string }>(
         (client, image, o) =>
           lineageHandle(client, image).executeUpdate(packUpdate, {
-            args: [{ by: currentUser(), tag: checkTag('--tag', o.tag), ...(o.as ? { as: checkName('--as', o.as) } : {}), ...(o.maxRootBytes ? { maxRootBytes: checkInt('--max-root-bytes', o.maxRootBytes, 1, Number.MAX_SAFE_INTEGER) } : {}) }],
+            args: [
+              {
+                by: currentUser(),
+                tag: checkTag('--tag', o.tag),
+                ...(o.as ? { as: checkName('--as', o.as) } : {}),
+                ...(o.kind ? { kind: checkPackKind('--kind', o.kind) } : {}),
+                ...(o.maxRootBytes ? { maxRootBytes: checkInt('--max-root-bytes', o.maxRootBytes, 1, Number.MAX_SAFE_INTEGER) } : {}),
+              },
+            ],
           }),
         pairs,
       ),
@@ -245,6 +280,7 @@ export function registerLineage(program: Command): void {
         const newImage = checkName('new-image', target);
         const v = await fullVersion(client, image, o.version);
         if (v.revoked) throw new InputError('version', `a version that is not revoked (${v.id} was revoked by ${v.revoked.by}: ${v.revoked.reason}) to clone`, v.id);
+        if (v.removed) throw new InputError('version', `a version whose files are still stored (${v.id} was removed by ${v.removed.by}: ${v.removed.reason}) to clone`, v.id);
         const by = currentUser();
         // The clone shares the version's stored files: a tag on the origin keeps retention off them.
         await lineageHandle(client, image).executeUpdate(tagUpdate, { args: [{ by, version: v.id, name: checkTag('new-image', `cloned-to-${newImage}`) }] });

@@ -33,12 +33,13 @@ import {
   unsubscribeUpdate,
   type Appliance,
   type SubscriptionConfig,
+  type SubscriptionView,
   type SyncOutcome,
 } from '../../workflows/subscription.js';
 import { configFrom, connectClient, currentUser, say, type GlobalFlags } from '../context.js';
 import { formatPairs, formatTable, printJson, watchProgress } from '../output.js';
 
-interface SubscribeOptions {
+export interface SubscribeOptions {
   endorserDn?: string;
   endorserCa?: string;
   caDir?: string;
@@ -149,8 +150,8 @@ function reasonOf(error: unknown): string {
   return (err.cause?.message ?? err.message).split('\n')[0]!;
 }
 
-function printOutcome(outcome: SyncOutcome, json: boolean | undefined): void {
-  if (json) return printJson(outcome);
+/** A sync's outcome for people: status, what the plan did, and each failure with its reason. */
+export function formatOutcome(outcome: SyncOutcome): string {
   const report = outcome.report;
   const pairs: [string, unknown][] = [
     ['run', outcome.run],
@@ -162,9 +163,28 @@ function printOutcome(outcome: SyncOutcome, json: boolean | undefined): void {
     pairs.push(['add', report.add.join(', ') || '-'], ['update', report.update.join(', ') || '-'], ['metadata', report.metadata.join(', ') || '-']);
     pairs.push(['expire', report.expire.map((e) => e.from).join(', ') || '-'], ['offered', report.offered.join(', ') || '-'], ['unchanged', report.unchanged.length]);
   }
-  for (const failed of (outcome.outcomes ?? []).filter((o) => !o.ok)) pairs.push([`failed ${failed.identifier}`, failed.note]);
-  process.stdout.write(`${formatPairs(pairs)}\n`);
-  if (outcome.status === 'refused' || outcome.status === 'partial' || outcome.status === 'failed') process.exitCode = 1;
+  const outcomes = outcome.outcomes ?? [];
+  const staged = outcomes.filter((o) => o.ok && o.action === 'stage');
+  if (outcome.status === 'staged') pairs.push(['staged', staged.map((o) => `${o.registryName} (image ${o.registryId}, ${o.imageVersion})`).join(', ') || '-']);
+  for (const failed of outcomes.filter((o) => !o.ok)) pairs.push([`failed ${failed.identifier}`, failed.note]);
+  return formatPairs(pairs);
+}
+
+/** A sync that refused its list or failed an image (`partial`) failed, for people and scripts alike. */
+export function syncFailed(outcome: SyncOutcome): boolean {
+  return ['refused', 'partial', 'failed'].includes(outcome.status) || (outcome.outcomes ?? []).some((o) => !o.ok);
+}
+
+function printOutcome(outcome: SyncOutcome, json: boolean | undefined): void {
+  if (json) printJson(outcome);
+  else process.stdout.write(`${formatOutcome(outcome)}\n`);
+  if (syncFailed(outcome)) process.exitCode = 1;
+}
+
+/** The appliances as a table for people. */
+export function formatAppliances(appliances: Appliance[]): string {
+  const rows = appliances.map((a) => ({ ...a, version: a.imageVersion, registry: a.registryName, changed: a.lastChange }));
+  return formatTable(rows, ['subscription', 'identifier', 'version', 'listVersion', 'state', 'registry', 'changed', 'note'], ['SUBSCRIPTION', 'IMAGE', 'VERSION', 'LIST', 'STATE', 'REGISTRY NAME', 'LAST CHANGE', 'NOTE']);
 }
 
 async function runningSubscriptions(client: Client): Promise<string[]> {
@@ -173,6 +193,76 @@ async function runningSubscriptions(client: Client): Promise<string[]> {
     names.push(execution.workflowId.replace(/^subscription-/, ''));
   }
   return names.sort();
+}
+
+/**
+ * Starts the subscription's entity workflow and the schedule that syncs it every `config.every`;
+ * returns the workflow id. A name already in use is the user's mistake.
+ */
+export async function startSubscription(client: Client, config: SubscriptionConfig): Promise<string> {
+  const workflowId = subscriptionWorkflowId(config.name);
+  try {
+    await client.workflow.start(subscriptionWorkflow, {
+      taskQueue: WORKFLOW_QUEUE,
+      workflowId,
+      args: [{ config }],
+      typedSearchAttributes: [
+        { key: SA.kind, value: 'subscription' },
+        { key: SA.subscription, value: config.name },
+      ],
+      staticSummary: `Subscription ${config.name} to ${config.url}`,
+    });
+  } catch (error) {
+    if (error instanceof WorkflowExecutionAlreadyStartedError) throw new InputError('--name', 'a subscription name not yet in use', config.name);
+    throw error;
+  }
+  await client.schedule.create({
+    scheduleId: subscriptionScheduleId(config.name),
+    spec: { intervals: [{ every: config.every }] },
+    action: { type: 'startWorkflow', workflowType: subscriptionTickWorkflow, taskQueue: WORKFLOW_QUEUE, workflowId: `${workflowId}-tick`, args: [{ subscription: config.name }] },
+    policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1m' },
+  });
+  return workflowId;
+}
+
+/** Syncs now (or adopts) and waits for the outcome, showing progress. */
+export async function syncSubscription(client: Client, subscription: string, verb: 'sync' | 'adopt' = 'sync'): Promise<SyncOutcome> {
+  const handle = handleOf(client, subscription);
+  const update = verb === 'sync' ? syncUpdate : adoptUpdate;
+  const done = orMissing(subscription, handle.executeUpdate(update, { args: [{ by: currentUser() }] })).catch((error: unknown) => {
+    if (error instanceof InputError) throw error;
+    // The cause keeps a validator's refusal recognisable as bad input (exit 2).
+    throw new Error(`${verb} ${subscription}: ${reasonOf(error)}`, { cause: error });
+  });
+  return watchProgress(handle, done, `${verb} ${subscription}`);
+}
+
+/** Stops the subscription and deletes its schedule; its images stay in the registry. */
+export async function stopSubscription(client: Client, subscription: string): Promise<SubscriptionView> {
+  const view = await orMissing(subscription, handleOf(client, subscription).executeUpdate(unsubscribeUpdate, { args: [{ by: currentUser() }] }));
+  await client.schedule
+    .getHandle(subscriptionScheduleId(subscription))
+    .delete()
+    .catch((error: unknown) => {
+      if (!(error instanceof ScheduleNotFoundError)) throw error;
+    });
+  return view;
+}
+
+/** The subscription's settings and state, or undefined when no such subscription runs. */
+export async function describeSubscription(client: Client, subscription: string): Promise<SubscriptionView | undefined> {
+  const handle = handleOf(client, subscription);
+  try {
+    if ((await handle.describe()).status.name !== 'RUNNING') return undefined;
+    return await handle.query(describeQuery);
+  } catch (error) {
+    if (error instanceof WorkflowNotFoundError) return undefined;
+    throw error;
+  }
+}
+
+export async function subscriptionAppliances(client: Client, subscription: string): Promise<Appliance[]> {
+  return orMissing(subscription, handleOf(client, subscription).query(appliancesQuery));
 }
 
 function registerSubscribe(program: Command): void {
@@ -189,7 +279,7 @@ function registerSubscribe(program: Command): void {
     .option('--username <user>', 'registry user (opennebula)')
     .option('--password-file <file>', 'file holding the registry password, read on the cloud worker only')
     .option('--format <format>', 'disk format in the registry: qcow2 or raw', 'qcow2')
-    .option('--stage', 'syncs only report; imgflow adopt applies')
+    .option('--stage', 'syncs stage new and changed images as <id>+STAGED and report; imgflow adopt applies')
     .option('--identifier <id>', "the list's dc:identifier (default: fixed by the first verified list)")
     .option('--name <name>', 'the subscription name (default: from the identifier or the URL)')
     .option('--site <site>', 'the cloud site whose worker holds the registry (default: IMGFLOW_SITE)')
@@ -198,28 +288,7 @@ function registerSubscribe(program: Command): void {
       const flags = cmd.optsWithGlobals<GlobalFlags>();
       const config = subscriptionFromOptions(url, opts, configFrom(flags).site);
       await withClient(cmd, async (client) => {
-        const workflowId = subscriptionWorkflowId(config.name);
-        try {
-          await client.workflow.start(subscriptionWorkflow, {
-            taskQueue: WORKFLOW_QUEUE,
-            workflowId,
-            args: [{ config }],
-            typedSearchAttributes: [
-              { key: SA.kind, value: 'subscription' },
-              { key: SA.subscription, value: config.name },
-            ],
-            staticSummary: `Subscription ${config.name} to ${config.url}`,
-          });
-        } catch (error) {
-          if (error instanceof WorkflowExecutionAlreadyStartedError) throw new InputError('--name', 'a subscription name not yet in use', config.name);
-          throw error;
-        }
-        await client.schedule.create({
-          scheduleId: subscriptionScheduleId(config.name),
-          spec: { intervals: [{ every: config.every }] },
-          action: { type: 'startWorkflow', workflowType: subscriptionTickWorkflow, taskQueue: WORKFLOW_QUEUE, workflowId: `${workflowId}-tick`, args: [{ subscription: config.name }] },
-          policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1m' },
-        });
+        const workflowId = await startSubscription(client, config);
         if (flags.json) printJson({ subscription: config.name, workflowId, config });
         else say(`subscribed ${config.name} to ${config.url}, syncing every ${config.every}${config.stage ? ' (staged: adopt applies)' : ''}; imgflow sync ${config.name} syncs now`);
       });
@@ -250,9 +319,9 @@ function registerList(program: Command): void {
 }
 
 function registerSyncAndAdopt(program: Command): void {
-  for (const [verb, update, description] of [
-    ['sync', syncUpdate, 'sync a subscription now and wait for the result'],
-    ['adopt', adoptUpdate, 'apply the staged update (and offered images) of a subscription'],
+  for (const [verb, description] of [
+    ['sync', 'sync a subscription now and wait for the result'],
+    ['adopt', 'apply the staged update (and offered images) of a subscription'],
   ] as const) {
     program
       .command(verb)
@@ -260,14 +329,7 @@ function registerSyncAndAdopt(program: Command): void {
       .argument('<subscription>', 'the subscription name')
       .action(async (subscription: string, _opts: unknown, cmd: Command) => {
         checkName('subscription', subscription);
-        await withClient(cmd, async (client, flags) => {
-          const handle = handleOf(client, subscription);
-          const done = orMissing(subscription, handle.executeUpdate(update, { args: [{ by: currentUser() }] })).catch((error: unknown) => {
-            if (error instanceof InputError) throw error;
-            throw new Error(`${verb} ${subscription}: ${reasonOf(error)}`);
-          });
-          printOutcome(await watchProgress(handle, done, `${verb} ${subscription}`), flags.json);
-        });
+        await withClient(cmd, async (client, flags) => printOutcome(await syncSubscription(client, subscription, verb), flags.json));
       });
   }
 }
@@ -280,13 +342,7 @@ function registerUnsubscribe(program: Command): void {
     .action(async (subscription: string, _opts: unknown, cmd: Command) => {
       checkName('subscription', subscription);
       await withClient(cmd, async (client, flags) => {
-        const view = await orMissing(subscription, handleOf(client, subscription).executeUpdate(unsubscribeUpdate, { args: [{ by: currentUser() }] }));
-        await client.schedule
-          .getHandle(subscriptionScheduleId(subscription))
-          .delete()
-          .catch((error: unknown) => {
-            if (!(error instanceof ScheduleNotFoundError)) throw error;
-          });
+        const view = await stopSubscription(client, subscription);
         if (flags.json) printJson(view);
         else say(`unsubscribed ${subscription}; its ${view.images} images stay in the registry`);
       });
@@ -302,10 +358,9 @@ function registerAppliances(program: Command): void {
       if (opts.subscription !== undefined) checkName('--subscription', opts.subscription);
       await withClient(cmd, async (client, flags) => {
         const names = opts.subscription !== undefined ? [opts.subscription] : await runningSubscriptions(client);
-        const appliances: Appliance[] = (await Promise.all(names.map((name) => orMissing(name, handleOf(client, name).query(appliancesQuery))))).flat();
+        const appliances = (await Promise.all(names.map((name) => subscriptionAppliances(client, name)))).flat();
         if (flags.json) return printJson(appliances);
-        const rows = appliances.map((a) => ({ ...a, version: a.imageVersion, registry: a.registryName, changed: a.lastChange }));
-        process.stdout.write(`${formatTable(rows, ['subscription', 'identifier', 'version', 'listVersion', 'state', 'registry', 'changed', 'note'], ['SUBSCRIPTION', 'IMAGE', 'VERSION', 'LIST', 'STATE', 'REGISTRY NAME', 'LAST CHANGE', 'NOTE'])}\n`);
+        process.stdout.write(`${formatAppliances(appliances)}\n`);
       });
     });
 }

@@ -11,10 +11,10 @@ import type { VersionRecord } from '../../common/lineage.js';
 import { checkHost, InputError } from '../../common/names.js';
 import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { SA } from '../../common/search-attributes.js';
-import { registerVersionUpdate, versionQuery } from '../../workflows/lineage.js';
+import { registerVersionUpdate } from '../../workflows/lineage.js';
 import { validateWorkflow, type ValidateResult } from '../../workflows/validate.js';
 import { configFrom, connectClient, currentUser, type GlobalFlags } from '../context.js';
-import { describeLineage, lineageHandle, parseImageRef, resolveVersion } from '../lineage-client.js';
+import { fullVersion, lineageHandle, parseImageRef } from '../lineage-client.js';
 import { printJson, watchProgress } from '../output.js';
 
 interface ValidateFlags {
@@ -65,7 +65,7 @@ export function registerValidate(program: Command): void {
     .option('--remove-network', 'per-host network identity must be gone (machine-id, host keys, leases)')
     .option('--keep-network', 'per-host network identity may stay (the default)')
     .option('--remove-services <units>', 'comma-separated services that must be disabled and masked')
-    .option('--allow-password-hashes', 'accept password hashes in /etc/shadow')
+    .option('--allow-password-hashes', "accept password hashes in /etc/shadow (the default when the version's recipe allowed them)")
     .option('--store <nas>', "the NAS whose image store keeps a repaired copy (default: the version's)")
     .option('-m, --message <text>', 'message of a repaired version')
     .action(async (ref: string, opts: ValidateFlags, cmd: Command) => {
@@ -75,13 +75,15 @@ export function registerValidate(program: Command): void {
       const by = currentUser();
       const { client, connection } = await connectClient(configFrom(flags));
       try {
-        const id = resolveVersion(await describeLineage(client, image), image, which);
-        const version = await lineageHandle(client, image).query(versionQuery, id);
+        const version = await fullVersion(client, image, which);
+        const id = version.id;
+        // A version whose recipe allowed password hashes is checked as its recipe asked.
+        const rules = version.allowPasswordHashes ? { ...prepare, allowPasswordHashes: true } : prepare;
         const store = checkHost('--store', opts.store ?? version.artifacts[0]?.host);
         const handle = await client.workflow.start(validateWorkflow, {
           taskQueue: WORKFLOW_QUEUE,
           workflowId: `validate-${image}-${id}-${randomUUID().slice(0, 8)}`,
-          args: [{ image, version, prepare, fix: opts.fix ?? false, by, message: opts.message ?? `validate --fix of ${id}`, store }],
+          args: [{ image, version, prepare: rules, fix: opts.fix ?? false, by, message: opts.message ?? `validate --fix of ${id}`, store }],
           typedSearchAttributes: [
             { key: SA.kind, value: 'validate' },
             { key: SA.image, value: image },

@@ -5,7 +5,7 @@
  */
 import type { Client } from '@temporalio/client';
 import type { Command } from 'commander';
-import { checkHost, checkInt, checkName, InputError } from '../../common/names.js';
+import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../common/names.js';
 import { queues } from '../../common/queues.js';
 import {
   cleanUpdate,
@@ -20,7 +20,7 @@ import {
 } from '../../workflows/volume.js';
 import { configFrom, connectClient, currentUser, say, type GlobalFlags } from '../context.js';
 import { formatPairs, formatTable, printJson } from '../output.js';
-import { baseVersion, hasWorker, known, listVolumes, mapVolume, volumeHandle } from '../volume-client.js';
+import { BASE_REF, baseVersion, hasWorker, known, listVolumes, mapVolume, volumeHandle } from '../volume-client.js';
 
 const GiB = 1024 ** 3;
 
@@ -62,7 +62,7 @@ export function registerVolumes(program: Command): void {
     .command('map')
     .description('clone a version copy-on-write on a NAS, export it to one compute host and attach it there; prints the device or URL')
     .argument('<volume>', 'the volume name')
-    .requiredOption('--image <ref>', '<image>[:<version or tag>] or <image>@<channel>')
+    .requiredOption('--image <ref>', BASE_REF)
     .requiredOption('--nas <nas>', 'the NAS storing the version')
     .requiredOption('--compute <host>', 'the compute host the volume is for')
     .option('--size <GB>', 'grow the clone to this many GiB')
@@ -155,8 +155,8 @@ export function registerVolumes(program: Command): void {
     .description("show a volume's attributes, or set its sync frequency, speeds and freeze")
     .argument('<volume>', 'the volume name')
     .option('--frequency <seconds>', 'seconds between pulls')
-    .option('--upload-speed <bytes/s>', 'upload speed limit')
-    .option('--download-speed <bytes/s>', 'download speed limit')
+    .option('--upload-speed <bytes/s>', 'rate limit of sync pulls from the node back to the NAS')
+    .option('--download-speed <bytes/s>', "rate limit of the node's copy from the NAS when a sync-mode map begins")
     .option('--freeze', 'skip scheduled pulls')
     .option('--thaw', 'resume scheduled pulls')
     .action(async (volume: string, opts: { frequency?: string; uploadSpeed?: string; downloadSpeed?: string; freeze?: boolean; thaw?: boolean }, cmd: Command) => {
@@ -165,8 +165,8 @@ export function registerVolumes(program: Command): void {
       const attrs: VolumeAttrs = {
         by: currentUser(),
         ...(opts.frequency !== undefined ? { frequencySeconds: checkInt('--frequency', opts.frequency, 10, 86_400) } : {}),
-        ...(opts.uploadSpeed !== undefined ? { uploadSpeed: checkInt('--upload-speed', opts.uploadSpeed, 1, 100 * GiB) } : {}),
-        ...(opts.downloadSpeed !== undefined ? { downloadSpeed: checkInt('--download-speed', opts.downloadSpeed, 1, 100 * GiB) } : {}),
+        ...(opts.uploadSpeed !== undefined ? { uploadSpeed: checkSpeed('--upload-speed', opts.uploadSpeed) } : {}),
+        ...(opts.downloadSpeed !== undefined ? { downloadSpeed: checkSpeed('--download-speed', opts.downloadSpeed) } : {}),
         ...(opts.freeze ? { frozen: true } : opts.thaw ? { frozen: false } : {}),
       };
       await withClient(cmd, async (client, flags) => {

@@ -1,14 +1,14 @@
 /**
  * The Rocks bridge against the real RabbitMQ on this machine and the real `imgflow` program: an
- * AMQP client sends what a Rocks frontend sends (publish to the exchange with the NAS host as
- * routing key, an exclusive reply queue, a correlation id) and reads the old reply shapes, while
- * the volumes behind them are qcow2 clones with local attach. RabbitMQ not running is a failure.
+ * AMQP client sends what a Rocks frontend sends (a mandatory publish to `rocks.vm-manage` with the
+ * NAS host as routing key, a fresh exclusive reply queue, no correlation id) and reads the old
+ * reply shapes, while the volumes behind them are qcow2 clones with local attach. RabbitMQ not
+ * running is a failure.
  */
 import type { ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import amqp, { type Channel, type ChannelModel } from 'amqplib';
+import amqp, { type ChannelModel } from 'amqplib';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createComputeActivities } from '../../activities/compute/index.js';
 import { createHostActivities } from '../../activities/host.js';
@@ -39,42 +39,69 @@ interface Reply {
   body?: Record<string, unknown>[] | Record<string, unknown>;
 }
 
-/** What a Rocks frontend does: publish to the exchange by NAS host, wait on its own reply queue. */
+/**
+ * What a Rocks frontend's command launcher does for each request: a fresh exclusive, auto-delete
+ * reply queue, a mandatory publish on a confirming channel to the exchange with the NAS host as
+ * routing key (no correlation id; its own app id, a message id, a transient delivery), and the
+ * first message on the reply queue taken as the answer. An unroutable request is an error.
+ */
 class Frontend {
-  private readonly waiting = new Map<string, (reply: Reply) => void>();
-  private constructor(
-    readonly connection: ChannelModel,
-    readonly channel: Channel,
-    private readonly replyQueue: string,
-  ) {}
+  private nonce = 1;
+  private constructor(readonly connection: ChannelModel) {}
 
   static async open(): Promise<Frontend> {
-    let connection: ChannelModel;
     try {
-      connection = await amqp.connect(URL);
+      return new Frontend(await amqp.connect(URL));
     } catch (err) {
       throw new Error(`RabbitMQ must run on 127.0.0.1:5672 for this test: ${(err as Error).message}`);
     }
-    const channel = await connection.createChannel();
-    const { queue } = await channel.assertQueue('', { exclusive: true });
-    const frontend = new Frontend(connection, channel, queue);
-    await channel.consume(queue, (msg) => msg && frontend.waiting.get(String(msg.properties.correlationId))?.(JSON.parse(msg.content.toString()) as Reply), { noAck: true });
-    return frontend;
   }
 
-  /** Sends a request (an object as JSON, a string as is) and waits for the reply with its correlation id. */
-  send(exchange: string, nas: string, request: object | string, timeoutMs = 60_000): Promise<Reply> {
-    const correlationId = randomUUID();
+  /** Sends a request (an object as JSON, a string as is) and waits for the reply. */
+  async send(exchange: string, nas: string, request: object | string, timeoutMs = 60_000): Promise<Reply> {
     const body = Buffer.from(typeof request === 'string' ? request : JSON.stringify(request));
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no reply to ${body.toString()} within ${timeoutMs} ms`)), timeoutMs);
-      this.waiting.set(correlationId, (reply) => {
-        clearTimeout(timer);
-        this.waiting.delete(correlationId);
-        resolve(reply);
+    const channel = await this.connection.createConfirmChannel();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const { queue } = await channel.assertQueue('', { exclusive: true, autoDelete: true });
+      const reply = new Promise<Reply>((resolve, reject) => {
+        timer = setTimeout(() => reject(new Error(`no reply to ${body.toString()} within ${timeoutMs} ms`)), timeoutMs);
+        channel.on('return', () => reject(new Error(`no queue is bound to ${exchange} for ${nas}`)));
+        void channel.consume(queue, (msg) => msg && resolve(JSON.parse(msg.content.toString()) as Reply), { noAck: true });
       });
-      this.channel.publish(exchange, nas, body, { replyTo: this.replyQueue, correlationId, contentType: 'application/json' });
-    });
+      const properties = { appId: 'rocks.RabbitMQClient', replyTo: queue, messageId: String(this.nonce++), deliveryMode: 1, type: '', timestamp: Math.floor(Date.now() / 1000), mandatory: true };
+      await new Promise<void>((resolve, reject) => channel.publish(exchange, nas, body, properties, (err) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve())));
+      return await reply;
+    } finally {
+      clearTimeout(timer);
+      await channel.close();
+    }
+  }
+
+  /** A request without `reply_to`: nobody can be answered, and the bridge must go on. */
+  async sendUnanswerable(exchange: string, nas: string, request: object): Promise<void> {
+    const channel = await this.connection.createConfirmChannel();
+    await new Promise<void>((resolve, reject) => channel.publish(exchange, nas, Buffer.from(JSON.stringify(request)), { mandatory: true }, (err) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve())));
+    await channel.close();
+  }
+
+  /** Requests waiting in a queue (unacked ones count once the consumer is gone). */
+  async waiting(queue: string): Promise<number> {
+    const channel = await this.connection.createChannel();
+    try {
+      return (await channel.checkQueue(queue)).messageCount;
+    } finally {
+      await channel.close();
+    }
+  }
+
+  /** Removes what a test declared; a shared name (the real exchange) is never passed here. */
+  async remove(what: { queue?: string; exchange?: string }): Promise<void> {
+    const channel = await this.connection.createChannel();
+    channel.on('error', () => undefined);
+    if (what.queue) await channel.deleteQueue(what.queue).catch(() => undefined);
+    if (what.exchange) await channel.deleteExchange(what.exchange).catch(() => undefined);
+    await channel.close().catch(() => undefined);
   }
 
   async close(): Promise<void> {
@@ -105,7 +132,10 @@ describe('the Rocks bridge over RabbitMQ', () => {
   const nasHost = uniqueQueue('nas');
   const nodeHost = uniqueQueue('node');
   const image = `br${nasHost.slice(-6)}`;
-  const exchange = `rocks.vm-manage.${nasHost}`;
+  /** The exchange Rocks frontends publish to, which the bridge uses by default. */
+  const exchange = 'rocks.vm-manage';
+  /** One that the NAS daemon declared itself, as pika declares by default: not durable. */
+  const daemonExchange = `rocks.vm-manage.${nasHost}`;
   const run = createRunner(memoryLogger().logger);
   const nasConfig = loadConfig({ home, host: nasHost }, {});
   const nodeConfig = loadConfig({ home, host: nodeHost }, {});
@@ -121,8 +151,7 @@ describe('the Rocks bridge over RabbitMQ', () => {
 
   afterAll(async () => {
     if (!frontend) return;
-    await frontend.channel.deleteQueue(nasHost).catch(() => undefined);
-    await frontend.channel.deleteExchange(exchange).catch(() => undefined);
+    await frontend.remove({ queue: nasHost, exchange: daemonExchange });
     await frontend.close();
   });
 
@@ -140,7 +169,7 @@ describe('the Rocks bridge over RabbitMQ', () => {
   it('maps, lists, sets attributes, unmaps and deletes as the NAS daemon did, and refuses bad requests', async () => {
     await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities }, async () => {
       await storedVersion();
-      const args = ['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, 'bridge', 'rocks-amqp', '--url', URL, '--nas', nasHost, '--image', `${image}:v1`, '--exchange', exchange, '--timeout', '60'];
+      const args = ['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, 'bridge', 'rocks-amqp', '--url', URL, '--nas', nasHost, '--image', `${image}:v1`, '--timeout', '60'];
       const bridge = spawnImgflow(args, { IMGFLOW_LOG_PRETTY: '0' });
       let stderr = '';
       bridge.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -149,7 +178,8 @@ describe('the Rocks bridge over RabbitMQ', () => {
         await waitForLine(bridge, () => stderr, /bridge ready/);
         const send = (request: object | string) => frontend.send(exchange, nasHost, request);
 
-        const mapped = await send({ action: 'map_zvol', zpool: 'tank', zvol: 'vm-1', remotehost: nodeHost, remotepool: null, size: '1', sync: false, initiator: `iqn.2005-03.org.open-iscsi:${nodeHost}` });
+        // As `rocks add host storagemap` sends it: the size as typed, no remote pool, no initiator.
+        const mapped = await send({ action: 'map_zvol', zpool: 'tank', zvol: 'vm-1', remotehost: nodeHost, size: '1', remotepool: null, sync: false });
         const device = path.join(home, 'nas', nasHost, 'volumes', 'vm-1.qcow2');
         expect(mapped).toEqual({ action: 'zvol_mapped', status: 'success', zvol: 'vm-1', bdev: device });
         expect(fs.existsSync(device)).toBe(true);
@@ -164,6 +194,8 @@ describe('the Rocks bridge over RabbitMQ', () => {
         expect(await send({ action: 'set_zvol_attrs', zvol: 'vm-1', uploadspeed: 1000, downloadspeed: '2000' })).toMatchObject({ action: 'set_zvol_attrs', status: 'success' });
         expect(await send({ action: 'get_zvol_attrs', zvol: 'vm-1' })).toEqual({ action: 'get_zvol_attrs', status: 'success', body: { zvol: 'vm-1', frequency: null, nextsync: null, uploadspeed: 1000, downloadspeed: 2000 } });
         expect(await send({ action: 'set_zvol_attrs', zvol: 'vm-1', frequency: 5 })).toMatchObject({ action: 'set_zvol_attrs', status: 'error', error: expect.stringMatching(/^frequency: expected a whole number from 10/) });
+        expect(await send({ action: 'set_zvol_attrs', zvol: 'vm-1', nextsync: 1700000000 })).toMatchObject({ action: 'set_zvol_attrs', status: 'error', error: expect.stringMatching(/^nextsync: /) });
+        expect(await send({ action: 'get_zvol_attrs', zvol: 'vm-never' })).toMatchObject({ action: 'get_zvol_attrs', status: 'error', error: expect.stringMatching(/^volume: expected a volume known to imgflow/) });
 
         const refused = await send({ action: 'del_zvol', zvol: 'vm-1', zpool: 'tank' });
         expect(refused).toMatchObject({ action: 'zvol_deleted', status: 'error', error: expect.stringMatching(/^volume: expected an unmapped volume to delete .*mapped/) });
@@ -176,6 +208,12 @@ describe('the Rocks bridge over RabbitMQ', () => {
         // Bad requests: one line naming the field, nothing started.
         expect(await send('{"action": "map_zvol", ')).toMatchObject({ action: 'action_unsupported', status: 'error', error: expect.stringMatching(/malformed JSON/) });
         expect(await send({ action: 'resize_zvol', zvol: 'vm-1' })).toMatchObject({ action: 'action_unsupported', status: 'error', error: expect.stringMatching(/^action: expected one of map_zvol/) });
+        expect(await send({ zvol: 'vm-1' })).toMatchObject({ action: 'action_unsupported', status: 'error', error: expect.stringMatching(/^action: expected one of/) });
+        expect(await send('["map_zvol"]')).toMatchObject({ action: 'action_unsupported', status: 'error', error: expect.stringMatching(/^request: expected a JSON object/) });
+        const badInitiator = await send({ action: 'map_zvol', zpool: 'tank', zvol: 'vm-2', remotehost: nodeHost, size: 1, sync: false, initiator: 'iqn x; reboot' });
+        expect(badInitiator).toMatchObject({ action: 'zvol_mapped', status: 'error', error: expect.stringMatching(/^initiator: expected an iSCSI initiator name/) });
+        const badSize = await send({ action: 'map_zvol', zpool: 'tank', zvol: 'vm-2', remotehost: nodeHost, size: 'big', sync: false });
+        expect(badSize).toMatchObject({ action: 'zvol_mapped', status: 'error', error: expect.stringMatching(/^size: /) });
         const badName = await send({ action: 'map_zvol', zpool: 'tank', zvol: '../etc', remotehost: nodeHost, size: 1, sync: false });
         expect(badName).toMatchObject({ action: 'zvol_mapped', status: 'error', error: expect.stringMatching(/^zvol: expected a name/) });
         const badHost = await send({ action: 'map_zvol', zpool: 'tank', zvol: 'vm-2', remotehost: 'node;rm -rf', size: 1, sync: false });
@@ -185,8 +223,12 @@ describe('the Rocks bridge over RabbitMQ', () => {
         expect(await send({ action: 'unmap_zvol', zvol: 'vm-never' })).toMatchObject({ action: 'zvol_unmapped', status: 'error', error: expect.stringMatching(/^volume: expected a volume known to imgflow/) });
         expect(fs.readdirSync(path.join(home, 'nas', nasHost, 'volumes'))).toEqual([]);
 
+        // A request nobody can be answered for is dropped, and the bridge goes on answering.
+        await frontend.sendUnanswerable(exchange, nasHost, { action: 'list_zvols' });
+        expect(await send({ action: 'list_zvols' })).toEqual({ action: 'zvol_list', status: 'success', body: [] });
+
         // Every request was acked once answered: nothing is left in the NAS's queue.
-        expect((await frontend.channel.checkQueue(nasHost)).messageCount).toBe(0);
+        expect(await frontend.waiting(nasHost)).toBe(0);
       } finally {
         process.kill(-bridge.pid!, 'SIGTERM');
         const code = await new Promise<number | null>((resolve) => (bridge.exitCode !== null ? resolve(bridge.exitCode) : bridge.on('exit', resolve)));
@@ -197,18 +239,20 @@ describe('the Rocks bridge over RabbitMQ', () => {
     });
   });
 
-  it('answers a request that gets stuck with an error within its bound, and acks it', async () => {
+  it('joins the exchange the NAS daemon declared, and answers a request that gets stuck with an error within its bound', async () => {
+    // pika's default declaration, as the daemon made it: declaring it durable would be refused.
+    const declare = await frontend.connection.createChannel();
+    await declare.assertExchange(daemonExchange, 'direct', { durable: false });
+    await declare.close();
     const { client, connection } = await testClient();
     // Activity workers only: the volume workflow never runs, so the map cannot finish.
     await withWorkers({ activities }, async () => {
       const logger = memoryLogger().logger;
-      const bridge = await startRocksBridge({ url: URL, nas: nasHost, image: `${image}:v1`, exchange, client, namespace: NAMESPACE, logger, timeoutSeconds: 3 });
+      const bridge = await startRocksBridge({ url: URL, nas: nasHost, image: `${image}:v1`, exchange: daemonExchange, client, namespace: NAMESPACE, logger, timeoutSeconds: 3 });
       try {
-        const started = Date.now();
-        const reply = await frontend.send(exchange, nasHost, { action: 'map_zvol', zpool: 'tank', zvol: 'vm-3', remotehost: nodeHost, size: 1, sync: false });
+        const reply = await frontend.send(daemonExchange, nasHost, { action: 'map_zvol', zpool: 'tank', zvol: 'vm-3', remotehost: nodeHost, size: 1, sync: false });
         expect(reply).toMatchObject({ action: 'zvol_mapped', status: 'error', error: expect.stringMatching(/^map_zvol: no answer within 3s/) });
-        expect(Date.now() - started).toBeLessThan(10_000);
-        expect((await frontend.channel.checkQueue(nasHost)).messageCount).toBe(0);
+        expect(await frontend.waiting(nasHost)).toBe(0);
       } finally {
         await bridge.stop();
         await client.workflow.getHandle(volumeWorkflowId('vm-3')).terminate('test done').catch(() => undefined);

@@ -106,9 +106,20 @@ describe('imgflow build', () => {
       const noHistory = await cli('rollback', 'tarred', '--channel', 'prod');
       expect(noHistory.stderr).toMatch(/earlier entry to roll back to \(prod has none usable\)/);
 
+      // A site gates its own channels: staging now needs a passed test, prod no longer does.
+      expect((await cli('gate', 'tarred', '--channels', 'staging')).stdout.trim()).toBe('gated: staging');
+      const staging = await cli('promote', 'tarred', '--tag', tag, '--to', 'staging');
+      expect([staging.status, staging.stderr]).toEqual([2, expect.stringMatching(/^imgflow: tag: expected a tag with a passed test result to promote to gated channel staging/)]);
+      expect((await cli('promote', 'tarred', '--tag', tag, '--to', 'prod')).status).toBe(0);
+      for (const args of [['--channels', 'Prod!'], [], ['--none', '--channels', 'prod']]) {
+        const refused = await cli('gate', 'tarred', ...args);
+        expect([refused.status, refused.stderr.trim().split('\n').length]).toEqual([2, 1]);
+      }
+
       const channels = await cli('channels', 'tarred');
-      expect(channels.stdout).toMatch(/^CHANNEL\s+TAG\s+VERSION/);
-      expect(channels.stdout).toMatch(/^prod\s+golden\s+v1\s+promote/m);
+      expect(channels.stdout).toMatch(/^CHANNEL\s+GATED\s+TAG\s+VERSION/);
+      expect(channels.stdout).toMatch(new RegExp(`^prod\\s+no\\s+${tag}\\s+v\\d+\\s+promote`, 'm'));
+      expect(channels.stdout).toMatch(/^staging\s+yes\s+(-\s+)*0$/m);
       const tags = await cli('tags', 'tarred');
       expect(tags.stdout.trim().split('\n')).toHaveLength(3);
       const bad = await cli('promote', 'tarred', '--tag', 'golden', '--to', 'Prod!');
@@ -124,7 +135,7 @@ describe('imgflow build', () => {
       const [a, b] = await Promise.all([cli('build', file, '-m', 'one', '--store', host), cli('build', file, '-m', 'two', '--store', host)]);
       expect([a.status, b.status]).toEqual([0, 0]);
       expect(`${a.stderr}${b.stderr}`).toMatch(/queued is already building: waiting for build-queued-\d+ to finish first/);
-      const history = await client.workflow.getHandle(lineageWorkflowId('queued')).query(historyQuery, {});
+      const { entries: history } = await client.workflow.getHandle(lineageWorkflowId('queued')).query(historyQuery, {});
       expect(history.filter((e) => e.op === 'register').map((e) => e.detail.split(' ')[0])).toEqual(['v1', 'v2']);
       await saveHistory('lineageWorkflow-builds', client.workflow.getHandle(lineageWorkflowId('queued')));
     });

@@ -167,7 +167,7 @@ describe('debootstrap builds through the CLI, and their faults', () => {
         expect(attempts.packOutputs).toEqual([1]);
 
         const { client } = await testClient();
-        const history = await client.workflow.getHandle(lineageWorkflowId(image)).query(historyQuery, {});
+        const { entries: history } = await client.workflow.getHandle(lineageWorkflowId(image)).query(historyQuery, {});
         expect(history.filter((e) => e.op === 'register').map((e) => e.detail.split(' ')[0])).toEqual(['v1']);
         const version = JSON.parse((await cli('--json', 'report', `${image}:v1`)).stdout) as VersionRecord;
         expect(version.packages).toBe(await installedInArtifact(version.artifacts[0]!.path));
@@ -199,7 +199,7 @@ describe('debootstrap builds through the CLI, and their faults', () => {
         expect(await mountsUnder(home)).toEqual([]);
         expect(fs.existsSync(path.join(home, 'nas', host, 'store', image))).toBe(false);
         const { client } = await testClient();
-        const history = await client.workflow.getHandle(lineageWorkflowId(image)).query(historyQuery, {});
+        const { entries: history } = await client.workflow.getHandle(lineageWorkflowId(image)).query(historyQuery, {});
         expect(history.map((e) => e.op)).toEqual(['build-requested', 'build-failed']);
       });
     },
@@ -221,7 +221,7 @@ describe('debootstrap builds through the CLI, and their faults', () => {
         expect(seconds).toBeLessThan(120);
 
         const { client } = await testClient();
-        const history = await client.workflow.getHandle(lineageWorkflowId(image)).query(historyQuery, {});
+        const { entries: history } = await client.workflow.getHandle(lineageWorkflowId(image)).query(historyQuery, {});
         const failed = history.find((e) => e.op === 'build-failed')!;
         expect(failed.detail).toMatch(/^build-nomirror-[0-9a-f]+-1: /);
         const attempts = await attemptsByType(client.workflow.getHandle(failed.detail.split(':')[0]!));

@@ -1,8 +1,11 @@
 /**
  * Lineage operations on real versions built from tarball recipes through the CLI: diff of
- * packages and files, packing under a test name and then the production name, retention that
- * keeps what is referenced and deletes the rest's files, a promote racing a gc, remove refused
- * naming the reference, clone, and bad requests refused by validators with no history change.
+ * packages and files, packing under a test name and then the production name (a boot directory
+ * with the image's kernel and initrd) that another image cannot take over, packing a VM base and
+ * mapping volumes from it, password hashes allowed only by the recipe, retention that keeps what
+ * is referenced and deletes the rest's files, a promote racing a gc, remove refused naming the
+ * reference, clone, and bad requests refused by validators with no history change. Updates name
+ * who asked.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,7 +14,9 @@ import type { VersionDiff } from '../../activities/nas/diff.js';
 import { createNasDiffActivities } from '../../activities/nas/diff.js';
 import { createNasPackActivities } from '../../activities/nas/pack.js';
 import { createNasRetentionActivities } from '../../activities/nas/retention.js';
+import { createNasVolumeActivities } from '../../activities/nas/volumes.js';
 import { createBuilderActivities } from '../../activities/builder/index.js';
+import { createComputeActivities } from '../../activities/compute/index.js';
 import { createHostActivities } from '../../activities/host.js';
 import { createNasActivities } from '../../activities/nas/index.js';
 import { createRunner } from '../../activities/runner.js';
@@ -19,8 +24,9 @@ import type { VersionRecord } from '../../common/lineage.js';
 import { loadConfig } from '../../lib/config.js';
 import { sha256File } from '../../lib/files.js';
 import { diffWorkflow } from '../../workflows/diff.js';
-import { gcUpdate, historyQuery, lineageGcWorkflow, lineageWorkflowId, packUpdate, promoteUpdate, registerVersionUpdate, removeUpdate, versionQuery, type GcResult } from '../../workflows/lineage.js';
-import { gcScheduleId } from '../../starters/lineage-client.js';
+import { gcUpdate, historyQuery, lineageGcWorkflow, lineageWorkflowId, packUpdate, promoteUpdate, registerVersionUpdate, removeUpdate, type GcResult, type PackOutcome } from '../../workflows/lineage.js';
+import { volumeQuery, volumeWorkflowId } from '../../workflows/volume.js';
+import { fullVersion, gcScheduleId, updateLineage } from '../../starters/lineage-client.js';
 import { imgflowAsync } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { saveHistory } from '../support/histories.js';
@@ -34,31 +40,54 @@ function filesUnder(dir: string): string[] {
   return fs.existsSync(dir) ? (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) => fs.statSync(path.join(dir, f)).isFile()).sort() : [];
 }
 
+/** A symlink in a recipe's tree, pointing at `to`. */
+const link = (to: string) => ({ link: to });
+
 describe('lineage operations on real builds', () => {
-  requireTools('tar', 'mksquashfs', 'unsquashfs', 'rsync');
+  requireTools('tar', 'mksquashfs', 'unsquashfs', 'rsync', 'mkfs.ext4', 'qemu-img', 'debugfs');
   const dir = tempDir();
   const host = uniqueQueue('nas');
+  const node = uniqueQueue('node');
   const image = uniqueQueue('ops');
   const config = loadConfig({ home: path.join(dir, 'home'), host }, {});
+  const nodeConfig = loadConfig({ home: path.join(dir, 'home'), host: node }, {});
   const run = createRunner(memoryLogger().logger);
   const activities = {
     'builder.x86_64': { ...createHostActivities({ role: 'builder', config, arch: 'x86_64', run }), ...createBuilderActivities({ run, config }) },
-    [`nas.${host}`]: { ...createNasActivities({ run, config }), ...createNasDiffActivities(), ...createNasRetentionActivities({ config }), ...createNasPackActivities({ run, config }) },
+    [`nas.${host}`]: {
+      ...createNasActivities({ run, config }),
+      ...createNasVolumeActivities({ run, config, env: {} }),
+      ...createNasDiffActivities(),
+      ...createNasRetentionActivities({ config }),
+      ...createNasPackActivities({ run, config }),
+    },
+    [`compute.${node}`]: { ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }), ...createComputeActivities({ run, config: nodeConfig, env: {} }) },
   };
   const store = path.join(config.home, 'nas', host, 'store', image);
   const boot = path.join(config.home, 'nas', host, 'boot');
   const cli = (...args: string[]) => imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', config.home, ...args], { IMGFLOW_USER: 'alice' });
+  // Two kernels, the /vmlinuz and /initrd.img symlinks at the newer one, as Debian's kernel packages leave them.
+  const kernels = {
+    'boot/vmlinuz-6.1.0-9-amd64': 'old kernel\n',
+    'boot/initrd.img-6.1.0-9-amd64': 'old initrd\n',
+    'boot/vmlinuz-6.1.0-18-amd64': 'kernel 6.1.0-18\n',
+    'boot/initrd.img-6.1.0-18-amd64': 'initrd 6.1.0-18\n',
+    vmlinuz: link('boot/vmlinuz-6.1.0-18-amd64'),
+    'initrd.img': link('/boot/initrd.img-6.1.0-18-amd64'),
+  };
 
-  async function recipe(name: string, files: Record<string, string>, extra = ''): Promise<string> {
+  async function recipe(name: string, files: Record<string, string | { link: string }>, extra = '', options: { image?: string; outputs?: string } = {}): Promise<string> {
     const tree = path.join(dir, `tree-${name}`);
     for (const [file, content] of Object.entries(files)) {
       fs.mkdirSync(path.dirname(path.join(tree, file)), { recursive: true });
-      fs.writeFileSync(path.join(tree, file), content);
+      if (typeof content === 'string') fs.writeFileSync(path.join(tree, file), content);
+      else fs.symlinkSync(content.link, path.join(tree, file));
     }
     const tarball = path.join(dir, `${name}.tar.gz`);
     await run(['tar', '--numeric-owner', '-C', tree, '-czf', tarball, '.']);
     const file = path.join(dir, `${name}.yaml`);
-    fs.writeFileSync(file, `image: ${image}\narch: x86_64\nos: debian-12\n${extra}source:\n  tarball:\n    path: ${tarball}\n    sha256: ${await sha256File(tarball)}\noutputs: [squashfs]\n`);
+    const source = `source:\n  tarball:\n    path: ${tarball}\n    sha256: ${await sha256File(tarball)}\n`;
+    fs.writeFileSync(file, `image: ${options.image ?? image}\narch: x86_64\nos: debian-12\n${extra}${source}outputs: [${options.outputs ?? 'squashfs'}]\n`);
     return file;
   }
 
@@ -69,7 +98,7 @@ describe('lineage operations on real builds', () => {
   }
 
   it('diffs two builds: a package changed and one added, files added and changed, size delta', async () => {
-    const base = { 'etc/os-release': 'ID=debian\n', 'etc/motd': 'hello\n', 'etc/shadow': 'root:*:19000:0:99999:7:::\n' };
+    const base = { 'etc/os-release': 'ID=debian\n', 'etc/motd': 'hello\n', 'etc/shadow': 'root:*:19000:0:99999:7:::\n', ...kernels };
     const a = await recipe('a', { ...base, 'var/lib/dpkg/status': STATUS([['base-files', '12.4'], ['bash', '5.2']]) });
     const b = await recipe('b', { ...base, 'etc/motd': 'hello again\n', 'etc/added': 'new\n', 'var/lib/dpkg/status': STATUS([['base-files', '12.4'], ['bash', '5.3'], ['curl', '8.0']]) });
     const { client, connection } = await testClient();
@@ -84,7 +113,7 @@ describe('lineage operations on real builds', () => {
       expect(d.files.removed).toEqual([]);
       expect(d.files.changed).toEqual(expect.arrayContaining(['/etc/motd', '/var/lib/dpkg/status']));
       expect(d.files.changed).not.toContain('/etc/os-release');
-      const [v1, v2] = await Promise.all(['v1', 'v2'].map((v) => client.workflow.getHandle(lineageWorkflowId(image)).query(versionQuery, v)));
+      const [v1, v2] = await Promise.all(['v1', 'v2'].map((v) => fullVersion(client, image, v)));
       expect(d.bytes).toEqual({ from: v1!.bytes, to: v2!.bytes, delta: v2!.bytes - v1!.bytes });
 
       const table = await cli('diff', image, 'v1', 'v2');
@@ -100,15 +129,21 @@ describe('lineage operations on real builds', () => {
     await connection.close();
   });
 
-  it('packs under a test name, then the production name with the previous moved aside; refuses hashes and revoked versions', async () => {
+  it('packs under a test name, then the production name with the previous moved aside, kernel and initrd beside the root; hashes only when the recipe allows', async () => {
     const hashed = await recipe('h', { 'etc/os-release': 'ID=debian\n', 'etc/shadow': 'root:$6$salt$hash:19000:0:99999:7:::\n', 'var/lib/dpkg/status': STATUS([['bash', '5.2']]) }, 'allowPasswordHashes: true\n');
     const { client, connection } = await testClient();
     await withWorkers({ workflowQueue: 'imgflow', activities }, async () => {
       for (const [v, tag] of [['v1', 'first'], ['v2', 'second']]) expect((await cli('tag', image, '--version', v!, '--name', tag!)).status).toBe(0);
       const tried = await cli('--json', 'pack', image, '--tag', 'second', '--as', `${image}-test`);
       expect(tried.stderr).toBe('');
-      expect(fs.readFileSync(path.join(boot, `${image}-test`, 'version.json'), 'utf8')).toMatch(/"version":"v2"/);
-      expect(fs.existsSync(path.join(boot, `${image}-test`, 'root.squashfs'))).toBe(true);
+      const testDir = path.join(boot, `${image}-test`);
+      const packed = JSON.parse(tried.stdout) as PackOutcome;
+      expect(packed).toMatchObject({ name: `${image}-test`, kind: 'netboot', version: 'v2', host, path: testDir, kernel: 'boot/vmlinuz-6.1.0-18-amd64', initrd: 'boot/initrd.img-6.1.0-18-amd64' });
+      expect(packed.note).toBeUndefined();
+      expect(fs.readdirSync(testDir).sort()).toEqual(['initrd.img', 'root.squashfs', 'version.json', 'vmlinuz']);
+      expect(fs.readFileSync(path.join(testDir, 'vmlinuz'), 'utf8')).toBe('kernel 6.1.0-18\n');
+      expect(fs.readFileSync(path.join(testDir, 'initrd.img'), 'utf8')).toBe('initrd 6.1.0-18\n');
+      expect(fs.readFileSync(path.join(testDir, 'version.json'), 'utf8')).toMatch(/"version":"v2"/);
 
       expect((await cli('pack', image, '--tag', 'first')).status).toBe(0);
       const prod = await cli('--json', 'pack', image, '--tag', 'second');
@@ -119,20 +154,114 @@ describe('lineage operations on real builds', () => {
       expect(fs.readFileSync(path.join(boot, aside[0]!, 'version.json'), 'utf8')).toMatch(/"version":"v1"/);
       expect(fs.readFileSync(path.join(boot, image, 'version.json'), 'utf8')).toMatch(/"version":"v2"/);
 
+      // Every update the CLI sent names the person who ran it in the workflow's history.
+      const h = client.workflow.getHandle(lineageWorkflowId(image));
+      const accepted = ((await h.fetchHistory()).events ?? []).map((e) => e.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest).filter((r) => r?.input?.name === 'pack');
+      expect(accepted.map((r) => r!.meta!.identity)).toEqual(Array(3).fill(expect.stringMatching(/^alice@\S+ \(imgflow \d+\)$/)));
+
+      // The recipe allowed the hashes: the version says so and the pack takes it (an image with no kernel says so).
       await build(hashed, 'with a password');
       expect((await cli('tag', image, '--version', 'v3', '--name', 'third')).status).toBe(0);
-      const refused = await cli('pack', image, '--tag', 'third', '--as', `${image}-pw`);
-      expect([refused.status, refused.stderr.trim()]).toEqual([2, `imgflow: ${image}:v3 has password hashes in /etc/shadow (root); refusing to pack it`]);
-      expect(fs.existsSync(path.join(boot, `${image}-pw`))).toBe(false);
+      const v3 = await fullVersion(client, image, 'v3');
+      expect(v3.allowPasswordHashes).toBe(true);
+      const allowed = await cli('--json', 'pack', image, '--tag', 'third', '--as', `${image}-pw`);
+      expect(allowed.stderr).toBe('');
+      expect(JSON.parse(allowed.stdout)).toMatchObject({ kind: 'netboot', version: 'v3', note: expect.stringMatching(/^the image has no kernel \(no boot\/vmlinuz\*\)/) });
+      expect(fs.readdirSync(path.join(boot, `${image}-pw`)).sort()).toEqual(['root.squashfs', 'version.json']);
+      expect((await h.query(historyQuery, { last: 1 })).entries[0]!.detail).toMatch(/as netboot .*; the image has no kernel/);
+
+      // The same image in a version whose recording does not carry the recipe's allowance is refused.
+      const without = (({ id: _id, allowPasswordHashes: _allowed, ...rest }: VersionRecord) => rest)(v3);
+      const old = `${image}-old`;
+      await updateLineage(client, old, registerVersionUpdate, { ...without, message: 'recorded without the allowance' });
+      await client.schedule.getHandle(gcScheduleId(old)).delete();
+      expect((await cli('tag', old, '--name', 'pw')).status).toBe(0);
+      // The production name is the first image's: another image packing under it is refused, and it stays as it was.
+      const taken = await cli('pack', old, '--tag', 'pw', '--as', image);
+      expect([taken.status, taken.stderr.trim()]).toEqual([2, `imgflow: as: expected a name not taken by another image on ${host} (${image} is the netboot pack of ${image}), got "${image}"`]);
+      expect(fs.readFileSync(path.join(boot, image, 'version.json'), 'utf8')).toMatch(/"version":"v2"/);
+      const refused = await cli('pack', old, '--tag', 'pw');
+      expect([refused.status, refused.stderr.trim()]).toEqual([2, `imgflow: ${old}:v1 has password hashes in /etc/shadow (root); refusing to pack it (its recipe does not set allowPasswordHashes)`]);
+      expect(fs.existsSync(path.join(boot, old))).toBe(false);
+      await client.workflow.getHandle(lineageWorkflowId(old)).terminate('test done');
 
       expect((await cli('revoke', image, '--version', 'v3', '--reason', 'password left in')).status).toBe(0);
-      const h = client.workflow.getHandle(lineageWorkflowId(image));
       await expectRejected(h, () => h.executeUpdate(packUpdate, { args: [{ by: 'alice', tag: 'third' }] }), /v3 was revoked by alice: password left in/);
       await expectRejected(h, () => h.executeUpdate(packUpdate, { args: [{ by: 'alice', tag: 'nope' }] }), /tag: expected a tag of/);
       await expectRejected(h, () => h.executeUpdate(packUpdate, { args: [{ by: 'alice', tag: 'first', maxRootBytes: 10 }] }), /root image fits the cap of 10 bytes/);
       await expectRejected(h, () => h.executeUpdate(packUpdate, { args: [{ by: 'alice', tag: 'first', as: '../etc' }] }), /as: expected/);
+      await expectRejected(h, () => h.executeUpdate(packUpdate, { args: [{ by: 'alice', tag: 'first', kind: 'vm' }] }), /kind: expected a kind v1 can be packed as \(it has squashfs: netboot needs squashfs, vm qcow2 or raw\)/);
+      const badKind = await cli('pack', image, '--tag', 'first', '--kind', 'iso');
+      expect([badKind.status, badKind.stderr.trim()]).toEqual([2, 'imgflow: --kind: expected netboot or vm, got "iso"']);
       const cloneRevoked = await cli('clone', image, `${image}-c`, '--version', 'v3');
       expect([cloneRevoked.status, cloneRevoked.stderr]).toEqual([2, expect.stringMatching(/v3 was revoked by alice: password left in\) to clone/)]);
+    });
+    await connection.close();
+  });
+
+  it('packs a qcow2-only version as a read-only VM base; volumes map from the pack and stay on their version when it moves', async () => {
+    const vmImage = `${image}-vm`;
+    const vms = path.join(config.home, 'nas', host, 'vm');
+    const files = { 'etc/os-release': 'ID=debian\n', 'etc/shadow': 'root:*:19000:0:99999:7:::\n', 'var/lib/dpkg/status': STATUS([['bash', '5.2']]) };
+    const one = await recipe('vm1', files, '', { image: vmImage, outputs: 'qcow2' });
+    const two = await recipe('vm2', { ...files, 'etc/motd': 'second\n' }, '', { image: vmImage, outputs: 'qcow2' });
+    const { client, connection } = await testClient();
+    await withWorkers({ workflowQueue: 'imgflow', activities }, async () => {
+      await build(one, 'vm one');
+      await build(two, 'vm two');
+      for (const [v, tag] of [['v1', 'one'], ['v2', 'two']]) expect((await cli('tag', vmImage, '--version', v!, '--name', tag!)).status).toBe(0);
+      const h = client.workflow.getHandle(lineageWorkflowId(vmImage));
+
+      const packed = await cli('--json', 'pack', vmImage, '--tag', 'one', '--as', 'web');
+      expect(packed.stderr).toBe('');
+      expect(JSON.parse(packed.stdout)).toMatchObject({ name: 'web', kind: 'vm', format: 'qcow2', version: 'v1', host, path: path.join(vms, 'web') });
+      const stored = (await fullVersion(client, vmImage, 'v1')).artifacts.find((a) => a.format === 'qcow2')!;
+      const published = path.join(vms, 'web', 'base.qcow2');
+      expect(fs.statSync(published).ino).toBe(fs.statSync(stored.path).ino);
+      expect(fs.statSync(published).mode & 0o222).toBe(0);
+      expect(await sha256File(published)).toBe(stored.sha256);
+      const asNetboot = await cli('pack', vmImage, '--tag', 'one', '--kind', 'netboot');
+      expect([asNetboot.status, asNetboot.stderr.trim()]).toEqual([2, 'imgflow: kind: expected a kind v1 can be packed as (it has qcow2: netboot needs squashfs, vm qcow2 or raw), got "netboot"']);
+
+      const mapA = await cli('map', 'vol-a', '--image', `${vmImage}%web`, '--nas', host, '--compute', node);
+      expect([mapA.status, mapA.stderr]).toEqual([0, '']);
+      expect((await client.workflow.getHandle(volumeWorkflowId('vol-a')).query(volumeQuery)).base).toEqual({ image: vmImage, version: 'v1' });
+
+      const moved = await cli('--json', 'pack', vmImage, '--tag', 'two', '--as', 'web');
+      expect(moved.stderr).toBe('');
+      const movedAside = (JSON.parse(moved.stdout) as PackOutcome).movedAside!;
+      expect(path.basename(movedAside)).toMatch(/^web\.moved\.aside\.on\.\d{4}(-\d\d){5}$/);
+      expect(fs.statSync(path.join(movedAside, 'base.qcow2')).ino).toBe(fs.statSync(stored.path).ino);
+      expect(fs.readFileSync(path.join(vms, 'web', 'version.json'), 'utf8')).toMatch(/"version":"v2"/);
+
+      const mapB = await cli('map', 'vol-b', '--image', `${vmImage}%web`, '--nas', host, '--compute', node);
+      expect([mapB.status, mapB.stderr]).toEqual([0, '']);
+      const [a, b] = await Promise.all(['vol-a', 'vol-b'].map((v) => client.workflow.getHandle(volumeWorkflowId(v)).query(volumeQuery)));
+      expect([a!.base, b!.base]).toEqual([{ image: vmImage, version: 'v1' }, { image: vmImage, version: 'v2' }]);
+      const backing = async (device: string) => JSON.parse((await run(['qemu-img', 'info', '-U', '--output=json', device])).stdout)['backing-filename'] as string;
+      expect(await backing(a!.storage!.devicePath)).toMatch(new RegExp(`/bases/${vmImage}/v1\\.qcow2$`));
+
+      for (const [ref, error] of [
+        [`${vmImage}%nope`, `imgflow: --image: expected a VM pack of ${vmImage} (web; see imgflow pack --kind vm), got "nope"`],
+        [`${image}%${image}-test`, `imgflow: --image: expected a VM pack of ${image} (none; see imgflow pack --kind vm), got "${image}-test"`],
+        [`${vmImage}%web:v1`, `imgflow: --image: expected <image>[:<version or tag>], <image>@<channel> or <image>%<VM pack>, got "${vmImage}%web:v1"`],
+      ]) {
+        const bad = await cli('map', 'vol-c', '--image', ref!, '--nas', host, '--compute', node);
+        expect([bad.status, bad.stderr.trim()]).toEqual([2, error]);
+      }
+      const otherNas = await cli('map', 'vol-c', '--image', `${vmImage}%web`, '--nas', 'nas-elsewhere', '--compute', node);
+      expect([otherNas.status, otherNas.stderr.trim()]).toEqual([2, `imgflow: --nas: expected the NAS holding pack web (${host}), got "nas-elsewhere"`]);
+
+      const removeV2 = await cli('remove', `${vmImage}:v2`);
+      expect([removeV2.status, removeV2.stderr]).toEqual([2, expect.stringContaining(`${vmImage}:v2 is still referenced by tag two, pack web`)]);
+
+      for (const volume of ['vol-a', 'vol-b']) {
+        expect((await cli('unmap', volume)).status).toBe(0);
+        expect((await cli('delete-volume', volume)).status).toBe(0);
+      }
+      await client.schedule.getHandle(gcScheduleId(vmImage)).delete();
+      await h.terminate('test done');
+      await saveHistory('lineageWorkflow-vm', h);
     });
     await connection.close();
   });
@@ -142,7 +271,7 @@ describe('lineage operations on real builds', () => {
     await withWorkers({ workflowQueue: 'imgflow', activities }, async () => {
       const h = client.workflow.getHandle(lineageWorkflowId(image));
       // Three more versions, copies of v1 each with its own files in the store.
-      const v1 = await h.query(versionQuery, 'v1');
+      const v1 = await fullVersion(client, image, 'v1');
       for (const n of [4, 5, 6]) {
         fs.cpSync(path.join(store, 'v1'), path.join(store, `v${n}`), { recursive: true });
         const rest = (({ id: _id, ...r }: VersionRecord) => r)(v1);
@@ -153,7 +282,7 @@ describe('lineage operations on real builds', () => {
       expect(JSON.parse(dry.stdout)).toMatchObject({ dryRun: true, removed: ['v4', 'v5'], files: 0 });
       expect(filesUnder(store)).toEqual(before);
 
-      const history = async () => (await h.query(historyQuery, {})).map((e) => e.op);
+      const history = async () => (await h.query(historyQuery, {})).entries.map((e) => e.op);
       const ops = (await history()).length;
       const [gc, promoted] = await Promise.all([
         h.executeUpdate(gcUpdate, { args: [{ by: 'alice', keep: 1 }] }),
@@ -165,7 +294,7 @@ describe('lineage operations on real builds', () => {
       expect(Object.fromEntries(gc.kept.map((k) => [k.version, k.why.filter((w) => w !== 'channel test')]))).toEqual({
         v1: ['tag first'],
         v2: ['tag second', `pack ${image}-test`, `pack ${image}`],
-        v3: ['tag third'],
+        v3: ['tag third', `pack ${image}-pw`],
         v6: ['newest 1'],
       });
       expect((await history()).slice(ops).sort()).toEqual(['promote', 'remove']);
@@ -193,7 +322,7 @@ describe('lineage operations on real builds', () => {
     await withWorkers({ workflowQueue: 'imgflow', activities }, async () => {
       const clone = await cli('--json', 'clone', image, `${image}-c`, '--version', 'second');
       expect(clone.stderr).toBe('');
-      const copy = await client.workflow.getHandle(lineageWorkflowId(`${image}-c`)).query(versionQuery, 'v1');
+      const copy = await fullVersion(client, `${image}-c`, 'v1');
       expect(copy).toMatchObject({ id: 'v1', origin: { image, version: 'v2' }, by: 'alice' });
       expect(copy.provenance.source).toMatch(new RegExp(`^clone of ${image}:v2 `));
       const tags = await cli('--json', 'tags', image);
@@ -208,7 +337,7 @@ describe('lineage operations on real builds', () => {
       for (const img of [image, `${image}-c`]) await client.schedule.getHandle(gcScheduleId(img)).delete();
       const last: GcResult = await h.executeUpdate(gcUpdate, { args: [{ by: 'alice', keep: 1, dryRun: true }] });
       expect(last.removed).toEqual([]);
-      expect((await h.query(historyQuery, {})).filter((e) => e.op === 'gc-failed')).toEqual([]);
+      expect((await h.query(historyQuery, {})).entries.filter((e) => e.op === 'gc-failed')).toEqual([]);
       await h.terminate('test done');
       await saveHistory('lineageWorkflow-ops', h);
     });

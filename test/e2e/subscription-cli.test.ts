@@ -1,10 +1,10 @@
 /**
  * The subscription commands as a site runs them: bad input refused in one line with exit 2 and
  * nothing started; then subscribe (a schedule with overlap SKIP), sync, appliances, a vmcatcher
- * event and unsubscribe against a real server and workers.
+ * event, a staged subscription (sync stages, adopt applies) and unsubscribe against a real server
+ * and workers.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ScheduleOverlapPolicy } from '@temporalio/client';
@@ -16,6 +16,7 @@ import { CONTROL_QUEUE, queues, WORKFLOW_QUEUE } from '../../common/queues.js';
 import { historyQuery } from '../../workflows/subscription.js';
 import { imgflow, spawnImgflow, type CliResult } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
+import { digestOf, listDocument } from '../support/imagelists.js';
 import { startFileServer, type FileServer } from '../support/http-server.js';
 import { memoryLogger } from '../support/logger.js';
 import { createPki, type Pki } from '../support/pki.js';
@@ -56,6 +57,19 @@ describe('imgflow subscription commands', () => {
   });
   afterAll(() => server.close());
 
+  /** Signs a list of one image, `imageId`, and serves it at `listPath`. */
+  function publishList(listId: string, listPath: string, imageId = 'img-a'): void {
+    const disk = path.join(dir, `${listId}.qcow2`);
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', disk, '1M']);
+    const body = fs.readFileSync(disk);
+    server.setFile(`/${listId}.qcow2`, body);
+    const list = listDocument(
+      { identifier: listId, version: '1', source: server.url('/'), uri: server.url(listPath), endorser: pki.endorser },
+      [{ identifier: imageId, ...digestOf(body), uri: server.url(`/${listId}.qcow2`), version: '1.0' }],
+    );
+    server.setFile(listPath, fs.readFileSync(pki.sign(list, pki.endorser, listId)));
+  }
+
   const refusals: [string, string[], RegExp, NodeJS.ProcessEnv?][] = [
     ['a URL with credentials', ['subscribe', 'https://u:p@lists.example.org/l', '--endorser-dn', dn, '--endorser-ca', ca], /url: expected an http\(s\) URL without credentials/],
     ['a file URL', ['subscribe', 'file:///etc/passwd', '--endorser-dn', dn, '--endorser-ca', ca], /url: expected an http\(s\) URL/],
@@ -85,42 +99,7 @@ describe('imgflow subscription commands', () => {
   it('subscribes with a schedule, syncs, shows appliances, takes a vmcatcher event and unsubscribes', async () => {
     const site = uniqueQueue('site');
     const listId = `list-${site}`;
-    const disk = path.join(dir, 'a.qcow2');
-    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', disk, '1M']);
-    const body = fs.readFileSync(disk);
-    server.setFile('/a.qcow2', body);
-    const list = {
-      'hv:imagelist': {
-        'dc:date:created': new Date(Date.now() - 60_000).toISOString(),
-        'dc:date:expires': new Date(Date.now() + 86_400_000).toISOString(),
-        'dc:identifier': listId,
-        'dc:description': 'd',
-        'dc:title': 't',
-        'dc:source': server.url('/'),
-        'hv:version': '1',
-        'hv:uri': server.url('/list.smime'),
-        'hv:endorser': { 'hv:x509': { 'hv:dn': pki.endorser.dn, 'hv:ca': pki.endorser.caDn, 'hv:email': 'e@example.org', 'dc:creator': 'E' } },
-        'hv:images': [
-          {
-            'hv:image': {
-              'dc:identifier': 'img-a',
-              'dc:title': 'A',
-              'dc:description': 'A',
-              'hv:size': body.length,
-              'sl:checksum:sha512': createHash('sha512').update(body).digest('hex'),
-              'hv:uri': server.url('/a.qcow2'),
-              'hv:version': '1.0',
-              'hv:hypervisor': 'KVM',
-              'sl:arch': 'x86_64',
-              'sl:os': 'Linux',
-              'sl:osversion': '1',
-              'sl:comments': '',
-            },
-          },
-        ],
-      },
-    };
-    server.setFile('/list.smime', fs.readFileSync(pki.sign(JSON.stringify(list), pki.endorser, 'cli-list')));
+    publishList(listId, '/list.smime');
 
     const catalog = new CatalogRegistry({ dir: path.join(dir, 'catalog') });
     const acts = createCloudActivities({ run: createRunner(memoryLogger().logger), config: { home: path.join(dir, 'home'), site }, registry: catalog, trust: { caDir: pki.caDir } });
@@ -155,6 +134,26 @@ describe('imgflow subscription commands', () => {
       await expect.poll(async () => (await entity.query(historyQuery, {})).some((e) => e.op === 'sync' && e.detail.includes('vmcatcher AvailablePostfix img-a')), { timeout: 30_000 }).toBe(true);
 
       await expect.poll(async () => JSON.parse((await imgflowAsync([...base, '--json', 'subscriptions'])).stdout || '[]').map((v: { config: { name: string } }) => v.config.name), { timeout: 30_000 }).toContain(listId);
+
+      // A staged subscription: sync stages img-s under its test name and says so; adopt applies it.
+      const stagedList = `${listId}-staged`;
+      publishList(stagedList, '/staged.smime', 'img-s');
+      const stagedSub = await imgflowAsync([
+        ...base, 'subscribe', server.url('/staged.smime'), '--endorser-dn', pki.endorser.dn, '--endorser-ca', pki.endorser.caDn,
+        '--ca-dir', pki.caDir, '--identifier', stagedList, '--site', site, '--stage',
+      ]);
+      expect(stagedSub.stderr).toContain('(staged: adopt applies)');
+      const stagedSync = await imgflowAsync([...base, 'sync', stagedList]);
+      expect(stagedSync.status, stagedSync.stderr).toBe(0);
+      expect(stagedSync.stdout).toMatch(/status\s+staged/);
+      expect(stagedSync.stdout).toMatch(/staged\s+img-s\+STAGED \(image \d+, 1\.0\)/);
+      expect((await catalog.list({ imageList: stagedList })).map((i) => [i.name, i.mode])).toEqual([['img-s+STAGED', '700']]);
+      const adopted = await imgflowAsync([...base, '--json', 'adopt', stagedList]);
+      expect(adopted.status, adopted.stderr).toBe(0);
+      expect(JSON.parse(adopted.stdout), adopted.stdout).toMatchObject({ status: 'applied', outcomes: [{ identifier: 'img-s', action: 'add', ok: true }] });
+      expect((await catalog.list({ imageList: stagedList })).map((i) => i.name)).toEqual(['img-s']);
+      expectOneLineError(await imgflowAsync([...base, 'adopt', stagedList]), /subscription: expected a staged report or offered images to adopt/);
+      expect((await imgflowAsync([...base, 'unsubscribe', stagedList])).status).toBe(0);
 
       const gone = await imgflowAsync([...base, 'unsubscribe', listId]);
       expect(gone.status, gone.stderr).toBe(0);

@@ -1,21 +1,23 @@
 /**
  * The cloud worker is killed (SIGKILL) in the middle of a swap, right after the old image was
- * parked; a new worker takes over. The swap ends complete or undone: one READY image under the
+ * parked, or right after the new one was registered and before the old access is re-applied; a
+ * new worker takes over. The swap ends complete or undone: one READY image under the
  * identifier with the site's access, and no parked image without a successor.
  */
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createCloudActivities } from '../../activities/cloud/index.js';
 import { CatalogRegistry } from '../../activities/cloud/registry/catalog.js';
+import type { RegistryImage } from '../../activities/cloud/registry/types.js';
 import { createRunner } from '../../activities/runner.js';
 import { CONTROL_QUEUE } from '../../common/queues.js';
 import { subscriptionWorkflow, syncUpdate } from '../../workflows/subscription.js';
 import { spawnImgflow } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
+import { digestOf, listDocument } from '../support/imagelists.js';
 import { startFileServer } from '../support/http-server.js';
 import { memoryLogger } from '../support/logger.js';
 import { createPki } from '../support/pki.js';
@@ -29,14 +31,21 @@ function makeQcow2(file: string, pattern: string): Buffer {
   return fs.readFileSync(file);
 }
 
+/** Where the worker dies, told from what the registry holds at that moment. */
+const KILL_POINTS = [
+  { name: 'between rename and register', reached: (images: RegistryImage[]) => images.some((i) => i.name.includes('_EXPIRED_')) },
+  { name: 'between register and re-apply', reached: (images: RegistryImage[], oldId: number) => images.some((i) => i.name === 'img-a' && i.id !== oldId) },
+];
+
 describe('cloud worker killed during a swap', () => {
   requireTools('openssl', 'qemu-img', 'qemu-io');
-  const dir = tempDir();
-  const home = path.join(dir, 'home');
   const children: ChildProcess[] = [];
   afterAll(() => children.forEach((c) => killGroup(c.pid)));
+  const dirs = KILL_POINTS.map(() => tempDir());
 
-  it('ends with the new image complete or the old one restored, never a parked image without a successor', { timeout: 300_000 }, async () => {
+  for (const [n, point] of KILL_POINTS.entries()) it(`${point.name}: ends with the new image complete or the old one restored, never a parked image without a successor`, { timeout: 300_000 }, async () => {
+    const dir = dirs[n]!;
+    const home = path.join(dir, 'home');
     const pki = createPki(path.join(dir, 'pki'));
     const server = await startFileServer();
     const site = uniqueQueue('site');
@@ -45,38 +54,11 @@ describe('cloud worker killed during a swap', () => {
     const publish = (version: string, imageVersion: '1.0' | '2.0') => {
       const body = bodies[imageVersion];
       server.setFile(`/a-${imageVersion}.qcow2`, body);
-      const list = {
-        'hv:imagelist': {
-          'dc:date:created': new Date(Date.now() - 60_000).toISOString(),
-          'dc:date:expires': new Date(Date.now() + 86_400_000).toISOString(),
-          'dc:identifier': listId,
-          'dc:description': 'd',
-          'dc:title': 't',
-          'dc:source': server.url('/'),
-          'hv:version': version,
-          'hv:uri': server.url('/list.smime'),
-          'hv:endorser': { 'hv:x509': { 'hv:dn': pki.endorser.dn, 'hv:ca': pki.endorser.caDn, 'hv:email': 'e@example.org', 'dc:creator': 'E' } },
-          'hv:images': [
-            {
-              'hv:image': {
-                'dc:identifier': 'img-a',
-                'dc:title': 'A',
-                'dc:description': `A ${imageVersion}`,
-                'hv:size': body.length,
-                'sl:checksum:sha512': createHash('sha512').update(body).digest('hex'),
-                'hv:uri': server.url(`/a-${imageVersion}.qcow2`),
-                'hv:version': imageVersion,
-                'hv:hypervisor': 'KVM',
-                'sl:arch': 'x86_64',
-                'sl:os': 'Linux',
-                'sl:osversion': '1',
-                'sl:comments': '',
-              },
-            },
-          ],
-        },
-      };
-      server.setFile('/list.smime', fs.readFileSync(pki.sign(JSON.stringify(list), pki.endorser, `crash-${version}`)));
+      const list = listDocument(
+        { identifier: listId, version, source: server.url('/'), uri: server.url('/list.smime'), endorser: pki.endorser },
+        [{ identifier: 'img-a', ...digestOf(body), uri: server.url(`/a-${imageVersion}.qcow2`), version: imageVersion }],
+      );
+      server.setFile('/list.smime', fs.readFileSync(pki.sign(list, pki.endorser, `crash-${version}`)));
     };
     const startCloudWorker = () => {
       const child = spawnImgflow(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, 'worker', '--role', 'cloud', '--site', site, '--metrics', ''], {
@@ -115,10 +97,8 @@ describe('cloud worker killed during a swap', () => {
 
         publish('2', '2.0');
         const sync = handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
-        // Kill the worker the moment the old image is parked: its next step is the registration.
-        for (let parked = false; !parked; await new Promise((r) => setTimeout(r, 5))) {
-          parked = (await catalog.list({ imageList: listId })).some((i) => i.name.includes('_EXPIRED_'));
-        }
+        // Kill the worker the moment the registry shows the swap at this point.
+        while (!point.reached(await catalog.list({ imageList: listId }), old.id)) await new Promise((r) => setTimeout(r, 5));
         killGroup(first.pid);
         startCloudWorker();
         const outcome = await sync;

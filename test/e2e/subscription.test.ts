@@ -1,14 +1,15 @@
 /**
  * Image-list subscriptions on a real server, with real openssl signatures, downloads and qemu-img:
  * a full cycle into the catalog (first images private, an update swapping with access re-applied,
- * a metadata-only change, a replayed list refused, an expired list expiring its images and deleting
- * them once unused), staged adoption, a swap that fails in OpenNebula and is undone, and bad input.
+ * a metadata-only change updated in place, a replayed list refused, an expired list expiring its
+ * images and deleting them once unused), staged images and their adoption, OpenNebula (a swap that
+ * fails and is undone, metadata in place, expiry waiting for the VM), and every bad input of the
+ * issue's list through a real sync, table-driven.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { WorkflowHandle } from '@temporalio/client';
+import type { Client, Connection, WorkflowHandle } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCloudActivities } from '../../activities/cloud/index.js';
 import { CatalogRegistry } from '../../activities/cloud/registry/catalog.js';
@@ -29,7 +30,8 @@ import {
 } from '../../workflows/subscription.js';
 import { tempDir } from '../support/dirs.js';
 import { saveHistory } from '../support/histories.js';
-import { startFileServer, type FileServer } from '../support/http-server.js';
+import { digestOf, listDocument } from '../support/imagelists.js';
+import { startFileServer, type FileServer, type ServeMode } from '../support/http-server.js';
 import { memoryLogger } from '../support/logger.js';
 import { OpenNebulaContract, STATE } from '../support/opennebula-contract.js';
 import { createPki, type Identity, type Pki } from '../support/pki.js';
@@ -43,9 +45,14 @@ interface ImageSpec {
   version: string;
   body: Buffer;
   description?: string;
-  /** Lie about the digest, as a tampered or broken list would. */
+  /** Lie about the digest or the size, as a tampered or broken list would. */
   sha512?: string;
+  size?: number;
+  /** How the file server misbehaves for this image. */
+  serve?: ServeMode;
 }
+
+type Json = Record<string, unknown>;
 
 interface ListSpec {
   identifier: string;
@@ -56,6 +63,14 @@ interface ListSpec {
   names?: Identity;
   createdMs?: number;
   expiresMs?: number;
+  /** Changes the list document before it is signed. */
+  edit?: (list: Json) => void;
+  /** Signs this text instead of the list. */
+  body?: string;
+  /** Serves the list unsigned. */
+  unsigned?: boolean;
+  /** Changes the signed file after signing. */
+  tamper?: boolean;
 }
 
 function makeQcow2(file: string, pattern: string): Buffer {
@@ -64,7 +79,14 @@ function makeQcow2(file: string, pattern: string): Buffer {
   return fs.readFileSync(file);
 }
 
-const sha512 = (body: Buffer) => createHash('sha512').update(body).digest('hex');
+
+/** An OVA (a tar) that holds only its descriptor: no disk. */
+function makeOva(dir: string): Buffer {
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'appliance.ovf'), '<?xml version="1.0"?><Envelope/>');
+  execFileSync('tar', ['-cf', path.join(dir, 'no-disk.ova'), '-C', dir, 'appliance.ovf']);
+  return fs.readFileSync(path.join(dir, 'no-disk.ova'));
+}
 
 describe('image-list subscriptions', () => {
   requireTools('openssl', 'qemu-img', 'qemu-io');
@@ -80,40 +102,29 @@ describe('image-list subscriptions', () => {
     const names = spec.names ?? signer;
     const images = spec.images.map((image) => {
       const file = `/${image.id}-${image.version}.qcow2`;
-      server.setFile(file, image.body);
-      return {
-        'hv:image': {
-          'dc:identifier': image.id,
-          'dc:title': `Image ${image.id}`,
-          'dc:description': image.description ?? `${image.id} ${image.version}`,
-          'hv:size': image.body.length,
-          'sl:checksum:sha512': image.sha512 ?? sha512(image.body),
-          'hv:uri': server.url(file),
-          'hv:version': image.version,
-          'hv:hypervisor': 'QEMU,KVM',
-          'hv:format': 'qcow2',
-          'sl:arch': 'x86_64',
-          'sl:os': 'Linux',
-          'sl:osversion': 'Test 1',
-          'sl:comments': '',
-        },
-      };
+      server.setFile(file, image.body, image.serve);
+      const { size, sha512 } = digestOf(image.body);
+      return { identifier: image.id, ...(image.description ? { description: image.description } : {}), size: image.size ?? size, sha512: image.sha512 ?? sha512, uri: server.url(file), version: image.version };
     });
-    const list = {
-      'hv:imagelist': {
-        'dc:date:created': new Date(Date.now() + (spec.createdMs ?? -60_000)).toISOString(),
-        'dc:date:expires': new Date(Date.now() + (spec.expiresMs ?? 86_400_000)).toISOString(),
-        'dc:identifier': spec.identifier,
-        'dc:description': 'Site images',
-        'dc:title': 'Site',
-        'dc:source': server.url('/'),
-        'hv:version': spec.version,
-        'hv:uri': server.url(`/${spec.identifier}.smime`),
-        'hv:endorser': { 'hv:x509': { 'hv:dn': names.dn, 'hv:ca': names.caDn, 'hv:email': 'e@example.org', 'dc:creator': 'Endorser' } },
-        'hv:images': images,
-      },
-    };
-    server.setFile(`/${spec.identifier}.smime`, fs.readFileSync(pki.sign(JSON.stringify(list), signer, `list-${signed++}`)));
+    const now = Date.now();
+    const list = JSON.parse(
+      listDocument(
+        {
+          identifier: spec.identifier,
+          version: spec.version,
+          source: server.url('/'),
+          uri: server.url(`/${spec.identifier}.smime`),
+          created: new Date(now + (spec.createdMs ?? -60_000)).toISOString(),
+          expires: new Date(now + (spec.expiresMs ?? 86_400_000)).toISOString(),
+          endorser: names,
+        },
+        images,
+      ),
+    ) as { 'hv:imagelist': Json };
+    spec.edit?.(list['hv:imagelist']);
+    const text = spec.body ?? JSON.stringify(list);
+    const served = spec.unsigned ? text : fs.readFileSync(pki.sign(text, signer, `list-${signed++}`), 'utf8');
+    server.setFile(`/${spec.identifier}.smime`, spec.tamper ? served.replace('Site images', 'Evil images') : served);
     return server.url(`/${spec.identifier}.smime`);
   }
 
@@ -195,13 +206,16 @@ describe('image-list subscriptions', () => {
       publish({ identifier: listId, version: '2', images: [{ id: 'img-a', version: '2.0', body: disks.a2! }, { id: 'img-b', version: '1.0', body: disks.b1!, description: 'now with a better description' }] });
       const second = await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
       expect(second).toMatchObject({ status: 'applied', listVersion: '2', report: { update: ['img-a'], metadata: ['img-b'] } });
+      expect(second.outcomes?.find((o) => o.identifier === 'img-b')).toMatchObject({ action: 'metadata', ok: true, registryId: oldB.id, note: 'metadata updated in place: DESCRIPTION' });
       reg = await byName(catalog, listId);
       expect(reg.current('img-a')).toMatchObject({ state: 'READY', ownerId: 7, groupId: 70, mode: '644', template: { IMGFLOW_VERSION: '2.0' } });
       expect(reg.current('img-a')!.id).not.toBe(oldA.id);
       expect(await catalog.info(oldA.id)).toMatchObject({ name: expect.stringMatching(PARKED), state: 'DISABLED', ownerId: 0, groupId: 0, mode: '700' });
-      expect(reg.current('img-b')).toMatchObject({ state: 'DISABLED', mode: '640', template: { DESCRIPTION: 'now with a better description' } });
+      // img-b's new description is attached in place: the same image, its access and state as the site left them.
+      expect(reg.current('img-b')).toEqual({ ...oldB, state: 'DISABLED', mode: '640', template: { ...oldB.template, DESCRIPTION: 'now with a better description' } });
+      expect(reg.parked.map((i) => i.id)).toEqual([oldA.id]);
       execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x22 0 64k', await catalog.diskPath(reg.current('img-a')!.id)], { stdio: 'ignore' });
-      // Only the changed image was downloaded; the metadata change came from the cache.
+      // Only the changed image was downloaded; the metadata change needed no download.
       const fetched = server.requests.slice(requestsBefore).map((r) => r.path);
       expect(fetched.filter((p) => p.endsWith('.qcow2'))).toEqual(['/img-a-2.0.qcow2']);
 
@@ -241,41 +255,134 @@ describe('image-list subscriptions', () => {
       const view = await handle.executeUpdate(unsubscribeUpdate, { args: [{ by: 'alice' }] });
       expect(view.lastAppliedVersion).toBe('3');
       await handle.result();
-      await saveHistory('subscriptionWorkflow', handle);
-      await saveHistory('subscriptionSyncWorkflow', client.workflow.getHandle(`subscription-${site}-sync-2`));
+      // The histories saved before metadata went in place stay too: they pin the patched path.
+      await saveHistory('subscriptionWorkflow-cycle', handle);
+      await saveHistory('subscriptionSyncWorkflow-metadata', client.workflow.getHandle(`subscription-${site}-sync-2`));
     });
     await connection.close();
   });
 
-  it('stages a dry-run report first and applies it on adopt', async () => {
+  it('stages new and changed images under a test name, replaces them with a newer list, and swaps them in on adopt', async () => {
     const site = uniqueQueue('site');
     const listId = `list-${site}`;
     const catalog = new CatalogRegistry({ dir: path.join(dir, `catalog-${site}`) });
     const workflowQueue = uniqueQueue('wf');
     const { client, connection } = await testClient();
     const url = publish({ identifier: listId, version: '1', images: [{ id: 'img-a', version: '1.0', body: disks.a1! }] });
+    const staged = async () => (await byName(catalog, listId)).all.filter((i) => i.name.endsWith('+STAGED'));
     await withWorkers({ workflowQueue, activities: cloudWorkers(site, catalog) }, async () => {
       const handle = await client.workflow.start(subscriptionWorkflow, {
         taskQueue: workflowQueue,
         workflowId: `subscription-${site}`,
-        args: [{ config: subscription(site, url, site, { stage: true, identifier: listId }) }],
+        args: [{ config: subscription(site, url, site, { stage: true }) }],
       });
       await handle.query(describeQuery); // the first workflow task is done
       const before = await eventCount(handle);
       await expect(handle.executeUpdate(adoptUpdate, { args: [{ by: 'alice' }] })).rejects.toThrow();
       expect(await eventCount(handle)).toBe(before); // rejected by the validator: nothing in history
-      const staged = await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
-      expect(staged).toMatchObject({ status: 'staged', listVersion: '1', report: { add: ['img-a'] } });
-      expect(await catalog.list({ imageList: listId })).toEqual([]);
+
+      // A staged sync reports and registers img-a as img-a+STAGED, private to the admin, bootable.
+      const first = await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
+      expect(first).toMatchObject({ status: 'staged', listVersion: '1', report: { add: ['img-a'] }, outcomes: [{ identifier: 'img-a', action: 'stage', ok: true, registryName: 'img-a+STAGED' }] });
+      const [stagedA1] = await staged();
+      expect((await byName(catalog, listId)).all).toEqual([expect.objectContaining({ name: 'img-a+STAGED', state: 'READY', ownerId: 0, groupId: 0, mode: '700', template: expect.objectContaining({ IMGFLOW_VERSION: '1.0' }) })]);
+      execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x11 0 64k', await catalog.diskPath(stagedA1!.id)], { stdio: 'ignore' });
+      expect((await handle.query(describeQuery)).staged).toMatchObject({ listVersion: '1', images: [{ identifier: 'img-a', registryId: stagedA1!.id }] });
+
+      // A newer list replaces what the older one staged: img-a 2.0 instead of 1.0, and img-b too.
+      publish({ identifier: listId, version: '2', images: [{ id: 'img-a', version: '2.0', body: disks.a2! }, { id: 'img-b', version: '1.0', body: disks.b1! }] });
+      const second = await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
+      expect(second).toMatchObject({ status: 'staged', listVersion: '2', report: { add: ['img-a', 'img-b'] } });
+      const stagedV2 = await staged();
+      // The catalog may give the freed id again: the replaced image is known by its bytes.
+      expect(stagedV2.map((i) => [i.name, i.template.IMGFLOW_VERSION, i.mode])).toEqual([
+        ['img-a+STAGED', '2.0', '700'],
+        ['img-b+STAGED', '1.0', '700'],
+      ]);
+      expect((await byName(catalog, listId)).all.filter((i) => i.template.IMGFLOW_SHA512 === stagedA1!.template.IMGFLOW_SHA512)).toEqual([]);
+      expect((await byName(catalog, listId)).current('img-a')).toBeUndefined();
+
+      // Adopt swaps the staged images in: no download, no new registration, no staged name left.
+      const requestsBefore = server.requests.length;
       const adopted = await handle.executeUpdate(adoptUpdate, { args: [{ by: 'bob' }] });
-      expect(adopted).toMatchObject({ status: 'applied', listVersion: '1' });
-      expect((await catalog.list({ imageList: listId })).map((i) => i.name)).toEqual(['img-a']);
+      expect(adopted).toMatchObject({ status: 'applied', listVersion: '2', report: { add: ['img-a', 'img-b'] } });
+      expect(server.requests.slice(requestsBefore).filter((r) => r.path.endsWith('.qcow2'))).toEqual([]);
+      let reg = await byName(catalog, listId);
+      expect(reg.all.map((i) => [i.id, i.name, i.ownerId, i.mode, i.state])).toEqual(stagedV2.map((i) => [i.id, i.name.replace('+STAGED', ''), 0, '700', 'READY']));
+      expect((await handle.query(describeQuery)).staged).toBeUndefined();
+
+      // A changed img-a is staged beside the one in service, then swapped in with the site's access.
+      const inService = reg.current('img-a')!;
+      await catalog.chown(inService.id, { userId: 7, groupId: 70 });
+      await catalog.chmod(inService.id, '644');
+      publish({ identifier: listId, version: '3', images: [{ id: 'img-a', version: '3.0', body: disks.a1! }, { id: 'img-b', version: '1.0', body: disks.b1! }] });
+      expect(await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] })).toMatchObject({ status: 'staged', report: { update: ['img-a'], add: [] } });
+      const [stagedA3] = await staged();
+      expect(stagedA3).toMatchObject({ name: 'img-a+STAGED', ownerId: 0, mode: '700', template: expect.objectContaining({ IMGFLOW_VERSION: '3.0' }) });
+      expect(await catalog.info(inService.id)).toMatchObject({ name: 'img-a', ownerId: 7, mode: '644', state: 'READY' });
+      expect(await handle.executeUpdate(adoptUpdate, { args: [{ by: 'bob' }] })).toMatchObject({ status: 'applied', listVersion: '3', report: { update: ['img-a'] } });
+      reg = await byName(catalog, listId);
+      expect(reg.current('img-a')).toMatchObject({ id: stagedA3!.id, ownerId: 7, groupId: 70, mode: '644', state: 'READY' });
+      expect(await catalog.info(inService.id)).toMatchObject({ name: expect.stringMatching(PARKED), ownerId: 0, mode: '700', state: 'DISABLED' });
+      expect(await staged()).toEqual([]);
+
+      // Unsubscribing leaves nothing staged behind.
+      publish({ identifier: listId, version: '4', images: [{ id: 'img-a', version: '4.0', body: disks.a2! }, { id: 'img-b', version: '1.0', body: disks.b1! }] });
+      expect(await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] })).toMatchObject({ status: 'staged', report: { update: ['img-a'] } });
+      expect(await staged()).toHaveLength(1);
+      await handle.executeUpdate(unsubscribeUpdate, { args: [{ by: 'alice' }] });
+      expect(await staged()).toEqual([]);
+      expect((await handle.query(historyQuery, {})).map((e) => e.op)).toContain('unstaged');
+      await handle.result();
+      await saveHistory('subscriptionWorkflow-staged', handle);
+      await saveHistory('subscriptionSyncWorkflow-adopt', client.workflow.getHandle(`subscription-${site}-sync-5`));
+      await saveHistory('subscriptionSyncWorkflow-discard', client.workflow.getHandle(`subscription-${site}-sync-7`));
+    });
+    await connection.close();
+  });
+
+  it('discards what was staged when a later list is refused, parking a staged image a VM still uses', async () => {
+    const site = uniqueQueue('site');
+    const listId = `list-${site}`;
+    const catalog = new CatalogRegistry({ dir: path.join(dir, `catalog-${site}`) });
+    const workflowQueue = uniqueQueue('wf');
+    const { client, connection } = await testClient();
+    const images = [{ id: 'img-a', version: '1.0', body: disks.a1! }, { id: 'img-b', version: '1.0', body: disks.b1! }];
+    const url = publish({ identifier: listId, version: '1', images });
+    await withWorkers({ workflowQueue, activities: cloudWorkers(site, catalog) }, async () => {
+      const handle = await client.workflow.start(subscriptionWorkflow, { taskQueue: workflowQueue, workflowId: `subscription-${site}`, args: [{ config: subscription(site, url, site, { stage: true }) }] });
+      expect(await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] })).toMatchObject({ status: 'staged', report: { add: ['img-a', 'img-b'] } });
+      await saveHistory('subscriptionSyncWorkflow-stage', client.workflow.getHandle(`subscription-${site}-sync-1`));
+      const staged = (await byName(catalog, listId)).all;
+      expect(staged.map((i) => i.name)).toEqual(['img-a+STAGED', 'img-b+STAGED']);
+      // The site boots the staged img-b to try it.
+      await catalog.setRunning(staged[1]!.id, 1);
+
+      // The next list is signed by someone else: refused, and what was staged goes.
+      publish({ identifier: listId, version: '2', images, signer: pki.otherEndorser, names: pki.endorser });
+      const refused = await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
+      expect(refused).toMatchObject({ status: 'refused', reason: expect.stringMatching(/check "signer" failed/) });
+      await expect(catalog.info(staged[0]!.id)).rejects.toThrow(/does not exist/);
+      expect(await catalog.info(staged[1]!.id)).toMatchObject({ name: expect.stringMatching(/^img-b\+STAGED_EXPIRED_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_UTC$/), ownerId: 0, mode: '700', state: 'USED' });
+      const view = await handle.query(describeQuery);
+      expect(view.staged).toBeUndefined();
+      expect(view.parked).toEqual([expect.objectContaining({ id: staged[1]!.id, identifier: 'img-b' })]);
+      const noAdopt = (await handle.executeUpdate(adoptUpdate, { args: [{ by: 'bob' }] }).catch((e: unknown) => e)) as Error & { cause?: Error };
+      expect(noAdopt.cause?.message).toMatch(/staged report or offered images/);
+
+      // Once no VM uses it, the next adopt deletes the parked copy.
+      await catalog.setRunning(staged[1]!.id, 0);
+      publish({ identifier: listId, version: '3', images });
+      expect(await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] })).toMatchObject({ status: 'staged' });
+      const adopted = await handle.executeUpdate(adoptUpdate, { args: [{ by: 'bob' }] });
+      expect(adopted.outcomes?.filter((o) => o.action === 'delete').map((o) => o.registryId)).toEqual([staged[1]!.id]);
+      expect((await byName(catalog, listId)).all.map((i) => i.name)).toEqual(['img-a', 'img-b']);
       await handle.terminate('test done');
     });
     await connection.close();
   });
 
-  it('undoes a swap whose new image fails in OpenNebula: the old image is back with its access', async () => {
+  it('in OpenNebula: undoes a failed swap, updates metadata in place, deletes an expired image only once no VM uses it', async () => {
     const contract = new OpenNebulaContract();
     contract.readyDelayMs = 50;
     await contract.start();
@@ -315,6 +422,34 @@ describe('image-list subscriptions', () => {
         expect(current).toMatchObject({ uid: 5, gid: 100, state: STATE.READY, template: expect.objectContaining({ IMGFLOW_VERSION: '2.0' }) });
         expect(contract.images.get(old.id)).toMatchObject({ name: expect.stringMatching(PARKED), uid: 0, gid: 0, state: STATE.DISABLED });
 
+        // Only the description changes, while a VM uses the image: one.image.update, nothing else changes.
+        contract.setRunningVms(current.id, 1);
+        const before = structuredClone(contract.images.get(current.id)!);
+        const callsBefore = contract.calls.length;
+        const requestsBefore = server.requests.length;
+        publish({ identifier: listId, version: '3', images: [{ id: 'img-a', version: '2.0', body: disks.a2!, description: 'img-a, described better' }] });
+        const metadata = await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
+        expect(metadata).toMatchObject({ status: 'applied', report: { metadata: ['img-a'], update: [] }, outcomes: [{ identifier: 'img-a', action: 'metadata', ok: true, registryId: current.id }] });
+        expect(contract.images.get(current.id)).toEqual({ ...before, template: { ...before.template, DESCRIPTION: 'img-a, described better' } });
+        expect(contract.calls.slice(callsBefore).filter((m) => !/^one\.image(pool)?\.info$/.test(m))).toEqual(['one.image.update']);
+        expect(server.requests.slice(requestsBefore).map((r) => r.path)).toEqual([`/${listId}.smime`]);
+
+        // img-a leaves the list while the VM still uses it: renamed and locked at once; OpenNebula
+        // refuses to disable or delete an image in use, so it stays parked until the VM is gone.
+        publish({ identifier: listId, version: '4', images: [] });
+        const gone = await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
+        expect(gone).toMatchObject({ status: 'applied', outcomes: [{ identifier: 'img-a', action: 'expire', ok: true, note: expect.stringMatching(/left enabled \(in use\); deleted once unused/) }] });
+        expect(contract.images.get(current.id)).toMatchObject({ name: expect.stringMatching(PARKED), uid: 0, gid: 0, permissions: [1, 1, 1, 0, 0, 0, 0, 0, 0], state: STATE.USED });
+        expect((await handle.query(describeQuery)).parked.map((p) => p.id)).toEqual([current.id]);
+        const stillUsed = await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
+        expect(stillUsed.outcomes?.filter((o) => o.action === 'delete')).toEqual([]);
+        expect(contract.images.has(current.id)).toBe(true);
+        contract.setRunningVms(current.id, 0);
+        const deleted = await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
+        expect(deleted.outcomes?.filter((o) => o.action === 'delete').map((o) => o.registryId)).toEqual([current.id]);
+        expect(contract.images.has(current.id)).toBe(false);
+        expect((await handle.query(describeQuery)).parked).toEqual([]);
+
         // Nothing secret reached history.
         for (const id of [handle.workflowId, `${handle.workflowId}-sync-2`]) {
           const history = JSON.stringify((await client.workflow.getHandle(id).fetchHistory()).events);
@@ -328,51 +463,114 @@ describe('image-list subscriptions', () => {
     }
   });
 
-  it('refuses bad lists and bad requests, naming the check, and applies nothing', async () => {
+  /**
+   * Bad input through a real sync of a subscription that already applied version 5 of its list:
+   * each bad version 6 is refused naming its check, and the registry is exactly as it was.
+   */
+  describe('bad input, each refused by a real sync with the check named and nothing applied', () => {
+    const good = (extra: Partial<ImageSpec> = {}): ImageSpec => ({ id: 'img-a', version: '2.0', body: disks.a2!, ...extra });
+    const firstImage = (list: Json) => ((list['hv:images'] as Json[])[0]!['hv:image'] as Json);
+    /** A list-level refusal: the sync is refused, naming the check. (Functions: the PKI exists only once the tests run.) */
+    const listRows: [string, () => Partial<ListSpec>, RegExp][] = [
+      ['wrong signer', () => ({ signer: pki.otherEndorser, names: pki.endorser }), /image list check "signer" failed/],
+      ['wrong CA', () => ({ signer: pki.wrongCaSigner }), /image list check "signature" failed/],
+      ['an endorser the subscription does not trust', () => ({ signer: pki.otherEndorser }), /image list check "endorser" failed/],
+      ['unsigned list', () => ({ unsigned: true }), /image list check "signature" failed/],
+      ['tampered body', () => ({ tamper: true }), /image list check "signature" failed: .*digest failure/],
+      ['future creation date', () => ({ createdMs: 3_600_000 }), /image list check "created" failed/],
+      ['lower version', () => ({ version: '4' }), /image list check "version" failed: hv:version 4 is lower than 5/],
+      ['malformed JSON', () => ({ body: '{"hv:imagelist": {' }), /image list check "json" failed/],
+      ['missing required fields', () => ({ edit: (list) => delete firstImage(list)['hv:uri'] }), /image list check "required-fields" failed: hv:images\[0\]\.hv:image\.hv:uri is missing/],
+      ['image identifier with path characters', () => ({ edit: (list) => void (firstImage(list)['dc:identifier'] = '../../etc/cron.d/x') }), /image list check "image-identifier" failed/],
+    ];
+    /** An image-level refusal: the list is fine, the changed image's download or conversion is not. */
+    const imageRows: [string, () => ImageSpec, RegExp][] = [
+      ['wrong sha512', () => good({ sha512: digestOf(disks.b1!).sha512 }), /^download sha512: the file hashes to/],
+      ['wrong size', () => good({ size: disks.a2!.length + 1 }), /^download size: /],
+      ['truncated download', () => good({ serve: 'truncated' }), /^download truncated: /],
+      ['404', () => good({ serve: 'not-found' }), /^download not-found: .* answered HTTP 404/],
+      ['a server that stalls', () => good({ serve: 'stall' }), /^download stalled: no data from 127\.0\.0\.1:\d+ for 3000 ms/],
+      ['an OVA with no disk', () => good({ body: disks.emptyOva! }), /^convert ova-disk: the OVA holds no disk \(members: appliance\.ovf\)/],
+    ];
     const site = uniqueQueue('site');
-    const catalog = new CatalogRegistry({ dir: path.join(dir, `catalog-${site}`) });
     const workflowQueue = uniqueQueue('wf');
-    const { client, connection } = await testClient();
-    await withWorkers({ workflowQueue, activities: cloudWorkers(site, catalog) }, async () => {
-      const cases: [string, ListSpec, RegExp][] = [
-        ['wrong-signer', { identifier: 'l1', version: '1', images: [], signer: pki.otherEndorser, names: pki.endorser }, /check "signer" failed/],
-        ['wrong-ca', { identifier: 'l2', version: '1', images: [], signer: pki.wrongCaSigner }, /check "signature" failed/],
-        ['other-endorser', { identifier: 'l3', version: '1', images: [], signer: pki.otherEndorser }, /check "endorser" failed/],
-        ['future', { identifier: 'l4', version: '1', images: [], createdMs: 3_600_000 }, /check "created" failed/],
-      ];
-      for (const [name, spec, reason] of cases) {
-        const url = publish(spec);
-        const handle = await client.workflow.start(subscriptionWorkflow, { taskQueue: workflowQueue, workflowId: `subscription-${site}-${name}`, args: [{ config: subscription(`${site}-${name}`, url, site) }] });
-        const outcome = await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
-        expect(outcome, name).toMatchObject({ status: 'refused', reason: expect.stringMatching(reason) });
-        await handle.terminate('test done');
-      }
+    let client: Client;
+    let connection: Connection;
+    /** Each case has a registry of its own (names are unique in one), on the same site and cache. */
+    const withSite = <T>(name: string, fn: (catalog: CatalogRegistry, listId: string) => Promise<T>) => {
+      const listId = `list-${site}-${name.toLowerCase().replace(/[^a-z0-9]+/g, '-')}`;
+      const catalog = new CatalogRegistry({ dir: path.join(dir, `catalog-${listId}`) });
+      return withWorkers({ workflowQueue, activities: cloudWorkers(site, catalog) }, () => fn(catalog, listId));
+    };
 
-      // A list for another identifier than the subscription's.
+    beforeAll(async () => {
+      disks.emptyOva = makeOva(path.join(dir, 'no-disk'));
+      ({ client, connection } = await testClient());
+    });
+    afterAll(() => connection?.close());
+
+    /** A subscription that applied version 5 (img-a 1.0, opened by the site), then syncs `bad`. */
+    function refuseAfterGoodSync(name: string, bad: (listId: string) => ListSpec) {
+      return withSite(name, (catalog, listId) => goodThenBad(catalog, listId, name, bad));
+    }
+
+    async function goodThenBad(catalog: CatalogRegistry, listId: string, name: string, bad: (listId: string) => ListSpec) {
+      const url = publish({ identifier: listId, version: '5', images: [{ id: 'img-a', version: '1.0', body: disks.a1! }] });
+      const handle = await client.workflow.start(subscriptionWorkflow, { taskQueue: workflowQueue, workflowId: `subscription-${listId}`, args: [{ config: subscription(listId, url, site) }] });
+      expect(await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] }), name).toMatchObject({ status: 'applied', listVersion: '5' });
+      const [applied] = await catalog.list({ imageList: listId });
+      await catalog.chmod(applied!.id, '644');
+      const before = await catalog.list({ imageList: listId });
+      publish(bad(listId));
+      const outcome = await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
+      expect(await catalog.list({ imageList: listId }), name).toEqual(before);
+      const view = await handle.query(describeQuery);
+      await handle.terminate('test done');
+      return { outcome, view };
+    }
+
+    it.each(listRows)('%s', async (name, change, reason) => {
+      const { outcome, view } = await refuseAfterGoodSync(name, (identifier) => ({ identifier, version: '6', images: [good(), { id: 'img-c', version: '1.0', body: disks.b1! }], ...change() }));
+      expect(outcome).toMatchObject({ status: 'refused', reason: expect.stringMatching(reason) });
+      expect(outcome.reason).toMatch(/^list not applied: /);
+      expect(view.lastAppliedVersion).toBe('5');
+    });
+
+    it.each(imageRows)('%s', async (name, image, reason) => {
+      const { outcome } = await refuseAfterGoodSync(name, (identifier) => ({ identifier, version: '6', images: [image()] }));
+      expect(outcome).toMatchObject({ status: 'partial', report: { update: ['img-a'] }, outcomes: [{ identifier: 'img-a', action: 'update', ok: false, note: expect.stringMatching(reason) }] });
+    });
+
+    it('an expired list: its content is not applied, only its images expired, naming the check', () => withSite('expired', async (catalog, listId) => {
+      const url = publish({ identifier: listId, version: '5', images: [{ id: 'img-a', version: '1.0', body: disks.a1! }] });
+      const handle = await client.workflow.start(subscriptionWorkflow, { taskQueue: workflowQueue, workflowId: `subscription-${listId}`, args: [{ config: subscription(listId, url, site) }] });
+      await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
+      publish({ identifier: listId, version: '6', images: [good(), { id: 'img-c', version: '1.0', body: disks.b1! }], createdMs: -7_200_000, expiresMs: -3_600_000 });
+      const outcome = await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
+      expect(outcome).toMatchObject({ status: 'expired', reason: expect.stringMatching(/image list check "expires" failed/), report: { add: [], update: [] } });
+      // Neither img-a 2.0 nor img-c came in; img-a 1.0, unused, was expired and deleted.
+      expect(await catalog.list({ imageList: listId })).toEqual([]);
+      await handle.terminate('test done');
+    }));
+
+    it('refuses a list for another identifier, bad requests and bad settings', () => withSite('other', async (catalog) => {
       const url = publish({ identifier: 'l5', version: '1', images: [{ id: 'img-a', version: '1.0', body: disks.a1! }] });
       const handle = await client.workflow.start(subscriptionWorkflow, { taskQueue: workflowQueue, workflowId: `subscription-${site}`, args: [{ config: subscription(site, url, site, { identifier: 'other' }) }] });
       expect(await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] })).toMatchObject({ status: 'refused', reason: expect.stringMatching(/check "identifier" failed/) });
-
-      // A wrong digest: the image is refused, nothing registered.
-      await handle.terminate('next case');
-      publish({ identifier: 'l5', version: '2', images: [{ id: 'img-a', version: '1.0', body: disks.a1!, sha512: sha512(disks.a2!) }] });
-      const bad = await client.workflow.start(subscriptionWorkflow, { taskQueue: workflowQueue, workflowId: `subscription-${site}-sha`, args: [{ config: subscription(`${site}-sha`, url, site) }] });
-      expect(await bad.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] })).toMatchObject({ status: 'partial', outcomes: [{ identifier: 'img-a', ok: false, note: expect.stringMatching(/sha512/) }] });
       expect(await catalog.list({ imageList: 'l5' })).toEqual([]);
 
       // Bad requests are rejected by validators before they enter history.
-      const before = await eventCount(bad);
-      await expect(bad.executeUpdate(syncUpdate, { args: [{ by: '../etc' }] })).rejects.toThrow();
-      const error = (await bad.executeUpdate(syncUpdate, { args: [{ by: 'a b' }] }).catch((e: unknown) => e)) as Error & { cause?: Error };
+      const before = await eventCount(handle);
+      await expect(handle.executeUpdate(syncUpdate, { args: [{ by: '../etc' }] })).rejects.toThrow();
+      const error = (await handle.executeUpdate(syncUpdate, { args: [{ by: 'a b' }] }).catch((e: unknown) => e)) as Error & { cause?: Error };
       expect(`${error.message} ${error.cause?.message ?? ''}`).toMatch(/by: expected a user name/);
-      expect(await eventCount(bad)).toBe(before);
-      await bad.terminate('test done');
+      expect(await eventCount(handle)).toBe(before);
+      await handle.terminate('test done');
 
       // A subscription with bad settings never starts.
       const wrong = await client.workflow.start(subscriptionWorkflow, { taskQueue: workflowQueue, workflowId: `subscription-${site}-bad`, args: [{ config: subscription(`${site}-bad`, url, site, { every: '0h' }) }] });
       const failure = (await wrong.result().catch((e: unknown) => e)) as Error & { cause?: Error };
       expect(failure.cause?.message).toMatch(/^every: expected an interval/);
-    });
-    await connection.close();
+    }));
   });
 });

@@ -3,7 +3,7 @@
  * initiator only (read through libiscsi; another initiator name is refused) and an unmap leaves no
  * target behind. Sync mode between two pools standing for NAS and node: the node receives its
  * own copy, its writes reach the NAS on a pull (asked for, scheduled, and the final one on unmap),
- * and only imgflow's own snapshots are pruned.
+ * and only imgflow's own snapshots are pruned; a frozen volume is skipped by scheduled pulls.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -161,6 +161,33 @@ describe('volumes on zfs-fuse, exported by tgt or synced to the node', () => {
       expect((await cli('delete-volume', 'vm-2')).status).toBe(0);
       expect((await handle.result()).phase).toBe('deleted');
       await saveHistory('volumeWorkflow-sync', handle);
+    });
+    await connection.close();
+  });
+
+  it('skips scheduled pulls of a frozen volume, still pulls when asked, and resumes once thawed', async () => {
+    const { client, connection } = await testClient();
+    await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities }, async () => {
+      await storedVersion();
+      expect((await cli('map', 'vm-3', '--image', `${image}:v1`, '--nas', nasHost, '--compute', nodeHost, '--sync', '--frequency', '3600')).status).toBe(0);
+      const handle = client.workflow.getHandle(volumeWorkflowId('vm-3'));
+      const pulls = async () => (await handle.fetchHistory()).events!.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'volumePull').length;
+
+      const frozen = await cli('volume-attrs', 'vm-3', '--freeze', '--frequency', '10');
+      expect(frozen.status).toBe(0);
+      expect(frozen.stdout).toMatch(/^frequency\s+10s \(frozen\)$/m);
+      await expect.poll(async () => (await cli('maps', '--nas', nasHost)).stdout, { timeout: 15_000, interval: 500 }).toMatch(/^vm-3\s.*\smapped\s+\S+\s+frozen\s+no$/m);
+      // Longer than the frequency: no scheduled pull came.
+      await new Promise((done) => setTimeout(done, 15_000));
+      expect(await pulls()).toBe(0);
+      expect((await cli('sync-now', 'vm-3')).status).toBe(0);
+      expect(await pulls()).toBe(1);
+
+      expect((await cli('volume-attrs', 'vm-3', '--thaw')).status).toBe(0);
+      const synced = async () => (await handle.query(volumeQuery)).history.filter((h) => h.action === 'sync').map((h) => h.by);
+      await expect.poll(synced, { timeout: 60_000, interval: 1000 }).toEqual(['alice', 'imgflow']);
+      expect((await cli('unmap', 'vm-3')).status).toBe(0);
+      expect((await cli('delete-volume', 'vm-3')).status).toBe(0);
     });
     await connection.close();
   });

@@ -1,13 +1,13 @@
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCloudActivities, type CloudActivities } from '../../activities/cloud/index.js';
-import { expiredName } from '../../activities/cloud/imagelist.js';
 import { CatalogRegistry } from '../../activities/cloud/registry/catalog.js';
 import { createRunner } from '../../activities/runner.js';
+import { parkedName } from '../../workflows/subscription.js';
 import { tempDir } from '../support/dirs.js';
+import { digestOf, listDocument } from '../support/imagelists.js';
 import { startFileServer, type FileServer } from '../support/http-server.js';
 import { memoryLogger } from '../support/logger.js';
 import { createPki, type Pki } from '../support/pki.js';
@@ -30,40 +30,12 @@ describe('cloud activities: a list applied to the catalog, then an image swapped
   const images: Record<string, Buffer> = {};
 
   function publish(version: string, imageVersion: string, body: Buffer) {
-    const list = {
-      'hv:imagelist': {
-        'dc:date:created': new Date(Date.now() - 60_000).toISOString(),
-        'dc:date:expires': new Date(Date.now() + 86_400_000).toISOString(),
-        'dc:identifier': LIST_ID,
-        'dc:description': 'Site images',
-        'dc:title': 'Site',
-        'dc:source': server.url('/'),
-        'hv:version': version,
-        'hv:uri': server.url('/list.smime'),
-        'hv:endorser': { 'hv:x509': { 'hv:dn': pki.endorser.dn, 'hv:ca': pki.endorser.caDn, 'hv:email': 'e@example.org', 'dc:creator': 'Endorser' } },
-        'hv:images': [
-          {
-            'hv:image': {
-              'dc:identifier': 'img-a',
-              'dc:title': 'Image A',
-              'dc:description': `Image A ${imageVersion}`,
-              'hv:size': body.length,
-              'sl:checksum:sha512': createHash('sha512').update(body).digest('hex'),
-              'hv:uri': server.url(`/img-a-${imageVersion}.qcow2`),
-              'hv:version': imageVersion,
-              'hv:hypervisor': 'QEMU,KVM',
-              'hv:format': 'qcow2',
-              'sl:arch': 'x86_64',
-              'sl:os': 'Linux',
-              'sl:osversion': 'Test 1',
-              'sl:comments': '',
-            },
-          },
-        ],
-      },
-    };
+    const list = listDocument(
+      { identifier: LIST_ID, version, source: server.url('/'), uri: server.url('/list.smime'), endorser: pki.endorser },
+      [{ identifier: 'img-a', title: 'Image A', description: `Image A ${imageVersion}`, ...digestOf(body), uri: server.url(`/img-a-${imageVersion}.qcow2`), version: imageVersion }],
+    );
     server.setFile(`/img-a-${imageVersion}.qcow2`, body);
-    server.setFile('/list.smime', fs.readFileSync(pki.sign(JSON.stringify(list), pki.endorser, `list-${version}`)));
+    server.setFile('/list.smime', fs.readFileSync(pki.sign(list, pki.endorser, `list-${version}`)));
   }
 
   beforeAll(async () => {
@@ -117,8 +89,8 @@ describe('cloud activities: a list applied to the catalog, then an image swapped
     expect(snapshot).toMatchObject({ name: 'img-a', ownerId: 7, groupId: 70, mode: '644', enabled: true });
     await cloud.lockImage({ id: old.id });
     await cloud.setImageEnabled({ id: old.id, enabled: false });
-    const parked = expiredName('img-a', new Date());
-    await cloud.renameImage({ id: old.id, name: parked });
+    const parked = parkedName('img-a', new Date());
+    expect(await cloud.renameImage({ id: old.id, name: parked, free: true })).toBe(parked);
     const id = await cloud.registerImage({ list, image, path: converted.path });
     await cloud.waitImageReady({ id, timeoutMs: 5000 });
     await cloud.applySnapshot({ id, snapshot });
@@ -136,8 +108,10 @@ describe('cloud activities: a list applied to the catalog, then an image swapped
     const snapshot = await cloud.snapshotImage({ id: old.id });
     await cloud.lockImage({ id: old.id });
     await cloud.setImageEnabled({ id: old.id, enabled: false });
-    // Names have one-second resolution: a second swap of the same image within that second would collide.
-    await cloud.renameImage({ id: old.id, name: expiredName('img-a', new Date(Date.now() + 1000)) });
+    // Parked names have one-second resolution: a second parking under a name taken gets a counter, the same on a retry.
+    const taken = (await catalog.list({ imageList: LIST_ID })).find((i) => i.name.includes('_EXPIRED_'))!.name;
+    expect(await cloud.renameImage({ id: old.id, name: taken, free: true })).toBe(`${taken}.2`);
+    expect(await cloud.renameImage({ id: old.id, name: taken, free: true })).toBe(`${taken}.2`);
     await expect(cloud.registerImage({ list, image, path: path.join(dir, 'vanished.qcow2') })).rejects.toThrow(/no file at/);
 
     await cloud.applySnapshot({ id: old.id, snapshot, name: snapshot.name });

@@ -55,6 +55,18 @@ describe('built-in catalog registry', () => {
     expect(await catalog.info(image!.id)).toMatchObject({ ownerId: 7, groupId: 71 });
   });
 
+  it('updates the template in place, merged, leaving name, owner, mode, state and disk alone', async () => {
+    const id = await catalog.register({ name: 'meta', path: disk, format: 'qcow2', template });
+    await catalog.chmod(id, '640');
+    await catalog.setEnabled(id, false);
+    const before = await catalog.info(id);
+    const diskFile = await catalog.diskPath(id);
+    await catalog.updateTemplate(id, { DESCRIPTION: 'Alma 9.1', IMGFLOW_TITLE: 'Alma' });
+    expect(await catalog.info(id)).toEqual({ ...before, template: { ...template, DESCRIPTION: 'Alma 9.1', IMGFLOW_TITLE: 'Alma' } });
+    expect(await catalog.diskPath(id)).toBe(diskFile);
+    await expect(catalog.updateTemplate(id, { 'bad key': 'x' })).rejects.toThrow(/^template: expected/);
+  });
+
   it('refuses a name the owner already uses', async () => {
     await catalog.register({ name: 'dup', path: disk, format: 'qcow2', template });
     await expect(catalog.register({ name: 'dup', path: disk, format: 'qcow2', template })).rejects.toThrow(/name dup is already taken/);
@@ -72,6 +84,8 @@ describe('built-in catalog registry', () => {
     await catalog.delete(id);
     expect(fs.existsSync(diskFile)).toBe(false);
     await expect(catalog.info(id)).rejects.toBeInstanceOf(RegistryError);
+    // The newest image is gone, yet its id is not given again (OpenNebula never reuses one).
+    expect(await catalog.register({ name: 'after-busy', path: disk, format: 'qcow2', template })).toBe(id + 1);
   });
 
   it('refuses unsafe names, modes, template keys and missing files', async () => {

@@ -47,7 +47,7 @@ describe('image conversion with qemu-img', () => {
 
   it('refuses an OVA without a disk, naming its members', async () => {
     const error = await convertImage(run, { source: path.join(dir, 'no-disk.ova'), target: path.join(dir, 'out', 'none.qcow2'), format: 'qcow2', workDir: work }).catch((e: unknown) => e);
-    expect((error as Error).message).toMatch(/the OVA holds no disk \(members: appliance\.ovf\)/);
+    expect((error as Error).message).toMatch(/^convert ova-disk: the OVA holds no disk \(members: appliance\.ovf\)/);
     expect(fs.existsSync(path.join(dir, 'out', 'none.qcow2'))).toBe(false);
   });
 

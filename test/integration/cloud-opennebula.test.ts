@@ -78,6 +78,34 @@ describe('OpenNebula registry adapter against the XML-RPC contract', () => {
     expect(await one.info(image.id)).toMatchObject({ name: 'img-swap', state: 'READY', ownerId: 5, groupId: 100, mode: '644' });
   });
 
+  it('updates the template in place: merged, in any state, owner, permissions, name and state untouched', async () => {
+    const image = await registerReady('img-meta');
+    await one.chown(image.id, { userId: 5, groupId: 100 });
+    await one.chmod(image.id, '640');
+    await one.setEnabled(image.id, false);
+    const callsBefore = contract.calls.length;
+    await one.updateTemplate(image.id, { DESCRIPTION: 'Alma "9.1" base', IMGFLOW_TITLE: 'Alma 9' });
+    expect(contract.calls.slice(callsBefore)).toEqual(['one.image.update']);
+    const updated = await one.info(image.id);
+    expect(updated).toMatchObject({ id: image.id, name: 'img-meta', state: 'DISABLED', ownerId: 5, groupId: 100, mode: '640' });
+    // Merged: the attributes allocate set and those not named stay.
+    expect(updated.template).toMatchObject({ ...template, DESCRIPTION: 'Alma "9.1" base', IMGFLOW_TITLE: 'Alma 9', PATH: '/var/tmp/img.qcow2', FORMAT: 'qcow2' });
+  });
+
+  it('follows one.image.update as documented: type 0 replaces, another type is refused, MANAGE is needed', async () => {
+    const image = await registerReady('img-update-contract');
+    const call = async (method: string, ...params: (string | number)[]) => {
+      const response = await fetch(contract.url, { method: 'POST', headers: { 'content-type': 'text/xml' }, body: encodeCall(method, [`oneadmin:${PASSWORD}`, ...params]) });
+      return decodeResponse(await response.text());
+    };
+    expect(await call('one.image.update', image.id, 'ONLY="this"', 0)).toEqual({ ok: true, value: [true, image.id, 0] });
+    expect(contract.images.get(image.id)!.template).toEqual({ ONLY: 'this' });
+    expect(await call('one.image.update', image.id, 'X="y"', 2)).toMatchObject({ value: [false, expect.stringMatching(/update type must be 0/), ERROR.XML_RPC_API] });
+    const alice = new OpenNebulaRegistry({ endpoint: contract.url, user: 'alice', password: 'alicepass', datastoreId: 1 });
+    await expect(alice.updateTemplate(image.id, { DESCRIPTION: 'mine now' })).rejects.toMatchObject({ code: ERROR.AUTHORIZATION });
+    await expect(one.updateTemplate(image.id, { 'bad key': 'x' })).rejects.toThrow(/^template: expected/);
+  });
+
   it('keeps owner or group when given -1', async () => {
     const image = await registerReady('img-chown');
     await one.chown(image.id, { userId: -1, groupId: 100 });

@@ -44,8 +44,23 @@ export function imgflowAsync(args: string[], env: NodeJS.ProcessEnv = {}, timeou
   });
 }
 
-/** Starts a real `imgflow worker` of one role against the run's server, logging JSON lines. */
-export function spawnWorker(o: { home: string; role: string; host: string; env?: NodeJS.ProcessEnv }): ChildProcess {
-  const args = ['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', o.home, 'worker', '--role', o.role, '--host', o.host, '--metrics', ''];
+/**
+ * Starts a real `imgflow worker` of one role, logging JSON lines: against the run's server unless
+ * a test's own server is named.
+ */
+export function spawnWorker(o: { home: string; role: string; host: string; env?: NodeJS.ProcessEnv; address?: string; namespace?: string }): ChildProcess {
+  const server = ['--address', o.address ?? inject('temporalAddress'), '--namespace', o.namespace ?? NAMESPACE];
+  const args = [...server, '--home', o.home, 'worker', '--role', o.role, '--host', o.host, '--metrics', ''];
   return spawnImgflow(args, { IMGFLOW_LOG_PRETTY: '0', ...o.env });
+}
+
+/** Collects a process's JSON log lines from stderr (draining the pipe, so it never blocks the process). */
+export function logLines(child: ChildProcess): () => Record<string, unknown>[] {
+  let text = '';
+  child.stderr?.on('data', (d: Buffer) => (text += d.toString()));
+  return () =>
+    text
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
 }

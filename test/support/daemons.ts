@@ -3,7 +3,8 @@
  * target). A daemon already running is used as it is; one that is absent is started and stopped
  * again when the last test file using it is done. Test files run in parallel processes, so users
  * are counted in files under a lock: one per process, a dead process's entry is ignored, and
- * only a daemon the tests started is ever stopped. A missing binary fails loudly.
+ * only a daemon the tests started is ever stopped. A missing binary fails loudly. Benchmarks take
+ * the same daemons through holdZfsFuse/holdTgtd and createPool, outside vitest's hooks.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -152,8 +153,8 @@ function liveUsers(daemon: Daemon): number[] {
   return users.filter(processAlive);
 }
 
-/** Marks this process a user of the daemon, starting it if absent; released after the file's tests. */
-function useDaemon(daemon: Daemon): void {
+/** Marks this process a user of the daemon, starting it if absent; the function returned lets it go. */
+function holdDaemon(daemon: Daemon): () => void {
   requireTools(daemon.binary);
   const marker = path.join(STATE, `${daemon.name}.started`);
   withLock(daemon.name, () => {
@@ -161,25 +162,33 @@ function useDaemon(daemon: Daemon): void {
     if (!daemon.isUp()) fs.writeFileSync(marker, String(daemon.start()));
     fs.writeFileSync(path.join(usersDir(daemon), String(process.pid)), '');
   });
-  afterAll(() =>
+  return () =>
     withLock(daemon.name, () => {
       fs.rmSync(path.join(usersDir(daemon), String(process.pid)), { force: true });
       if (liveUsers(daemon).length > 0 || !fs.existsSync(marker)) return;
       const pid = Number(fs.readFileSync(marker, 'utf8'));
       fs.rmSync(marker, { force: true });
       if (processAlive(pid)) daemon.stop(pid);
-    }),
-  );
+    });
 }
 
-export function useZfsFuse(): void {
+export function holdZfsFuse(): () => void {
   requireTools('zfs-fuse', 'zpool', 'zfs');
-  useDaemon(zfsFuse);
+  return holdDaemon(zfsFuse);
+}
+
+export function holdTgtd(): () => void {
+  requireTools('tgtd', 'tgtadm');
+  return holdDaemon(tgtd);
+}
+
+/** zfs-fuse for this test file's tests, released after them. */
+export function useZfsFuse(): void {
+  afterAll(holdZfsFuse());
 }
 
 export function useTgtd(): void {
-  requireTools('tgtd', 'tgtadm');
-  useDaemon(tgtd);
+  afterAll(holdTgtd());
 }
 
 export interface TestPool {
@@ -187,19 +196,25 @@ export interface TestPool {
   mountpoint: string;
 }
 
-/**
- * A pool on a sparse file in `dir`, destroyed after the file's tests (before the daemon is
- * released: hooks run in reverse order). Call after useZfsFuse().
- */
-export function throwawayPool(dir: string, sizeMiB = 512): TestPool {
+/** A pool on a sparse file in `dir`; `destroy` removes it. Take zfs-fuse first. */
+export function createPool(dir: string, sizeMiB = 512): TestPool & { destroy: () => void } {
   const name = `imgflowt${randomBytes(4).toString('hex')}`;
   const file = path.join(dir, `${name}.img`);
   const mountpoint = path.join(dir, `mnt-${name}`);
   fs.closeSync(fs.openSync(file, 'w'));
   fs.truncateSync(file, sizeMiB * 1024 * 1024);
   sh(['zpool', 'create', '-f', '-m', mountpoint, name, file]);
-  afterAll(() => destroyPool(name));
-  return { name, mountpoint };
+  return { name, mountpoint, destroy: () => destroyPool(name) };
+}
+
+/**
+ * A pool destroyed after the file's tests (before the daemon is released: hooks run in reverse
+ * order). Call after useZfsFuse().
+ */
+export function throwawayPool(dir: string, sizeMiB = 512): TestPool {
+  const { destroy, ...pool } = createPool(dir, sizeMiB);
+  afterAll(destroy);
+  return pool;
 }
 
 /** zfs-fuse may call a pool busy right after its datasets were last used: retried a few times. */

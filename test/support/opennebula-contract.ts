@@ -7,7 +7,9 @@
  * - rename works in any state but refuses a name the owner already uses (ACTION);
  * - enable/disable only between READY and DISABLED (ERROR may go either way); USED refuses (ACTION);
  * - delete refuses an image in use by VMs (USED, USED_PERS, LOCKED_USED*);
- * - rename, chmod, enable and delete need MANAGE, chown needs ADMIN, for users other than uid 0;
+ * - update replaces the template (type 0) or merges into it (type 1, same names replaced), in any
+ *   state, leaving name, owner, group, permissions and state alone; another type is XML_RPC_API;
+ * - rename, chmod, enable, update and delete need MANAGE, chown needs ADMIN, for users other than uid 0;
  * - chown and chmod take -1 for "leave as it is".
  * Fault injection: `failCall(method, n)` makes the n-th next call of a method fail.
  */
@@ -190,6 +192,8 @@ export class OpenNebulaContract {
         return this.chmod(user, num(0), p.slice(1, 10).map((v) => Number(v)));
       case 'one.image.enable':
         return this.enable(user, num(0), p[1] === true);
+      case 'one.image.update':
+        return this.updateTemplate(user, num(0), String(p[1]), num(2));
       case 'one.image.delete':
         return this.remove(user, num(0));
       default:
@@ -258,6 +262,15 @@ export class OpenNebulaContract {
       throw new Refusal(ERROR.ACTION, `[one.image.enable] Image cannot be ${enable ? 'enabled' : 'disabled'} in state ${STATE_NAMES[image.state]}.`);
     }
     image.state = enable ? STATE.READY : STATE.DISABLED;
+    return id;
+  }
+
+  private updateTemplate(user: User, id: number, templateText: string, type: number): number {
+    const image = this.get(id);
+    this.authorize(user, image, 1, 'one.image.update');
+    if (type !== 0 && type !== 1) throw new Refusal(ERROR.XML_RPC_API, `[one.image.update] update type must be 0 (replace) or 1 (merge), got ${type}`);
+    const attributes = parseTemplate(templateText);
+    image.template = type === 0 ? attributes : { ...image.template, ...attributes };
     return id;
   }
 

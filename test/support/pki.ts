@@ -1,20 +1,14 @@
 /**
  * A small PKI for signature tests, made with the real openssl: a trusted CA (with a CRL) in a
  * hashed CA directory, its endorser, a second endorser, a revoked endorser, and an untrusted CA with
- * its own signer. EC keys keep it fast.
+ * its own signer, with the openssl commands the product publishes lists with. EC keys keep it fast.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { caConfig, opensslArgv, type Identity } from '../../activities/cloud/publish.js';
 
-export interface Identity {
-  cert: string;
-  key: string;
-  /** Slash form, as in hv:dn. */
-  dn: string;
-  /** The issuer in slash form, as in hv:ca. */
-  caDn: string;
-}
+export type { Identity };
 
 export interface Pki {
   /** Hashed directory holding the trusted CA and its CRL. */
@@ -29,39 +23,8 @@ export interface Pki {
   sign(body: string, signer: Identity, name: string): string;
 }
 
-function openssl(args: string[], cwd: string): string {
-  return execFileSync('openssl', args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-}
-
-const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-
-function caConfig(dir: string): string {
-  return `[ ca ]
-default_ca = test_ca
-[ test_ca ]
-database = ${dir}/index.txt
-new_certs_dir = ${dir}
-serial = ${dir}/serial
-crlnumber = ${dir}/crlnumber
-default_md = sha256
-default_crl_days = 30
-policy = any_subject
-[ any_subject ]
-commonName = supplied
-[ req ]
-distinguished_name = req_dn
-[ req_dn ]
-[ ca_ext ]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-[ endorser_ext ]
-basicConstraints = CA:FALSE
-keyUsage = critical,digitalSignature,nonRepudiation
-extendedKeyUsage = emailProtection,clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-`;
+function openssl(argv: string[], cwd: string): string {
+  return execFileSync(argv[0]!, argv.slice(1), { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 function makeCa(dir: string, dn: string): Identity {
@@ -72,7 +35,7 @@ function makeCa(dir: string, dn: string): Identity {
   fs.writeFileSync(config, caConfig(dir));
   const cert = path.join(dir, 'ca.pem');
   const key = path.join(dir, 'ca.key');
-  openssl(['req', '-config', config, '-x509', ...EC, '-keyout', key, '-out', cert, '-days', '3650', '-subj', dn, '-extensions', 'ca_ext'], dir);
+  openssl(opensslArgv.selfSignedCa(config, key, cert, dn), dir);
   return { cert, key, dn, caDn: dn };
 }
 
@@ -83,13 +46,13 @@ function makeEndorser(ca: Identity, dir: string, name: string, dn: string): Iden
   const csr = path.join(dir, `${name}.csr`);
   const cert = path.join(dir, `${name}.pem`);
   const config = path.join(path.dirname(ca.cert), 'ca.cnf');
-  openssl(['req', '-config', config, '-new', ...EC, '-keyout', key, '-out', csr, '-subj', dn], dir);
-  openssl(['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', String(serial++), '-days', '365', '-out', cert, '-extfile', config, '-extensions', 'endorser_ext'], dir);
+  openssl(opensslArgv.request(config, key, csr, dn), dir);
+  openssl(opensslArgv.issueEndorser(config, ca, csr, cert, serial++), dir);
   return { cert, key, dn, caDn: ca.dn };
 }
 
 function hashOf(kind: 'x509' | 'crl', file: string, cwd: string): string {
-  return openssl([kind, '-hash', '-noout', '-in', file], cwd).trim();
+  return openssl(opensslArgv.subjectHash(kind, file), cwd).trim();
 }
 
 export function createPki(root: string): Pki {
@@ -104,9 +67,9 @@ export function createPki(root: string): Pki {
   const wrongCaSigner = makeEndorser(wrongCa, people, 'wrong-ca-signer', '/C=CH/O=imgflow test/OU=endorsers/CN=Image Endorser');
 
   const config = path.join(caHome, 'ca.cnf');
-  openssl(['ca', '-config', config, '-keyfile', ca.key, '-cert', ca.cert, '-revoke', revokedEndorser.cert], caHome);
+  openssl(['openssl', 'ca', '-config', config, '-keyfile', ca.key, '-cert', ca.cert, '-revoke', revokedEndorser.cert], caHome);
   const crl = path.join(caHome, 'crl.pem');
-  openssl(['ca', '-config', config, '-keyfile', ca.key, '-cert', ca.cert, '-gencrl', '-out', crl], caHome);
+  openssl(['openssl', 'ca', '-config', config, '-keyfile', ca.key, '-cert', ca.cert, '-gencrl', '-out', crl], caHome);
 
   const caDir = path.join(root, 'certificates');
   fs.mkdirSync(caDir, { recursive: true });
@@ -127,7 +90,7 @@ export function createPki(root: string): Pki {
       const input = path.join(signed, `${name}.json`);
       const output = path.join(signed, `${name}.smime`);
       fs.writeFileSync(input, body);
-      openssl(['smime', '-sign', '-in', input, '-signer', signer.cert, '-inkey', signer.key, '-out', output], signed);
+      openssl(opensslArgv.sign(input, signer, output), signed);
       return output;
     },
   };

@@ -24,6 +24,22 @@ describe('pipe', () => {
     expect(lines).toContainEqual(expect.objectContaining({ msg: 'pipeline', argv: ['cat', '--', source], into: ['dd', `of=${target}`, 'status=none'], exitCodes: [0, 0] }));
   });
 
+  it('carries the same bytes through a rate limit, and logs the limit and the bytes', async () => {
+    const source = path.join(dir, 'limited.bin');
+    const target = path.join(dir, 'limited-out.bin');
+    fs.writeFileSync(source, crypto.randomBytes(3 * 1024 * 1024 + 5));
+    const { logger, lines } = memoryLogger();
+    await createPipe(logger)(['cat', '--', source], ['dd', `of=${target}`, 'status=none'], { bytesPerSecond: 2 * 1024 * 1024 });
+    expect(sha256(target)).toBe(sha256(source));
+    expect(lines).toContainEqual(expect.objectContaining({ msg: 'pipeline', bytes: 3 * 1024 * 1024 + 5, bytesPerSecond: 2 * 1024 * 1024, exitCodes: [0, 0] }));
+  });
+
+  it('a rate-limited producer cut off by a consumer that gave up ends with the consumer named', async () => {
+    const cut = await createPipe(memoryLogger().logger)(['yes'], ['sh', '-c', 'head -c 10 >/dev/null; echo "stream refused" >&2; exit 5'], { bytesPerSecond: 4096 }).catch((e: unknown) => e);
+    expect((cut as CommandError).exitCode).toBe(5);
+    expect((cut as CommandError).message).toMatch(/stream refused/);
+  });
+
   it('fails with the failing side named and its stderr', async () => {
     const pipe = createPipe(memoryLogger().logger);
     const error = await pipe(['cat', path.join(dir, 'missing')], ['dd', `of=${path.join(dir, 'x')}`, 'status=none']).catch((e: unknown) => e);

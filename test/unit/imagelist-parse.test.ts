@@ -4,12 +4,12 @@ import {
   checkSigner,
   compareVersions,
   diffList,
-  expiredName,
   ImageListError,
   imageTemplate,
   parseImageList,
   type ImageList,
 } from '../../activities/cloud/imagelist.js';
+import { parkedName } from '../../workflows/subscription.js';
 import type { RegistryImage } from '../../activities/cloud/registry/types.js';
 
 const NOW = new Date('2026-06-01T12:00:00Z');
@@ -142,7 +142,7 @@ describe('image list parsing and checks', () => {
   });
 
   it('names expired images with a UTC timestamp', () => {
-    expect(expiredName('img-a', new Date('2026-03-04T05:06:07Z'))).toBe('img-a_EXPIRED_2026-03-04_05-06-07_UTC');
+    expect(parkedName('img-a', new Date('2026-03-04T05:06:07Z'))).toBe('img-a_EXPIRED_2026-03-04_05-06-07_UTC');
   });
 });
 

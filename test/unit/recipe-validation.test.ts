@@ -122,6 +122,8 @@ describe('recipe errors: one line each, naming the field', () => {
     expect(errorsOf(`${base}prepare: {network: drop}\n`)).toEqual([expect.stringMatching(/^prepare\.network: expected one of keep, remove/)]);
     expect(errorsOf(`${base}prepare: {private: [{dir: relative}]}\n`)).toEqual([expect.stringMatching(/^prepare\.private\[0\]\.dir: expected an absolute directory/)]);
     expect(errorsOf(`${base}outputs: [qcow2, vmdk]\n`)).toEqual([expect.stringMatching(/^outputs\[1\]: expected one of qcow2, raw, squashfs, got "vmdk"$/)]);
+    expect(errorsOf(`${base}allowPasswordHashes: yes please\n`)).toEqual(['allowPasswordHashes: expected true or false, got "yes please"']);
+    expect(parseRecipe(`${base}allowPasswordHashes: true\n`, FIXTURES, { defaultMirror: MIRROR }).prepare.allowPasswordHashes).toBe(true);
   });
 
   it('reports every error at once, one per line', () => {

@@ -181,11 +181,20 @@ export class CatalogRegistry implements ImageRegistry {
   }
 
   /** The next free id, claimed by creating its record exclusively. */
+  /**
+   * The next id: never one a deleted image had, as OpenNebula never reuses ids, so a retried
+   * delete or rename of an old id can never reach a newer image. `last-id` keeps the high-water mark.
+   */
   private async allocateId(): Promise<number> {
+    const mark = path.join(this.options.dir, 'last-id');
+    const last = Number((await fs.readFile(mark, 'utf8').catch(() => '-1')).trim());
     const ids = (await this.records()).map((r) => r.id);
-    for (let id = ids.length ? Math.max(...ids) + 1 : 0; ; id++) {
+    for (let id = Math.max(last, ...ids) + 1; ; id++) {
       try {
         await (await fs.open(this.recordPath(id), 'wx')).close();
+        const temporary = `${mark}.${randomUUID()}.tmp`;
+        await fs.writeFile(temporary, `${id}\n`);
+        await fs.rename(temporary, mark);
         return id;
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
@@ -234,6 +243,11 @@ export class CatalogRegistry implements ImageRegistry {
       }
       record.state = enabled ? 'READY' : 'DISABLED';
     });
+  }
+
+  async updateTemplate(id: number, attributes: Record<string, string>): Promise<void> {
+    for (const key of Object.keys(attributes)) checkTemplateKey(key);
+    await this.update(id, 'updateTemplate', (record) => void Object.assign(record.template, attributes));
   }
 
   /** Hosts booting from the catalog mark an image used, which keeps it from being deleted. */

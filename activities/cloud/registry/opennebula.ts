@@ -42,6 +42,9 @@ export const ONE_ERRORS = { AUTHENTICATION: 0x100, AUTHORIZATION: 0x200, NO_EXIS
 
 const PERMISSION_TAGS = ['OWNER_U', 'OWNER_M', 'OWNER_A', 'GROUP_U', 'GROUP_M', 'GROUP_A', 'OTHER_U', 'OTHER_M', 'OTHER_A'];
 
+/** one.image.update's last parameter: 0 replaces the whole template, 1 merges into it. */
+const TEMPLATE_MERGE = 1;
+
 /** Filter flag -2: every image the session may see, not only its own. */
 const ALL_IMAGES = -2;
 
@@ -173,6 +176,10 @@ export class OpenNebulaRegistry implements ImageRegistry {
 
   async setEnabled(id: number, enabled: boolean): Promise<void> {
     await this.call('one.image.enable', id, enabled);
+  }
+
+  async updateTemplate(id: number, attributes: Record<string, string>): Promise<void> {
+    await this.call('one.image.update', id, renderTemplate(attributes), TEMPLATE_MERGE);
   }
 
   async delete(id: number): Promise<void> {

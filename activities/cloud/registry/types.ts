@@ -69,6 +69,11 @@ export interface ImageRegistry {
   chown(id: number, owner: Ownership): Promise<void>;
   chmod(id: number, mode: string): Promise<void>;
   setEnabled(id: number, enabled: boolean): Promise<void>;
+  /**
+   * Merges `attributes` into the image's template in place (an empty value blanks one): owner,
+   * group, mode, state and disk stay as they are. OpenNebula: `one.image.update` in merge mode.
+   */
+  updateTemplate(id: number, attributes: Record<string, string>): Promise<void>;
   delete(id: number): Promise<void>;
   /** Until READY; ERROR or the timeout fail. */
   waitReady(id: number, options?: WaitOptions): Promise<RegistryImage>;

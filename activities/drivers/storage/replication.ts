@@ -34,6 +34,8 @@ export interface ReplicateInput {
   /** Name of this pass's snapshot; a retried pass gives the same name and finishes the same pass. */
   snapshot?: string;
   keep?: number;
+  /** The stream's rate limit, bytes per second; unlimited when absent. */
+  bytesPerSecond?: number;
 }
 
 export interface ReplicateResult {
@@ -63,7 +65,8 @@ export async function replicate(input: ReplicateInput): Promise<ReplicateResult>
   if (!targetSnapshots.includes(snapshot)) {
     from = newestCommon(await source.listSnapshots(volume), targetSnapshots);
     if (!from && targetExists) throw new Error(`volume ${volume}: the copies share no snapshot; a full copy would overwrite the target`);
-    await target.receive(volume, remote(source.sendArgv(volume, { ...(from ? { from } : {}), to: snapshot })));
+    const rate = input.bytesPerSecond ? { bytesPerSecond: input.bytesPerSecond } : {};
+    await target.receive(volume, remote(source.sendArgv(volume, { ...(from ? { from } : {}), to: snapshot })), rate);
     sent = true;
   }
   const pruned = { source: await source.pruneSnapshots(volume, keep), target: await target.pruneSnapshots(volume, keep) };

@@ -254,11 +254,11 @@ export function createZfsStorage(config: ZfsStorageConfig): ReplicatingStorage {
      * `-F` rolls this copy back to the common snapshot first: the copy being received into is not
      * in use (the volume runs on the other side), so anything written here since is stray.
      */
-    async receive(volume, producer) {
+    async receive(volume, producer, options = {}) {
       if (!pipe) throw new Error('this zfs store was made without a pipe and cannot receive');
       const dataset = volumeDataset(volume);
       await run(['zfs', 'create', '-p', volumesParent]);
-      await pipe(producer, ['zfs', 'recv', '-F', dataset]);
+      await pipe(producer, ['zfs', 'recv', '-F', dataset], options.bytesPerSecond ? { bytesPerSecond: options.bytesPerSecond } : {});
       // A plain stream carries no properties: the tag that makes it imgflow's is set here.
       await run(['zfs', 'set', `${VOLUME_PROPERTY}=${volume}`, dataset]);
     },

@@ -1,0 +1,147 @@
+/**
+ * Many maps across many compute hosts, on the real tools: one NAS worker storing on ZFS
+ * (zfs-fuse, a throwaway pool) and exporting through tgtd, and H compute-host workers
+ * (`compute.<host>`, each its own host name and iSCSI initiator, attaching through libiscsi), all
+ * Workers in this one process beside the workflow worker. V volumes are mapped with bounded
+ * concurrency as the CLI maps them, then all unmapped, then all deleted.
+ *
+ * Prints maps/s, unmaps/s and deletes/s, p50/p95 per operation, the errors, and what the tools
+ * themselves list before, while mapped and after: tgtd's targets (this NAS's and all) and the
+ * clone datasets. A leaked target or clone, or any error, makes the exit code 1.
+ *
+ *   IMGFLOW_HOME=$(mktemp -d) npm run bench -- bench/map-many.ts [volumes=200] [hosts=20] [concurrency=8]
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DEFAULT_IQN_PREFIX, volumeOfTarget } from '../activities/drivers/naming.js';
+import { parseTgtShow } from '../activities/drivers/export/tgt.js';
+import { createRunner } from '../activities/runner.js';
+import { checkInt } from '../common/names.js';
+import { loadConfig, paths, type Config } from '../lib/config.js';
+import { createLogger } from '../lib/logger.js';
+import { ensureClient, startLocalWorkers, type LocalWorkers } from '../starters/context.js';
+import { oneLine } from '../starters/output.js';
+import { mapVolume, volumeHandle } from '../starters/volume-client.js';
+import { createPool, holdTgtd, holdZfsFuse } from '../test/support/daemons.js';
+import { deleteUpdate, unmapUpdate, type MapRequest } from '../workflows/volume.js';
+import { ms, percentile } from './stats.js';
+
+const volumes = checkInt('volumes', process.argv[2] ?? '200', 1, 10_000);
+const hostCount = checkInt('hosts', process.argv[3] ?? '20', 1, 500);
+const concurrency = checkInt('concurrency', process.argv[4] ?? '8', 1, 200);
+const MiB = 1024 * 1024;
+
+const logger = createLogger('bench', 'error');
+const run = createRunner(logger);
+const stamp = Date.now().toString(36);
+const config = loadConfig({ host: `many-nas-${stamp}` });
+const hosts = Array.from({ length: hostCount }, (_, i) => `many-c${String(i + 1).padStart(3, '0')}-${stamp}`);
+
+const releaseZfs = holdZfsFuse();
+const releaseTgtd = holdTgtd();
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'imgflow-map-many-'));
+const pool = createPool(scratch, 1024);
+const clonesParent = `${pool.name}/imgflow/volumes`;
+// The NAS's drivers read these; compute hosts keep their default initiator, `<prefix>:<host>`.
+process.env.IMGFLOW_NAS_POOL = `${pool.name}/imgflow`;
+process.env.IMGFLOW_NAS_EXPORT = 'tgt';
+
+/** What the tools list: tgtd's targets (this NAS's, and all of them) and the clone datasets. */
+async function census(): Promise<{ targets: number; allTargets: number; clones: number }> {
+  const targets = parseTgtShow((await run(['tgtadm', '--lld', 'iscsi', '--op', 'show', '--mode', 'target'])).stdout);
+  const datasets = (await run(['zfs', 'list', '-H', '-r', '-t', 'filesystem', '-o', 'name', clonesParent], { okExitCodes: [1] })).stdout.split('\n');
+  return {
+    targets: targets.filter((t) => volumeOfTarget(DEFAULT_IQN_PREFIX, config.host, t.iqn)).length,
+    allTargets: targets.length,
+    clones: datasets.filter((name) => name.startsWith(`${clonesParent}/`)).length,
+  };
+}
+
+/** A raw base in the NAS's store, as a build leaves it. */
+async function storedBase(image: string): Promise<MapRequest['base']> {
+  const file = path.join(paths(config).nas(config.host), 'store', image, 'v1', `${image}-v1.raw`);
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  await run(['qemu-img', 'create', '-q', '-f', 'raw', file, String(64 * MiB)]);
+  await run(['qemu-io', '-f', 'raw', '-c', 'write -P 0x5a 0 8M', file]);
+  return { image, version: 'v1', artifact: { format: 'raw', host: config.host, path: file } };
+}
+
+interface Outcome {
+  times: number[];
+  errors: string[];
+  wallMs: number;
+}
+
+/** Runs `op` on every item, at most `concurrency` at once; each failure is kept, none stops the rest. */
+async function each<T>(items: readonly T[], op: (item: T) => Promise<unknown>): Promise<Outcome> {
+  const outcome: Outcome = { times: [], errors: [], wallMs: 0 };
+  const started = performance.now();
+  let next = 0;
+  const lane = async () => {
+    for (let i = next++; i < items.length; i = next++) {
+      const t = performance.now();
+      try {
+        await op(items[i]!);
+        outcome.times.push(performance.now() - t);
+      } catch (err) {
+        outcome.errors.push(oneLine(err));
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, lane));
+  outcome.wallMs = performance.now() - started;
+  return outcome;
+}
+
+const workerGroups: LocalWorkers[] = [];
+const { client, connection } = await ensureClient(config);
+const before = await census();
+let exitCode = 1;
+try {
+  workerGroups.push(await startLocalWorkers(config, ['orchestrator', 'nas'], logger));
+  for (const host of hosts) workerGroups.push(await startLocalWorkers({ ...config, host } satisfies Config, ['compute'], logger));
+  const base = await storedBase(`many-${stamp}`);
+  const request = (i: number): MapRequest => ({ by: 'bench', base, nas: config.host, computeHost: hosts[i % hosts.length]! });
+  const names = Array.from({ length: volumes }, (_, i) => `many-${stamp}-${i}`);
+  const indices = names.map((_, i) => i);
+  const by = { by: 'bench' };
+
+  // Warm-up, not counted: the base's import, the workflow bundle, every host's first poll.
+  await each(
+    hosts.map((_, i) => i),
+    async (i) => {
+      await mapVolume(client, `warm-${stamp}-${i}`, request(i));
+      await volumeHandle(client, `warm-${stamp}-${i}`).executeUpdate(unmapUpdate, { args: [by] });
+      await volumeHandle(client, `warm-${stamp}-${i}`).executeUpdate(deleteUpdate, { args: [by] });
+    },
+  );
+
+  const maps = await each(indices, (i) => mapVolume(client, names[i]!, request(i)));
+  const mapped = await census();
+  const unmaps = await each(names, (name) => volumeHandle(client, name).executeUpdate(unmapUpdate, { args: [by] }));
+  const deletes = await each(names, (name) => volumeHandle(client, name).executeUpdate(deleteUpdate, { args: [by] }));
+  const after = await census();
+
+  const errors = maps.errors.length + unmaps.errors.length + deletes.errors.length;
+  const leaked = { targets: after.targets - before.targets, clones: after.clones - before.clones };
+  console.log(`${volumes} maps, then unmaps, then deletes across ${hostCount} compute hosts (${hostCount + 2} Workers in one process), concurrency ${concurrency}`);
+  console.log(`ZFS clones on zfs-fuse, iSCSI targets in tgtd, attached through libiscsi; server ${config.address}`);
+  console.log(`operation   per s      p50      p95   errors   (ms)`);
+  for (const [label, o] of [['map', maps], ['unmap', unmaps], ['delete', deletes]] as const) {
+    console.log(`${label.padEnd(9)} ${(o.times.length / (o.wallMs / 1000)).toFixed(1).padStart(7)} ${ms(percentile(o.times, 0.5))} ${ms(percentile(o.times, 0.95))} ${String(o.errors.length).padStart(8)}`);
+  }
+  console.log(`tgt targets of this NAS: before ${before.targets}, mapped ${mapped.targets}, after ${after.targets} (all of tgtd's: ${before.allTargets}, ${mapped.allTargets}, ${after.allTargets})`);
+  console.log(`clone datasets:          before ${before.clones}, mapped ${mapped.clones}, after ${after.clones}`);
+  console.log(`errors ${errors}; leaked targets ${leaked.targets}, leaked clones ${leaked.clones}`);
+  for (const error of new Set([...maps.errors, ...unmaps.errors, ...deletes.errors])) console.log(`  error: ${error}`);
+  exitCode = errors === 0 && leaked.targets === 0 && leaked.clones === 0 && mapped.targets === volumes - maps.errors.length ? 0 : 1;
+} finally {
+  for (const group of workerGroups) await group.stop();
+  await connection.close();
+  pool.destroy();
+  releaseTgtd();
+  releaseZfs();
+  fs.rmSync(scratch, { recursive: true, force: true });
+}
+process.exit(exitCode);
