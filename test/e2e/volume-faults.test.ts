@@ -357,8 +357,13 @@ describe('a sync pull that fails', () => {
     const cli = (...args: string[]) => imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], { IMGFLOW_USER: 'alice' });
     const nodeVolume = `${nodePool.name}/imgflow/volumes/vm-c`;
     const pipelines = (log: () => Record<string, unknown>[]) => log().filter((l) => l.msg === 'pipeline');
-    // zfs-fuse calls a dataset busy for a moment after it was last used.
-    const rename = (from: string, to: string) => until(`zfs rename ${from} ${to}`, async () => (await run(['zfs', 'rename', from, to], { okExitCodes: [1] })).exitCode === 0, 30_000);
+    // zfs-fuse refuses to rename a mounted dataset ("dataset is busy"), and may call it busy to
+    // an unmount for a moment after it was last used.
+    const rename = async (from: string, to: string) => {
+      await until(`zfs unmount ${from}`, async () => (await run(['zfs', 'unmount', from], { okExitCodes: [1] })).exitCode === 0, 30_000);
+      await run(['zfs', 'rename', from, to]);
+      await run(['zfs', 'mount', to]);
+    };
 
     const { client, connection } = await testClient();
     await withWorkers({ workflowQueue: WORKFLOW_QUEUE }, async () => {
