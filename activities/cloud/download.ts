@@ -6,16 +6,16 @@
  * or a retried activity finds them there.
  */
 import { Context } from '@temporalio/activity';
-import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
-import { Transform } from 'node:stream';
+import { Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { InputError } from '../../common/names.js';
 import { exists } from '../../lib/files.js';
+import { createStreamHash, type StreamHash } from '../../lib/hashing.js';
 import type { Logger } from '../../lib/logger.js';
 
 export type DownloadFailure = 'not-found' | 'http' | 'truncated' | 'stalled' | 'network' | 'size' | 'sha512' | 'cancelled';
@@ -100,14 +100,71 @@ async function sizeOf(file: string): Promise<number> {
   );
 }
 
-async function hashPrefix(file: string): Promise<Hash> {
-  const hash = createHash('sha512');
-  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
-  return hash;
+/** Adds what `file` holds to `hash`. */
+async function hashFile(file: string, hash: StreamHash): Promise<void> {
+  const handle = await fs.open(file);
+  try {
+    for (;;) {
+      const batch = hash.batch();
+      const { bytesRead } = await handle.read(batch, 0, batch.length);
+      if (bytesRead === 0) return;
+      await hash.update(batch, bytesRead);
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+async function digestFile(file: string, size: number): Promise<string> {
+  const hash = createStreamHash('sha512', size);
+  try {
+    await hashFile(file, hash);
+    return await hash.digest();
+  } finally {
+    hash.close();
+  }
+}
+
+/**
+ * Writes what it is given to `file` in the hash's batches, each added to `hash` once it is written, so
+ * the hash of one batch runs while the next one arrives. A transfer that breaks off still writes
+ * what it received, for the next attempt to resume after.
+ */
+function hashingFileSink(file: string, append: boolean, hash: StreamHash): Writable {
+  let handle: fs.FileHandle | undefined;
+  let batch = hash.batch();
+  let filled = 0;
+  const writeOut = async () => {
+    const [full, length] = [batch, filled];
+    [batch, filled] = [hash.batch(), 0];
+    for (let at = 0; at < length; ) at += (await handle!.write(full, at, length - at)).bytesWritten;
+    return [full, length] as const;
+  };
+  const flush = async () => {
+    if (filled > 0) await hash.update(...(await writeOut()));
+  };
+  const gather = async (chunk: Buffer) => {
+    for (let at = 0; at < chunk.length; ) {
+      const copied = chunk.copy(batch, filled, at);
+      [filled, at] = [filled + copied, at + copied];
+      if (filled === batch.length) await flush();
+    }
+  };
+  const settle = (work: Promise<unknown>, done: (error?: Error | null) => void) => void work.then(() => done(), done);
+  return new Writable({
+    construct: (done) => settle(fs.open(file, append ? 'a' : 'w').then((opened) => (handle = opened)), done),
+    write: (chunk: Buffer, _encoding, done) => settle(gather(chunk), done),
+    final: (done) => settle(flush(), done),
+    destroy: (error, done) => {
+      const kept = handle && filled > 0 ? writeOut() : Promise.resolve();
+      const closed = kept.finally(() => handle?.close());
+      closed.then(() => done(error), () => done(error));
+    },
+  });
 }
 
 interface Transfer {
-  hash: Hash;
+  digest: string;
   total: number;
   resumed: boolean;
 }
@@ -204,11 +261,9 @@ class Downloader {
       response.resume();
       throw new DownloadError('size', `${forLog(url)} announces ${start + length} bytes, the list says ${this.request.size}`);
     }
-    const hash = resumed ? await hashPrefix(partial) : createHash('sha512');
     let total = start;
     const counter = new Transform({
       transform: (chunk: Buffer, _encoding, done) => {
-        hash.update(chunk);
         total += chunk.length;
         if (this.request.size !== undefined && total > this.request.size) {
           done(new DownloadError('size', `${forLog(url)} sent more than the ${this.request.size} bytes the list says`));
@@ -218,20 +273,26 @@ class Downloader {
         done(null, chunk);
       },
     });
+    const hash = createStreamHash('sha512', this.request.size);
     try {
-      await pipeline(response, counter, createWriteStream(partial, { flags: resumed ? 'a' : 'w' }));
-    } catch (error) {
-      if (error instanceof DownloadError) throw error;
-      if (stalled()) throw new DownloadError('stalled', `no data from ${url.host} for ${this.options.stallTimeoutMs ?? 60_000} ms after ${total} bytes`, true);
-      if (this.signals.some((s) => s.aborted)) throw new DownloadError('cancelled', 'the download was cancelled');
-      throw new DownloadError('truncated', `${forLog(url)}: connection ended after ${total} bytes (${(error as Error).message})`, true);
+      if (resumed) await hashFile(partial, hash);
+      await pipeline(response, counter, hashingFileSink(partial, resumed, hash)).catch((error: Error) => Promise.reject(this.explain(error, url, stalled(), total)));
+      if (length !== undefined && total !== start + length) {
+        throw new DownloadError('truncated', `${forLog(url)}: got ${total} of ${start + length} bytes`, true);
+      }
+      return { digest: await hash.digest(), total, resumed };
     } finally {
+      hash.close();
       request.destroy();
     }
-    if (length !== undefined && total !== start + length) {
-      throw new DownloadError('truncated', `${forLog(url)}: got ${total} of ${start + length} bytes`, true);
-    }
-    return { hash, total, resumed };
+  }
+
+  /** What a transfer that broke off means: a stall, a cancellation, or a connection that ended early. */
+  private explain(error: Error, url: URL, stalled: boolean, total: number): DownloadError {
+    if (error instanceof DownloadError) return error;
+    if (stalled) return new DownloadError('stalled', `no data from ${url.host} for ${this.options.stallTimeoutMs ?? 60_000} ms after ${total} bytes`, true);
+    if (this.signals.some((s) => s.aborted)) return new DownloadError('cancelled', 'the download was cancelled');
+    return new DownloadError('truncated', `${forLog(url)}: connection ended after ${total} bytes (${error.message})`, true);
   }
 
   private rangeStartsAt(response: http.IncomingMessage, offset: number): boolean {
@@ -272,7 +333,7 @@ export async function download(request: DownloadRequest, options: DownloadOption
     try {
       // A crash between the last byte and the rename leaves a complete partial file: no request needed.
       const complete = offset > 0 && offset === request.size;
-      const transfer = complete ? { hash: await hashPrefix(partial), total: offset, resumed: false } : await downloader.transfer(url, partial, offset);
+      const transfer = complete ? { digest: await digestFile(partial, offset), total: offset, resumed: false } : await downloader.transfer(url, partial, offset);
       if (transfer.resumed) resumedAt.push(offset);
       const result = await finish(partial, transfer, { ...request, sha512 }, options.cacheDir);
       log?.info({ url: forLog(url), bytes: result.bytes, attempt }, 'downloaded');
@@ -288,7 +349,7 @@ export async function download(request: DownloadRequest, options: DownloadOption
 
 /** Checks size and digest and moves the file into the cache; a wrong file is removed. */
 async function finish(partial: string, transfer: Transfer, request: DownloadRequest, cacheDir: string): Promise<{ path: string; sha512: string; bytes: number }> {
-  const digest = transfer.hash.digest('hex');
+  const { digest } = transfer;
   if (request.size !== undefined && transfer.total !== request.size) {
     await fs.rm(partial, { force: true });
     throw new DownloadError('size', `got ${transfer.total} bytes, the list says ${request.size}`);
