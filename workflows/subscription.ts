@@ -29,7 +29,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { CloudActivities, ImageSnapshot } from '../activities/cloud/index.js';
-import type { ImageChange, ImageList, ListDiff, ListedImage } from '../activities/cloud/imagelist.js';
+import type { ImageChange, ImageList, ListDiff, ListedImage, TakenName } from '../activities/cloud/imagelist.js';
 import type { RegistryImage } from '../activities/cloud/registry/types.js';
 import { checkUser, checkReason, type HistoryEntry } from '../common/lineage.js';
 import { checkHost, checkName, InputError } from '../common/names.js';
@@ -199,6 +199,8 @@ export interface PlanReport {
   /** New images the policy keeps out (subscribe: until adopted; refuse: for good). */
   offered: string[];
   refused: string[];
+  /** New images whose name another image holds (absent from reports made before it existed). */
+  taken?: string[];
 }
 
 export interface SyncInput {
@@ -279,7 +281,19 @@ function planReport(diff: ListDiff, policy: NewImagePolicy, adoptOffered: boolea
     unchanged: diff.unchanged,
     offered: policy === 'subscribe' && !adoptOffered ? diff.add.map((i) => i.identifier) : [],
     refused: policy === 'refuse' ? diff.add.map((i) => i.identifier) : [],
+    taken: takenNames(diff).map((t) => t.image.identifier),
   };
+}
+
+/** Plans made before names were checked have none. */
+function takenNames(diff: ListDiff): TakenName[] {
+  return diff.taken ?? [];
+}
+
+/** A listed image whose name another image holds: reported, never registered beside it. */
+function takenOutcome({ image, holderId, holderList }: TakenName): ImageOutcome {
+  const holder = holderList ? `image ${holderId} of list ${holderList}` : `image ${holderId}, which no list brought`;
+  return { identifier: image.identifier, action: 'add', ok: false, title: image.title, imageVersion: image.version, note: `not added: the name ${image.identifier} is taken by ${holder}` };
 }
 
 /** Downloads (or finds in the cache) and converts one listed image; returns the disk to register. */
@@ -584,7 +598,7 @@ export async function subscriptionSyncWorkflow(input: SyncInput): Promise<SyncRe
   const when = new Date(); // workflow time: replays give the same names
   const expired = Date.parse(list.expires) <= when.getTime() ? `image list check "expires" failed: the list expired at ${list.expires}` : undefined;
   const planned = await act.registry.planListUpdate({ list });
-  const diff: ListDiff = expired ? { add: [], update: [], metadata: [], expire: planned.expire, unchanged: [] } : planned;
+  const diff: ListDiff = expired ? { add: [], update: [], metadata: [], expire: planned.expire, unchanged: [], taken: [] } : planned;
   const report = planReport(diff, sub.newImages, input.adoptOffered === true);
   const result: SyncResult = { listIdentifier: list.identifier, listVersion: list.version, verified: verified.verified, applied: false, report, outcomes: [], parked: input.parked, ...(expired ? { expired } : {}) };
   if (input.mode === 'dry-run') {
@@ -592,12 +606,12 @@ export async function subscriptionSyncWorkflow(input: SyncInput): Promise<SyncRe
     const staging = await stageAll(act, list, diff, report, sub.format, when);
     const failed = staging.outcomes.filter((o) => !o.ok).length;
     setCurrentDetails(`**staged** list ${list.identifier} version ${list.version}: ${staging.staged.length} images staged${failed ? `, ${failed} failed` : ''}`);
-    return { ...result, outcomes: staging.outcomes, staged: staging.staged, parked: [...input.parked, ...staging.parked] };
+    return { ...result, outcomes: [...takenNames(diff).map(takenOutcome), ...staging.outcomes], staged: staging.staged, parked: [...input.parked, ...staging.parked] };
   }
 
   // Adopting: the images staged for this list's bytes are swapped in instead of registered anew.
   const staged = input.useStaged ? stagedImagesOf(await act.registry.listImagesOf({ listIdentifier: list.identifier })) : [];
-  const outcomes: ImageOutcome[] = [];
+  const outcomes: ImageOutcome[] = takenNames(diff).map(takenOutcome);
   for (const image of diff.add) {
     if (report.add.includes(image.identifier)) outcomes.push(await addImage(act, list, image, sub.format, stagedCopyOf(staged, image)));
     else outcomes.push({ identifier: image.identifier, action: sub.newImages === 'refuse' ? 'refuse' : 'offer', ok: true, title: image.title, imageVersion: image.version });
@@ -844,6 +858,7 @@ function summary(report: PlanReport): string {
     ['expire', report.expire.length],
     ['offered', report.offered.length],
     ['refused', report.refused.length],
+    ['taken', report.taken?.length ?? 0],
     ['unchanged', report.unchanged.length],
   ];
   return parts.map(([k, n]) => `${n} ${k}`).join(', ');

@@ -267,6 +267,15 @@ export interface ListDiff {
   /** In the registry, gone from the list (or every image, when the list has expired). */
   expire: RegistryImage[];
   unchanged: string[];
+  /** In the list, but another image (of another list, or none) holds its name: left alone. */
+  taken: TakenName[];
+}
+
+export interface TakenName {
+  image: ListedImage;
+  holderId: number;
+  /** The list the holder came from, when it came from one. */
+  holderList?: string;
 }
 
 /** The image a registry holds for a list entry: named by the identifier, tagged with the list. */
@@ -292,12 +301,13 @@ function changedKeys(wanted: Record<string, string>, have: Record<string, string
 }
 
 /**
- * What to do to make the registry match the list. Images already renamed `_EXPIRED_` are history
- * and take no part. An expired list expires every image it brought.
+ * What to do to make the registry match the list, given every image the registry holds. Images
+ * already renamed `_EXPIRED_` are history and take no part. An expired list expires every image it
+ * brought. A new image whose name another image holds is reported, never registered beside it.
  */
 export function diffList(list: ImageList, registered: RegistryImage[], now = new Date()): ListDiff {
   const current = currentImages(list.identifier, registered);
-  const diff: ListDiff = { add: [], update: [], metadata: [], expire: [], unchanged: [] };
+  const diff: ListDiff = { add: [], update: [], metadata: [], expire: [], unchanged: [], taken: [] };
   if (isExpired(list, now)) {
     diff.expire = [...current.values()];
     return diff;
@@ -306,6 +316,12 @@ export function diffList(list: ImageList, registered: RegistryImage[], now = new
   for (const image of list.images) {
     listed.add(image.identifier);
     const have = current.get(image.identifier);
+    const holder = have ? undefined : registered.find((other) => other.name === image.identifier);
+    if (holder) {
+      const holderList = holder.template[TEMPLATE.imageList];
+      diff.taken.push({ image, holderId: holder.id, ...(holderList ? { holderList } : {}) });
+      continue;
+    }
     if (!have) {
       diff.add.push(image);
       continue;

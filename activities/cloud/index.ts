@@ -120,7 +120,7 @@ export function createCloudActivities(deps: CloudDeps) {
 
     /** What the registry must do to match the list. */
     async planListUpdate(input: { list: ImageList }): Promise<ListDiff> {
-      return diffList(input.list, await registry.list({ imageList: input.list.identifier }));
+      return diffList(input.list, await registry.list());
     },
 
     /** Every image the registry holds for a list, under any name (current, parked, staged). */

@@ -161,7 +161,7 @@ export function formatOutcome(outcome: SyncOutcome): string {
   if (outcome.reason) pairs.push(['reason', outcome.reason]);
   if (report) {
     pairs.push(['add', report.add.join(', ') || '-'], ['update', report.update.join(', ') || '-'], ['metadata', report.metadata.join(', ') || '-']);
-    pairs.push(['expire', report.expire.map((e) => e.from).join(', ') || '-'], ['offered', report.offered.join(', ') || '-'], ['unchanged', report.unchanged.length]);
+    pairs.push(['expire', report.expire.map((e) => e.from).join(', ') || '-'], ['offered', report.offered.join(', ') || '-'], ['name taken', report.taken?.join(', ') || '-'], ['unchanged', report.unchanged.length]);
   }
   const outcomes = outcome.outcomes ?? [];
   const staged = outcomes.filter((o) => o.ok && o.action === 'stage');

@@ -262,6 +262,40 @@ describe('image-list subscriptions', () => {
     await connection.close();
   });
 
+  it('leaves an image alone when another list holds its name, naming the holder, and applies the rest', async () => {
+    const site = uniqueQueue('site');
+    const catalog = new CatalogRegistry({ dir: path.join(dir, `catalog-${site}`) });
+    const workflowQueue = uniqueQueue('wf');
+    const { client, connection } = await testClient();
+    const first = { identifier: `first-${site}`, version: '1', images: [{ id: 'img-a', version: '1.0', body: disks.a1! }] };
+    const second = { identifier: `second-${site}`, version: '1', images: [{ id: 'img-a', version: '9.0', body: disks.a2! }, { id: 'img-b', version: '1.0', body: disks.b1! }] };
+    const subscribe = (name: string, url: string) =>
+      client.workflow.start(subscriptionWorkflow, { taskQueue: workflowQueue, workflowId: `subscription-${name}`, args: [{ config: subscription(name, url, site) }] });
+    await withWorkers({ workflowQueue, activities: cloudWorkers(site, catalog) }, async () => {
+      const firstHandle = await subscribe(`${site}-first`, publish(first));
+      expect(await firstHandle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] })).toMatchObject({ status: 'applied', report: { add: ['img-a'] } });
+      const holder = (await byName(catalog, first.identifier)).current('img-a')!;
+
+      const requestsBefore = server.requests.length;
+      const secondHandle = await subscribe(`${site}-second`, publish(second));
+      const outcome = await secondHandle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
+      expect(outcome).toMatchObject({ status: 'partial', report: { add: ['img-b'], taken: ['img-a'] } });
+      expect(outcome.outcomes?.find((o) => o.identifier === 'img-a')).toMatchObject({ ok: false, note: `not added: the name img-a is taken by image ${holder.id} of list ${first.identifier}` });
+      // The holder is as it was, the taken image was not even downloaded, and the rest was applied.
+      expect(await catalog.info(holder.id)).toEqual(holder);
+      expect(server.requests.slice(requestsBefore).map((r) => r.path).filter((p) => p.endsWith('.qcow2'))).toEqual(['/img-b-1.0.qcow2']);
+      expect((await byName(catalog, second.identifier)).all.map((i) => i.name)).toEqual(['img-b']);
+      const appliances = await secondHandle.query(appliancesQuery);
+      expect(appliances.map((a) => [a.identifier, a.state])).toEqual([
+        ['img-a', 'failed'],
+        ['img-b', 'registered'],
+      ]);
+
+      for (const handle of [firstHandle, secondHandle]) await handle.executeUpdate(unsubscribeUpdate, { args: [{ by: 'alice' }] });
+    });
+    await connection.close();
+  });
+
   it('stages new and changed images under a test name, replaces them with a newer list, and swaps them in on adopt', async () => {
     const site = uniqueQueue('site');
     const listId = `list-${site}`;

@@ -173,12 +173,18 @@ describe('reconciling a list with the registry', () => {
     expect(diff.update.map((c) => c.image.identifier)).toEqual(['a', 'b']);
   });
 
-  it('ignores images of other lists and images already parked as expired', () => {
-    const list = parse(document({}, [entry('a')]));
-    const other = registered(list, 'a', { IMGFLOW_IMAGELIST: 'another-list' });
-    const parked = registered(list, 'a', {}, 'a_EXPIRED_2026-01-01_00-00-00_UTC');
-    const diff = diffList(list, [other, parked], NOW);
-    expect(diff.add.map((i) => i.identifier)).toEqual(['a']);
+  it('ignores parked images and other lists\' images under other names, and reports a new image whose name is taken', () => {
+    const list = parse(document({}, [entry('a'), entry('b'), entry('c')]));
+    const otherList = registered(list, 'a', { IMGFLOW_IMAGELIST: 'another-list' });
+    const fromNoList = { ...registered(list, 'b'), template: {} };
+    const otherName = registered(list, 'c', { IMGFLOW_IMAGELIST: 'another-list' }, 'c-local');
+    const parked = registered(list, 'c', {}, 'c_EXPIRED_2026-01-01_00-00-00_UTC');
+    const diff = diffList(list, [otherList, fromNoList, otherName, parked], NOW);
+    expect(diff.add.map((i) => i.identifier)).toEqual(['c']);
+    expect(diff.taken.map(({ image, ...holder }) => [image.identifier, holder])).toEqual([
+      ['a', { holderId: otherList.id, holderList: 'another-list' }],
+      ['b', { holderId: fromNoList.id }],
+    ]);
     expect(diff.expire).toEqual([]);
   });
 
