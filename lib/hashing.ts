@@ -2,7 +2,7 @@
  * Digests of large streams, computed beside the I/O. On the event loop, hashing a download takes as
  * long as receiving, writing and hashing one after another; on a thread of its own the hash runs
  * while the next bytes arrive and are written, so a download costs about what the hash alone does.
- * Small inputs are hashed inline: a thread costs more to start than it would save.
+ * A stream of one batch is hashed inline: a thread costs more to start than it would save.
  *
  * Bytes travel in batches the hash hands out and takes back when done with them: the memory moves
  * to the thread and back without a copy, and the same few batches serve the whole stream.
@@ -25,8 +25,6 @@ export interface StreamHash {
 }
 
 const BATCH_BYTES = 4 * 1024 * 1024;
-/** Below this expected size, a thread is not worth starting. */
-const THREAD_FROM_BYTES = 32 * 1024 * 1024;
 /** Batches queued on the thread before `update` waits: bounds the memory a fast sender can fill. */
 const MAX_QUEUED = 4;
 
@@ -40,10 +38,7 @@ parentPort.on('message', (message) => {
   parentPort.postMessage({ done: message.buffer }, [message.buffer]);
 });`;
 
-/** A hash of `algorithm` for a stream of about `expectedBytes` (unknown: assume large). */
-export function createStreamHash(algorithm: string, expectedBytes?: number): StreamHash {
-  return expectedBytes !== undefined && expectedBytes < THREAD_FROM_BYTES ? inlineHash(algorithm) : threadHash(algorithm);
-}
+type Batches = ReturnType<typeof batches>;
 
 function batches() {
   const free: Buffer[] = [];
@@ -57,24 +52,39 @@ function batches() {
   };
 }
 
-function inlineHash(algorithm: string): StreamHash {
-  const hash = createHash(algorithm);
+/**
+ * A hash of `algorithm`. The first batch is held back: a stream that ends with it is hashed inline,
+ * and a longer one starts the thread.
+ */
+export function createStreamHash(algorithm: string): StreamHash {
   const pool = batches();
+  let first: [Buffer, number] | undefined;
+  let thread: HashThread | undefined;
   return {
     batch: pool.take,
     async update(batch, length) {
       pool.check(batch);
-      hash.update(batch.subarray(0, length));
-      pool.give(batch);
+      if (!thread && !first) {
+        first = [batch, length];
+        return;
+      }
+      thread ??= startHashThread(algorithm, pool);
+      if (first) await thread.send(...first);
+      first = undefined;
+      await thread.send(batch, length);
     },
-    digest: async () => hash.digest('hex'),
-    close: () => undefined,
+    async digest() {
+      if (thread) return thread.digest();
+      return createHash(algorithm).update(first ? first[0].subarray(0, first[1]) : new Uint8Array()).digest('hex');
+    },
+    close: () => thread?.close(),
   };
 }
 
-function threadHash(algorithm: string): StreamHash {
+type HashThread = ReturnType<typeof startHashThread>;
+
+function startHashThread(algorithm: string, pool: Batches) {
   const thread = new Worker(THREAD_SOURCE, { eval: true, workerData: algorithm });
-  const pool = batches();
   let queued = 0;
   let failure: Error | undefined;
   let wake: (() => void) | undefined;
@@ -96,9 +106,8 @@ function threadHash(algorithm: string): StreamHash {
     if (failure) throw failure;
   };
   return {
-    batch: pool.take,
-    async update(batch, length) {
-      pool.check(batch);
+    /** Moves the batch's memory to the thread; resolves once fewer than MAX_QUEUED wait there. */
+    async send(batch: Buffer, length: number) {
       queued++;
       thread.postMessage({ buffer: batch.buffer, length }, [batch.buffer as ArrayBuffer]);
       await settle(() => queued < MAX_QUEUED);

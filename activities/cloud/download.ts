@@ -115,8 +115,8 @@ async function hashFile(file: string, hash: StreamHash): Promise<void> {
   }
 }
 
-async function digestFile(file: string, size: number): Promise<string> {
-  const hash = createStreamHash('sha512', size);
+async function digestFile(file: string): Promise<string> {
+  const hash = createStreamHash('sha512');
   try {
     await hashFile(file, hash);
     return await hash.digest();
@@ -273,7 +273,7 @@ class Downloader {
         done(null, chunk);
       },
     });
-    const hash = createStreamHash('sha512', this.request.size);
+    const hash = createStreamHash('sha512');
     try {
       if (resumed) await hashFile(partial, hash);
       await pipeline(response, counter, hashingFileSink(partial, resumed, hash)).catch((error: Error) => Promise.reject(this.explain(error, url, stalled(), total)));
@@ -333,7 +333,7 @@ export async function download(request: DownloadRequest, options: DownloadOption
     try {
       // A crash between the last byte and the rename leaves a complete partial file: no request needed.
       const complete = offset > 0 && offset === request.size;
-      const transfer = complete ? { digest: await digestFile(partial, offset), total: offset, resumed: false } : await downloader.transfer(url, partial, offset);
+      const transfer = complete ? { digest: await digestFile(partial), total: offset, resumed: false } : await downloader.transfer(url, partial, offset);
       if (transfer.resumed) resumedAt.push(offset);
       const result = await finish(partial, transfer, { ...request, sha512 }, options.cacheDir);
       log?.info({ url: forLog(url), bytes: result.bytes, attempt }, 'downloaded');
