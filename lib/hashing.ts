@@ -101,6 +101,10 @@ function startHashThread(algorithm: string, pool: Batches) {
     failure = error;
     wake?.();
   });
+  thread.on('exit', () => {
+    failure ??= new Error('the hash thread has ended');
+    wake?.();
+  });
   const settle = async (until: () => boolean) => {
     while (!until() && !failure) await new Promise<void>((resolve) => (wake = resolve));
     if (failure) throw failure;

@@ -127,24 +127,31 @@ async function digestFile(file: string): Promise<string> {
 
 /**
  * Writes what it is given to `file` in the hash's batches, each added to `hash` once it is written, so
- * the hash of one batch runs while the next one arrives. A transfer that breaks off still writes
- * what it received, for the next attempt to resume after.
+ * the hash of one batch runs while the next one arrives. Writes go out strictly in order, and none
+ * after one has failed; a transfer that breaks off still writes what it received, for the next
+ * attempt to resume after.
  */
 function hashingFileSink(file: string, append: boolean, hash: StreamHash): Writable {
   let handle: fs.FileHandle | undefined;
   let batch = hash.batch();
   let filled = 0;
+  let writes: Promise<void> = Promise.resolve();
+  let stopped = false;
+  /** Queues the gathered bytes for writing; resolves with them once they are in the file. */
   const writeOut = async () => {
     const [full, length] = [batch, filled];
     [batch, filled] = [hash.batch(), 0];
-    for (let at = 0; at < length; ) at += (await handle!.write(full, at, length - at)).bytesWritten;
+    writes = writes.then(async () => {
+      for (let at = 0; at < length; ) at += (await handle!.write(full, at, length - at)).bytesWritten;
+    });
+    await writes;
     return [full, length] as const;
   };
   const flush = async () => {
     if (filled > 0) await hash.update(...(await writeOut()));
   };
   const gather = async (chunk: Buffer) => {
-    for (let at = 0; at < chunk.length; ) {
+    for (let at = 0; at < chunk.length && !stopped; ) {
       const copied = chunk.copy(batch, filled, at);
       [filled, at] = [filled + copied, at + copied];
       if (filled === batch.length) await flush();
@@ -156,8 +163,9 @@ function hashingFileSink(file: string, append: boolean, hash: StreamHash): Writa
     write: (chunk: Buffer, _encoding, done) => settle(gather(chunk), done),
     final: (done) => settle(flush(), done),
     destroy: (error, done) => {
-      const kept = handle && filled > 0 ? writeOut() : Promise.resolve();
-      const closed = kept.finally(() => handle?.close());
+      const kept = handle && filled > 0 ? writeOut() : writes;
+      stopped = true;
+      const closed = kept.catch(() => undefined).then(() => handle?.close());
       closed.then(() => done(error), () => done(error));
     },
   });
@@ -276,7 +284,13 @@ class Downloader {
     const hash = createStreamHash('sha512');
     try {
       if (resumed) await hashFile(partial, hash);
-      await pipeline(response, counter, hashingFileSink(partial, resumed, hash)).catch((error: Error) => Promise.reject(this.explain(error, url, stalled(), total)));
+      const sink = hashingFileSink(partial, resumed, hash);
+      const closed = new Promise((resolve) => sink.once('close', resolve));
+      const failure = await pipeline(response, counter, sink).then(() => undefined, (error: Error) => error);
+      // A failed pipeline settles before the sink has written what it kept: the next attempt must
+      // measure the partial file only once the sink is done with it.
+      await closed;
+      if (failure) throw this.explain(failure, url, stalled(), total);
       if (length !== undefined && total !== start + length) {
         throw new DownloadError('truncated', `${forLog(url)}: got ${total} of ${start + length} bytes`, true);
       }
