@@ -5,10 +5,15 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { processRunning } from './processes.js';
 
-export async function sha256File(file: string): Promise<string> {
-  const hash = createHash('sha256');
+/** The hex digest of a file's bytes. */
+export async function hashFile(file: string, algorithm: 'sha256' | 'sha512'): Promise<string> {
+  const hash = createHash(algorithm);
   for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
   return hash.digest('hex');
+}
+
+export async function sha256File(file: string): Promise<string> {
+  return hashFile(file, 'sha256');
 }
 
 export async function exists(file: string): Promise<boolean> {

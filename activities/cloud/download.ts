@@ -14,7 +14,7 @@ import path from 'node:path';
 import { Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { InputError } from '../../common/names.js';
-import { exists } from '../../lib/files.js';
+import { exists, hashFile } from '../../lib/files.js';
 import { createStreamHash, type StreamHash } from '../../lib/hashing.js';
 import type { Logger } from '../../lib/logger.js';
 
@@ -101,7 +101,7 @@ async function sizeOf(file: string): Promise<number> {
 }
 
 /** Adds what `file` holds to `hash`. */
-async function hashFile(file: string, hash: StreamHash): Promise<void> {
+async function addFileTo(hash: StreamHash, file: string): Promise<void> {
   const handle = await fs.open(file);
   try {
     for (;;) {
@@ -112,16 +112,6 @@ async function hashFile(file: string, hash: StreamHash): Promise<void> {
     }
   } finally {
     await handle.close();
-  }
-}
-
-async function digestFile(file: string): Promise<string> {
-  const hash = createStreamHash('sha512');
-  try {
-    await hashFile(file, hash);
-    return await hash.digest();
-  } finally {
-    hash.close();
   }
 }
 
@@ -283,7 +273,7 @@ class Downloader {
     });
     const hash = createStreamHash('sha512');
     try {
-      if (resumed) await hashFile(partial, hash);
+      if (resumed) await addFileTo(hash, partial);
       const sink = hashingFileSink(partial, resumed, hash);
       const closed = new Promise((resolve) => sink.once('close', resolve));
       const failure = await pipeline(response, counter, sink).then(() => undefined, (error: Error) => error);
@@ -347,7 +337,7 @@ export async function download(request: DownloadRequest, options: DownloadOption
     try {
       // A crash between the last byte and the rename leaves a complete partial file: no request needed.
       const complete = offset > 0 && offset === request.size;
-      const transfer = complete ? { digest: await digestFile(partial), total: offset, resumed: false } : await downloader.transfer(url, partial, offset);
+      const transfer = complete ? { digest: await hashFile(partial, 'sha512'), total: offset, resumed: false } : await downloader.transfer(url, partial, offset);
       if (transfer.resumed) resumedAt.push(offset);
       const result = await finish(partial, transfer, { ...request, sha512 }, options.cacheDir);
       log?.info({ url: forLog(url), bytes: result.bytes, attempt }, 'downloaded');

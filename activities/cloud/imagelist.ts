@@ -316,14 +316,11 @@ export function diffList(list: ImageList, registered: RegistryImage[], now = new
   for (const image of list.images) {
     listed.add(image.identifier);
     const have = current.get(image.identifier);
-    const holder = have ? undefined : registered.find((other) => other.name === image.identifier);
-    if (holder) {
-      const holderList = holder.template[TEMPLATE.imageList];
-      diff.taken.push({ image, holderId: holder.id, ...(holderList ? { holderList } : {}) });
-      continue;
-    }
     if (!have) {
-      diff.add.push(image);
+      const holder = registered.find((other) => other.name === image.identifier);
+      const holderList = holder?.template[TEMPLATE.imageList];
+      if (holder) diff.taken.push({ image, holderId: holder.id, ...(holderList ? { holderList } : {}) });
+      else diff.add.push(image);
       continue;
     }
     const changed = changedKeys(imageTemplate(list, image), have.template);

@@ -4,11 +4,9 @@
  * PKCS#7 signature, the form `verifySmime` takes). The demo and the benches publish their lists
  * with it; the test PKI uses the same openssl commands. EC keys keep it quick.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { exists } from '../../lib/files.js';
+import { exists, hashFile } from '../../lib/files.js';
 import type { Run } from '../runner.js';
 import type { ImageList, ListedImage } from './imagelist.js';
 
@@ -117,13 +115,7 @@ export async function ensureEndorsement(run: Run, dir: string, names: { ca: stri
 
 /** Size and sha512 of a file, as a list entry gives them. */
 export async function fileDigest(file: string): Promise<{ size: number; sha512: string }> {
-  const hash = createHash('sha512');
-  let size = 0;
-  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) {
-    hash.update(chunk as Buffer);
-    size += (chunk as Buffer).length;
-  }
-  return { size, sha512: hash.digest('hex') };
+  return { size: (await fs.stat(file)).size, sha512: await hashFile(file, 'sha512') };
 }
 
 function imageEntry(image: ListedImage): Record<string, unknown> {
