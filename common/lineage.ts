@@ -2,6 +2,7 @@
  * The records an image lineage keeps. Pure types and checks, shared by the lineage workflow,
  * the activities that produce versions and the CLI that shows them.
  */
+import { checkText } from './limits.js';
 import { InputError } from './names.js';
 
 /** One row of a build report: what the image held after a phase (measured, not summed). */
@@ -158,13 +159,14 @@ export function checkPackKind(field: string, value: unknown): PackKind {
 }
 
 export function checkReason(field: string, value: unknown): string {
-  if (typeof value !== 'string' || value.trim().length === 0 || value.length > 500) throw new InputError(field, 'a reason of 1-500 characters', value);
-  return value;
+  return checkText(field, value, 'reason');
 }
 
 /** `<YYYY-mm-dd-HH-MM-SS>-RELEASE-by-<user>`, the netboot manager's default tag name. */
 export function defaultTagName(at: Date, user: string): string {
-  return `${timeStamp(at)}-RELEASE-by-${user}`;
+  // A user name may hold what a tag may not ("@", ".."): "@" reads as "-at-", dots run into one.
+  const who = user.replace(/@/g, '-at-').replace(/\.{2,}/g, '.');
+  return `${timeStamp(at)}-RELEASE-by-${who}`.slice(0, 128);
 }
 
 /** `YYYY-mm-dd-HH-MM-SS` (UTC): tag names and the names of boot directories moved aside. */

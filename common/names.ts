@@ -12,8 +12,14 @@ export class InputError extends Error {
     readonly expected: string,
     readonly got?: unknown,
   ) {
-    super(`${field}: expected ${expected}${got === undefined ? '' : `, got ${JSON.stringify(got)}`}`);
+    super(`${field}: expected ${expected}${got === undefined ? '' : `, got ${shown(got)}`}`);
   }
+}
+
+/** What was given, as the error shows it: a long value only by its start and its length, so the error stays one short line. */
+function shown(got: unknown): string {
+  const text = JSON.stringify(got) ?? String(got);
+  return text.length <= 120 ? text : `${text.slice(0, 60)}... (${typeof got === 'string' ? `${got.length} characters` : `${text.length} characters as JSON`})`;
 }
 
 const NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;

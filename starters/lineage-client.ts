@@ -3,13 +3,14 @@
  * and say who is asking.
  */
 import { randomUUID } from 'node:crypto';
-import { ScheduleAlreadyRunning, WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
+import { ScheduleAlreadyRunning, WithStartWorkflowOperation, WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
 import type { QueryDefinition, UpdateDefinition } from '@temporalio/common';
+import { jsonBytes, PAYLOAD_LIMIT } from '../common/limits.js';
 import { fromArchive, isStub, type HistoryEntry, type StoredVersion, type VersionRecord, type VersionStub } from '../common/lineage.js';
 import { checkName, InputError } from '../common/names.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
-import { describeQuery, historyQuery, lineageArchivedVersionWorkflow, lineageGcWorkflow, lineageHistoryWorkflow, lineageWorkflow, lineageWorkflowId, versionQuery, type HistoryArchive, type LineageView } from '../workflows/lineage.js';
+import { describeQuery, historyQuery, lineageArchivedVersionWorkflow, lineageGcWorkflow, lineageHistoryWorkflow, lineageWorkflow, lineageWorkflowId, stateQuery, versionQuery, type HistoryArchive, type LineageInput, type LineageView } from '../workflows/lineage.js';
 
 /** `image`, `image:version` or `image:tag`. */
 export function parseImageRef(ref: string): { image: string; ref?: string } {
@@ -22,12 +23,16 @@ export function lineageHandle(client: Client, image: string): WorkflowHandle<typ
   return client.workflow.getHandle(lineageWorkflowId(image));
 }
 
-/** Sends an update to the image's lineage, starting the lineage if this is its first request. */
+/**
+ * Sends an update to the image's lineage, starting the lineage if this is its first request. A
+ * lineage that ended without handing on its state (terminated, failed, timed out) is started again
+ * from the state its last run holds, never empty.
+ */
 export async function updateLineage<Ret, Args extends unknown[]>(client: Client, image: string, update: UpdateDefinition<Ret, Args>, ...args: Args): Promise<Ret> {
   const start = new WithStartWorkflowOperation(lineageWorkflow, {
     workflowId: lineageWorkflowId(image),
     taskQueue: WORKFLOW_QUEUE,
-    args: [{ image }],
+    args: [await startInput(client, image)],
     workflowIdConflictPolicy: 'USE_EXISTING',
     typedSearchAttributes: [
       { key: SA.kind, value: 'lineage' },
@@ -38,6 +43,37 @@ export async function updateLineage<Ret, Args extends unknown[]>(client: Client,
   const result = await client.workflow.executeUpdateWithStart(update, { args, startWorkflowOperation: start });
   await ensureGcSchedule(client, image);
   return result;
+}
+
+/**
+ * What the lineage starts from if it is not running: nothing for a new image; the state of the last
+ * run when that run ended without continuing as new (a closed run still answers queries, replayed
+ * from its history). When that state cannot be read back, or no longer fits in one payload, the
+ * request is refused and nothing starts.
+ */
+const RECOVERY_WAIT_MS = 10_000;
+
+async function startInput(client: Client, image: string): Promise<LineageInput> {
+  let last;
+  try {
+    last = await lineageHandle(client, image).describe();
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return { image };
+    throw err;
+  }
+  const status = last.status.name;
+  if (status === 'RUNNING' || status === 'CONTINUED_AS_NEW') return { image };
+  const ended = `the lineage of ${image} ended ${status}${last.closeTime ? ` at ${last.closeTime.toISOString()}` : ''} without handing on its state`;
+  let state;
+  try {
+    const run = client.workflow.getHandle(lineageWorkflowId(image), last.runId);
+    state = await client.connection.withDeadline(Date.now() + RECOVERY_WAIT_MS, () => run.query(stateQuery));
+  } catch (err) {
+    throw new Error(`${ended}, and its last run (${last.runId}) could not be read back within ${RECOVERY_WAIT_MS / 1000} s: ${(err as Error).message.split('\n')[0]}; nothing was started (a worker of role orchestrator must be running to replay it)`);
+  }
+  const bytes = jsonBytes(state);
+  if (bytes >= PAYLOAD_LIMIT) throw new Error(`${ended}, and its state (${bytes} bytes) is too large to start again from; nothing was started`);
+  return { image, state, recoveredFrom: { runId: last.runId, status } };
 }
 
 export const gcScheduleId = (image: string) => `lineage-gc-${checkName('image', image)}`;

@@ -13,6 +13,7 @@ import type { ArchiveReadInput, ArchiveResult, LineageHistoryActivities, Version
 import type { NasPackActivities, PackResult } from '../activities/nas/pack.js';
 import type { NasRetentionActivities } from '../activities/nas/retention.js';
 import { checkPackKind, checkReason, checkTag, checkUser, defaultTagName, isStub, packNote, stubOf, timeStamp, type Artifact, type ChannelEntry, type HistoryEntry, type PackKind, type PackRecord, type StoredVersion, type TagRecord, type TestResult, type VersionRecord, type VersionStub } from '../common/lineage.js';
+import { checkRoom, checkText, clip, DEFAULT_STATE_BUDGET, jsonBytes, TEXT_LIMITS, type StateBudget } from '../common/limits.js';
 import { checkInt, checkName, InputError } from '../common/names.js';
 import { CONTROL_QUEUE, queues } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
@@ -81,6 +82,10 @@ export interface LineageInput {
   maxHistoryEvents?: number;
   /** History entries kept in the state across a continue-as-new; older ones are archived (default 500). */
   keepHistory?: number;
+  /** Where the state sheds and where it refuses to grow (defaults: half and three quarters of Temporal's payload limit). */
+  budget?: StateBudget;
+  /** The run whose state this one took over after it ended without handing it on. */
+  recoveredFrom?: { runId: string; status: string };
 }
 
 export type NewVersion = Omit<VersionRecord, 'id' | 'revoked' | 'removed'>;
@@ -130,6 +135,9 @@ export const DEFAULT_MAX_ROOT_BYTES = 8 * 1024 ** 3;
 const ARCHIVE_BATCH = 500;
 /** Version records per archive request (each up to a few KB). */
 const VERSION_BATCH = 200;
+/** What a state past its shed bound keeps across a continue-as-new: fewer history entries, and each channel's newest entries (the history records every one). */
+const SHED_KEEP_HISTORY = 50;
+const SHED_KEEP_CHANNEL = 100;
 
 export const lineageWorkflowId = (image: string) => `lineage-${checkName('image', image)}`;
 
@@ -154,6 +162,8 @@ export const describeQuery = defineQuery<LineageView>('describe');
 /** A version's full record, or the stub of a removed one whose record is archived. */
 export const versionQuery = defineQuery<StoredVersion, [string]>('version');
 export const historyQuery = defineQuery<HistoryView, [{ last?: number }]>('history');
+/** The whole state: what a lineage that ended without handing it on is recovered from (a closed run still answers queries). */
+export const stateQuery = defineQuery<LineageState>('state');
 
 /** What a build request gets back: the build's workflow id and the builds ahead of it. */
 export interface BuildTicket {
@@ -205,9 +215,21 @@ function checkVolumes(field: string, value: unknown): { volume: string; version:
 
 /** The rules of a lineage, as pure functions of its state: the workflow only wires them up. */
 export class Lineage {
+  /** The state's size as a payload, as last measured. */
+  bytes = 0;
+
   constructor(readonly state: LineageState) {
     state.packs ??= {};
     state.volumes ??= {};
+  }
+
+  measure(): number {
+    return (this.bytes = jsonBytes(this.state));
+  }
+
+  /** Each channel keeps its newest `keep` entries; the history still names every promotion and rollback. */
+  trimChannels(keep: number): void {
+    for (const [name, entries] of Object.entries(this.state.channels)) if (entries.length > keep) this.state.channels[name] = entries.slice(-keep);
   }
 
   version(id: string): StoredVersion {
@@ -235,8 +257,9 @@ export class Lineage {
     return v;
   }
 
+  /** Details may quote a failure or a tool: clipped, so no one entry can swell the state. */
   record(by: string, op: string, detail: string, at: string): void {
-    this.state.history.push({ seq: ++this.state.seq, at, by, op, detail });
+    this.state.history.push({ seq: ++this.state.seq, at, by, op, detail: clip(detail) });
   }
 
   nextVersionId(): string {
@@ -245,6 +268,7 @@ export class Lineage {
 
   validateRegister(v: NewVersion): void {
     checkUser('by', v.by);
+    checkText('message', v.message, 'message');
     if (!v.artifacts?.length) throw new InputError('artifacts', 'at least one verified artifact', v.artifacts);
     if (v.origin && this.state.versions.length) throw new InputError('image', `a new image to clone into (${this.state.image} already has ${this.state.versions.length} versions)`, this.state.image);
   }
@@ -258,6 +282,7 @@ export class Lineage {
 
   validateBuild(request: BuildRequest): void {
     checkUser('by', request.by);
+    checkText('message', request.message, 'message');
     if (request.recipe?.image !== this.state.image) throw new InputError('recipe.image', `${this.state.image} (this lineage)`, request.recipe?.image);
     checkName('store', request.store);
   }
@@ -296,11 +321,9 @@ export class Lineage {
   validatePromote(input: { by: string; tag: string; channel: string; force?: boolean; reason?: string }): void {
     checkUser('by', input.by);
     checkChannel('channel', input.channel);
+    if (input.reason !== undefined || input.force) checkReason('reason', input.reason);
     this.usable(this.tagged(input.tag).version, 'promote');
-    if (input.force) {
-      checkReason('reason', input.reason);
-      return;
-    }
+    if (input.force) return;
     if (this.state.gated.includes(input.channel)) {
       const test = this.state.tests[input.tag];
       if (!test?.passed) {
@@ -345,7 +368,7 @@ export class Lineage {
     checkUser('by', input.by);
     this.tagged(input.tag);
     if (typeof input.passed !== 'boolean') throw new InputError('passed', 'true or false', input.passed);
-    if (input.note !== undefined && (typeof input.note !== 'string' || input.note.length > 500)) throw new InputError('note', 'at most 500 characters', input.note);
+    if (input.note !== undefined && (typeof input.note !== 'string' || input.note.length > TEXT_LIMITS.note)) throw new InputError('note', `at most ${TEXT_LIMITS.note} characters`, input.note);
   }
 
   testResult(input: TestResultInput, at: string): TestResult {
@@ -722,34 +745,53 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
   const lock = new Lock();
   const maxHistory = input.maxHistoryEvents ?? 10_000;
   const keepHistory = input.keepHistory ?? DEFAULT_KEEP_HISTORY;
-  const publish = () =>
+  const budget = input.budget ?? DEFAULT_STATE_BUDGET;
+  if (input.recoveredFrom) lineage.record('imgflow', 'recovered', `the state of run ${input.recoveredFrom.runId}, which ended ${input.recoveredFrom.status} without handing it on`, new Date().toISOString());
+  const startBytes = lineage.measure();
+  // Shed once the state has grown by a quarter of the gap between the bounds in this run: a state
+  // that stays large after shedding does not continue as new over and over.
+  const mustShed = () => lineage.bytes >= budget.shedAt && lineage.bytes - startBytes >= (budget.refuseAt - budget.shedAt) / 4;
+  /** Refuses a request that would grow a state already at its refusal bound. */
+  const grows =
+    <I>(validate: (i: I) => void) =>
+    (i: I) => {
+      checkRoom(`the lineage of ${lineage.state.image}`, lineage.bytes, budget, 'remove or gc versions it no longer needs');
+      validate(i);
+    };
+  const publish = () => {
+    lineage.measure();
     upsertSearchAttributes([
       { key: SA.kind, value: 'lineage' },
       { key: SA.image, value: lineage.state.image },
       { key: SA.channels, value: Object.entries(lineage.state.channels).map(([name, entries]) => `${name}=${entries.at(-1)?.tag ?? ''}`) },
       ...(lineage.state.versions.length ? [{ key: SA.version, value: lineage.state.versions.at(-1)!.id }] : []),
     ]);
+  };
   publish();
 
-  handle(lock, registerVersionUpdate, (v) => lineage.validateRegister(v), (v, at) => lineage.register(v, at), publish);
-  handle(lock, tagUpdate, (i) => lineage.validateTag(i), (i, at) => lineage.tag(i, at), publish);
-  handle(lock, promoteUpdate, (i) => lineage.validatePromote(i), (i, at) => lineage.promote(i, at), publish);
-  handle(lock, rollbackUpdate, (i) => lineage.validateRollback(i), (i, at) => lineage.rollback(i, at), publish);
-  handle(lock, testResultUpdate, (i) => lineage.validateTestResult(i), (i, at) => lineage.testResult(i, at), publish);
-  handle(lock, gateUpdate, (i) => lineage.validateGate(i), (i, at) => lineage.gate(i, at), publish);
-  handle(lock, revokeUpdate, (i) => lineage.validateRevoke(i), (i, at) => lineage.revoke(i, at), publish);
+  handle(lock, registerVersionUpdate, grows((v) => lineage.validateRegister(v)), (v, at) => lineage.register(v, at), publish);
+  handle(lock, tagUpdate, grows((i) => lineage.validateTag(i)), (i, at) => lineage.tag(i, at), publish);
+  handle(lock, promoteUpdate, grows((i) => lineage.validatePromote(i)), (i, at) => lineage.promote(i, at), publish);
+  handle(lock, rollbackUpdate, grows((i) => lineage.validateRollback(i)), (i, at) => lineage.rollback(i, at), publish);
+  handle(lock, testResultUpdate, grows((i) => lineage.validateTestResult(i)), (i, at) => lineage.testResult(i, at), publish);
+  handle(lock, gateUpdate, grows((i) => lineage.validateGate(i)), (i, at) => lineage.gate(i, at), publish);
+  handle(lock, revokeUpdate, grows((i) => lineage.validateRevoke(i)), (i, at) => lineage.revoke(i, at), publish);
+  // gc and remove shrink the state: they stay open when it is full.
   handle(lock, gcUpdate, (i) => lineage.validateGc(i), (i, at) => gc(lineage, i, at), publish);
   handle(lock, removeUpdate, (i) => void lineage.validateRemove(i), (i, at) => remove(lineage, i, at), publish);
-  handle(lock, packUpdate, (i) => void lineage.validatePack(i), (i, at) => pack(lineage, i, at), publish);
-  // Other systems (a CI job that booted a test node) report by signal; a bad one is dropped and recorded.
+  handle(lock, packUpdate, grows((i) => void lineage.validatePack(i)), (i, at) => pack(lineage, i, at), publish);
+  // Other systems (a CI job that booted a test node) report by signal; a bad one is dropped and
+  // recorded, unless the state is full, when it is only logged.
   setHandler(testResultSignal, (i) => {
     const at = new Date().toISOString();
     try {
-      lineage.validateTestResult(i);
+      grows((r: TestResultInput) => lineage.validateTestResult(r))(i);
       lineage.testResult(i, at);
     } catch (err) {
-      lineage.record(typeof i?.by === 'string' ? i.by : 'unknown', 'rejected-signal', `testResult: ${(err as Error).message}`, at);
+      if (lineage.bytes >= budget.refuseAt) log.warn('testResult signal dropped', { image: lineage.state.image, error: (err as Error).message });
+      else lineage.record(typeof i?.by === 'string' ? i.by : 'unknown', 'rejected-signal', `testResult: ${(err as Error).message}`, at);
     }
+    lineage.measure();
   });
   // The daily schedule's gc: a failure is recorded, never thrown.
   setHandler(gcSignal, (i) =>
@@ -767,25 +809,30 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
   setHandler(describeQuery, () => lineage.view());
   setHandler(versionQuery, (id) => lineage.version(id));
   setHandler(historyQuery, ({ last }) => lineage.historyView(last));
+  setHandler(stateQuery, () => lineage.state);
 
-  handle(lock, requestBuildUpdate, (r) => lineage.validateBuild(r), (r, at) => lineage.enqueueBuild(r, at), publish);
+  handle(lock, requestBuildUpdate, grows((r) => lineage.validateBuild(r)), (r, at) => lineage.enqueueBuild(r, at), publish);
 
   const historyFull = () => workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > maxHistory;
   // One build at a time per image, in the order asked; continue as new only between builds.
   for (;;) {
-    await condition(() => lineage.state.builds.length > 0 || historyFull());
+    await condition(() => lineage.state.builds.length > 0 || historyFull() || mustShed());
     const next = lineage.state.builds[0];
     if (!next) break;
     await runBuild(lineage, next);
     lineage.state.builds.shift();
     publish();
   }
+  // A state past its shed bound hands on less than usual; one below it hands on the same as before the bound existed.
+  const shedding = lineage.measure() >= budget.shedAt;
+  const keep = shedding ? Math.min(keepHistory, SHED_KEEP_HISTORY) : keepHistory;
   // Lineages that continued as new before the archive existed carried their whole history.
-  if (lineage.state.history.length > keepHistory && patched('archive-history')) await archiveOlderHistory(lineage, keepHistory);
+  if (lineage.state.history.length > keep && patched('archive-history')) await archiveOlderHistory(lineage, keep);
   // Lineages that continued as new before the version archive existed carried every full record.
   if (lineage.unarchived().length && patched('archive-versions')) await archiveRemovedVersions(lineage);
+  if (shedding) lineage.trimChannels(SHED_KEEP_CHANNEL);
   await condition(allHandlersFinished);
-  await continueAsNew<typeof lineageWorkflow>({ ...input, state: lineage.state });
+  await continueAsNew<typeof lineageWorkflow>({ ...input, recoveredFrom: undefined, state: lineage.state });
 }
 
 /** What the daily retention schedule starts: it asks the image's lineage for a gc and ends. */

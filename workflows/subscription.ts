@@ -31,6 +31,7 @@ import {
 import type { CloudActivities, ImageSnapshot } from '../activities/cloud/index.js';
 import type { ImageChange, ImageList, ListDiff, ListedImage, TakenName } from '../activities/cloud/imagelist.js';
 import type { RegistryImage } from '../activities/cloud/registry/types.js';
+import { clip } from '../common/limits.js';
 import { checkUser, checkReason, type HistoryEntry } from '../common/lineage.js';
 import { checkHost, checkName, InputError } from '../common/names.js';
 import { CONTROL_QUEUE, queues } from '../common/queues.js';
@@ -746,12 +747,17 @@ const APPLIED_STATE: Record<Exclude<ImageAction, 'stage' | 'unstage'>, Appliance
   refuse: 'refused',
 };
 
+/** History entries a subscription keeps (about four syncs a day for most of a year). */
+const HISTORY_KEEP = 1000;
+
 /** The rules of a subscription as plain code over its state; the workflow wires them to messages. */
 export class Subscription {
   constructor(readonly state: SubscriptionState) {}
 
+  /** Details may quote a failure: clipped; only the newest entries stay, so the state it carries stays bounded. */
   record(by: string, op: string, detail: string, at: string): void {
-    this.state.history.push({ seq: ++this.state.seq, at, by, op, detail });
+    this.state.history.push({ seq: ++this.state.seq, at, by, op, detail: clip(detail) });
+    if (this.state.history.length > HISTORY_KEEP) this.state.history.splice(0, this.state.history.length - HISTORY_KEEP);
   }
 
   validateAdopt(input: { by: string }): void {
@@ -825,7 +831,7 @@ export class Subscription {
     if (outcome.imageVersion !== undefined && outcome.ok) appliance.imageVersion = outcome.imageVersion;
     if (outcome.registryName !== undefined) appliance.registryName = outcome.registryName;
     if (outcome.registryId !== undefined) appliance.registryId = outcome.registryId;
-    if (outcome.note !== undefined) appliance.note = outcome.note;
+    if (outcome.note !== undefined) appliance.note = clip(outcome.note);
     else delete appliance.note;
     this.state.images[outcome.identifier] = appliance;
   }

@@ -32,6 +32,7 @@ import type { ComputeActivities } from '../activities/compute/index.js';
 import type { Attachment, ExportInfo } from '../activities/drivers/types.js';
 import type { HostActivities } from '../activities/host.js';
 import type { ClonedVolume, NasVolumeActivities, PullResult } from '../activities/nas/volumes.js';
+import { clip } from '../common/limits.js';
 import { checkReason, checkUser } from '../common/lineage.js';
 import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../common/names.js';
 import { queues } from '../common/queues.js';
@@ -228,7 +229,7 @@ class Volume {
   }
 
   record(by: string, action: string, detail: string): void {
-    this.s.history.push({ at: new Date().toISOString(), by, action, detail });
+    this.s.history.push({ at: new Date().toISOString(), by, action, detail: clip(detail) });
     if (this.s.history.length > HISTORY_KEEP) this.s.history.splice(0, this.s.history.length - HISTORY_KEEP);
   }
 

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import type { Client } from '@temporalio/client';
 import { machineMirror, readRecipe, recipeDigest } from '../../activities/builder/recipe.js';
 import { formatReport } from '../../activities/builder/report.js';
+import { checkText } from '../../common/limits.js';
 import type { VersionRecord } from '../../common/lineage.js';
 import { checkHost, checkInt } from '../../common/names.js';
 import type { BuildResult } from '../../workflows/build.js';
@@ -68,7 +69,7 @@ export function registerBuild(program: Command): void {
         recipe,
         recipeDigest: recipeDigest(recipe),
         by: currentUser(),
-        message: opts.message,
+        message: checkText('--message', opts.message, 'message'),
         store: checkHost('--store', opts.store ?? config.host),
         builderWaitSeconds: checkInt('--builder-wait', opts.builderWait, 1, 86_400),
       };

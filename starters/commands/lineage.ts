@@ -7,6 +7,7 @@ import type { Client } from '@temporalio/client';
 import type { Command } from 'commander';
 import type { VersionDiff } from '../../activities/nas/diff.js';
 import { checkPackKind, checkReason, checkTag, type VersionRecord } from '../../common/lineage.js';
+import { checkOptionalText, checkText } from '../../common/limits.js';
 import { checkInt, checkName, InputError } from '../../common/names.js';
 import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { diffWorkflow } from '../../workflows/diff.js';
@@ -15,16 +16,18 @@ import { configFrom, connectClient, currentUser, type GlobalFlags } from '../con
 import { describeLineage, fullVersion, lineageHandle, lineageHistory, parseImageRef, resolveVersion, storedVersion, updateLineage, volumesOf } from '../lineage-client.js';
 import { formatPairs, formatTable, humanBytes, printJson } from '../output.js';
 
-type Action<O> = (client: Client, image: string, opts: O) => Promise<unknown>;
+/** A command on one image: checks what was asked before anything connects, then runs with a client. */
+type Action<O> = (image: string, opts: O) => (client: Client) => Promise<unknown>;
 
 /** Connects, runs the action against one image and prints what it returns (a table or JSON). */
 function onImage<O>(action: Action<O>, show: (result: never) => string) {
   return async (ref: string, opts: O, cmd: Command) => {
     const flags = cmd.optsWithGlobals<GlobalFlags>();
     const { image } = parseImageRef(ref);
+    const run = action(image, opts);
     const { client, connection } = await connectClient(configFrom(flags));
     try {
-      const result = await action(client, image, opts);
+      const result = await run(client);
       if (flags.json) printJson(result);
       else process.stdout.write(`${show(result as never)}\n`);
     } finally {
@@ -93,10 +96,10 @@ export function registerLineage(program: Command): void {
     .option('--name <tag>', 'the tag name')
     .action(
       onImage<{ version?: string; name?: string }>(
-        (client, image, o) =>
-          lineageHandle(client, image).executeUpdate(tagUpdate, {
-            args: [{ by: currentUser(), ...(o.version ? { version: o.version } : {}), ...(o.name ? { name: checkTag('--name', o.name) } : {}) }],
-          }),
+        (image, o) => {
+          const input = { by: currentUser(), ...(o.version !== undefined ? { version: checkName('--version', o.version) } : {}), ...(o.name !== undefined ? { name: checkTag('--name', o.name) } : {}) };
+          return (client) => lineageHandle(client, image).executeUpdate(tagUpdate, { args: [input] });
+        },
         pairs,
       ),
     );
@@ -107,7 +110,7 @@ export function registerLineage(program: Command): void {
     .argument('<image>', 'the image')
     .action(
       onImage(
-        async (client, image) => Object.entries((await describeLineage(client, image)).tags).map(([name, t]) => ({ tag: name, ...t })),
+        (image) => async (client) => Object.entries((await describeLineage(client, image)).tags).map(([name, t]) => ({ tag: name, ...t })),
         table(['tag', 'version', 'at', 'by']),
       ),
     );
@@ -121,11 +124,10 @@ export function registerLineage(program: Command): void {
     .option('--force', 'promote without a passed test result')
     .option('--reason <text>', 'why (required with --force)')
     .action(
-      onImage<{ tag: string; to: string; force?: boolean; reason?: string }>((client, image, o) => {
-        if (o.force) checkReason('--reason', o.reason);
-        return lineageHandle(client, image).executeUpdate(promoteUpdate, {
-          args: [{ by: currentUser(), tag: checkTag('--tag', o.tag), channel: checkChannel('--to', o.to), ...(o.force ? { force: true } : {}), ...(o.reason ? { reason: o.reason } : {}) }],
-        });
+      onImage<{ tag: string; to: string; force?: boolean; reason?: string }>((image, o) => {
+        const reason = o.force ? checkReason('--reason', o.reason) : checkOptionalText('--reason', o.reason, 'reason');
+        const input = { by: currentUser(), tag: checkTag('--tag', o.tag), channel: checkChannel('--to', o.to), ...(o.force ? { force: true } : {}), ...(reason ? { reason } : {}) };
+        return (client) => lineageHandle(client, image).executeUpdate(promoteUpdate, { args: [input] });
       }, pairs),
     );
 
@@ -136,10 +138,11 @@ export function registerLineage(program: Command): void {
     .option('--channels <list>', 'comma-separated channel names, e.g. staging,prod')
     .option('--none', 'no channel is gated')
     .action(
-      onImage<{ channels?: string; none?: boolean }>((client, image, o) => {
+      onImage<{ channels?: string; none?: boolean }>((image, o) => {
         if ((o.channels === undefined) === !o.none) throw new InputError('--channels/--none', 'exactly one of them', o.channels);
         const channels = o.none ? [] : o.channels!.split(',').map((c) => checkChannel('--channels', c.trim()));
-        return lineageHandle(client, image).executeUpdate(gateUpdate, { args: [{ by: currentUser(), channels }] });
+        const input = { by: currentUser(), channels };
+        return (client) => lineageHandle(client, image).executeUpdate(gateUpdate, { args: [input] });
       }, (gated: string[]) => `gated: ${gated.join(', ') || 'none'}`),
     );
 
@@ -151,8 +154,10 @@ export function registerLineage(program: Command): void {
     .option('--reason <text>', 'why')
     .action(
       onImage<{ channel: string; reason?: string }>(
-        (client, image, o) =>
-          lineageHandle(client, image).executeUpdate(rollbackUpdate, { args: [{ by: currentUser(), channel: checkChannel('--channel', o.channel), ...(o.reason ? { reason: o.reason } : {}) }] }),
+        (image, o) => {
+          const input = { by: currentUser(), channel: checkChannel('--channel', o.channel), ...(o.reason !== undefined ? { reason: checkReason('--reason', o.reason) } : {}) };
+          return (client) => lineageHandle(client, image).executeUpdate(rollbackUpdate, { args: [input] });
+        },
         pairs,
       ),
     );
@@ -163,7 +168,7 @@ export function registerLineage(program: Command): void {
     .argument('<image>', 'the image')
     .action(
       onImage(
-        async (client, image) => {
+        (image) => async (client) => {
           const { channels, gated } = await describeLineage(client, image);
           // Gated channels nothing was promoted to yet are listed too: they are part of the policy.
           const names = [...new Set([...Object.keys(channels), ...gated])];
@@ -182,11 +187,10 @@ export function registerLineage(program: Command): void {
     .option('--failed', 'the test failed')
     .option('--note <text>', 'what was tested')
     .action(
-      onImage<{ tag: string; passed?: boolean; failed?: boolean; note?: string }>((client, image, o) => {
+      onImage<{ tag: string; passed?: boolean; failed?: boolean; note?: string }>((image, o) => {
         if (Boolean(o.passed) === Boolean(o.failed)) throw new InputError('--passed/--failed', 'exactly one of them', undefined);
-        return lineageHandle(client, image).executeUpdate(testResultUpdate, {
-          args: [{ by: currentUser(), tag: checkTag('--tag', o.tag), passed: Boolean(o.passed), ...(o.note ? { note: o.note } : {}) }],
-        });
+        const input = { by: currentUser(), tag: checkTag('--tag', o.tag), passed: Boolean(o.passed), ...(o.note !== undefined ? { note: checkText('--note', o.note, 'note') } : {}) };
+        return (client) => lineageHandle(client, image).executeUpdate(testResultUpdate, { args: [input] });
       }, pairs),
     );
 
@@ -195,7 +199,12 @@ export function registerLineage(program: Command): void {
     .description("an image's history, oldest first: who changed what, when and why (archived entries included)")
     .argument('<image>', 'the image')
     .option('--last <n>', 'only the newest N entries')
-    .action(onImage<{ last?: string }>((client, image, o) => lineageHistory(client, image, o.last === undefined ? undefined : checkInt('--last', o.last, 1, Number.MAX_SAFE_INTEGER)), table(['seq', 'at', 'by', 'op', 'detail'])));
+    .action(
+      onImage<{ last?: string }>((image, o) => {
+        const last = o.last === undefined ? undefined : checkInt('--last', o.last, 1, Number.MAX_SAFE_INTEGER);
+        return (client) => lineageHistory(client, image, last);
+      }, table(['seq', 'at', 'by', 'op', 'detail'])),
+    );
 
   program
     .command('revoke')
@@ -205,7 +214,10 @@ export function registerLineage(program: Command): void {
     .requiredOption('--reason <text>', 'why')
     .action(
       onImage<{ version: string; reason: string }>(
-        (client, image, o) => lineageHandle(client, image).executeUpdate(revokeUpdate, { args: [{ by: currentUser(), version: o.version, reason: checkReason('--reason', o.reason) }] }),
+        (image, o) => {
+          const input = { by: currentUser(), version: checkName('--version', o.version), reason: checkReason('--reason', o.reason) };
+          return (client) => lineageHandle(client, image).executeUpdate(revokeUpdate, { args: [input] });
+        },
         ({ id, revoked }: { id: string; revoked: object }) => pairs({ version: id, ...revoked }),
       ),
     );
@@ -216,7 +228,7 @@ export function registerLineage(program: Command): void {
     .argument('<image>', 'the image')
     .argument('<from>', 'a version or tag')
     .argument('<to>', 'a version or tag')
-    .action(async (ref: string, a: string, b: string, _o: unknown, cmd: Command) => onImage((client, image) => diff(client, image, a, b), showDiff)(ref, {}, cmd));
+    .action(async (ref: string, a: string, b: string, _o: unknown, cmd: Command) => onImage((image) => (client) => diff(client, image, a, b), showDiff)(ref, {}, cmd));
 
   program
     .command('gc')
@@ -225,9 +237,9 @@ export function registerLineage(program: Command): void {
     .option('--keep <n>', 'how many of the newest versions to keep')
     .option('--dry-run', 'only say what would be removed')
     .action(
-      onImage<{ keep?: string; dryRun?: boolean }>(async (client, image, o) => {
-        const input = { by: currentUser(), ...(o.keep ? { keep: checkInt('--keep', o.keep, 1, 10_000) } : {}), ...(o.dryRun ? { dryRun: true } : {}), volumes: await volumesOf(client, image) };
-        return lineageHandle(client, image).executeUpdate(gcUpdate, { args: [input] });
+      onImage<{ keep?: string; dryRun?: boolean }>((image, o) => {
+        const input = { by: currentUser(), ...(o.keep !== undefined ? { keep: checkInt('--keep', o.keep, 1, 10_000) } : {}), ...(o.dryRun ? { dryRun: true } : {}) };
+        return async (client) => lineageHandle(client, image).executeUpdate(gcUpdate, { args: [{ ...input, volumes: await volumesOf(client, image) }] });
       }, showGc),
     );
 
@@ -237,7 +249,7 @@ export function registerLineage(program: Command): void {
     .argument('<image>', '<image>[:<version or tag>]')
     .action(async (ref: string, _o: unknown, cmd: Command) => {
       const which = parseImageRef(ref).ref;
-      await onImage(async (client, image) => {
+      await onImage((image) => async (client) => {
         const version = which ? resolveVersion(await describeLineage(client, image), image, which) : undefined;
         return lineageHandle(client, image).executeUpdate(removeUpdate, { args: [{ by: currentUser(), ...(version ? { version } : {}), volumes: await volumesOf(client, image) }] });
       }, pairs)(ref, {}, cmd);
@@ -253,18 +265,16 @@ export function registerLineage(program: Command): void {
     .option('--max-root-bytes <n>', 'refuse a root image larger than this')
     .action(
       onImage<{ tag: string; as?: string; kind?: string; maxRootBytes?: string }>(
-        (client, image, o) =>
-          lineageHandle(client, image).executeUpdate(packUpdate, {
-            args: [
-              {
-                by: currentUser(),
-                tag: checkTag('--tag', o.tag),
-                ...(o.as ? { as: checkName('--as', o.as) } : {}),
-                ...(o.kind ? { kind: checkPackKind('--kind', o.kind) } : {}),
-                ...(o.maxRootBytes ? { maxRootBytes: checkInt('--max-root-bytes', o.maxRootBytes, 1, Number.MAX_SAFE_INTEGER) } : {}),
-              },
-            ],
-          }),
+        (image, o) => {
+          const input = {
+            by: currentUser(),
+            tag: checkTag('--tag', o.tag),
+            ...(o.as !== undefined ? { as: checkName('--as', o.as) } : {}),
+            ...(o.kind !== undefined ? { kind: checkPackKind('--kind', o.kind) } : {}),
+            ...(o.maxRootBytes !== undefined ? { maxRootBytes: checkInt('--max-root-bytes', o.maxRootBytes, 1, Number.MAX_SAFE_INTEGER) } : {}),
+          };
+          return (client) => lineageHandle(client, image).executeUpdate(packUpdate, { args: [input] });
+        },
         pairs,
       ),
     );
@@ -276,15 +286,21 @@ export function registerLineage(program: Command): void {
     .argument('<new-image>', 'the new image')
     .option('--version <v>', 'the version or tag to clone')
     .action(async (ref: string, target: string, o: { version?: string }, cmd: Command) =>
-      onImage(async (client, image) => {
+      onImage((image) => {
         const newImage = checkName('new-image', target);
-        const v = await fullVersion(client, image, o.version);
-        if (v.revoked) throw new InputError('version', `a version that is not revoked (${v.id} was revoked by ${v.revoked.by}: ${v.revoked.reason}) to clone`, v.id);
-        if (v.removed) throw new InputError('version', `a version whose files are still stored (${v.id} was removed by ${v.removed.by}: ${v.removed.reason}) to clone`, v.id);
-        const by = currentUser();
-        // The clone shares the version's stored files: a tag on the origin keeps retention off them.
-        await lineageHandle(client, image).executeUpdate(tagUpdate, { args: [{ by, version: v.id, name: checkTag('new-image', `cloned-to-${newImage}`) }] });
-        return updateLineage(client, newImage, registerVersionUpdate, cloneRecord(v, image, by));
+        const originTag = checkTag('new-image', `cloned-to-${newImage}`);
+        return async (client) => {
+          // A refused clone leaves nothing behind: the origin is tagged only once the new image is known to be new.
+          const existing = await describeLineage(client, newImage).catch(() => undefined);
+          if (existing?.versions.length) throw new InputError('new-image', `an image that does not exist yet (${newImage} has ${existing.versions.length} versions)`, newImage);
+          const v = await fullVersion(client, image, o.version);
+          if (v.revoked) throw new InputError('version', `a version that is not revoked (${v.id} was revoked by ${v.revoked.by}: ${v.revoked.reason}) to clone`, v.id);
+          if (v.removed) throw new InputError('version', `a version whose files are still stored (${v.id} was removed by ${v.removed.by}: ${v.removed.reason}) to clone`, v.id);
+          const by = currentUser();
+          // The clone shares the version's stored files: a tag on the origin keeps retention off them.
+          await lineageHandle(client, image).executeUpdate(tagUpdate, { args: [{ by, version: v.id, name: originTag }] });
+          return updateLineage(client, newImage, registerVersionUpdate, cloneRecord(v, image, by));
+        };
       }, (r: VersionRecord) => pairs({ image: target, version: r.id, origin: `${r.origin?.image}:${r.origin?.version}` }))(ref, {}, cmd),
     );
 }

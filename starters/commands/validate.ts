@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { Command } from 'commander';
 import { checkPrepareInput, type PrepareOptions } from '../../activities/builder/recipe.js';
 import { formatBreaches } from '../../activities/builder/validate.js';
+import { checkText } from '../../common/limits.js';
 import type { VersionRecord } from '../../common/lineage.js';
 import { checkHost, InputError } from '../../common/names.js';
 import { WORKFLOW_QUEUE } from '../../common/queues.js';
@@ -83,7 +84,7 @@ export function registerValidate(program: Command): void {
         const handle = await client.workflow.start(validateWorkflow, {
           taskQueue: WORKFLOW_QUEUE,
           workflowId: `validate-${image}-${id}-${randomUUID().slice(0, 8)}`,
-          args: [{ image, version, prepare: rules, fix: opts.fix ?? false, by, message: opts.message ?? `validate --fix of ${id}`, store }],
+          args: [{ image, version, prepare: rules, fix: opts.fix ?? false, by, message: opts.message === undefined ? `validate --fix of ${id}` : checkText('--message', opts.message, 'message'), store }],
           typedSearchAttributes: [
             { key: SA.kind, value: 'validate' },
             { key: SA.image, value: image },

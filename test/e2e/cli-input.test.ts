@@ -48,3 +48,25 @@ describe('imgflow worker: bad input', () => {
     expectOneLineError(imgflow([...base, 'demo', '--size-mib', '0']), /--size-mib: expected a whole number from 1 to 65536/);
   });
 });
+
+describe('imgflow lineage commands: free text is bounded before anything connects', () => {
+  const home = tempDir();
+  // Nothing listens here: a refusal proves the check ran before any connection.
+  const base = ['--home', home, '--address', '127.0.0.1:1'];
+  const huge = 'x'.repeat(130_000);
+
+  it.each([
+    ['promote --reason <130,000 characters>', ['promote', 'img', '--tag', 't1', '--to', 'test', '--reason', huge], /--reason: expected a reason of 1-500 characters, got "x+\.\.\. \(130000 characters\)$/],
+    ['promote --reason ""', ['promote', 'img', '--tag', 't1', '--to', 'test', '--reason', ''], /--reason: expected a reason of 1-500 characters, got ""$/],
+    ['rollback --reason <huge>', ['rollback', 'img', '--channel', 'test', '--reason', huge], /--reason: expected a reason of 1-500 characters/],
+    ['revoke --reason <huge>', ['revoke', 'img', '--version', 'v1', '--reason', huge], /--reason: expected a reason of 1-500 characters/],
+    ['test-result --note <huge>', ['test-result', 'img', '--tag', 't1', '--passed', '--note', huge], /--note: expected a note of 1-500 characters/],
+    ['tag --name ""', ['tag', 'img', '--name', ''], /--name: expected a tag of 1-128/],
+    ['pack --as ""', ['pack', 'img', '--tag', 't1', '--as', ''], /--as: expected a name of 1-64/],
+    ['build -m <huge>', ['build', 'test/fixtures/recipes/minbase.yaml', '-m', huge], /--message: expected a message of 1-1000 characters/],
+  ] as [string, string[], RegExp][])('imgflow %s is refused in one line', (_label, args, pattern) => {
+    const result = imgflow([...base, ...args]);
+    expectOneLineError(result, pattern);
+    expect(result.stderr.length).toBeLessThan(300);
+  });
+});
