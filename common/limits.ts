@@ -43,8 +43,12 @@ export function clip(text: string, max: number = TEXT_LIMITS.detail): string {
   return `${text.slice(0, Math.max(0, max - note.length))}${note}`;
 }
 
+const ASCII = /^[\x00-\x7f]*$/;
+
 /** The UTF-8 size of a string, without TextEncoder (workflow code runs in a sandbox). */
 export function utf8Bytes(text: string): number {
+  // Most states are ASCII: one native scan instead of a loop over every character.
+  if (ASCII.test(text)) return text.length;
   let bytes = text.length;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { SA } from '../common/search-attributes.js';
 import { paths, type Config } from '../lib/config.js';
+import { InputError } from '../common/names.js';
 import { findOnPath } from '../lib/which.js';
 
 export const TEMPORAL_CLI_VERSION = 'v1.5.1';
@@ -121,6 +122,19 @@ export async function ensureSearchAttributes(connection: Connection, namespace: 
 }
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]):(\d+)$/;
+/** Where imgflow can start the dev server itself: it listens on 127.0.0.1, its Web UI 1000 ports up. */
+const DEV_SERVER = /^127\.0\.0\.1:(\d+)$/;
+const MAX_DEV_PORT = 65535 - 1000;
+
+/** The dev server's port for a loopback address with nothing on it, or a one-line refusal of an address it cannot serve. */
+function devServerPort(address: string): number {
+  const m = DEV_SERVER.exec(address);
+  const port = Number(m?.[1]);
+  if (!m || port > MAX_DEV_PORT) {
+    throw new InputError('address', `127.0.0.1:<port up to ${MAX_DEV_PORT}> for imgflow to start its dev server there (its Web UI takes the port 1000 up); otherwise a server already running`, address);
+  }
+  return port;
+}
 
 export interface EnsuredServer {
   connection: Connection;
@@ -140,7 +154,7 @@ export async function ensureServer(config: Config, say: (line: string) => void =
   let started = false;
   if (!connection) {
     if (!m) throw new Error(`cannot reach Temporal at ${config.address}: is the server up, and the address right?`);
-    const port = Number(m[2]);
+    const port = devServerPort(config.address);
     const server = spawnDevServer({
       cli: ensureTemporalCli(say),
       port,
@@ -153,7 +167,11 @@ export async function ensureServer(config: Config, say: (line: string) => void =
     fs.writeFileSync(uiFile, `${server.uiUrl}\n`);
     say(`started the Temporal dev server (pid ${server.pid}), data in ${dir}`);
     connection = await connectWithin(config.address, 60_000);
-    if (!connection) throw new Error(`the Temporal dev server did not come up on ${config.address}; see ${path.join(dir, 'server.log')}`);
+    if (!connection) {
+      // A server that never answered is not left running for the next attempt to trip over.
+      stopServer(config);
+      throw new Error(`the Temporal dev server did not come up on ${config.address}; see ${path.join(dir, 'server.log')}`);
+    }
     started = true;
   }
   await waitForNamespace(connection, config.namespace, started ? 30_000 : 3000);

@@ -87,9 +87,15 @@ export function checkDn(field: string, value: unknown): string {
   return value;
 }
 
+/** http(s), a host name or an IP address (IPv6 in brackets), an optional port, a path without blanks. */
+const LIST_URL = /^https?:\/\/([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?(\/\S*)?$/;
+
+/** A list's URL as `sync` will fetch it: what it would refuse later is refused at subscribe. */
 export function checkListUrl(field: string, value: unknown): string {
-  if (typeof value !== 'string' || value.length > 2048 || !/^https?:\/\/[^\s/@]+(\/[^\s]*)?$/.test(value)) throw new InputError(field, 'an http(s) URL without credentials', value);
-  return value;
+  const m = typeof value === 'string' && value.length <= 2048 ? LIST_URL.exec(value) : null;
+  const port = m?.[2] === undefined ? 80 : Number(m[2]);
+  if (!m || port < 1 || port > 65535) throw new InputError(field, 'an http(s) URL without credentials: a host name or [IPv6] address, a port from 1 to 65535', value);
+  return m[0];
 }
 
 /** Minutes, hours or days, at least one minute, at most 30 days. */

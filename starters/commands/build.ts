@@ -5,11 +5,13 @@ import { machineMirror, readRecipe, recipeDigest } from '../../activities/builde
 import { formatReport } from '../../activities/builder/report.js';
 import { checkText } from '../../common/limits.js';
 import type { VersionRecord } from '../../common/lineage.js';
-import { checkHost, checkInt } from '../../common/names.js';
+import { checkHost, checkInt, InputError } from '../../common/names.js';
+import { queues } from '../../common/queues.js';
 import type { BuildResult } from '../../workflows/build.js';
 import { requestBuildUpdate } from '../../workflows/lineage.js';
 import { configFrom, connectClient, currentUser, say, type GlobalFlags } from '../context.js';
 import { describeLineage, fullVersion, parseImageRef, updateLineage } from '../lineage-client.js';
+import { hasWorker } from '../volume-client.js';
 import { formatTable, humanBytes, printJson, watchProgress } from '../output.js';
 
 async function until<T>(get: () => Promise<T | undefined>, timeoutMs: number): Promise<T | undefined> {
@@ -75,6 +77,10 @@ export function registerBuild(program: Command): void {
       };
       const { client, connection } = await connectClient(config);
       try {
+        // A store no worker serves would hold the image's build slot through the whole build and then fail.
+        if (!(await hasWorker(client, config.namespace, queues.nas(request.store)))) {
+          throw new InputError('--store', `a NAS whose worker is running (nothing polls ${queues.nas(request.store)})`, request.store);
+        }
         const ticket = await updateLineage(client, recipe.image, requestBuildUpdate, request);
         if (!opts.wait) {
           if (flags.json) printJson(ticket);

@@ -153,6 +153,19 @@ describe('imgflow build', () => {
     await connection.close();
   });
 
+  it('refuses a store no NAS worker serves before anything starts', async () => {
+    const file = await recipe('nowhere');
+    const { client, connection } = await testClient();
+    await withWorkers({ workflowQueue: 'imgflow', activities }, async () => {
+      const result = await cli('build', file, '--store', 'nas-without-worker');
+      expect(result.status).toBe(2);
+      expect(result.stderr.trim()).toMatch(/^imgflow: --store: expected a NAS whose worker is running \(nothing polls nas\.nas-without-worker\), got "nas-without-worker"$/);
+      const started = await client.workflow.getHandle(lineageWorkflowId('nowhere')).describe().catch((e: Error) => e.name);
+      expect(started).toBe('WorkflowNotFoundError');
+    });
+    await connection.close();
+  });
+
   it('refuses a bad recipe in one line and starts nothing', async () => {
     const file = path.join(dir, 'bad.yaml');
     fs.writeFileSync(file, 'image: ../etc\narch: x86_64\nos: debian-12\nsource:\n  debootstrap: {suite: bookworm}\ncolour: blue\n');

@@ -2,6 +2,8 @@
  * Bad input at the command line: one line on stderr naming what was wrong, a non-zero exit, and
  * nothing started.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { imgflow } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
@@ -68,5 +70,13 @@ describe('imgflow lineage commands: free text is bounded before anything connect
     const result = imgflow([...base, ...args]);
     expectOneLineError(result, pattern);
     expect(result.stderr.length).toBeLessThan(300);
+  });
+});
+
+describe('imgflow dev: loopback addresses the dev server cannot serve', () => {
+  it.each(['127.5.5.5:7233', '[::1]:7233', 'localhost:7233', '127.0.0.1:65000'])('refuses %s up front and leaves no server behind', (address) => {
+    const home = tempDir();
+    expectOneLineError(imgflow(['--home', home, '--address', address, 'dev']), /address: expected 127\.0\.0\.1:<port up to 64535> for imgflow to start its dev server there/);
+    expect(fs.existsSync(path.join(home, 'temporal', 'server.pid'))).toBe(false);
   });
 });

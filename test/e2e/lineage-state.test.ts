@@ -25,6 +25,7 @@ import {
   testResultUpdate,
 } from '../../workflows/lineage.js';
 import { tempDir } from '../support/dirs.js';
+import { saveHistory } from '../support/histories.js';
 import { expectRejected, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { newVersion } from '../support/versions.js';
 
@@ -113,6 +114,8 @@ describe('lineage state', () => {
         expect(history.filter((e) => e.op === 'promote')).toHaveLength(promoted);
         expect(history.map((e) => e.seq)).toEqual(Array.from({ length: history.length }, (_, i) => i + 1));
 
+        // The first run shed and continued as new: the replay test runs it.
+        await saveHistory('lineageWorkflow-shed', client.workflow.getHandle(h.workflowId, h.firstExecutionRunId));
         const gc = await latest.executeUpdate(gcUpdate, { args: [{ by: 'alice', dryRun: true }] });
         expect(gc.kept.map((k) => k.version)).toEqual(['v1']);
         expect((await latest.describe()).status.name).toBe('RUNNING');
@@ -144,6 +147,7 @@ describe('lineage state', () => {
       expect(history.map((e) => e.op)).toEqual(['register', 'tag', 'promote', 'recovered', 'tag']);
       expect(history[3]!.detail).toContain(`run ${ended.runId}, which ended TERMINATED`);
       await lineageHandle(client, image).terminate('test done');
+      await saveHistory('lineageWorkflow-recovered', lineageHandle(client, image));
     });
     await connection.close();
   });

@@ -73,6 +73,9 @@ describe('imgflow subscription commands', () => {
   const refusals: [string, string[], RegExp, NodeJS.ProcessEnv?][] = [
     ['a URL with credentials', ['subscribe', 'https://u:p@lists.example.org/l', '--endorser-dn', dn, '--endorser-ca', ca], /url: expected an http\(s\) URL without credentials/],
     ['a file URL', ['subscribe', 'file:///etc/passwd', '--endorser-dn', dn, '--endorser-ca', ca], /url: expected an http\(s\) URL/],
+    ['an unclosed IPv6 bracket', ['subscribe', 'http://[::1/list', '--endorser-dn', dn, '--endorser-ca', ca], /url: expected an http\(s\) URL without credentials: a host name or \[IPv6\] address, a port from 1 to 65535/],
+    ['a port past 65535', ['subscribe', 'http://lists.example.org:99999/l', '--endorser-dn', dn, '--endorser-ca', ca], /url: expected .*a port from 1 to 65535, got "http:\/\/lists\.example\.org:99999\/l"/],
+    ['port 0', ['subscribe', 'http://lists.example.org:0/l', '--endorser-dn', dn, '--endorser-ca', ca], /url: expected .*a port from 1 to 65535/],
     ['a missing endorser', ['subscribe', 'https://lists.example.org/l'], /--endorser-dn: expected the endorser DN/],
     ['a DN not in slash form', [...good.slice(0, 3), 'CN=x, O=y', '--endorser-ca', ca], /--endorser-dn: expected a distinguished name in slash form/],
     ['a bad interval', [...good, '--every', '0h'], /--every: expected an interval/],
