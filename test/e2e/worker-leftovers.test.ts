@@ -84,17 +84,18 @@ describe('the next worker removes what a killed worker left', () => {
     await connection.close();
 
     const [partial] = partialsUnder(nasDir);
-    expect(partialsUnder(nasDir)).toEqual([expect.stringMatching(new RegExp(`^store/left-base/v1/\\.left-base-v1\\.qcow2\\.partial\\.\\d+$`))]);
-    const base = path.join(home, 'builder', 'x86_64', 'left-base', 'v1.qcow2');
+    expect(partialsUnder(nasDir)).toEqual([expect.stringMatching(/^store\/left-base\/[^/]+\/\.left-base-[^/]+\.qcow2\.partial\.\d+$/)]);
+    const version = partial!.split('/')[2]!;
+    const base = path.join(home, 'builder', 'x86_64', 'left-base', `${version}.qcow2`);
     expect(fs.statSync(path.join(nasDir, partial!)).size).toBe(fs.statSync(base).size);
     // A partial whose writer lives (this test process) is never taken for a dead one's.
-    const live = path.join(nasDir, 'store', 'left-base', 'v1', `.other.qcow2.partial.${process.pid}`);
+    const live = path.join(nasDir, 'store', 'left-base', version, `.other.qcow2.partial.${process.pid}`);
     fs.writeFileSync(live, 'in progress\n');
 
     const next = worker(home, 'nas', nasHost);
     await until('the next NAS worker to remove the partial', () => said(next.logs, 'removed a partial file left by a worker that died').length > 0);
     expect(said(next.logs, 'removed a partial file left by a worker that died').map((l) => l.path)).toEqual([path.join(nasDir, partial!)]);
-    expect(partialsUnder(nasDir)).toEqual([`store/left-base/v1/.other.qcow2.partial.${process.pid}`]);
+    expect(partialsUnder(nasDir)).toEqual([`store/left-base/${version}/.other.qcow2.partial.${process.pid}`]);
     expect(alive(pidOf(rsync.calls))).toBe(false);
   });
 
