@@ -183,6 +183,8 @@ describe('imgflow build', () => {
       expect(built.status, built.stderr).toBe(0);
       const version = JSON.parse(built.stdout) as VersionRecord;
       expect(version).toMatchObject({ id: 'v1', capturedBuilderRoot: true, provenance: { source: 'capture of /./' } });
+      const report = await cli('report', 'builder-self:v1');
+      expect(report.stdout).toMatch(/^source\s+capture of \/\.\/ \(the builder host itself: allowBuilderRoot\)$/m);
     });
     await connection.close();
   });
