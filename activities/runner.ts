@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Context } from '@temporalio/activity';
 import { execa } from 'execa';
 import type { Logger } from '../lib/logger.js';
-import { processRunning } from '../lib/processes.js';
+import { writerGone } from '../lib/processes.js';
 
 export interface CommandOptions {
   cwd?: string;
@@ -117,7 +117,8 @@ export function reapOrphans(dir: string): string[][] {
     const file = path.join(dir, name);
     try {
       const { owner, argv } = JSON.parse(fs.readFileSync(file, 'utf8')) as { owner: number; argv: string[] };
-      if (processRunning(owner)) continue;
+      // A pid taken since by a process started after the record was written is not its owner.
+      if (!writerGone(owner, fs.statSync(file).ctimeMs)) continue;
       signalGroup(Number.parseInt(name, 10), 'SIGKILL');
       reaped.push(argv);
     } catch {

@@ -50,6 +50,8 @@ export interface VersionRecord {
   origin?: { image: string; version: string };
   /** The recipe allowed password hashes in /etc/shadow: the build kept them and packing accepts them. */
   allowPasswordHashes?: boolean;
+  /** The image is a capture of its builder host's own root filesystem, which its recipe allowed (allowBuilderRoot). */
+  capturedBuilderRoot?: boolean;
 }
 
 /**

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { processRunning } from './processes.js';
+import { writerGone } from './processes.js';
 
 /** The hex digest of a file's bytes. */
 export async function hashFile(file: string, algorithm: 'sha256' | 'sha512'): Promise<string> {
@@ -24,6 +24,8 @@ export async function exists(file: string): Promise<boolean> {
 }
 
 const PARTIAL = (target: string) => `.${path.basename(target)}.partial.`;
+/** `.<name>.partial.<pid>`, perhaps with a suffix of its own after another dot. */
+const PARTIAL_NAME = /^\..+\.partial\.(\d+)(?:\.[A-Za-z0-9-]+)?$/;
 
 /**
  * A temporary name beside `target` (same filesystem, so the final rename is atomic), owned by this
@@ -33,13 +35,27 @@ export function partialPath(target: string): string {
   return path.join(path.dirname(target), `${PARTIAL(target)}${process.pid}`);
 }
 
+/** The pid that owns a partial file or tree named by `partialPath`, if `name` is one. */
+export function partialOwner(name: string): number | undefined {
+  const m = PARTIAL_NAME.exec(name);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** Whether `file` (named by `partialPath`) was left by a process that is gone. */
+export async function isDeadPartial(file: string): Promise<boolean> {
+  const pid = partialOwner(path.basename(file));
+  if (pid === undefined) return false;
+  const stat = await fs.lstat(file).catch(() => undefined);
+  // ctime, which nothing can set back (rsync --times sets mtime): the writer's last change.
+  return stat !== undefined && writerGone(pid, stat.ctimeMs);
+}
 
 /** Removes partial files of `target` left by processes that are gone (a crashed worker's). */
 export async function removeStalePartials(target: string): Promise<void> {
   const prefix = PARTIAL(target);
   const names = await fs.readdir(path.dirname(target)).catch(() => [] as string[]);
   for (const name of names) {
-    const pid = Number(name.slice(prefix.length));
-    if (name.startsWith(prefix) && pid !== process.pid && !processRunning(pid)) await fs.rm(path.join(path.dirname(target), name), { force: true });
+    const file = path.join(path.dirname(target), name);
+    if (name.startsWith(prefix) && (await isDeadPartial(file))) await fs.rm(file, { force: true });
   }
 }

@@ -6,7 +6,8 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { bundleWorkflowCode, type NativeConnection, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { paths, type Config } from '../lib/config.js';
-import { reapOrphans } from '../activities/runner.js';
+import { removeLeftovers } from '../activities/leftovers.js';
+import { createRunner, reapOrphans } from '../activities/runner.js';
 import type { Logger } from '../lib/logger.js';
 import { planRole, type RolePlan } from './roles.js';
 import type { Role } from '../common/queues.js';
@@ -41,6 +42,10 @@ export interface WorkerSpec {
 export async function createWorker(spec: WorkerSpec): Promise<{ worker: Worker; plan: RolePlan }> {
   const plan = planRole(spec.role, spec.config, spec.arch, spec.logger);
   for (const argv of reapOrphans(paths(spec.config).commands)) spec.logger.warn({ argv }, 'ended a command left running by a worker that died');
+  // Only once those commands are ended: they may be writing the partials a dead worker left.
+  const left = await removeLeftovers(spec.role, spec.config, spec.arch, createRunner(spec.logger));
+  for (const mount of left.unmounted) spec.logger.warn({ mount }, 'unmounted what a worker that died left mounted');
+  for (const file of left.removed) spec.logger.warn({ path: file }, 'removed a partial file left by a worker that died');
   const activities = spec.activities ?? plan.activities;
   const worker = await Worker.create({
     connection: spec.connection,

@@ -78,9 +78,13 @@ export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
     const facts = await builder.hostFacts();
     const s = recipe.source;
     step(`${s.kind} on ${facts.host}`);
+    let capturedBuilderRoot = false;
     if (s.kind === 'debootstrap') report.push(row(await builder.bootstrap({ ...ref, source: s })));
-    else if (s.kind === 'capture') report.push(row(await builder.capture({ ...ref, source: s })));
-    else report.push(row(await builder.unpackTarball({ ...ref, source: s })));
+    else if (s.kind === 'capture') {
+      const captured = await builder.capture({ ...ref, source: s });
+      capturedBuilderRoot = captured.builderRoot === true;
+      report.push(row(captured));
+    } else report.push(row(await builder.unpackTarball({ ...ref, source: s })));
 
     if (recipe.packages.length) {
       step('installing packages');
@@ -131,6 +135,7 @@ export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
         provenance: { builder: facts.host, source: describeSource(recipe), tools: { 'qemu-img': facts.qemuImg, kernel: facts.kernel }, workflowId: workflowInfo().workflowId },
         ...(log && storedLog ? { log: { path: storedLog.path, sha256: log.sha256 } } : {}),
         ...(recipe.prepare.allowPasswordHashes ? { allowPasswordHashes: true } : {}),
+        ...(capturedBuilderRoot ? { capturedBuilderRoot: true } : {}),
       },
     };
   } catch (err) {

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { InputError, checkName } from '../../common/names.js';
-import type { Config } from '../../lib/config.js';
+import { shortHostName, type Config } from '../../lib/config.js';
 import { exists, partialPath, sha256File } from '../../lib/files.js';
 import { CommandError, progress, stderrTail, type Run } from '../runner.js';
 import { digestOf } from './digest.js';
@@ -19,6 +19,7 @@ import { installedPackages, measureRoot, writeManifest } from './measure.js';
 import { prepareRoot, assertNothingMounted } from './prepare.js';
 import {
   bootstrapKey,
+  builderRootRefusal,
   checkHookInput,
   checkOutputsInput,
   checkPackagesInput,
@@ -31,9 +32,10 @@ import {
   type PrepareOptions,
   type PrivateDir,
   type TarballSource,
+  isLoopbackHost,
 } from './recipe.js';
 import type { ReportRow } from './report.js';
-import { CHROOT_ENV, inRoot, lstatOrUndefined, releaseMounts, removeTree, withProc } from './rootfs.js';
+import { CHROOT_ENV, ensureProcDir, inImageArgv, inRoot, lstatOrUndefined, releaseMounts, removeTree } from './rootfs.js';
 import { fixRoot, validateRoot, type Breach } from './validate.js';
 import { buildDirs, runPhaseOnce, writeJsonAtomic, type BuildDirs, type BuildRef } from './work.js';
 
@@ -135,15 +137,28 @@ export function createPhaseActivities({ run: runCommand, config, ssh = {} }: Pha
     await fs.rename(partial, dirs.root);
   }
 
+  /**
+   * debootstrap in two stages: the first only downloads and unpacks, on the host; the second runs
+   * the packages' own scripts, so it runs isolated in the image like any other image code.
+   */
   async function debootstrapInto(target: string, arch: string, source: DebootstrapSource): Promise<void> {
-    const argv = ['debootstrap', `--arch=${DEBIAN_ARCH[arch] ?? arch}`, `--components=${source.components.join(',')}`];
+    const argv = ['debootstrap', '--foreign', `--arch=${DEBIAN_ARCH[arch] ?? arch}`, `--components=${source.components.join(',')}`];
     if (source.variant !== 'default') argv.push(`--variant=${source.variant}`);
     if (source.packages.length) argv.push(`--include=${source.packages.join(',')}`);
-    // debootstrap prints its errors ("E: ...") on stdout: the failure carries the last one.
-    const result = await run([...argv, source.suite, target, source.mirror], { timeoutMs: 60 * MINUTE, okExitCodes: [1] });
-    if (result.exitCode !== 0) {
-      const error = result.stdout.split('\n').filter((line) => line.startsWith('E: ')).at(-1)?.slice(3) ?? `exit code ${result.exitCode}`;
-      throw new Error(`debootstrap of ${source.suite} from ${source.mirror} failed: ${error}`);
+    const stages = [
+      () => run([...argv, source.suite, target, source.mirror], { timeoutMs: 60 * MINUTE, okExitCodes: [1] }),
+      async () => {
+        await ensureProcDir(target);
+        return run(inImageArgv(target, ['/debootstrap/debootstrap', '--second-stage']), { env: CHROOT_ENV, timeoutMs: 60 * MINUTE, okExitCodes: [1] });
+      },
+    ];
+    for (const stage of stages) {
+      // debootstrap prints its errors ("E: ...") on stdout: the failure carries the last one.
+      const result = await stage();
+      if (result.exitCode !== 0) {
+        const error = result.stdout.split('\n').filter((line) => line.startsWith('E: ')).at(-1)?.slice(3) ?? `exit code ${result.exitCode}`;
+        throw new Error(`debootstrap of ${source.suite} from ${source.mirror} failed: ${error}`);
+      }
     }
   }
 
@@ -151,7 +166,7 @@ export function createPhaseActivities({ run: runCommand, config, ssh = {} }: Pha
   async function cacheTree(tree: string, tarball: string): Promise<void> {
     await fs.mkdir(path.dirname(tarball), { recursive: true });
     // Builds with the same key may finish together: each writes its own partial, the last rename wins.
-    const partial = `${partialPath(tarball)}.${process.pid}.${randomUUID().slice(0, 8)}`;
+    const partial = `${partialPath(tarball)}.${randomUUID().slice(0, 8)}`;
     try {
       await run(['tar', ...TAR_FLAGS, '-C', tree, '-cf', partial, '.'], { timeoutMs: 30 * MINUTE });
       await fs.rename(partial, tarball);
@@ -191,6 +206,13 @@ export function createPhaseActivities({ run: runCommand, config, ssh = {} }: Pha
     }
   }
 
+  /** Whether a capture would copy this builder's own root: `/` however reached (symlinks, bind mounts). */
+  async function isBuilderRoot(source: CaptureSource): Promise<boolean> {
+    if (source.host && !isLoopbackHost(source.host) && source.host !== config.host && source.host !== shortHostName()) return false;
+    const [target, root] = await Promise.all([fs.stat(source.path).catch(() => undefined), fs.stat('/')]);
+    return target !== undefined && target.dev === root.dev && target.ino === root.ino;
+  }
+
   async function downloadTarball(dirs: BuildDirs, source: TarballSource): Promise<string> {
     const target = path.join(dirs.cache, 'tarballs', `${source.sha256}.tar`);
     if (await exists(target)) return target;
@@ -203,8 +225,10 @@ export function createPhaseActivities({ run: runCommand, config, ssh = {} }: Pha
     return target;
   }
 
+  /** Runs image code: isolated from the build host in namespaces of its own (see `inImageArgv`). */
   async function runInRoot(dirs: BuildDirs, argv: string[], timeoutMs = 60 * MINUTE) {
-    return run(['chroot', dirs.root, ...argv], { env: CHROOT_ENV, timeoutMs });
+    await ensureProcDir(dirs.root);
+    return run(inImageArgv(dirs.root, argv), { env: CHROOT_ENV, timeoutMs });
   }
 
   /**
@@ -266,22 +290,27 @@ export function createPhaseActivities({ run: runCommand, config, ssh = {} }: Pha
       );
     },
 
-    /** A host's root filesystem over rsync (ssh for a remote host), with bounded attempts. */
-    async capture(input: BuildRef & { source: CaptureSource; attempts?: number; connectTimeoutSeconds?: number; timeoutMinutes?: number }): Promise<PhaseResult & { from: string }> {
+    /**
+     * A host's root filesystem over rsync (ssh for a remote host), with bounded attempts. The
+     * builder's own root only when the recipe allows it, and then without imgflow's state.
+     */
+    async capture(input: BuildRef & { source: CaptureSource; attempts?: number; connectTimeoutSeconds?: number; timeoutMinutes?: number }): Promise<PhaseResult & { from: string; builderRoot?: true }> {
       const dirs = buildDirs(config, input);
       const source = checkSourceInput('capture', input.source);
+      const builderRoot = await isBuilderRoot(source);
+      if (builderRoot && !source.allowBuilderRoot) throw builderRootRefusal(source.host ? `${source.host}:${source.path}` : source.path, 'resolves to');
       const attempts = Math.min(Math.max(input.attempts ?? 3, 1), 10);
       const connectTimeout = Math.min(Math.max(input.connectTimeoutSeconds ?? 10, 1), 120);
       const from = source.host ? `${source.user ?? 'root'}@${source.host}:${source.path}` : source.path;
       return runPhaseOnce(dirs, 'capture', { source, arch: input.arch }, () =>
         timed('capture', dirs, async () => {
           await fs.mkdir(dirs.root, { recursive: true, mode: 0o755 });
-          const excludes = [...CAPTURE_EXCLUDES, ...source.excludes].map((pattern) => `--exclude=${pattern}`);
+          const excludes = [...CAPTURE_EXCLUDES, ...(builderRoot ? [config.home] : []), ...source.excludes].map((pattern) => `--exclude=${pattern}`);
           const transport = source.host ? ['-e', sshCommand(source, connectTimeout)] : [];
           // Copying into the root itself lets a later attempt continue where a failed one stopped.
           const argv = ['rsync', '-aHAX', '--numeric-ids', '--delete', '--timeout=120', '--info=progress2', ...excludes, ...transport, '--', `${from.replace(/\/+$/, '')}/`, `${dirs.root}/`];
           await rsyncWithRetries(argv, source, attempts, (input.timeoutMinutes ?? 120) * MINUTE);
-          return { from };
+          return { from, ...(builderRoot ? { builderRoot: true as const } : {}) };
         }),
         { replacesRoot: true },
       );
@@ -306,7 +335,7 @@ export function createPhaseActivities({ run: runCommand, config, ssh = {} }: Pha
       );
     },
 
-    /** apt-get install in the image, /proc mounted, without recommends or service starts. */
+    /** apt-get install in the image, isolated with its own /proc, without recommends or service starts. */
     async installPackages(input: BuildRef & { packages: string[] }): Promise<PhaseResult & { requested: number }> {
       const dirs = buildDirs(config, input);
       const packages = checkPackagesInput(input.packages);
@@ -315,21 +344,19 @@ export function createPhaseActivities({ run: runCommand, config, ssh = {} }: Pha
           await takeRoot(dirs);
           if (packages.length === 0) return { requested: 0 };
           await assertNothingMounted(dirs.root);
-          await withProc(run, dirs.root, () =>
-            withHostResolver(dirs, () =>
-              withoutServiceStarts(dirs, async () => {
-                await runInRoot(dirs, ['apt-get', 'update']);
-                await runInRoot(dirs, ['apt-get', 'install', '-y', '--no-install-recommends', '--', ...packages]);
-                await runInRoot(dirs, ['apt-get', 'clean']);
-              }),
-            ),
+          await withHostResolver(dirs, () =>
+            withoutServiceStarts(dirs, async () => {
+              await runInRoot(dirs, ['apt-get', 'update']);
+              await runInRoot(dirs, ['apt-get', 'install', '-y', '--no-install-recommends', '--', ...packages]);
+              await runInRoot(dirs, ['apt-get', 'clean']);
+            }),
           );
           return { requested: packages.length };
         }),
       );
     },
 
-    /** One hook: its argv (or its script, copied in from the recipe's directory) run chrooted in the image. */
+    /** One hook: its argv (or its script, copied in from the recipe's directory) run isolated in the image. */
     async runHook(input: BuildRef & { hook: Hook }): Promise<PhaseResult & { hook: string; layer: string }> {
       const dirs = buildDirs(config, input);
       const hook = checkHookInput(input.hook);
@@ -339,15 +366,14 @@ export function createPhaseActivities({ run: runCommand, config, ssh = {} }: Pha
         timed(phase, dirs, async () => {
           await takeRoot(dirs);
           await assertNothingMounted(dirs.root);
-          const inChroot = (argv: string[]) => withProc(run, dirs.root, () => runInRoot(dirs, argv));
-          if (!hook.file) await inChroot(hook.argv);
+          if (!hook.file) await runInRoot(dirs, hook.argv);
           else {
             // The script runs as checked when the recipe was read, or not at all.
             const script = await fs.readFile(hook.file.path);
             const actual = createHash('sha256').update(script).digest('hex');
             if (actual !== hook.file.sha256) throw new InputError(`hooks.${hook.name}.file`, `the script checked with the recipe (${hook.file.sha256})`, actual);
             const inside = `/tmp/imgflow-hook-${hook.name}`;
-            await withTemporaryFile(dirs, inside, script, 0o755, () => inChroot([inside, ...hook.argv]));
+            await withTemporaryFile(dirs, inside, script, 0o755, () => runInRoot(dirs, [inside, ...hook.argv]));
           }
           return { hook: hook.name, layer: hook.layer };
         }),

@@ -31,6 +31,8 @@ export interface CaptureSource {
   port?: number;
   path: string;
   excludes: string[];
+  /** The recipe allows capturing the builder host's own root filesystem (never by default). */
+  allowBuilderRoot?: boolean;
 }
 
 export interface TarballSource {
@@ -200,26 +202,45 @@ function checkDebootstrap(c: Checker, field: string, value: unknown, options: Pa
   return { kind: 'debootstrap', suite, variant, components, packages: [...new Set(packages)].sort(), mirror };
 }
 
+/** Host names that always mean the machine the command runs on. */
+export const isLoopbackHost = (host: string) => host === 'localhost' || /^127\./.test(host);
+
+/**
+ * A capture of the builder's own root would copy the build host, its imgflow state and its
+ * secrets included, into an image: only a recipe that says so may do it. The literal `/` is
+ * refused here; the builder checks again where the path resolves (symlinks) before it copies.
+ */
+export function builderRootRefusal(from: string, how = 'is'): InputError {
+  return new InputError('source.capture.allowBuilderRoot', `true to capture the builder host itself (source.capture.from ${JSON.stringify(from)} ${how} its root filesystem)`);
+}
+
 /** `[user@]host:/path` for a remote host, or an absolute local path. */
 function checkCapture(c: Checker, field: string, value: unknown): CaptureSource | undefined {
-  const o = c.object(field, value, ['from', 'port', 'excludes'], ['from']);
+  const o = c.object(field, value, ['from', 'port', 'excludes', 'allowBuilderRoot'], ['from']);
   if (!o) return undefined;
   const excludes = c.list(join(field, 'excludes'), o.excludes, (f, v) => c.string(f, v, EXCLUDE, 'an rsync exclude pattern on one line'));
   const port = o.port === undefined ? undefined : Number.isInteger(o.port) && (o.port as number) >= 1 && (o.port as number) <= 65535 ? (o.port as number) : c.fail(join(field, 'port'), 'a port from 1 to 65535', o.port);
+  const allowBuilderRoot = c.boolean(join(field, 'allowBuilderRoot'), o.allowBuilderRoot, false);
+  const allow = allowBuilderRoot ? { allowBuilderRoot } : {};
   const from = o.from;
   const fromField = join(field, 'from');
   if (typeof from !== 'string') return c.fail(fromField, '"[user@]host:/path" or an absolute local path', from);
   const remote = /^(?:([^@:]+)@)?([^@:/]+):(.*)$/.exec(from);
+  const refuseRoot = (p: string) => {
+    if (!allowBuilderRoot && path.posix.normalize(p) === '/') c.errors.push(builderRootRefusal(from));
+  };
   if (!remote) {
     const local = c.string(fromField, from, SAFE_PATH, 'an absolute local path of letters, digits and ._+@-/ (or "[user@]host:/path")');
-    return local ? { kind: 'capture', path: local, excludes, ...(port ? { port } : {}) } : undefined;
+    if (local) refuseRoot(local);
+    return local ? { kind: 'capture', path: local, excludes, ...(port ? { port } : {}), ...allow } : undefined;
   }
   const [, user, host, remotePath] = remote;
   const okUser = user === undefined ? 'root' : c.string(fromField, user, USER, 'a user name of lower-case letters, digits, "_" or "-" before "@"');
   const okHost = IPV4.test(host!) ? host : c.named(fromField, host, checkHost);
   const okPath = c.string(fromField, remotePath, SAFE_PATH, 'an absolute path after "host:" of letters, digits and ._+@-/');
+  if (okHost && okPath && isLoopbackHost(okHost)) refuseRoot(okPath);
   if (!okUser || !okHost || !okPath) return undefined;
-  return { kind: 'capture', user: okUser, host: okHost, path: okPath, excludes, ...(port ? { port } : {}) };
+  return { kind: 'capture', user: okUser, host: okHost, path: okPath, excludes, ...(port ? { port } : {}), ...allow };
 }
 
 function checkTarball(c: Checker, field: string, value: unknown, recipeDir: string): TarballSource | undefined {
@@ -372,7 +393,7 @@ function sourceAsYaml(source: Source): Record<string, unknown> {
     }
     case 'capture': {
       const from = source.host ? `${source.user ?? 'root'}@${source.host}:${source.path}` : source.path;
-      return { capture: { from, excludes: source.excludes, ...(source.port ? { port: source.port } : {}) } };
+      return { capture: { from, excludes: source.excludes, ...(source.port ? { port: source.port } : {}), ...(source.allowBuilderRoot ? { allowBuilderRoot: true } : {}) } };
     }
     case 'tarball':
       return { tarball: source.url ? { url: source.url, sha256: source.sha256 } : { path: source.path, sha256: source.sha256 } };

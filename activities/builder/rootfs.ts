@@ -39,7 +39,8 @@ export async function mountsUnder(dir: string): Promise<string[]> {
 
 /**
  * Unmounts what an earlier attempt left mounted in a build's tree (the /proc of a chroot whose
- * worker was killed), so a retried phase starts from the tree alone.
+ * worker was killed, before builds had namespaces of their own), so a retried phase starts from
+ * the tree alone.
  */
 export async function releaseMounts(run: Run, dir: string): Promise<void> {
   for (const mount of await mountsUnder(dir)) await run(['umount', '-l', mount]);
@@ -52,16 +53,27 @@ export async function removeTree(run: Run, dir: string): Promise<void> {
   await run(['rm', '-rf', '--one-file-system', '--', dir]);
 }
 
-/** Runs `fn` with the kernel's /proc mounted in the image, as package scripts expect. */
-export async function withProc<T>(run: Run, root: string, fn: () => Promise<T>): Promise<T> {
+/**
+ * The argv that runs `argv` inside the image at `root`: in a mount and a PID namespace of its own,
+ * chrooted, with a /proc of that namespace mounted in the image. Image code sees only its own
+ * processes, so `/proc/<pid>/root` leads back into the image, never to the build host. What it
+ * mounts lives only in that namespace, and the whole namespace ends with the command: a killed
+ * command leaves nothing mounted on the host.
+ */
+export function inImageArgv(root: string, argv: readonly string[]): string[] {
+  return ['unshare', '--mount', '--propagation=private', '--pid', '--fork', '--kill-child', `--root=${root}`, '--wd=/', '--mount-proc', '--', ...argv];
+}
+
+/**
+ * The image's /proc as an empty directory, where the isolated command mounts its own. A symlink
+ * there (debootstrap's first stage leaves `/proc -> /proc`) is replaced, never followed.
+ */
+export async function ensureProcDir(root: string): Promise<void> {
   const proc = path.join(root, 'proc');
-  await fs.mkdir(proc, { recursive: true });
-  await run(['mount', '-t', 'proc', 'proc', proc]);
-  try {
-    return await fn();
-  } finally {
-    await run(['umount', '-l', proc]);
-  }
+  const stat = await lstatOrUndefined(proc);
+  if (stat?.isDirectory()) return;
+  if (stat) await fs.rm(proc, { force: true });
+  await fs.mkdir(proc, { mode: 0o555 });
 }
 
 /** The environment commands get inside a chroot: the image's paths, not the worker's. */

@@ -14,7 +14,7 @@ import { ApplicationFailure } from '@temporalio/activity';
 import type { Artifact, PackKind } from '../../common/lineage.js';
 import { checkName, InputError } from '../../common/names.js';
 import { paths, type Config } from '../../lib/config.js';
-import { exists, sha256File } from '../../lib/files.js';
+import { exists, partialPath, sha256File } from '../../lib/files.js';
 import { isPasswordHash } from '../builder/prepare.js';
 import type { Run } from '../runner.js';
 
@@ -140,7 +140,8 @@ export function createNasPackActivities({ run, config }: { run: Run; config: Con
     if (raw) return debugfsCat(raw.path);
     const qcow2 = artifacts.find((a) => a.format === 'qcow2');
     if (!qcow2) return '';
-    const tmp = await fs.mkdtemp(path.join(nasRoot, '.pack-'));
+    // Named for this worker, so the next one removes it should this one die before it does.
+    const tmp = await fs.mkdtemp(`${partialPath(path.join(nasRoot, 'pack'))}.`);
     try {
       await run(['qemu-img', 'convert', '-O', 'raw', qcow2.path, path.join(tmp, 'root.raw')]);
       return await debugfsCat(path.join(tmp, 'root.raw'));

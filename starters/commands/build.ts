@@ -27,7 +27,7 @@ async function until<T>(get: () => Promise<T | undefined>, timeoutMs: number): P
 export function formatVersion(v: VersionRecord): string {
   const rows = [
     ['version', `${v.id}  ${v.createdAt} by ${v.by}: ${v.message}`],
-    ['source', v.provenance.source],
+    ['source', `${v.provenance.source}${v.capturedBuilderRoot ? ' (the builder host itself: allowBuilderRoot)' : ''}`],
     ['builder', `${v.provenance.builder} (${v.provenance.workflowId})`],
     ...v.artifacts.map((a) => [a.format, `${a.path} on ${a.host} (${humanBytes(a.bytes)}, sha256 ${a.sha256})`]),
     ...(v.log ? [['log', v.log.path]] : []),

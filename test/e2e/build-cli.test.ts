@@ -175,4 +175,30 @@ describe('imgflow build', () => {
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^imgflow: colour: expected a known key .*; image: expected a name/);
   });
+
+  it('refuses capturing the builder itself in one line, and records it in the version when the recipe allows it', async () => {
+    // Only /etc/host* of this machine, so the allowed capture stays small.
+    const excludes = `['/[!e]*', '/e[!t]*', '/etc/[!h]*', '/etc/h[!o]*', '/etc/ho[!s]*']`;
+    const capture = (image: string, allow: string) => {
+      const file = path.join(dir, `${image}.yaml`);
+      fs.writeFileSync(file, `image: ${image}\narch: x86_64\nos: debian-12\nsource:\n  capture:\n    from: /./\n    excludes: ${excludes}\n${allow}outputs: [qcow2]\n`);
+      return file;
+    };
+    const refused = await cli('build', capture('builder-self', ''), '--store', host);
+    expect(refused.status).toBe(2);
+    expect(refused.stderr.trim().split('\n')).toEqual([
+      'imgflow: source.capture.allowBuilderRoot: expected true to capture the builder host itself (source.capture.from "/./" is its root filesystem)',
+    ]);
+
+    const { connection } = await testClient();
+    await withWorkers({ workflowQueue: 'imgflow', activities }, async () => {
+      const built = await cli('--json', 'build', capture('builder-self', '    allowBuilderRoot: true\n'), '--store', host);
+      expect(built.status, built.stderr).toBe(0);
+      const version = JSON.parse(built.stdout) as VersionRecord;
+      expect(version).toMatchObject({ id: 'v1', capturedBuilderRoot: true, provenance: { source: 'capture of /./' } });
+      const report = await cli('report', 'builder-self:v1');
+      expect(report.stdout).toMatch(/^source\s+capture of \/\.\/ \(the builder host itself: allowBuilderRoot\)$/m);
+    });
+    await connection.close();
+  });
 });

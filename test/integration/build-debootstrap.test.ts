@@ -22,7 +22,7 @@ const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '
 const BUILD_TIMEOUT = 15 * 60_000;
 
 describe('debootstrap build, end to end', () => {
-  requireTools('debootstrap', 'chroot', 'tar', 'du', 'mount', 'umount', 'mkfs.ext4', 'qemu-img', 'debugfs');
+  requireTools('debootstrap', 'chroot', 'unshare', 'tar', 'du', 'mount', 'umount', 'mkfs.ext4', 'qemu-img', 'debugfs');
   const dir = tempDir('imgflow-build-');
   // Registered after tempDir, so it runs before the tree is deleted: nothing may stay mounted in it.
   afterAll(async () => {

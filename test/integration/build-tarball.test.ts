@@ -18,7 +18,7 @@ function write(root: string, inside: string, content: string): void {
 }
 
 describe('tarball source and raw/squashfs outputs', () => {
-  requireTools('tar', 'mkfs.ext4', 'debugfs', 'mksquashfs', 'unsquashfs', 'mount', 'umount');
+  requireTools('tar', 'mkfs.ext4', 'debugfs', 'mksquashfs', 'unsquashfs', 'mount', 'umount', 'unshare');
   const dir = tempDir();
   const config = loadConfig({ home: path.join(dir, 'home'), host: 'testhost' }, {});
   const run = createRunner(memoryLogger().logger);

@@ -18,3 +18,18 @@ export function killGroup(pid: number | undefined): void {
     /* already gone */
   }
 }
+
+/** Processes whose root directory is `root` or inside it (commands running in an image). */
+export function processesRootedIn(root: string): number[] {
+  const pids: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const own = fs.readlinkSync(`/proc/${name}/root`);
+      if (own === root || own.startsWith(`${root}/`)) pids.push(Number(name));
+    } catch {
+      /* gone, or not ours to read */
+    }
+  }
+  return pids;
+}

@@ -118,6 +118,20 @@ describe('recipe errors: one line each, naming the field', () => {
     expect(errorsOf(`${top}  tarball: {sha256: "${'a'.repeat(64)}"}\n`)).toEqual(['source.tarball: expected exactly one of url or path']);
   });
 
+  it('refuses capturing the builder itself unless the recipe says so with allowBuilderRoot', () => {
+    const top = 'image: node\narch: x86_64\nos: debian-12\nsource:\n';
+    for (const from of ['/', '/./', '//', '/.', 'localhost:/', 'root@127.0.0.1:/./']) {
+      expect(errorsOf(`${top}  capture: {from: "${from}"}\n`)).toEqual([
+        `source.capture.allowBuilderRoot: expected true to capture the builder host itself (source.capture.from ${JSON.stringify(from)} is its root filesystem)`,
+      ]);
+    }
+    expect(parseRecipe(`${top}  capture: {from: /, allowBuilderRoot: true}\n`, FIXTURES).source).toEqual({ kind: 'capture', path: '/', excludes: [], allowBuilderRoot: true });
+    expect(errorsOf(`${top}  capture: {from: /, allowBuilderRoot: "yes"}\n`)).toEqual(['source.capture.allowBuilderRoot: expected true or false, got "yes"', expect.stringMatching(/^source\.capture\.allowBuilderRoot: expected true to capture/)]);
+    // Another host's root is what a capture is for; a path below the builder's root is not the builder.
+    expect(parseRecipe(`${top}  capture: {from: "node001:/"}\n`, FIXTURES).source).toMatchObject({ host: 'node001', path: '/' });
+    expect(parseRecipe(`${top}  capture: {from: /srv/golden}\n`, FIXTURES).source).toMatchObject({ path: '/srv/golden' });
+  });
+
   it('rejects bad prepare and output settings', () => {
     expect(errorsOf(`${base}prepare: {network: drop}\n`)).toEqual([expect.stringMatching(/^prepare\.network: expected one of keep, remove/)]);
     expect(errorsOf(`${base}prepare: {private: [{dir: relative}]}\n`)).toEqual([expect.stringMatching(/^prepare\.private\[0\]\.dir: expected an absolute directory/)]);

@@ -5,7 +5,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { checkName } from '../../../common/names.js';
-import { exists, partialPath } from '../../../lib/files.js';
+import { exists, partialPath, removeStalePartials } from '../../../lib/files.js';
 import type { Run } from '../../runner.js';
 import { checkSnapshotName, snapshotName } from '../naming.js';
 import type { BaseInfo, BaseRef, StorageDriver, VolumeInfo } from '../types.js';
@@ -75,6 +75,7 @@ export function createQcow2Storage({ run, root }: Qcow2StorageConfig): StorageDr
       if (current) return current;
       const target = basePath(input);
       await fs.mkdir(path.dirname(target), { recursive: true });
+      await removeStalePartials(target);
       const partial = partialPath(target);
       await run(['qemu-img', 'convert', '-O', 'qcow2', '--', input.source, partial]);
       await fs.chmod(partial, 0o444);
