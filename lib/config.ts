@@ -2,6 +2,7 @@
  * Where imgflow keeps its state and how it reaches Temporal. Every setting has an embedded default
  * (no root, no kernel features) and an IMGFLOW_* environment variable; CLI flags override both.
  */
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { checkHost, InputError } from '../common/names.js';
@@ -74,3 +75,16 @@ export const paths = (config: Pick<Config, 'home'>) => ({
   /** Process groups of commands that workers on this host are running. */
   commands: path.join(config.home, 'run', 'commands'),
 });
+
+/**
+ * Makes the state directory readable by its owner only: it holds volumes, catalog disks, the dev
+ * server's database and keys. A site that serves part of it to others (a boot server reading
+ * packs) says so with IMGFLOW_HOME_MODE (octal, e.g. 0750).
+ */
+export function ensurePrivateHome(config: Pick<Config, 'home'>, env: NodeJS.ProcessEnv = process.env): void {
+  const raw = env.IMGFLOW_HOME_MODE;
+  if (raw !== undefined && !/^0?[0-7]{3}$/.test(raw)) throw new InputError('IMGFLOW_HOME_MODE', 'an octal mode such as 0700 or 0750', raw);
+  const mode = raw === undefined ? 0o700 : parseInt(raw, 8);
+  fs.mkdirSync(config.home, { recursive: true, mode });
+  if ((fs.statSync(config.home).mode & 0o777) !== mode) fs.chmodSync(config.home, mode);
+}

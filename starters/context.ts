@@ -6,7 +6,7 @@ import os from 'node:os';
 import { Client, type Connection } from '@temporalio/client';
 import { NativeConnection, type Worker } from '@temporalio/worker';
 import { checkUser } from '../common/lineage.js';
-import { loadConfig, machineArch, type Config } from '../lib/config.js';
+import { ensurePrivateHome, loadConfig, machineArch, type Config } from '../lib/config.js';
 import { createLogger, type Logger } from '../lib/logger.js';
 import type { Role } from '../common/queues.js';
 import { installRuntime } from '../workers/runtime.js';
@@ -20,13 +20,16 @@ export interface GlobalFlags {
   json?: boolean;
 }
 
+/** The checked configuration of a command, its state directory made private on the way. */
 export function configFrom(flags: GlobalFlags, extra: Partial<Config> = {}): Config {
-  return loadConfig({
+  const config = loadConfig({
     ...(flags.address ? { address: flags.address } : {}),
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
     ...(flags.home ? { home: flags.home } : {}),
     ...extra,
   });
+  ensurePrivateHome(config);
+  return config;
 }
 
 /** The person (or system) behind a request: IMGFLOW_USER, else the login name. */

@@ -80,3 +80,17 @@ describe('imgflow dev: loopback addresses the dev server cannot serve', () => {
     expect(fs.existsSync(path.join(home, 'temporal', 'server.pid'))).toBe(false);
   });
 });
+
+describe('the state directory', () => {
+  it('is made readable by its owner only, and a wider one is narrowed unless IMGFLOW_HOME_MODE says otherwise', () => {
+    const home = path.join(tempDir(), 'state');
+    imgflow(['--home', home, '--address', '127.0.0.1:1', 'tags', 'img']);
+    expect(fs.statSync(home).mode & 0o777).toBe(0o700);
+    fs.chmodSync(home, 0o755);
+    imgflow(['--home', home, '--address', '127.0.0.1:1', 'tags', 'img']);
+    expect(fs.statSync(home).mode & 0o777).toBe(0o700);
+    imgflow(['--home', home, '--address', '127.0.0.1:1', 'tags', 'img'], { IMGFLOW_HOME_MODE: '0750' });
+    expect(fs.statSync(home).mode & 0o777).toBe(0o750);
+    expectOneLineError(imgflow(['--home', home, '--address', '127.0.0.1:1', 'tags', 'img'], { IMGFLOW_HOME_MODE: 'rwx' }), /IMGFLOW_HOME_MODE: expected an octal mode such as 0700 or 0750, got "rwx"/);
+  });
+});
