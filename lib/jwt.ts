@@ -5,6 +5,7 @@
  */
 import { createPublicKey, verify, type JsonWebKey, type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
+import { InputError } from '../common/names.js';
 
 export interface Jwks {
   keys: (JsonWebKey & { kid?: string; use?: string; alg?: string })[];
@@ -42,9 +43,9 @@ export function readJwks(file: string): Jwks {
   try {
     jwks = JSON.parse(fs.readFileSync(file, 'utf8')) as Jwks;
   } catch (err) {
-    throw new Error(`--jwks ${file}: expected a readable JSON Web Key Set (${(err as Error).message.split('\n')[0]})`);
+    throw new InputError('--jwks', `a readable JSON Web Key Set (${(err as Error).message.split('\n')[0]})`, file);
   }
-  if (!Array.isArray(jwks.keys) || !jwks.keys.some((k) => k.kty === 'RSA')) throw new Error(`--jwks ${file}: expected {"keys": [...]} with at least one RSA key`);
+  if (!Array.isArray(jwks.keys) || !jwks.keys.some((k) => k.kty === 'RSA')) throw new InputError('--jwks', 'a key set {"keys": [...]} with at least one RSA key', file);
   return jwks;
 }
 
