@@ -2,7 +2,8 @@
  * Payloads at rest: a lineage run by imgflow's encrypting client and workers leaves none of its
  * version records, messages or reasons in the server's database, while the client reads them in
  * plain; workflow ids and search attributes stay readable by design. A run started by a client
- * without the codec shows the check sees payloads: its marker is in the database.
+ * without the codec shows the check sees payloads: its marker is in the database (and that client
+ * cannot read what the workers sealed).
  */
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -39,10 +40,11 @@ describe('encrypted payloads', () => {
       const view = await h.query(describeQuery);
       expect(view.versions[0]).toMatchObject({ message: `built from ${marker}`, revoked: { reason: `leaks ${marker}` } });
 
-      // The same through a client without the codec: its input stays plain (workers pass plain payloads through).
+      // The same through a client without the codec: its input stays plain (workers pass plain
+      // payloads through), and it cannot read the result the worker sealed.
       const plainClient = new Client({ connection, namespace: NAMESPACE });
       const p = await plainClient.workflow.start(lineageWorkflow, { taskQueue, workflowId: `lineage-${plainImage}`, args: [{ image: plainImage }] });
-      await p.executeUpdate(registerVersionUpdate, { args: [{ ...newVersion(1), message: `built from ${plainMarker}` }] });
+      await expect(p.executeUpdate(registerVersionUpdate, { args: [{ ...newVersion(1), message: `built from ${plainMarker}` }] })).rejects.toThrow(/Unknown encoding: binary\/encrypted/);
       await h.terminate('test done');
       await p.terminate('test done');
     });
