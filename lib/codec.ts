@@ -8,7 +8,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import type { DataConverter, Payload, PayloadCodec } from '@temporalio/common';
 import proto from '@temporalio/proto';
 import type { Config } from './config.js';
-import { openKeyring, type Keyring } from './keyring.js';
+import { openKeyring, readKeyring, type Keyring } from './keyring.js';
 
 export const ENCRYPTED_ENCODING = 'binary/encrypted';
 export const KEY_ID_METADATA = 'encryption-key-id';
@@ -29,8 +29,21 @@ export function isEncrypted(payload: Payload): boolean {
   return text(payload.metadata?.encoding) === ENCRYPTED_ENCODING;
 }
 
+/** Unknown key ids read the keyring file again at most this often (a rotation reaches running processes). */
+const RELOAD_INTERVAL_MS = 1000;
+
 export class AesGcmCodec implements PayloadCodec {
-  constructor(private readonly keyring: Keyring) {}
+  private lastReload = 0;
+
+  /**
+   * With `reload`, a payload sealed with a key id this keyring does not hold makes the codec read
+   * the keyring again: a key added by `imgflow keys rotate` (and copied here) is taken up without a
+   * restart, and from then on the newest key seals.
+   */
+  constructor(
+    private keyring: Keyring,
+    private readonly reload?: () => Keyring,
+  ) {}
 
   async encode(payloads: Payload[]): Promise<Payload[]> {
     return payloads.map((p) => this.seal(p));
@@ -57,7 +70,7 @@ export class AesGcmCodec implements PayloadCodec {
   open(payload: Payload): Payload {
     const id = text(payload.metadata?.[KEY_ID_METADATA]);
     if (!id) throw new PayloadDecryptionError(`encrypted payload has no ${KEY_ID_METADATA} metadata`);
-    const key = this.keyring.key(id);
+    const key = this.keyring.key(id) ?? this.reloaded()?.key(id);
     if (!key) throw new PayloadDecryptionError(`payload encrypted with key id ${JSON.stringify(id.slice(0, 64))}, which the keyring ${this.keyring.file} does not hold`);
     const data = Buffer.from(payload.data ?? []);
     if (data.length < NONCE_BYTES + TAG_BYTES) throw new PayloadDecryptionError(`encrypted payload (key id ${id}) is truncated`);
@@ -72,12 +85,19 @@ export class AesGcmCodec implements PayloadCodec {
     }
     return PayloadMessage.decode(plain);
   }
+
+  private reloaded(): Keyring | undefined {
+    if (!this.reload || Date.now() - this.lastReload < RELOAD_INTERVAL_MS) return undefined;
+    this.lastReload = Date.now();
+    this.keyring = this.reload();
+    return this.keyring;
+  }
 }
 
 /**
  * The one data converter of every client and worker imgflow makes: payloads sealed with the
- * keyring of `config.codecKeys` (made on first use).
+ * keyring of `config.codecKeys` (made on first use, read again when a payload names a newer key).
  */
 export function imgflowDataConverter(config: Pick<Config, 'codecKeys'>): DataConverter {
-  return { payloadCodecs: [new AesGcmCodec(openKeyring(config.codecKeys).keyring)] };
+  return { payloadCodecs: [new AesGcmCodec(openKeyring(config.codecKeys).keyring, () => readKeyring(config.codecKeys))] };
 }

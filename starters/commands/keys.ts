@@ -28,11 +28,11 @@ export function registerKeys(program: Command): void {
     });
   keys
     .command('rotate')
-    .description('add a new key that encrypts from now on; older keys stay to decrypt (restart workers and clients to pick it up)')
+    .description('add a new key that encrypts from now on; older keys stay to decrypt')
     .action((_opts: unknown, cmd: Command) => {
       const flags = cmd.optsWithGlobals<GlobalFlags>();
       const keyring = rotateKeyring(configFrom(flags).codecKeys);
-      say(`key ${keyring.current.id} encrypts from now on; copy ${keyring.file} to every host, then restart workers and clients`);
+      say(`key ${keyring.current.id} encrypts from now on; copy ${keyring.file} to every host (running workers take it up when they meet it)`);
       printKeys(keyring, flags.json);
     });
   keys

@@ -56,11 +56,21 @@ describe('payload codec', () => {
     for (const sealed of [old!, fresh!]) expect(defaultPayloadConverter.fromPayload((await after.decode([sealed]))[0]!)).toBe(MARKER);
   });
 
+  it('takes up a key added to its keyring file by a rotation elsewhere, then seals with it', async () => {
+    const file = keysFile('reload');
+    const running = new AesGcmCodec(createKeyring(file), () => readKeyring(file));
+    const rotated = new AesGcmCodec(rotateKeyring(file));
+    const [fresh] = await rotated.encode([payloadOf(MARKER)]);
+    expect(defaultPayloadConverter.fromPayload((await running.decode([fresh!]))[0]!)).toBe(MARKER);
+    const [next] = await running.encode([payloadOf(MARKER)]);
+    expect(text(next!.metadata![KEY_ID_METADATA])).toBe(text(fresh!.metadata![KEY_ID_METADATA]));
+  });
+
   it('refuses a payload sealed with a key it does not hold, naming the key id and never a key', async () => {
     const other = new AesGcmCodec(createKeyring(keysFile('other')));
     const [sealed] = await other.encode([payloadOf(MARKER)]);
     const id = text(sealed!.metadata![KEY_ID_METADATA]);
-    const codec = new AesGcmCodec(readKeyring(keysFile('round-trip')));
+    const codec = new AesGcmCodec(readKeyring(keysFile('round-trip')), () => readKeyring(keysFile('round-trip')));
     const error = (await codec.decode([sealed!]).catch((e: unknown) => e)) as Error;
     expect(error.message).toContain(`key id "${id}"`);
     const stored = (JSON.parse(fs.readFileSync(keysFile('round-trip'), 'utf8')) as { keys: { key: string }[] }).keys[0]!.key;
