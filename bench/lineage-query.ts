@@ -21,6 +21,8 @@ import { mapLimited } from '../lib/concurrency.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { loadConfig } from '../lib/config.js';
 import { createLogger } from '../lib/logger.js';
+import { AesGcmCodec } from '../lib/codec.js';
+import { openKeyring } from '../lib/keyring.js';
 import { ensureClient, startLocalWorkers } from '../starters/context.js';
 import { lineageHistory } from '../starters/lineage-client.js';
 import { describeQuery, gcUpdate, historyQuery, lineageWorkflow, lineageWorkflowId, registerVersionUpdate, tagUpdate, testResultUpdate, type LineageInput, type NewVersion } from '../workflows/lineage.js';
@@ -32,6 +34,8 @@ const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(
 const config = loadConfig();
 const logger = createLogger('bench', 'error');
 const { client, connection } = await ensureClient(config);
+/** Continue-as-new inputs are stored sealed: opened here to measure what the state weighs. */
+const codec = new AesGcmCodec(openKeyring(config.codecKeys).keyring);
 const local = await startLocalWorkers(config, ['orchestrator', 'control'], logger);
 const image = `bench-lineage-${Date.now().toString(36)}`;
 const handle = await client.workflow.start(lineageWorkflow, { workflowId: lineageWorkflowId(image), taskQueue: WORKFLOW_QUEUE, args: [{ image }] });
@@ -62,7 +66,8 @@ async function carried(workflowId: string, firstRunId: string): Promise<{ bytes:
   const found = [];
   for (let run: string | undefined = firstRunId; run; ) {
     const attrs: proto.temporal.api.history.v1.IWorkflowExecutionContinuedAsNewEventAttributes | null | undefined = (await client.workflow.getHandle(workflowId, run).fetchHistory()).events?.at(-1)?.workflowExecutionContinuedAsNewEventAttributes;
-    const data = attrs?.input?.payloads?.[0]?.data;
+    const [payload] = await codec.decode(attrs?.input?.payloads?.slice(0, 1) ?? []);
+    const data = payload?.data;
     if (data) {
       const { state } = JSON.parse(Buffer.from(data).toString('utf8')) as LineageInput;
       found.push({ bytes: data.length, historyBytes: JSON.stringify(state!.history).length, history: state!.history.length, state });

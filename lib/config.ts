@@ -19,6 +19,8 @@ export interface Config {
   site: string;
   /** host:port for the Prometheus endpoint of a worker process; empty to disable. */
   metricsAddress: string;
+  /** The payload keyring file (see lib/keyring.ts); made on first use. */
+  codecKeys: string;
 }
 
 export function shortHostName(): string {
@@ -45,7 +47,9 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
     host,
     site: overrides.site ?? env.IMGFLOW_SITE ?? host,
     metricsAddress: overrides.metricsAddress ?? env.IMGFLOW_METRICS ?? '127.0.0.1:9464',
+    codecKeys: '',
   };
+  config.codecKeys = path.resolve(overrides.codecKeys ?? env.IMGFLOW_CODEC_KEYS ?? paths(config).codecKeys);
   checkHost('host', config.host);
   checkHost('site', config.site);
   checkAddress(config.address);
@@ -74,6 +78,8 @@ export const paths = (config: Pick<Config, 'home'>) => ({
   lineageHistory: path.join(config.home, 'catalog', 'lineages'),
   /** Process groups of commands that workers on this host are running. */
   commands: path.join(config.home, 'run', 'commands'),
+  /** The payload keyring (0600, in a 0700 directory). */
+  codecKeys: path.join(config.home, 'keys', 'codec.json'),
 });
 
 /**

@@ -6,9 +6,11 @@ import { Command, CommanderError } from 'commander';
 import { InputError } from '../common/names.js';
 import { registerBridge } from './commands/bridge.js';
 import { registerBuild } from './commands/build.js';
+import { registerCodecServer } from './commands/codec-server.js';
 import { registerDemo } from './commands/demo.js';
 import { registerLineage } from './commands/lineage.js';
 import { registerDev } from './commands/dev.js';
+import { registerKeys } from './commands/keys.js';
 import { registerPing } from './commands/ping.js';
 import { registerSubscriptions } from './commands/subscriptions.js';
 import { registerValidate } from './commands/validate.js';
@@ -22,6 +24,7 @@ export function buildProgram(): Command {
     .option('--address <host:port>', 'Temporal frontend (env TEMPORAL_ADDRESS)')
     .option('--namespace <name>', 'Temporal namespace (env TEMPORAL_NAMESPACE)')
     .option('--home <dir>', "imgflow's state directory (env IMGFLOW_HOME)")
+    .option('--codec-keys <file>', 'the payload keyring (env IMGFLOW_CODEC_KEYS; default <home>/keys/codec.json)')
     .option('--json', 'print results as JSON')
     .showSuggestionAfterError()
     .exitOverride()
@@ -31,6 +34,7 @@ export function buildProgram(): Command {
     ['Images:', [registerBuild, registerLineage, registerValidate]],
     ['Volumes:', [registerVolumes, registerBridge]],
     ['Image lists:', [registerSubscriptions]],
+    ['Encrypted payloads:', [registerKeys, registerCodecServer]],
   ];
   for (const [heading, registers] of groups) {
     program.commandsGroup(heading);

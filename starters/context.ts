@@ -6,6 +6,7 @@ import os from 'node:os';
 import { Client, type Connection } from '@temporalio/client';
 import { NativeConnection, type Worker } from '@temporalio/worker';
 import { checkUser } from '../common/lineage.js';
+import { imgflowDataConverter } from '../lib/codec.js';
 import { ensurePrivateHome, loadConfig, machineArch, type Config } from '../lib/config.js';
 import { createLogger, type Logger } from '../lib/logger.js';
 import type { Role } from '../common/queues.js';
@@ -17,6 +18,7 @@ export interface GlobalFlags {
   address?: string;
   namespace?: string;
   home?: string;
+  codecKeys?: string;
   json?: boolean;
 }
 
@@ -26,6 +28,7 @@ export function configFrom(flags: GlobalFlags, extra: Partial<Config> = {}): Con
     ...(flags.address ? { address: flags.address } : {}),
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
     ...(flags.home ? { home: flags.home } : {}),
+    ...(flags.codecKeys ? { codecKeys: flags.codecKeys } : {}),
     ...extra,
   });
   ensurePrivateHome(config);
@@ -53,7 +56,7 @@ export async function connectClient(config: Config): Promise<{ client: Client; c
  * so the Web UI's history shows who asked for each change.
  */
 function newClient(connection: Connection, config: Config): Client {
-  return new Client({ connection, namespace: config.namespace, identity: `${currentUser()}@${os.hostname()} (imgflow ${process.pid})` });
+  return new Client({ connection, namespace: config.namespace, dataConverter: imgflowDataConverter(config), identity: `${currentUser()}@${os.hostname()} (imgflow ${process.pid})` });
 }
 
 /** Starts the dev server when it is not up yet (loopback only) and connects a client to it. */

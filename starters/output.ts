@@ -3,7 +3,7 @@
  * progress line on a terminal while a workflow works.
  */
 import type { WorkflowHandle } from '@temporalio/client';
-import { defaultPayloadConverter, type Payload } from '@temporalio/common';
+import { defaultPayloadConverter, type Payload, type PayloadCodec } from '@temporalio/common';
 
 export type Row = Record<string, unknown>;
 
@@ -81,11 +81,12 @@ interface PendingActivity {
   heartbeatDetails?: { payloads?: Payload[] | null } | null;
 }
 
-/** The percentage an activity's command last reported in its heartbeat, if any. */
-function percentOf(a: PendingActivity): string {
+/** The percentage an activity's command last reported in its heartbeat, if any (decoded as the client's codecs sealed it). */
+async function percentOf(a: PendingActivity, codecs: PayloadCodec[]): Promise<string> {
   try {
-    const payload = a.heartbeatDetails?.payloads?.[0];
-    const details = payload ? defaultPayloadConverter.fromPayload<{ percent?: number }>(payload) : undefined;
+    let payloads = a.heartbeatDetails?.payloads?.slice(0, 1) ?? [];
+    for (const codec of codecs.toReversed()) payloads = await codec.decode(payloads);
+    const details = payloads[0] ? defaultPayloadConverter.fromPayload<{ percent?: number }>(payloads[0]) : undefined;
     return typeof details?.percent === 'number' ? ` ${Math.round(details.percent)}%` : '';
   } catch {
     return '';
@@ -103,6 +104,7 @@ export async function watchProgress<T>(handle: WorkflowHandle, done: Promise<T>,
   let step = 'starting';
   let settled = false;
   const started = Date.now();
+  const codecs = handle.client.options.loadedDataConverter.payloadCodecs;
   const draw = () => {
     const seconds = Math.round((Date.now() - started) / 1000);
     process.stderr.write(`\r\x1b[K${frames[tick++ % frames.length]} ${label}: ${step} (${seconds}s)`);
@@ -111,9 +113,10 @@ export async function watchProgress<T>(handle: WorkflowHandle, done: Promise<T>,
     while (!settled) {
       try {
         const pending = ((await handle.describe()).raw.pendingActivities ?? []) as PendingActivity[];
+        const percents = await Promise.all(pending.map((a) => percentOf(a, codecs)));
         step = pending.length
           ? pending
-              .map((a) => `${a.activityType?.name ?? '?'}${percentOf(a)}${(a.attempt ?? 1) > 1 ? ` (attempt ${a.attempt}: ${a.lastFailure?.message ?? ''})` : ''}`)
+              .map((a, i) => `${a.activityType?.name ?? '?'}${percents[i]}${(a.attempt ?? 1) > 1 ? ` (attempt ${a.attempt}: ${a.lastFailure?.message ?? ''})` : ''}`)
               .join(', ')
           : 'orchestrating';
       } catch {

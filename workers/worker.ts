@@ -5,6 +5,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { bundleWorkflowCode, type NativeConnection, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { imgflowDataConverter } from '../lib/codec.js';
 import { paths, type Config } from '../lib/config.js';
 import { removeLeftovers } from '../activities/leftovers.js';
 import { createRunner, reapOrphans } from '../activities/runner.js';
@@ -52,6 +53,7 @@ export async function createWorker(spec: WorkerSpec): Promise<{ worker: Worker; 
     namespace: spec.config.namespace,
     taskQueue: spec.taskQueue ?? plan.taskQueue,
     identity: `${spec.role}@${spec.config.host}:${process.pid}`,
+    dataConverter: imgflowDataConverter(spec.config),
     ...(plan.workflows ? { workflowBundle: await workflowBundle() } : {}),
     ...(Object.keys(activities).length ? { activities } : {}),
     shutdownGraceTime: '30s',

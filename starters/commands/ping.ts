@@ -22,7 +22,13 @@ export function registerPing(program: Command): void {
       const { client, connection } = await connectClient(configFrom(flags));
       try {
         const facts = await client.workflow
-          .execute(pingWorkflow, { taskQueue: WORKFLOW_QUEUE, workflowId: `ping-${queue}-${randomUUID().slice(0, 8)}`, args: [{ queue, waitSeconds }] })
+          .execute(pingWorkflow, {
+            taskQueue: WORKFLOW_QUEUE,
+            workflowId: `ping-${queue}-${randomUUID().slice(0, 8)}`,
+            args: [{ queue, waitSeconds }],
+            // Bounded even when no orchestrator can run it (none polling, or one without this keyring's keys).
+            workflowExecutionTimeout: `${waitSeconds + 30}s`,
+          })
           .catch(() => {
             throw new Error(`no worker answered on ${queue} within ${waitSeconds}s`);
           });

@@ -40,7 +40,7 @@ import { mapLimited } from '../../lib/concurrency.js';
 import { imgflowAsync } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { saveHistory } from '../support/histories.js';
-import { NAMESPACE, testClient, uniqueQueue, withWorkers, expectRejected } from '../support/temporal.js';
+import { NAMESPACE, decodePayload, testClient, uniqueQueue, withWorkers, expectRejected } from '../support/temporal.js';
 import { newVersion } from '../support/versions.js';
 
 /** The run ids of a workflow, first to current, following its continues-as-new. */
@@ -59,7 +59,7 @@ async function carriedStates(client: Client, workflowId: string, runs: string[])
   const carried = [];
   for (const run of runs.slice(0, -1)) {
     const last = (await client.workflow.getHandle(workflowId, run).fetchHistory()).events!.at(-1)!;
-    const data = last.workflowExecutionContinuedAsNewEventAttributes!.input!.payloads![0]!.data!;
+    const data = (await decodePayload(last.workflowExecutionContinuedAsNewEventAttributes!.input!.payloads![0]!)).data!;
     const state = (JSON.parse(Buffer.from(data).toString('utf8')) as LineageInput).state!;
     carried.push({ run, bytes: data.length, historyBytes: JSON.stringify(state.history).length, history: state.history.length, archived: state.archive?.count ?? 0, state });
   }

@@ -36,7 +36,7 @@ import { tempDir } from '../support/dirs.js';
 import { memoryLogger } from '../support/logger.js';
 import { freePort } from '../support/ports.js';
 import { alive, killGroup } from '../support/processes.js';
-import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { NAMESPACE, testClient, testDataConverter, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
 import { newVersion } from '../support/versions.js';
 import { until } from '../support/wait.js';
@@ -283,7 +283,7 @@ describe('Temporal server restarted in the middle of a map', () => {
     };
     await startServer();
     // One client throughout, as a long-lived starter would have: it reconnects to the restarted server.
-    const client = new Client({ connection: await Connection.connect({ address }), namespace });
+    const client = new Client({ connection: await Connection.connect({ address }), namespace, dataConverter: testDataConverter() });
     const nasHost = uniqueQueue('nas');
     const nodeHost = uniqueQueue('node');
     const image = `vs${nasHost.slice(-6)}`;

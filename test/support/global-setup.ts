@@ -9,6 +9,7 @@ import Long from 'long';
 import type { TestProject } from 'vitest/node';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { connectWithin, ensureSearchAttributes, ensureTemporalCli, spawnDevServer, waitForNamespace } from '../../starters/temporal-server.js';
+import { createKeyring } from '../../lib/keyring.js';
 import { workflowsPath } from '../../workers/worker.js';
 import { freePort } from './ports.js';
 
@@ -19,16 +20,25 @@ declare module 'vitest' {
   export interface ProvidedContext {
     temporalAddress: string;
     workflowBundlePath: string;
+    /** The run's payload keyring: test clients, workers and every imgflow they spawn seal payloads with it. */
+    codecKeysPath: string;
+    /** The dev server's SQLite database: a test reads its bytes to see what Temporal stores. */
+    temporalDbFile: string;
   }
 }
 
 
 export default async function setup(project: TestProject) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imgflow-test-temporal-'));
+  // One keyring for the run, inherited by the forks and by every imgflow process a test spawns.
+  const codecKeysPath = path.join(dir, 'keys', 'codec.json');
+  createKeyring(codecKeysPath);
+  process.env.IMGFLOW_CODEC_KEYS = codecKeysPath;
+  const dbFile = path.join(dir, 'test.sqlite');
   const server = spawnDevServer({
     cli: ensureTemporalCli((line) => process.stderr.write(`${line}\n`)),
     port: await freePort(),
-    dbFile: path.join(dir, 'test.sqlite'),
+    dbFile,
     logFile: path.join(dir, 'server.log'),
     namespace: 'imgflow',
   });
@@ -48,6 +58,8 @@ export default async function setup(project: TestProject) {
 
   project.provide('temporalAddress', server.address);
   project.provide('workflowBundlePath', bundlePath);
+  project.provide('codecKeysPath', codecKeysPath);
+  project.provide('temporalDbFile', dbFile);
   return () => {
     try {
       process.kill(-server.pid, 'SIGKILL');

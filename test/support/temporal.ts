@@ -1,8 +1,11 @@
 /** Tests' access to the run's Temporal server: clients, and workers with injected activities. */
 import { randomUUID } from 'node:crypto';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
+import type { Payload } from '@temporalio/common';
 import { NativeConnection, Runtime, Worker, DefaultLogger } from '@temporalio/worker';
 import { expect, inject } from 'vitest';
+import { AesGcmCodec, imgflowDataConverter } from '../../lib/codec.js';
+import { readKeyring } from '../../lib/keyring.js';
 
 /** This fork's own namespace (see global set-up). */
 export const NAMESPACE = `imgflow-${process.env.VITEST_POOL_ID ?? '1'}`;
@@ -18,9 +21,20 @@ export function uniqueQueue(prefix = 'test'): string {
   return `${prefix}-${randomUUID().slice(0, 8)}`;
 }
 
+/** The data converter imgflow's own clients and workers use, on the run's keyring: the whole suite runs encrypted. */
+export function testDataConverter() {
+  return imgflowDataConverter({ codecKeys: inject('codecKeysPath') });
+}
+
+/** A payload as the client reads it: tests that look into raw histories decode through the run's codec. */
+export async function decodePayload(payload: Payload): Promise<Payload> {
+  const [decoded] = await new AesGcmCodec(readKeyring(inject('codecKeysPath'))).decode([payload]);
+  return decoded!;
+}
+
 export async function testClient(): Promise<{ client: Client; connection: Connection }> {
   const connection = await Connection.connect({ address: inject('temporalAddress') });
-  return { connection, client: new Client({ connection, namespace: NAMESPACE }) };
+  return { connection, client: new Client({ connection, namespace: NAMESPACE, dataConverter: testDataConverter() }) };
 }
 
 /**
@@ -36,11 +50,17 @@ export async function withWorkers<T>(
   const workers: Worker[] = [];
   if (spec.workflowQueue) {
     workers.push(
-      await Worker.create({ connection, namespace: NAMESPACE, taskQueue: spec.workflowQueue, workflowBundle: { codePath: inject('workflowBundlePath') } }),
+      await Worker.create({
+        connection,
+        namespace: NAMESPACE,
+        taskQueue: spec.workflowQueue,
+        workflowBundle: { codePath: inject('workflowBundlePath') },
+        dataConverter: testDataConverter(),
+      }),
     );
   }
   for (const [taskQueue, activities] of Object.entries(spec.activities ?? {})) {
-    workers.push(await Worker.create({ connection, namespace: NAMESPACE, taskQueue, activities }));
+    workers.push(await Worker.create({ connection, namespace: NAMESPACE, taskQueue, activities, dataConverter: testDataConverter() }));
   }
   const running = workers.map((w) => w.run());
   try {

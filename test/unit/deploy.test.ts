@@ -16,6 +16,7 @@ interface Service {
   network_mode?: string;
   devices?: string[];
   environment?: Record<string, string>;
+  secrets?: string[];
   depends_on?: Record<string, unknown> | string[];
 }
 
@@ -58,6 +59,20 @@ describe('docker-compose.yml', () => {
     expect(byRole.nas?.devices).toContain('/dev/zfs');
     expect(byRole.orchestrator?.privileged).toBeUndefined();
     expect(byRole.cloud?.privileged).toBeUndefined();
+  });
+
+  it('gives every imgflow service the one payload keyring as a secret, and the Web UI the codec server', () => {
+    const imgflowServices = Object.values(services).filter((s) => s.image === 'imgflow:0.1.0');
+    expect(imgflowServices.length).toBeGreaterThan(ROLES.length);
+    for (const s of imgflowServices) {
+      expect(s.environment?.IMGFLOW_CODEC_KEYS).toBe('/run/secrets/imgflow-codec-keys');
+      expect(s.secrets).toContain('imgflow-codec-keys');
+    }
+    const codec = services['codec-server']!;
+    expect(codec.command).toEqual(expect.arrayContaining(['codec-server', '--jwks', '/run/secrets/imgflow-jwks']));
+    const port = codec.ports?.[0]?.split(':')[0];
+    expect(services['temporal-ui']?.environment?.TEMPORAL_CODEC_ENDPOINT).toBe(`http://localhost:${port}`);
+    expect(services['temporal-ui']?.environment?.TEMPORAL_CODEC_PASS_ACCESS_TOKEN).toBe('true');
   });
 
   it('keeps secrets out of the file: the database password comes from a secret file', () => {
