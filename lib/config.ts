@@ -18,6 +18,24 @@ export interface Config {
   site: string;
   /** host:port for the Prometheus endpoint of a worker process; empty to disable. */
   metricsAddress: string;
+  /** How to reach the frontend securely; `enabled: false` is the plain dev server. */
+  tls: TlsSettings;
+  /** A file holding the bearer token sent with every call (read when connecting, never logged). */
+  apiKeyFile?: string;
+  /** The token itself, when given in the environment or on the command line instead of a file. */
+  apiKey?: string;
+}
+
+/** Client TLS, named as the Temporal CLI names it (`--tls-cert-path`, `TEMPORAL_TLS_CLIENT_CERT_PATH`, ...). */
+export interface TlsSettings {
+  enabled: boolean;
+  /** This client's certificate and key (mutual TLS). */
+  certPath?: string;
+  keyPath?: string;
+  /** The CA that signed the server's certificate; the system's trust store when unset. */
+  caPath?: string;
+  /** The name to check in the server's certificate when it differs from the address's host. */
+  serverName?: string;
 }
 
 export function shortHostName(): string {
@@ -44,11 +62,31 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
     host,
     site: overrides.site ?? env.IMGFLOW_SITE ?? host,
     metricsAddress: overrides.metricsAddress ?? env.IMGFLOW_METRICS ?? '127.0.0.1:9464',
+    tls: overrides.tls ?? tlsFromEnv(env),
+    ...optional('apiKeyFile', overrides.apiKeyFile ?? env.IMGFLOW_API_KEY_FILE),
+    ...optional('apiKey', overrides.apiKey ?? env.TEMPORAL_API_KEY),
   };
   checkHost('host', config.host);
   checkHost('site', config.site);
   checkAddress(config.address);
   return config;
+}
+
+function optional<K extends string>(key: K, value: string | undefined): { [P in K]?: string } {
+  return (value ? { [key]: value } : {}) as { [P in K]?: string };
+}
+
+/** The Temporal CLI's TLS variables; TLS is on when any is set (`TEMPORAL_TLS=false` turns it off). */
+export function tlsFromEnv(env: NodeJS.ProcessEnv): TlsSettings {
+  const files = {
+    ...optional('certPath', env.TEMPORAL_TLS_CLIENT_CERT_PATH),
+    ...optional('keyPath', env.TEMPORAL_TLS_CLIENT_KEY_PATH),
+    ...optional('caPath', env.TEMPORAL_TLS_SERVER_CA_CERT_PATH),
+    ...optional('serverName', env.TEMPORAL_TLS_SERVER_NAME),
+  };
+  const flag = env.TEMPORAL_TLS?.toLowerCase();
+  const enabled = flag === undefined || flag === '' ? Object.keys(files).length > 0 : flag === 'true' || flag === '1';
+  return { enabled, ...files };
 }
 
 /** host:port with a sane host and a port in range; checked before anything dials it. */
@@ -67,6 +105,8 @@ export const paths = (config: Pick<Config, 'home'>) => ({
   compute: (host: string) => path.join(config.home, 'compute', host),
   builder: (arch: string) => path.join(config.home, 'builder', arch),
   server: path.join(config.home, 'temporal'),
+  /** A Temporal cluster `imgflow cluster up` made: its state, certificates, keys and logs. */
+  cluster: (name: string) => path.join(config.home, 'clusters', name),
   /** The built-in cloud image catalog that subscriptions register into by default. */
   catalog: path.join(config.home, 'catalog'),
   /** On the control host: the history entries lineages archived, one JSON-lines file per lineage. */

@@ -1,6 +1,7 @@
 /** `imgflow ping <queue>`: is a worker polling that host queue, and what is it? */
 import type { Command } from 'commander';
 import { randomUUID } from 'node:crypto';
+import { WorkflowFailedError } from '@temporalio/client';
 import { checkInt, InputError } from '../../common/names.js';
 import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { pingWorkflow } from '../../workflows/ping.js';
@@ -23,8 +24,9 @@ export function registerPing(program: Command): void {
       try {
         const facts = await client.workflow
           .execute(pingWorkflow, { taskQueue: WORKFLOW_QUEUE, workflowId: `ping-${queue}-${randomUUID().slice(0, 8)}`, args: [{ queue, waitSeconds }] })
-          .catch(() => {
-            throw new Error(`no worker answered on ${queue} within ${waitSeconds}s`);
+          .catch((err: unknown) => {
+            // The workflow ran and failed: nobody took the activity. Any other error is the server's answer.
+            throw err instanceof WorkflowFailedError ? new Error(`no worker answered on ${queue} within ${waitSeconds}s`) : err;
           });
         if (flags.json) printJson(facts);
         else process.stdout.write(`${formatPairs(Object.entries(facts))}\n`);

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { NativeConnection, Runtime, Worker, DefaultLogger } from '@temporalio/worker';
 import { expect, inject } from 'vitest';
+import type { ConnectionSettings } from '../../lib/connection.js';
 
 /** This fork's own namespace (see global set-up). */
 export const NAMESPACE = `imgflow-${process.env.VITEST_POOL_ID ?? '1'}`;
@@ -18,9 +19,19 @@ export function uniqueQueue(prefix = 'test'): string {
   return `${prefix}-${randomUUID().slice(0, 8)}`;
 }
 
-export async function testClient(): Promise<{ client: Client; connection: Connection }> {
-  const connection = await Connection.connect({ address: inject('temporalAddress') });
-  return { connection, client: new Client({ connection, namespace: NAMESPACE }) };
+/** The run's dev server (plain gRPC), unless a test's own server is given. */
+export interface TestServer {
+  settings: ConnectionSettings;
+  namespace: string;
+}
+
+function runServer(): TestServer {
+  return { settings: { address: inject('temporalAddress'), tls: false }, namespace: NAMESPACE };
+}
+
+export async function testClient(server: TestServer = runServer()): Promise<{ client: Client; connection: Connection }> {
+  const connection = await Connection.connect(server.settings);
+  return { connection, client: new Client({ connection, namespace: server.namespace }) };
 }
 
 /**
@@ -28,19 +39,20 @@ export async function testClient(): Promise<{ client: Client; connection: Connec
  * any activity workers given, each on its own task queue.
  */
 export async function withWorkers<T>(
-  spec: { workflowQueue?: string; activities?: Record<string, Record<string, (...args: never[]) => Promise<unknown>>> },
+  spec: { workflowQueue?: string; activities?: Record<string, Record<string, (...args: never[]) => Promise<unknown>>>; server?: TestServer },
   fn: () => Promise<T>,
 ): Promise<T> {
   quietRuntime();
-  const connection = await NativeConnection.connect({ address: inject('temporalAddress') });
+  const server = spec.server ?? runServer();
+  const connection = await NativeConnection.connect(server.settings);
   const workers: Worker[] = [];
   if (spec.workflowQueue) {
     workers.push(
-      await Worker.create({ connection, namespace: NAMESPACE, taskQueue: spec.workflowQueue, workflowBundle: { codePath: inject('workflowBundlePath') } }),
+      await Worker.create({ connection, namespace: server.namespace, taskQueue: spec.workflowQueue, workflowBundle: { codePath: inject('workflowBundlePath') } }),
     );
   }
   for (const [taskQueue, activities] of Object.entries(spec.activities ?? {})) {
-    workers.push(await Worker.create({ connection, namespace: NAMESPACE, taskQueue, activities }));
+    workers.push(await Worker.create({ connection, namespace: server.namespace, taskQueue, activities }));
   }
   const running = workers.map((w) => w.run());
   try {

@@ -1,0 +1,82 @@
+/**
+ * What `imgflow cluster up` chose and made, recorded in the cluster's state directory so that
+ * `status`, `restart`, `token` and `down` find it: names, ports, files. No secret is in it.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { checkHost, InputError } from '../../common/names.js';
+import type { Databases } from './database.js';
+import type { ClusterPki } from './pki.js';
+import type { SigningKey } from './tokens.js';
+
+/** The Temporal services, each its own process. The internal frontend serves only the system worker. */
+export const TEMPORAL_SERVICES = ['frontend', 'internal-frontend', 'history', 'matching', 'worker'] as const;
+export type TemporalService = (typeof TEMPORAL_SERVICES)[number];
+/** imgflow's own helpers: the key set server and the Web UI server. */
+export const HELPERS = ['keys', 'ui'] as const;
+export type ProcessName = TemporalService | (typeof HELPERS)[number];
+
+export interface ServicePorts {
+  grpc: number;
+  membership: number;
+}
+
+export interface ClusterState {
+  name: string;
+  namespace: string;
+  dir: string;
+  /** The address the frontend listens on (its certificate names it). */
+  listen: string;
+  postgres: { host: string; port: number; user: string };
+  databases: Databases;
+  ports: Record<TemporalService, ServicePorts> & { keys: number; ui: number };
+  pki: ClusterPki;
+  signingKey: SigningKey;
+  /** Whether the UI server binary was there to start. */
+  ui: boolean;
+}
+
+export const DEFAULT_CLUSTER = 'imgflow';
+
+export function checkClusterName(name: string): string {
+  return checkHost('--name', name);
+}
+
+export function stateFile(dir: string): string {
+  return path.join(dir, 'cluster.json');
+}
+
+export function readState(dir: string): ClusterState {
+  const file = stateFile(dir);
+  if (!fs.existsSync(file)) throw new InputError('cluster', `a cluster made by 'imgflow cluster up' in ${dir}`);
+  return JSON.parse(fs.readFileSync(file, 'utf8')) as ClusterState;
+}
+
+export function writeState(state: ClusterState): void {
+  fs.mkdirSync(state.dir, { recursive: true, mode: 0o700 });
+  fs.writeFileSync(stateFile(state.dir), `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
+}
+
+/** `n` TCP ports nothing listens on now, all different (held open together while chosen). */
+export async function freePorts(n: number, host = '127.0.0.1'): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<net.Server>((resolve, reject) => {
+          const server = net.createServer();
+          server.once('error', reject);
+          server.listen(0, host, () => resolve(server));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+  return ports;
+}
+
+export const runFile = (state: Pick<ClusterState, 'dir'>, name: ProcessName) => path.join(state.dir, 'run', `${name}.pid`);
+export const logFile = (state: Pick<ClusterState, 'dir'>, name: ProcessName) => path.join(state.dir, 'log', `${name}.log`);
+/** Tokens `up` minted for its own use and for this machine's operator. */
+export const tokenFile = (state: Pick<ClusterState, 'dir'>, name: string) => path.join(state.dir, 'tokens', `${name}.token`);
