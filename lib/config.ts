@@ -56,21 +56,34 @@ function defaultHome(): string {
 export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessEnv = process.env): Config {
   const host = overrides.host ?? env.IMGFLOW_HOST ?? shortHostName();
   const config: Config = {
-    address: overrides.address ?? env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
-    namespace: overrides.namespace ?? env.TEMPORAL_NAMESPACE ?? 'imgflow',
+    address: overrides.address ?? env[CONNECTION_ENV.address] ?? '127.0.0.1:7233',
+    namespace: overrides.namespace ?? env[CONNECTION_ENV.namespace] ?? 'imgflow',
     home: path.resolve(overrides.home ?? env.IMGFLOW_HOME ?? defaultHome()),
     host,
     site: overrides.site ?? env.IMGFLOW_SITE ?? host,
     metricsAddress: overrides.metricsAddress ?? env.IMGFLOW_METRICS ?? '127.0.0.1:9464',
     tls: overrides.tls ?? tlsFromEnv(env),
-    ...optional('apiKeyFile', overrides.apiKeyFile ?? env.IMGFLOW_API_KEY_FILE),
-    ...optional('apiKey', overrides.apiKey ?? env.TEMPORAL_API_KEY),
+    ...optional('apiKeyFile', overrides.apiKeyFile ?? env[CONNECTION_ENV.apiKeyFile]),
+    ...optional('apiKey', overrides.apiKey ?? env[CONNECTION_ENV.apiKey]),
   };
   checkHost('host', config.host);
   checkHost('site', config.site);
   checkAddress(config.address);
   return config;
 }
+
+/** A client's connection settings in the environment: the Temporal CLI's names, and imgflow's for a token file. */
+export const CONNECTION_ENV = {
+  address: 'TEMPORAL_ADDRESS',
+  namespace: 'TEMPORAL_NAMESPACE',
+  tls: 'TEMPORAL_TLS',
+  certPath: 'TEMPORAL_TLS_CLIENT_CERT_PATH',
+  keyPath: 'TEMPORAL_TLS_CLIENT_KEY_PATH',
+  caPath: 'TEMPORAL_TLS_SERVER_CA_CERT_PATH',
+  serverName: 'TEMPORAL_TLS_SERVER_NAME',
+  apiKey: 'TEMPORAL_API_KEY',
+  apiKeyFile: 'IMGFLOW_API_KEY_FILE',
+} as const;
 
 function optional<K extends string>(key: K, value: string | undefined): { [P in K]?: string } {
   return (value ? { [key]: value } : {}) as { [P in K]?: string };
@@ -79,12 +92,12 @@ function optional<K extends string>(key: K, value: string | undefined): { [P in 
 /** The Temporal CLI's TLS variables; TLS is on when any is set (`TEMPORAL_TLS=false` turns it off). */
 export function tlsFromEnv(env: NodeJS.ProcessEnv): TlsSettings {
   const files = {
-    ...optional('certPath', env.TEMPORAL_TLS_CLIENT_CERT_PATH),
-    ...optional('keyPath', env.TEMPORAL_TLS_CLIENT_KEY_PATH),
-    ...optional('caPath', env.TEMPORAL_TLS_SERVER_CA_CERT_PATH),
-    ...optional('serverName', env.TEMPORAL_TLS_SERVER_NAME),
+    ...optional('certPath', env[CONNECTION_ENV.certPath]),
+    ...optional('keyPath', env[CONNECTION_ENV.keyPath]),
+    ...optional('caPath', env[CONNECTION_ENV.caPath]),
+    ...optional('serverName', env[CONNECTION_ENV.serverName]),
   };
-  const flag = env.TEMPORAL_TLS?.toLowerCase();
+  const flag = env[CONNECTION_ENV.tls]?.toLowerCase();
   const enabled = flag === undefined || flag === '' ? Object.keys(files).length > 0 : flag === 'true' || flag === '1';
   return { enabled, ...files };
 }

@@ -10,7 +10,7 @@ import { processStatuses } from '../cluster/services.js';
 import { checkClusterName, DEFAULT_CLUSTER, readState, TEMPORAL_SERVICES, type TemporalService } from '../cluster/state.js';
 import { checkRole, mintToken, parseTtl, writeTokenFile } from '../cluster/tokens.js';
 import { configFrom, currentUser, say, type GlobalFlags } from '../context.js';
-import { paths } from '../../lib/config.js';
+import { CONNECTION_ENV, paths } from '../../lib/config.js';
 import { formatPairs, formatTable, oneLine, printJson } from '../output.js';
 import { ensureServerBinaries, ensureUiServer, TEMPORAL_SERVER_VERSION, UI_SERVER_VERSION } from '../cluster/build.js';
 
@@ -26,14 +26,15 @@ function clusterDir(cmd: Command): { dir: string; name: string; flags: ClusterFl
 
 /** The settings a client of the cluster uses, as the Temporal CLI's environment variables. */
 function clientEnv(address: string, tls: { certPath?: string; keyPath?: string; caPath?: string; serverName?: string }, apiKeyFile: string, namespace: string): [string, string][] {
+  const e = CONNECTION_ENV;
   return [
-    ['TEMPORAL_ADDRESS', address],
-    ['TEMPORAL_NAMESPACE', namespace],
-    ['TEMPORAL_TLS_CLIENT_CERT_PATH', tls.certPath!],
-    ['TEMPORAL_TLS_CLIENT_KEY_PATH', tls.keyPath!],
-    ['TEMPORAL_TLS_SERVER_CA_CERT_PATH', tls.caPath!],
-    ['TEMPORAL_TLS_SERVER_NAME', tls.serverName!],
-    ['IMGFLOW_API_KEY_FILE', apiKeyFile],
+    [e.address, address],
+    [e.namespace, namespace],
+    [e.certPath, tls.certPath!],
+    [e.keyPath, tls.keyPath!],
+    [e.caPath, tls.caPath!],
+    [e.serverName, tls.serverName!],
+    [e.apiKeyFile, apiKeyFile],
   ];
 }
 
