@@ -31,14 +31,20 @@ function readSetting(field: string, file: string): Buffer {
   return data;
 }
 
+/** The host part of host:port, without an IPv6 address's brackets. */
+function hostOf(address: string): string {
+  return address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+}
+
 /** The client TLS settings as the SDK takes them; certificate and key go together. */
-function tlsOptions(tls: Config['tls']): TLSConfig | false {
+function tlsOptions(tls: Config['tls'], address: string): TLSConfig | false {
   if (!tls.enabled) return false;
   if (Boolean(tls.certPath) !== Boolean(tls.keyPath)) {
     throw new InputError(tls.certPath ? '--tls-key-path' : '--tls-cert-path', 'both a client certificate and its key, or neither');
   }
   return {
-    ...(tls.serverName ? { serverNameOverride: tls.serverName } : {}),
+    // An override naming the address's own host changes nothing (and an IP as TLS server name is not allowed).
+    ...(tls.serverName && tls.serverName !== hostOf(address) ? { serverNameOverride: tls.serverName } : {}),
     ...(tls.caPath ? { serverRootCACertificate: readSetting('--tls-ca-path', tls.caPath) } : {}),
     ...(tls.certPath && tls.keyPath
       ? { clientCertPair: { crt: readSetting('--tls-cert-path', tls.certPath), key: readSetting('--tls-key-path', tls.keyPath) } }
@@ -60,5 +66,5 @@ function apiKeyOf(config: Pick<Config, 'apiKey' | 'apiKeyFile'>): string | undef
 /** Options for `Connection.connect` and `NativeConnection.connect`. */
 export function connectionSettings(config: Pick<Config, 'address' | 'tls' | 'apiKey' | 'apiKeyFile'>): ConnectionSettings {
   const apiKey = apiKeyOf(config);
-  return { address: config.address, tls: tlsOptions(config.tls), ...(apiKey ? { apiKey } : {}) };
+  return { address: config.address, tls: tlsOptions(config.tls, config.address), ...(apiKey ? { apiKey } : {}) };
 }

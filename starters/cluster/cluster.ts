@@ -15,7 +15,7 @@ import { ensureServerBinaries, findServerBinaries, type ServerBinaries } from '.
 import { databasesOf, DEFAULT_POSTGRES_URL, dropDatabases, migrateDatabases, parsePostgresUrl } from './database.js';
 import { ensurePki, issueClientCert, type CertPair, type SiteCertificates } from './pki.js';
 import { writeServerConfig, writeUiConfig } from './server-config.js';
-import { pidOf, startKeysServer, startService, startUi, stopProcess, waitListening, listening } from './services.js';
+import { listening, pidOf, startKeysServer, startService, startUi, startUiFront, stopProcess, waitListening } from './services.js';
 import { checkClusterName, freePorts, readState, stateFile, TEMPORAL_SERVICES, tokenFile, writeState, type ClusterState, type TemporalService } from './state.js';
 import { ensureSigningKey, mintToken, writeTokenFile, type TokenRole } from './tokens.js';
 
@@ -44,14 +44,16 @@ function postgresUrlFile(dir: string): string {
 }
 
 async function choosePorts(listen: string): Promise<ClusterState['ports']> {
-  const [frontendGrpc, ...rest] = [...(await freePorts(1, listen)), ...(await freePorts(2 * TEMPORAL_SERVICES.length + 1))];
-  const ports = Object.fromEntries(TEMPORAL_SERVICES.map((s, i) => [s, { grpc: i === 0 ? frontendGrpc! : rest[2 * i - 1]!, membership: rest[2 * i]! }]));
-  return { ...(ports as Record<TemporalService, { grpc: number; membership: number }>), keys: rest[rest.length - 2]!, ui: rest[rest.length - 1]! };
+  const [frontendGrpc] = await freePorts(1, listen);
+  const local = await freePorts(2 * TEMPORAL_SERVICES.length + 2);
+  const ports = Object.fromEntries(TEMPORAL_SERVICES.map((s, i) => [s, { grpc: i === 0 ? frontendGrpc! : local[2 * i]!, membership: local[2 * i + 1]! }]));
+  // local[0] would have been the frontend's: it serves the key set instead.
+  return { ...(ports as Record<TemporalService, { grpc: number; membership: number }>), keys: local[0]!, ui: local.at(-2)!, uiServer: local.at(-1)! };
 }
 
 /** Connection settings of a client of this cluster: its certificate and a token file. */
 export function clientTls(state: ClusterState, client: CertPair): TlsSettings {
-  return { enabled: true, certPath: client.cert, keyPath: client.key, caPath: state.pki.caCert, serverName: state.listen };
+  return { enabled: true, certPath: client.cert, keyPath: client.key, caPath: state.pki.caCert };
 }
 
 export function frontendAddress(state: ClusterState): string {
@@ -150,10 +152,12 @@ export async function clusterUp(o: UpOptions): Promise<UpResult> {
   return { state, started, operator: { tls: clientTls(state, operatorCert), apiKeyFile, address: frontendAddress(state) }, ...(uiUrl ? { uiUrl } : {}) };
 }
 
+/** The Web UI server with its own client certificate, behind a front door that adds a viewer's token. */
 function startUiFor(state: ClusterState, bins: ServerBinaries, started: string[]): string | undefined {
   if (!bins.ui) return undefined;
-  if (!pidOf(state, 'ui')) started.push('ui');
+  for (const name of ['ui', 'ui-front'] as const) if (!pidOf(state, name)) started.push(name);
   startUi(state, bins, writeUiConfig(state, issueClientCert(state.pki, 'web-ui')));
+  startUiFront(state, tokenFor(state, 'viewer', `web-ui@${state.name}`, 30 * 86_400, 'web-ui'));
   return `http://127.0.0.1:${state.ports.ui}`;
 }
 
@@ -172,7 +176,7 @@ export async function restartService(dir: string, service: TemporalService, o: {
 export async function clusterDown(dir: string, o: { dropDatabases?: boolean } = {}): Promise<string[]> {
   const state = readState(dir);
   const stopped: string[] = [];
-  for (const name of ['ui', 'frontend', 'worker', 'internal-frontend', 'matching', 'history', 'keys'] as const) {
+  for (const name of ['ui-front', 'ui', 'frontend', 'worker', 'internal-frontend', 'matching', 'history', 'keys'] as const) {
     if (await stopProcess(state, name)) stopped.push(name);
   }
   if (o.dropDatabases) {

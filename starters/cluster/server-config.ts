@@ -107,8 +107,10 @@ export function writeUiConfig(state: ClusterState, client: { cert: string; key: 
   const ui = {
     temporalGrpcAddress: `${state.listen}:${state.ports.frontend.grpc}`,
     host: '127.0.0.1',
-    port: state.ports.ui,
+    port: state.ports.uiServer,
     enableUi: true,
+    // It acts with a viewer's token: offer no action the frontend would refuse.
+    disableWriteActions: true,
     defaultNamespace: state.namespace,
     tls: { caFile: state.pki.caCert, certFile: client.cert, keyFile: client.key, enableHostVerification: true, serverName: state.listen },
     cors: { cookieInsecure: true },

@@ -48,15 +48,19 @@ export function startService(state: ClusterState, bins: ServerBinaries, service:
   return spawnLogged(state, service, bins.server, ['--root', state.dir, '--config', path.relative(state.dir, configDir(state)), '--env', SERVER_ENV, 'start', '--service', service]);
 }
 
-/** Runs this folder's keys-server module the way this process runs: compiled, or from sources. */
-function keysServerArgv(state: ClusterState): string[] {
+/** Runs one of this folder's small modules the way this process runs: compiled, or from sources. */
+function helperArgv(module: string, args: (string | number)[]): string[] {
   const here = fileURLToPath(import.meta.url);
-  const script = path.join(path.dirname(here), `keys-server${path.extname(here)}`);
-  return [...(script.endsWith('.ts') ? ['--import', 'tsx'] : []), script, state.signingKey.jwksFile, String(state.ports.keys)];
+  const script = path.join(path.dirname(here), `${module}${path.extname(here)}`);
+  return [...(script.endsWith('.ts') ? ['--import', 'tsx'] : []), script, ...args.map(String)];
 }
 
 export function startKeysServer(state: ClusterState): number {
-  return pidOf(state, 'keys') ?? spawnLogged(state, 'keys', process.execPath, keysServerArgv(state));
+  return pidOf(state, 'keys') ?? spawnLogged(state, 'keys', process.execPath, helperArgv('keys-server', [state.signingKey.jwksFile, state.ports.keys]));
+}
+
+export function startUiFront(state: ClusterState, tokenFile: string): number {
+  return pidOf(state, 'ui-front') ?? spawnLogged(state, 'ui-front', process.execPath, helperArgv('ui-front', [state.ports.ui, state.ports.uiServer, tokenFile]));
 }
 
 export function startUi(state: ClusterState, bins: ServerBinaries, uiConfigDir: string): number | undefined {
@@ -123,11 +127,11 @@ export interface ProcessStatus {
 }
 
 export async function processStatuses(state: ClusterState): Promise<ProcessStatus[]> {
-  const names: ProcessName[] = [...TEMPORAL_SERVICES, 'keys', ...(state.ui ? (['ui'] as const) : [])];
+  const names: ProcessName[] = [...TEMPORAL_SERVICES, 'keys', ...(state.ui ? (['ui', 'ui-front'] as const) : [])];
   return Promise.all(
     names.map(async (name) => {
       const pid = pidOf(state, name) ?? null;
-      const port = name === 'keys' ? state.ports.keys : name === 'ui' ? state.ports.ui : state.ports[name].grpc;
+      const port = name === 'keys' ? state.ports.keys : name === 'ui' ? state.ports.uiServer : name === 'ui-front' ? state.ports.ui : state.ports[name].grpc;
       const host = name === 'frontend' ? state.listen : '127.0.0.1';
       const up = pid !== null && (await listening(host, port));
       return { name, state: up ? ('up' as const) : ('down' as const), pid, port, address: `${host}:${port}` };

@@ -13,8 +13,8 @@ import type { SigningKey } from './tokens.js';
 /** The Temporal services, each its own process. The internal frontend serves only the system worker. */
 export const TEMPORAL_SERVICES = ['frontend', 'internal-frontend', 'history', 'matching', 'worker'] as const;
 export type TemporalService = (typeof TEMPORAL_SERVICES)[number];
-/** imgflow's own helpers: the key set server and the Web UI server. */
-export const HELPERS = ['keys', 'ui'] as const;
+/** The key set server, the Web UI server and its front door (which adds a viewer's token). */
+export const HELPERS = ['keys', 'ui', 'ui-front'] as const;
 export type ProcessName = TemporalService | (typeof HELPERS)[number];
 
 export interface ServicePorts {
@@ -30,7 +30,7 @@ export interface ClusterState {
   listen: string;
   postgres: { host: string; port: number; user: string };
   databases: Databases;
-  ports: Record<TemporalService, ServicePorts> & { keys: number; ui: number };
+  ports: Record<TemporalService, ServicePorts> & { keys: number; ui: number; uiServer: number };
   pki: ClusterPki;
   signingKey: SigningKey;
   /** Whether the UI server binary was there to start. */

@@ -33,7 +33,7 @@ function clientEnv(address: string, tls: { certPath?: string; keyPath?: string; 
     [e.certPath, tls.certPath!],
     [e.keyPath, tls.keyPath!],
     [e.caPath, tls.caPath!],
-    [e.serverName, tls.serverName!],
+    ...(tls.serverName ? [[e.serverName, tls.serverName] as [string, string]] : []),
     [e.apiKeyFile, apiKeyFile],
   ];
 }
@@ -150,7 +150,7 @@ export function registerCluster(program: Command): void {
       const { dir, flags } = clusterDir(cmd);
       const state = readState(dir);
       const pair = issueClientCert(state.pki, opts.client);
-      const files = { cert: pair.cert, key: pair.key, ca: state.pki.caCert, serverName: state.listen };
+      const files = { cert: pair.cert, key: pair.key, ca: state.pki.caCert, frontend: frontendAddress(state) };
       if (flags.json) printJson(files);
       else process.stdout.write(`${formatPairs(Object.entries(files))}\n`);
     });

@@ -44,7 +44,7 @@ describe('a Temporal cluster behind mutual TLS and tokens', () => {
 
   /** A client of the cluster with this certificate (none: TLS without one) and this token. */
   const settingsFor = (o: { cert?: CertPair; role?: TokenRole }): ConnectionSettings => {
-    const tls = o.cert ? clientTls(up.state, o.cert) : { enabled: true, caPath: up.state.pki.caCert, serverName: up.state.listen };
+    const tls = o.cert ? clientTls(up.state, o.cert) : { enabled: true, caPath: up.state.pki.caCert };
     return connectionSettings({ address: frontendAddress(up.state), tls, ...(o.role ? { apiKey: token(o.role) } : {}) });
   };
   const server = (o: { cert?: CertPair; role?: TokenRole }): TestServer => ({ settings: settingsFor(o), namespace: NAMESPACE });
@@ -152,7 +152,6 @@ describe('a Temporal cluster behind mutual TLS and tokens', () => {
       TEMPORAL_TLS_CLIENT_CERT_PATH: cert.cert,
       TEMPORAL_TLS_CLIENT_KEY_PATH: cert.key,
       TEMPORAL_TLS_SERVER_CA_CERT_PATH: up.state.pki.caCert,
-      TEMPORAL_TLS_SERVER_NAME: up.state.listen,
       IMGFLOW_API_KEY_FILE: tokenPath,
     });
     expect(result.status).toBe(1);
