@@ -13,7 +13,7 @@ import { connectionSettings } from '../../lib/connection.js';
 import { connectOrFail, ensureSearchAttributes, waitForNamespace } from '../temporal-server.js';
 import { ensureServerBinaries, findServerBinaries, type ServerBinaries } from './build.js';
 import { databasesOf, DEFAULT_POSTGRES_URL, dropDatabases, migrateDatabases, parsePostgresUrl } from './database.js';
-import { ensurePki, issueClientCert, type CertPair, type SiteCertificates } from './pki.js';
+import { ensurePki, FRONTEND_TLS_NAME, issueClientCert, type CertPair, type SiteCertificates } from './pki.js';
 import { writeServerConfig, writeUiConfig } from './server-config.js';
 import { listening, pidOf, startKeysServer, startService, startUi, startUiFront, stopProcess, waitListening } from './services.js';
 import { checkClusterName, freePorts, readState, stateFile, TEMPORAL_SERVICES, tokenFile, writeState, type ClusterState, type TemporalService } from './state.js';
@@ -53,7 +53,7 @@ async function choosePorts(listen: string): Promise<ClusterState['ports']> {
 
 /** Connection settings of a client of this cluster: its certificate and a token file. */
 export function clientTls(state: ClusterState, client: CertPair): TlsSettings {
-  return { enabled: true, certPath: client.cert, keyPath: client.key, caPath: state.pki.caCert };
+  return { enabled: true, certPath: client.cert, keyPath: client.key, caPath: state.pki.caCert, serverName: FRONTEND_TLS_NAME };
 }
 
 export function frontendAddress(state: ClusterState): string {
@@ -129,6 +129,8 @@ export async function clusterUp(o: UpOptions): Promise<UpResult> {
   const started: string[] = [];
   if (!pidOf(state, 'keys')) started.push('keys');
   startKeysServer(state);
+  // The frontend reads the key set when it starts.
+  await until(`the key set server on 127.0.0.1:${state.ports.keys}`, () => listening('127.0.0.1', state.ports.keys), 30_000);
   for (const service of START_ORDER) {
     if (!pidOf(state, service)) {
       say(`starting ${service}`);
@@ -141,7 +143,8 @@ export async function clusterUp(o: UpOptions): Promise<UpResult> {
   const connection = await adminConnection(state, STARTUP_SECONDS * 1000);
   try {
     await ensureNamespace(connection, state.namespace);
-    await ensureSearchAttributes(connection, state.namespace);
+    // The frontend's namespace cache learns of a new namespace a few seconds after it is described.
+    await retryFor(30_000, () => ensureSearchAttributes(connection, state.namespace));
   } finally {
     await connection.close();
   }
@@ -188,4 +191,24 @@ export async function clusterDown(dir: string, o: { dropDatabases?: boolean } = 
   return stopped;
 }
 
-export { listening, readState };
+async function retryFor(timeoutMs: number, fn: () => Promise<void>): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
+async function until(what: string, ok: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await ok())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+export { readState };

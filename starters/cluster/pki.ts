@@ -34,6 +34,12 @@ export interface SiteCertificates {
   keyPath: string;
 }
 
+/**
+ * The name clients check in the frontend's certificate, whatever address they dial (loopback, a
+ * bridge address): TLS clients may not send an IP address as the server name.
+ */
+export const FRONTEND_TLS_NAME = 'temporal-frontend';
+
 const CA_DAYS = 3650;
 const CERT_DAYS = 825;
 
@@ -106,7 +112,7 @@ export function ensurePki(dir: string, o: { sans: string[]; site?: SiteCertifica
     return { dir, caCert: o.site.caPath, frontend: { cert: o.site.certPath, key: o.site.keyPath }, internode: { ...internode, caCert: internodeCa.cert } };
   }
   const ca = makeCa(dir, 'ca', 'imgflow cluster CA');
-  const sans = [...new Set(['localhost', ...o.sans])];
+  const sans = [...new Set([FRONTEND_TLS_NAME, 'localhost', ...o.sans])];
   // A frontend given new addresses gets a new certificate naming them all.
   const sansFile = path.join(dir, 'frontend.sans');
   if (fs.existsSync(sansFile) && fs.readFileSync(sansFile, 'utf8') !== sans.join(',')) {

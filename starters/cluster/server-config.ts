@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import type { Postgres } from './database.js';
+import { FRONTEND_TLS_NAME } from './pki.js';
 import { TEMPORAL_SERVICES, type ClusterState } from './state.js';
 
 export const SERVER_ENV = 'cluster';
@@ -112,7 +113,7 @@ export function writeUiConfig(state: ClusterState, client: { cert: string; key: 
     // It acts with a viewer's token: offer no action the frontend would refuse.
     disableWriteActions: true,
     defaultNamespace: state.namespace,
-    tls: { caFile: state.pki.caCert, certFile: client.cert, keyFile: client.key, enableHostVerification: true, serverName: state.listen },
+    tls: { caFile: state.pki.caCert, certFile: client.cert, keyFile: client.key, enableHostVerification: true, serverName: FRONTEND_TLS_NAME },
     cors: { cookieInsecure: true },
   };
   fs.writeFileSync(path.join(dir, `${SERVER_ENV}.yaml`), stringify(ui), { mode: 0o600 });

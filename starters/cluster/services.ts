@@ -13,11 +13,11 @@ import type { ServerBinaries } from './build.js';
 import { configDir, SERVER_ENV } from './server-config.js';
 import { logFile, runFile, TEMPORAL_SERVICES, type ClusterState, type ProcessName, type TemporalService } from './state.js';
 
-function spawnLogged(state: ClusterState, name: ProcessName, command: string, args: string[]): number {
+function spawnLogged(state: ClusterState, name: ProcessName, command: string, args: string[], cwd = state.dir): number {
   fs.mkdirSync(path.dirname(logFile(state, name)), { recursive: true, mode: 0o700 });
   fs.mkdirSync(path.dirname(runFile(state, name)), { recursive: true, mode: 0o700 });
   const log = fs.openSync(logFile(state, name), 'a', 0o600);
-  const child = spawn(command, args, { detached: true, stdio: ['ignore', log, log], cwd: state.dir });
+  const child = spawn(command, args, { detached: true, stdio: ['ignore', log, log], cwd });
   child.unref();
   fs.closeSync(log);
   fs.writeFileSync(runFile(state, name), `${child.pid}\n`, { mode: 0o600 });
@@ -48,19 +48,23 @@ export function startService(state: ClusterState, bins: ServerBinaries, service:
   return spawnLogged(state, service, bins.server, ['--root', state.dir, '--config', path.relative(state.dir, configDir(state)), '--env', SERVER_ENV, 'start', '--service', service]);
 }
 
+const HERE = fileURLToPath(import.meta.url);
+/** The project's root (or dist/): where `tsx` and the other packages resolve from. */
+const PROJECT = path.resolve(path.dirname(HERE), '..', '..');
+
 /** Runs one of this folder's small modules the way this process runs: compiled, or from sources. */
-function helperArgv(module: string, args: (string | number)[]): string[] {
-  const here = fileURLToPath(import.meta.url);
-  const script = path.join(path.dirname(here), `${module}${path.extname(here)}`);
-  return [...(script.endsWith('.ts') ? ['--import', 'tsx'] : []), script, ...args.map(String)];
+function startHelper(state: ClusterState, name: ProcessName, module: string, args: (string | number)[]): number {
+  const script = path.join(path.dirname(HERE), `${module}${path.extname(HERE)}`);
+  const argv = [...(script.endsWith('.ts') ? ['--import', 'tsx'] : []), script, ...args.map(String)];
+  return pidOf(state, name) ?? spawnLogged(state, name, process.execPath, argv, PROJECT);
 }
 
 export function startKeysServer(state: ClusterState): number {
-  return pidOf(state, 'keys') ?? spawnLogged(state, 'keys', process.execPath, helperArgv('keys-server', [state.signingKey.jwksFile, state.ports.keys]));
+  return startHelper(state, 'keys', 'keys-server', [state.signingKey.jwksFile, state.ports.keys]);
 }
 
 export function startUiFront(state: ClusterState, tokenFile: string): number {
-  return pidOf(state, 'ui-front') ?? spawnLogged(state, 'ui-front', process.execPath, helperArgv('ui-front', [state.ports.ui, state.ports.uiServer, tokenFile]));
+  return startHelper(state, 'ui-front', 'ui-front', [state.ports.ui, state.ports.uiServer, tokenFile]);
 }
 
 export function startUi(state: ClusterState, bins: ServerBinaries, uiConfigDir: string): number | undefined {
@@ -106,10 +110,15 @@ export function listening(host: string, port: number, timeoutMs = 1000): Promise
   });
 }
 
-/** Waits until the service's gRPC port accepts connections, or its process ends. */
-export async function waitListening(state: ClusterState, name: TemporalService, timeoutMs: number): Promise<void> {
+/** Where a service answers: its gRPC port; the system worker serves none, only its membership port. */
+export function serviceAddress(state: ClusterState, name: TemporalService): { host: string; port: number } {
   const host = name === 'frontend' ? state.listen : '127.0.0.1';
-  const port = state.ports[name].grpc;
+  return { host, port: name === 'worker' ? state.ports.worker.membership : state.ports[name].grpc };
+}
+
+/** Waits until the service's port accepts connections, or its process ends. */
+export async function waitListening(state: ClusterState, name: TemporalService, timeoutMs: number): Promise<void> {
+  const { host, port } = serviceAddress(state, name);
   const deadline = Date.now() + timeoutMs;
   while (!(await listening(host, port))) {
     if (!pidOf(state, name)) throw new Error(`the ${name} service exited; see ${logFile(state, name)}`);
@@ -131,8 +140,10 @@ export async function processStatuses(state: ClusterState): Promise<ProcessStatu
   return Promise.all(
     names.map(async (name) => {
       const pid = pidOf(state, name) ?? null;
-      const port = name === 'keys' ? state.ports.keys : name === 'ui' ? state.ports.uiServer : name === 'ui-front' ? state.ports.ui : state.ports[name].grpc;
-      const host = name === 'frontend' ? state.listen : '127.0.0.1';
+      const { host, port } =
+        name === 'keys' || name === 'ui' || name === 'ui-front'
+          ? { host: '127.0.0.1', port: { keys: state.ports.keys, ui: state.ports.uiServer, 'ui-front': state.ports.ui }[name] }
+          : serviceAddress(state, name);
       const up = pid !== null && (await listening(host, port));
       return { name, state: up ? ('up' as const) : ('down' as const), pid, port, address: `${host}:${port}` };
     }),

@@ -58,21 +58,26 @@ export function writeState(state: ClusterState): void {
   fs.writeFileSync(stateFile(state.dir), `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
 }
 
-/** `n` TCP ports nothing listens on now, all different (held open together while chosen). */
+/**
+ * `n` different TCP ports nothing listens on now (held open together while chosen), below 32768:
+ * Temporal records membership ports in a PostgreSQL smallint, and the kernel's ephemeral range is
+ * above it, so these never collide with outgoing connections either.
+ */
 export async function freePorts(n: number, host = '127.0.0.1'): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<net.Server>((resolve, reject) => {
-          const server = net.createServer();
-          server.once('error', reject);
-          server.listen(0, host, () => resolve(server));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+  const held: net.Server[] = [];
+  const tryListen = (port: number) =>
+    new Promise<net.Server | undefined>((resolve) => {
+      const server = net.createServer();
+      server.once('error', () => resolve(undefined));
+      server.listen(port, host, () => resolve(server));
+    });
+  for (let attempts = 0; held.length < n; attempts++) {
+    if (attempts > 1000) throw new Error(`no ${n} free ports between 10000 and 32767 on ${host}`);
+    const server = await tryListen(10_000 + Math.floor(Math.random() * 22_768));
+    if (server) held.push(server);
+  }
+  const ports = held.map((s) => (s.address() as net.AddressInfo).port);
+  await Promise.all(held.map((s) => new Promise((resolve) => s.close(resolve))));
   return ports;
 }
 

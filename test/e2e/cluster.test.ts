@@ -4,6 +4,7 @@
  * ports, state directory and databases), dropped afterwards.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,7 +13,7 @@ import { createRunner } from '../../activities/runner.js';
 import { loadConfig } from '../../lib/config.js';
 import { connectionSettings, type ConnectionSettings } from '../../lib/connection.js';
 import { clientTls, clusterDown, clusterUp, frontendAddress, restartService, type UpResult } from '../../starters/cluster/cluster.js';
-import { ensurePki, issueCert, issueClientCert, type CertPair } from '../../starters/cluster/pki.js';
+import { ensurePki, FRONTEND_TLS_NAME, issueCert, issueClientCert, type CertPair } from '../../starters/cluster/pki.js';
 import { pidOf } from '../../starters/cluster/services.js';
 import { mintToken, writeTokenFile, type TokenRole } from '../../starters/cluster/tokens.js';
 import { pingWorkflow } from '../../workflows/ping.js';
@@ -36,15 +37,16 @@ describe('a Temporal cluster behind mutual TLS and tokens', () => {
     up = await clusterUp({ name, dir, namespace: NAMESPACE });
   }, 300_000);
 
+  // Also after a failed `up`: whatever it started stops, and its databases go.
   afterAll(async () => {
-    if (up) await clusterDown(dir, { dropDatabases: true });
+    if (fs.existsSync(path.join(dir, 'cluster.json'))) await clusterDown(dir, { dropDatabases: true });
   });
 
   const token = (role: TokenRole, ttlSeconds = 600) => mintToken(up.state.signingKey, { role, namespace: NAMESPACE, subject: `test-${role}`, ttlSeconds });
 
   /** A client of the cluster with this certificate (none: TLS without one) and this token. */
   const settingsFor = (o: { cert?: CertPair; role?: TokenRole }): ConnectionSettings => {
-    const tls = o.cert ? clientTls(up.state, o.cert) : { enabled: true, caPath: up.state.pki.caCert };
+    const tls = o.cert ? clientTls(up.state, o.cert) : { enabled: true, caPath: up.state.pki.caCert, serverName: FRONTEND_TLS_NAME };
     return connectionSettings({ address: frontendAddress(up.state), tls, ...(o.role ? { apiKey: token(o.role) } : {}) });
   };
   const server = (o: { cert?: CertPair; role?: TokenRole }): TestServer => ({ settings: settingsFor(o), namespace: NAMESPACE });
@@ -152,6 +154,7 @@ describe('a Temporal cluster behind mutual TLS and tokens', () => {
       TEMPORAL_TLS_CLIENT_CERT_PATH: cert.cert,
       TEMPORAL_TLS_CLIENT_KEY_PATH: cert.key,
       TEMPORAL_TLS_SERVER_CA_CERT_PATH: up.state.pki.caCert,
+      TEMPORAL_TLS_SERVER_NAME: FRONTEND_TLS_NAME,
       IMGFLOW_API_KEY_FILE: tokenPath,
     });
     expect(result.status).toBe(1);
