@@ -56,6 +56,8 @@ export function serverConfig(state: ClusterState, pg: Postgres): Record<string, 
     global: {
       membership: { maxJoinDuration: '30s', broadcastAddress: '127.0.0.1' },
       tls: {
+        // A certificate reissued for new addresses is taken up without a restart.
+        refreshInterval: '1m',
         internode: { server: internodeServer, client: internodeClient },
         // The system worker reaches the internal frontend as a peer, with the internode certificate.
         frontend: { server: { certFile: pki.frontend.cert, keyFile: pki.frontend.key, requireClientAuth: true, clientCaFiles: [pki.caCert] } },
