@@ -20,6 +20,7 @@ import { checkInt } from '../common/names.js';
 import { mapLimited } from '../lib/concurrency.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { loadConfig } from '../lib/config.js';
+import { connectionSettings } from '../lib/connection.js';
 import { createLogger } from '../lib/logger.js';
 import { AesGcmCodec } from '../lib/codec.js';
 import { openKeyring } from '../lib/keyring.js';
@@ -91,7 +92,7 @@ async function timed(ops: (() => Promise<unknown>)[], width: number): Promise<nu
 async function removal(): Promise<string> {
   const removedImage = `${image}-gc`;
   const nas = `bench-nas-${Date.now().toString(36)}`;
-  const nasConnection = await NativeConnection.connect({ address: config.address });
+  const nasConnection = await NativeConnection.connect(connectionSettings(config));
   const nasWorker = await Worker.create({ connection: nasConnection, namespace: config.namespace, taskQueue: `nas.${nas}`, activities: createNasRetentionActivities({ config: { ...config, host: nas } }) });
   const running = nasWorker.run();
   const r = await client.workflow.start(lineageWorkflow, { workflowId: lineageWorkflowId(removedImage), taskQueue: WORKFLOW_QUEUE, args: [{ image: removedImage, maxHistoryEvents: versions * 5 }] });

@@ -20,6 +20,7 @@ import { createNasVolumeActivities } from '../activities/nas/volumes.js';
 import { createRunner, type Run } from '../activities/runner.js';
 import { checkInt } from '../common/names.js';
 import { loadConfig, machineArch, paths } from '../lib/config.js';
+import { connectionSettings } from '../lib/connection.js';
 import { createLogger } from '../lib/logger.js';
 import { ensureClient } from '../starters/context.js';
 import { mapVolume, volumeHandle } from '../starters/volume-client.js';
@@ -56,7 +57,7 @@ const host = (role: 'nas' | 'compute') => createHostActivities({ role, config, a
 
 const { client, connection } = await ensureClient(config);
 installRuntime(logger, '');
-const workerConnection = await NativeConnection.connect({ address: config.address });
+const workerConnection = await NativeConnection.connect(connectionSettings(config));
 const workers = await Promise.all([
   createWorker({ role: 'orchestrator', config, arch: machineArch(), connection: workerConnection, logger }),
   createWorker({ role: 'nas', config, arch: machineArch(), connection: workerConnection, logger, activities: { ...host('nas'), ...nas } }),

@@ -21,6 +21,24 @@ export interface Config {
   metricsAddress: string;
   /** The payload keyring file (see lib/keyring.ts); made on first use. */
   codecKeys: string;
+  /** How to reach the frontend securely; `enabled: false` is the plain dev server. */
+  tls: TlsSettings;
+  /** A file holding the bearer token sent with every call (read when connecting, never logged). */
+  apiKeyFile?: string;
+  /** The token itself, when given in the environment or on the command line instead of a file. */
+  apiKey?: string;
+}
+
+/** Client TLS, named as the Temporal CLI names it (`--tls-cert-path`, `TEMPORAL_TLS_CLIENT_CERT_PATH`, ...). */
+export interface TlsSettings {
+  enabled: boolean;
+  /** This client's certificate and key (mutual TLS). */
+  certPath?: string;
+  keyPath?: string;
+  /** The CA that signed the server's certificate; the system's trust store when unset. */
+  caPath?: string;
+  /** The name to check in the server's certificate when it differs from the address's host. */
+  serverName?: string;
 }
 
 export function shortHostName(): string {
@@ -41,19 +59,52 @@ function defaultHome(): string {
 export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessEnv = process.env): Config {
   const host = overrides.host ?? env.IMGFLOW_HOST ?? shortHostName();
   const config: Config = {
-    address: overrides.address ?? env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
-    namespace: overrides.namespace ?? env.TEMPORAL_NAMESPACE ?? 'imgflow',
+    address: overrides.address ?? env[CONNECTION_ENV.address] ?? '127.0.0.1:7233',
+    namespace: overrides.namespace ?? env[CONNECTION_ENV.namespace] ?? 'imgflow',
     home: path.resolve(overrides.home ?? env.IMGFLOW_HOME ?? defaultHome()),
     host,
     site: overrides.site ?? env.IMGFLOW_SITE ?? host,
     metricsAddress: overrides.metricsAddress ?? env.IMGFLOW_METRICS ?? '127.0.0.1:9464',
     codecKeys: '',
+    tls: overrides.tls ?? tlsFromEnv(env),
+    ...optional('apiKeyFile', overrides.apiKeyFile ?? env[CONNECTION_ENV.apiKeyFile]),
+    ...optional('apiKey', overrides.apiKey ?? env[CONNECTION_ENV.apiKey]),
   };
   config.codecKeys = path.resolve(overrides.codecKeys ?? env.IMGFLOW_CODEC_KEYS ?? paths(config).codecKeys);
   checkHost('host', config.host);
   checkHost('site', config.site);
   checkAddress(config.address);
   return config;
+}
+
+/** A client's connection settings in the environment: the Temporal CLI's names, and imgflow's for a token file. */
+export const CONNECTION_ENV = {
+  address: 'TEMPORAL_ADDRESS',
+  namespace: 'TEMPORAL_NAMESPACE',
+  tls: 'TEMPORAL_TLS',
+  certPath: 'TEMPORAL_TLS_CLIENT_CERT_PATH',
+  keyPath: 'TEMPORAL_TLS_CLIENT_KEY_PATH',
+  caPath: 'TEMPORAL_TLS_SERVER_CA_CERT_PATH',
+  serverName: 'TEMPORAL_TLS_SERVER_NAME',
+  apiKey: 'TEMPORAL_API_KEY',
+  apiKeyFile: 'IMGFLOW_API_KEY_FILE',
+} as const;
+
+function optional<K extends string>(key: K, value: string | undefined): { [P in K]?: string } {
+  return (value ? { [key]: value } : {}) as { [P in K]?: string };
+}
+
+/** The Temporal CLI's TLS variables; TLS is on when any is set (`TEMPORAL_TLS=false` turns it off). */
+export function tlsFromEnv(env: NodeJS.ProcessEnv): TlsSettings {
+  const files = {
+    ...optional('certPath', env[CONNECTION_ENV.certPath]),
+    ...optional('keyPath', env[CONNECTION_ENV.keyPath]),
+    ...optional('caPath', env[CONNECTION_ENV.caPath]),
+    ...optional('serverName', env[CONNECTION_ENV.serverName]),
+  };
+  const flag = env[CONNECTION_ENV.tls]?.toLowerCase();
+  const enabled = flag === undefined || flag === '' ? Object.keys(files).length > 0 : flag === 'true' || flag === '1';
+  return { enabled, ...files };
 }
 
 /** host:port with a sane host and a port in range; checked before anything dials it. */
@@ -72,6 +123,8 @@ export const paths = (config: Pick<Config, 'home'>) => ({
   compute: (host: string) => path.join(config.home, 'compute', host),
   builder: (arch: string) => path.join(config.home, 'builder', arch),
   server: path.join(config.home, 'temporal'),
+  /** A Temporal cluster `imgflow cluster up` made: its state, certificates, keys and logs. */
+  cluster: (name: string) => path.join(config.home, 'clusters', name),
   /** The built-in cloud image catalog that subscriptions register into by default. */
   catalog: path.join(config.home, 'catalog'),
   /** On the control host: the history entries lineages archived, one JSON-lines file per lineage. */

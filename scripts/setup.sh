@@ -44,3 +44,5 @@ if [[ ! -f $stamp ]] || [[ -n $(find common lib workflows activities workers sta
 fi
 
 node bin/imgflow.js server install-cli >/dev/null
+# The production Temporal server, its SQL tool and the Web UI server for `imgflow cluster`.
+node bin/imgflow.js cluster install >/dev/null

@@ -7,6 +7,7 @@ import { InputError } from '../common/names.js';
 import { registerBridge } from './commands/bridge.js';
 import { registerBuild } from './commands/build.js';
 import { registerCodecServer } from './commands/codec-server.js';
+import { registerCluster } from './commands/cluster.js';
 import { registerDemo } from './commands/demo.js';
 import { registerLineage } from './commands/lineage.js';
 import { registerDev } from './commands/dev.js';
@@ -26,11 +27,18 @@ export function buildProgram(): Command {
     .option('--home <dir>', "imgflow's state directory (env IMGFLOW_HOME)")
     .option('--codec-keys <file>', 'the payload keyring (env IMGFLOW_CODEC_KEYS; default <home>/keys/codec.json)')
     .option('--json', 'print results as JSON')
+    .option('--tls', 'connect with TLS (on when any TLS file is given; env TEMPORAL_TLS)')
+    .option('--tls-cert-path <file>', "this client's certificate (env TEMPORAL_TLS_CLIENT_CERT_PATH)")
+    .option('--tls-key-path <file>', "this client's private key (env TEMPORAL_TLS_CLIENT_KEY_PATH)")
+    .option('--tls-ca-path <file>', "the CA of the server's certificate (env TEMPORAL_TLS_SERVER_CA_CERT_PATH)")
+    .option('--tls-server-name <name>', "the name in the server's certificate (env TEMPORAL_TLS_SERVER_NAME)")
+    .option('--api-key <token>', 'bearer token sent with every call (env TEMPORAL_API_KEY; prefer --api-key-file)')
+    .option('--api-key-file <file>', 'a file holding the bearer token (env IMGFLOW_API_KEY_FILE)')
     .showSuggestionAfterError()
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text.startsWith('error: ') ? `imgflow: ${text.slice(7)}` : text) });
   const groups: [string, ((p: Command) => void)[]][] = [
-    ['Running imgflow:', [registerDemo, registerDev, registerWorker, registerPing]],
+    ['Running imgflow:', [registerDemo, registerDev, registerWorker, registerPing, registerCluster]],
     ['Images:', [registerBuild, registerLineage, registerValidate]],
     ['Volumes:', [registerVolumes, registerBridge]],
     ['Image lists:', [registerSubscriptions]],

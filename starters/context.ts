@@ -7,12 +7,13 @@ import { Client, type Connection } from '@temporalio/client';
 import { NativeConnection, type Worker } from '@temporalio/worker';
 import { checkUser } from '../common/lineage.js';
 import { imgflowDataConverter } from '../lib/codec.js';
-import { ensurePrivateHome, loadConfig, machineArch, type Config } from '../lib/config.js';
+import { ensurePrivateHome, loadConfig, machineArch, tlsFromEnv, type Config, type TlsSettings } from '../lib/config.js';
+import { connectionSettings } from '../lib/connection.js';
 import { createLogger, type Logger } from '../lib/logger.js';
 import type { Role } from '../common/queues.js';
 import { installRuntime } from '../workers/runtime.js';
 import { createWorker } from '../workers/worker.js';
-import { connectWithin, ensureServer } from './temporal-server.js';
+import { connectOrFail, ensureServer } from './temporal-server.js';
 
 export interface GlobalFlags {
   address?: string;
@@ -20,6 +21,26 @@ export interface GlobalFlags {
   home?: string;
   codecKeys?: string;
   json?: boolean;
+  tls?: boolean;
+  tlsCertPath?: string;
+  tlsKeyPath?: string;
+  tlsCaPath?: string;
+  tlsServerName?: string;
+  apiKey?: string;
+  apiKeyFile?: string;
+}
+
+/** The TLS flags over the environment's TEMPORAL_TLS_* settings; any file given turns TLS on. */
+function tlsFrom(flags: GlobalFlags): TlsSettings {
+  const env = tlsFromEnv(process.env);
+  const files = {
+    ...(flags.tlsCertPath ? { certPath: flags.tlsCertPath } : {}),
+    ...(flags.tlsKeyPath ? { keyPath: flags.tlsKeyPath } : {}),
+    ...(flags.tlsCaPath ? { caPath: flags.tlsCaPath } : {}),
+    ...(flags.tlsServerName ? { serverName: flags.tlsServerName } : {}),
+  };
+  const enabled = flags.tls ?? (Object.keys(files).length > 0 || env.enabled);
+  return { ...env, ...files, enabled };
 }
 
 /** The checked configuration of a command, its state directory made private on the way. */
@@ -29,6 +50,9 @@ export function configFrom(flags: GlobalFlags, extra: Partial<Config> = {}): Con
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
     ...(flags.home ? { home: flags.home } : {}),
     ...(flags.codecKeys ? { codecKeys: flags.codecKeys } : {}),
+    tls: tlsFrom(flags),
+    ...(flags.apiKey ? { apiKey: flags.apiKey } : {}),
+    ...(flags.apiKeyFile ? { apiKeyFile: flags.apiKeyFile } : {}),
     ...extra,
   });
   ensurePrivateHome(config);
@@ -46,8 +70,7 @@ export function say(line: string): void {
 }
 
 export async function connectClient(config: Config): Promise<{ client: Client; connection: Connection }> {
-  const connection = await connectWithin(config.address, 5000);
-  if (!connection) throw new Error(`cannot reach Temporal at ${config.address}: start it with 'imgflow dev' or set --address`);
+  const connection = await connectOrFail(connectionSettings(config), 5000, "start it with 'imgflow dev' or set --address and the TLS and token settings");
   return { connection, client: newClient(connection, config) };
 }
 
@@ -74,7 +97,7 @@ export interface LocalWorkers {
 /** Runs one worker per role in this process, sharing one connection and one workflow bundle. */
 export async function startLocalWorkers(config: Config, roles: readonly Role[], logger: Logger = createLogger('imgflow')): Promise<LocalWorkers> {
   installRuntime(logger, process.env.IMGFLOW_METRICS ?? '');
-  const connection = await NativeConnection.connect({ address: config.address });
+  const connection = await NativeConnection.connect(connectionSettings(config));
   const arch = machineArch();
   const workers = await Promise.all(roles.map(async (role) => (await createWorker({ role, config, arch, connection, logger })).worker));
   const running = workers.map((w) => w.run());

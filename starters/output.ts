@@ -64,9 +64,17 @@ function unansweredQuery(err: Error): string | undefined {
   return /worker/.test(why) ? `${why}: is an orchestrator worker running? ('imgflow dev' runs one of each role)` : why;
 }
 
+/** gRPC's PERMISSION_DENIED and UNAUTHENTICATED: the server's authorizer refused the call. */
+function refused(err: Error): string | undefined {
+  for (let e: (Error & { code?: unknown }) | undefined = err; e; e = e.cause instanceof Error ? e.cause : undefined) {
+    if (e.code === 7 || e.code === 16) return 'refused by the Temporal server: this token does not allow that here (nothing was started or changed)';
+  }
+  return undefined;
+}
+
 /** An error as the one line a person sees; several problems (a recipe's) are joined with "; ". */
 export function oneLine(err: unknown): string {
-  const text = err instanceof Error ? (unansweredQuery(err) ?? reason(err).message) : String(err);
+  const text = err instanceof Error ? (refused(err) ?? unansweredQuery(err) ?? reason(err).message) : String(err);
   return text
     .split('\n')
     .map((line) => line.trim())

@@ -11,6 +11,7 @@ import { Connection } from '@temporalio/client';
 import { SA } from '../common/search-attributes.js';
 import { paths, type Config } from '../lib/config.js';
 import { InputError } from '../common/names.js';
+import { connectionSettings, type ConnectionSettings } from '../lib/connection.js';
 import { findOnPath } from '../lib/which.js';
 
 export const TEMPORAL_CLI_VERSION = 'v1.5.1';
@@ -82,17 +83,32 @@ export function spawnDevServer(o: DevServerOptions): ServerProcess {
   return { pid: child.pid!, address: `127.0.0.1:${o.port}`, ...(o.uiPort ? { uiUrl: `http://127.0.0.1:${o.uiPort}` } : {}) };
 }
 
-/** Connects, retrying until `timeoutMs`; resolves to undefined when nothing answers in time. */
-export async function connectWithin(address: string, timeoutMs: number): Promise<Connection | undefined> {
+/** Connects, retrying until `timeoutMs`; gives the last error when nothing answered in time. */
+async function tryConnect(target: string | ConnectionSettings, timeoutMs: number): Promise<Connection | Error> {
+  const settings = typeof target === 'string' ? { address: target, tls: false as const } : target;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
-      return await Connection.connect({ address, connectTimeout: Math.max(500, Math.min(2000, deadline - Date.now())) });
-    } catch {
-      if (Date.now() >= deadline) return undefined;
+      return await Connection.connect({ ...settings, connectTimeout: Math.max(500, Math.min(2000, deadline - Date.now())) });
+    } catch (err) {
+      if (Date.now() >= deadline) return err as Error;
       await new Promise((r) => setTimeout(r, 250));
     }
   }
+}
+
+/** Connects, retrying until `timeoutMs`; resolves to undefined when nothing answers in time. */
+export async function connectWithin(target: string | ConnectionSettings, timeoutMs: number): Promise<Connection | undefined> {
+  const result = await tryConnect(target, timeoutMs);
+  return result instanceof Error ? undefined : result;
+}
+
+/** Connects within `timeoutMs` or fails in one line saying why (refused, TLS, unreachable). */
+export async function connectOrFail(settings: ConnectionSettings, timeoutMs: number, hint: string): Promise<Connection> {
+  const result = await tryConnect(settings, timeoutMs);
+  if (!(result instanceof Error)) return result;
+  const why = result.message.split('\n')[0]!.replace(/^\d+ [A-Z_]+: /, '');
+  throw new Error(`cannot reach Temporal at ${settings.address} (${why}): ${hint}`);
 }
 
 /** Waits until the namespace answers (the dev server creates it a moment after it listens). */
@@ -150,7 +166,8 @@ export async function ensureServer(config: Config, say: (line: string) => void =
   const dir = paths(config).server;
   const m = LOOPBACK.exec(config.address);
   const uiFile = path.join(dir, 'ui-url');
-  let connection = await connectWithin(config.address, 1500);
+  const settings = connectionSettings(config);
+  let connection = await connectWithin(settings, 1500);
   let started = false;
   if (!connection) {
     if (!m) throw new Error(`cannot reach Temporal at ${config.address}: is the server up, and the address right?`);
@@ -166,7 +183,7 @@ export async function ensureServer(config: Config, say: (line: string) => void =
     fs.writeFileSync(path.join(dir, 'server.pid'), `${server.pid}\n`);
     fs.writeFileSync(uiFile, `${server.uiUrl}\n`);
     say(`started the Temporal dev server (pid ${server.pid}), data in ${dir}`);
-    connection = await connectWithin(config.address, 60_000);
+    connection = await connectWithin(settings, 60_000);
     if (!connection) {
       // A server that never answered is not left running for the next attempt to trip over.
       stopServer(config);

@@ -1,6 +1,7 @@
 /** `imgflow ping <queue>`: is a worker polling that host queue, and what is it? */
 import type { Command } from 'commander';
 import { randomUUID } from 'node:crypto';
+import { WorkflowFailedError } from '@temporalio/client';
 import { checkInt, InputError } from '../../common/names.js';
 import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { pingWorkflow } from '../../workflows/ping.js';
@@ -29,8 +30,9 @@ export function registerPing(program: Command): void {
             // Bounded even when no orchestrator can run it (none polling, or one without this keyring's keys).
             workflowExecutionTimeout: `${waitSeconds + 30}s`,
           })
-          .catch(() => {
-            throw new Error(`no worker answered on ${queue} within ${waitSeconds}s`);
+          .catch((err: unknown) => {
+            // The workflow ran and failed (or timed out): nobody took the activity. Any other error is the server's answer.
+            throw err instanceof WorkflowFailedError ? new Error(`no worker answered on ${queue} within ${waitSeconds}s`) : err;
           });
         if (flags.json) printJson(facts);
         else process.stdout.write(`${formatPairs(Object.entries(facts))}\n`);

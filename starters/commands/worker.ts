@@ -2,13 +2,14 @@
 import type { Command } from 'commander';
 import { checkArch, checkHost } from '../../common/names.js';
 import { machineArch } from '../../lib/config.js';
+import { connectionSettings } from '../../lib/connection.js';
 import { createLogger } from '../../lib/logger.js';
 import { NativeConnection } from '@temporalio/worker';
 import { installRuntime } from '../../workers/runtime.js';
 import { checkRole } from '../../workers/roles.js';
 import { createWorker } from '../../workers/worker.js';
 import { configFrom, type GlobalFlags } from '../context.js';
-import { connectWithin } from '../temporal-server.js';
+import { connectOrFail } from '../temporal-server.js';
 
 export function registerWorker(program: Command): void {
   program
@@ -29,11 +30,11 @@ export function registerWorker(program: Command): void {
       const arch = checkArch('arch', opts.arch ?? machineArch());
       const logger = createLogger('imgflow-worker').child({ role, host: config.host });
       // Fail fast and in one line when the server is not there, before any worker starts.
-      const probe = await connectWithin(config.address, 5000);
-      if (!probe) throw new Error(`cannot reach Temporal at ${config.address}`);
+      const settings = connectionSettings(config);
+      const probe = await connectOrFail(settings, 5000, 'is the server up, and are the address, TLS and token settings right?');
       await probe.close();
       installRuntime(logger, config.metricsAddress);
-      const connection = await NativeConnection.connect({ address: config.address });
+      const connection = await NativeConnection.connect(settings);
       const { worker, plan } = await createWorker({ role, config, arch, connection, logger });
       logger.info({ taskQueue: plan.taskQueue, namespace: config.namespace, metrics: config.metricsAddress || 'off' }, 'worker started');
       await worker.run();

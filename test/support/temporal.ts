@@ -5,6 +5,7 @@ import type { Payload } from '@temporalio/common';
 import { NativeConnection, Runtime, Worker, DefaultLogger } from '@temporalio/worker';
 import { expect, inject } from 'vitest';
 import { AesGcmCodec, imgflowDataConverter } from '../../lib/codec.js';
+import type { ConnectionSettings } from '../../lib/connection.js';
 import { readKeyring } from '../../lib/keyring.js';
 
 /** This fork's own namespace (see global set-up). */
@@ -32,9 +33,19 @@ export async function decodePayload(payload: Payload): Promise<Payload> {
   return decoded!;
 }
 
-export async function testClient(): Promise<{ client: Client; connection: Connection }> {
-  const connection = await Connection.connect({ address: inject('temporalAddress') });
-  return { connection, client: new Client({ connection, namespace: NAMESPACE, dataConverter: testDataConverter() }) };
+/** The run's dev server (plain gRPC), unless a test's own server is given. */
+export interface TestServer {
+  settings: ConnectionSettings;
+  namespace: string;
+}
+
+function runServer(): TestServer {
+  return { settings: { address: inject('temporalAddress'), tls: false }, namespace: NAMESPACE };
+}
+
+export async function testClient(server: TestServer = runServer()): Promise<{ client: Client; connection: Connection }> {
+  const connection = await Connection.connect(server.settings);
+  return { connection, client: new Client({ connection, namespace: server.namespace, dataConverter: testDataConverter() }) };
 }
 
 /**
@@ -42,17 +53,18 @@ export async function testClient(): Promise<{ client: Client; connection: Connec
  * any activity workers given, each on its own task queue.
  */
 export async function withWorkers<T>(
-  spec: { workflowQueue?: string; activities?: Record<string, Record<string, (...args: never[]) => Promise<unknown>>> },
+  spec: { workflowQueue?: string; activities?: Record<string, Record<string, (...args: never[]) => Promise<unknown>>>; server?: TestServer },
   fn: () => Promise<T>,
 ): Promise<T> {
   quietRuntime();
-  const connection = await NativeConnection.connect({ address: inject('temporalAddress') });
+  const server = spec.server ?? runServer();
+  const connection = await NativeConnection.connect(server.settings);
   const workers: Worker[] = [];
   if (spec.workflowQueue) {
     workers.push(
       await Worker.create({
         connection,
-        namespace: NAMESPACE,
+        namespace: server.namespace,
         taskQueue: spec.workflowQueue,
         workflowBundle: { codePath: inject('workflowBundlePath') },
         dataConverter: testDataConverter(),
@@ -60,7 +72,7 @@ export async function withWorkers<T>(
     );
   }
   for (const [taskQueue, activities] of Object.entries(spec.activities ?? {})) {
-    workers.push(await Worker.create({ connection, namespace: NAMESPACE, taskQueue, activities, dataConverter: testDataConverter() }));
+    workers.push(await Worker.create({ connection, namespace: server.namespace, taskQueue, activities, dataConverter: testDataConverter() }));
   }
   const running = workers.map((w) => w.run());
   try {

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { ROLES } from '../../common/queues.js';
 import { SA, searchAttributeFlags } from '../../common/search-attributes.js';
+import { CONNECTION_ENV } from '../../lib/config.js';
 
 interface Service {
   image?: string;
@@ -75,9 +76,39 @@ describe('docker-compose.yml', () => {
     expect(services['temporal-ui']?.environment?.TEMPORAL_CODEC_PASS_ACCESS_TOKEN).toBe('true');
   });
 
+  it('puts the frontend behind mutual TLS and tokens, as `imgflow cluster up` does', () => {
+    const env = services.temporal?.environment ?? {};
+    expect(env.TEMPORAL_TLS_REQUIRE_CLIENT_AUTH).toBe('true');
+    expect(env.TEMPORAL_TLS_CLIENT1_CA_CERT).toMatch(/ca\.pem$/);
+    expect(env.TEMPORAL_TLS_SERVER_CA_CERT).toMatch(/internode-ca\.pem$/);
+    expect(env.TEMPORAL_AUTH_AUTHORIZER).toBe('default');
+    expect(env.TEMPORAL_AUTH_CLAIM_MAPPER).toBe('default');
+    expect(env.TEMPORAL_JWT_KEY_SOURCE1).toMatch(/^http:\/\/temporal-keys:\d+\/jwks\.json$/);
+    expect(env.USE_INTERNAL_FRONTEND).toBe('true');
+    expect(services['temporal-ui']?.environment?.TEMPORAL_TLS_CERT).toBeTruthy();
+  });
+
+  it("connects every worker with a client certificate, the cluster CA and a token file, under imgflow's own setting names", () => {
+    const e = CONNECTION_ENV;
+    for (const s of Object.values(services).filter(roleOf)) {
+      for (const name of [e.certPath, e.keyPath, e.caPath, e.serverName, e.apiKeyFile]) expect(s.environment?.[name], name).toBeTruthy();
+      expect(s.environment?.[e.apiKey]).toBeUndefined();
+    }
+  });
+
   it('keeps secrets out of the file: the database password comes from a secret file', () => {
     const text = fs.readFileSync(new URL('../../docker-compose.yml', import.meta.url), 'utf8');
     expect(text).not.toMatch(/PASSWORD:\s*\S/);
     expect(services.postgresql?.environment?.POSTGRES_PASSWORD_FILE).toBe('/run/secrets/postgres-password');
+  });
+});
+
+describe('deploy/imgflow-worker@.service', () => {
+  const unit = fs.readFileSync(new URL('../../deploy/imgflow-worker@.service', import.meta.url), 'utf8');
+
+  it('gives the worker its certificate, the cluster CA and a token file, never a token', () => {
+    const e = CONNECTION_ENV;
+    for (const name of [e.certPath, e.keyPath, e.caPath, e.apiKeyFile]) expect(unit).toMatch(new RegExp(`^Environment=${name}=/etc/imgflow/tls/`, 'm'));
+    expect(unit).not.toMatch(new RegExp(`^Environment=${e.apiKey}=`, 'm'));
   });
 });
