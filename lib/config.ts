@@ -57,6 +57,8 @@ function defaultHome(): string {
 }
 
 export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  // An empty setting would silently mean the default (or the working directory): it is refused.
+  for (const [field, value] of Object.entries(overrides)) if (value === '') throw new InputError(field, 'a value, not an empty string', value);
   const host = overrides.host ?? env.IMGFLOW_HOST ?? shortHostName();
   const config: Config = {
     address: overrides.address ?? env[CONNECTION_ENV.address] ?? '127.0.0.1:7233',
@@ -74,6 +76,7 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
   checkHost('host', config.host);
   checkHost('site', config.site);
   checkAddress(config.address);
+  checkNamespace(config.namespace);
   return config;
 }
 
@@ -105,6 +108,12 @@ export function tlsFromEnv(env: NodeJS.ProcessEnv): TlsSettings {
   const flag = env[CONNECTION_ENV.tls]?.toLowerCase();
   const enabled = flag === undefined || flag === '' ? Object.keys(files).length > 0 : flag === 'true' || flag === '1';
   return { enabled, ...files };
+}
+
+/** A Temporal namespace name, as the server accepts it. */
+export function checkNamespace(namespace: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/.test(namespace)) throw new InputError('namespace', 'a namespace of letters, digits, ".", "_" or "-"', namespace);
+  return namespace;
 }
 
 /** host:port with a sane host and a port in range; checked before anything dials it. */

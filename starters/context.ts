@@ -45,14 +45,16 @@ function tlsFrom(flags: GlobalFlags): TlsSettings {
 
 /** The checked configuration of a command, its state directory made private on the way. */
 export function configFrom(flags: GlobalFlags, extra: Partial<Config> = {}): Config {
+  // A flag given empty is checked like any other value, never taken as absent.
+  const given = <K extends string>(key: K, value: string | undefined) => (value === undefined ? {} : ({ [key]: value } as Record<K, string>));
   const config = loadConfig({
-    ...(flags.address ? { address: flags.address } : {}),
-    ...(flags.namespace ? { namespace: flags.namespace } : {}),
-    ...(flags.home ? { home: flags.home } : {}),
-    ...(flags.codecKeys ? { codecKeys: flags.codecKeys } : {}),
+    ...given('address', flags.address),
+    ...given('namespace', flags.namespace),
+    ...given('home', flags.home),
+    ...given('codecKeys', flags.codecKeys),
     tls: tlsFrom(flags),
-    ...(flags.apiKey ? { apiKey: flags.apiKey } : {}),
-    ...(flags.apiKeyFile ? { apiKeyFile: flags.apiKeyFile } : {}),
+    ...given('apiKey', flags.apiKey),
+    ...given('apiKeyFile', flags.apiKeyFile),
     ...extra,
   });
   ensurePrivateHome(config);

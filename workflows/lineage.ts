@@ -333,6 +333,9 @@ export class Lineage {
   }
 
   promote(input: { by: string; tag: string; channel: string; force?: boolean; reason?: string }, at: string): ChannelEntry {
+    // A promotion the channel already has (the same request sent twice, or two at once) records nothing new.
+    const current = this.state.channels[input.channel]?.at(-1);
+    if (current?.action === 'promote' && current.tag === input.tag) return current;
     const entry: ChannelEntry = { version: this.tagged(input.tag).version.id, tag: input.tag, at, by: input.by, action: 'promote' };
     if (input.reason) entry.reason = input.reason;
     if (input.force) entry.forced = true;

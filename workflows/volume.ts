@@ -532,7 +532,16 @@ export async function volumeWorkflow(input: VolumeInput): Promise<VolumeView> {
     (i) => v.exclusive(() => v.unmap(i.by, i.waitSeconds ?? 60)),
   );
   handle(deleteUpdate, (i) => v.validateDelete(i.by), (i) => v.exclusive(() => v.delete(i.by)));
-  handle(setAttrsUpdate, checkAttrs, async (a) => v.setAttrs(a));
+  handle(
+    setAttrsUpdate,
+    (a) => {
+      checkAttrs(a);
+      // Pull settings would be kept and do nothing: a volume not in sync mode has no pulls.
+      const syncOnly = a.frequencySeconds !== undefined ? 'frequency' : a.frozen !== undefined ? (a.frozen ? 'freeze' : 'thaw') : undefined;
+      if (syncOnly && !v.s.sync) throw new InputError(syncOnly, `a volume mapped in sync mode (${v.s.volume} is not: map it with --sync)`, v.s.volume);
+    },
+    async (a) => v.setAttrs(a),
+  );
   handle(
     syncNowUpdate,
     (i) => {

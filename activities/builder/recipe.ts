@@ -344,9 +344,18 @@ const TOP_KEYS = ['image', 'arch', 'os', 'source', 'packages', 'hooks', 'prepare
 /** Parses and checks a recipe; throws RecipeError listing every problem, one line each. */
 export function parseRecipe(text: string, recipeDir: string, options: ParseOptions = {}): Recipe {
   const doc = parseDocument(text, { uniqueKeys: true });
-  if (doc.errors.length) throw new RecipeError(doc.errors.map((e) => new InputError('recipe', 'valid YAML', e.message.split('\n')[0])));
+  // An unknown tag (`!!python/object`, `!include`) would be read as plain text: refused like an error.
+  const problems = [...doc.errors, ...doc.warnings];
+  if (problems.length) throw new RecipeError(problems.map((e) => new InputError('recipe', 'valid YAML with no unknown tags', e.message.split('\n')[0])));
+  let value: unknown;
+  try {
+    // Aliases past the limit are refused (a "billion laughs" document would expand without end).
+    value = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    throw new RecipeError([new InputError('recipe', 'YAML whose aliases expand to a reasonable size', (err as Error).message.split('\n')[0])]);
+  }
   const c = new Checker();
-  const o = c.object('', doc.toJS(), TOP_KEYS, ['image', 'arch', 'os', 'source']);
+  const o = c.object('', value, TOP_KEYS, ['image', 'arch', 'os', 'source']);
   if (!o) throw new RecipeError([new InputError('recipe', 'a mapping of image, arch, os, source, ...')]);
   const image = c.named('image', o.image, checkName);
   const arch = c.oneOf('arch', o.arch, ARCHES);
@@ -362,7 +371,13 @@ export function parseRecipe(text: string, recipeDir: string, options: ParseOptio
 }
 
 export function readRecipe(file: string, options: ParseOptions = {}): Recipe {
-  return parseRecipe(fs.readFileSync(file, 'utf8'), path.dirname(path.resolve(file)), options);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new InputError('recipe', `a readable recipe file (${(err as NodeJS.ErrnoException).code === 'EISDIR' ? 'it is a directory' : 'it cannot be read'})`, file);
+  }
+  return parseRecipe(text, path.dirname(path.resolve(file)), options);
 }
 
 /** Digest of everything the recipe decides, hook scripts' contents included (via their sha256). */

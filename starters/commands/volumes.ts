@@ -76,6 +76,7 @@ export function registerVolumes(program: Command): void {
       const sizeGiB = opts.size === undefined ? undefined : checkInt('--size', opts.size, 1, 65_536);
       const waitSeconds = checkInt('--wait', opts.wait, 1, 3600);
       const frequencySeconds = opts.frequency === undefined ? undefined : checkInt('--frequency', opts.frequency, 10, 86_400);
+      if (frequencySeconds !== undefined && !opts.sync) throw new InputError('--frequency', 'to be given with --sync (only sync mode pulls)', opts.frequency);
       await withClient(cmd, async (client, flags, namespace) => {
         const base = await baseVersion(client, opts.image, nas);
         if (!(await hasWorker(client, namespace, queues.nas(nas)))) throw new InputError('--nas', `a NAS whose worker is running (nothing polls ${queues.nas(nas)})`, nas);

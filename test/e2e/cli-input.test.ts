@@ -94,3 +94,13 @@ describe('the state directory', () => {
     expectOneLineError(imgflow(['--home', home, '--address', '127.0.0.1:1', 'tags', 'img'], { IMGFLOW_HOME_MODE: 'rwx' }), /IMGFLOW_HOME_MODE: expected an octal mode such as 0700 or 0750, got "rwx"/);
   });
 });
+
+describe('global settings given empty', () => {
+  it.each([
+    ['--address', /^imgflow: address: expected a value, not an empty string, got ""$/],
+    ['--namespace', /^imgflow: namespace: expected a value, not an empty string, got ""$/],
+    ['--home', /^imgflow: home: expected a value, not an empty string, got ""$/],
+  ])('refuses an empty %s instead of falling back to the default', (flag, pattern) => {
+    expectOneLineError(imgflow(['--address', '127.0.0.1:1', flag, '', 'tags', 'img']), pattern);
+  });
+});

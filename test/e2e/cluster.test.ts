@@ -20,7 +20,7 @@ import { pingWorkflow } from '../../workflows/ping.js';
 import { imgflowAsync } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { memoryLogger } from '../support/logger.js';
-import { uniqueQueue, withWorkers, type TestServer } from '../support/temporal.js';
+import { testDataConverter, uniqueQueue, withWorkers, type TestServer } from '../support/temporal.js';
 import { requireClusterBinaries } from '../support/tools.js';
 import { until } from '../support/wait.js';
 
@@ -54,7 +54,7 @@ describe('a Temporal cluster behind mutual TLS and tokens', () => {
   async function asOperator<T>(fn: (client: Client) => Promise<T>): Promise<T> {
     const connection = await Connection.connect(settingsFor({ cert: issueClientCert(up.state.pki, 'operator'), role: 'operator' }));
     try {
-      return await fn(new Client({ connection, namespace: NAMESPACE }));
+      return await fn(new Client({ connection, namespace: NAMESPACE, dataConverter: testDataConverter() }));
     } finally {
       await connection.close();
     }
@@ -109,7 +109,7 @@ describe('a Temporal cluster behind mutual TLS and tokens', () => {
         const attempt = async () => {
           const connection = await Connection.connect({ ...settingsFor(client()), connectTimeout: 5000 });
           try {
-            await new Client({ connection, namespace: NAMESPACE }).workflow.start(pingWorkflow, { taskQueue: 'nobody', workflowId, args: [{ queue: 'nas.nobody' }] });
+            await new Client({ connection, namespace: NAMESPACE, dataConverter: testDataConverter() }).workflow.start(pingWorkflow, { taskQueue: 'nobody', workflowId, args: [{ queue: 'nas.nobody' }] });
           } finally {
             await connection.close();
           }
@@ -124,7 +124,7 @@ describe('a Temporal cluster behind mutual TLS and tokens', () => {
   it("lets a viewer list and describe, and refuses a viewer's start", async () => {
     const viewer = server({ cert: issueClientCert(up.state.pki, 'viewer'), role: 'viewer' });
     const connection = await Connection.connect(viewer.settings);
-    const client = new Client({ connection, namespace: NAMESPACE });
+    const client = new Client({ connection, namespace: NAMESPACE, dataConverter: testDataConverter() });
     try {
       const listed = [];
       for await (const wf of client.workflow.list({ query: 'WorkflowType = "pingWorkflow"' })) listed.push(wf);

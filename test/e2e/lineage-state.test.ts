@@ -71,8 +71,12 @@ describe('lineage state', () => {
       expect(error.cause.message).toMatch(/^reason: expected a reason of 1-500 characters/);
       expect(error.cause.message.length).toBeLessThan(300);
       expect(error.cause.message).not.toContain('\n');
+      // Identical promotions at once record one entry.
+      const [first, second] = await Promise.all([0, 1].map(() => h.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: 't1', channel: 'staging' }] })));
+      expect(second).toEqual(first);
+      expect((await h.query(describeQuery)).channels.staging?.entries).toBe(1);
       // A reason at the bound is accepted and kept whole.
-      const entry = await h.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: 't1', channel: 'test', reason: 'r'.repeat(TEXT_LIMITS.reason) }] });
+      const entry = await h.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: 't1', channel: 'qa', reason: 'r'.repeat(TEXT_LIMITS.reason) }] });
       expect(entry.reason).toHaveLength(TEXT_LIMITS.reason);
       await h.terminate('test done');
     });
@@ -90,13 +94,15 @@ describe('lineage state', () => {
         const h = await client.workflow.start(lineageWorkflow, { taskQueue, workflowId: `lineage-${image}`, args: [{ image, budget }] });
         await h.executeUpdate(registerVersionUpdate, { args: [newVersion(1)] });
         await h.executeUpdate(tagUpdate, { args: [{ by: 'alice', name: 't1' }] });
+        await h.executeUpdate(tagUpdate, { args: [{ by: 'alice', name: 't2' }] });
         const latest = client.workflow.getHandle(h.workflowId);
         const reason = 'p'.repeat(TEXT_LIMITS.reason);
 
         let promoted = 0;
         let refusal: Error | undefined;
         while (!refusal && promoted < 400) {
-          refusal = await latest.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: 't1', channel: 'test', reason }] }).then(
+          // Two tags in turn: each promotion is a change (the same one twice records nothing).
+          refusal = await latest.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: `t${(promoted % 2) + 1}`, channel: 'test', reason }] }).then(
             () => void promoted++,
             (e: Error) => e,
           );

@@ -81,6 +81,12 @@ describe('volumes on qcow2 with local attach', () => {
       expect(again.stdout).toBe(`${device}\n`);
       expect(again.stderr).toMatch(/already mapped/);
 
+      // Pull settings on a volume without pulls would be kept and do nothing: refused.
+      for (const flag of [['--freeze'], ['--frequency', '60']]) {
+        const attrs = await cli('volume-attrs', 'vm-1', ...flag);
+        expect([attrs.status, attrs.stderr]).toEqual([2, expect.stringMatching(/^imgflow: (freeze|frequency): expected a volume mapped in sync mode \(vm-1 is not: map it with --sync\)/)]);
+      }
+
       const refused = await cli('delete-volume', 'vm-1');
       expect(refused.status).toBe(2);
       expect(refused.stderr).toMatch(/^imgflow: volume: expected an unmapped volume to delete .*mapped.*\n$/);
@@ -147,6 +153,7 @@ describe('volumes on qcow2 with local attach', () => {
         [['map', 'vm-3', '--image', `${image}:v1`, '--nas', 'bad/nas', '--compute', nodeHost], /^imgflow: --nas: expected a host name/],
         [['map', 'vm-3', '--image', `${image}:v1`, '--nas', nasHost, '--compute', 'node-nowhere'], /^imgflow: --compute: expected a compute host whose worker is running/],
         [['map', 'vm-3', '--image', `${image}:v9`, '--nas', nasHost, '--compute', nodeHost], /^imgflow: version: expected a version or tag/],
+        [['map', 'vm-3', ...ok, '--frequency', '60'], /^imgflow: --frequency: expected to be given with --sync/],
         [['unmap', 'vm-never'], /^imgflow: volume: expected a volume known to imgflow/],
         [['clean', 'vm-never', '--reason', 'gone'], /^imgflow: --force: expected --force/],
       ];
