@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { InputError } from '../common/names.js';
 import { registerBridge } from './commands/bridge.js';
 import { registerBuild } from './commands/build.js';
+import { registerClusterHosts } from './commands/cluster-hosts.js';
 import { registerDemo } from './commands/demo.js';
 import { registerLineage } from './commands/lineage.js';
 import { registerDev } from './commands/dev.js';
@@ -15,6 +16,11 @@ import { registerValidate } from './commands/validate.js';
 import { registerVolumes } from './commands/volumes.js';
 import { registerWorker } from './commands/worker.js';
 import { oneLine } from './output.js';
+
+/** `imgflow cluster`: the whole topology on one machine; for now, its hosts. */
+function registerCluster(program: Command): void {
+  registerClusterHosts(program.command('cluster').description('a cluster on this machine: hosts in network namespaces of their own'));
+}
 
 export function buildProgram(): Command {
   const program = new Command('imgflow')
@@ -27,7 +33,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text.startsWith('error: ') ? `imgflow: ${text.slice(7)}` : text) });
   const groups: [string, ((p: Command) => void)[]][] = [
-    ['Running imgflow:', [registerDemo, registerDev, registerWorker, registerPing]],
+    ['Running imgflow:', [registerDemo, registerDev, registerWorker, registerPing, registerCluster]],
     ['Images:', [registerBuild, registerLineage, registerValidate]],
     ['Volumes:', [registerVolumes, registerBridge]],
     ['Image lists:', [registerSubscriptions]],
