@@ -53,7 +53,8 @@ export function nasExportConfig(run: Run, config: Config, env: NodeJS.ProcessEnv
         run,
         nas: config.host,
         portal: env.IMGFLOW_NAS_PORTAL ?? '127.0.0.1',
-        ...(env.IMGFLOW_TGT_CONTROL_PORT ? { controlPort: Number(env.IMGFLOW_TGT_CONTROL_PORT) } : {}),
+        // A host's own tgtd (one per network namespace) answers on its own control port.
+        ...(env.IMGFLOW_TGT_CONTROL_PORT ? { controlPort: checkInt('IMGFLOW_TGT_CONTROL_PORT', env.IMGFLOW_TGT_CONTROL_PORT, 0, 65_535) } : {}),
       };
     case 'nbd':
       return { kind, run, stateDir: path.join(paths(config).nas(config.host), 'nbd'), ...(env.IMGFLOW_NAS_NBD_ADDRESS ? { address: env.IMGFLOW_NAS_NBD_ADDRESS } : {}) };
