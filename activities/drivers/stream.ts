@@ -173,6 +173,10 @@ export function createStreamReceiver(logger: Logger) {
       }
     },
 
+    has(token: string): boolean {
+      return pending.has(token);
+    },
+
     /** Transfers listening now (for leak checks and status). */
     listening(): number {
       return pending.size;

@@ -12,6 +12,7 @@ import { paths, type Config } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
 import { createExport, createPipe, createStorage, createZfsStorage, replicate, viaSsh, type ExportConfig, type ExportInfo, type Pipe, type ReplicatingStorage, type StorageConfig, type StorageDriver, type VolumeInfo } from '../drivers/index.js';
 import { checkSnapshotName } from '../drivers/naming.js';
+import { createStreamReplication } from '../drivers/storage/stream-replication.js';
 import { checkDataset } from '../drivers/storage/zfs.js';
 import type { Run } from '../runner.js';
 
@@ -120,6 +121,8 @@ export function createNasVolumeActivities({ run, config, pipe, env = process.env
     return storage as ReplicatingStorage;
   }
 
+  const streams = createStreamReplication({ store: replicating, env, logger: createLogger('imgflow-nas'), slot: withPullSlot });
+
   return {
     /**
      * The volume cloned copy-on-write from a stored version; the version's file is imported as a
@@ -173,6 +176,13 @@ export function createNasVolumeActivities({ run, config, pipe, env = process.env
       const result = await withPullSlot(() => replicate({ volume: checkName('volume', input.volume), source, target, sourceCommand: remote.wrap, snapshot, ...rate }));
       return { snapshot: result.snapshot, ...(result.from ? { from: result.from } : {}), sent: result.sent, durationMs: Date.now() - started, pruned: [...result.pruned.source, ...result.pruned.target] };
     },
+
+    // Sync over the network (see stream-replication.ts): the NAS sends the node's first copy and receives its pulls.
+    volumeStreamListen: streams.listen,
+    volumeStreamReceive: streams.receive,
+    volumeStreamSend: streams.send,
+    volumeSnapshots: streams.snapshots,
+    volumePrune: streams.prune,
 
     /** imgflow's volumes and exports on this NAS, for listings and leak checks. */
     async volumeList(): Promise<{ volumes: string[]; exports: ExportInfo[] }> {

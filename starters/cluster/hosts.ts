@@ -262,10 +262,15 @@ async function stopTgtd(run: Run, state: HostsState): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Workers
 
-/** Settings a role's worker takes from its host: the NAS exports through its own tgtd on its own address. */
+/**
+ * Settings a role's worker takes from its host: the NAS exports through its own tgtd on its own
+ * address; NAS and compute hosts receive sync streams on their own addresses.
+ */
 function roleEnv(state: HostsState, host: HostEntry, role: Role): Record<string, string> {
+  const streams = { IMGFLOW_STREAM_ADDRESS: host.address };
+  if (role === 'compute') return streams;
   if (role !== 'nas') return {};
-  return { IMGFLOW_NAS_EXPORT: 'tgt', IMGFLOW_NAS_PORTAL: `${host.address}:${ISCSI_PORT}`, IMGFLOW_TGT_CONTROL_PORT: String(state.tgt.controlPort) };
+  return { ...streams, IMGFLOW_NAS_EXPORT: 'tgt', IMGFLOW_NAS_PORTAL: `${host.address}:${ISCSI_PORT}`, IMGFLOW_TGT_CONTROL_PORT: String(state.tgt.controlPort) };
 }
 
 function startWorker(state: HostsState, host: HostEntry, role: Role, extraEnv: Record<string, string>): WorkerEntry {
