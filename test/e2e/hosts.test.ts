@@ -4,6 +4,8 @@
  * dev server of this file's own, reached on the bridge's gateway (through a relay: see relay.ts). Across that network:
  * - a map from the NAS in `nas-0` to `compute-1`: the disk is read across the bridge from inside
  *   compute-1 and refused from inside compute-2;
+ * - a sync-mode map: the node's first copy streamed by nas-0 to compute-1 and its writes streamed
+ *   back, each side's zfs command run by its own host's worker, over the bridge;
  * - compute-1 cut off (its link down) while it attaches: the map fails, and the NAS keeps no
  *   clone and no target;
  * - down leaves no process, namespace, veth, bridge, mount, claim or tgtd socket behind.
@@ -20,7 +22,7 @@ import { downHosts, hostHome, hostOf, readHostsState, runOn, setLink, upHosts, t
 import { updateLineage } from '../../starters/lineage-client.js';
 import { connectWithin, ensureSearchAttributes, ensureTemporalCli, spawnDevServer, waitForNamespace } from '../../starters/temporal-server.js';
 import { registerVersionUpdate } from '../../workflows/lineage.js';
-import { volumeQuery, volumeWorkflowId } from '../../workflows/volume.js';
+import { syncNowUpdate, volumeQuery, volumeWorkflowId } from '../../workflows/volume.js';
 import { imgflowAsync } from '../support/cli.js';
 import { throwawayPool, useZfsFuse } from '../support/daemons.js';
 import { tempDir } from '../support/dirs.js';
@@ -42,6 +44,7 @@ describe('hosts on their own addresses', () => {
   const dir = tempDir('imgflow-hosts-');
   useZfsFuse();
   const pool = throwawayPool(dir);
+  const nodePool = throwawayPool(dir);
   const clusterDir = path.join(dir, 'cluster');
   const { logger } = memoryLogger();
   const run = createRunner(logger);
@@ -80,6 +83,27 @@ describe('hosts on their own addresses', () => {
   const readFrom = (host: string, volume: string) =>
     runOn(state, host, ['iscsi-readcapacity16', '-s', `--initiator-name=${IQN}:${host}`, volumeUrl(volume)], { okExitCodes: REFUSED, timeoutMs: 30_000 });
 
+  const pattern = async (file: string, byte: string, offset: string) => {
+    const r = await run(['qemu-io', '-f', 'raw', '-r', '-U', '-c', `read -P ${byte} ${offset} 1M`, file], { okExitCodes: [1] });
+    return r.exitCode === 0 && !/Pattern verification failed/.test(r.stdout + r.stderr);
+  };
+
+  /**
+   * Reads the NAS's newest imgflow snapshot of a volume through a throwaway clone: zfs-fuse can
+   * keep a rolled-back file's old pages cached for the dataset's own mount.
+   */
+  async function onNas(volume: string, byte: string, offset: string): Promise<boolean> {
+    const dataset = `${pool.name}/imgflow/volumes/${volume}`;
+    const snaps = (await run(['zfs', 'list', '-H', '-t', 'snapshot', '-o', 'name', '-d', '1', dataset])).stdout.split('\n').filter((n) => n.includes('@imgflow-')).sort();
+    const check = `${pool.name}/check-${volume}`;
+    await run(['zfs', 'clone', snaps.at(-1)!, check]);
+    try {
+      return await pattern(path.join(pool.mountpoint, `check-${volume}`, 'disk.raw'), byte, offset);
+    } finally {
+      await until('the check clone to go', async () => (await run(['zfs', 'destroy', check], { okExitCodes: [1] })).exitCode === 0, 30_000);
+    }
+  }
+
   beforeAll(async () => {
     fs.mkdirSync(shims);
     const real = findOnPath('iscsi-readcapacity16')!;
@@ -96,7 +120,7 @@ describe('hosts on their own addresses', () => {
       workers: ['nas-0', 'compute-1', 'compute-2', 'control-0'],
       env: {
         'nas-0': { IMGFLOW_NAS_POOL: `${pool.name}/imgflow` },
-        'compute-1': { PATH: `${shims}:${process.env.PATH ?? ''}` },
+        'compute-1': { PATH: `${shims}:${process.env.PATH ?? ''}`, IMGFLOW_COMPUTE_POOL: `${nodePool.name}/imgflow` },
       },
     };
     // The network first: the frontend listens on its gateway, and only then do the workers start.
@@ -150,6 +174,39 @@ describe('hosts on their own addresses', () => {
     expect((await cli('delete-volume', 'vm-1')).status).toBe(0);
     expect(await census()).toEqual(before);
   });
+
+  it("sync mode across the bridge: nas-0 streams the node's copy to compute-1, compute-1 streams its writes back", async () => {
+    const before = await census();
+    const mapped = await cli('map', 'vm-s', '--image', `${image}:v1`, '--nas', 'nas-0', '--compute', 'compute-1', '--sync', '--frequency', '3600');
+    expect(mapped.stderr).toBe('');
+    expect(mapped.status).toBe(0);
+    const nodeCopy = path.join(nodePool.mountpoint, 'imgflow', 'volumes', 'vm-s', 'disk.raw');
+    expect(mapped.stdout).toBe(`${nodeCopy}\n`);
+    expect(await pattern(nodeCopy, '0x5a', '0')).toBe(true);
+
+    await run(['qemu-io', '-f', 'raw', '-c', 'write -P 0xa5 2M 1M', nodeCopy]);
+    const handle = client.workflow.getHandle(volumeWorkflowId('vm-s'));
+    const pulled = await handle.executeUpdate(syncNowUpdate, { args: [{ by: 'alice' }] });
+    expect(pulled.sent).toBe(true);
+    expect(pulled.from).toMatch(/^imgflow-/);
+    expect(await onNas('vm-s', '0xa5', '2M')).toBe(true);
+
+    // Each side ran its own command: the NAS's worker sent the first copy and received the pull, compute-1's the reverse.
+    const steps = (await handle.fetchHistory()).events!.map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name).filter(Boolean);
+    expect(steps).toEqual(expect.arrayContaining(['computeStreamListen', 'computeStreamReceive', 'volumeStreamSend', 'volumeStreamListen', 'volumeStreamReceive', 'computeStreamSend']));
+    expect(steps).not.toContain('volumePull');
+    expect(steps).not.toContain('computeReceive');
+    const logOf = (host: string, role: string) => fs.readFileSync(state.workers.find((w) => w.host === host && w.role === role)!.log, 'utf8');
+    expect(logOf('nas-0', 'nas')).toMatch(/"argv":\["zfs","send",[^\n]*"msg":"stream sent"/);
+    expect(logOf('compute-1', 'compute')).toMatch(/"argv":\["zfs","recv",[^\n]*"msg":"stream received"/);
+
+    await run(['qemu-io', '-f', 'raw', '-c', 'write -P 0x3c 4M 1M', nodeCopy]);
+    expect((await cli('unmap', 'vm-s')).status).toBe(0);
+    expect(await onNas('vm-s', '0x3c', '4M')).toBe(true);
+    expect(fs.existsSync(nodeCopy)).toBe(false);
+    expect((await cli('delete-volume', 'vm-s')).status).toBe(0);
+    expect(await census()).toEqual(before);
+  }, 300_000);
 
   it('a compute host cut off while it attaches: the map fails and the NAS keeps no clone and no target', async () => {
     const before = await census();
