@@ -319,12 +319,17 @@ function quietRunner(): Run {
 export async function upHosts(spec: HostsSpec, say: (line: string) => void = () => {}, run: Run = quietRunner()): Promise<HostsState> {
   const dir = path.resolve(spec.dir);
   const frontendPort = checkInt('frontendPort', spec.frontendPort, 1, 65_535);
+  // Checked before anything is made: a wrong host name changes nothing.
+  const plan = hostPlan(spec.compute).map((h) => h.name);
+  const wanted = spec.workers ?? plan;
+  for (const name of wanted) if (!plan.includes(name)) throw new InputError('workers', `hosts among ${plan.join(', ')}`, name);
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const state = readHostsState(dir) ?? newState(dir, spec);
   saveState(state);
   if (state.subnet < 0) {
     state.subnet = await claimSubnet(run, statePath(dir));
     state.gateway = gatewayOf(state.subnet);
+    saveState(state);
   }
   state.frontend = `${state.gateway}:${frontendPort}`;
   const planned = placeHosts(state, spec.compute);
@@ -340,8 +345,6 @@ export async function upHosts(spec: HostsSpec, say: (line: string) => void = () 
   await ensureTgtd(run, state, nas);
   say(`tgtd on nas-0 serves ${nas.address}:${ISCSI_PORT} (control port ${state.tgt.controlPort})`);
 
-  const wanted = spec.workers ?? state.hosts.map((h) => h.name);
-  for (const name of wanted) hostOf(state, name);
   const started: WorkerEntry[] = [];
   for (const host of state.hosts.filter((h) => wanted.includes(h.name))) {
     for (const role of host.roles) {
