@@ -63,13 +63,16 @@ export interface DevServerOptions {
   dbFile: string;
   logFile: string;
   namespace: string;
+  /** The address it listens on (default loopback); a cluster's gateway for workers in its hosts' namespaces. */
+  ip?: string;
 }
 
 /** Starts a dev server detached from this process; it outlives the CLI that started it. */
 export function spawnDevServer(o: DevServerOptions): ServerProcess {
   fs.mkdirSync(path.dirname(o.dbFile), { recursive: true });
   const log = fs.openSync(o.logFile, 'a');
-  const argv = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(o.port), '--db-filename', o.dbFile, '--namespace', o.namespace];
+  const ip = o.ip ?? '127.0.0.1';
+  const argv = ['server', 'start-dev', '--ip', ip, '--port', String(o.port), '--db-filename', o.dbFile, '--namespace', o.namespace];
   argv.push(...(o.uiPort ? ['--ui-port', String(o.uiPort)] : ['--headless']));
   argv.push('--log-format', 'json', '--log-level', 'warn');
   // WAL with normal sync: durable across a server crash, without an fsync on every history write.
@@ -80,7 +83,7 @@ export function spawnDevServer(o: DevServerOptions): ServerProcess {
   const child = spawn(o.cli, argv, { detached: true, stdio: ['ignore', log, log] });
   child.unref();
   fs.closeSync(log);
-  return { pid: child.pid!, address: `127.0.0.1:${o.port}`, ...(o.uiPort ? { uiUrl: `http://127.0.0.1:${o.uiPort}` } : {}) };
+  return { pid: child.pid!, address: `${ip}:${o.port}`, ...(o.uiPort ? { uiUrl: `http://${ip}:${o.uiPort}` } : {}) };
 }
 
 /** Connects, retrying until `timeoutMs`; gives the last error when nothing answered in time. */

@@ -21,14 +21,16 @@ import {
   continueAsNew,
   defineQuery,
   defineUpdate,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
   TimeoutFailure,
   upsertSearchAttributes,
+  uuid4,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { ComputeActivities } from '../activities/compute/index.js';
+import type { ComputeActivities, LocalCopy } from '../activities/compute/index.js';
 import type { Attachment, ExportInfo } from '../activities/drivers/types.js';
 import type { HostActivities } from '../activities/host.js';
 import type { ClonedVolume, NasVolumeActivities, PullResult } from '../activities/nas/volumes.js';
@@ -37,6 +39,7 @@ import { checkReason, checkUser } from '../common/lineage.js';
 import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../common/names.js';
 import { queues } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
+import { newestCommon } from '../common/snapshots.js';
 
 export type VolumePhase = 'unmapped' | 'mapping' | 'mapped' | 'syncing-to-node' | 'syncing-to-nas' | 'unmapping' | 'error' | 'deleted';
 
@@ -194,6 +197,11 @@ function snapshotAt(at: Date): string {
  * upload the pulls back. A change applies from the next transfer on. Only the activities' inputs
  * gain a field (the workflow's commands are the same), so saved histories replay unchanged.
  */
+/** Streams between hosts go over the network where the receiving host listens (histories from before call the older activities). */
+const SYNC_OVER_NETWORK = 'sync-over-network';
+/** How much longer than a step's wait a receiving host keeps its port open for the sender. */
+const STREAM_GRACE_SECONDS = 60;
+
 function rate(bytesPerSecond: number | undefined): { bytesPerSecond?: number } {
   return bytesPerSecond ? { bytesPerSecond } : {};
 }
@@ -337,7 +345,9 @@ class Volume {
         this.enter('syncing-to-node');
         queue = queues.compute(r.computeHost);
         undo.push({ what: 'drop node copy', fn: async () => compute.computeDropCopy({ volume: s.volume }) });
-        const copy = await compute.computeReceive({ volume: s.volume, nas: r.nas, nasRoot: cloned.root, snapshot, ...rate(s.speeds.download) });
+        const copy = patched(SYNC_OVER_NETWORK)
+          ? await this.copyToNode(cloned.root, snapshot)
+          : await compute.computeReceive({ volume: s.volume, nas: r.nas, nasRoot: cloned.root, snapshot, ...rate(s.speeds.download) });
         s.sync = { ...s.sync!, nodeRoot: copy.root, nasRoot: cloned.root, lastSnapshot: snapshot };
         url = copy.devicePath;
       } else {
@@ -382,6 +392,49 @@ class Volume {
     return failed;
   }
 
+  /**
+   * The node's first copy, streamed by the NAS to the node over the network, each side's command
+   * on its own host, behind a one-time token; a node that takes no streams (null from listen)
+   * receives it the older way, pulling over ssh.
+   */
+  async copyToNode(nasRoot: string, snapshot: string): Promise<LocalCopy> {
+    const s = this.s;
+    const compute = this.compute(s.computeHost!);
+    const token = uuid4();
+    const endpoint = await compute.computeStreamListen({ token, waitSeconds: s.waitSeconds + STREAM_GRACE_SECONDS });
+    if (!endpoint) return compute.computeReceive({ volume: s.volume, nas: s.nas!, nasRoot, snapshot, ...rate(s.speeds.download) });
+    const [copy] = await Promise.all([
+      compute.computeStreamReceive({ volume: s.volume, token, snapshot }),
+      this.nas(s.nas!).volumeStreamSend({ volume: s.volume, to: snapshot, ...endpoint, token, ...rate(s.speeds.download) }),
+    ]);
+    return copy;
+  }
+
+  /**
+   * A pull over the network: a snapshot on the node, streamed by the node to the NAS from the
+   * newest snapshot both share, then both pruned. A NAS that takes no streams pulls over ssh.
+   */
+  async pullOverNetwork(snapshot: string): Promise<PullResult> {
+    const s = this.s;
+    const nas = this.nas(s.nas!);
+    const compute = this.compute(s.computeHost!);
+    const volume = s.volume;
+    const token = uuid4();
+    const endpoint = await nas.volumeStreamListen({ token, waitSeconds: s.waitSeconds + STREAM_GRACE_SECONDS });
+    if (!endpoint) return nas.volumePull({ volume, computeHost: s.computeHost!, nodeRoot: s.sync!.nodeRoot!, snapshot, ...rate(s.speeds.upload) });
+    const started = Date.now();
+    await compute.computeSnapshot({ volume, name: snapshot });
+    const [onNode, onNas] = await Promise.all([compute.computeSnapshots({ volume }), nas.volumeSnapshots({ volume })]);
+    const from = newestCommon(onNode, onNas);
+    const sent = !onNas.includes(snapshot);
+    if (sent) {
+      if (!from) throw ApplicationFailure.nonRetryable(`volume ${volume}: the copies share no snapshot; a full copy would overwrite the NAS's`, 'SyncFailed');
+      await Promise.all([nas.volumeStreamReceive({ volume, token }), compute.computeStreamSend({ volume, from, to: snapshot, ...endpoint, token, ...rate(s.speeds.upload) })]);
+    }
+    const pruned = [...(await compute.computePrune({ volume })), ...(await nas.volumePrune({ volume }))];
+    return { snapshot, ...(sent && from ? { from } : {}), sent, durationMs: Date.now() - started, pruned };
+  }
+
   /** A pull of the node's writes; a failure is recorded (never as a success) and thrown on. */
   async pull(by: string): Promise<PullResult> {
     const s = this.s;
@@ -389,7 +442,10 @@ class Volume {
     const back = s.phase;
     this.enter('syncing-to-nas', s.reason);
     try {
-      const result = await this.nas(s.nas!).volumePull({ volume: s.volume, computeHost: s.computeHost!, nodeRoot: sync.nodeRoot!, snapshot: snapshotAt(new Date()), ...rate(s.speeds.upload) });
+      const snapshot = snapshotAt(new Date());
+      const result = patched(SYNC_OVER_NETWORK)
+        ? await this.pullOverNetwork(snapshot)
+        : await this.nas(s.nas!).volumePull({ volume: s.volume, computeHost: s.computeHost!, nodeRoot: sync.nodeRoot!, snapshot, ...rate(s.speeds.upload) });
       sync.lastSyncAt = new Date().toISOString();
       sync.lastSnapshot = result.snapshot;
       sync.lastDurationMs = result.durationMs;

@@ -10,6 +10,7 @@ import type { Config } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
 import { createAttach, createPipe, createZfsStorage, replicate, type AttachDriver, type Attachment, type Pipe, type ReplicatingStorage } from '../drivers/index.js';
 import { checkIqn, checkSnapshotName, DEFAULT_IQN_PREFIX } from '../drivers/naming.js';
+import { createStreamReplication } from '../drivers/storage/stream-replication.js';
 import { checkDataset } from '../drivers/storage/zfs.js';
 import { beat, remoteRun } from '../nas/volumes.js';
 import type { Run } from '../runner.js';
@@ -62,6 +63,8 @@ export function createComputeActivities({ run, config, pipe, env = process.env }
     return createZfsStorage({ run, pipe: pipe ?? createPipe(createLogger('imgflow-compute')), root: checkDataset('IMGFLOW_COMPUTE_POOL', pool) });
   }
 
+  const streams = createStreamReplication({ store: localStore, env, logger: createLogger('imgflow-compute') });
+
   return {
     /** The name this host's initiator logs in with: the one the export admits. */
     async computeInitiator(): Promise<{ host: string; initiator: string }> {
@@ -103,6 +106,21 @@ export function createComputeActivities({ run, config, pipe, env = process.env }
       await replicate({ volume: checkName('volume', input.volume), source, target, sourceCommand: remote.wrap, snapshot, ...rate });
       const copy = (await target.describe(input.volume))!;
       return { root: checkDataset('IMGFLOW_COMPUTE_POOL', env.IMGFLOW_COMPUTE_POOL), devicePath: copy.devicePath, sizeBytes: copy.sizeBytes, snapshot };
+    },
+
+    // Sync over the network (see stream-replication.ts): the node receives its first copy and sends its pulls.
+    computeStreamListen: streams.listen,
+    computeStreamSend: streams.send,
+    computeSnapshot: streams.snapshot,
+    computeSnapshots: streams.snapshots,
+    computePrune: streams.prune,
+
+    /** Sync mode over the network: the node's own copy, received in full from the NAS's stream. */
+    async computeStreamReceive(input: { volume: string; token: string; snapshot: string }): Promise<LocalCopy> {
+      const received = await streams.receive(input);
+      const copy = (await localStore().describe(input.volume))!;
+      beat({ received: received.bytes });
+      return { root: checkDataset('IMGFLOW_COMPUTE_POOL', env.IMGFLOW_COMPUTE_POOL), devicePath: copy.devicePath, sizeBytes: copy.sizeBytes, snapshot: checkSnapshotName('snapshot', input.snapshot) };
     },
 
     /** Removes the node's copy after the final pull; one already gone is fine. */

@@ -64,6 +64,8 @@ export interface ReplicatingStorage extends StorageDriver {
   sendArgv(volume: string, snapshots: { from?: string; to: string }): string[];
   /** Reads a stream from `producer`'s stdout into `volume`, rolling back local changes since the common snapshot. */
   receive(volume: string, producer: readonly string[], options?: { bytesPerSecond?: number }): Promise<void>;
+  /** Receives into `volume` whatever `feed` gives the receiving command (argv) on its stdin: a stream from another host. */
+  receiveFrom(volume: string, feed: (consumer: string[]) => Promise<unknown>): Promise<void>;
 }
 
 export type ExportKind = 'tgt' | 'lio' | 'nbd' | 'none';

@@ -12,6 +12,7 @@ import { paths, type Config } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
 import { createExport, createPipe, createStorage, createZfsStorage, replicate, viaSsh, type ExportConfig, type ExportInfo, type Pipe, type ReplicatingStorage, type StorageConfig, type StorageDriver, type VolumeInfo } from '../drivers/index.js';
 import { checkSnapshotName } from '../drivers/naming.js';
+import { createStreamReplication } from '../drivers/storage/stream-replication.js';
 import { checkDataset } from '../drivers/storage/zfs.js';
 import type { Run } from '../runner.js';
 
@@ -53,7 +54,8 @@ export function nasExportConfig(run: Run, config: Config, env: NodeJS.ProcessEnv
         run,
         nas: config.host,
         portal: env.IMGFLOW_NAS_PORTAL ?? '127.0.0.1',
-        ...(env.IMGFLOW_TGT_CONTROL_PORT ? { controlPort: Number(env.IMGFLOW_TGT_CONTROL_PORT) } : {}),
+        // A host's own tgtd (one per network namespace) answers on its own control port.
+        ...(env.IMGFLOW_TGT_CONTROL_PORT ? { controlPort: checkInt('IMGFLOW_TGT_CONTROL_PORT', env.IMGFLOW_TGT_CONTROL_PORT, 0, 65_535) } : {}),
       };
     case 'nbd':
       return { kind, run, stateDir: path.join(paths(config).nas(config.host), 'nbd'), ...(env.IMGFLOW_NAS_NBD_ADDRESS ? { address: env.IMGFLOW_NAS_NBD_ADDRESS } : {}) };
@@ -119,6 +121,8 @@ export function createNasVolumeActivities({ run, config, pipe, env = process.env
     return storage as ReplicatingStorage;
   }
 
+  const streams = createStreamReplication({ store: replicating, env, logger: createLogger('imgflow-nas'), slot: withPullSlot });
+
   return {
     /**
      * The volume cloned copy-on-write from a stored version; the version's file is imported as a
@@ -172,6 +176,13 @@ export function createNasVolumeActivities({ run, config, pipe, env = process.env
       const result = await withPullSlot(() => replicate({ volume: checkName('volume', input.volume), source, target, sourceCommand: remote.wrap, snapshot, ...rate }));
       return { snapshot: result.snapshot, ...(result.from ? { from: result.from } : {}), sent: result.sent, durationMs: Date.now() - started, pruned: [...result.pruned.source, ...result.pruned.target] };
     },
+
+    // Sync over the network (see stream-replication.ts): the NAS sends the node's first copy and receives its pulls.
+    volumeStreamListen: streams.listen,
+    volumeStreamReceive: streams.receive,
+    volumeStreamSend: streams.send,
+    volumeSnapshots: streams.snapshots,
+    volumePrune: streams.prune,
 
     /** imgflow's volumes and exports on this NAS, for listings and leak checks. */
     async volumeList(): Promise<{ volumes: string[]; exports: ExportInfo[] }> {

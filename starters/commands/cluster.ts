@@ -13,6 +13,7 @@ import { configFrom, currentUser, say, type GlobalFlags } from '../context.js';
 import { CONNECTION_ENV, paths } from '../../lib/config.js';
 import { formatPairs, formatTable, oneLine, printJson } from '../output.js';
 import { ensureServerBinaries, ensureUiServer, TEMPORAL_SERVER_VERSION, UI_SERVER_VERSION } from '../cluster/build.js';
+import { registerClusterHosts } from './cluster-hosts.js';
 
 interface ClusterFlags extends GlobalFlags {
   name: string;
@@ -50,6 +51,8 @@ export function registerCluster(program: Command): void {
     .command('cluster')
     .description('a production Temporal cluster on this machine: PostgreSQL, one process per service, mutual TLS and tokens')
     .option('--name <name>', 'the cluster (databases and state directory are named after it)', DEFAULT_CLUSTER);
+  // The hosts of the topology, each in a network namespace of its own.
+  registerClusterHosts(cluster);
 
   cluster
     .command('up')

@@ -5,6 +5,7 @@
  * the newest few; the shared snapshot is always among those kept.
  */
 import { InputError } from '../../../common/names.js';
+import { newestCommon } from '../../../common/snapshots.js';
 import { checkSnapshotName, snapshotName } from '../naming.js';
 import type { ReplicatingStorage } from '../types.js';
 import { DEFAULT_KEEP } from './snapshots.js';
@@ -47,11 +48,7 @@ export interface ReplicateResult {
   pruned: { source: string[]; target: string[] };
 }
 
-/** Newest snapshot present on both sides, by imgflow's time-sorted names. */
-export function newestCommon(source: readonly string[], target: readonly string[]): string | undefined {
-  const onTarget = new Set(target);
-  return [...source].sort().reverse().find((name) => onTarget.has(name));
-}
+export { newestCommon };
 
 export async function replicate(input: ReplicateInput): Promise<ReplicateResult> {
   const { volume, source, target } = input;

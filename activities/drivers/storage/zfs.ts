@@ -256,9 +256,13 @@ export function createZfsStorage(config: ZfsStorageConfig): ReplicatingStorage {
      */
     async receive(volume, producer, options = {}) {
       if (!pipe) throw new Error('this zfs store was made without a pipe and cannot receive');
+      await this.receiveFrom(volume, (consumer) => pipe(producer, consumer, options.bytesPerSecond ? { bytesPerSecond: options.bytesPerSecond } : {}));
+    },
+
+    async receiveFrom(volume, feed) {
       const dataset = volumeDataset(volume);
       await run(['zfs', 'create', '-p', volumesParent]);
-      await pipe(producer, ['zfs', 'recv', '-F', dataset], options.bytesPerSecond ? { bytesPerSecond: options.bytesPerSecond } : {});
+      await feed(['zfs', 'recv', '-F', dataset]);
       // A plain stream carries no properties: the tag that makes it imgflow's is set here.
       await run(['zfs', 'set', `${VOLUME_PROPERTY}=${volume}`, dataset]);
     },
