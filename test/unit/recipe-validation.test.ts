@@ -62,6 +62,17 @@ describe('recipe parsing', () => {
 });
 
 describe('recipe errors: one line each, naming the field', () => {
+  it('refuses unknown YAML tags and aliases that expand without end', () => {
+    expect(errorsOf(`${base}prepare: !!python/object:os.system {}\n`)).toEqual([expect.stringMatching(/^recipe: expected valid YAML with no unknown tags, got ".*python\/object/)]);
+    const bomb = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]', ...Array.from({ length: 8 }, (_, i) => `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10).fill(`*${String.fromCharCode(97 + i)}`).join(',')}]`)].join('\n');
+    expect(errorsOf(`${bomb}\n${base}`)).toEqual([expect.stringMatching(/^recipe: expected YAML whose aliases expand to a reasonable size/)]);
+  });
+
+  it('refuses a recipe path that is missing or a directory, naming it', () => {
+    expect(() => readRecipe(path.join(FIXTURES, 'nowhere.yaml'))).toThrow(/^recipe: expected a readable recipe file \(it cannot be read\), got ".*nowhere\.yaml"$/);
+    expect(() => readRecipe(FIXTURES)).toThrow(/^recipe: expected a readable recipe file \(it is a directory\)/);
+  });
+
   it('rejects unknown keys at every level', () => {
     expect(errorsOf(`${base}colour: blue\n`)).toEqual([expect.stringMatching(/^colour: expected a known key \(image, arch/)]);
     expect(errorsOf(`${base}    sute: bookworm\n`)).toEqual([expect.stringMatching(/^source\.debootstrap\.sute: expected a known key \(suite, variant/)]);
