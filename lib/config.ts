@@ -58,7 +58,8 @@ function defaultHome(): string {
 
 export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessEnv = process.env): Config {
   // An empty setting would silently mean the default (or the working directory): it is refused.
-  for (const [field, value] of Object.entries(overrides)) if (value === '') throw new InputError(field, 'a value, not an empty string', value);
+  // Only an empty metrics address means something: no metrics endpoint.
+  for (const [field, value] of Object.entries(overrides)) if (value === '' && field !== 'metricsAddress') throw new InputError(field, 'a value, not an empty string', value);
   const host = overrides.host ?? env.IMGFLOW_HOST ?? shortHostName();
   const config: Config = {
     address: overrides.address ?? env[CONNECTION_ENV.address] ?? '127.0.0.1:7233',

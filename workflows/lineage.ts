@@ -332,10 +332,13 @@ export class Lineage {
     }
   }
 
-  promote(input: { by: string; tag: string; channel: string; force?: boolean; reason?: string }, at: string): ChannelEntry {
-    // A promotion the channel already has (the same request sent twice, or two at once) records nothing new.
+  /** The channel's current entry when it is this very promotion (the same request sent twice, or two at once). */
+  alreadyPromoted(input: { tag: string; channel: string }): ChannelEntry | undefined {
     const current = this.state.channels[input.channel]?.at(-1);
-    if (current?.action === 'promote' && current.tag === input.tag) return current;
+    return current?.action === 'promote' && current.tag === input.tag ? current : undefined;
+  }
+
+  promote(input: { by: string; tag: string; channel: string; force?: boolean; reason?: string }, at: string): ChannelEntry {
     const entry: ChannelEntry = { version: this.tagged(input.tag).version.id, tag: input.tag, at, by: input.by, action: 'promote' };
     if (input.reason) entry.reason = input.reason;
     if (input.force) entry.forced = true;
@@ -774,7 +777,17 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
 
   handle(lock, registerVersionUpdate, grows((v) => lineage.validateRegister(v)), (v, at) => lineage.register(v, at), publish);
   handle(lock, tagUpdate, grows((i) => lineage.validateTag(i)), (i, at) => lineage.tag(i, at), publish);
-  handle(lock, promoteUpdate, grows((i) => lineage.validatePromote(i)), (i, at) => lineage.promote(i, at), publish);
+  handle(
+    lock,
+    promoteUpdate,
+    grows((i) => lineage.validatePromote(i)),
+    (i, at) => {
+      // A promotion the channel already has records nothing new (lineages that ran before recorded it again).
+      const same = lineage.alreadyPromoted(i);
+      return same && patched('promote-once') ? same : lineage.promote(i, at);
+    },
+    publish,
+  );
   handle(lock, rollbackUpdate, grows((i) => lineage.validateRollback(i)), (i, at) => lineage.rollback(i, at), publish);
   handle(lock, testResultUpdate, grows((i) => lineage.validateTestResult(i)), (i, at) => lineage.testResult(i, at), publish);
   handle(lock, gateUpdate, grows((i) => lineage.validateGate(i)), (i, at) => lineage.gate(i, at), publish);
