@@ -30,6 +30,7 @@ import { memoryLogger } from '../support/logger.js';
 import { freePort } from '../support/ports.js';
 import { relayTcp } from '../support/relay.js';
 import { alive, killGroup } from '../support/processes.js';
+import { testDataConverter } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
 import { newVersion } from '../support/versions.js';
 import { until } from '../support/wait.js';
@@ -131,7 +132,7 @@ describe('hosts on their own addresses', () => {
     if (!connection) throw new Error(`the dev server on ${server.address} did not start; see ${dir}/temporal.log`);
     await waitForNamespace(connection, NAMESPACE, 30_000);
     await ensureSearchAttributes(connection, NAMESPACE);
-    client = new Client({ connection, namespace: NAMESPACE });
+    client = new Client({ connection, namespace: NAMESPACE, dataConverter: testDataConverter() });
     state = await upHosts(spec);
 
     // A stored version on the NAS, as a build leaves it.
