@@ -5,7 +5,7 @@
  * time per image.
  */
 import { TimeoutType } from '@temporalio/common';
-import { ActivityFailure, ApplicationFailure, CancellationScope, patched, proxyActivities, setCurrentDetails, TimeoutFailure, workflowInfo } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, CancellationScope, patched, proxyActivities, setCurrentDetails, TimeoutFailure, uuid4, workflowInfo } from '@temporalio/workflow';
 import type { BuilderActivities } from '../activities/builder/index.js';
 import type { Recipe } from '../activities/builder/recipe.js';
 import type { HostActivities } from '../activities/host.js';
@@ -57,6 +57,35 @@ function noBuilder(err: unknown): boolean {
   return err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === TimeoutType.SCHEDULE_TO_START;
 }
 
+const STORE_ATTEMPTS = 3;
+const STORE_LISTEN_SECONDS = 600;
+
+/**
+ * Streams one file from the builder into the NAS's store, each side's command on its own host;
+ * null when the NAS has it already or takes files over rsync only.
+ */
+async function streamToStore(
+  builder: Pick<BuilderActivities, 'sendFile'>,
+  nas: Pick<NasActivities, 'storeListen' | 'storeReceive'>,
+  file: { image: string; version: string; name: string; sha256: string; arch: string; path: string },
+): Promise<{ host: string; path: string } | null> {
+  const { arch, path, ...stored } = file;
+  for (let attempt = 1; ; attempt++) {
+    const token = uuid4();
+    const endpoint = await nas.storeListen({ ...stored, token, waitSeconds: STORE_LISTEN_SECONDS });
+    if (!endpoint) return null;
+    // When one side fails, the other is cancelled rather than left waiting for its peer.
+    const pair = new CancellationScope();
+    try {
+      const [received] = await pair.run(() => Promise.all([nas.storeReceive({ ...stored, token }), builder.sendFile({ ...endpoint, arch, path, token })]));
+      return received;
+    } catch (err) {
+      pair.cancel();
+      if (attempt >= STORE_ATTEMPTS) throw err;
+    }
+  }
+}
+
 export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
   const { recipe, version } = input;
   const build = workflowInfo().workflowId.replace(/^build-/, '').slice(0, 64);
@@ -70,6 +99,8 @@ export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
   };
   const builder = proxyActivities<BuilderActivities & HostActivities>(options);
   const nas = proxyActivities<NasActivities>({ taskQueue: queues.nas(input.store), scheduleToStartTimeout: '10m', startToCloseTimeout: '2h', heartbeatTimeout: '2m', retry: { maximumAttempts: 5 } });
+  // One attempt each: a transfer that fails is started again, whole, with a new token.
+  const transfers = proxyActivities<NasActivities>({ taskQueue: queues.nas(input.store), scheduleToStartTimeout: '10m', startToCloseTimeout: '2h', heartbeatTimeout: '2m', retry: { maximumAttempts: 1 } });
   const report: PhaseRow[] = [];
   const step = (what: string) => setCurrentDetails(`**${recipe.image}:${version}** ${what}\n\n${report.map((r) => `- ${r.phase}: ${Math.round(r.durationMs / 1000)}s, ${r.packages} packages`).join('\n')}`);
 
@@ -102,8 +133,15 @@ export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
     report.push(row(packed));
 
     step(`storing on ${input.store}`);
-    const store = (name: string, path: string, sha256: string) =>
-      nas.storeFile({ image: recipe.image, version, name, source: { host: facts.host, path }, sha256 });
+    const store = async (name: string, path: string, sha256: string) => {
+      const file = { image: recipe.image, version, name, sha256 };
+      // A NAS on another host takes the file as a stream the builder sends it (builds before this replay without).
+      if (facts.host !== input.store && patched('store-over-network')) {
+        const streamed = await streamToStore(builder, transfers, { ...file, arch: recipe.arch, path });
+        if (streamed) return streamed;
+      }
+      return nas.storeFile({ ...file, source: { host: facts.host, path } });
+    };
     const artifacts: Artifact[] = [];
     for (const out of packed.outputs) {
       const stored = await store(`${recipe.image}-${version}.${out.format}`, out.path, out.sha256);

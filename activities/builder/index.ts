@@ -3,9 +3,11 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { checkInt, checkName } from '../../common/names.js';
+import { checkArch, checkInt, checkName, InputError } from '../../common/names.js';
 import { paths, type Config } from '../../lib/config.js';
 import { exists, partialPath, removeStalePartials, sha256File } from '../../lib/files.js';
+import { createLogger } from '../../lib/logger.js';
+import { checkEndpoint, checkToken, sendStream, type Endpoint } from '../drivers/stream.js';
 import type { Run } from '../runner.js';
 import { createPhaseActivities, type SshOptions } from './phases.js';
 import { createValidateVersionActivities } from './validate-version.js';
@@ -27,6 +29,7 @@ export interface BaseImage {
 
 export function createBuilderActivities({ run, config, ssh }: BuilderDeps) {
   const workdir = (arch: string) => paths(config).builder(arch);
+  const logger = createLogger('imgflow-builder');
 
   return {
     /** The image build phases: bootstrap, capture, unpackTarball, installPackages, runHook, prepare, validate, fix, measure, packOutputs. */
@@ -53,6 +56,18 @@ export function createBuilderActivities({ run, config, ssh }: BuilderDeps) {
       const info = JSON.parse((await run(['qemu-img', 'info', '--output=json', target])).stdout) as { 'virtual-size': number };
       const stat = await fs.stat(target);
       return { host: config.host, path: target, sha256: await sha256File(target), bytes: stat.size, virtualBytes: info['virtual-size'] };
+    },
+
+    /**
+     * Streams one of this builder's files to a NAS on another host that listens for it (the NAS's
+     * storeListen). Only files under the builder's own directory go: a workflow cannot make a
+     * builder send anything else off the host.
+     */
+    async sendFile(input: Endpoint & { arch: string; path: string; token: string }): Promise<{ bytes: number }> {
+      const root = workdir(checkArch('arch', input.arch));
+      const file = path.resolve(input.path);
+      if (!file.startsWith(`${root}${path.sep}`)) throw new InputError('path', `a file under ${root}`, input.path);
+      return sendStream(logger, { ...checkEndpoint(input), token: checkToken('token', input.token), producer: ['cat', '--', file] });
     },
   };
 }

@@ -11,7 +11,7 @@ import { timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import type { Readable } from 'node:stream';
 import { execa } from 'execa';
-import { InputError } from '../../common/names.js';
+import { checkInt, InputError } from '../../common/names.js';
 import type { Logger } from '../../lib/logger.js';
 import { checkArgv, CommandError, currentActivity, HEARTBEAT_MS, stderrTail, stopOnCancel } from '../runner.js';
 import { throttle } from './throttle.js';
@@ -21,6 +21,20 @@ const TOKEN_BYTES = 36;
 /** How long a connected peer may take to present its token. */
 const TOKEN_WAIT_MS = 10_000;
 export const DEFAULT_LISTEN_MS = 10 * 60_000;
+
+const IPV4 = /^(\d{1,3}\.){3}\d{1,3}$/;
+
+/** This host's address for streams from other hosts (IMGFLOW_STREAM_ADDRESS), when it has one. */
+export function checkStreamAddress(address: string | undefined): string | undefined {
+  if (address !== undefined && !IPV4.test(address)) throw new InputError('IMGFLOW_STREAM_ADDRESS', "this host's IPv4 address", address);
+  return address;
+}
+
+/** A peer's endpoint as a workflow hands it over. */
+export function checkEndpoint(input: Endpoint): Endpoint {
+  if (!IPV4.test(input.address)) throw new InputError('address', 'an IPv4 address', input.address);
+  return { address: input.address, port: checkInt('port', input.port, 1, 65_535) };
+}
 
 /** A one-time token: a random UUID, as the workflow's `uuid4()` makes it. */
 export function checkToken(field: string, value: unknown): string {

@@ -4,14 +4,25 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { checkName } from '../../common/names.js';
+import { ApplicationFailure } from '@temporalio/common';
+import { checkInt, checkName } from '../../common/names.js';
 import { paths, type Config } from '../../lib/config.js';
 import { exists, partialPath, removeStalePartials, sha256File } from '../../lib/files.js';
+import { createLogger } from '../../lib/logger.js';
+import { checkStreamAddress, checkToken, createStreamReceiver, type Endpoint } from '../drivers/stream.js';
 import { progress, type Run } from '../runner.js';
 
 export interface NasDeps {
   run: Run;
   config: Config;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface StoreRequest {
+  image: string;
+  version: string;
+  name: string;
+  sha256: string;
 }
 
 export interface ImageInfo {
@@ -22,8 +33,11 @@ export interface ImageInfo {
   backingFile?: string;
 }
 
-export function createNasActivities({ run, config }: NasDeps) {
+export function createNasActivities({ run, config, env = process.env }: NasDeps) {
   const root = paths(config).nas(config.host);
+  // Where builders on other hosts stream files to this NAS (unset: they are fetched over rsync).
+  const streamAddress = checkStreamAddress(env.IMGFLOW_STREAM_ADDRESS);
+  const receiver = createStreamReceiver(createLogger('imgflow-nas'));
   const storePath = (image: string, version: string, name: string) => path.join(root, 'store', checkName('image', image), checkName('version', version), checkName('file name', name));
   const volumePath = (volume: string) => path.join(root, 'volumes', `${checkName('volume', volume)}.qcow2`);
 
@@ -38,30 +52,65 @@ export function createNasActivities({ run, config }: NasDeps) {
     };
   }
 
+  /** Whether the store holds the file already; a stored file that differs is never replaced. */
+  async function storedAlready(input: StoreRequest, target: string): Promise<boolean> {
+    if (!(await exists(target))) return false;
+    if ((await sha256File(target)) === input.sha256) return true;
+    throw new Error(`${input.image}:${input.version} ${input.name} on ${config.host} differs from its recorded sha256`);
+  }
+
+  async function freshPartial(target: string): Promise<string> {
+    await fs.mkdir(path.dirname(target), { recursive: true });
+    await removeStalePartials(target);
+    return partialPath(target);
+  }
+
+  /** The partial takes its final name, read-only, only once its digest is the recorded one. */
+  async function settle(input: StoreRequest, partial: string, target: string): Promise<void> {
+    const got = await sha256File(partial);
+    if (got !== input.sha256) {
+      await fs.rm(partial, { force: true });
+      throw new Error(`sha256 of ${input.image}:${input.version} ${input.name} after transfer is ${got}, expected ${input.sha256}`);
+    }
+    await fs.chmod(partial, 0o444);
+    await fs.rename(partial, target);
+  }
+
   return {
     /**
      * Brings one file of a built version (an artifact or a manifest) into this NAS's image store
      * over rsync and checks its digest before it takes its final name, read-only: a half-copied
      * base is never cloned from, and a stored version never changes.
      */
-    async storeFile(input: { image: string; version: string; name: string; source: { host: string; path: string }; sha256: string }): Promise<{ host: string; path: string }> {
+    async storeFile(input: StoreRequest & { source: { host: string; path: string } }): Promise<{ host: string; path: string }> {
       const target = storePath(input.image, input.version, input.name);
-      if (await exists(target)) {
-        if ((await sha256File(target)) === input.sha256) return { host: config.host, path: target };
-        throw new Error(`${input.image}:${input.version} ${input.name} on ${config.host} differs from its recorded sha256`);
-      }
-      await fs.mkdir(path.dirname(target), { recursive: true });
-      await removeStalePartials(target);
-      const partial = partialPath(target);
+      if (await storedAlready(input, target)) return { host: config.host, path: target };
+      const partial = await freshPartial(target);
       const from = input.source.host === config.host ? input.source.path : `${input.source.host}:${input.source.path}`;
       await run(['rsync', '--sparse', '--times', '--info=progress2', '--', from, partial], { progress: progress.rsync });
-      const got = await sha256File(partial);
-      if (got !== input.sha256) {
-        await fs.rm(partial, { force: true });
-        throw new Error(`sha256 of ${input.image}:${input.version} ${input.name} after transfer is ${got}, expected ${input.sha256}`);
-      }
-      await fs.chmod(partial, 0o444);
-      await fs.rename(partial, target);
+      await settle(input, partial, target);
+      return { host: config.host, path: target };
+    },
+
+    /**
+     * Opens this NAS's port for a builder on another host to stream one file to: null when the
+     * file is stored already, or when this NAS takes files over rsync only (no stream address).
+     */
+    async storeListen(input: StoreRequest & { token: string; waitSeconds: number }): Promise<Endpoint | null> {
+      const target = storePath(input.image, input.version, input.name);
+      if (!streamAddress || (await storedAlready(input, target))) return null;
+      return receiver.listen({ address: streamAddress, token: checkToken('token', input.token), timeoutMs: checkInt('waitSeconds', input.waitSeconds, 1, 3600) * 1000 });
+    },
+
+    /** Receives the builder's stream into a partial file, then checks and names it as storeFile does. */
+    async storeReceive(input: StoreRequest & { token: string }): Promise<{ host: string; path: string }> {
+      const target = storePath(input.image, input.version, input.name);
+      const token = checkToken('token', input.token);
+      // The listener lives in this worker only: after a restart the workflow starts a new transfer.
+      if (!receiver.has(token)) throw ApplicationFailure.nonRetryable('no listener for this transfer on this host (the worker restarted?)', 'TransferLost');
+      const partial = await freshPartial(target);
+      await receiver.receive({ token, consumer: ['dd', `of=${partial}`, 'bs=1M', 'conv=sparse', 'status=none'] });
+      await settle(input, partial, target);
       return { host: config.host, path: target };
     },
 

@@ -67,10 +67,10 @@ export function tokenFor(state: ClusterState, role: TokenRole, subject: string, 
   return file;
 }
 
-/** A client connection as the cluster's administrator (namespace and search attribute registration). */
-async function adminConnection(state: ClusterState, timeoutMs: number): Promise<Connection> {
+/** A short-lived client connection of this machine's operator, with a token of `role` (admin: namespace and search attribute registration). */
+export async function clusterConnection(state: ClusterState, timeoutMs: number, role: TokenRole = 'admin'): Promise<Connection> {
   const client = issueClientCert(state.pki, OPERATOR);
-  const apiKey = mintToken(state.signingKey, { role: 'admin', namespace: state.namespace, subject: 'imgflow-cluster-up', ttlSeconds: 600 });
+  const apiKey = mintToken(state.signingKey, { role, namespace: state.namespace, subject: `imgflow-cluster-${role}`, ttlSeconds: 600 });
   return connectOrFail(
     connectionSettings({ address: frontendAddress(state), tls: clientTls(state, client), apiKey }),
     timeoutMs,
@@ -140,7 +140,7 @@ export async function clusterUp(o: UpOptions): Promise<UpResult> {
     await waitListening(state, service, STARTUP_SECONDS * 1000);
   }
 
-  const connection = await adminConnection(state, STARTUP_SECONDS * 1000);
+  const connection = await clusterConnection(state, STARTUP_SECONDS * 1000);
   try {
     await ensureNamespace(connection, state.namespace);
     // The frontend's namespace cache learns of a new namespace a few seconds after it is described.

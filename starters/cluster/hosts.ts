@@ -16,7 +16,10 @@ import { fileURLToPath } from 'node:url';
 import { createRunner, type CommandOptions, type CommandResult, type Run } from '../../activities/runner.js';
 import { checkInt, InputError } from '../../common/names.js';
 import type { Role } from '../../common/queues.js';
+import { machineMirror } from '../../activities/builder/recipe.js';
 import { createLogger } from '../../lib/logger.js';
+import { listening } from './services.js';
+import { freePorts } from './state.js';
 import {
   checkPrefix,
   claimSubnet,
@@ -46,8 +49,8 @@ export interface HostsSpec {
   /** The cluster's directory: the state file, each host's home and the logs. */
   dir: string;
   compute: number;
-  /** The frontend's port on the gateway; workers dial `<gateway>:<port>`. */
-  frontendPort: number;
+  /** The frontend's port on the gateway; workers dial `<gateway>:<port>`. Needed once workers start. */
+  frontendPort?: number;
   /** Temporal namespace the workers poll (default `imgflow`). */
   namespace?: string;
   /** Hosts whose workers run; all when absent, none for an empty list (the network and tgtd only). */
@@ -84,6 +87,8 @@ export interface HostsState {
   namespace: string;
   hosts: HostEntry[];
   tgt: { controlPort?: number; pid?: number; log: string };
+  /** The package mirror's proxy on the gateway: builders have no other way out. */
+  mirrorProxy?: { port: number; pid?: number; mirrors: string[]; log: string };
   workers: WorkerEntry[];
 }
 
@@ -191,9 +196,14 @@ async function waitGone(pid: number, comm: string, ms: number): Promise<boolean>
 
 /** Starts `argv` inside the host's namespace, detached, its output appended to `log`; returns its pid. */
 function spawnOn(host: HostEntry, argv: string[], log: string, env: Record<string, string>, cwd?: string): number {
+  return spawnLogged(['nsenter', `--net=${netnsPath(host.netns)}`, '--', ...argv], log, env, cwd);
+}
+
+/** Starts `argv` detached, in a process group of its own, its output appended to `log`; returns its pid. */
+function spawnLogged(argv: string[], log: string, env: Record<string, string>, cwd?: string): number {
   fs.mkdirSync(path.dirname(log), { recursive: true, mode: 0o700 });
   const fd = fs.openSync(log, 'a', 0o600);
-  const child = spawn('nsenter', [`--net=${netnsPath(host.netns)}`, '--', ...argv], {
+  const child = spawn(argv[0]!, argv.slice(1), {
     detached: true,
     stdio: ['ignore', fd, fd],
     env: { ...process.env, ...env },
@@ -201,7 +211,7 @@ function spawnOn(host: HostEntry, argv: string[], log: string, env: Record<strin
   });
   child.unref();
   fs.closeSync(fd);
-  if (!child.pid) throw new Error(`could not start ${argv[0]} on ${host.name}`);
+  if (!child.pid) throw new Error(`could not start ${argv.join(' ').slice(0, 200)}`);
   return child.pid;
 }
 
@@ -262,12 +272,42 @@ async function stopTgtd(run: Run, state: HostsState): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Workers
 
+// ---------------------------------------------------------------------------------------------
+// The mirror's proxy on the gateway
+
+async function ensureMirrorProxy(state: HostsState): Promise<void> {
+  const mirror = machineMirror();
+  if (!mirror || running(state.mirrorProxy?.pid, 'node')) return;
+  const mirrors = [new URL(mirror).host];
+  const port = state.mirrorProxy?.port ?? (await freePorts(1, state.gateway))[0]!;
+  const log = path.join(state.dir, 'logs', 'mirror-proxy.log');
+  const script = fileURLToPath(new URL(`./mirror-proxy${path.extname(fileURLToPath(import.meta.url))}`, import.meta.url));
+  const argv = [process.execPath, ...(script.endsWith('.ts') ? ['--import', 'tsx'] : []), script, state.gateway, String(port), mirrors.join(',')];
+  state.mirrorProxy = { port, mirrors, log, pid: spawnLogged(argv, log, {}, imgflowCommand().cwd) };
+  saveState(state);
+  const deadline = Date.now() + 30_000;
+  while (!(await listening(state.gateway, port))) {
+    if (!running(state.mirrorProxy.pid, 'node') || Date.now() > deadline) throw new Error(`the mirror proxy did not start: ${tail(log)}`);
+    await sleep(100);
+  }
+}
+
+async function stopMirrorProxy(state: HostsState): Promise<void> {
+  const pid = state.mirrorProxy?.pid;
+  if (pid && running(pid, 'node')) {
+    signal(pid, 'SIGTERM');
+    if (!(await waitGone(pid, 'node', 5000))) signal(pid, 'SIGKILL');
+  }
+  delete state.mirrorProxy;
+}
+
 /**
  * Settings a role's worker takes from its host: the NAS exports through its own tgtd on its own
  * address; NAS and compute hosts receive sync streams on their own addresses.
  */
 function roleEnv(state: HostsState, host: HostEntry, role: Role): Record<string, string> {
   const streams = { IMGFLOW_STREAM_ADDRESS: host.address };
+  if (role === 'builder') return state.mirrorProxy ? { http_proxy: `http://${state.gateway}:${state.mirrorProxy.port}` } : {};
   if (role === 'compute') return streams;
   if (role !== 'nas') return {};
   return { ...streams, IMGFLOW_NAS_EXPORT: 'tgt', IMGFLOW_NAS_PORTAL: `${host.address}:${ISCSI_PORT}`, IMGFLOW_TGT_CONTROL_PORT: String(state.tgt.controlPort) };
@@ -318,11 +358,12 @@ function quietRunner(): Run {
  */
 export async function upHosts(spec: HostsSpec, say: (line: string) => void = () => {}, run: Run = quietRunner()): Promise<HostsState> {
   const dir = path.resolve(spec.dir);
-  const frontendPort = checkInt('frontendPort', spec.frontendPort, 1, 65_535);
   // Checked before anything is made: a wrong host name changes nothing.
   const plan = hostPlan(spec.compute).map((h) => h.name);
   const wanted = spec.workers ?? plan;
   for (const name of wanted) if (!plan.includes(name)) throw new InputError('workers', `hosts among ${plan.join(', ')}`, name);
+  const frontendPort = spec.frontendPort === undefined ? undefined : checkInt('frontendPort', spec.frontendPort, 1, 65_535);
+  if (wanted.length && frontendPort === undefined) throw new InputError('frontendPort', "the Temporal frontend's port on the gateway (the workers dial it)");
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const state = readHostsState(dir) ?? newState(dir, spec);
   saveState(state);
@@ -331,7 +372,7 @@ export async function upHosts(spec: HostsSpec, say: (line: string) => void = () 
     state.gateway = gatewayOf(state.subnet);
     saveState(state);
   }
-  state.frontend = `${state.gateway}:${frontendPort}`;
+  if (frontendPort !== undefined) state.frontend = `${state.gateway}:${frontendPort}`;
   const planned = placeHosts(state, spec.compute);
   const dropped = state.hosts.filter((h) => !planned.some((p) => p.name === h.name));
   if (dropped.length) throw new InputError('compute', `at least the ${state.hosts.length - 4} compute hosts already up (imgflow cluster down first)`, spec.compute);
@@ -344,6 +385,8 @@ export async function upHosts(spec: HostsSpec, say: (line: string) => void = () 
   const nas = hostOf(state, 'nas-0');
   await ensureTgtd(run, state, nas);
   say(`tgtd on nas-0 serves ${nas.address}:${ISCSI_PORT} (control port ${state.tgt.controlPort})`);
+  await ensureMirrorProxy(state);
+  if (state.mirrorProxy) say(`builders reach ${state.mirrorProxy.mirrors.join(', ')} through http://${state.gateway}:${state.mirrorProxy.port}`);
 
   const started: WorkerEntry[] = [];
   for (const host of state.hosts.filter((h) => wanted.includes(h.name))) {
@@ -372,6 +415,7 @@ export async function downHosts(state: HostsState, say: (line: string) => void =
   await Promise.all(state.workers.map(stopWorker));
   state.workers = [];
   await stopTgtd(run, state);
+  await stopMirrorProxy(state);
   saveState(state);
   const hosts = state.hosts;
   for (const host of hosts) {

@@ -8,12 +8,15 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { checkHost, checkInt, InputError } from '../../common/names.js';
 import { downHosts, hostStatus, MAX_COMPUTE, readHostsState, runOn, setLink, upHosts, type HostsState } from '../cluster/hosts.js';
+import { paths } from '../../lib/config.js';
+import { checkClusterName } from '../cluster/state.js';
 import { configFrom, say, type GlobalFlags } from '../context.js';
 import { formatTable, printJson } from '../output.js';
 
-/** The cluster's directory: `--dir`, else `<home>/cluster`. */
+/** The cluster's directory: `--dir`, else the named cluster's (where `cluster up --compute` puts its hosts). */
 function clusterDir(cmd: Command, dir?: string): string {
-  return path.resolve(dir ?? path.join(configFrom(cmd.optsWithGlobals<GlobalFlags>()).home, 'cluster'));
+  const flags = cmd.optsWithGlobals<GlobalFlags & { name: string }>();
+  return path.resolve(dir ?? paths(configFrom(flags)).cluster(checkClusterName(flags.name)));
 }
 
 function requireState(dir: string): HostsState {
@@ -41,7 +44,7 @@ export function registerClusterHosts(cluster: Command): void {
   hosts
     .command('up')
     .description('bring up the bridge, one namespace per host, tgtd in nas-0 and the hosts\' workers (again: finishes what is missing)')
-    .option('--dir <dir>', "the cluster's directory (default <home>/cluster)")
+    .option('--dir <dir>', "the cluster's directory (default: the cluster's)")
     .option('--compute <n>', 'compute hosts', '3')
     .option('--frontend-port <port>', "Temporal frontend's port on the bridge's gateway", '7233')
     .option('--workers <hosts>', 'comma-separated hosts whose workers start (default: all)')
@@ -57,7 +60,7 @@ export function registerClusterHosts(cluster: Command): void {
   hosts
     .command('down')
     .description('stop every worker and tgtd, remove the namespaces, veths and bridge the hosts\' up made')
-    .option('--dir <dir>', "the cluster's directory (default <home>/cluster)")
+    .option('--dir <dir>', "the cluster's directory (default: the cluster's)")
     .action(async (opts: { dir?: string }, cmd: Command) => {
       const state = readHostsState(clusterDir(cmd, opts.dir));
       if (!state) return say('no hosts are up');
@@ -67,7 +70,7 @@ export function registerClusterHosts(cluster: Command): void {
   hosts
     .command('status')
     .description('each host: address, namespace, link, workers and (nas-0) tgtd')
-    .option('--dir <dir>', "the cluster's directory (default <home>/cluster)")
+    .option('--dir <dir>', "the cluster's directory (default: the cluster's)")
     .action((opts: { dir?: string }, cmd: Command) => {
       printStatus(requireState(clusterDir(cmd, opts.dir)), cmd.optsWithGlobals<GlobalFlags>().json);
     });
@@ -77,7 +80,7 @@ export function registerClusterHosts(cluster: Command): void {
     .description("plug or unplug a host's cable (fault tests: a host cut off)")
     .argument('<host>', 'builder-0, nas-0, compute-<i>, cloud-0 or control-0')
     .argument('<state>', 'up or down')
-    .option('--dir <dir>', "the cluster's directory (default <home>/cluster)")
+    .option('--dir <dir>', "the cluster's directory (default: the cluster's)")
     .action(async (host: string, updown: string, opts: { dir?: string }, cmd: Command) => {
       if (updown !== 'up' && updown !== 'down') throw new InputError('state', 'up or down', updown);
       await setLink(requireState(clusterDir(cmd, opts.dir)), checkHost('host', host), updown);
@@ -88,7 +91,7 @@ export function registerClusterHosts(cluster: Command): void {
     .description("run one command inside a host's network namespace (argv after --, no shell)")
     .argument('<host>', 'the host')
     .argument('<argv...>', 'the command and its arguments')
-    .option('--dir <dir>', "the cluster's directory (default <home>/cluster)")
+    .option('--dir <dir>', "the cluster's directory (default: the cluster's)")
     .action(async (host: string, argv: string[], opts: { dir?: string }, cmd: Command) => {
       const result = await runOn(requireState(clusterDir(cmd, opts.dir)), checkHost('host', host), argv, { okExitCodes: Array.from({ length: 255 }, (_, i) => i + 1) });
       process.stdout.write(result.stdout);

@@ -3,20 +3,33 @@
  * machine (PostgreSQL, one process per service, mutual TLS, tokens checked on every call).
  */
 import type { Command } from 'commander';
-import { InputError } from '../../common/names.js';
-import { clientTls, clusterDown, clusterUp, frontendAddress, restartService, tokenFor } from '../cluster/cluster.js';
+import { checkInt, InputError } from '../../common/names.js';
+import { clientTls, clusterUp, frontendAddress, restartService, tokenFor } from '../cluster/cluster.js';
+import { MAX_COMPUTE } from '../cluster/hosts.js';
+import { siteDown, siteStatus, siteUp } from '../cluster/site.js';
 import { issueClientCert } from '../cluster/pki.js';
 import { processStatuses } from '../cluster/services.js';
 import { checkClusterName, DEFAULT_CLUSTER, readState, TEMPORAL_SERVICES, type TemporalService } from '../cluster/state.js';
 import { checkRole, mintToken, parseTtl, writeTokenFile } from '../cluster/tokens.js';
 import { configFrom, currentUser, say, type GlobalFlags } from '../context.js';
-import { CONNECTION_ENV, paths } from '../../lib/config.js';
+import { CONNECTION_ENV, machineArch, paths } from '../../lib/config.js';
 import { formatPairs, formatTable, oneLine, printJson } from '../output.js';
 import { ensureServerBinaries, ensureUiServer, TEMPORAL_SERVER_VERSION, UI_SERVER_VERSION } from '../cluster/build.js';
 import { registerClusterHosts } from './cluster-hosts.js';
 
 interface ClusterFlags extends GlobalFlags {
   name: string;
+}
+
+interface UpFlags {
+  postgresUrl?: string;
+  listen: string;
+  san: string[];
+  siteCa?: string;
+  siteCert?: string;
+  siteKey?: string;
+  compute?: string;
+  nasPool?: string;
 }
 
 function clusterDir(cmd: Command): { dir: string; name: string; flags: ClusterFlags } {
@@ -63,23 +76,31 @@ export function registerCluster(program: Command): void {
     .option('--site-ca <file>', "the site's own CA: clients must hold a certificate it signed")
     .option('--site-cert <file>', "the frontend's certificate from the site's CA")
     .option('--site-key <file>', "the frontend's key")
-    .action(async (opts: { postgresUrl?: string; listen: string; san: string[]; siteCa?: string; siteCert?: string; siteKey?: string }, cmd: Command) => {
+    .option('--compute <n>', `also the hosts, each in a network namespace with its own address and worker: builder-0, nas-0, compute-0..<n-1>, cloud-0, control-0 (1-${MAX_COMPUTE}); the frontend then listens on their bridge`)
+    .option('--nas-pool <dataset>', "with --compute: the ZFS dataset nas-0 stores on (default: a file-backed pool in the cluster's directory)")
+    .action(async (opts: UpFlags, cmd: Command) => {
       const { dir, name, flags } = clusterDir(cmd);
       if (!/^[0-9]{1,3}(\.[0-9]{1,3}){3}$/.test(opts.listen)) throw new InputError('--listen', 'an IPv4 address', opts.listen);
       const siteFiles = [opts.siteCa, opts.siteCert, opts.siteKey].filter(Boolean);
       if (siteFiles.length !== 0 && siteFiles.length !== 3) throw new InputError('--site-ca', '--site-ca, --site-cert and --site-key together');
+      const compute = opts.compute === undefined ? undefined : checkInt('--compute', opts.compute, 1, MAX_COMPUTE);
+      if (opts.nasPool !== undefined && compute === undefined) throw new InputError('--nas-pool', 'to come with --compute (the NAS is one of the hosts)', opts.nasPool);
+      if (compute !== undefined && cmd.getOptionValueSource('listen') === 'cli') throw new InputError('--listen', "to be left out with --compute (the frontend listens on the hosts' bridge)", opts.listen);
       const config = configFrom(flags);
       const postgresUrl = opts.postgresUrl ?? process.env.IMGFLOW_POSTGRES_URL;
-      const up = await clusterUp({
+      const options = {
         name,
         dir,
         namespace: config.namespace,
-        listen: opts.listen,
         sans: opts.san,
         ...(postgresUrl ? { postgresUrl } : {}),
         ...(siteFiles.length ? { site: { caPath: opts.siteCa!, certPath: opts.siteCert!, keyPath: opts.siteKey! } } : {}),
         say,
-      });
+      };
+      const up =
+        compute === undefined
+          ? await clusterUp({ ...options, listen: opts.listen })
+          : (await siteUp({ ...options, compute, codecKeys: config.codecKeys, ...(opts.nasPool ? { nasPool: opts.nasPool } : {}) })).cluster;
       const env = clientEnv(up.operator.address, up.operator.tls, up.operator.apiKeyFile, config.namespace);
       const result = { cluster: name, frontend: up.operator.address, namespace: config.namespace, started: up.started, webUi: up.uiUrl ?? null, stateDir: dir, env: Object.fromEntries(env) };
       if (flags.json) return printJson(result);
@@ -112,23 +133,27 @@ export function registerCluster(program: Command): void {
 
   cluster
     .command('status')
-    .description('each process of the cluster: up or down, pid, address')
+    .description("each process of the cluster (up or down, pid, address) and, with hosts, each host's workers and the pollers on their queues")
     .action(async (_opts: unknown, cmd: Command) => {
       const { dir, flags } = clusterDir(cmd);
       const state = readState(dir);
       const rows = await processStatuses(state);
-      if (flags.json) printJson({ cluster: state.name, frontend: frontendAddress(state), namespace: state.namespace, processes: rows });
-      else process.stdout.write(`${formatTable(rows as unknown as Record<string, unknown>[], ['name', 'state', 'pid', 'address'])}\n`);
-      if (rows.some((r) => r.state === 'down')) process.exitCode = 1;
+      const hosts = await siteStatus(state, machineArch());
+      if (flags.json) printJson({ cluster: state.name, frontend: frontendAddress(state), namespace: state.namespace, processes: rows, ...(hosts ? { hosts } : {}) });
+      else {
+        process.stdout.write(`${formatTable(rows as unknown as Record<string, unknown>[], ['name', 'state', 'pid', 'address'])}\n`);
+        if (hosts) process.stdout.write(`\n${formatTable(hosts as unknown as Record<string, unknown>[], ['host', 'address', 'link', 'queue', 'worker', 'pollers'])}\n`);
+      }
+      if (rows.some((r) => r.state === 'down') || hosts?.some((h) => h.worker === 'down' || h.pollers === 0)) process.exitCode = 1;
     });
 
   cluster
     .command('down')
-    .description('stop every process the cluster started; --drop-databases also removes its databases and state')
+    .description("stop every process the cluster started and remove its hosts (namespaces, bridge, tgtd, the NAS's pool); --drop-databases also removes its databases and state")
     .option('--drop-databases', 'drop both databases and remove the state directory')
     .action(async (opts: { dropDatabases?: boolean }, cmd: Command) => {
       const { dir, flags } = clusterDir(cmd);
-      const stopped = await clusterDown(dir, { dropDatabases: Boolean(opts.dropDatabases) });
+      const stopped = await siteDown(dir, { dropDatabases: Boolean(opts.dropDatabases), say });
       if (flags.json) printJson({ stopped, dropped: Boolean(opts.dropDatabases) });
       else say(`stopped: ${stopped.join(', ') || 'nothing was running'}${opts.dropDatabases ? '; databases dropped' : ''}`);
     });

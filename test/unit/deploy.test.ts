@@ -8,6 +8,8 @@ import { parse } from 'yaml';
 import { ROLES } from '../../common/queues.js';
 import { SA, searchAttributeFlags } from '../../common/search-attributes.js';
 import { CONNECTION_ENV } from '../../lib/config.js';
+import { FRONTEND_TLS_NAME } from '../../starters/cluster/pki.js';
+import { WORKER_SETTINGS } from '../../starters/cluster/site.js';
 
 interface Service {
   image?: string;
@@ -89,11 +91,16 @@ describe('docker-compose.yml', () => {
     expect(services['temporal-ui']?.environment?.TEMPORAL_TLS_CERT).toBeTruthy();
   });
 
-  it("connects every worker with a client certificate, the cluster CA and a token file, under imgflow's own setting names", () => {
-    const e = CONNECTION_ENV;
+  it('connects every worker with the settings `cluster up --compute` gives its hosts: certificate, CA, server name, token file, keyring', () => {
     for (const s of Object.values(services).filter(roleOf)) {
-      for (const name of [e.certPath, e.keyPath, e.caPath, e.serverName, e.apiKeyFile]) expect(s.environment?.[name], name).toBeTruthy();
-      expect(s.environment?.[e.apiKey]).toBeUndefined();
+      for (const name of WORKER_SETTINGS) expect(s.environment?.[name], name).toBeTruthy();
+      expect(s.environment?.[CONNECTION_ENV.serverName]).toBe(FRONTEND_TLS_NAME);
+      expect(s.environment?.[CONNECTION_ENV.apiKey]).toBeUndefined();
+    }
+    // Every client of the frontend checks it by the name in the certificate `cluster up` makes.
+    for (const name of ['temporal-setup', 'temporal-ui']) {
+      const env = services[name]?.environment ?? {};
+      expect(env.TEMPORAL_TLS_SERVER_NAME, name).toBe(FRONTEND_TLS_NAME);
     }
   });
 
@@ -107,9 +114,11 @@ describe('docker-compose.yml', () => {
 describe('deploy/imgflow-worker@.service', () => {
   const unit = fs.readFileSync(new URL('../../deploy/imgflow-worker@.service', import.meta.url), 'utf8');
 
-  it('gives the worker its certificate, the cluster CA and a token file, never a token', () => {
+  it('gives the worker the settings `cluster up --compute` gives its hosts, never a token itself', () => {
     const e = CONNECTION_ENV;
     for (const name of [e.certPath, e.keyPath, e.caPath, e.apiKeyFile]) expect(unit).toMatch(new RegExp(`^Environment=${name}=/etc/imgflow/tls/`, 'm'));
+    for (const name of WORKER_SETTINGS) expect(unit).toMatch(new RegExp(`^Environment=${name}=\\S`, 'm'));
+    expect(unit).toMatch(new RegExp(`^Environment=${e.serverName}=${FRONTEND_TLS_NAME}$`, 'm'));
     expect(unit).not.toMatch(new RegExp(`^Environment=${e.apiKey}=`, 'm'));
   });
 });

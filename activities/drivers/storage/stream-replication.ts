@@ -10,7 +10,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { checkInt, checkName, checkSpeed } from '../../../common/names.js';
 import type { Logger } from '../../../lib/logger.js';
 import { checkSnapshotName } from '../naming.js';
-import { checkToken, createStreamReceiver, sendStream, type Endpoint } from '../stream.js';
+import { checkEndpoint, checkStreamAddress, checkToken, createStreamReceiver, sendStream, type Endpoint } from '../stream.js';
 import type { ReplicatingStorage } from '../types.js';
 import { DEFAULT_KEEP } from './snapshots.js';
 
@@ -22,11 +22,8 @@ export interface StreamReplicationDeps {
   slot?: <T>(fn: () => Promise<T>) => Promise<T>;
 }
 
-const ADDRESS = /^(\d{1,3}\.){3}\d{1,3}$/;
-
 export function createStreamReplication({ store, env, logger, slot = (fn) => fn() }: StreamReplicationDeps) {
-  const address = env.IMGFLOW_STREAM_ADDRESS;
-  if (address !== undefined && !ADDRESS.test(address)) throw new Error(`IMGFLOW_STREAM_ADDRESS: expected this host's IPv4 address, got ${JSON.stringify(address)}`);
+  const address = checkStreamAddress(env.IMGFLOW_STREAM_ADDRESS);
   const receiver = createStreamReceiver(logger);
 
   return {
@@ -51,9 +48,7 @@ export function createStreamReplication({ store, env, logger, slot = (fn) => fn(
       const volume = checkName('volume', input.volume);
       const snapshots = { ...(input.from ? { from: checkSnapshotName('from', input.from) } : {}), to: checkSnapshotName('to', input.to) };
       const rate = input.bytesPerSecond === undefined ? {} : { bytesPerSecond: checkSpeed('bytesPerSecond', input.bytesPerSecond) };
-      if (!ADDRESS.test(input.address)) throw new Error(`address: expected an IPv4 address, got ${JSON.stringify(input.address)}`);
-      const port = checkInt('port', input.port, 1, 65_535);
-      return sendStream(logger, { address: input.address, port, token: checkToken('token', input.token), producer: store().sendArgv(volume, snapshots), ...rate });
+      return sendStream(logger, { ...checkEndpoint(input), token: checkToken('token', input.token), producer: store().sendArgv(volume, snapshots), ...rate });
     },
 
     snapshot: async (input: { volume: string; name: string }): Promise<string> => {
