@@ -39,6 +39,13 @@ import { CHROOT_ENV, ensureProcDir, inImageArgv, inRoot, lstatOrUndefined, relea
 import { fixRoot, validateRoot, type Breach } from './validate.js';
 import { buildDirs, runPhaseOnce, writeJsonAtomic, type BuildDirs, type BuildRef } from './work.js';
 
+/** `http_proxy` for the commands that fetch packages, from IMGFLOW_MIRROR_PROXY (an http:// URL). */
+function mirrorProxyEnv(proxy: string | undefined): Record<string, string> {
+  if (proxy === undefined || proxy === '') return {};
+  if (!/^http:\/\/[A-Za-z0-9.-]+:\d{1,5}\/?$/.test(proxy)) throw new InputError('IMGFLOW_MIRROR_PROXY', 'an http://HOST:PORT proxy URL', proxy);
+  return { http_proxy: proxy };
+}
+
 /** How this worker reaches hosts it captures: its key and the host keys it trusts. */
 export interface SshOptions {
   identityFile?: string;
@@ -49,6 +56,7 @@ export interface PhaseDeps {
   run: Run;
   config: Config;
   ssh?: SshOptions;
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface PhaseResult {
@@ -95,7 +103,9 @@ async function logCommand(argv: readonly string[], outcome: string, stderr: stri
   await fs.appendFile(log.file, `[${log.phase}] $ ${argv.join(' ')}  (${outcome})\n${said}`);
 }
 
-export function createPhaseActivities({ run: runCommand, config, ssh = {} }: PhaseDeps) {
+export function createPhaseActivities({ run: runCommand, config, ssh = {}, env = process.env }: PhaseDeps) {
+  // A builder with no route out fetches packages through the site's proxy; only those commands get it.
+  const fetchEnv = mirrorProxyEnv(env.IMGFLOW_MIRROR_PROXY);
   /** The runner, writing each command of a phase into the build's log as well. */
   const run: Run = async (argv, options) => {
     try {
@@ -146,7 +156,7 @@ export function createPhaseActivities({ run: runCommand, config, ssh = {} }: Pha
     if (source.variant !== 'default') argv.push(`--variant=${source.variant}`);
     if (source.packages.length) argv.push(`--include=${source.packages.join(',')}`);
     const stages = [
-      () => run([...argv, source.suite, target, source.mirror], { timeoutMs: 60 * MINUTE, okExitCodes: [1] }),
+      () => run([...argv, source.suite, target, source.mirror], { env: fetchEnv, timeoutMs: 60 * MINUTE, okExitCodes: [1] }),
       async () => {
         await ensureProcDir(target);
         return run(inImageArgv(target, ['/debootstrap/debootstrap', '--second-stage']), { env: CHROOT_ENV, timeoutMs: 60 * MINUTE, okExitCodes: [1] });
@@ -226,9 +236,9 @@ export function createPhaseActivities({ run: runCommand, config, ssh = {} }: Pha
   }
 
   /** Runs image code: isolated from the build host in namespaces of its own (see `inImageArgv`). */
-  async function runInRoot(dirs: BuildDirs, argv: string[], timeoutMs = 60 * MINUTE) {
+  async function runInRoot(dirs: BuildDirs, argv: string[], extraEnv: Record<string, string> = {}, timeoutMs = 60 * MINUTE) {
     await ensureProcDir(dirs.root);
-    return run(inImageArgv(dirs.root, argv), { env: CHROOT_ENV, timeoutMs });
+    return run(inImageArgv(dirs.root, argv), { env: { ...CHROOT_ENV, ...extraEnv }, timeoutMs });
   }
 
   /**
@@ -346,8 +356,8 @@ export function createPhaseActivities({ run: runCommand, config, ssh = {} }: Pha
           await assertNothingMounted(dirs.root);
           await withHostResolver(dirs, () =>
             withoutServiceStarts(dirs, async () => {
-              await runInRoot(dirs, ['apt-get', 'update']);
-              await runInRoot(dirs, ['apt-get', 'install', '-y', '--no-install-recommends', '--', ...packages]);
+              await runInRoot(dirs, ['apt-get', 'update'], fetchEnv);
+              await runInRoot(dirs, ['apt-get', 'install', '-y', '--no-install-recommends', '--', ...packages], fetchEnv);
               await runInRoot(dirs, ['apt-get', 'clean']);
             }),
           );

@@ -126,6 +126,8 @@ export async function clusterUp(o: UpOptions): Promise<UpResult> {
   writeServerConfig(state, pg);
   writeState(state);
 
+  // A frontend still listening on an earlier address starts again on this one.
+  if (previous && previous.listen !== listen) await stopProcess(state, 'frontend');
   const started: string[] = [];
   if (!pidOf(state, 'keys')) started.push('keys');
   startKeysServer(state);

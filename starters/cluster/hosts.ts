@@ -307,7 +307,7 @@ async function stopMirrorProxy(state: HostsState): Promise<void> {
  */
 function roleEnv(state: HostsState, host: HostEntry, role: Role): Record<string, string> {
   const streams = { IMGFLOW_STREAM_ADDRESS: host.address };
-  if (role === 'builder') return state.mirrorProxy ? { http_proxy: `http://${state.gateway}:${state.mirrorProxy.port}` } : {};
+  if (role === 'builder') return state.mirrorProxy ? { IMGFLOW_MIRROR_PROXY: `http://${state.gateway}:${state.mirrorProxy.port}` } : {};
   if (role === 'compute') return streams;
   if (role !== 'nas') return {};
   return { ...streams, IMGFLOW_NAS_EXPORT: 'tgt', IMGFLOW_NAS_PORTAL: `${host.address}:${ISCSI_PORT}`, IMGFLOW_TGT_CONTROL_PORT: String(state.tgt.controlPort) };

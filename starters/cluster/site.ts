@@ -88,6 +88,8 @@ export async function siteDown(dir: string, o: { dropDatabases?: boolean; say?: 
 /** The pool made for nas-0 of the cluster in `dir`. */
 export const sitePoolName = (dir: string) => `imgflow-${Buffer.from(path.resolve(dir)).toString('hex').slice(-12)}`;
 
+const poolMountpoint = (dir: string) => path.join(path.resolve(dir), 'nas-0.zfs');
+
 async function zfsFuseRunning(run: Run): Promise<boolean> {
   return (await run(['zpool', 'list', '-H', '-o', 'name'], { okExitCodes: [1] })).exitCode === 0;
 }
@@ -114,7 +116,7 @@ async function ensurePool(run: Run, dir: string, say: (line: string) => void): P
     fs.truncateSync(file, POOL_BYTES);
     // A pool left by an earlier up whose file is still here is imported rather than made anew.
     const imported = await run(['zpool', 'import', '-d', path.dirname(file), name], { okExitCodes: [1] });
-    if (imported.exitCode !== 0) await run(['zpool', 'create', '-m', 'none', name, file]);
+    if (imported.exitCode !== 0) await run(['zpool', 'create', '-m', poolMountpoint(dir), name, file]);
     say(`nas-0 stores on ZFS pool ${name} (${file})`);
   }
   return `${name}/imgflow`;
@@ -129,6 +131,7 @@ async function destroyPool(run: Run, dir: string, say: (line: string) => void): 
     if (pools.includes(name)) await run(['zpool', 'destroy', '-f', name]);
   }
   fs.rmSync(file, { force: true });
+  fs.rmSync(poolMountpoint(dir), { recursive: true, force: true });
   say(`destroyed pool ${name}`);
 }
 
