@@ -25,8 +25,8 @@ export interface FileServer {
   close(): Promise<void>;
 }
 
-/** Listens on 127.0.0.1, on `port` when given (0: any free port). */
-export async function serveFiles(port = 0): Promise<FileServer> {
+/** Listens on `host` (127.0.0.1 by default), on `port` when given (0: any free port). */
+export async function serveFiles(port = 0, host = '127.0.0.1'): Promise<FileServer> {
   const files = new Map<string, string>();
   const requests: ServedRequest[] = [];
   const sockets = new Set<Socket>();
@@ -50,12 +50,12 @@ export async function serveFiles(port = 0): Promise<FileServer> {
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => resolve());
+    server.listen(port, host, () => resolve());
   });
   const bound = (server.address() as AddressInfo).port;
   return {
     port: bound,
-    url: (urlPath) => `http://127.0.0.1:${bound}${urlPath}`,
+    url: (urlPath) => `http://${host}:${bound}${urlPath}`,
     publish: (urlPath, file) => void files.set(urlPath, file),
     requests,
     close: () =>

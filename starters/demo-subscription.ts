@@ -104,17 +104,17 @@ async function publish(run: Run, server: FileServer, endorsement: Endorsement, d
   return { version, disk };
 }
 
-/** Serves on the port the subscription already knows, or on a new one when that port is taken. */
-async function serveAgain(url: string | undefined): Promise<FileServer> {
-  if (url === undefined) return serveFiles();
-  return serveFiles(Number(new URL(url).port)).catch((error: NodeJS.ErrnoException) => {
+/** Serves on the address and port the subscription already knows, or on a new port when that one is taken. */
+async function serveAgain(url: string | undefined, host: string): Promise<FileServer> {
+  if (url === undefined || new URL(url).hostname !== host) return serveFiles(0, host);
+  return serveFiles(Number(new URL(url).port), host).catch((error: NodeJS.ErrnoException) => {
     if (error.code !== 'EADDRINUSE') throw error;
-    return serveFiles();
+    return serveFiles(0, host);
   });
 }
 
 /** The demo's subscription to `url`: the one already there, or a new one (replacing one elsewhere). */
-async function ensureSubscription(client: Client, config: Config, prior: SubscriptionView | undefined, url: string, caDir: string): Promise<{ lastApplied: number; subscribed: boolean }> {
+async function ensureSubscription(client: Client, site: string, prior: SubscriptionView | undefined, url: string, caDir: string): Promise<{ lastApplied: number; subscribed: boolean }> {
   const lastApplied = Number(prior?.lastAppliedVersion ?? 0);
   if (prior?.config.url === url) return { lastApplied, subscribed: false };
   if (prior) {
@@ -124,7 +124,7 @@ async function ensureSubscription(client: Client, config: Config, prior: Subscri
   const subscription: SubscriptionConfig = subscriptionFromOptions(
     url,
     { endorserDn: NAMES.endorser, endorserCa: NAMES.ca, caDir, every: '1d', newImages: 'accept', registry: 'catalog', format: 'qcow2', identifier: DEMO_SUBSCRIPTION, name: DEMO_SUBSCRIPTION },
-    config.site,
+    site,
   );
   await startSubscription(client, subscription);
   // The list server lives only as long as a demo: scheduled syncs would find nobody serving it.
@@ -170,16 +170,28 @@ export interface DemoSubscriptionSummary {
   registry: { current?: RegistryRow; parked?: RegistryRow };
 }
 
-export async function demoSubscription(client: Client, config: Config, run: Run): Promise<{ summary: DemoSubscriptionSummary; text: string }> {
+/** Where the subscription runs: the cloud site syncing it, its registry, the address the list is served on. */
+export interface CloudPlace {
+  site: string;
+  registry: ImageRegistry;
+  listen: string;
+}
+
+export async function demoSubscription(
+  client: Client,
+  config: Config,
+  run: Run,
+  place: CloudPlace = { site: config.site, registry: cloudRegistry(config, process.env), listen: '127.0.0.1' },
+): Promise<{ summary: DemoSubscriptionSummary; text: string }> {
   const dir = path.join(config.home, 'demo', 'imagelist');
   const endorsement = await ensureEndorsement(run, path.join(dir, 'pki'), NAMES);
   const disks = await ensureDisks(run, path.join(dir, 'disks'));
   const prior = await describeSubscription(client, DEMO_SUBSCRIPTION);
-  const server = await serveAgain(prior?.config.url);
-  const registry = cloudRegistry(config, process.env);
+  const server = await serveAgain(prior?.config.url, place.listen);
+  const registry = place.registry;
   try {
     const url = server.url(LIST_PATH);
-    const { lastApplied, subscribed } = await ensureSubscription(client, config, prior, url, endorsement.caDir);
+    const { lastApplied, subscribed } = await ensureSubscription(client, place.site, prior, url, endorsement.caDir);
     const first = await publish(run, server, endorsement, dir, disks, Math.max(lastApplied, 1));
     const sync1 = await syncOrFail(client);
     const before = await subscriptionAppliances(client, DEMO_SUBSCRIPTION);

@@ -121,10 +121,11 @@ export async function clusterUp(o: UpOptions): Promise<UpResult> {
   };
   fs.mkdirSync(path.dirname(postgresUrlFile(o.dir)), { recursive: true, mode: 0o700 });
   fs.writeFileSync(postgresUrlFile(o.dir), `${pgUrl}\n`, { mode: 0o600 });
+  // Recorded before the databases are made, so that `down --drop-databases` finds them even when a migration fails.
+  writeState(state);
   say(`databases ${state.databases.temporal} and ${state.databases.visibility} on ${pg.host}:${pg.port}: creating and migrating`);
   migrateDatabases(bins.sql, pg, state.databases);
   writeServerConfig(state, pg);
-  writeState(state);
 
   // A frontend still listening on an earlier address starts again on this one.
   if (previous && previous.listen !== listen) await stopProcess(state, 'frontend');

@@ -270,9 +270,6 @@ async function stopTgtd(run: Run, state: HostsState): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Workers
-
-// ---------------------------------------------------------------------------------------------
 // The mirror's proxy on the gateway
 
 async function ensureMirrorProxy(state: HostsState): Promise<void> {
@@ -300,6 +297,9 @@ async function stopMirrorProxy(state: HostsState): Promise<void> {
   }
   delete state.mirrorProxy;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Workers
 
 /**
  * Settings a role's worker takes from its host: the NAS exports through its own tgtd on its own

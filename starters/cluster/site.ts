@@ -21,6 +21,7 @@ import type { ClusterState } from './state.js';
 
 const POOL_FILE = 'nas-0.pool';
 const POOL_BYTES = 4 * 1024 ** 3;
+const POOL_BUSY_MS = 30_000;
 const WORKER_TOKEN_SECONDS = 365 * 86_400;
 
 export interface SiteOptions extends Omit<UpOptions, 'listen'> {
@@ -128,11 +129,29 @@ async function destroyPool(run: Run, dir: string, say: (line: string) => void): 
   if (!fs.existsSync(file)) return;
   if (await zfsFuseRunning(run)) {
     const pools = (await run(['zpool', 'list', '-H', '-o', 'name'])).stdout.split('\n');
-    if (pools.includes(name)) await run(['zpool', 'destroy', '-f', name]);
+    if (pools.includes(name)) await destroyWhenIdle(run, name, poolMountpoint(dir));
   }
   fs.rmSync(file, { force: true });
   fs.rmSync(poolMountpoint(dir), { recursive: true, force: true });
   say(`destroyed pool ${name}`);
+}
+
+/**
+ * zfs-fuse answers "pool is busy" while the kernel still holds files the stopped workers and
+ * tgtd had open under the pool's mounts; they let go within seconds. Past that, the error names
+ * the processes that still hold them.
+ */
+async function destroyWhenIdle(run: Run, name: string, mountpoint: string): Promise<void> {
+  const deadline = Date.now() + POOL_BUSY_MS;
+  for (;;) {
+    const destroyed = await run(['zpool', 'destroy', '-f', name], { okExitCodes: [1] });
+    if (destroyed.exitCode === 0) return;
+    if (!/pool is busy/.test(destroyed.stderr) || Date.now() > deadline) {
+      const holders = (await run(['fuser', '-vm', mountpoint], { okExitCodes: [1] }).catch(() => undefined))?.stderr.trim();
+      throw new Error(`zpool destroy -f ${name}: ${destroyed.stderr.trim()}${holders ? `; held by: ${holders.replace(/\s+/g, ' ')}` : ''}`);
+    }
+    await sleep(500);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,6 +8,9 @@
  * - builder-0 reaches the package mirror through the gateway's proxy, and nothing else;
  * - a map from nas-0 to compute-1, readable from compute-1 and refused from compute-0;
  * - a viewer's map refused in one line, with nothing started;
+ * - the main job across the hosts (`imgflow demo --cluster`): a debootstrap build on builder-0
+ *   stored on nas-0, promoted, mapped to compute-1 and refused to compute-0, and a signed list
+ *   synced by cloud-0, the changed image taking the name and access of the old one;
  * - `cluster down` leaves no process, namespace, link, pool, target or database behind.
  */
 import { randomBytes } from 'node:crypto';
@@ -16,6 +19,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRunner } from '../../activities/runner.js';
 import { machineMirror } from '../../activities/builder/recipe.js';
+import { cloudRegistry } from '../../activities/cloud/registry/configured.js';
+import type { VersionRecord } from '../../common/lineage.js';
+import type { DemoSubscriptionSummary } from '../../starters/demo-subscription.js';
 import { readHostsState, runOn, type HostsState } from '../../starters/cluster/hosts.js';
 import { sitePoolName } from '../../starters/cluster/site.js';
 import { readState } from '../../starters/cluster/state.js';
@@ -27,6 +33,14 @@ import { memoryLogger } from '../support/logger.js';
 import { requireClusterBinaries, requireTools } from '../support/tools.js';
 
 const IQN = 'iqn.2026-01.org.imgflow';
+/** What `imgflow --json demo --cluster` prints, in the order of its steps. */
+interface SiteDemo {
+  step1: VersionRecord;
+  step2: { prod: { version: string } };
+  step3: { compute: string; readable: boolean; refusedTo?: string };
+  step4: DemoSubscriptionSummary;
+}
+
 const REFUSED = Array.from({ length: 255 }, (_, i) => i + 1);
 
 describe('a site on one machine: cluster up --compute', () => {
@@ -116,6 +130,23 @@ describe('a site on one machine: cluster up --compute', () => {
     expect(refused.stderr).toMatch(/^imgflow: refused by the Temporal server: this token does not allow that here/);
     expect(ok(await asOperator('--json', 'maps'))).toBe(before);
   }, 300_000);
+
+  it('runs the main job across the hosts: imgflow demo --cluster', async () => {
+    const demo = JSON.parse(ok(await asOperator('--json', 'demo', '--cluster', name))) as SiteDemo;
+    const { step1: built, step2: promoted, step3: mapped, step4: listed } = demo;
+    expect(built.provenance.builder).toBe('builder-0');
+    expect(built.artifacts.map((a) => a.host)).toEqual(expect.arrayContaining(['nas-0']));
+    expect(promoted.prod).toMatchObject({ version: built.id });
+    expect(mapped).toMatchObject({ compute: 'compute-1', readable: true, refusedTo: 'compute-0' });
+    expect(listed.syncs.map((s) => s.status)).toEqual(['applied', 'applied']);
+    // cloud-0's registry: the changed image under its name with the access the site gave the old one.
+    expect(listed.registry.current).toMatchObject({ name: 'demo-appliance', mode: '644', version: '2' });
+    expect(listed.registry.parked).toMatchObject({ name: expect.stringMatching(/^demo-appliance_EXPIRED_/), state: 'DISABLED' });
+    const images = await cloudRegistry({ home: path.join(dir, 'hosts', 'cloud-0') }, {}).list({ imageList: 'imgflow-demo' });
+    expect(images.map((i) => i.id).sort()).toEqual([listed.registry.current!.id, listed.registry.parked!.id].sort());
+    // The volume the demo mapped is gone again.
+    expect(JSON.parse(ok(await asOperator('--json', 'maps')))).toEqual([]);
+  }, 900_000);
 
   it('down leaves no process, namespace, link, pool or database behind', async () => {
     const state = readState(dir);
