@@ -12,7 +12,8 @@ import { InputError } from '../common/names.js';
 import { paths, type Config } from '../lib/config.js';
 import { deleteUpdate, unmapUpdate } from '../workflows/volume.js';
 import { hostHome, readHostsState, runOn, type HostsState } from './cluster/hosts.js';
-import { checkClusterName } from './cluster/state.js';
+import { uiUrl } from './cluster/cluster.js';
+import { checkClusterName, readState } from './cluster/state.js';
 import { currentUser } from './context.js';
 import type { CloudPlace } from './demo-subscription.js';
 import { formatPairs } from './output.js';
@@ -28,12 +29,15 @@ export interface DemoSite {
   compute: string;
   other?: string;
   cloud: CloudPlace;
+  webUi?: string;
 }
 
 /** The site of cluster `name`, as `cluster up --compute N` left it; bad input when there is none. */
 export function demoSite(config: Config, name: string): DemoSite {
-  const hosts = readHostsState(paths(config).cluster(checkClusterName(name)));
+  const dir = paths(config).cluster(checkClusterName(name));
+  const hosts = readHostsState(dir);
   if (!hosts?.workers.length) throw new InputError('--cluster', `a cluster brought up with its hosts (imgflow cluster --name ${name} up --compute N)`, name);
+  const cluster = readState(dir);
   const computes = hosts.hosts.map((h) => h.name).filter((h) => h.startsWith('compute-'));
   const compute = computes[1] ?? computes[0]!;
   const other = computes.find((h) => h !== compute);
@@ -43,6 +47,7 @@ export function demoSite(config: Config, name: string): DemoSite {
     compute,
     ...(other ? { other } : {}),
     cloud: { site: CLOUD, registry: cloudRegistry({ home: hostHome(hosts, CLOUD) }, {}), listen: hosts.gateway },
+    ...(cluster.ui ? { webUi: uiUrl(cluster) } : {}),
   };
 }
 

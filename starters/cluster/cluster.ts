@@ -164,8 +164,11 @@ function startUiFor(state: ClusterState, bins: ServerBinaries, started: string[]
   for (const name of ['ui', 'ui-front'] as const) if (!pidOf(state, name)) started.push(name);
   startUi(state, bins, writeUiConfig(state, issueClientCert(state.pki, 'web-ui')));
   startUiFront(state, tokenFor(state, 'viewer', `web-ui@${state.name}`, 30 * 86_400, 'web-ui'));
-  return `http://127.0.0.1:${state.ports.ui}`;
+  return uiUrl(state);
 }
+
+/** The Web UI's front door, on this machine's loopback. */
+export const uiUrl = (state: Pick<ClusterState, 'ports'>) => `http://127.0.0.1:${state.ports.ui}`;
 
 /** Kills one Temporal service (SIGKILL by default, as a crash would) and starts it again. */
 export async function restartService(dir: string, service: TemporalService, o: { signal?: NodeJS.Signals } = {}): Promise<number> {

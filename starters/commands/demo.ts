@@ -131,7 +131,8 @@ export function registerDemo(program: Command): void {
           results[`step${i + 1}`] = summary;
           if (!flags.json) process.stdout.write(`${text}\n\n`);
         }
-        const webUi = uiUrl ? `${uiUrl}/namespaces/${config.namespace}/workflows` : null;
+        const ui = site ? site.webUi : uiUrl;
+        const webUi = ui ? `${ui}/namespaces/${config.namespace}/workflows` : null;
         if (flags.json) printJson({ ...results, webUi });
         else process.stdout.write(`Web UI: ${webUi ?? '-'}\n`);
       } finally {
