@@ -29,7 +29,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { CloudActivities, ImageSnapshot } from '../activities/cloud/index.js';
-import type { ImageChange, ImageList, ListDiff, ListedImage, TakenName } from '../activities/cloud/imagelist.js';
+import type { ImageChange, ImageList, ListDiff, ListedImage, ListOwner, TakenName } from '../activities/cloud/imagelist.js';
 import type { RegistryImage } from '../activities/cloud/registry/types.js';
 import { clip } from '../common/limits.js';
 import { checkUser, checkReason, type HistoryEntry } from '../common/lineage.js';
@@ -72,7 +72,8 @@ export interface SubscriptionConfig {
   workerWaitSeconds?: number;
 }
 
-const DN = /^(\/[A-Za-z][A-Za-z0-9.]*=[^/\n]+)+$/;
+/** One `KEY=value` of a slash-form DN; a `/` not followed by a key continues the value (CN=host/name.example.org). */
+const DN_ATTRIBUTE = /^[A-Za-z][A-Za-z0-9.]*=[^\n]+$/;
 const EVERY = /^([1-9]\d{0,3})([mhd])$/;
 const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
 
@@ -83,7 +84,11 @@ function oneOf<T extends string>(field: string, allowed: readonly T[], value: un
 
 /** A distinguished name in the slash form lists use: /C=CH/O=Org/CN=Name. */
 export function checkDn(field: string, value: unknown): string {
-  if (typeof value !== 'string' || value.length > 512 || !DN.test(value)) throw new InputError(field, 'a distinguished name in slash form, such as /C=CH/O=Org/CN=Name', value);
+  const attributes = typeof value === 'string' && value.startsWith('/') ? value.slice(1).split(/\/(?=[A-Za-z][A-Za-z0-9.]*=)/) : [];
+  // Blanks around a DN can never match the name openssl prints for a signer.
+  if (typeof value !== 'string' || value.length > 512 || value !== value.trim() || !attributes.every((a) => DN_ATTRIBUTE.test(a)) || !attributes.length) {
+    throw new InputError(field, 'a distinguished name in slash form without blanks around it, such as /C=CH/O=Org/CN=Name', value);
+  }
   return value;
 }
 
@@ -298,8 +303,12 @@ function takenNames(diff: ListDiff): TakenName[] {
 }
 
 /** A listed image whose name another image holds: reported, never registered beside it. */
-function takenOutcome({ image, holderId, holderList }: TakenName): ImageOutcome {
-  const holder = holderList ? `image ${holderId} of list ${holderList}` : `image ${holderId}, which no list brought`;
+function takenOutcome({ image, holderId, holderList, holderSubscription }: TakenName, owner: ListOwner): ImageOutcome {
+  const holder = holderSubscription
+    ? `image ${holderId} of subscription ${holderSubscription} (list ${holderList ?? '?'}), which subscription ${owner.subscription} never changes`
+    : holderList
+      ? `image ${holderId} of list ${holderList}`
+      : `image ${holderId}, which no list brought`;
   return { identifier: image.identifier, action: 'add', ok: false, title: image.title, imageVersion: image.version, note: `not added: the name ${image.identifier} is taken by ${holder}` };
 }
 
@@ -315,8 +324,8 @@ async function prepareDisk(act: Proxies, image: ListedImage, format: Subscriptio
 }
 
 /** Removes whatever registration was made (or half made) for this entry, under `name` when staged. */
-async function removeRegistered(act: Proxies, list: ImageList, image: ListedImage, name?: string): Promise<void> {
-  const id = await act.undo.findRegisteredImage({ list, image, ...(name !== undefined ? { name } : {}) });
+async function removeRegistered(act: Proxies, owner: ListOwner, image: ListedImage, name?: string): Promise<void> {
+  const id = await act.undo.findRegisteredImage({ list: owner, image, ...(name !== undefined ? { name } : {}) });
   if (id !== null) await act.undo.deleteImage({ id });
 }
 
@@ -347,9 +356,9 @@ async function compensate(undo: (() => Promise<void>)[]): Promise<string | undef
  * A first-ever image: registered (or its staged copy renamed), ready, and private to the admin
  * until the site opens it.
  */
-async function addImage(act: Proxies, list: ImageList, image: ListedImage, format: SubscriptionConfig['format'], staged?: RegistryImage): Promise<ImageOutcome> {
+async function addImage(act: Proxies, owner: ListOwner, image: ListedImage, format: SubscriptionConfig['format'], staged?: RegistryImage): Promise<ImageOutcome> {
   const outcome = { identifier: image.identifier, action: 'add' as const, title: image.title, imageVersion: image.version };
-  const undo = [staged ? () => restage(act, staged.id, image.identifier) : () => removeRegistered(act, list, image)];
+  const undo = [staged ? () => restage(act, staged.id, image.identifier) : () => removeRegistered(act, owner, image)];
   try {
     let id: number;
     if (staged) {
@@ -359,7 +368,7 @@ async function addImage(act: Proxies, list: ImageList, image: ListedImage, forma
     } else {
       const disk = await prepareDisk(act, image, format);
       setCurrentDetails(`**registering** ${image.identifier}`);
-      id = await act.registry.registerImage({ list, image, path: disk });
+      id = await act.registry.registerImage({ list: owner, image, path: disk });
     }
     await act.ready.waitImageReady({ id, timeoutMs: READY_TIMEOUT_MS });
     await act.registry.lockImage({ id });
@@ -378,7 +387,7 @@ async function addImage(act: Proxies, list: ImageList, image: ListedImage, forma
  */
 async function swapImage(
   act: Proxies,
-  list: ImageList,
+  owner: ListOwner,
   change: ImageChange,
   action: 'update' | 'metadata',
   when: Date,
@@ -413,9 +422,9 @@ async function swapImage(
       await act.registry.renameImage({ id: staged.id, name: image.identifier });
       id = staged.id;
     } else {
-      undo.push(() => removeRegistered(act, list, image));
+      undo.push(() => removeRegistered(act, owner, image));
       setCurrentDetails(`**swapping** ${image.identifier}: registering ${image.version}`);
-      id = await act.registry.registerImage({ list, image, path: disk! });
+      id = await act.registry.registerImage({ list: owner, image, path: disk! });
     }
     await act.ready.waitImageReady({ id, timeoutMs: READY_TIMEOUT_MS });
     await act.registry.applySnapshot({ id, snapshot });
@@ -431,12 +440,12 @@ async function swapImage(
  * Only the list's metadata changed: it is attached to the registered image in place. No download,
  * no rename, no new image; owner, group, permissions and state stay as the site set them.
  */
-async function updateMetadata(act: Proxies, list: ImageList, change: ImageChange): Promise<ImageOutcome> {
+async function updateMetadata(act: Proxies, owner: ListOwner, change: ImageChange): Promise<ImageOutcome> {
   const { image, current } = change;
   const outcome = { identifier: image.identifier, action: 'metadata' as const, title: image.title, imageVersion: image.version, registryId: current.id, registryName: current.name };
   try {
     setCurrentDetails(`**updating metadata** of ${image.identifier}: ${change.changed.join(', ')}`);
-    await act.registry.updateImageMetadata({ id: current.id, list, image });
+    await act.registry.updateImageMetadata({ id: current.id, list: owner, image });
     return { ...outcome, ok: true, note: `metadata updated in place: ${change.changed.join(', ')}` };
   } catch (error) {
     return { ...outcome, ok: false, note: message(error) };
@@ -457,18 +466,18 @@ function stagedRecord(image: ListedImage, id: number): StagedImage {
 }
 
 /** Stages one new or changed image: verified, registered as `<id>+STAGED`, ready, private to the admin; or nothing. */
-async function stageImage(act: Proxies, list: ImageList, image: ListedImage, format: SubscriptionConfig['format']): Promise<{ outcome: ImageOutcome; staged?: StagedImage }> {
+async function stageImage(act: Proxies, owner: ListOwner, image: ListedImage, format: SubscriptionConfig['format']): Promise<{ outcome: ImageOutcome; staged?: StagedImage }> {
   const name = stagedName(image.identifier);
   const outcome = { identifier: image.identifier, action: 'stage' as const, title: image.title, imageVersion: image.version };
   try {
     const disk = await prepareDisk(act, image, format);
     setCurrentDetails(`**staging** ${image.identifier} ${image.version} as ${name}`);
-    const id = await act.registry.registerImage({ list, image, path: disk, name });
+    const id = await act.registry.registerImage({ list: owner, image, path: disk, name });
     await act.ready.waitImageReady({ id, timeoutMs: READY_TIMEOUT_MS });
     await act.registry.lockImage({ id });
     return { outcome: { ...outcome, ok: true, registryId: id, registryName: name }, staged: stagedRecord(image, id) };
   } catch (error) {
-    const undone = await compensate([() => removeRegistered(act, list, image, name)]);
+    const undone = await compensate([() => removeRegistered(act, owner, image, name)]);
     return { outcome: { ...outcome, ok: false, note: undone ?? message(error) } };
   }
 }
@@ -507,9 +516,9 @@ async function discardAll(act: Proxies, images: RegistryImage[], when: Date, int
  * What an older list staged and this one no longer wants goes first, so a newer list replaces it;
  * an image already staged with the same bytes is kept as it is.
  */
-async function stageAll(act: Proxies, list: ImageList, diff: ListDiff, report: PlanReport, format: SubscriptionConfig['format'], when: Date): Promise<StagingResult> {
+async function stageAll(act: Proxies, owner: ListOwner, diff: ListDiff, report: PlanReport, format: SubscriptionConfig['format'], when: Date): Promise<StagingResult> {
   const wanted = [...diff.add.filter((image) => report.add.includes(image.identifier)), ...diff.update.map((change) => change.image)];
-  const existing = stagedImagesOf(await act.registry.listImagesOf({ listIdentifier: list.identifier }));
+  const existing = stagedImagesOf(await act.registry.listImagesOf({ listIdentifier: owner.identifier, owner }));
   const result: StagingResult = { outcomes: [], staged: [], parked: [] };
   await discardAll(act, existing.filter((image) => !wanted.some((w) => stagedCopyOf([image], w))), when, result);
   for (const image of wanted) {
@@ -519,7 +528,7 @@ async function stageAll(act: Proxies, list: ImageList, diff: ListDiff, report: P
       result.staged.push(stagedRecord(image, kept.id));
       continue;
     }
-    const staged = await stageImage(act, list, image, format);
+    const staged = await stageImage(act, owner, image, format);
     result.outcomes.push(staged.outcome);
     if (staged.staged) result.staged.push(staged.staged);
   }
@@ -571,6 +580,11 @@ async function fetchVerified(act: Proxies, input: SyncInput) {
   });
 }
 
+/** The subscription as the owner of the images it registers (its endorser only when the list was verified). */
+function ownerOf(sub: SubscriptionConfig, identifier: string, verified: boolean): ListOwner {
+  return { identifier, subscription: sub.name, ...(verified ? { endorserDn: sub.endorser.dn } : {}) };
+}
+
 const emptyReport = (): PlanReport => ({ add: [], update: [], metadata: [], expire: [], unchanged: [], offered: [], refused: [] });
 
 /** Removes every staged image of a list: on unsubscribe, or when a list was refused. */
@@ -583,7 +597,8 @@ async function discardStagedRun(act: Proxies, input: SyncInput): Promise<SyncRes
   }
   setCurrentDetails(`**discarding** the staged images of list ${listIdentifier}`);
   const result: StagingResult = { outcomes: [], staged: [], parked: [] };
-  await discardAll(act, stagedImagesOf(await act.registry.listImagesOf({ listIdentifier })), new Date(), result);
+  const owner = ownerOf(input.subscription, listIdentifier, input.subscription.insecure !== true);
+  await discardAll(act, stagedImagesOf(await act.registry.listImagesOf({ listIdentifier, owner })), new Date(), result);
   return { listIdentifier, listVersion: '', verified: false, applied: false, report: emptyReport(), outcomes: result.outcomes, parked: [...input.parked, ...result.parked], staged: [] };
 }
 
@@ -604,28 +619,29 @@ export async function subscriptionSyncWorkflow(input: SyncInput): Promise<SyncRe
   }
   const when = new Date(); // workflow time: replays give the same names
   const expired = Date.parse(list.expires) <= when.getTime() ? `image list check "expires" failed: the list expired at ${list.expires}` : undefined;
-  const planned = await act.registry.planListUpdate({ list });
+  const owner = ownerOf(sub, list.identifier, verified.verified);
+  const planned = await act.registry.planListUpdate({ list, owner });
   const diff: ListDiff = expired ? { add: [], update: [], metadata: [], expire: planned.expire, unchanged: [], taken: [] } : planned;
   const report = planReport(diff, sub.newImages, input.adoptOffered === true);
   const result: SyncResult = { listIdentifier: list.identifier, listVersion: list.version, verified: verified.verified, applied: false, report, outcomes: [], parked: input.parked, ...(expired ? { expired } : {}) };
   if (input.mode === 'dry-run') {
     if (!patched('stage-images')) return result;
-    const staging = await stageAll(act, list, diff, report, sub.format, when);
+    const staging = await stageAll(act, owner, diff, report, sub.format, when);
     const failed = staging.outcomes.filter((o) => !o.ok).length;
     setCurrentDetails(`**staged** list ${list.identifier} version ${list.version}: ${staging.staged.length} images staged${failed ? `, ${failed} failed` : ''}`);
-    return { ...result, outcomes: [...takenNames(diff).map(takenOutcome), ...staging.outcomes], staged: staging.staged, parked: [...input.parked, ...staging.parked] };
+    return { ...result, outcomes: [...takenNames(diff).map((taken) => takenOutcome(taken, owner)), ...staging.outcomes], staged: staging.staged, parked: [...input.parked, ...staging.parked] };
   }
 
   // Adopting: the images staged for this list's bytes are swapped in instead of registered anew.
-  const staged = input.useStaged ? stagedImagesOf(await act.registry.listImagesOf({ listIdentifier: list.identifier })) : [];
-  const outcomes: ImageOutcome[] = takenNames(diff).map(takenOutcome);
+  const staged = input.useStaged ? stagedImagesOf(await act.registry.listImagesOf({ listIdentifier: list.identifier, owner })) : [];
+  const outcomes: ImageOutcome[] = takenNames(diff).map((taken) => takenOutcome(taken, owner));
   for (const image of diff.add) {
-    if (report.add.includes(image.identifier)) outcomes.push(await addImage(act, list, image, sub.format, stagedCopyOf(staged, image)));
+    if (report.add.includes(image.identifier)) outcomes.push(await addImage(act, owner, image, sub.format, stagedCopyOf(staged, image)));
     else outcomes.push({ identifier: image.identifier, action: sub.newImages === 'refuse' ? 'refuse' : 'offer', ok: true, title: image.title, imageVersion: image.version });
   }
-  for (const change of diff.update) outcomes.push(await swapImage(act, list, change, 'update', when, sub.format, stagedCopyOf(staged, change.image)));
+  for (const change of diff.update) outcomes.push(await swapImage(act, owner, change, 'update', when, sub.format, stagedCopyOf(staged, change.image)));
   const inPlace = patched('metadata-in-place');
-  for (const change of diff.metadata) outcomes.push(inPlace ? await updateMetadata(act, list, change) : await swapImage(act, list, change, 'metadata', when, sub.format));
+  for (const change of diff.metadata) outcomes.push(inPlace ? await updateMetadata(act, owner, change) : await swapImage(act, owner, change, 'metadata', when, sub.format));
   const parked: ParkedImage[] = [];
   for (const old of diff.expire) {
     const expired = await expireImage(act, old, when);
@@ -640,7 +656,7 @@ export async function subscriptionSyncWorkflow(input: SyncInput): Promise<SyncRe
   if (input.useStaged) {
     // Staged images a failed swap put back stay for the next adopt; any other is no longer wanted.
     const retry = new Set(outcomes.filter((o) => !o.ok).map((o) => o.identifier));
-    const leftovers = stagedImagesOf(await act.registry.listImagesOf({ listIdentifier: list.identifier }));
+    const leftovers = stagedImagesOf(await act.registry.listImagesOf({ listIdentifier: list.identifier, owner }));
     const keptFor = (image: RegistryImage) => list.images.find((listed) => retry.has(listed.identifier) && stagedCopyOf([image], listed));
     await discardAll(act, leftovers.filter((image) => !keptFor(image)), when, { outcomes, staged: [], parked });
     for (const image of leftovers) {

@@ -39,6 +39,8 @@ export interface ListedImage {
   osVersion: string;
   comments: string;
   marketplaceUri?: string;
+  /** The image's own `dc:date:expires`, when the list gives one: past it, the image is not offered. */
+  expires?: string;
 }
 
 export interface ImageList {
@@ -96,6 +98,10 @@ function optionalText(where: Json, key: string, path: string): string | undefine
   return where[key] === undefined || where[key] === null ? undefined : text(where, key, path);
 }
 
+function optionalTimestamp(where: Json, key: string, path: string): string | undefined {
+  return where[key] === undefined || where[key] === null ? undefined : timestamp(where, key, path);
+}
+
 function timestamp(where: Json, key: string, path: string): string {
   const value = text(where, key, path);
   if (Number.isNaN(Date.parse(value))) throw new ImageListError('required-fields', `${path}${key} is not a date: ${JSON.stringify(value)}`);
@@ -139,6 +145,7 @@ function parseImage(entry: unknown, index: number): ListedImage {
     osVersion: text(image, 'sl:osversion', at),
     comments: text(image, 'sl:comments', at),
     marketplaceUri: optionalText(image, 'ad:mpuri', at),
+    expires: optionalTimestamp(image, 'dc:date:expires', at),
   };
 }
 
@@ -192,8 +199,8 @@ export function compareVersions(a: string, b: string): number {
   return 0;
 }
 
-export function isExpired(list: Pick<ImageList, 'expires'>, now = new Date()): boolean {
-  return Date.parse(list.expires) <= now.getTime();
+export function isExpired(item: { expires?: string }, now = new Date()): boolean {
+  return item.expires !== undefined && Date.parse(item.expires) <= now.getTime();
 }
 
 /** The checks that decide whether a parsed list may be applied to a subscription. */
@@ -228,10 +235,23 @@ export function checkSigner(list: ImageList, signer: { subject: string; issuer: 
 /** Template attributes that describe an image's content: a change to one means new bytes. */
 const CONTENT_KEYS = [TEMPLATE.uri, TEMPLATE.sha512, TEMPLATE.size, TEMPLATE.version] as const;
 
-/** The template attributes a registered image carries for the list entry it came from. */
-export function imageTemplate(list: Pick<ImageList, 'identifier'>, image: ListedImage): Record<string, string> {
+/**
+ * Whose a list's images are: the subscription that registers them and, when its list was
+ * verified, the endorser. Another subscription never updates, expires or deletes them, even one
+ * whose list reuses the identifier.
+ */
+export interface ListOwner {
+  identifier: string;
+  /** Absent only in calls recorded before images had owners: the list identifier alone decided. */
+  subscription?: string;
+  /** The verified endorser's DN; absent when the subscription skips signature checks. */
+  endorserDn?: string;
+}
+
+/** The template attributes a registered image carries for the list entry it came from, and its owner. */
+export function imageTemplate(owner: ListOwner, image: ListedImage): Record<string, string> {
   const template: Record<string, string> = {
-    [TEMPLATE.imageList]: list.identifier,
+    [TEMPLATE.imageList]: owner.identifier,
     [TEMPLATE.image]: image.identifier,
     [TEMPLATE.uri]: image.uri,
     [TEMPLATE.sha512]: image.sha512,
@@ -247,6 +267,9 @@ export function imageTemplate(list: Pick<ImageList, 'identifier'>, image: Listed
   };
   if (image.format !== undefined) template.IMGFLOW_FORMAT = image.format;
   if (image.marketplaceUri !== undefined) template.IMGFLOW_MARKETPLACE_URI = image.marketplaceUri;
+  if (image.expires !== undefined) template.IMGFLOW_EXPIRES = image.expires;
+  if (owner.subscription !== undefined) template[TEMPLATE.subscription] = owner.subscription;
+  if (owner.endorserDn !== undefined) template[TEMPLATE.endorser] = owner.endorserDn;
   return template;
 }
 
@@ -276,17 +299,37 @@ export interface TakenName {
   holderId: number;
   /** The list the holder came from, when it came from one. */
   holderList?: string;
+  /** The subscription that registered the holder, when one is recorded. */
+  holderSubscription?: string;
 }
 
-/** The image a registry holds for a list entry: named by the identifier, tagged with the list. */
-function currentImages(listIdentifier: string, images: RegistryImage[]): Map<string, RegistryImage> {
+/**
+ * Whether `owner` may change the image: one its subscription registered. An image registered
+ * before owners were recorded goes to the first verified subscription of its list that syncs
+ * (which records itself on it); a subscription without signature checks claims none.
+ */
+export function ownedBy(owner: ListOwner, image: RegistryImage): boolean {
+  if (image.template[TEMPLATE.imageList] !== owner.identifier) return false;
+  if (owner.subscription === undefined) return true;
+  const recorded = image.template[TEMPLATE.subscription];
+  return recorded ? recorded === owner.subscription : owner.endorserDn !== undefined;
+}
+
+/** The image a registry holds for an owner's list entry: named by the identifier, owned by it. */
+function currentImages(owner: ListOwner, images: RegistryImage[]): Map<string, RegistryImage> {
   const current = new Map<string, RegistryImage>();
   for (const image of images) {
     const imageId = image.template[TEMPLATE.image];
-    if (image.template[TEMPLATE.imageList] !== listIdentifier || !imageId || image.name !== imageId) continue;
+    if (!ownedBy(owner, image) || !imageId || image.name !== imageId) continue;
     current.set(imageId, image);
   }
   return current;
+}
+
+function holderOf(holder: RegistryImage): Omit<TakenName, 'image'> {
+  const list = holder.template[TEMPLATE.imageList];
+  const subscription = holder.template[TEMPLATE.subscription];
+  return { holderId: holder.id, ...(list ? { holderList: list } : {}), ...(subscription ? { holderSubscription: subscription } : {}) };
 }
 
 /** Template attributes that come from the list (and so may change with it). */
@@ -305,25 +348,25 @@ function changedKeys(wanted: Record<string, string>, have: Record<string, string
  * already renamed `_EXPIRED_` are history and take no part. An expired list expires every image it
  * brought. A new image whose name another image holds is reported, never registered beside it.
  */
-export function diffList(list: ImageList, registered: RegistryImage[], now = new Date()): ListDiff {
-  const current = currentImages(list.identifier, registered);
+export function diffList(list: ImageList, registered: RegistryImage[], now = new Date(), owner: ListOwner = { identifier: list.identifier }): ListDiff {
+  const current = currentImages(owner, registered);
   const diff: ListDiff = { add: [], update: [], metadata: [], expire: [], unchanged: [], taken: [] };
   if (isExpired(list, now)) {
     diff.expire = [...current.values()];
     return diff;
   }
   const listed = new Set<string>();
-  for (const image of list.images) {
+  // An image past its own expiry counts as gone from the list.
+  for (const image of list.images.filter((i) => !isExpired(i, now))) {
     listed.add(image.identifier);
     const have = current.get(image.identifier);
     if (!have) {
       const holder = registered.find((other) => other.name === image.identifier);
-      const holderList = holder?.template[TEMPLATE.imageList];
-      if (holder) diff.taken.push({ image, holderId: holder.id, ...(holderList ? { holderList } : {}) });
+      if (holder) diff.taken.push({ image, ...holderOf(holder) });
       else diff.add.push(image);
       continue;
     }
-    const changed = changedKeys(imageTemplate(list, image), have.template);
+    const changed = changedKeys(imageTemplate(owner, image), have.template);
     if (changed.length === 0) diff.unchanged.push(image.identifier);
     else if (changed.some((key) => (CONTENT_KEYS as readonly string[]).includes(key))) diff.update.push({ image, current: have, changed });
     else diff.metadata.push({ image, current: have, changed });

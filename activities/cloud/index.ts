@@ -12,7 +12,7 @@ import type { Logger } from '../../lib/logger.js';
 import type { Run } from '../runner.js';
 import { convertImage, type ConvertResult } from './convert.js';
 import { download, type DownloadOptions, type DownloadResult } from './download.js';
-import { diffList, ImageListError, imageTemplate, isListAttribute, type ImageList, type ListDiff, type ListedImage } from './imagelist.js';
+import { diffList, ImageListError, imageTemplate, isListAttribute, ownedBy, type ImageList, type ListDiff, type ListedImage, type ListOwner } from './imagelist.js';
 import { checkImageName, RegistryError, TEMPLATE, type ImageRegistry, type Ownership, type RegistryImage } from './registry/types.js';
 import { verifyImageList, type TrustAnchors, type VerifiedImageList } from './smime.js';
 
@@ -95,10 +95,10 @@ export function createCloudActivities(deps: CloudDeps) {
     await registry.setEnabled(id, enabled);
   }
 
-  /** The image registered for this entry under `name` (default: its identifier), by list and digest. */
-  async function findRegistered(list: Pick<ImageList, 'identifier'>, image: ListedImage, name = image.identifier): Promise<number | undefined> {
-    const found = (await registry.list({ imageList: list.identifier })).find(
-      (candidate: RegistryImage) => candidate.name === name && candidate.template[TEMPLATE.sha512] === image.sha512,
+  /** The image registered for this entry under `name` (default: its identifier), by owner and digest. */
+  async function findRegistered(owner: ListOwner, image: ListedImage, name = image.identifier): Promise<number | undefined> {
+    const found = (await registry.list({ imageList: owner.identifier })).find(
+      (candidate: RegistryImage) => candidate.name === name && candidate.template[TEMPLATE.sha512] === image.sha512 && ownedBy(owner, candidate),
     );
     return found?.id;
   }
@@ -118,14 +118,15 @@ export function createCloudActivities(deps: CloudDeps) {
       return verified;
     },
 
-    /** What the registry must do to match the list. */
-    async planListUpdate(input: { list: ImageList }): Promise<ListDiff> {
-      return diffList(input.list, await registry.list());
+    /** What the registry must do to match the list, touching only what `owner` registered. */
+    async planListUpdate(input: { list: ImageList; owner?: ListOwner }): Promise<ListDiff> {
+      return diffList(input.list, await registry.list(), new Date(), input.owner ?? { identifier: input.list.identifier });
     },
 
-    /** Every image the registry holds for a list, under any name (current, parked, staged). */
-    async listImagesOf(input: { listIdentifier: string }): Promise<RegistryImage[]> {
-      return registry.list({ imageList: input.listIdentifier });
+    /** Every image the registry holds for a list, under any name (current, parked, staged); only its owner's when given. */
+    async listImagesOf(input: { listIdentifier: string; owner?: ListOwner }): Promise<RegistryImage[]> {
+      const owner = input.owner ?? { identifier: input.listIdentifier };
+      return (await registry.list({ imageList: input.listIdentifier })).filter((image) => ownedBy(owner, image));
     },
 
     /** The listed image, checked against its size and sha512, from the cache when already there. */
@@ -173,7 +174,7 @@ export function createCloudActivities(deps: CloudDeps) {
      * metadata. A retry after a lost answer finds the image it already registered (same name, list
      * and digest) and returns it.
      */
-    async registerImage(input: { list: Pick<ImageList, 'identifier'>; image: ListedImage; path: string; name?: string }): Promise<number> {
+    async registerImage(input: { list: ListOwner; image: ListedImage; path: string; name?: string }): Promise<number> {
       const name = checkImageName(input.name ?? input.image.identifier);
       const existing = await findRegistered(input.list, input.image, name);
       if (existing !== undefined) {
@@ -189,7 +190,7 @@ export function createCloudActivities(deps: CloudDeps) {
      * The image `registerImage` made (or half made) for this entry, if any: what a swap that failed
      * after asking for a registration must remove, even when the answer never came back.
      */
-    async findRegisteredImage(input: { list: Pick<ImageList, 'identifier'>; image: ListedImage; name?: string }): Promise<number | null> {
+    async findRegisteredImage(input: { list: ListOwner; image: ListedImage; name?: string }): Promise<number | null> {
       return (await findRegistered(input.list, input.image, input.name)) ?? null;
     },
 
@@ -198,7 +199,7 @@ export function createCloudActivities(deps: CloudDeps) {
      * image; owner, group, mode and state untouched. Attributes imgflow set before and the list no
      * longer gives are blanked. Doing it twice is harmless.
      */
-    async updateImageMetadata(input: { id: number; list: Pick<ImageList, 'identifier'>; image: ListedImage }): Promise<void> {
+    async updateImageMetadata(input: { id: number; list: ListOwner; image: ListedImage }): Promise<void> {
       const current = await registry.info(input.id);
       if (current.template[TEMPLATE.sha512] !== input.image.sha512) {
         throw new RegistryError('updateImageMetadata', `image ${input.id} holds other bytes (sha512 ${current.template[TEMPLATE.sha512]?.slice(0, 16) ?? 'none'}...) than ${input.image.identifier} ${input.image.version}`);

@@ -50,12 +50,15 @@ function trustArguments(options: TrustAnchors, crls: boolean): string[] {
   return args;
 }
 
-/** `subject=/C=CH/O=x/CN=y` lines, in openssl's slash ("compat") form. */
+/**
+ * `subject=/C=CH/O=x/CN=y` lines, in openssl's slash ("compat") form. openssl escapes a `/` inside
+ * a value (`CN=host\/vmcaster.example.org`); image lists write it plain, so it is unescaped here.
+ */
 export function parseSubjectIssuer(text: string): Signer {
   const value = (key: string) => {
     const line = text.split('\n').find((l) => l.startsWith(`${key}=`));
     if (!line) throw new ImageListError('signer', `openssl printed no ${key} for the signer certificate`);
-    return line.slice(key.length + 1).trim();
+    return line.slice(key.length + 1).trim().replaceAll('\\/', '/');
   };
   return { subject: value('subject'), issuer: value('issuer') };
 }

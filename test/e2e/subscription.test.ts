@@ -280,7 +280,7 @@ describe('image-list subscriptions', () => {
       const secondHandle = await subscribe(`${site}-second`, publish(second));
       const outcome = await secondHandle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
       expect(outcome).toMatchObject({ status: 'partial', report: { add: ['img-b'], taken: ['img-a'] } });
-      expect(outcome.outcomes?.find((o) => o.identifier === 'img-a')).toMatchObject({ ok: false, note: `not added: the name img-a is taken by image ${holder.id} of list ${first.identifier}` });
+      expect(outcome.outcomes?.find((o) => o.identifier === 'img-a')).toMatchObject({ ok: false, note: `not added: the name img-a is taken by image ${holder.id} of subscription ${site}-first (list ${first.identifier}), which subscription ${site}-second never changes` });
       // The holder is as it was, the taken image was not even downloaded, and the rest was applied.
       expect(await catalog.info(holder.id)).toEqual(holder);
       expect(server.requests.slice(requestsBefore).map((r) => r.path).filter((p) => p.endsWith('.qcow2'))).toEqual(['/img-b-1.0.qcow2']);
@@ -292,6 +292,50 @@ describe('image-list subscriptions', () => {
       ]);
 
       for (const handle of [firstHandle, secondHandle]) await handle.executeUpdate(unsubscribeUpdate, { args: [{ by: 'alice' }] });
+    });
+    await connection.close();
+  });
+
+  it("never touches another subscription's images when a list reuses their identifier, signed or not", async () => {
+    const site = uniqueQueue('site');
+    const catalog = new CatalogRegistry({ dir: path.join(dir, `catalog-${site}`) });
+    const workflowQueue = uniqueQueue('wf');
+    const { client, connection } = await testClient();
+    const shared = `shared-${site}`;
+    const reuse = (list: Json) => void (list['dc:identifier'] = shared);
+    const other = { endorser: { dn: pki.otherEndorser.dn, ca: pki.otherEndorser.caDn } };
+    const subscribe = (name: string, url: string, extra: Partial<SubscriptionConfig> = {}) =>
+      client.workflow.start(subscriptionWorkflow, { taskQueue: workflowQueue, workflowId: `subscription-${name}`, args: [{ config: subscription(name, url, site, extra) }] });
+    const sync = (handle: WorkflowHandle) => handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
+    await withWorkers({ workflowQueue, activities: cloudWorkers(site, catalog) }, async () => {
+      const mine = await subscribe(`${site}-mine`, publish({ identifier: shared, version: '1', images: [{ id: 'img-a', version: '1.0', body: disks.a1! }] }));
+      expect(await sync(mine)).toMatchObject({ status: 'applied', report: { add: ['img-a'] } });
+      const held = (await byName(catalog, shared)).current('img-a')!;
+
+      // Another endorser's list under the same identifier, with other bytes for img-a and an img-b.
+      const theirsList = { identifier: `theirs-${site}`, version: '1', images: [{ id: 'img-a', version: '2.0', body: disks.a2! }, { id: 'img-b', version: '1.0', body: disks.b1! }], signer: pki.otherEndorser, edit: reuse };
+      const theirs = await subscribe(`${site}-theirs`, publish(theirsList), other);
+      for (let round = 0; round < 2; round++) {
+        const outcome = await sync(theirs);
+        expect(outcome.outcomes?.find((o) => o.identifier === 'img-a')).toMatchObject({
+          ok: false,
+          note: `not added: the name img-a is taken by image ${held.id} of subscription ${site}-mine (list ${shared}), which subscription ${site}-theirs never changes`,
+        });
+        // Mine's list has no img-b: its sync must not expire the image theirs registered.
+        expect((await sync(mine)).report).toMatchObject({ unchanged: ['img-a'], expire: [] });
+        publish({ ...theirsList, version: String(round + 2) });
+      }
+      const images = await catalog.list();
+      expect(await catalog.info(held.id)).toEqual(held);
+      expect(images.filter((i) => i.name.includes('_EXPIRED_'))).toEqual([]);
+      expect(images.map((i) => [i.name, i.template.IMGFLOW_SUBSCRIPTION]).sort()).toEqual([['img-a', `${site}-mine`], ['img-b', `${site}-theirs`]]);
+
+      // A subscription without signature checks, whose list drops both images: it changes nothing of either.
+      const unchecked = await subscribe(`${site}-unchecked`, publish({ identifier: `unchecked-${site}`, version: '1', images: [{ id: 'img-a', version: '3.0', body: disks.b1! }], signer: pki.otherEndorser, edit: reuse }), { ...other, insecure: true });
+      expect((await sync(unchecked)).report).toMatchObject({ add: [], update: [], expire: [], taken: ['img-a'] });
+      expect(await catalog.list()).toEqual(images);
+
+      for (const handle of [mine, theirs, unchecked]) await handle.executeUpdate(unsubscribeUpdate, { args: [{ by: 'alice' }] });
     });
     await connection.close();
   });

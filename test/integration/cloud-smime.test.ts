@@ -4,6 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { ImageListError } from '../../activities/cloud/imagelist.js';
 import { verifyImageList, verifySmime } from '../../activities/cloud/smime.js';
 import { createRunner } from '../../activities/runner.js';
+import { checkDn } from '../../workflows/subscription.js';
 import { tempDir } from '../support/dirs.js';
 import { memoryLogger } from '../support/logger.js';
 import { createPki, type Identity, type Pki } from '../support/pki.js';
@@ -155,6 +156,14 @@ describe('S/MIME image lists verified with openssl', () => {
   it('refuses a list for another subscription', async () => {
     const file = pki.sign(listJson(pki.endorser, { 'dc:identifier': 'someone-elses-list' }), pki.endorser, 'other-list');
     expect((await refusal(verify(file))).check).toBe('identifier');
+  });
+
+  it("matches an endorser whose CN holds a '/', as host certificates' names do", async () => {
+    const file = pki.sign(listJson(pki.hostEndorser), pki.hostEndorser, 'host-dn');
+    const result = await verify(file);
+    expect(result.signer?.subject).toBe('/C=CH/O=imgflow test/CN=host/vmcaster.example.org');
+    expect(result.list.endorser.dn).toBe(result.signer?.subject);
+    expect(checkDn('--endorser-dn', pki.hostEndorser.dn)).toBe(pki.hostEndorser.dn);
   });
 
   it('skips signature checks only when insecure is asked for, and says so', async () => {

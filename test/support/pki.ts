@@ -16,6 +16,8 @@ export interface Pki {
   ca: Identity;
   endorser: Identity;
   otherEndorser: Identity;
+  /** A host certificate's kind of name: a `/` inside the CN. */
+  hostEndorser: Identity;
   revokedEndorser: Identity;
   wrongCa: Identity;
   wrongCaSigner: Identity;
@@ -41,12 +43,13 @@ function makeCa(dir: string, dn: string): Identity {
 
 let serial = 100;
 
-function makeEndorser(ca: Identity, dir: string, name: string, dn: string): Identity {
+/** `subject` as openssl's -subj takes it (a `/` inside a value escaped); `dn` as openssl prints it, when they differ. */
+function makeEndorser(ca: Identity, dir: string, name: string, subject: string, dn = subject): Identity {
   const key = path.join(dir, `${name}.key`);
   const csr = path.join(dir, `${name}.csr`);
   const cert = path.join(dir, `${name}.pem`);
   const config = path.join(path.dirname(ca.cert), 'ca.cnf');
-  openssl(opensslArgv.request(config, key, csr, dn), dir);
+  openssl(opensslArgv.request(config, key, csr, subject), dir);
   openssl(opensslArgv.issueEndorser(config, ca, csr, cert, serial++), dir);
   return { cert, key, dn, caDn: ca.dn };
 }
@@ -63,6 +66,7 @@ export function createPki(root: string): Pki {
   fs.mkdirSync(people, { recursive: true });
   const endorser = makeEndorser(ca, people, 'endorser', '/C=CH/O=imgflow test/OU=endorsers/CN=Image Endorser');
   const otherEndorser = makeEndorser(ca, people, 'other', '/C=CH/O=imgflow test/OU=endorsers/CN=Someone Else');
+  const hostEndorser = makeEndorser(ca, people, 'host', '/C=CH/O=imgflow test/CN=host\\/vmcaster.example.org', '/C=CH/O=imgflow test/CN=host/vmcaster.example.org');
   const revokedEndorser = makeEndorser(ca, people, 'revoked', '/C=CH/O=imgflow test/OU=endorsers/CN=Revoked Endorser');
   const wrongCaSigner = makeEndorser(wrongCa, people, 'wrong-ca-signer', '/C=CH/O=imgflow test/OU=endorsers/CN=Image Endorser');
 
@@ -83,6 +87,7 @@ export function createPki(root: string): Pki {
     ca,
     endorser,
     otherEndorser,
+    hostEndorser,
     revokedEndorser,
     wrongCa,
     wrongCaSigner,

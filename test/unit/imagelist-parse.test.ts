@@ -188,6 +188,46 @@ describe('reconciling a list with the registry', () => {
     expect(diff.expire).toEqual([]);
   });
 
+  describe('owned by the subscription that registered them', () => {
+    const mine = { identifier: 'shared-id', subscription: 'mine', endorserDn: '/CN=Mine' };
+    const theirs = { identifier: 'shared-id', subscription: 'theirs', endorserDn: '/CN=Theirs' };
+    const list = parse(document({ 'dc:identifier': 'shared-id' }, [entry('a'), entry('b')]));
+    const owned = (owner: typeof mine | { identifier: string }, id: string): RegistryImage => {
+      const image = list.images.find((i) => i.identifier === id)!;
+      return { id: nextId++, name: id, state: 'READY', ownerId: 0, groupId: 0, mode: '640', template: imageTemplate(owner, image) };
+    };
+
+    it("never updates or expires another subscription's image under a reused list identifier, and names it", () => {
+      const other = owned(theirs, 'a');
+      const theirsGone = owned(theirs, 'b');
+      const changed = parse(document({ 'dc:identifier': 'shared-id' }, [entry('a', { 'sl:checksum:sha512': SHA_B })]));
+      const diff = diffList(changed, [other, theirsGone], NOW, mine);
+      expect(diff.update).toEqual([]);
+      expect(diff.expire).toEqual([]);
+      expect(diff.taken.map(({ image, ...holder }) => [image.identifier, holder])).toEqual([['a', { holderId: other.id, holderList: 'shared-id', holderSubscription: 'theirs' }]]);
+      expect(diffList(changed, [other, theirsGone], NOW, theirs).update.map((c) => c.image.identifier)).toEqual(['a']);
+    });
+
+    it('lets a verified subscription claim an image registered before owners were recorded, and an unverified one none', () => {
+      const legacy = owned({ identifier: 'shared-id' }, 'a');
+      const claimed = diffList(list, [legacy], NOW, mine);
+      expect(claimed.metadata.map((c) => [c.image.identifier, c.changed])).toEqual([['a', ['IMGFLOW_ENDORSER', 'IMGFLOW_SUBSCRIPTION']]]);
+      const unverified = diffList(list, [legacy], NOW, { identifier: 'shared-id', subscription: 'unchecked' });
+      expect(unverified.metadata).toEqual([]);
+      expect(unverified.taken.map((t) => t.holderId)).toEqual([legacy.id]);
+    });
+  });
+
+  it("honours an image's own expiry: not added when expired, expired when registered", () => {
+    const list = parse(document({}, [entry('live', { 'dc:date:expires': '2026-07-01T00:00:00Z' }), entry('dead', { 'dc:date:expires': '2026-05-01T00:00:00Z' }), entry('dead-new', { 'dc:date:expires': '2026-05-01T00:00:00Z' })]));
+    const dead = registered(list, 'dead');
+    const diff = diffList(list, [registered(list, 'live'), dead], NOW);
+    expect(diff.unchanged).toEqual(['live']);
+    expect(diff.add).toEqual([]);
+    expect(diff.expire.map((i) => i.id)).toEqual([dead.id]);
+    expect(() => parse(document({}, [entry('bad', { 'dc:date:expires': 'soon' })]))).toThrow(/hv:images\[0\]\.hv:image\.dc:date:expires is not a date/);
+  });
+
   it('expires every image of a list that has itself expired, and adds nothing', () => {
     const list = parse(document({ 'dc:date:expires': '2026-05-01T00:00:00Z' }, [entry('a'), entry('b')]));
     const diff = diffList(list, [registered(list, 'a')], NOW);

@@ -25,6 +25,9 @@ export const TEMPLATE = {
   sha512: 'IMGFLOW_SHA512',
   size: 'IMGFLOW_SIZE',
   version: 'IMGFLOW_VERSION',
+  /** The subscription that registered the image, and its verified endorser: who may change it. */
+  subscription: 'IMGFLOW_SUBSCRIPTION',
+  endorser: 'IMGFLOW_ENDORSER',
 } as const;
 
 export interface RegistryImage {
