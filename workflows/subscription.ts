@@ -29,7 +29,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { CloudActivities, ImageSnapshot } from '../activities/cloud/index.js';
-import type { ImageChange, ImageList, ListDiff, ListedImage, ListOwner, TakenName } from '../activities/cloud/imagelist.js';
+import type { ImageChange, ListDiff, ListedImage, ListOwner, TakenName } from '../activities/cloud/imagelist.js';
 import type { RegistryImage } from '../activities/cloud/registry/types.js';
 import { clip } from '../common/limits.js';
 import { checkUser, checkReason, type HistoryEntry } from '../common/lineage.js';
