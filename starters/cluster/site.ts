@@ -5,6 +5,7 @@
  * pool the site names, or a file-backed one made here and destroyed by `siteDown`), so that its
  * tgtd serves raw volumes. `siteUp` again finishes what is missing; `siteDown` removes it all.
  */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -85,8 +86,14 @@ export async function siteDown(dir: string, o: { dropDatabases?: boolean; say?: 
 // ---------------------------------------------------------------------------------------------
 // nas-0's disk: a file-backed zfs-fuse pool, named after the cluster's directory
 
-/** The pool made for nas-0 of the cluster in `dir`. */
-export const sitePoolName = (dir: string) => `imgflow-${Buffer.from(path.resolve(dir)).toString('hex').slice(-12)}`;
+/**
+ * The pool made for nas-0 of the cluster in `dir`. Pool names are one namespace per machine: the
+ * name is a digest of the whole path, since the path's last bytes alone (as it once was) name two
+ * sites the same when their directories end alike (`.../a/cluster` and `.../b/cluster`, or one
+ * cluster name under two homes), and the second site then took, and its `down` destroyed, the
+ * first one's pool.
+ */
+export const sitePoolName = (dir: string) => `imgflow-${createHash('sha256').update(path.resolve(dir)).digest('hex').slice(0, 12)}`;
 
 const poolMountpoint = (dir: string) => path.join(path.resolve(dir), 'nas-0.zfs');
 
@@ -127,8 +134,16 @@ async function destroyPool(run: Run, dir: string, say: (line: string) => void): 
   const file = path.join(path.resolve(dir), POOL_FILE);
   if (!fs.existsSync(file)) return;
   if (await zfsFuseRunning(run)) {
-    const pools = (await run(['zpool', 'list', '-H', '-o', 'name'])).stdout.split('\n');
-    if (pools.includes(name)) await run(['zpool', 'destroy', '-f', name]);
+    // zfs-fuse calls a pool busy for a moment after its datasets were last used (the NAS's worker
+    // has just stopped): tried a few times, or `down` would stop there and leave the cluster running.
+    for (let attempt = 1; ; attempt++) {
+      const pools = (await run(['zpool', 'list', '-H', '-o', 'name'])).stdout.split('\n');
+      if (!pools.includes(name)) break;
+      const destroyed = await run(['zpool', 'destroy', '-f', name], { okExitCodes: [1] });
+      if (destroyed.exitCode === 0) break;
+      if (!/busy/.test(destroyed.stderr) || attempt >= 5) throw new Error(`zpool destroy ${name} failed: ${destroyed.stderr.trim()}`);
+      await sleep(1000 * attempt);
+    }
   }
   fs.rmSync(file, { force: true });
   fs.rmSync(poolMountpoint(dir), { recursive: true, force: true });
