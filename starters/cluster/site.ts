@@ -5,6 +5,7 @@
  * pool the site names, or a file-backed one made here and destroyed by `siteDown`), so that its
  * tgtd serves raw volumes. `siteUp` again finishes what is missing; `siteDown` removes it all.
  */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -86,8 +87,14 @@ export async function siteDown(dir: string, o: { dropDatabases?: boolean; say?: 
 // ---------------------------------------------------------------------------------------------
 // nas-0's disk: a file-backed zfs-fuse pool, named after the cluster's directory
 
-/** The pool made for nas-0 of the cluster in `dir`. */
-export const sitePoolName = (dir: string) => `imgflow-${Buffer.from(path.resolve(dir)).toString('hex').slice(-12)}`;
+/**
+ * The pool made for nas-0 of the cluster in `dir`. Pool names are one namespace per machine: the
+ * name is a digest of the whole path, since the path's last bytes alone (as it once was) name two
+ * sites the same when their directories end alike (`.../a/cluster` and `.../b/cluster`, or one
+ * cluster name under two homes), and the second site then took, and its `down` destroyed, the
+ * first one's pool.
+ */
+export const sitePoolName = (dir: string) => `imgflow-${createHash('sha256').update(path.resolve(dir)).digest('hex').slice(0, 12)}`;
 
 const poolMountpoint = (dir: string) => path.join(path.resolve(dir), 'nas-0.zfs');
 

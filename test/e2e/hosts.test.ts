@@ -23,6 +23,7 @@ import { updateLineage } from '../../starters/lineage-client.js';
 import { connectWithin, ensureSearchAttributes, ensureTemporalCli, spawnDevServer, waitForNamespace } from '../../starters/temporal-server.js';
 import { registerVersionUpdate } from '../../workflows/lineage.js';
 import { syncNowUpdate, volumeQuery, volumeWorkflowId } from '../../workflows/volume.js';
+import { hostsCensus } from '../support/census.js';
 import { imgflowAsync } from '../support/cli.js';
 import { throwawayPool, useZfsFuse } from '../support/daemons.js';
 import { tempDir } from '../support/dirs.js';
@@ -66,19 +67,7 @@ describe('hosts on their own addresses', () => {
   const volumeUrl = (volume: string) => `iscsi://${nasAddress()}:3260/${IQN}:nas-0.${volume}/1`;
 
   /** What the hosts hold, to compare before and after. */
-  async function census() {
-    const tgt = (await runOn(state, 'nas-0', ['tgtadm', '-C', String(state.tgt.controlPort), '--lld', 'iscsi', '--op', 'show', '--mode', 'target'])).stdout;
-    const volumes = `${pool.name}/imgflow/volumes`;
-    const clones = (await run(['zfs', 'list', '-H', '-r', '-t', 'filesystem', '-o', 'name', volumes], { okExitCodes: [1] })).stdout.split('\n').filter((name) => name.startsWith(`${volumes}/`));
-    return {
-      namespaces: (await run(['ip', 'netns', 'list'])).stdout.split('\n').filter((l) => l.startsWith(`${state.prefix}-`)).length,
-      links: fs.readdirSync('/sys/class/net').filter((l) => l.startsWith(state.prefix)).length,
-      targets: (tgt.match(/^Target \d+:/gm) ?? []).length,
-      clones: clones.length,
-      // The clones' mounts and the namespaces' (bases and the volumes' parent stay once made).
-      mounts: fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(`${pool.mountpoint}/imgflow/volumes/`) || l.includes(`/run/netns/${state.prefix}-`)).length,
-    };
-  }
+  const census = () => hostsCensus(run, state, { dataset: `${pool.name}/imgflow`, mountpoint: `${pool.mountpoint}/imgflow` });
 
   /** Reads the volume's first MiB through libiscsi from inside `host`, as that host's initiator. */
   const readFrom = (host: string, volume: string) =>

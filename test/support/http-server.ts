@@ -37,7 +37,9 @@ function parseRange(header: string | undefined, size: number): { start: number; 
   return { start, end };
 }
 
-export async function startFileServer(): Promise<FileServer> {
+/** Listens on loopback unless `host` names another address of this machine (a cluster's gateway). */
+export async function startFileServer(o: { host?: string } = {}): Promise<FileServer> {
+  const host = o.host ?? '127.0.0.1';
   const files = new Map<string, Served>();
   const requests: ServedRequest[] = [];
   const sockets = new Set<Socket>();
@@ -87,11 +89,11 @@ export async function startFileServer(): Promise<FileServer> {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
   const { port } = server.address() as AddressInfo;
 
   return {
-    url: (path) => `http://127.0.0.1:${port}${path}`,
+    url: (path) => `http://${host}:${port}${path}`,
     requests,
     setFile(path, body, mode = 'normal') {
       files.set(path, { body: Buffer.isBuffer(body) ? body : Buffer.from(body), mode });
