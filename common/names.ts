@@ -33,6 +33,22 @@ export function checkName(field: string, value: unknown): string {
   return value;
 }
 
+/**
+ * The longest image name. An image's names reach further than the name itself: each version's files
+ * are `<image>-v<n>.<format>` and its builds `build-<image>-<n>`, and those must pass as names too.
+ * Room is kept for five-digit version and build numbers and the longest format (`.squashfs`).
+ */
+export const IMAGE_NAME_MAX = 64 - '-v99999.squashfs'.length;
+
+/** An image name whose derived names (its files, its builds) are names too: at most IMAGE_NAME_MAX. */
+export function checkImageName(field: string, value: unknown): string {
+  const name = checkName(field, value);
+  if (name.length > IMAGE_NAME_MAX) {
+    throw new InputError(field, `an image name of at most ${IMAGE_NAME_MAX} characters (its files are named <image>-v<n>.<format>, at most 64)`, value);
+  }
+  return name;
+}
+
 /** Host and site names: one DNS label, as a task queue suffix and an iSCSI initiator part. */
 export function checkHost(field: string, value: unknown): string {
   if (typeof value !== 'string' || !HOST.test(value)) {

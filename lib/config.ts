@@ -5,7 +5,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { checkHost, InputError } from '../common/names.js';
+import { homeModes } from './modes.js';
+import { checkHost, checkInt, InputError } from '../common/names.js';
 
 export interface Config {
   /** Temporal frontend, host:port. */
@@ -27,6 +28,10 @@ export interface Config {
   apiKeyFile?: string;
   /** The token itself, when given in the environment or on the command line instead of a file. */
   apiKey?: string;
+  /** How long a client keeps trying to connect (with backoff) before it gives up, in ms. */
+  connectTimeoutMs: number;
+  /** How long a command that reads from a workflow waits for an orchestrator to answer, in ms. */
+  answerTimeoutMs: number;
 }
 
 /** Client TLS, named as the Temporal CLI names it (`--tls-cert-path`, `TEMPORAL_TLS_CLIENT_CERT_PATH`, ...). */
@@ -72,13 +77,26 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
     tls: overrides.tls ?? tlsFromEnv(env),
     ...optional('apiKeyFile', overrides.apiKeyFile ?? env[CONNECTION_ENV.apiKeyFile]),
     ...optional('apiKey', overrides.apiKey ?? env[CONNECTION_ENV.apiKey]),
+    connectTimeoutMs: overrides.connectTimeoutMs ?? seconds('IMGFLOW_CONNECT_TIMEOUT', env.IMGFLOW_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT_S),
+    answerTimeoutMs: overrides.answerTimeoutMs ?? seconds('IMGFLOW_ANSWER_TIMEOUT', env.IMGFLOW_ANSWER_TIMEOUT, DEFAULT_ANSWER_TIMEOUT_S),
   };
   config.codecKeys = path.resolve(overrides.codecKeys ?? env.IMGFLOW_CODEC_KEYS ?? paths(config).codecKeys);
   checkHost('host', config.host);
   checkHost('site', config.site);
   checkAddress(config.address);
   checkNamespace(config.namespace);
+  if (config.metricsAddress) checkMetricsAddress(overrides.metricsAddress !== undefined ? '--metrics' : 'IMGFLOW_METRICS', config.metricsAddress);
   return config;
+}
+
+export const DEFAULT_CONNECT_TIMEOUT_S = 30;
+export const DEFAULT_ANSWER_TIMEOUT_S = 10;
+/** The most a bound in seconds may be: an hour. */
+const MAX_BOUND_S = 3600;
+
+/** A bound in whole seconds (a flag or its IMGFLOW_* variable), in ms. */
+export function seconds(field: string, value: string | undefined, fallback: number): number {
+  return checkInt(field, value ?? fallback, 1, MAX_BOUND_S) * 1000;
 }
 
 /** A client's connection settings in the environment: the Temporal CLI's names, and imgflow's for a token file. */
@@ -126,6 +144,19 @@ export function checkAddress(address: string): string {
   return address;
 }
 
+/**
+ * The Prometheus endpoint's address: the native runtime binds it as a socket address, so an IP
+ * (IPv4, or IPv6 in brackets) and a port; a host name would fail only once the worker starts.
+ */
+export function checkMetricsAddress(field: string, address: string): string {
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(address);
+  const octetsOk = !m || m[1]!.startsWith('[') || m[1]!.split('.').every((o) => Number(o) <= 255);
+  if (!m || !octetsOk || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+    throw new InputError(field, 'ip:port for the metrics endpoint (an IPv4 address or [IPv6], and a port from 1 to 65535), or empty to turn it off', address);
+  }
+  return address;
+}
+
 /** Layout of the state directory. */
 export const paths = (config: Pick<Config, 'home'>) => ({
   store: path.join(config.home, 'store'),
@@ -151,9 +182,7 @@ export const paths = (config: Pick<Config, 'home'>) => ({
  * packs) says so with IMGFLOW_HOME_MODE (octal, e.g. 0750).
  */
 export function ensurePrivateHome(config: Pick<Config, 'home'>, env: NodeJS.ProcessEnv = process.env): void {
-  const raw = env.IMGFLOW_HOME_MODE;
-  if (raw !== undefined && !/^0?[0-7]{3}$/.test(raw)) throw new InputError('IMGFLOW_HOME_MODE', 'an octal mode such as 0700 or 0750', raw);
-  const mode = raw === undefined ? 0o700 : parseInt(raw, 8);
+  const mode = homeModes(env).dir;
   fs.mkdirSync(config.home, { recursive: true, mode });
   if ((fs.statSync(config.home).mode & 0o777) !== mode) fs.chmodSync(config.home, mode);
 }

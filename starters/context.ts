@@ -7,12 +7,13 @@ import { Client, type Connection } from '@temporalio/client';
 import { NativeConnection, type Worker } from '@temporalio/worker';
 import { checkUser } from '../common/lineage.js';
 import { imgflowDataConverter } from '../lib/codec.js';
-import { ensurePrivateHome, loadConfig, machineArch, tlsFromEnv, type Config, type TlsSettings } from '../lib/config.js';
+import { DEFAULT_ANSWER_TIMEOUT_S, DEFAULT_CONNECT_TIMEOUT_S, ensurePrivateHome, loadConfig, machineArch, seconds, tlsFromEnv, type Config, type TlsSettings } from '../lib/config.js';
 import { connectionSettings } from '../lib/connection.js';
 import { createLogger, type Logger } from '../lib/logger.js';
 import type { Role } from '../common/queues.js';
 import { installRuntime } from '../workers/runtime.js';
 import { createWorker } from '../workers/worker.js';
+import { setAnswerBound } from './answers.js';
 import { connectOrFail, ensureServer } from './temporal-server.js';
 
 export interface GlobalFlags {
@@ -28,6 +29,8 @@ export interface GlobalFlags {
   tlsServerName?: string;
   apiKey?: string;
   apiKeyFile?: string;
+  connectTimeout?: string;
+  answerTimeout?: string;
 }
 
 /** The TLS flags over the environment's TEMPORAL_TLS_* settings; any file given turns TLS on. */
@@ -55,6 +58,8 @@ export function configFrom(flags: GlobalFlags, extra: Partial<Config> = {}): Con
     tls: tlsFrom(flags),
     ...given('apiKey', flags.apiKey),
     ...given('apiKeyFile', flags.apiKeyFile),
+    ...(flags.connectTimeout !== undefined ? { connectTimeoutMs: seconds('--connect-timeout', flags.connectTimeout, DEFAULT_CONNECT_TIMEOUT_S) } : {}),
+    ...(flags.answerTimeout !== undefined ? { answerTimeoutMs: seconds('--answer-timeout', flags.answerTimeout, DEFAULT_ANSWER_TIMEOUT_S) } : {}),
     ...extra,
   });
   ensurePrivateHome(config);
@@ -72,7 +77,7 @@ export function say(line: string): void {
 }
 
 export async function connectClient(config: Config): Promise<{ client: Client; connection: Connection }> {
-  const connection = await connectOrFail(connectionSettings(config), 5000, "start it with 'imgflow dev' or set --address and the TLS and token settings");
+  const connection = await connectOrFail(connectionSettings(config), config.connectTimeoutMs, "start it with 'imgflow dev' or set --address and the TLS and token settings");
   return { connection, client: newClient(connection, config) };
 }
 
@@ -81,7 +86,9 @@ export async function connectClient(config: Config): Promise<{ client: Client; c
  * so the Web UI's history shows who asked for each change.
  */
 function newClient(connection: Connection, config: Config): Client {
-  return new Client({ connection, namespace: config.namespace, dataConverter: imgflowDataConverter(config), identity: `${currentUser()}@${os.hostname()} (imgflow ${process.pid})` });
+  const client = new Client({ connection, namespace: config.namespace, dataConverter: imgflowDataConverter(config), identity: `${currentUser()}@${os.hostname()} (imgflow ${process.pid})` });
+  setAnswerBound(client, config.answerTimeoutMs);
+  return client;
 }
 
 /** Starts the dev server when it is not up yet (loopback only) and connects a client to it. */

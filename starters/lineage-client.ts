@@ -11,6 +11,7 @@ import { checkName, InputError } from '../common/names.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import { describeQuery, historyQuery, lineageArchivedVersionWorkflow, lineageGcWorkflow, lineageHistoryWorkflow, lineageWorkflow, lineageWorkflowId, stateQuery, versionQuery, type HistoryArchive, type LineageInput, type LineageView } from '../workflows/lineage.js';
+import { answered } from './answers.js';
 
 /** `image`, `image:version` or `image:tag`. */
 export function parseImageRef(ref: string): { image: string; ref?: string } {
@@ -108,7 +109,7 @@ export async function volumesOf(client: Client, image: string): Promise<{ volume
 /** A query of the image's lineage, or a one-line error when the image has none yet. */
 async function queryLineage<R, A extends unknown[]>(client: Client, image: string, query: QueryDefinition<R, A>, ...args: A): Promise<R> {
   try {
-    return await lineageHandle(client, image).query(query, ...args);
+    return await answered(client, `the lineage of ${image}`, () => lineageHandle(client, image).query(query, ...args));
   } catch (err) {
     if ((err as Error).name === 'WorkflowNotFoundError') throw new InputError('image', 'an image with at least one build (see imgflow build)', image);
     throw err;

@@ -12,6 +12,7 @@ import { SA } from '../common/search-attributes.js';
 import { paths, type Config } from '../lib/config.js';
 import { InputError } from '../common/names.js';
 import { connectionSettings, type ConnectionSettings } from '../lib/connection.js';
+import { homeModes } from '../lib/modes.js';
 import { findOnPath } from '../lib/which.js';
 
 export const TEMPORAL_CLI_VERSION = 'v1.5.1';
@@ -69,8 +70,12 @@ export interface DevServerOptions {
 
 /** Starts a dev server detached from this process; it outlives the CLI that started it. */
 export function spawnDevServer(o: DevServerOptions): ServerProcess {
-  fs.mkdirSync(path.dirname(o.dbFile), { recursive: true });
-  const log = fs.openSync(o.logFile, 'a');
+  // Its database holds every workflow's history: readable by its owner only (the umask below makes
+  // the SQLite file and its journals so), unless IMGFLOW_HOME_MODE widens it.
+  const modes = homeModes();
+  fs.mkdirSync(path.dirname(o.dbFile), { recursive: true, mode: modes.dir });
+  fs.chmodSync(path.dirname(o.dbFile), modes.dir);
+  const log = fs.openSync(o.logFile, 'a', modes.file);
   const ip = o.ip ?? '127.0.0.1';
   const argv = ['server', 'start-dev', '--ip', ip, '--port', String(o.port), '--db-filename', o.dbFile, '--namespace', o.namespace];
   argv.push(...(o.uiPort ? ['--ui-port', String(o.uiPort)] : ['--headless']));
@@ -80,22 +85,40 @@ export function spawnDevServer(o: DevServerOptions): ServerProcess {
   // One partition per task queue: a single-host server gains nothing from more, and a task written
   // to a partition no poller is on waits to be forwarded.
   argv.push('--dynamic-config-value', 'matching.numTaskqueueReadPartitions=1', '--dynamic-config-value', 'matching.numTaskqueueWritePartitions=1');
-  const child = spawn(o.cli, argv, { detached: true, stdio: ['ignore', log, log] });
+  // A child inherits its parent's umask: set for the spawn only, so this process's own files are unaffected.
+  const umask = process.umask(modes.umask);
+  let child;
+  try {
+    child = spawn(o.cli, argv, { detached: true, stdio: ['ignore', log, log] });
+  } finally {
+    process.umask(umask);
+  }
   child.unref();
+  if (fs.existsSync(o.dbFile)) fs.chmodSync(o.dbFile, modes.file);
   fs.closeSync(log);
   return { pid: child.pid!, address: `${ip}:${o.port}`, ...(o.uiPort ? { uiUrl: `http://${ip}:${o.uiPort}` } : {}) };
 }
 
-/** Connects, retrying until `timeoutMs`; gives the last error when nothing answered in time. */
+/** Waits between connection attempts: from a quarter second, doubling, never more than 4 s. */
+const BACKOFF_FIRST_MS = 250;
+const BACKOFF_MAX_MS = 4000;
+
+/**
+ * Connects, retrying with backoff until `timeoutMs`: a loaded host may take a while to accept or to
+ * finish its TLS handshake, and a server that restarts refuses for a moment. Gives the last error
+ * when nothing answered in time.
+ */
 async function tryConnect(target: string | ConnectionSettings, timeoutMs: number): Promise<Connection | Error> {
   const settings = typeof target === 'string' ? { address: target, tls: false as const } : target;
   const deadline = Date.now() + timeoutMs;
-  for (;;) {
+  for (let pause = BACKOFF_FIRST_MS; ; pause = Math.min(pause * 2, BACKOFF_MAX_MS)) {
     try {
-      return await Connection.connect({ ...settings, connectTimeout: Math.max(500, Math.min(2000, deadline - Date.now())) });
+      // Each attempt may take what is left, but at least the half second a handshake needs.
+      return await Connection.connect({ ...settings, connectTimeout: Math.max(500, Math.min(10_000, deadline - Date.now())) });
     } catch (err) {
-      if (Date.now() >= deadline) return err as Error;
-      await new Promise((r) => setTimeout(r, 250));
+      const left = deadline - Date.now();
+      if (left <= 0) return err as Error;
+      await new Promise((r) => setTimeout(r, Math.min(pause, left)));
     }
   }
 }
@@ -106,12 +129,17 @@ export async function connectWithin(target: string | ConnectionSettings, timeout
   return result instanceof Error ? undefined : result;
 }
 
-/** Connects within `timeoutMs` or fails in one line saying why (refused, TLS, unreachable). */
+/** `12s`, or `1.5s` */
+function secondsText(ms: number): string {
+  return `${Number((ms / 1000).toFixed(1))}s`;
+}
+
+/** Connects within `timeoutMs` or fails in one line naming the bound and saying why (refused, TLS, unreachable). */
 export async function connectOrFail(settings: ConnectionSettings, timeoutMs: number, hint: string): Promise<Connection> {
   const result = await tryConnect(settings, timeoutMs);
   if (!(result instanceof Error)) return result;
   const why = result.message.split('\n')[0]!.replace(/^\d+ [A-Z_]+: /, '');
-  throw new Error(`cannot reach Temporal at ${settings.address} (${why}): ${hint}`);
+  throw new Error(`cannot reach Temporal at ${settings.address} within ${secondsText(timeoutMs)}, the --connect-timeout bound (${why}): ${hint}`);
 }
 
 /** Waits until the namespace answers (the dev server creates it a moment after it listens). */

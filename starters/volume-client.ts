@@ -9,6 +9,7 @@ import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import { mapUpdate, volumeQuery, volumeWorkflow, volumeWorkflowId, type BaseVersion, type MapRequest, type MapResult, type VolumeView } from '../workflows/volume.js';
 import type { LineageView } from '../workflows/lineage.js';
+import { answered } from './answers.js';
 import { describeLineage, resolveVersion } from './lineage-client.js';
 
 /** temporal.api.enums.v1 values (the proto package's CommonJS namespace does not load as ESM). */
@@ -95,7 +96,14 @@ export async function mapVolume(client: Client, volume: string, request: MapRequ
   return client.workflow.executeUpdateWithStart(mapUpdate, { args: [request], startWorkflowOperation: start });
 }
 
-/** The storage map from visibility (eventually consistent), each volume read by query; sorted by name. */
+/** Volumes read by query at once: enough to list a large map within the answer bound, few enough not to swamp the orchestrators. */
+const READS_AT_ONCE = 16;
+
+/**
+ * The storage map from visibility (eventually consistent), each volume read by query; sorted by
+ * name. The whole listing is one read with one bound (see answers.ts): a volume whose workflow
+ * does not answer makes the map unavailable, never silently shorter.
+ */
 export async function listVolumes(client: Client, filter: { nas?: string; compute?: string } = {}): Promise<VolumeView[]> {
   const filters = [
     `${SA.kind.name} = 'volume'`,
@@ -103,10 +111,25 @@ export async function listVolumes(client: Client, filter: { nas?: string; comput
     ...(filter.nas ? [`${SA.nas.name} = '${checkHost('--nas', filter.nas)}'`] : []),
     ...(filter.compute ? [`${SA.computeHost.name} = '${checkHost('--compute', filter.compute)}'`] : []),
   ];
-  const views: VolumeView[] = [];
-  for await (const wf of client.workflow.list({ query: filters.join(' AND ') })) {
-    const view = await client.workflow.getHandle(wf.workflowId, wf.runId).query(volumeQuery).catch(() => undefined);
-    if (view) views.push(view);
-  }
-  return views.sort((a, b) => a.volume.localeCompare(b.volume));
+  return answered(client, 'the storage map', async () => {
+    const runs: { workflowId: string; runId: string }[] = [];
+    for await (const wf of client.workflow.list({ query: filters.join(' AND ') })) runs.push({ workflowId: wf.workflowId, runId: wf.runId });
+    const views: VolumeView[] = [];
+    for (let i = 0; i < runs.length; i += READS_AT_ONCE) {
+      const batch = await Promise.all(
+        runs.slice(i, i + READS_AT_ONCE).map((wf) =>
+          client.workflow
+            .getHandle(wf.workflowId, wf.runId)
+            .query(volumeQuery)
+            // Listed as running but gone since (deleted meanwhile): not part of the map.
+            .catch((err: unknown) => {
+              if ((err as Error).name === 'WorkflowNotFoundError') return undefined;
+              throw err;
+            }),
+        ),
+      );
+      views.push(...batch.filter((v): v is VolumeView => v !== undefined));
+    }
+    return views.sort((a, b) => a.volume.localeCompare(b.volume));
+  });
 }

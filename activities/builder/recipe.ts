@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseDocument } from 'yaml';
-import { ARCHES, InputError, checkHost, checkName, type Arch } from '../../common/names.js';
+import { ARCHES, InputError, checkHost, checkImageName, checkName, type Arch } from '../../common/names.js';
 import { digestOf } from './digest.js';
 
 export type Variant = 'minbase' | 'buildd' | 'default';
@@ -357,7 +357,7 @@ export function parseRecipe(text: string, recipeDir: string, options: ParseOptio
   const c = new Checker();
   const o = c.object('', value, TOP_KEYS, ['image', 'arch', 'os', 'source']);
   if (!o) throw new RecipeError([new InputError('recipe', 'a mapping of image, arch, os, source, ...')]);
-  const image = c.named('image', o.image, checkName);
+  const image = c.named('image', o.image, checkImageName);
   const arch = c.oneOf('arch', o.arch, ARCHES);
   const os = c.named('os', o.os, checkName);
   const source = o.source === undefined ? undefined : checkSource(c, o.source, recipeDir, options);

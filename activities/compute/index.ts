@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../common/names.js';
 import type { Config } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
@@ -27,6 +28,21 @@ export interface LocalCopy {
   devicePath: string;
   sizeBytes: number;
   snapshot: string;
+}
+
+/**
+ * The end of a wait of `bound` ms that spans every attempt of the running activity: a first attempt
+ * waits the whole bound from now (its own clock, whatever the server's says); a later one only
+ * what is left since the activity was first scheduled.
+ */
+function overallDeadline(bound: number): number {
+  const now = Date.now();
+  try {
+    const { attempt, scheduledTimestampMs } = Context.current().info;
+    return attempt <= 1 ? now + bound : Math.min(now + bound, scheduledTimestampMs + bound);
+  } catch {
+    return now + bound;
+  }
 }
 
 /** Processes holding `file` open, from /proc: the device is busy while any does. */
@@ -86,9 +102,12 @@ export function createComputeActivities({ run, config, pipe, env = process.env }
       checkName('volume', input.volume);
       const bound = checkInt('waitSeconds', input.waitSeconds ?? 60, 0, 86_400) * 1000;
       if (input.url.startsWith('/')) {
-        const deadline = Date.now() + bound;
+        // One deadline for the whole detach, counted from when it was first asked for: an attempt
+        // that retries after some other failure waits only for what is left of it.
+        const deadline = overallDeadline(bound);
         for (let busy = await holders(input.url); busy.length; busy = await holders(input.url)) {
-          if (Date.now() > deadline) throw new Error(`${input.url} is still in use by pid ${busy.join(', ')} after ${bound / 1000}s`);
+          // Still busy at the deadline: another attempt would only wait again. The bound is the bound.
+          if (Date.now() > deadline) throw ApplicationFailure.nonRetryable(`${input.url} is still in use by pid ${busy.join(', ')} after ${bound / 1000}s`, 'DeviceBusy');
           beat({ waiting: input.url, holders: busy });
           await sleep(500);
         }

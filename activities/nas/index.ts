@@ -6,6 +6,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import { checkInt, checkName } from '../../common/names.js';
+import { homeModes, privateDir } from '../../lib/modes.js';
 import { paths, type Config } from '../../lib/config.js';
 import { exists, partialPath, removeStalePartials, sha256File } from '../../lib/files.js';
 import { createLogger } from '../../lib/logger.js';
@@ -35,6 +36,7 @@ export interface ImageInfo {
 
 export function createNasActivities({ run, config, env = process.env }: NasDeps) {
   const root = paths(config).nas(config.host);
+  const modes = homeModes(env);
   // Where builders on other hosts stream files to this NAS (unset: they are fetched over rsync).
   const streamAddress = checkStreamAddress(env.IMGFLOW_STREAM_ADDRESS);
   const receiver = createStreamReceiver(createLogger('imgflow-nas'));
@@ -60,7 +62,7 @@ export function createNasActivities({ run, config, env = process.env }: NasDeps)
   }
 
   async function freshPartial(target: string): Promise<string> {
-    await fs.mkdir(path.dirname(target), { recursive: true });
+    await privateDir(path.dirname(target), modes);
     await removeStalePartials(target);
     return partialPath(target);
   }
@@ -72,7 +74,7 @@ export function createNasActivities({ run, config, env = process.env }: NasDeps)
       await fs.rm(partial, { force: true });
       throw new Error(`sha256 of ${input.image}:${input.version} ${input.name} after transfer is ${got}, expected ${input.sha256}`);
     }
-    await fs.chmod(partial, 0o444);
+    await fs.chmod(partial, modes.readOnly);
     await fs.rename(partial, target);
   }
 
@@ -122,10 +124,11 @@ export function createNasActivities({ run, config, env = process.env }: NasDeps)
         if (current.backingFile !== input.base) throw new Error(`volume ${input.volume} exists with another base: ${current.backingFile ?? 'none'}`);
         return current;
       }
-      await fs.mkdir(path.dirname(target), { recursive: true });
+      await privateDir(path.dirname(target), modes);
       await removeStalePartials(target);
       const partial = partialPath(target);
       await run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', input.base, '-F', 'qcow2', partial]);
+      await fs.chmod(partial, modes.file);
       await fs.rename(partial, target);
       return info(target);
     },

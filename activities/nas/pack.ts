@@ -8,6 +8,7 @@
  * (lineages keep their names apart, not the NAS's). An image whose /etc/shadow holds password
  * hashes is refused unless its recipe allowed them.
  */
+import { homeModes, privateDir, type FileModes } from '../../lib/modes.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ApplicationFailure } from '@temporalio/activity';
@@ -116,7 +117,7 @@ async function freeName(base: string): Promise<string> {
  * A stored file placed in a pack: a hard link on the store's filesystem (stored files never
  * change), else a copy whose sha256 is checked before anything is switched to it.
  */
-async function placeStored(artifact: Artifact, target: string): Promise<void> {
+async function placeStored(artifact: Artifact, target: string, modes: FileModes): Promise<void> {
   try {
     await fs.link(artifact.path, target);
     return;
@@ -125,10 +126,12 @@ async function placeStored(artifact: Artifact, target: string): Promise<void> {
   }
   const got = await sha256File(target);
   if (got !== artifact.sha256) throw new Error(`copy of ${artifact.path} has sha256 ${got}, expected ${artifact.sha256}`);
-  await fs.chmod(target, 0o444);
+  await fs.chmod(target, modes.readOnly);
 }
 
-export function createNasPackActivities({ run, config }: { run: Run; config: Config }) {
+export function createNasPackActivities({ run, config, env = process.env }: { run: Run; config: Config; env?: NodeJS.ProcessEnv }) {
+  // Packs are private like the rest of the state directory; a site whose boot server reads them says so with IMGFLOW_HOME_MODE.
+  const modes = homeModes(env);
   const nasRoot = paths(config).nas(config.host);
   const dirs: Record<PackKind, string> = { netboot: path.join(nasRoot, 'boot'), vm: path.join(nasRoot, 'vm') };
 
@@ -181,6 +184,8 @@ export function createNasPackActivities({ run, config }: { run: Run; config: Con
     await run(['unsquashfs', '-no-xattrs', '-no-wildcards', '-no-progress', '-d', tmp, squash.path, ...wanted]);
     if (found.kernel) await fs.rename(path.join(tmp, found.kernel), path.join(fresh, 'vmlinuz'));
     if (found.initrd) await fs.rename(path.join(tmp, found.initrd), path.join(fresh, 'initrd.img'));
+    // Files from the image keep the image's modes; in the pack they are as private as the rest.
+    for (const name of ['vmlinuz', 'initrd.img']) await fs.chmod(path.join(fresh, name), modes.readOnly).catch(() => undefined);
     await fs.rm(tmp, { recursive: true, force: true });
     return found;
   }
@@ -202,11 +207,12 @@ export function createNasPackActivities({ run, config }: { run: Run; config: Con
 
     await refuseOthers(kind, link, input);
     await refuseHashes(input);
-    await fs.mkdir(dir, { recursive: true });
+    await privateDir(dir, modes);
     await fs.rm(fresh, { recursive: true, force: true });
-    await fs.mkdir(fresh);
+    await fs.mkdir(fresh, { mode: modes.dir });
+    await fs.chmod(fresh, modes.dir);
     const { root, ...contents } = await fill(fresh);
-    await fs.writeFile(path.join(fresh, 'version.json'), `${JSON.stringify({ image: input.image, version: input.version, tag: input.tag, packedAt: input.stamp, kind, contents })}\n`);
+    await fs.writeFile(path.join(fresh, 'version.json'), `${JSON.stringify({ image: input.image, version: input.version, tag: input.tag, packedAt: input.stamp, kind, contents })}\n`, { mode: modes.file });
 
     const aside = await freeName(`${link}.moved.aside.on.${input.stamp}`);
     const st = await fs.lstat(link).catch(() => undefined);
@@ -227,7 +233,7 @@ export function createNasPackActivities({ run, config }: { run: Run; config: Con
         const squash = input.artifacts.find((a) => a.format === 'squashfs');
         if (!squash) return {};
         const root = path.join(fresh, 'root.squashfs');
-        await placeStored(squash, root);
+        await placeStored(squash, root, modes);
         return { root, ...(await extractBoot(squash, fresh)) };
       });
     },
@@ -239,7 +245,7 @@ export function createNasPackActivities({ run, config }: { run: Run; config: Con
       const format = base.format as 'qcow2' | 'raw';
       return publish('vm', input, async (fresh) => {
         const root = path.join(fresh, `base.${format}`);
-        await placeStored(base, root);
+        await placeStored(base, root, modes);
         return { root, format };
       });
     },

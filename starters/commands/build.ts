@@ -9,6 +9,8 @@ import { checkHost, checkInt, InputError } from '../../common/names.js';
 import { queues } from '../../common/queues.js';
 import type { BuildResult } from '../../workflows/build.js';
 import { requestBuildUpdate } from '../../workflows/lineage.js';
+import { DEFAULT_CONNECT_TIMEOUT_S } from '../../lib/config.js';
+import { outcomeOf } from '../answers.js';
 import { configFrom, connectClient, currentUser, say, type GlobalFlags } from '../context.js';
 import { describeLineage, fullVersion, parseImageRef, updateLineage } from '../lineage-client.js';
 import { hasWorker } from '../volume-client.js';
@@ -42,12 +44,13 @@ function printVersion(v: VersionRecord, json: boolean | undefined): void {
 }
 
 /** Follows a requested build to its registered version, showing progress on a terminal. */
-export async function waitForBuild(client: Client, image: string, buildId: string, ahead: string[]): Promise<VersionRecord> {
+export async function waitForBuild(client: Client, image: string, buildId: string, ahead: string[], lossBoundMs = DEFAULT_CONNECT_TIMEOUT_S * 1000): Promise<VersionRecord> {
   if (ahead.length) say(`${image} is already building: waiting for ${ahead.join(', ')} to finish first`);
   const handle = client.workflow.getHandle(buildId);
   // The lineage starts the build when its turn comes; until then it does not exist.
   await until(() => handle.describe(), 24 * 3600_000);
-  const result: BuildResult = await watchProgress(handle, handle.result(), `build ${image}`);
+  // A server that goes away meanwhile is waited for: what is printed is the build's own outcome.
+  const result: BuildResult = await watchProgress(handle, outcomeOf<BuildResult>(handle, lossBoundMs, `build ${buildId}`), `build ${image}`);
   const record = await until(() => fullVersion(client, image, result.version), 30_000);
   if (!record) throw new Error(`build ${buildId} finished but ${image} did not register ${result.version}`);
   return record;
@@ -87,7 +90,7 @@ export function registerBuild(program: Command): void {
           else process.stdout.write(`${ticket.buildId}\n`);
           return;
         }
-        printVersion(await waitForBuild(client, recipe.image, ticket.buildId, ticket.ahead), flags.json);
+        printVersion(await waitForBuild(client, recipe.image, ticket.buildId, ticket.ahead, config.connectTimeoutMs), flags.json);
       } finally {
         await connection.close();
       }

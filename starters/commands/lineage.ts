@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import type { VersionDiff } from '../../activities/nas/diff.js';
 import { checkPackKind, checkReason, checkTag, type VersionRecord } from '../../common/lineage.js';
 import { checkOptionalText, checkText } from '../../common/limits.js';
-import { checkInt, checkName, InputError } from '../../common/names.js';
+import { checkImageName, checkInt, checkName, InputError } from '../../common/names.js';
 import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { diffWorkflow } from '../../workflows/diff.js';
 import { checkChannel, gateUpdate, gcUpdate, packUpdate, promoteUpdate, registerVersionUpdate, removeUpdate, revokeUpdate, rollbackUpdate, tagUpdate, testResultUpdate, type GcResult, type NewVersion } from '../../workflows/lineage.js';
@@ -287,7 +287,7 @@ export function registerLineage(program: Command): void {
     .option('--version <v>', 'the version or tag to clone')
     .action(async (ref: string, target: string, o: { version?: string }, cmd: Command) =>
       onImage((image) => {
-        const newImage = checkName('new-image', target);
+        const newImage = checkImageName('new-image', target);
         const originTag = checkTag('new-image', `cloned-to-${newImage}`);
         return async (client) => {
           // A refused clone leaves nothing behind: the origin is tagged only once the new image is known to be new.

@@ -18,6 +18,7 @@ import {
   type VolumeAttrs,
   type VolumeView,
 } from '../../workflows/volume.js';
+import { answered } from '../answers.js';
 import { configFrom, connectClient, currentUser, say, type GlobalFlags } from '../context.js';
 import { formatPairs, formatTable, printJson } from '../output.js';
 import { BASE_REF, baseVersion, hasWorker, known, listVolumes, mapVolume, volumeHandle } from '../volume-client.js';
@@ -173,7 +174,7 @@ export function registerVolumes(program: Command): void {
       await withClient(cmd, async (client, flags) => {
         const handle = volumeHandle(client, volume);
         const changes = Object.keys(attrs).length > 1;
-        const view = await known(volume, () => (changes ? handle.executeUpdate(setAttrsUpdate, { args: [attrs] }) : handle.query(volumeQuery)));
+        const view = await known(volume, () => (changes ? handle.executeUpdate(setAttrsUpdate, { args: [attrs] }) : answered(client, `volume ${volume}`, () => handle.query(volumeQuery))));
         printView(view, flags.json);
       });
     });

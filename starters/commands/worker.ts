@@ -31,7 +31,7 @@ export function registerWorker(program: Command): void {
       const logger = createLogger('imgflow-worker').child({ role, host: config.host });
       // Fail fast and in one line when the server is not there, before any worker starts.
       const settings = connectionSettings(config);
-      const probe = await connectOrFail(settings, 5000, 'is the server up, and are the address, TLS and token settings right?');
+      const probe = await connectOrFail(settings, config.connectTimeoutMs, 'is the server up, and are the address, TLS and token settings right?');
       await probe.close();
       installRuntime(logger, config.metricsAddress);
       const connection = await NativeConnection.connect(settings);

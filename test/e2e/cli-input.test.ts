@@ -37,9 +37,9 @@ describe('imgflow worker: bad input', () => {
     expectOneLineError(imgflow(['--home', home, '--address', 'not an address', 'worker', '--role', 'nas']), /address: expected host:port/);
   });
 
-  it('fails in one line when the server is unreachable, and starts nothing', () => {
-    const result = imgflow([...base, 'worker', '--role', 'nas', '--host', 'nas1']);
-    expectOneLineError(result, /cannot reach Temporal at 127\.0\.0\.1:1/, 1);
+  it('fails in one line naming its bound when the server is unreachable, and starts nothing', () => {
+    const result = imgflow([...base, 'worker', '--role', 'nas', '--host', 'nas1'], { IMGFLOW_CONNECT_TIMEOUT: '1' });
+    expectOneLineError(result, /cannot reach Temporal at 127\.0\.0\.1:1 within 1s, the --connect-timeout bound/, 1);
   });
 
   it('refuses an unknown command', () => {
@@ -84,14 +84,57 @@ describe('imgflow dev: loopback addresses the dev server cannot serve', () => {
 describe('the state directory', () => {
   it('is made readable by its owner only, and a wider one is narrowed unless IMGFLOW_HOME_MODE says otherwise', () => {
     const home = path.join(tempDir(), 'state');
-    imgflow(['--home', home, '--address', '127.0.0.1:1', 'tags', 'img']);
+    const quick = { IMGFLOW_CONNECT_TIMEOUT: '1' };
+    imgflow(['--home', home, '--address', '127.0.0.1:1', 'tags', 'img'], quick);
     expect(fs.statSync(home).mode & 0o777).toBe(0o700);
     fs.chmodSync(home, 0o755);
-    imgflow(['--home', home, '--address', '127.0.0.1:1', 'tags', 'img']);
+    imgflow(['--home', home, '--address', '127.0.0.1:1', 'tags', 'img'], quick);
     expect(fs.statSync(home).mode & 0o777).toBe(0o700);
-    imgflow(['--home', home, '--address', '127.0.0.1:1', 'tags', 'img'], { IMGFLOW_HOME_MODE: '0750' });
+    imgflow(['--home', home, '--address', '127.0.0.1:1', 'tags', 'img'], { ...quick, IMGFLOW_HOME_MODE: '0750' });
     expect(fs.statSync(home).mode & 0o777).toBe(0o750);
     expectOneLineError(imgflow(['--home', home, '--address', '127.0.0.1:1', 'tags', 'img'], { IMGFLOW_HOME_MODE: 'rwx' }), /IMGFLOW_HOME_MODE: expected an octal mode such as 0700 or 0750, got "rwx"/);
+  });
+});
+
+describe('settings refused before anything connects or starts', () => {
+  const dir = tempDir();
+  const home = path.join(dir, 'home');
+  // Nothing listens here: a refusal with exit 2 proves the check ran before any connection.
+  const base = ['--home', home, '--address', '127.0.0.1:1'];
+  const recipe = (image: string) => {
+    const file = path.join(dir, `${image.length}.yaml`);
+    fs.writeFileSync(file, `image: ${image}\narch: x86_64\nos: debian-12\nsource:\n  debootstrap:\n    suite: bookworm\n`);
+    return file;
+  };
+  const long = (n: number) => `i${'m'.repeat(n - 1)}`;
+
+  it.each([
+    ['worker --metrics bogus', ['worker', '--role', 'nas', '--metrics', 'bogus'], {}, /^imgflow: --metrics: expected ip:port for the metrics endpoint .*, got "bogus"$/],
+    ['worker --metrics localhost:9464', ['worker', '--role', 'nas', '--metrics', 'localhost:9464'], {}, /^imgflow: --metrics: expected ip:port/],
+    ['worker --metrics 127.0.0.1:99999', ['worker', '--role', 'nas', '--metrics', '127.0.0.1:99999'], {}, /^imgflow: --metrics: expected ip:port/],
+    ['worker --metrics 300.0.0.1:9464', ['worker', '--role', 'nas', '--metrics', '300.0.0.1:9464'], {}, /^imgflow: --metrics: expected ip:port/],
+    ['IMGFLOW_METRICS=:9464 worker', ['worker', '--role', 'nas'], { IMGFLOW_METRICS: ':9464' }, /^imgflow: IMGFLOW_METRICS: expected ip:port/],
+    ['IMGFLOW_METRICS=bogus dev', ['dev'], { IMGFLOW_METRICS: 'bogus' }, /^imgflow: IMGFLOW_METRICS: expected ip:port/],
+    ['--connect-timeout 0', ['--connect-timeout', '0', 'maps'], {}, /^imgflow: --connect-timeout: expected a whole number from 1 to 3600, got "0"$/],
+    ['--connect-timeout soon', ['--connect-timeout', 'soon', 'maps'], {}, /^imgflow: --connect-timeout: expected a whole number from 1 to 3600/],
+    ['IMGFLOW_CONNECT_TIMEOUT=-1', ['maps'], { IMGFLOW_CONNECT_TIMEOUT: '-1' }, /^imgflow: IMGFLOW_CONNECT_TIMEOUT: expected a whole number from 1 to 3600/],
+    ['--answer-timeout 99999', ['--answer-timeout', '99999', 'maps'], {}, /^imgflow: --answer-timeout: expected a whole number from 1 to 3600/],
+    ['IMGFLOW_ANSWER_TIMEOUT=1.5', ['maps'], { IMGFLOW_ANSWER_TIMEOUT: '1.5' }, /^imgflow: IMGFLOW_ANSWER_TIMEOUT: expected a whole number from 1 to 3600/],
+    ['build of an image of 49 characters', ['build', recipe(long(49))], {}, /^imgflow: image: expected an image name of at most 48 characters \(its files are named <image>-v<n>\.<format>, at most 64\)/],
+    ['build of an image of 64 characters', ['build', recipe(long(64))], {}, /^imgflow: image: expected an image name of at most 48 characters/],
+    ['clone into an image of 56 characters', ['clone', 'img', long(56)], {}, /^imgflow: new-image: expected an image name of at most 48 characters/],
+  ] as [string, string[], NodeJS.ProcessEnv, RegExp][])('imgflow %s is refused in one line, exit 2, and nothing changes', (_label, args, env, pattern) => {
+    const before = fs.existsSync(home) ? fs.readdirSync(home, { recursive: true }).sort() : [];
+    const result = imgflow([...base, ...args], env);
+    expectOneLineError(result, pattern);
+    const after = fs.existsSync(home) ? fs.readdirSync(home, { recursive: true }).sort() : [];
+    expect(after).toEqual(before);
+  });
+
+  it('takes an image name at the bound', () => {
+    // Past the name check: the recipe is fine, and only the unreachable server stops it.
+    const result = imgflow([...base, 'build', recipe(long(48))], { IMGFLOW_CONNECT_TIMEOUT: '1' });
+    expectOneLineError(result, /cannot reach Temporal at 127\.0\.0\.1:1/, 1);
   });
 });
 

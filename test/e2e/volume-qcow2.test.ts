@@ -5,6 +5,7 @@
  * refused with one line and exit 2 before anything changes. A compute host that is down fails
  * the map within its bound with nothing left behind.
  */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
@@ -24,6 +25,7 @@ import { saveHistory } from '../support/histories.js';
 import { memoryLogger } from '../support/logger.js';
 import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
+import { until } from '../support/wait.js';
 import { newVersion } from '../support/versions.js';
 
 const MiB = 1024 * 1024;
@@ -135,6 +137,45 @@ describe('volumes on qcow2 with local attach', () => {
       expect(volumeFiles()).toEqual(['vm-2.qcow2']);
       expect((await cli('unmap', 'vm-2')).status).toBe(0);
       expect((await cli('delete-volume', 'vm-2')).status).toBe(0);
+    });
+    await connection.close();
+  });
+
+  it('keeps volumes and bases readable by their owner only, and fails the unmap of a busy device once, at its bound', async () => {
+    const { client, connection } = await testClient();
+    await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities }, async () => {
+      const mapped = await cli('map', 'vm-5', '--image', `${image}:v1`, '--nas', nasHost, '--compute', nodeHost);
+      expect(mapped.status).toBe(0);
+      const device = path.join(volumesDir, 'vm-5.qcow2');
+      const modeOf = (file: string) => fs.statSync(file).mode & 0o777;
+      expect(modeOf(volumesDir)).toBe(0o700);
+      expect(modeOf(device)).toBe(0o600);
+      const bases = path.join(home, 'nas', nasHost, 'bases', image);
+      expect(modeOf(bases)).toBe(0o700);
+      expect(modeOf(path.join(bases, 'v1.qcow2'))).toBe(0o400);
+
+      // Something on the compute host keeps the device open past the unmap's bound.
+      const fd = fs.openSync(device, 'r');
+      const holder = spawn('sleep', ['600'], { stdio: [fd, 'ignore', 'ignore'] });
+      fs.closeSync(fd);
+      try {
+        await until('the holder to hold the device', () => fs.readdirSync(`/proc/${holder.pid}/fd`).length > 0);
+        const busy = await cli('unmap', 'vm-5', '--wait', '1');
+        expect(busy.stdout).toBe('');
+        expect(busy.stderr).toMatch(new RegExp(`^imgflow: unmap of vm-5 failed: .*vm-5\\.qcow2 is still in use by pid ${holder.pid} after 1s\n$`));
+        expect(busy.status).toBe(1);
+        // One attempt: a retry would only wait the bound again.
+        const history = await client.workflow.getHandle(volumeWorkflowId('vm-5')).fetchHistory();
+        const scheduled = history.events!.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'computeDetach').map((e) => e.eventId!.toString());
+        const attempts = history.events!.filter((e) => scheduled.includes(e.activityTaskStartedEventAttributes?.scheduledEventId?.toString() ?? '')).map((e) => e.activityTaskStartedEventAttributes!.attempt);
+        expect(attempts).toEqual([1]);
+        expect((await client.workflow.getHandle(volumeWorkflowId('vm-5')).query(volumeQuery)).phase).toBe('mapped');
+      } finally {
+        holder.kill('SIGKILL');
+      }
+      await until('the holder to let go', () => !fs.existsSync(`/proc/${holder.pid}/fd`) || fs.readdirSync(`/proc/${holder.pid}/fd`).length === 0);
+      expect((await cli('unmap', 'vm-5', '--wait', '5')).status).toBe(0);
+      expect((await cli('delete-volume', 'vm-5')).status).toBe(0);
     });
     await connection.close();
   });

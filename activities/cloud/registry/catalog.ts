@@ -4,6 +4,7 @@
  * they treat OpenNebula. Every record is written atomically (temporary file, then rename); changes
  * are serialised within the process that owns the directory.
  */
+import { homeModes, privateDir, type FileModes } from '../../../lib/modes.js';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -31,6 +32,8 @@ export interface CatalogOptions {
   /** Owner and group of new images. */
   ownerId?: number;
   groupId?: number;
+  /** Who may read the catalog's disks and records (default: their owner only, unless IMGFLOW_HOME_MODE widens it). */
+  modes?: FileModes;
 }
 
 interface CatalogRecord extends RegistryImage {
@@ -64,11 +67,13 @@ export class CatalogRegistry implements ImageRegistry {
   private readonly imagesDir: string;
   private readonly disksDir: string;
   private queue: Promise<unknown> = Promise.resolve();
+  private readonly modes: FileModes;
 
   constructor(private readonly options: CatalogOptions) {
     this.format = options.format ?? 'qcow2';
     this.imagesDir = path.join(options.dir, 'images');
     this.disksDir = path.join(options.dir, 'disks');
+    this.modes = options.modes ?? homeModes();
   }
 
   /** Runs read-modify-write steps one at a time, so two changes never lose each other. */
@@ -95,7 +100,7 @@ export class CatalogRegistry implements ImageRegistry {
   private async write(record: CatalogRecord): Promise<void> {
     const target = this.recordPath(record.id);
     const temporary = path.join(this.imagesDir, `.${record.id}.${randomUUID()}.tmp`);
-    await fs.writeFile(temporary, `${JSON.stringify(record, null, 2)}\n`);
+    await fs.writeFile(temporary, `${JSON.stringify(record, null, 2)}\n`, { mode: this.modes.file });
     await fs.rename(temporary, target);
   }
 
@@ -108,7 +113,7 @@ export class CatalogRegistry implements ImageRegistry {
   }
 
   private async records(): Promise<CatalogRecord[]> {
-    await fs.mkdir(this.imagesDir, { recursive: true });
+    await privateDir(this.imagesDir, this.modes);
     const names = (await fs.readdir(this.imagesDir)).filter((n) => /^\d+\.json$/.test(n));
     const records = await Promise.all(names.map((n) => this.read(Number(n.slice(0, -5)), 'list').catch(() => undefined)));
     return records.filter((r): r is CatalogRecord => r !== undefined).sort((a, b) => a.id - b.id);
@@ -203,10 +208,12 @@ export class CatalogRegistry implements ImageRegistry {
   }
 
   private async copyDisk(id: number, request: RegisterRequest): Promise<string> {
-    await fs.mkdir(this.disksDir, { recursive: true });
+    await privateDir(this.disksDir, this.modes);
     const disk = path.join(this.disksDir, `${id}.${request.format}`);
     const partial = `${disk}.partial`;
     await fs.copyFile(request.path, partial);
+    // A copy takes the source's mode: a catalog disk is its owner's only, whatever it was made from.
+    await fs.chmod(partial, this.modes.file);
     await fs.rename(partial, disk);
     return disk;
   }

@@ -6,6 +6,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { checkName } from '../../../common/names.js';
 import { exists, partialPath, removeStalePartials } from '../../../lib/files.js';
+import { homeModes, privateDir, type FileModes } from '../../../lib/modes.js';
 import type { Run } from '../../runner.js';
 import { checkSnapshotName, snapshotName } from '../naming.js';
 import type { BaseInfo, BaseRef, StorageDriver, VolumeInfo } from '../types.js';
@@ -15,6 +16,8 @@ export interface Qcow2StorageConfig {
   run: Run;
   /** Directory holding `bases/<image>/<version>.qcow2` and `volumes/<volume>.qcow2`. */
   root: string;
+  /** Who may read bases and volumes (default: their owner only, unless IMGFLOW_HOME_MODE widens it). */
+  modes?: FileModes;
 }
 
 interface QemuImgInfo {
@@ -24,7 +27,7 @@ interface QemuImgInfo {
   snapshots: string[];
 }
 
-export function createQcow2Storage({ run, root }: Qcow2StorageConfig): StorageDriver {
+export function createQcow2Storage({ run, root, modes = homeModes() }: Qcow2StorageConfig): StorageDriver {
   const basePath = (base: BaseRef) => path.join(root, 'bases', checkName('image', base.image), `${checkName('version', base.version)}.qcow2`);
   const volumesDir = path.join(root, 'volumes');
   const volumePath = (volume: string) => path.join(volumesDir, `${checkName('volume', volume)}.qcow2`);
@@ -74,11 +77,11 @@ export function createQcow2Storage({ run, root }: Qcow2StorageConfig): StorageDr
       const current = await describeBase(input);
       if (current) return current;
       const target = basePath(input);
-      await fs.mkdir(path.dirname(target), { recursive: true });
+      await privateDir(path.dirname(target), modes);
       await removeStalePartials(target);
       const partial = partialPath(target);
       await run(['qemu-img', 'convert', '-O', 'qcow2', '--', input.source, partial]);
-      await fs.chmod(partial, 0o444);
+      await fs.chmod(partial, modes.readOnly);
       await fs.rename(partial, target);
       return (await describeBase(input))!;
     },
@@ -91,10 +94,11 @@ export function createQcow2Storage({ run, root }: Qcow2StorageConfig): StorageDr
         return current;
       }
       if (!(await exists(origin))) throw new Error(`base ${base.image}:${base.version} is not in ${root}`);
-      await fs.mkdir(volumesDir, { recursive: true });
+      await privateDir(volumesDir, modes);
       const partial = partialPath(volumePath(volume));
       const size = sizeBytes === undefined ? [] : [String(sizeBytes)];
       await run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', origin, '-F', 'qcow2', partial, ...size]);
+      await fs.chmod(partial, modes.file);
       await fs.rename(partial, volumePath(volume));
       return (await describe(volume))!;
     },

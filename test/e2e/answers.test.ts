@@ -1,0 +1,121 @@
+/**
+ * Answers that are true under failure: a read nobody answers says the listing is unavailable and
+ * fails, never prints an empty map; a client keeps trying to connect up to the bound it names; a
+ * command waiting for a workflow's outcome outlives its server going away and coming back.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { SA } from '../../common/search-attributes.js';
+import { outcomeOf } from '../../starters/answers.js';
+import { ensureSearchAttributes, ensureTemporalCli, spawnDevServer, waitForNamespace, connectWithin } from '../../starters/temporal-server.js';
+import { pingWorkflow } from '../../workflows/ping.js';
+import { volumeQuery, volumeWorkflow, volumeWorkflowId } from '../../workflows/volume.js';
+import { imgflow, imgflowAsync } from '../support/cli.js';
+import { tempDir } from '../support/dirs.js';
+import { freePort } from '../support/ports.js';
+import { alive, killGroup } from '../support/processes.js';
+import { NAMESPACE, testClient, testDataConverter, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { until } from '../support/wait.js';
+
+function expectOneLine(result: { status: number | null; stdout: string; stderr: string }, pattern: RegExp, status: number): void {
+  expect(result.stdout).toBe('');
+  const lines = result.stderr.trim().split('\n');
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatch(pattern);
+  expect(result.status).toBe(status);
+}
+
+describe('a listing no orchestrator answers', () => {
+  const home = tempDir();
+
+  it('says the storage map is unavailable and fails, instead of printing an empty map', async () => {
+    const { client, connection } = await testClient();
+    const queue = uniqueQueue('orchestrator');
+    const nas = uniqueQueue('nas');
+    const volume = uniqueQueue('vm');
+    const cli = (...args: string[]) => imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args]);
+    // A volume whose orchestrator ran it and then went away: the server still knows its poller.
+    const handle = await client.workflow.start(volumeWorkflow, {
+      workflowId: volumeWorkflowId(volume),
+      taskQueue: queue,
+      args: [{ volume }],
+      typedSearchAttributes: [
+        { key: SA.kind, value: 'volume' },
+        { key: SA.volume, value: volume },
+        { key: SA.nas, value: nas },
+      ],
+    });
+    await withWorkers({ workflowQueue: queue }, async () => {
+      expect((await handle.query(volumeQuery)).phase).toBe('unmapped');
+      // While it runs, the map lists the volume.
+      await expect.poll(async () => (await cli('--json', 'maps', '--nas', nas)).stdout, { timeout: 15_000, interval: 500 }).toContain(`"volume": "${volume}"`);
+    });
+
+    const down = await cli('--answer-timeout', '2', 'maps', '--nas', nas);
+    expectOneLine(down, /^imgflow: the storage map is unavailable: no orchestrator answered within 2s, the --answer-timeout bound \(is a worker of role orchestrator running\?/, 1);
+    await handle.terminate('test over');
+    await connection.close();
+  });
+});
+
+describe('connecting', () => {
+  const home = tempDir();
+
+  it('names its bound when nothing answers', () => {
+    const result = imgflow(['--home', home, '--address', '127.0.0.1:1', '--connect-timeout', '1', 'maps']);
+    expectOneLine(result, /^imgflow: cannot reach Temporal at 127\.0\.0\.1:1 within 1s, the --connect-timeout bound \(.*\): start it with 'imgflow dev'/, 1);
+    const fromEnv = imgflow(['--home', home, '--address', '127.0.0.1:1', 'maps'], { IMGFLOW_CONNECT_TIMEOUT: '1' });
+    expectOneLine(fromEnv, /within 1s, the --connect-timeout bound/, 1);
+  });
+});
+
+describe('a server that goes away while a command waits', () => {
+  const dir = tempDir();
+  let serverPid: number | undefined;
+  afterAll(() => killGroup(serverPid));
+
+  it('is reached once it is back, late, and the command gets the workflow’s own outcome', async () => {
+    const namespace = 'imgflow';
+    const server = { cli: ensureTemporalCli(), port: await freePort(), dbFile: path.join(dir, 'server', 'db.sqlite'), logFile: path.join(dir, 'server', 'server.log'), namespace };
+    const address = `127.0.0.1:${server.port}`;
+    const startServer = async (): Promise<void> => {
+      serverPid = spawnDevServer(server).pid;
+      const connection = await connectWithin(address, 60_000);
+      if (!connection) throw new Error(`the test's Temporal dev server did not start; see ${server.logFile}`);
+      await waitForNamespace(connection, namespace, 30_000);
+      await ensureSearchAttributes(connection, namespace);
+      await connection.close();
+    };
+
+    // A command started before its server: it keeps trying, with backoff, and gets through once the server is up.
+    const early = imgflowAsync(['--home', path.join(dir, 'home'), '--address', address, '--namespace', namespace, '--connect-timeout', '120', 'maps']);
+    await new Promise((r) => setTimeout(r, 6000));
+    await startServer();
+    const listed = await early;
+    expect(listed.stderr).toBe('');
+    expect(listed.status).toBe(0);
+
+    const client = new Client({ connection: await Connection.connect({ address }), namespace, dataConverter: testDataConverter() });
+    const workflowQueue = uniqueQueue('orchestrator');
+    const hostQueue = uniqueQueue('nas');
+    const handle = await client.workflow.start(pingWorkflow, { taskQueue: workflowQueue, workflowId: uniqueQueue('ping'), args: [{ queue: hostQueue, waitSeconds: 600 }] });
+    const outcome = outcomeOf<{ host: string }>(handle, 120_000, 'the ping').catch((err: unknown) => err);
+
+    // The server goes away for longer than the client's own retries cover, and comes back.
+    killGroup(serverPid);
+    await until('the server to be gone', () => !alive(serverPid!));
+    await new Promise((r) => setTimeout(r, 30_000));
+    await startServer();
+
+    const testServer = { settings: { address, tls: false as const }, namespace };
+    await withWorkers({ server: testServer, workflowQueue, activities: { [hostQueue]: { hostFacts: async () => ({ host: 'the-answer' }) } } }, async () => {
+      expect(await outcome).toEqual({ host: 'the-answer' });
+    });
+    await client.connection.close();
+    // The server's database, with every workflow's history, is its owner's only.
+    expect(fs.statSync(server.dbFile).mode & 0o777).toBe(0o600);
+    expect(fs.statSync(path.dirname(server.dbFile)).mode & 0o777).toBe(0o700);
+  }, 300_000);
+});
