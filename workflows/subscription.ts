@@ -691,6 +691,11 @@ export interface Appliance {
   note?: string;
 }
 
+/** Whether the registry holds the appliance under its identifier now (a failed swap leaves the old image there). */
+function inRegistry(a: Appliance): boolean {
+  return a.registryId !== undefined && a.registryName === a.identifier && (a.state === 'registered' || a.state === 'updated' || a.state === 'failed');
+}
+
 export type SyncStatus = 'applied' | 'partial' | 'expired' | 'staged' | 'refused' | 'failed' | 'skipped';
 
 export interface SyncOutcome {
@@ -738,6 +743,7 @@ export interface SubscriptionView {
   staged?: StagedReport;
   lastSync?: SyncOutcome;
   syncing: boolean;
+  /** Appliances the registry holds under their identifiers now. */
   images: number;
   parked: ParkedImage[];
   historyEntries: number;
@@ -871,7 +877,7 @@ export class Subscription {
       ...(s.staged ? { staged: s.staged } : {}),
       ...(s.lastSync ? { lastSync: s.lastSync } : {}),
       syncing,
-      images: Object.keys(s.images).length,
+      images: Object.values(s.images).filter(inRegistry).length,
       parked: s.parked,
       historyEntries: s.history.length,
     };

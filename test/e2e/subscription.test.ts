@@ -290,6 +290,8 @@ describe('image-list subscriptions', () => {
         ['img-a', 'failed'],
         ['img-b', 'registered'],
       ]);
+      // It counts only what it really registered.
+      expect((await secondHandle.query(describeQuery)).images).toBe(1);
 
       for (const handle of [firstHandle, secondHandle]) await handle.executeUpdate(unsubscribeUpdate, { args: [{ by: 'alice' }] });
     });
