@@ -63,6 +63,8 @@ export interface SubscriptionConfig {
   username?: string;
   /** The file the registry password is read from on the cloud worker; never its content. */
   passwordFile?: string;
+  /** The file holding `user:token` for the list's host, read by the control and cloud workers; never its content. */
+  credentialsFile?: string;
   format: (typeof DISK_FORMATS)[number];
   /** Syncs stage changed images under `<id>+STAGED` and report; `adopt` applies. */
   stage: boolean;
@@ -93,10 +95,16 @@ export function checkDn(field: string, value: unknown): string {
 }
 
 /** http(s), a host name or an IP address (IPv6 in brackets), an optional port, a path without blanks. */
+/** `user:token@` (or `token@`) before the host. */
+const CREDENTIALS = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/@\s]*@/;
 const LIST_URL = /^https?:\/\/([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?(\/\S*)?$/;
 
 /** A list's URL as `sync` will fetch it: what it would refuse later is refused at subscribe. */
 export function checkListUrl(field: string, value: unknown): string {
+  if (typeof value === 'string' && CREDENTIALS.test(value)) {
+    // Never shown back: the refusal would print the token.
+    throw new InputError(field, "a URL without credentials (put user:token in a file and give it as --credentials-file)", value.replace(CREDENTIALS, '$1<credentials>@'));
+  }
   const m = typeof value === 'string' && value.length <= 2048 ? LIST_URL.exec(value) : null;
   const port = m?.[2] === undefined ? 80 : Number(m[2]);
   if (!m || port < 1 || port > 65535) throw new InputError(field, 'an http(s) URL without credentials: a host name or [IPv6] address, a port from 1 to 65535', value);
@@ -138,6 +146,7 @@ export function checkSubscriptionConfig(config: SubscriptionConfig): Subscriptio
   oneOf('registry', REGISTRY_KINDS, config.registry);
   if (config.username !== undefined && (typeof config.username !== 'string' || !USERNAME.test(config.username))) throw new InputError('username', 'a user name of letters, digits, ".", "_", "@" or "-"', config.username);
   if (config.passwordFile !== undefined) checkAbsolutePath('password-file', config.passwordFile);
+  if (config.credentialsFile !== undefined) checkAbsolutePath('credentials-file', config.credentialsFile);
   oneOf('format', DISK_FORMATS, config.format);
   if (typeof config.stage !== 'boolean') throw new InputError('stage', 'true or false', config.stage);
   checkHost('site', config.site);
@@ -269,13 +278,19 @@ function cloudProxies(input: SyncInput) {
     undo: proxyActivities<CloudActivities>(base({ taskQueue, retry: { maximumAttempts: 20 } })),
     /** Tried once per sync; a refusal (image in use) waits for the next sync. */
     once: proxyActivities<CloudActivities>(base({ taskQueue, retry: { maximumAttempts: 1 } })),
-    download: proxyActivities<CloudActivities>(base({ taskQueue, startToCloseTimeout: '2h', heartbeatTimeout: '60s', retry: { maximumAttempts: 3 } })),
+    download: withCredentials(input.subscription, proxyActivities<CloudActivities>(base({ taskQueue, startToCloseTimeout: '2h', heartbeatTimeout: '60s', retry: { maximumAttempts: 3 } }))),
     convert: proxyActivities<CloudActivities>(base({ taskQueue, startToCloseTimeout: '1h', retry: { maximumAttempts: 2 } })),
     ready: proxyActivities<CloudActivities>(base({ taskQueue, startToCloseTimeout: '20m', retry: { maximumAttempts: 2 } })),
   };
 }
 
 type Proxies = ReturnType<typeof cloudProxies>;
+
+/** Image downloads carry where the subscription's credentials are (the worker sends them to the list's host only). */
+function withCredentials(sub: SubscriptionConfig, download: CloudActivities) {
+  const credentials = sub.credentialsFile === undefined ? {} : { credentials: { file: sub.credentialsFile, listUrl: sub.url } };
+  return { downloadImage: (input: { image: ListedImage }) => download.downloadImage({ ...input, ...credentials }) };
+}
 
 function message(error: unknown): string {
   const err = error as Error & { cause?: Error & { cause?: Error } };
@@ -575,6 +590,7 @@ async function fetchVerified(act: Proxies, input: SyncInput) {
     endorser: sub.endorser,
     ...(sub.caDir !== undefined ? { caDir: sub.caDir } : {}),
     insecure: sub.insecure === true,
+    ...(sub.credentialsFile !== undefined ? { credentialsFile: sub.credentialsFile } : {}),
     // An expired list is fetched only to expire what it brought; the sync applies nothing else of it.
     allowExpired: true,
   });

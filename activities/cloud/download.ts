@@ -50,6 +50,8 @@ export interface DownloadOptions {
   maxRedirects?: number;
   logger?: Logger;
   signal?: AbortSignal;
+  /** An Authorization header, sent to this origin only (never to a host a redirect leads to). */
+  authorization?: { origin: string; header: string };
 }
 
 export interface DownloadResult {
@@ -199,7 +201,9 @@ class Downloader {
     const stallMs = this.options.stallTimeoutMs ?? 60_000;
     return new Promise((resolve, reject) => {
       let stalled = false;
-      const request = client.request(url, { headers: offset > 0 ? { range: `bytes=${offset}-` } : {}, timeout: stallMs });
+      const auth = this.options.authorization;
+      const headers = { ...(offset > 0 ? { range: `bytes=${offset}-` } : {}), ...(auth?.origin === url.origin ? { authorization: auth.header } : {}) };
+      const request = client.request(url, { headers, timeout: stallMs });
       // The socket timeout fires after `stallMs` of silence, before or during the body.
       request.on('timeout', () => {
         stalled = true;

@@ -5,6 +5,7 @@
  * every activity here is safe to retry. Registry credentials stay in the registry object built at
  * worker start: nothing secret travels in activity inputs, which Temporal records in history.
  */
+import fs from 'node:fs/promises';
 import path from 'node:path';
 import { checkName, InputError } from '../../common/names.js';
 import type { Config } from '../../lib/config.js';
@@ -50,6 +51,32 @@ export interface FetchListInput {
   insecure?: boolean;
   /** Return an expired list instead of refusing it: the caller expires its images, nothing more. */
   allowExpired?: boolean;
+  /** The file holding `user:token` for the list's host (read here, never carried in a payload). */
+  credentialsFile?: string;
+}
+
+/** Where a subscription's credentials are, and the list whose host they are for. */
+export interface ListCredentials {
+  file: string;
+  listUrl: string;
+}
+
+/**
+ * Basic authorization for the list's host from the credentials file: `user:token` on its first
+ * line, as image-list services hand them out in URLs (TOKEN:x-oauth-basic). Errors name the file,
+ * never what it holds.
+ */
+async function authorizationFor(credentials: ListCredentials | undefined): Promise<DownloadOptions['authorization']> {
+  if (!credentials) return undefined;
+  const file = checkAbsolute('credentials-file', credentials.file);
+  const line = await fs.readFile(file, 'utf8').then(
+    (text) => text.split('\n')[0]!.trim(),
+    () => {
+      throw new InputError('credentials-file', 'a file this worker can read', file);
+    },
+  );
+  if (!/^[^\s:]+:\S*$/.test(line)) throw new InputError('credentials-file', 'a file whose first line is user:token', file);
+  return { origin: new URL(credentials.listUrl).origin, header: `Basic ${Buffer.from(line).toString('base64')}` };
 }
 
 /** The list names its endorser; the subscription names the one it trusts: they must agree. */
@@ -58,12 +85,12 @@ function checkEndorser(list: ImageList, endorser: { dn: string; ca: string }): v
   if (list.endorser.ca !== endorser.ca) throw new ImageListError('endorser-ca', `the list's endorser is under ${list.endorser.ca}, the subscription trusts ${endorser.ca}`);
 }
 
-/** CA directories come from a subscription: an absolute path, nothing that climbs out. */
-function checkCaDir(dir: string): string {
-  if (typeof dir !== 'string' || !path.isAbsolute(dir) || dir.split('/').includes('..') || /[\0\n]/.test(dir)) {
-    throw new InputError('caDir', 'an absolute directory path', dir);
+/** Paths come from a subscription: absolute, nothing that climbs out. */
+function checkAbsolute(field: string, file: string): string {
+  if (typeof file !== 'string' || !path.isAbsolute(file) || file.split('/').includes('..') || /[\0\n]/.test(file)) {
+    throw new InputError(field, 'an absolute path', file);
   }
-  return dir;
+  return file;
 }
 
 /** OpenNebula's code for a missing object; the catalog uses it too. */
@@ -86,7 +113,10 @@ export function createCloudActivities(deps: CloudDeps) {
   const { run, registry } = deps;
   const dirs = cloudPaths(deps.config);
   const admin = deps.admin ?? { userId: 0, groupId: 0 };
-  const fetchOptions = (): DownloadOptions => ({ cacheDir: dirs.cache, logger: deps.logger, ...deps.download });
+  const fetchOptions = async (credentials?: ListCredentials): Promise<DownloadOptions> => {
+    const authorization = await authorizationFor(credentials);
+    return { cacheDir: dirs.cache, logger: deps.logger, ...deps.download, ...(authorization ? { authorization } : {}) };
+  };
 
   /** Enables or disables unless it already is; OpenNebula refuses a change from USED either way. */
   async function setEnabled(id: number, enabled: boolean): Promise<void> {
@@ -107,8 +137,9 @@ export function createCloudActivities(deps: CloudDeps) {
     /** Downloads the subscription's list and verifies signature, signer, identifier, dates and version. */
     async fetchImageList(input: FetchListInput): Promise<VerifiedImageList> {
       const subscription = checkName('subscription', input.subscription);
-      const trust = input.caDir === undefined ? deps.trust : { caDir: checkCaDir(input.caDir) };
-      const file = await download({ url: input.url }, fetchOptions());
+      const trust = input.caDir === undefined ? deps.trust : { caDir: checkAbsolute('caDir', input.caDir) };
+      const credentials = input.credentialsFile === undefined ? undefined : { file: input.credentialsFile, listUrl: input.url };
+      const file = await download({ url: input.url }, await fetchOptions(credentials));
       const verified = await verifyImageList(run, file.path, path.join(dirs.work, subscription), {
         ...trust,
         insecure: input.insecure === true,
@@ -130,8 +161,8 @@ export function createCloudActivities(deps: CloudDeps) {
     },
 
     /** The listed image, checked against its size and sha512, from the cache when already there. */
-    async downloadImage(input: { image: ListedImage }): Promise<DownloadResult> {
-      return download({ url: input.image.uri, sha512: input.image.sha512, size: input.image.size }, fetchOptions());
+    async downloadImage(input: { image: ListedImage; credentials?: ListCredentials }): Promise<DownloadResult> {
+      return download({ url: input.image.uri, sha512: input.image.sha512, size: input.image.size }, await fetchOptions(input.credentials));
     },
 
     /** Converts a downloaded image to the registry's format, keyed by its digest. */

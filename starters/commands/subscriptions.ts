@@ -48,6 +48,7 @@ export interface SubscribeOptions {
   registry: string;
   username?: string;
   passwordFile?: string;
+  credentialsFile?: string;
   format: string;
   stage?: boolean;
   identifier?: string;
@@ -69,18 +70,18 @@ function nameFromUrl(url: string): string {
   return slug.slice(0, 64).replace(/[^a-z0-9]+$/, '');
 }
 
-/** The password file must exist and be readable by this user; its content stays where it is. */
-function checkPasswordFile(file: string): string {
-  const absolute = checkAbsolutePath('--password-file', path.resolve(file));
+/** A secret's file must exist and be readable by this user alone; its content stays where it is. */
+function checkSecretFile(field: string, file: string): string {
+  const absolute = checkAbsolutePath(field, path.resolve(file));
   let stat: fs.Stats;
   try {
     stat = fs.statSync(absolute);
     fs.accessSync(absolute, fs.constants.R_OK);
   } catch {
-    throw new InputError('--password-file', 'a readable file', file);
+    throw new InputError(field, 'a readable file', file);
   }
-  if (!stat.isFile()) throw new InputError('--password-file', 'a regular file', file);
-  if ((stat.mode & 0o077) !== 0) throw new InputError('--password-file', 'a file only its owner can read (chmod 600)', file);
+  if (!stat.isFile()) throw new InputError(field, 'a regular file', file);
+  if ((stat.mode & 0o077) !== 0) throw new InputError(field, 'a file only its owner can read (chmod 600)', file);
   return absolute;
 }
 
@@ -114,7 +115,8 @@ export function subscriptionFromOptions(url: string, opts: SubscribeOptions, def
     ...(opts.caDir !== undefined ? { caDir: checkCaDir(opts.caDir) } : {}),
     ...(opts.insecure ? { insecure: true } : {}),
     ...(opts.username !== undefined ? { username: opts.username } : {}),
-    ...(opts.passwordFile !== undefined ? { passwordFile: checkPasswordFile(opts.passwordFile) } : {}),
+    ...(opts.passwordFile !== undefined ? { passwordFile: checkSecretFile('--password-file', opts.passwordFile) } : {}),
+    ...(opts.credentialsFile !== undefined ? { credentialsFile: checkSecretFile('--credentials-file', opts.credentialsFile) } : {}),
   };
   return checkSubscriptionConfig(config);
 }
@@ -278,6 +280,7 @@ function registerSubscribe(program: Command): void {
     .option('--registry <kind>', 'catalog or opennebula (as the site\'s cloud worker is configured)', 'catalog')
     .option('--username <user>', 'registry user (opennebula)')
     .option('--password-file <file>', 'file holding the registry password, read on the cloud worker only')
+    .option('--credentials-file <file>', "file holding user:token for the list's host (what a URL's TOKEN:x-oauth-basic@ carries), read by the control and cloud workers only")
     .option('--format <format>', 'disk format in the registry: qcow2 or raw', 'qcow2')
     .option('--stage', 'syncs stage new and changed images as <id>+STAGED and report; imgflow adopt applies')
     .option('--identifier <id>', "the list's dc:identifier (default: fixed by the first verified list)")

@@ -71,7 +71,8 @@ describe('imgflow subscription commands', () => {
   }
 
   const refusals: [string, string[], RegExp, NodeJS.ProcessEnv?][] = [
-    ['a URL with credentials', ['subscribe', 'https://u:p@lists.example.org/l', '--endorser-dn', dn, '--endorser-ca', ca], /url: expected an http\(s\) URL without credentials/],
+    ['a URL with credentials, not shown back', ['subscribe', 'https://TOKEN:x-oauth-basic@lists.example.org/l', '--endorser-dn', dn, '--endorser-ca', ca], /^imgflow: url: expected a URL without credentials \(put user:token in a file and give it as --credentials-file\), got "https:\/\/<credentials>@lists\.example\.org\/l"\n/],
+    ['a missing credentials file', [...good, '--credentials-file', '/nonexistent/creds'], /--credentials-file: expected a readable file/],
     ['a file URL', ['subscribe', 'file:///etc/passwd', '--endorser-dn', dn, '--endorser-ca', ca], /url: expected an http\(s\) URL/],
     ['an unclosed IPv6 bracket', ['subscribe', 'http://[::1/list', '--endorser-dn', dn, '--endorser-ca', ca], /url: expected an http\(s\) URL without credentials: a host name or \[IPv6\] address, a port from 1 to 65535/],
     ['a port past 65535', ['subscribe', 'http://lists.example.org:99999/l', '--endorser-dn', dn, '--endorser-ca', ca], /url: expected .*a port from 1 to 65535, got "http:\/\/lists\.example\.org:99999\/l"/],

@@ -97,14 +97,14 @@ describe('image-list subscriptions', () => {
   let signed = 0;
 
   /** Signs the list and serves it at /<identifier>.smime with its images. */
-  function publish(spec: ListSpec): string {
+  function publish(spec: ListSpec, to: FileServer = server): string {
     const signer = spec.signer ?? pki.endorser;
     const names = spec.names ?? signer;
     const images = spec.images.map((image) => {
       const file = `/${image.id}-${image.version}.qcow2`;
-      server.setFile(file, image.body, image.serve);
+      to.setFile(file, image.body, image.serve);
       const { size, sha512 } = digestOf(image.body);
-      return { identifier: image.id, ...(image.description ? { description: image.description } : {}), size: image.size ?? size, sha512: image.sha512 ?? sha512, uri: server.url(file), version: image.version };
+      return { identifier: image.id, ...(image.description ? { description: image.description } : {}), size: image.size ?? size, sha512: image.sha512 ?? sha512, uri: to.url(file), version: image.version };
     });
     const now = Date.now();
     const list = JSON.parse(
@@ -112,8 +112,8 @@ describe('image-list subscriptions', () => {
         {
           identifier: spec.identifier,
           version: spec.version,
-          source: server.url('/'),
-          uri: server.url(`/${spec.identifier}.smime`),
+          source: to.url('/'),
+          uri: to.url(`/${spec.identifier}.smime`),
           created: new Date(now + (spec.createdMs ?? -60_000)).toISOString(),
           expires: new Date(now + (spec.expiresMs ?? 86_400_000)).toISOString(),
           endorser: names,
@@ -124,8 +124,8 @@ describe('image-list subscriptions', () => {
     spec.edit?.(list['hv:imagelist']);
     const text = spec.body ?? JSON.stringify(list);
     const served = spec.unsigned ? text : fs.readFileSync(pki.sign(text, signer, `list-${signed++}`), 'utf8');
-    server.setFile(`/${spec.identifier}.smime`, spec.tamper ? served.replace('Site images', 'Evil images') : served);
-    return server.url(`/${spec.identifier}.smime`);
+    to.setFile(`/${spec.identifier}.smime`, spec.tamper ? served.replace('Site images', 'Evil images') : served);
+    return to.url(`/${spec.identifier}.smime`);
   }
 
   function subscription(name: string, url: string, site: string, extra: Partial<SubscriptionConfig> = {}): SubscriptionConfig {
@@ -340,6 +340,45 @@ describe('image-list subscriptions', () => {
       for (const handle of [mine, theirs, unchecked]) await handle.executeUpdate(unsubscribeUpdate, { args: [{ by: 'alice' }] });
     });
     await connection.close();
+  });
+
+  it('syncs a list behind a token from a credentials file, and the token appears in no history, log or error', async () => {
+    const token = 'ghp_s3cretT0kenThatMustNeverLeak';
+    const guarded = await startFileServer({ authorization: `Basic ${Buffer.from(`${token}:x-oauth-basic`).toString('base64')}` });
+    const site = uniqueQueue('site');
+    const catalog = new CatalogRegistry({ dir: path.join(dir, `catalog-${site}`) });
+    const workflowQueue = uniqueQueue('wf');
+    const credentials = path.join(dir, `${site}.credentials`);
+    fs.writeFileSync(credentials, `${token}:x-oauth-basic\n`, { mode: 0o600 });
+    const { client, connection } = await testClient();
+    const logs = memoryLogger();
+    const acts = createCloudActivities({ run: createRunner(logs.logger), config: { home: path.join(dir, `home-${site}`), site }, registry: catalog, trust: { caDir: pki.caDir }, logger: logs.logger });
+    try {
+      // The image sits on another host (the shared server): the token must not go there.
+      const imageUrl = publish({ identifier: `img-${site}`, version: '1', images: [{ id: 'img-a', version: '1.0', body: disks.a1! }] });
+      const onOtherHost = (list: Json) => {
+        ((list['hv:images'] as Json[])[0]!['hv:image'] as Json)['hv:uri'] = imageUrl.replace(/[^/]+\.smime$/, 'img-a-1.0.qcow2');
+      };
+      const url = publish({ identifier: `list-${site}`, version: '1', images: [{ id: 'img-a', version: '1.0', body: disks.a1! }], edit: onOtherHost }, guarded);
+      const requestsBefore = server.requests.length;
+      await withWorkers({ workflowQueue, activities: { [queues.cloud(site)]: acts, [CONTROL_QUEUE]: acts } }, async () => {
+        const handle = await client.workflow.start(subscriptionWorkflow, { taskQueue: workflowQueue, workflowId: `subscription-${site}`, args: [{ config: subscription(site, url, site, { credentialsFile: credentials }) }] });
+        expect(await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] })).toMatchObject({ status: 'applied', report: { add: ['img-a'] } });
+        expect(guarded.requests.map((r) => r.status)).toEqual([200]);
+        expect(server.requests.slice(requestsBefore).map((r) => [r.path, r.authorization])).toEqual([['/img-a-1.0.qcow2', undefined]]);
+
+        // Without the file's token the list is refused, and the refusal does not show it.
+        fs.writeFileSync(credentials, 'someone:wrong\n');
+        const refused = await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
+        expect(refused).toMatchObject({ status: 'refused', reason: expect.stringMatching(/401/) });
+        const histories = await Promise.all([handle, client.workflow.getHandle(`subscription-${site}-sync-1`)].map(async (h) => JSON.stringify(await h.fetchHistory())));
+        for (const text of [...histories, JSON.stringify(refused), JSON.stringify(logs.lines)]) expect(text).not.toContain(token);
+        await handle.executeUpdate(unsubscribeUpdate, { args: [{ by: 'alice' }] });
+      });
+    } finally {
+      await guarded.close();
+      await connection.close();
+    }
   });
 
   it('stages new and changed images under a test name, replaces them with a newer list, and swaps them in on adopt', async () => {

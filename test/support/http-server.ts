@@ -11,6 +11,8 @@ export interface ServedRequest {
   path: string;
   range?: string;
   status: number;
+  /** The Authorization header the request carried. */
+  authorization?: string;
 }
 
 export interface FileServer {
@@ -37,8 +39,11 @@ function parseRange(header: string | undefined, size: number): { start: number; 
   return { start, end };
 }
 
-/** Listens on loopback unless `host` names another address of this machine (a cluster's gateway). */
-export async function startFileServer(o: { host?: string } = {}): Promise<FileServer> {
+/**
+ * Listens on loopback unless `host` names another address of this machine (a cluster's gateway).
+ * With `authorization`, every request without that exact Authorization header gets 401.
+ */
+export async function startFileServer(o: { host?: string; authorization?: string } = {}): Promise<FileServer> {
   const host = o.host ?? '127.0.0.1';
   const files = new Map<string, Served>();
   const requests: ServedRequest[] = [];
@@ -47,7 +52,12 @@ export async function startFileServer(o: { host?: string } = {}): Promise<FileSe
   const server = http.createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     const file = files.get(path);
-    const record = (status: number) => requests.push({ path, range: req.headers.range, status });
+    const record = (status: number) => requests.push({ path, range: req.headers.range, status, ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}) });
+    if (o.authorization !== undefined && req.headers.authorization !== o.authorization) {
+      record(401);
+      res.writeHead(401, { 'www-authenticate': 'Basic realm="lists"' }).end('unauthorized');
+      return;
+    }
     if (!file || file.mode === 'not-found') {
       record(404);
       res.writeHead(404).end('not found');
