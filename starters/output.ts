@@ -101,6 +101,32 @@ async function percentOf(a: PendingActivity, codecs: PayloadCodec[]): Promise<st
   }
 }
 
+/** The details a workflow last set for the Web UI (its step, in markdown), as plain text; none when nobody answers at once. */
+async function currentDetails(handle: WorkflowHandle): Promise<string | undefined> {
+  const metadata = await handle.client
+    .withDeadline(Date.now() + 2000, () => handle.query<{ currentDetails?: string }>('__temporal_workflow_metadata'))
+    .catch(() => undefined);
+  return metadata?.currentDetails?.replace(/\*\*/g, '') || undefined;
+}
+
+/**
+ * What a workflow is doing now, as a progress line says it: the step it set for the Web UI and
+ * its pending activities with their progress. A workflow waiting on a child (a subscription on
+ * its sync) shows the child's.
+ */
+export async function progressStep(handle: WorkflowHandle, depth = 0): Promise<string> {
+  const { raw } = await handle.describe();
+  const child = raw.pendingChildren?.[0];
+  if (child?.workflowId && depth < 2) return progressStep(handle.client.getHandle(child.workflowId, child.runId ?? undefined), depth + 1);
+  const codecs = handle.client.options.loadedDataConverter.payloadCodecs;
+  const pending = (raw.pendingActivities ?? []) as PendingActivity[];
+  const percents = await Promise.all(pending.map((a) => percentOf(a, codecs)));
+  const activities = pending
+    .map((a, i) => `${a.activityType?.name ?? '?'}${percents[i]}${(a.attempt ?? 1) > 1 ? ` (attempt ${a.attempt}: ${a.lastFailure?.message ?? ''})` : ''}`)
+    .join(', ');
+  return [await currentDetails(handle), activities].filter(Boolean).join(': ') || 'orchestrating';
+}
+
 /**
  * Shows which step a workflow is on, on one rewritten line of stderr, until `done` settles.
  * Silent when stderr is not a terminal, so scripts and logs see only the result.
@@ -112,7 +138,6 @@ export async function watchProgress<T>(handle: WorkflowHandle, done: Promise<T>,
   let step = 'starting';
   let settled = false;
   const started = Date.now();
-  const codecs = handle.client.options.loadedDataConverter.payloadCodecs;
   const draw = () => {
     const seconds = Math.round((Date.now() - started) / 1000);
     process.stderr.write(`\r\x1b[K${frames[tick++ % frames.length]} ${label}: ${step} (${seconds}s)`);
@@ -120,13 +145,7 @@ export async function watchProgress<T>(handle: WorkflowHandle, done: Promise<T>,
   const poll = async () => {
     while (!settled) {
       try {
-        const pending = ((await handle.describe()).raw.pendingActivities ?? []) as PendingActivity[];
-        const percents = await Promise.all(pending.map((a) => percentOf(a, codecs)));
-        step = pending.length
-          ? pending
-              .map((a, i) => `${a.activityType?.name ?? '?'}${percents[i]}${(a.attempt ?? 1) > 1 ? ` (attempt ${a.attempt}: ${a.lastFailure?.message ?? ''})` : ''}`)
-              .join(', ')
-          : 'orchestrating';
+        step = await progressStep(handle);
       } catch {
         /* the next poll tries again */
       }

@@ -28,6 +28,7 @@ import {
   unsubscribeUpdate,
   type SubscriptionConfig,
 } from '../../workflows/subscription.js';
+import { progressStep } from '../../starters/output.js';
 import { tempDir } from '../support/dirs.js';
 import { saveHistory } from '../support/histories.js';
 import { digestOf, listDocument } from '../support/imagelists.js';
@@ -379,6 +380,25 @@ describe('image-list subscriptions', () => {
       await guarded.close();
       await connection.close();
     }
+  });
+
+  it("shows the step each image is at in the progress line, through the subscription's running sync", async () => {
+    const site = uniqueQueue('site');
+    const catalog = new CatalogRegistry({ dir: path.join(dir, `catalog-${site}`) });
+    const workflowQueue = uniqueQueue('wf');
+    const { client, connection } = await testClient();
+    // The image's body stalls: the download step lasts until the stall is noticed.
+    const url = publish({ identifier: `list-${site}`, version: '1', images: [{ id: 'img-a', version: '1.0', body: disks.a1!, serve: 'stall' }] });
+    await withWorkers({ workflowQueue, activities: cloudWorkers(site, catalog) }, async () => {
+      const handle = await client.workflow.start(subscriptionWorkflow, { taskQueue: workflowQueue, workflowId: `subscription-${site}`, args: [{ config: subscription(site, url, site) }] });
+      const sync = handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] });
+      const seen = new Set<string>();
+      await expect.poll(async () => seen.add(await progressStep(handle)) && [...seen].some((step) => step.startsWith('downloading img-a 1.0: downloadImage')), { timeout: 20_000, interval: 200 }).toBe(true);
+      expect(await sync).toMatchObject({ status: 'partial' });
+      expect(await progressStep(handle)).toBe('orchestrating');
+      await handle.executeUpdate(unsubscribeUpdate, { args: [{ by: 'alice' }] });
+    });
+    await connection.close();
   });
 
   it('stages new and changed images under a test name, replaces them with a newer list, and swaps them in on adopt', async () => {
