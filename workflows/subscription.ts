@@ -327,15 +327,24 @@ function takenOutcome({ image, holderId, holderList, holderSubscription }: Taken
   return { identifier: image.identifier, action: 'add', ok: false, title: image.title, imageVersion: image.version, note: `not added: the name ${image.identifier} is taken by ${holder}` };
 }
 
-/** Downloads (or finds in the cache) and converts one listed image; returns the disk to register. */
-async function prepareDisk(act: Proxies, image: ListedImage, format: SubscriptionConfig['format']): Promise<string> {
+/**
+ * Downloads (or finds in the cache) and converts one listed image; returns the disk to register,
+ * and a note when the list declared another format than the file has.
+ */
+async function prepareDisk(act: Proxies, image: ListedImage, format: SubscriptionConfig['format']): Promise<{ disk: string; note?: string }> {
   setCurrentDetails(`**downloading** ${image.identifier} ${image.version}`);
   const downloaded = await act.download.downloadImage({ image });
   setCurrentDetails(`**converting** ${image.identifier} ${image.version}`);
-  const converted = await act.convert.convertForRegistry({ sha512: downloaded.sha512, path: downloaded.path });
+  const converted = await act.convert.convertForRegistry({ sha512: downloaded.sha512, path: downloaded.path, ...(image.format ? { declared: image.format } : {}) });
   // The worker's registry decides the format; a subscription that expects another one is misconfigured.
   if (converted.format !== format) throw ApplicationFailure.nonRetryable(`format: the registry takes ${converted.format}, the subscription asks for ${format}`, 'InputError');
-  return converted.path;
+  return { disk: converted.path, ...(converted.formatNote ? { note: converted.formatNote } : {}) };
+}
+
+/** Notes joined for an outcome; none when there are none. */
+function notes(...parts: (string | undefined)[]): { note?: string } {
+  const note = parts.filter(Boolean).join('; ');
+  return note ? { note } : {};
 }
 
 /** Removes whatever registration was made (or half made) for this entry, under `name` when staged. */
@@ -376,18 +385,20 @@ async function addImage(act: Proxies, owner: ListOwner, image: ListedImage, form
   const undo = [staged ? () => restage(act, staged.id, image.identifier) : () => removeRegistered(act, owner, image)];
   try {
     let id: number;
+    let formatNote: string | undefined;
     if (staged) {
       setCurrentDetails(`**adopting** ${image.identifier}: staged image ${staged.id}`);
       await act.registry.renameImage({ id: staged.id, name: image.identifier });
       id = staged.id;
     } else {
-      const disk = await prepareDisk(act, image, format);
+      const { disk, note } = await prepareDisk(act, image, format);
+      formatNote = note;
       setCurrentDetails(`**registering** ${image.identifier}`);
       id = await act.registry.registerImage({ list: owner, image, path: disk });
     }
     await act.ready.waitImageReady({ id, timeoutMs: READY_TIMEOUT_MS });
     await act.registry.lockImage({ id });
-    return { ...outcome, ok: true, registryId: id, registryName: image.identifier, ...(staged ? { note: `adopted staged image ${staged.id}` } : {}) };
+    return { ...outcome, ok: true, registryId: id, registryName: image.identifier, ...notes(staged && `adopted staged image ${staged.id}`, formatNote) };
   } catch (error) {
     const undone = await compensate(undo);
     return { ...outcome, ok: false, note: undone ?? message(error) };
@@ -412,8 +423,9 @@ async function swapImage(
   const { image, current: old } = change;
   const outcome = { identifier: image.identifier, action, title: image.title, imageVersion: image.version };
   let disk: string | undefined;
+  let formatNote: string | undefined;
   try {
-    if (!staged) disk = await prepareDisk(act, image, format);
+    if (!staged) ({ disk, note: formatNote } = await prepareDisk(act, image, format));
   } catch (error) {
     return { ...outcome, ok: false, registryId: old.id, registryName: old.name, note: message(error) };
   }
@@ -443,7 +455,7 @@ async function swapImage(
     }
     await act.ready.waitImageReady({ id, timeoutMs: READY_TIMEOUT_MS });
     await act.registry.applySnapshot({ id, snapshot });
-    return { ...outcome, ok: true, registryId: id, registryName: image.identifier, note: `replaced image ${old.id}, parked as ${parked}${staged ? `; adopted staged image ${staged.id}` : ''}` };
+    return { ...outcome, ok: true, registryId: id, registryName: image.identifier, ...notes(`replaced image ${old.id}, parked as ${parked}`, staged && `adopted staged image ${staged.id}`, formatNote) };
   } catch (error) {
     setCurrentDetails(`**undoing** the swap of ${image.identifier}: ${message(error)}`);
     const undone = await compensate(undo);
@@ -485,12 +497,12 @@ async function stageImage(act: Proxies, owner: ListOwner, image: ListedImage, fo
   const name = stagedName(image.identifier);
   const outcome = { identifier: image.identifier, action: 'stage' as const, title: image.title, imageVersion: image.version };
   try {
-    const disk = await prepareDisk(act, image, format);
+    const { disk, note } = await prepareDisk(act, image, format);
     setCurrentDetails(`**staging** ${image.identifier} ${image.version} as ${name}`);
     const id = await act.registry.registerImage({ list: owner, image, path: disk, name });
     await act.ready.waitImageReady({ id, timeoutMs: READY_TIMEOUT_MS });
     await act.registry.lockImage({ id });
-    return { outcome: { ...outcome, ok: true, registryId: id, registryName: name }, staged: stagedRecord(image, id) };
+    return { outcome: { ...outcome, ok: true, registryId: id, registryName: name, ...notes(note) }, staged: stagedRecord(image, id) };
   } catch (error) {
     const undone = await compensate([() => removeRegistered(act, owner, image, name)]);
     return { outcome: { ...outcome, ok: false, note: undone ?? message(error) } };

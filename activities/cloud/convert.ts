@@ -28,6 +28,8 @@ export interface ConvertRequest {
   format: DiskFormat;
   /** Scratch space for unpacking OVAs. */
   workDir: string;
+  /** The format the list declares (hv:format), to compare with what the file is. */
+  declared?: string;
   timeoutMs?: number;
 }
 
@@ -42,6 +44,8 @@ export interface ConvertResult {
   bytes: number;
   /** The target was already there, converted by an earlier attempt. */
   alreadyDone: boolean;
+  /** The list declared another format than the file has (reported, not refused: the file decides). */
+  formatNote?: string;
 }
 
 /** Formats qemu-img may read from a download; anything else (luks, dmg, nbd...) is refused. */
@@ -76,11 +80,13 @@ function safeMember(name: string): boolean {
   return name.length > 0 && !name.startsWith('/') && !name.split('/').includes('..') && !/[\0-\x1f]/.test(name);
 }
 
-/** Unpacks the first disk of an OVA into `dir`; an OVA without one is refused. */
+/** Unpacks the disk of an OVA into `dir`; an OVA without one, or with several (which one is the image?), is refused. */
 async function diskFromOva(run: Run, ova: string, dir: string, timeoutMs: number): Promise<{ file: string; member: string }> {
   const { stdout } = await run(['tar', '-tf', ova], { timeoutMs });
   const members = stdout.split('\n').filter(Boolean);
-  const member = members.find((name) => DISK_EXTENSIONS.test(name) && !name.endsWith('/'));
+  const disks = members.filter((name) => DISK_EXTENSIONS.test(name) && !name.endsWith('/'));
+  if (disks.length > 1) throw new ConvertError('ova-disk', `the OVA holds ${disks.length} disks (${disks.join(', ')}); an image is one disk, so none is taken`);
+  const member = disks[0];
   if (!member) throw new ConvertError('ova-disk', `the OVA holds no disk (members: ${members.join(', ') || 'none'})`);
   if (!safeMember(member)) throw new ConvertError('ova-member', `the OVA's disk has an unsafe name: ${JSON.stringify(member)}`);
   await fs.mkdir(dir, { recursive: true });
@@ -100,21 +106,33 @@ async function alreadyConverted(run: Run, request: ConvertRequest, timeoutMs: nu
   return { path: request.target, format: request.format, sourceFormat: 'unknown', virtualBytes: info['virtual-size'], bytes: stat.size, alreadyDone: true };
 }
 
+/** What the list's hv:format says against what the file is: a note when they disagree. */
+function formatMismatch(declared: string | undefined, detected: string): string | undefined {
+  const said = declared?.trim().toLowerCase();
+  if (!said || said === detected || (said === 'img' && detected === 'raw')) return undefined;
+  return `the list declares ${declared}, the file is ${detected === 'ova' ? 'an OVA' : detected}`;
+}
+
 /** Converts `source` to `format` at `target`. Idempotent: a finished target is reused. */
 export async function convertImage(run: Run, request: ConvertRequest): Promise<ConvertResult> {
   const timeoutMs = request.timeoutMs ?? 3_600_000;
+  const tar = await isTar(request.source);
+  const sourceInfo = tar ? undefined : await qemuInfo(run, request.source, timeoutMs);
+  // An OVA is a tar: a file declared one that is not is refused, never registered as a raw disk.
+  if (request.declared?.trim().toLowerCase() === 'ova' && !tar) throw new ConvertError('format', `the list declares OVA, the file is not an archive (it reads as ${sourceInfo!.format})`);
+  const formatNote = formatMismatch(request.declared, tar ? 'ova' : sourceInfo!.format);
   const done = await alreadyConverted(run, request, timeoutMs);
-  if (done) return done;
+  if (done) return { ...done, ...(formatNote ? { formatNote } : {}) };
 
   const unpackDir = path.join(request.workDir, `ova-${path.basename(request.target)}`);
   try {
     let disk = request.source;
     let ovaMember: string | undefined;
-    if (await isTar(request.source)) {
+    if (tar) {
       await fs.rm(unpackDir, { recursive: true, force: true });
       ({ file: disk, member: ovaMember } = await diskFromOva(run, request.source, unpackDir, timeoutMs));
     }
-    const info = await qemuInfo(run, disk, timeoutMs);
+    const info = sourceInfo ?? (await qemuInfo(run, disk, timeoutMs));
     if (!ACCEPTED_FORMATS.has(info.format)) throw new ConvertError('format', `unsupported image format ${JSON.stringify(info.format)}`);
     if (info['backing-filename']) throw new ConvertError('backing-file', `the image has a backing file (${info['backing-filename']}); only self-contained images are accepted`);
 
@@ -123,7 +141,7 @@ export async function convertImage(run: Run, request: ConvertRequest): Promise<C
     await run(['qemu-img', 'convert', '-p', '-f', info.format, '-O', request.format, disk, partial], { timeoutMs, progress: progress.qemuImg });
     await fs.rename(partial, request.target);
     const stat = await fs.stat(request.target);
-    return { path: request.target, format: request.format, sourceFormat: info.format, ovaMember, virtualBytes: info['virtual-size'], bytes: stat.size, alreadyDone: false };
+    return { path: request.target, format: request.format, sourceFormat: info.format, ovaMember, virtualBytes: info['virtual-size'], bytes: stat.size, alreadyDone: false, ...(formatNote ? { formatNote } : {}) };
   } finally {
     await fs.rm(unpackDir, { recursive: true, force: true });
   }

@@ -166,10 +166,12 @@ export function createCloudActivities(deps: CloudDeps) {
     },
 
     /** Converts a downloaded image to the registry's format, keyed by its digest. */
-    async convertForRegistry(input: { sha512: string; path: string }): Promise<ConvertResult> {
+    async convertForRegistry(input: { sha512: string; path: string; declared?: string }): Promise<ConvertResult> {
       if (!/^[0-9a-f]{128}$/.test(input.sha512)) throw new RegistryError('convert', 'sha512 must be 128 hex digits');
       const target = path.join(dirs.converted, `${input.sha512}.${registry.format}`);
-      return convertImage(run, { source: input.path, target, format: registry.format, workDir: dirs.work });
+      const converted = await convertImage(run, { source: input.path, target, format: registry.format, workDir: dirs.work, ...(input.declared ? { declared: input.declared } : {}) });
+      if (converted.formatNote) deps.logger?.warn({ sha512: input.sha512, note: converted.formatNote }, 'declared format differs');
+      return converted;
     },
 
     /** Remembers owner, group, mode and enabled state before a swap touches the image. */

@@ -135,6 +135,7 @@ function imageEntry(image: ListedImage): Record<string, unknown> {
       'sl:osversion': image.osVersion,
       'sl:comments': image.comments,
       ...(image.marketplaceUri !== undefined ? { 'ad:mpuri': image.marketplaceUri } : {}),
+      ...(image.expires !== undefined ? { 'dc:date:expires': image.expires } : {}),
     },
   };
 }

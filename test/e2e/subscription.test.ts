@@ -45,6 +45,8 @@ interface ImageSpec {
   id: string;
   version: string;
   body: Buffer;
+  /** The hv:format the list declares (qcow2 by default). */
+  format?: string;
   description?: string;
   /** Lie about the digest or the size, as a tampered or broken list would. */
   sha512?: string;
@@ -81,12 +83,13 @@ function makeQcow2(file: string, pattern: string): Buffer {
 }
 
 
-/** An OVA (a tar) that holds only its descriptor: no disk. */
-function makeOva(dir: string): Buffer {
+/** An OVA (a tar) that holds its descriptor and these small vmdk disks (none by default). */
+function makeOva(dir: string, disks: string[] = []): Buffer {
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'appliance.ovf'), '<?xml version="1.0"?><Envelope/>');
-  execFileSync('tar', ['-cf', path.join(dir, 'no-disk.ova'), '-C', dir, 'appliance.ovf']);
-  return fs.readFileSync(path.join(dir, 'no-disk.ova'));
+  for (const disk of disks) execFileSync('qemu-img', ['create', '-q', '-f', 'vmdk', path.join(dir, disk), '1M']);
+  execFileSync('tar', ['-cf', path.join(dir, 'appliance.ova'), '-C', dir, 'appliance.ovf', ...disks]);
+  return fs.readFileSync(path.join(dir, 'appliance.ova'));
 }
 
 describe('image-list subscriptions', () => {
@@ -105,7 +108,7 @@ describe('image-list subscriptions', () => {
       const file = `/${image.id}-${image.version}.qcow2`;
       to.setFile(file, image.body, image.serve);
       const { size, sha512 } = digestOf(image.body);
-      return { identifier: image.id, ...(image.description ? { description: image.description } : {}), size: image.size ?? size, sha512: image.sha512 ?? sha512, uri: to.url(file), version: image.version };
+      return { identifier: image.id, ...(image.description ? { description: image.description } : {}), ...(image.format ? { format: image.format } : {}), size: image.size ?? size, sha512: image.sha512 ?? sha512, uri: to.url(file), version: image.version };
     });
     const now = Date.now();
     const list = JSON.parse(
@@ -630,6 +633,8 @@ describe('image-list subscriptions', () => {
       ['404', () => good({ serve: 'not-found' }), /^download not-found: .* answered HTTP 404/],
       ['a server that stalls', () => good({ serve: 'stall' }), /^download stalled: no data from 127\.0\.0\.1:\d+ for 3000 ms/],
       ['an OVA with no disk', () => good({ body: disks.emptyOva! }), /^convert ova-disk: the OVA holds no disk \(members: appliance\.ovf\)/],
+      ['an OVA with two disks', () => good({ body: disks.twoDiskOva! }), /^convert ova-disk: the OVA holds 2 disks \(a\.vmdk, b\.vmdk\); an image is one disk/],
+      ['a file declared an OVA that is not one', () => good({ format: 'OVA' }), /^convert format: the list declares OVA, the file is not an archive \(it reads as qcow2\)/],
     ];
     const site = uniqueQueue('site');
     const workflowQueue = uniqueQueue('wf');
@@ -644,6 +649,7 @@ describe('image-list subscriptions', () => {
 
     beforeAll(async () => {
       disks.emptyOva = makeOva(path.join(dir, 'no-disk'));
+      disks.twoDiskOva = makeOva(path.join(dir, 'two-disks'), ['a.vmdk', 'b.vmdk']);
       ({ client, connection } = await testClient());
     });
     afterAll(() => connection?.close());

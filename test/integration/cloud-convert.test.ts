@@ -24,6 +24,8 @@ describe('image conversion with qemu-img', () => {
     fs.writeFileSync(path.join(dir, 'appliance.ovf'), '<?xml version="1.0"?><Envelope/>');
     execFileSync('tar', ['-cf', path.join(dir, 'with-disk.ova'), '-C', dir, 'appliance.ovf', 'disk1.vmdk']);
     execFileSync('tar', ['-cf', path.join(dir, 'no-disk.ova'), '-C', dir, 'appliance.ovf']);
+    execFileSync('qemu-img', ['create', '-q', '-f', 'vmdk', path.join(dir, 'disk2.vmdk'), '4M']);
+    execFileSync('tar', ['-cf', path.join(dir, 'two-disks.ova'), '-C', dir, 'appliance.ovf', 'disk1.vmdk', 'disk2.vmdk']);
     execFileSync('qemu-img', ['create', '-q', '-f', 'raw', path.join(dir, 'plain.raw'), '4M']);
   });
 
@@ -49,6 +51,31 @@ describe('image conversion with qemu-img', () => {
     const error = await convertImage(run, { source: path.join(dir, 'no-disk.ova'), target: path.join(dir, 'out', 'none.qcow2'), format: 'qcow2', workDir: work }).catch((e: unknown) => e);
     expect((error as Error).message).toMatch(/^convert ova-disk: the OVA holds no disk \(members: appliance\.ovf\)/);
     expect(fs.existsSync(path.join(dir, 'out', 'none.qcow2'))).toBe(false);
+  });
+
+  it('refuses an OVA holding several disks, naming them, rather than taking one by tar order', async () => {
+    const target = path.join(dir, 'out', 'two.qcow2');
+    const error = await convertImage(run, { source: path.join(dir, 'two-disks.ova'), target, format: 'qcow2', workDir: work }).catch((e: unknown) => e);
+    expect((error as Error).message).toBe('convert ova-disk: the OVA holds 2 disks (disk1.vmdk, disk2.vmdk); an image is one disk, so none is taken');
+    expect(fs.existsSync(target)).toBe(false);
+  });
+
+  it('refuses a file the list declares an OVA that is not an archive, instead of registering it as a raw disk', async () => {
+    const target = path.join(dir, 'out', 'not-ova.qcow2');
+    const error = await convertImage(run, { source: path.join(dir, 'plain.raw'), target, format: 'qcow2', workDir: work, declared: 'OVA' }).catch((e: unknown) => e);
+    expect((error as Error).message).toBe('convert format: the list declares OVA, the file is not an archive (it reads as raw)');
+    expect(fs.existsSync(target)).toBe(false);
+  });
+
+  it('reports a declared format the file does not have, and converts what the file is', async () => {
+    const fromRaw = await convertImage(run, { source: path.join(dir, 'plain.raw'), target: path.join(dir, 'out', 'declared.qcow2'), format: 'qcow2', workDir: work, declared: 'qcow2' });
+    expect(fromRaw).toMatchObject({ sourceFormat: 'raw', formatNote: 'the list declares qcow2, the file is raw' });
+    const again = await convertImage(run, { source: path.join(dir, 'plain.raw'), target: path.join(dir, 'out', 'declared.qcow2'), format: 'qcow2', workDir: work, declared: 'qcow2' });
+    expect(again).toMatchObject({ alreadyDone: true, formatNote: 'the list declares qcow2, the file is raw' });
+    const ova = await convertImage(run, { source: path.join(dir, 'with-disk.ova'), target: path.join(dir, 'out', 'from-ova.qcow2'), format: 'qcow2', workDir: work, declared: 'VMDK' });
+    expect(ova.formatNote).toBe('the list declares VMDK, the file is an OVA');
+    const agreed = await convertImage(run, { source: path.join(dir, 'with-disk.ova'), target: path.join(dir, 'out', 'from-ova.qcow2'), format: 'qcow2', workDir: work, declared: 'ova' });
+    expect(agreed.formatNote).toBeUndefined();
   });
 
   it('converts a raw image to raw for a raw registry', async () => {
