@@ -134,12 +134,15 @@ function secondsText(ms: number): string {
   return `${Number((ms / 1000).toFixed(1))}s`;
 }
 
-/** Connects within `timeoutMs` or fails in one line naming the bound and saying why (refused, TLS, unreachable). */
+/**
+ * Connects within `timeoutMs` or fails in one line naming the address, the bound and why (refused,
+ * TLS, unreachable). Bad input (exit 2): nothing was started, and the address is what to check.
+ */
 export async function connectOrFail(settings: ConnectionSettings, timeoutMs: number, hint: string): Promise<Connection> {
   const result = await tryConnect(settings, timeoutMs);
   if (!(result instanceof Error)) return result;
   const why = result.message.split('\n')[0]!.replace(/^\d+ [A-Z_]+: /, '');
-  throw new Error(`cannot reach Temporal at ${settings.address} within ${secondsText(timeoutMs)}, the --connect-timeout bound (${why}): ${hint}`);
+  throw new InputError('--address', `a Temporal server answering within ${secondsText(timeoutMs)}, the --connect-timeout bound (${why}; ${hint})`, settings.address);
 }
 
 /** Waits until the namespace answers (the dev server creates it a moment after it listens). */

@@ -4,6 +4,7 @@
  * command waiting for a workflow's outcome outlives its server going away and coming back.
  */
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { afterAll, describe, expect, inject, it } from 'vitest';
@@ -65,9 +66,9 @@ describe('connecting', () => {
 
   it('names its bound when nothing answers', () => {
     const result = imgflow(['--home', home, '--address', '127.0.0.1:1', '--connect-timeout', '1', 'maps']);
-    expectOneLine(result, /^imgflow: cannot reach Temporal at 127\.0\.0\.1:1 within 1s, the --connect-timeout bound \(.*\): start it with 'imgflow dev'/, 1);
+    expectOneLine(result, /^imgflow: --address: expected a Temporal server answering within 1s, the --connect-timeout bound \(.*; start it with 'imgflow dev'.*\), got "127\.0\.0\.1:1"/, 2);
     const fromEnv = imgflow(['--home', home, '--address', '127.0.0.1:1', 'maps'], { IMGFLOW_CONNECT_TIMEOUT: '1' });
-    expectOneLine(fromEnv, /within 1s, the --connect-timeout bound/, 1);
+    expectOneLine(fromEnv, /within 1s, the --connect-timeout bound/, 2);
   });
 });
 
@@ -90,8 +91,12 @@ describe('a server that goes away while a command waits', () => {
     };
 
     // A command started before its server: it keeps trying, with backoff, and gets through once the server is up.
+    // Until then the port is held by a listener that drops every connection, so no other test takes it.
+    const holder = net.createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => holder.listen(server.port, '127.0.0.1', resolve));
     const early = imgflowAsync(['--home', path.join(dir, 'home'), '--address', address, '--namespace', namespace, '--connect-timeout', '120', 'maps']);
     await new Promise((r) => setTimeout(r, 6000));
+    await new Promise((resolve) => holder.close(resolve));
     await startServer();
     const listed = await early;
     expect(listed.stderr).toBe('');
