@@ -56,6 +56,8 @@ const CHANGES = new Set(['map_zvol', 'unmap_zvol', 'del_zvol', 'set_zvol_attrs']
 const UNSUPPORTED = 'action_unsupported';
 const EXCHANGE = /^[A-Za-z0-9._:-]{1,127}$/;
 const IQN = /^[A-Za-z0-9.:_-]{1,223}$/;
+/** The app id of the bridge's routing probe, whose return is expected and not a lost reply. */
+const PROBE_APP = 'imgflow-bridge-probe';
 /** The dead-letter queue of a host's queue: host names have no ".", so it names no host. */
 const expiredQueue = (host: string) => `${host}.expired`;
 
@@ -492,6 +494,28 @@ async function ensureExchange(connection: ChannelModel, channel: ConfirmChannel,
   if (!found.ok) await channel.assertExchange(exchange, 'direct', { durable: true });
 }
 
+/**
+ * Whether requests to `key` already reach a queue: the old daemons consumed from a server-named
+ * queue bound by their host name, which no queue name reveals. A mandatory probe (a read-only
+ * request with no reply_to) that the broker routes means someone else serves the host.
+ */
+function routed(channel: ConfirmChannel, exchange: string, key: string, action: string): Promise<boolean> {
+  const id = randomUUID();
+  let returned = false;
+  const onReturn = (m: ConsumeMessage) => {
+    if (m.properties.messageId === id) returned = true;
+  };
+  channel.on('return', onReturn);
+  return new Promise<boolean>((resolve, reject) => {
+    // The broker sends a return before the confirm of the same message.
+    channel.publish(exchange, key, Buffer.from(JSON.stringify({ action })), { mandatory: true, messageId: id, appId: PROBE_APP }, (err) => {
+      channel.off('return', onReturn);
+      if (err) reject(err instanceof Error ? err : new Error(String(err)));
+      else resolve(!returned);
+    });
+  });
+}
+
 export interface QueueClaim {
   queue: string;
   /** Requests found waiting in a shared queue an earlier bridge left, refused unrun. */
@@ -504,7 +528,7 @@ export interface QueueClaim {
  * starting; a shared durable one that an earlier bridge left is emptied (its requests are handed
  * back to be refused, not run) and replaced.
  */
-async function claimQueue(connection: ChannelModel, channel: ConfirmChannel, host: string, exchange: string, ttlMs: number): Promise<QueueClaim> {
+async function claimQueue(connection: ChannelModel, channel: ConfirmChannel, host: string, exchange: string, ttlMs: number, probeAction: string): Promise<QueueClaim> {
   const stale: GetMessage[] = [];
   const existing = await probe(connection, (c) => c.checkQueue(host));
   if (existing.ok) {
@@ -514,6 +538,7 @@ async function claimQueue(connection: ChannelModel, channel: ConfirmChannel, hos
   } else if (existing.code === 405) {
     throw new Error(`queue ${host} is held by another connection: an img-storage daemon or another bridge serves ${host}; stop it first`);
   }
+  if (await routed(channel, exchange, host, probeAction)) throw new Error(`requests to ${host} on ${exchange} already reach a queue: an img-storage daemon or another bridge serves ${host}; stop it first`);
   await channel.assertQueue(expiredQueue(host), { exclusive: true, autoDelete: true, durable: false });
   await channel.assertQueue(host, {
     exclusive: true,
@@ -570,6 +595,7 @@ export async function startRocksBridge(o: RocksBridgeOptions): Promise<RocksBrid
 
     // A reply nobody can take (its queue is gone: the sender gave up) comes back: a warning, never silence.
     channel.on('return', (msg: ConsumeMessage) => {
+      if (msg.properties.appId === PROBE_APP) return;
       let action: unknown;
       try {
         action = (JSON.parse(msg.content.toString('utf8')) as Reply).action;
@@ -640,7 +666,7 @@ export async function startRocksBridge(o: RocksBridgeOptions): Promise<RocksBrid
     };
 
     for (const [host, role] of roles) {
-      const { queue, stale } = await claimQueue(connection, channel, host, o.exchange, o.timeoutSeconds * 1000);
+      const { queue, stale } = await claimQueue(connection, channel, host, o.exchange, o.timeoutSeconds * 1000, role.kind === 'nas' ? 'list_zvols' : 'list_dev');
       for (const m of stale) {
         await refuse(role, m, `it waited in a shared queue ${host} with nobody consuming`);
         channel.ack(m);

@@ -374,6 +374,13 @@ describe('the Rocks bridge, as a Rocks frontend lives it', () => {
       const options = { url: RABBITMQ_URL, nas: s.nasHost, image: `${s.image}:v1`, exchange: s.exchange, client, namespace: NAMESPACE, logger, timeoutSeconds: 60 };
       try {
         await frontend.declareExchange(s.exchange);
+        // An old daemon's consumer, as its client made it: a server-named exclusive queue bound by the host's name.
+        const daemon = await frontend.connection.createChannel();
+        const { queue: daemonQueue } = await daemon.assertQueue('', { exclusive: true, autoDelete: true });
+        await daemon.bindQueue(daemonQueue, s.exchange, s.nasHost);
+        await daemon.consume(daemonQueue, () => undefined, { noAck: true });
+        await expect(startRocksBridge({ ...options, bdev: 'any' })).rejects.toThrow(new RegExp(`^requests to ${s.nasHost} on ${s.exchange.replace(/\./g, '\\.')} already reach a queue`));
+        await daemon.close();
         // A NAS that exports a file path: no block device on any compute host.
         await expect(startRocksBridge({ ...options, nas: files.nasHost })).rejects.toThrow(/^--bdev: expected any, or a NAS that exports over iSCSI \(.* exports none: its bdev would be a file path/);
         // This host attaches iSCSI as a URL qemu opens: no block device for Rocks's phy: disk.
