@@ -14,6 +14,7 @@ import { describeLineage, resolveVersion } from './lineage-client.js';
 
 /** temporal.api.enums.v1 values (the proto package's CommonJS namespace does not load as ESM). */
 const TASK_QUEUE_KIND_NORMAL = 1;
+const TASK_QUEUE_TYPE_WORKFLOW = 1;
 const TASK_QUEUE_TYPE_ACTIVITY = 2;
 
 export const BASE_REF = '<image>[:<version or tag>], <image>@<channel> or <image>%<VM pack>';
@@ -55,12 +56,12 @@ export async function baseVersion(client: Client, ref: string, nas: string): Pro
   return { image, version: id, artifact: { format: artifact.format, host: artifact.host, path: artifact.path } };
 }
 
-/** Whether a worker has polled the queue lately: an unknown host is refused before anything starts. */
-export async function hasWorker(client: Client, namespace: string, queue: string): Promise<boolean> {
+/** Whether a worker has polled the queue lately (for activities, or workflows: the orchestrator): an unknown host is refused before anything starts. */
+export async function hasWorker(client: Client, namespace: string, queue: string, type: 'activity' | 'workflow' = 'activity'): Promise<boolean> {
   const reply = await client.workflowService.describeTaskQueue({
     namespace,
     taskQueue: { name: queue, kind: TASK_QUEUE_KIND_NORMAL },
-    taskQueueType: TASK_QUEUE_TYPE_ACTIVITY,
+    taskQueueType: type === 'workflow' ? TASK_QUEUE_TYPE_WORKFLOW : TASK_QUEUE_TYPE_ACTIVITY,
   });
   return (reply.pollers ?? []).length > 0;
 }

@@ -63,6 +63,8 @@ export interface MapRequest {
   frequencySeconds?: number;
   /** How long a host's worker may take to pick up a step before the map fails. */
   waitSeconds?: number;
+  /** The pool names a client of an older system asked for (a Rocks frontend's zpool and remotepool): shown back to it as given. */
+  pools?: { zpool?: string; remotepool?: string };
 }
 
 export interface VolumeAttrs {
@@ -73,6 +75,8 @@ export interface VolumeAttrs {
   downloadSpeed?: number;
   /** A frozen volume is skipped by scheduled pulls. */
   frozen?: boolean;
+  /** Settings put back to their defaults: the default frequency, no speed limit. */
+  reset?: ('frequency' | 'uploadSpeed' | 'downloadSpeed')[];
 }
 
 export interface SyncState {
@@ -109,6 +113,8 @@ export interface VolumeState {
   attachment?: { kind: string; device?: string; url?: string; sizeBytes: number };
   sync?: SyncState;
   speeds: { upload?: number; download?: number };
+  /** The pool names the last map's client asked for (see MapRequest.pools). */
+  pools?: { zpool?: string; remotepool?: string };
   waitSeconds: number;
   history: VolumeHistoryEntry[];
 }
@@ -177,7 +183,11 @@ export function checkMapRequest(r: MapRequest): void {
   if (r.sizeBytes !== undefined) checkSizeBytes('size', r.sizeBytes);
   if (r.frequencySeconds !== undefined) checkInt('frequency', r.frequencySeconds, 10, 86_400);
   if (r.waitSeconds !== undefined) checkInt('wait', r.waitSeconds, 1, 3600);
+  if (r.pools?.zpool !== undefined) checkName('zpool', r.pools.zpool);
+  if (r.pools?.remotepool !== undefined) checkName('remotepool', r.pools.remotepool);
 }
+
+const RESETTABLE = ['frequency', 'uploadSpeed', 'downloadSpeed'] as const;
 
 export function checkAttrs(a: VolumeAttrs): void {
   checkUser('by', a.by);
@@ -185,6 +195,12 @@ export function checkAttrs(a: VolumeAttrs): void {
   if (a.uploadSpeed !== undefined) checkSpeed('upload-speed', a.uploadSpeed);
   if (a.downloadSpeed !== undefined) checkSpeed('download-speed', a.downloadSpeed);
   if (a.frozen !== undefined && typeof a.frozen !== 'boolean') throw new InputError('frozen', 'true or false', a.frozen);
+  if (a.reset !== undefined) {
+    if (!Array.isArray(a.reset)) throw new InputError('reset', `a list of ${RESETTABLE.join(', ')}`, a.reset);
+    for (const field of a.reset) if (!RESETTABLE.includes(field)) throw new InputError('reset', `one of ${RESETTABLE.join(', ')}`, field);
+    const both = a.reset.find((f) => (f === 'frequency' ? a.frequencySeconds : f === 'uploadSpeed' ? a.uploadSpeed : a.downloadSpeed) !== undefined);
+    if (both) throw new InputError(both, 'a value or a reset, not both', both);
+  }
 }
 
 /** `imgflow-<UTC time>`, the drivers' snapshot names, from workflow time (the same on replay and retry). */
@@ -201,6 +217,8 @@ function snapshotAt(at: Date): string {
 const SYNC_OVER_NETWORK = 'sync-over-network';
 /** How much longer than a step's wait a receiving host keeps its port open for the sender. */
 const STREAM_GRACE_SECONDS = 60;
+/** An unmap of a volume in error finishes the job (histories from before refused it). */
+const UNMAP_FINISHES_ERROR = 'unmap-finishes-error';
 
 function rate(bytesPerSecond: number | undefined): { bytesPerSecond?: number } {
   return bytesPerSecond ? { bytesPerSecond } : {};
@@ -321,6 +339,7 @@ class Volume {
     s.computeHost = r.computeHost;
     s.base = { image: r.base.image, version: r.base.version };
     if (r.sizeBytes !== undefined) s.sizeBytes = r.sizeBytes;
+    if (r.pools) s.pools = { ...r.pools };
     if (r.sync) s.sync = { frequencySeconds: r.frequencySeconds ?? s.sync?.frequencySeconds ?? DEFAULT_FREQUENCY, failures: 0, frozen: s.sync?.frozen ?? false };
     else delete s.sync;
     this.record(r.by, 'map', `${r.base.image}:${r.base.version} from ${r.nas} to ${r.computeHost}${r.sync ? ' (sync)' : ''}`);
@@ -469,11 +488,16 @@ class Volume {
   async unmap(by: string, waitSeconds: number): Promise<ChangeResult> {
     const s = this.s;
     if (s.phase === 'unmapped') return { volume: s.volume, phase: s.phase, changed: false, message: `${s.volume} is not mapped: nothing to do` };
-    if (s.phase !== 'mapped') throw ApplicationFailure.nonRetryable(`${s.volume} is ${s.phase}${s.reason ? ` (${s.reason})` : ''}; see imgflow clean`, 'InputError');
-    // The node's copy is the only copy of its newest writes: it goes only after a final pull succeeded.
-    if (s.sync) await this.pull(by);
+    // A volume left in error by a step that failed (an unexport while the NAS was down) is finished
+    // by the next unmap: each step looks before it acts, and only what is still there is undone.
+    const resume = s.phase === 'error' && !!s.computeHost && !!s.nas && patched(UNMAP_FINISHES_ERROR);
+    if (s.phase !== 'mapped' && !resume) throw ApplicationFailure.nonRetryable(`${s.volume} is ${s.phase}${s.reason ? ` (${s.reason})` : ''}; see imgflow clean`, 'InputError');
+    // The node's copy is the only copy of its newest writes: it goes only after a final pull succeeded
+    // (in error, that pull was done already, or the map that failed never served a VM).
+    if (s.sync && !resume) await this.pull(by);
+    if (resume) this.record(by, 'unmap-resumed', s.reason ?? 'error');
     this.enter('unmapping');
-    const url = s.attachment?.device ?? s.attachment?.url ?? s.export?.url;
+    const url = resume ? (s.attachment?.device ?? s.attachment?.url) : (s.attachment?.device ?? s.attachment?.url ?? s.export?.url);
     try {
       if (url) await this.compute(s.computeHost!).computeDetach({ volume: s.volume, url, waitSeconds });
       delete s.attachment;
@@ -482,7 +506,7 @@ class Volume {
       delete s.export;
     } catch (err) {
       const reason = why(err);
-      this.enter(s.attachment ? 'mapped' : 'error', `unmap failed: ${reason}`);
+      this.enter(s.attachment && !resume ? 'mapped' : 'error', `unmap failed: ${reason}`);
       this.record(by, 'unmap-failed', reason);
       throw ApplicationFailure.nonRetryable(`unmap of ${s.volume} failed: ${reason}`, 'UnmapFailed');
     }
@@ -511,8 +535,11 @@ class Volume {
     const s = this.s;
     if (a.uploadSpeed !== undefined) s.speeds.upload = a.uploadSpeed;
     if (a.downloadSpeed !== undefined) s.speeds.download = a.downloadSpeed;
+    if (a.reset?.includes('uploadSpeed')) delete s.speeds.upload;
+    if (a.reset?.includes('downloadSpeed')) delete s.speeds.download;
     if (s.sync) {
       if (a.frequencySeconds !== undefined) s.sync.frequencySeconds = a.frequencySeconds;
+      if (a.reset?.includes('frequency')) s.sync.frequencySeconds = DEFAULT_FREQUENCY;
       if (a.frozen !== undefined) s.sync.frozen = a.frozen;
       if (s.phase === 'mapped') s.sync.nextSyncAt = new Date(Date.now() + s.sync.frequencySeconds * 1000).toISOString();
     }

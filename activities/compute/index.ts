@@ -23,6 +23,13 @@ export interface ComputeDeps {
   env?: NodeJS.ProcessEnv;
 }
 
+/** What a compute host logs in as, and how it attaches a non-sync volume: a block device (iscsi-kernel) or a URL qemu opens (iscsi-direct). */
+export interface ComputeInitiator {
+  host: string;
+  initiator: string;
+  attach: 'iscsi-kernel' | 'iscsi-direct';
+}
+
 export interface LocalCopy {
   root: string;
   devicePath: string;
@@ -83,8 +90,8 @@ export function createComputeActivities({ run, config, pipe, env = process.env }
 
   return {
     /** The name this host's initiator logs in with: the one the export admits. */
-    async computeInitiator(): Promise<{ host: string; initiator: string }> {
-      return { host: config.host, initiator };
+    async computeInitiator(): Promise<ComputeInitiator> {
+      return { host: config.host, initiator, attach: kernelIscsi ? 'iscsi-kernel' : 'iscsi-direct' };
     },
 
     async computeAttach(input: { volume: string; url: string }): Promise<Attachment> {

@@ -194,6 +194,11 @@ export function createNasVolumeActivities({ run, config, pipe, env = process.env
       const exported = await exporter.find(input.volume);
       return { ...(volume ? { volume } : {}), ...(exported ? { export: exported } : {}) };
     },
+
+    /** How this NAS exports volumes (none: a local path; tgt: iSCSI; nbd), for clients that need a block device. */
+    async volumeExportKind(): Promise<{ export: ExportInfo['kind'] }> {
+      return { export: exporter.kind };
+    },
   };
 }
 

@@ -5,10 +5,11 @@
  */
 import type { Command } from 'commander';
 import { checkHost, checkInt, InputError } from '../../common/names.js';
+import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { createLogger } from '../../lib/logger.js';
-import { checkAmqpUrl, checkExchange, startRocksBridge } from '../bridges/rocks-amqp.js';
+import { BDEV_MODES, checkAmqpUrl, checkBdevMode, checkExchange, startRocksBridge } from '../bridges/rocks-amqp.js';
 import { configFrom, connectClient, type GlobalFlags } from '../context.js';
-import { BASE_REF, baseVersion } from '../volume-client.js';
+import { BASE_REF, baseVersion, hasWorker } from '../volume-client.js';
 
 interface RocksFlags {
   url?: string;
@@ -16,6 +17,8 @@ interface RocksFlags {
   image?: string;
   exchange: string;
   timeout: string;
+  compute: string[];
+  bdev: string;
 }
 
 /** Resolves on the first SIGINT or SIGTERM. */
@@ -38,13 +41,17 @@ async function runRocksAmqp(opts: RocksFlags, cmd: Command): Promise<void> {
   if (!image) throw new InputError('--image', `${BASE_REF} (or env IMGFLOW_BRIDGE_IMAGE)`);
   const exchange = checkExchange('--exchange', opts.exchange);
   const timeoutSeconds = checkInt('--timeout', opts.timeout, 5, 3600);
+  const computeHosts = opts.compute.map((h) => checkHost('--compute', h));
+  const bdev = checkBdevMode('--bdev', opts.bdev);
   const config = configFrom(cmd.optsWithGlobals<GlobalFlags>());
   const { client, connection } = await connectClient(config);
   try {
-    // Fails fast (exit 2) when the image has no version stored on this NAS.
-    await baseVersion(client, image, nas);
     const logger = createLogger('imgflow-bridge');
-    const bridge = await startRocksBridge({ url, nas, image, exchange, client, namespace: config.namespace, logger, timeoutSeconds });
+    // With an orchestrator, an image with no version stored on this NAS fails fast (exit 2); without
+    // one the bridge serves anyway, answering each request with that error until one polls.
+    if (await hasWorker(client, config.namespace, WORKFLOW_QUEUE, 'workflow')) await baseVersion(client, image, nas);
+    else logger.warn({ queue: WORKFLOW_QUEUE, namespace: config.namespace }, 'no orchestrator polls yet: requests are answered with an error until one does');
+    const bridge = await startRocksBridge({ url, nas, image, exchange, client, namespace: config.namespace, logger, timeoutSeconds, computeHosts, bdev });
     const signal = await Promise.race([stopSignal(), bridge.closed.then(() => undefined)]);
     if (signal) logger.info({ signal }, 'stopping: requests in flight finish first');
     await bridge.stop();
@@ -57,11 +64,13 @@ export function registerBridge(program: Command): void {
   const bridge = program.command('bridge').description('serve clients of older image storage systems from imgflow');
   bridge
     .command('rocks-amqp')
-    .description("answer a Rocks cluster's NAS requests (map_zvol, unmap_zvol, del_zvol, list_zvols, zvol attrs) from RabbitMQ; runs until SIGINT/SIGTERM")
+    .description("answer a Rocks cluster's NAS requests (map_zvol, unmap_zvol, del_zvol, list_zvols, zvol attrs) and its compute hosts' (list_initiator, list_dev) from RabbitMQ; runs until SIGINT/SIGTERM")
     .option('--url <amqp-url>', 'the RabbitMQ URL (env IMGFLOW_BRIDGE_URL; the password is never logged)')
     .requiredOption('--nas <host>', 'the NAS host name this bridge answers for: its queue and routing key')
     .option('--image <ref>', `what map_zvol clones: ${BASE_REF} (env IMGFLOW_BRIDGE_IMAGE)`)
     .option('--exchange <name>', 'the direct exchange the frontend publishes to', 'rocks.vm-manage')
-    .option('--timeout <seconds>', 'the bound on each request before it is answered with an error', '300')
+    .option('--timeout <seconds>', 'the bound on each request: its wait in the queue (then refused unrun) and its answer', '300')
+    .option('--compute <host>', "also answer this compute host's requests (list_initiator, list_dev) as its old daemon did; repeatable", (h: string, all: string[]) => [...all, h], [] as string[])
+    .option('--bdev <mode>', `block: map only where bdev is a block device Rocks can use (kernel iSCSI or sync mode); any: pass on files and URLs too (${BDEV_MODES.join(', ')})`, 'block')
     .action(runRocksAmqp);
 }

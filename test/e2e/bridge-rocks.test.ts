@@ -8,7 +8,6 @@
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import amqp, { type ChannelModel } from 'amqplib';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createComputeActivities } from '../../activities/compute/index.js';
 import { createHostActivities } from '../../activities/host.js';
@@ -25,89 +24,11 @@ import { spawnImgflow } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { memoryLogger } from '../support/logger.js';
 import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { RABBITMQ_URL as URL, RocksFrontend as Frontend } from '../support/rocks-frontend.js';
 import { requireTools } from '../support/tools.js';
 import { newVersion } from '../support/versions.js';
 
-const URL = 'amqp://guest:guest@127.0.0.1:5672';
 const MiB = 1024 * 1024;
-
-interface Reply {
-  action: string;
-  status: string;
-  error?: string;
-  bdev?: string;
-  body?: Record<string, unknown>[] | Record<string, unknown>;
-}
-
-/**
- * What a Rocks frontend's command launcher does for each request: a fresh exclusive, auto-delete
- * reply queue, a mandatory publish on a confirming channel to the exchange with the NAS host as
- * routing key (no correlation id; its own app id, a message id, a transient delivery), and the
- * first message on the reply queue taken as the answer. An unroutable request is an error.
- */
-class Frontend {
-  private nonce = 1;
-  private constructor(readonly connection: ChannelModel) {}
-
-  static async open(): Promise<Frontend> {
-    try {
-      return new Frontend(await amqp.connect(URL));
-    } catch (err) {
-      throw new Error(`RabbitMQ must run on 127.0.0.1:5672 for this test: ${(err as Error).message}`);
-    }
-  }
-
-  /** Sends a request (an object as JSON, a string as is) and waits for the reply. */
-  async send(exchange: string, nas: string, request: object | string, timeoutMs = 60_000): Promise<Reply> {
-    const body = Buffer.from(typeof request === 'string' ? request : JSON.stringify(request));
-    const channel = await this.connection.createConfirmChannel();
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      const { queue } = await channel.assertQueue('', { exclusive: true, autoDelete: true });
-      const reply = new Promise<Reply>((resolve, reject) => {
-        timer = setTimeout(() => reject(new Error(`no reply to ${body.toString()} within ${timeoutMs} ms`)), timeoutMs);
-        channel.on('return', () => reject(new Error(`no queue is bound to ${exchange} for ${nas}`)));
-        void channel.consume(queue, (msg) => msg && resolve(JSON.parse(msg.content.toString()) as Reply), { noAck: true });
-      });
-      const properties = { appId: 'rocks.RabbitMQClient', replyTo: queue, messageId: String(this.nonce++), deliveryMode: 1, type: '', timestamp: Math.floor(Date.now() / 1000), mandatory: true };
-      await new Promise<void>((resolve, reject) => channel.publish(exchange, nas, body, properties, (err) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve())));
-      return await reply;
-    } finally {
-      clearTimeout(timer);
-      await channel.close();
-    }
-  }
-
-  /** A request without `reply_to`: nobody can be answered, and the bridge must go on. */
-  async sendUnanswerable(exchange: string, nas: string, request: object): Promise<void> {
-    const channel = await this.connection.createConfirmChannel();
-    await new Promise<void>((resolve, reject) => channel.publish(exchange, nas, Buffer.from(JSON.stringify(request)), { mandatory: true }, (err) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve())));
-    await channel.close();
-  }
-
-  /** Requests waiting in a queue (unacked ones count once the consumer is gone). */
-  async waiting(queue: string): Promise<number> {
-    const channel = await this.connection.createChannel();
-    try {
-      return (await channel.checkQueue(queue)).messageCount;
-    } finally {
-      await channel.close();
-    }
-  }
-
-  /** Removes what a test declared; a shared name (the real exchange) is never passed here. */
-  async remove(what: { queue?: string; exchange?: string }): Promise<void> {
-    const channel = await this.connection.createChannel();
-    channel.on('error', () => undefined);
-    if (what.queue) await channel.deleteQueue(what.queue).catch(() => undefined);
-    if (what.exchange) await channel.deleteExchange(what.exchange).catch(() => undefined);
-    await channel.close().catch(() => undefined);
-  }
-
-  async close(): Promise<void> {
-    await this.connection.close();
-  }
-}
 
 /** Resolves once the process has written a line matching `pattern` to stderr. */
 function waitForLine(child: ChildProcess, output: () => string, pattern: RegExp, timeoutMs = 60_000): Promise<void> {
@@ -169,7 +90,7 @@ describe('the Rocks bridge over RabbitMQ', () => {
   it('maps, lists, sets attributes, unmaps and deletes as the NAS daemon did, and refuses bad requests', async () => {
     await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities }, async () => {
       await storedVersion();
-      const args = ['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, 'bridge', 'rocks-amqp', '--url', URL, '--nas', nasHost, '--image', `${image}:v1`, '--timeout', '60'];
+      const args = ['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, 'bridge', 'rocks-amqp', '--url', URL, '--nas', nasHost, '--image', `${image}:v1`, '--timeout', '60', '--bdev', 'any'];
       const bridge = spawnImgflow(args, { IMGFLOW_LOG_PRETTY: '0' });
       let stderr = '';
       bridge.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -226,14 +147,14 @@ describe('the Rocks bridge over RabbitMQ', () => {
         // A request nobody can be answered for is dropped, and the bridge goes on answering.
         await frontend.sendUnanswerable(exchange, nasHost, { action: 'list_zvols' });
         expect(await send({ action: 'list_zvols' })).toEqual({ action: 'zvol_list', status: 'success', body: [] });
-
-        // Every request was acked once answered: nothing is left in the NAS's queue.
-        expect(await frontend.waiting(nasHost)).toBe(0);
       } finally {
         process.kill(-bridge.pid!, 'SIGTERM');
         const code = await new Promise<number | null>((resolve) => (bridge.exitCode !== null ? resolve(bridge.exitCode) : bridge.on('exit', resolve)));
         expect({ code, stopped: /bridge stopped/.test(stderr) }).toEqual({ code: 0, stopped: true });
       }
+      // The NAS's queue was the bridge's alone and went with it, as the NAS daemon's did.
+      expect(await frontend.queueExists(nasHost)).toBe(false);
+      expect(stderr).not.toMatch(/request not answered/);
       expect(stderr).toMatch(/amqp:\/\/guest:\*\*\*@127\.0\.0\.1:5672/);
       expect(stderr).not.toMatch(/guest:guest/);
     });
@@ -245,15 +166,19 @@ describe('the Rocks bridge over RabbitMQ', () => {
     await declare.assertExchange(daemonExchange, 'direct', { durable: false });
     await declare.close();
     const { client, connection } = await testClient();
-    // Activity workers only: the volume workflow never runs, so the map cannot finish.
-    await withWorkers({ activities }, async () => {
+    // The compute host's first step waits on a gate: the map cannot finish within the bound.
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const compute = createComputeActivities({ run, config: nodeConfig, env: {} });
+    const gated = { ...activities, [queues.compute(nodeHost)]: { ...activities[queues.compute(nodeHost)]!, computeInitiator: async () => gate.then(() => compute.computeInitiator()) } };
+    await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities: gated }, async () => {
       const logger = memoryLogger().logger;
-      const bridge = await startRocksBridge({ url: URL, nas: nasHost, image: `${image}:v1`, exchange: daemonExchange, client, namespace: NAMESPACE, logger, timeoutSeconds: 3 });
+      const bridge = await startRocksBridge({ url: URL, nas: nasHost, image: `${image}:v1`, exchange: daemonExchange, client, namespace: NAMESPACE, logger, timeoutSeconds: 3, bdev: 'any' });
       try {
         const reply = await frontend.send(daemonExchange, nasHost, { action: 'map_zvol', zpool: 'tank', zvol: 'vm-3', remotehost: nodeHost, size: 1, sync: false });
         expect(reply).toMatchObject({ action: 'zvol_mapped', status: 'error', error: expect.stringMatching(/^map_zvol: no answer within 3s/) });
-        expect(await frontend.waiting(nasHost)).toBe(0);
       } finally {
+        open();
         await bridge.stop();
         await client.workflow.getHandle(volumeWorkflowId('vm-3')).terminate('test done').catch(() => undefined);
         await connection.close();
