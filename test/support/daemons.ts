@@ -6,7 +6,7 @@
  * only a daemon the tests started is ever stopped. A missing binary fails loudly. Benchmarks take
  * the same daemons through holdZfsFuse/holdTgtd and createPool, outside vitest's hooks.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -204,7 +204,7 @@ export function createPool(dir: string, sizeMiB = 512): TestPool & { destroy: ()
   fs.closeSync(fs.openSync(file, 'w'));
   fs.truncateSync(file, sizeMiB * 1024 * 1024);
   sh(['zpool', 'create', '-f', '-m', mountpoint, name, file]);
-  return { name, mountpoint, destroy: () => destroyPool(name) };
+  return { name, mountpoint, destroy: () => destroyPool(name, mountpoint) };
 }
 
 /**
@@ -217,14 +217,20 @@ export function throwawayPool(dir: string, sizeMiB = 512): TestPool {
   return pool;
 }
 
-/** zfs-fuse may call a pool busy right after its datasets were last used: retried a few times. */
-function destroyPool(name: string): void {
-  for (let attempt = 1; attempt <= 5; attempt++) {
+/**
+ * zfs-fuse calls a pool busy while the kernel still holds files that killed workers or tgtd had
+ * open under its mounts; they let go within seconds. Retried for half a minute, then the error
+ * names what still holds the mounts.
+ */
+function destroyPool(name: string, mountpoint: string): void {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
     if (succeeds(['zpool', 'destroy', '-f', name], 60_000)) return;
     if (!succeeds(['zpool', 'list', name])) return;
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500 * attempt);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
   }
-  throw new Error(`zpool ${name} could not be destroyed`);
+  const holders = spawnSync('fuser', ['-vm', mountpoint], { encoding: 'utf8' }).stderr.replace(/\s+/g, ' ').trim();
+  throw new Error(`zpool ${name} could not be destroyed${holders ? `; held by: ${holders}` : ''}`);
 }
 
 /** Targets tgtd currently has, all owners included: for leak checks. */
