@@ -36,7 +36,7 @@ import { startFileServer, type FileServer, type ServeMode } from '../support/htt
 import { memoryLogger } from '../support/logger.js';
 import { OpenNebulaContract, STATE } from '../support/opennebula-contract.js';
 import { createPki, type Identity, type Pki } from '../support/pki.js';
-import { testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { decodePayload, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
 
 const PARKED = /^img-a_EXPIRED_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_UTC$/;
@@ -335,6 +335,15 @@ describe('image-list subscriptions', () => {
       expect(await catalog.info(held.id)).toEqual(held);
       expect(images.filter((i) => i.name.includes('_EXPIRED_'))).toEqual([]);
       expect(images.map((i) => [i.name, i.template.IMGFLOW_SUBSCRIPTION]).sort()).toEqual([['img-a', `${site}-mine`], ['img-b', `${site}-theirs`]]);
+      // Registry steps get the owner and the one image they work on, never the whole list: a history grows with the work done.
+      const events = (await client.workflow.getHandle(`subscription-${site}-theirs-sync-1`).fetchHistory()).events!;
+      const inputs = await Promise.all(
+        events
+          .map((e) => e.activityTaskScheduledEventAttributes)
+          .filter((a) => a?.activityType?.name === 'registerImage')
+          .map(async (a) => JSON.parse(Buffer.from((await decodePayload(a!.input!.payloads![0]!)).data!).toString()) as { list: Json; image: { identifier: string } }),
+      );
+      expect(inputs.map((i) => [Object.keys(i.list).sort(), i.image.identifier])).toEqual([[['endorserDn', 'identifier', 'subscription'], 'img-b']]);
 
       // A subscription without signature checks, whose list drops both images: it changes nothing of either.
       const unchecked = await subscribe(`${site}-unchecked`, publish({ identifier: `unchecked-${site}`, version: '1', images: [{ id: 'img-a', version: '3.0', body: disks.b1! }], signer: pki.otherEndorser, edit: reuse }), { ...other, insecure: true });
