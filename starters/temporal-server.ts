@@ -79,6 +79,9 @@ export function spawnDevServer(o: DevServerOptions): ServerProcess {
   const ip = o.ip ?? '127.0.0.1';
   const argv = ['server', 'start-dev', '--ip', ip, '--port', String(o.port), '--db-filename', o.dbFile, '--namespace', o.namespace];
   argv.push(...(o.uiPort ? ['--ui-port', String(o.uiPort)] : ['--headless']));
+  // imgflow's search attributes exist from the first moment, so a command that reaches a server
+  // just started never finds its listings refused (ensureSearchAttributes covers older databases).
+  for (const key of Object.values(SA)) argv.push('--search-attribute', `${key.name}=${key.type === 'KEYWORD' ? 'Keyword' : 'KeywordList'}`);
   argv.push('--log-format', 'json', '--log-level', 'warn');
   // WAL with normal sync: durable across a server crash, without an fsync on every history write.
   argv.push('--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', 'synchronous=normal');

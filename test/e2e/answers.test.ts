@@ -10,15 +10,11 @@ import { Client, Connection } from '@temporalio/client';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { SA } from '../../common/search-attributes.js';
 import { outcomeOf } from '../../starters/answers.js';
-import { ensureSearchAttributes, ensureTemporalCli, spawnDevServer, waitForNamespace, connectWithin } from '../../starters/temporal-server.js';
 import { pingWorkflow } from '../../workflows/ping.js';
 import { volumeQuery, volumeWorkflow, volumeWorkflowId } from '../../workflows/volume.js';
 import { imgflow, imgflowAsync } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
-import { freePort } from '../support/ports.js';
-import { alive, killGroup } from '../support/processes.js';
-import { NAMESPACE, testClient, testDataConverter, uniqueQueue, withWorkers } from '../support/temporal.js';
-import { until } from '../support/wait.js';
+import { NAMESPACE, ownDevServer, testClient, testDataConverter, uniqueQueue, withWorkers } from '../support/temporal.js';
 
 function expectOneLine(result: { status: number | null; stdout: string; stderr: string }, pattern: RegExp, status: number): void {
   expect(result.stdout).toBe('');
@@ -74,30 +70,21 @@ describe('connecting', () => {
 
 describe('a server that goes away while a command waits', () => {
   const dir = tempDir();
-  let serverPid: number | undefined;
-  afterAll(() => killGroup(serverPid));
+  let server: Awaited<ReturnType<typeof ownDevServer>> | undefined;
+  afterAll(() => server?.stop());
 
   it('is reached once it is back, late, and the command gets the workflow’s own outcome', async () => {
-    const namespace = 'imgflow';
-    const server = { cli: ensureTemporalCli(), port: await freePort(), dbFile: path.join(dir, 'server', 'db.sqlite'), logFile: path.join(dir, 'server', 'server.log'), namespace };
-    const address = `127.0.0.1:${server.port}`;
-    const startServer = async (): Promise<void> => {
-      serverPid = spawnDevServer(server).pid;
-      const connection = await connectWithin(address, 60_000);
-      if (!connection) throw new Error(`the test's Temporal dev server did not start; see ${server.logFile}`);
-      await waitForNamespace(connection, namespace, 30_000);
-      await ensureSearchAttributes(connection, namespace);
-      await connection.close();
-    };
+    const own = (server = await ownDevServer(dir));
+    const { address, namespace } = own;
 
     // A command started before its server: it keeps trying, with backoff, and gets through once the server is up.
     // Until then the port is held by a listener that drops every connection, so no other test takes it.
     const holder = net.createServer((socket) => socket.destroy());
-    await new Promise<void>((resolve) => holder.listen(server.port, '127.0.0.1', resolve));
+    await new Promise<void>((resolve) => holder.listen(own.port, '127.0.0.1', resolve));
     const early = imgflowAsync(['--home', path.join(dir, 'home'), '--address', address, '--namespace', namespace, '--connect-timeout', '120', 'maps']);
     await new Promise((r) => setTimeout(r, 6000));
     await new Promise((resolve) => holder.close(resolve));
-    await startServer();
+    await own.start();
     const listed = await early;
     expect(listed.stderr).toBe('');
     expect(listed.status).toBe(0);
@@ -109,10 +96,9 @@ describe('a server that goes away while a command waits', () => {
     const outcome = outcomeOf<{ host: string }>(handle, 120_000, 'the ping').catch((err: unknown) => err);
 
     // The server goes away for longer than the client's own retries cover, and comes back.
-    killGroup(serverPid);
-    await until('the server to be gone', () => !alive(serverPid!));
+    await own.kill();
     await new Promise((r) => setTimeout(r, 30_000));
-    await startServer();
+    await own.start();
 
     const testServer = { settings: { address, tls: false as const }, namespace };
     await withWorkers({ server: testServer, workflowQueue, activities: { [hostQueue]: { hostFacts: async () => ({ host: 'the-answer' }) } } }, async () => {
@@ -120,7 +106,7 @@ describe('a server that goes away while a command waits', () => {
     });
     await client.connection.close();
     // The server's database, with every workflow's history, is its owner's only.
-    expect(fs.statSync(server.dbFile).mode & 0o777).toBe(0o600);
-    expect(fs.statSync(path.dirname(server.dbFile)).mode & 0o777).toBe(0o700);
+    expect(fs.statSync(own.dbFile).mode & 0o777).toBe(0o600);
+    expect(fs.statSync(path.dirname(own.dbFile)).mode & 0o777).toBe(0o700);
   }, 300_000);
 });

@@ -27,16 +27,14 @@ import { sha256File } from '../../lib/files.js';
 import { findOnPath } from '../../lib/which.js';
 import { updateLineage } from '../../starters/lineage-client.js';
 import { hasWorker } from '../../starters/volume-client.js';
-import { connectWithin, ensureSearchAttributes, ensureTemporalCli, spawnDevServer, waitForNamespace } from '../../starters/temporal-server.js';
 import { registerVersionUpdate } from '../../workflows/lineage.js';
 import { deleteUpdate, mapUpdate, unmapUpdate, volumeQuery, volumeWorkflow, volumeWorkflowId, type MapRequest, type VolumeView } from '../../workflows/volume.js';
 import { imgflowAsync, logLines, spawnWorker } from '../support/cli.js';
 import { throwawayPool, useTgtd, useZfsFuse } from '../support/daemons.js';
 import { tempDir } from '../support/dirs.js';
 import { memoryLogger } from '../support/logger.js';
-import { freePort } from '../support/ports.js';
 import { alive, killGroup } from '../support/processes.js';
-import { NAMESPACE, testClient, testDataConverter, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { NAMESPACE, ownDevServer, testClient, testDataConverter, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
 import { newVersion } from '../support/versions.js';
 import { until } from '../support/wait.js';
@@ -261,27 +259,17 @@ describe('Temporal server restarted in the middle of a map', () => {
   // the server goes down and comes back while the map is under way.
   stallingShim(shims, 'qemu-img', '*info*/volumes/vm-s.qcow2*', started, release);
   const children: ChildProcess[] = [];
-  let serverPid: number | undefined;
+  let server: Awaited<ReturnType<typeof ownDevServer>> | undefined;
   afterAll(() => {
     children.forEach((c) => killGroup(c.pid));
-    killGroup(serverPid);
+    server?.stop();
   });
 
   it('ends mapped on the restarted server with one clone, and leaks nothing', async () => {
-    // This test's own server: the run's shared one serves other files at the same time.
-    const namespace = 'imgflow';
-    const server = { cli: ensureTemporalCli(), port: await freePort(), dbFile: path.join(dir, 'server', 'db.sqlite'), logFile: path.join(dir, 'server', 'server.log'), namespace };
-    const address = `127.0.0.1:${server.port}`;
-    // Started again on the same port and database; namespace and search attributes are checked each time.
-    const startServer = async (): Promise<void> => {
-      serverPid = spawnDevServer(server).pid;
-      const connection = await connectWithin(address, 60_000);
-      if (!connection) throw new Error(`the test's Temporal dev server did not start; see ${server.logFile}`);
-      await waitForNamespace(connection, namespace, 30_000);
-      await ensureSearchAttributes(connection, namespace);
-      await connection.close();
-    };
-    await startServer();
+    // This test's own server, started again on the same port and database: the run's shared one serves other files at the same time.
+    const own = (server = await ownDevServer(dir));
+    const { address, namespace } = own;
+    await own.start();
     // One client throughout, as a long-lived starter would have: it reconnects to the restarted server.
     const client = new Client({ connection: await Connection.connect({ address }), namespace, dataConverter: testDataConverter() });
     const nasHost = uniqueQueue('nas');
@@ -307,9 +295,8 @@ describe('Temporal server restarted in the middle of a map', () => {
     const asked = handle.executeUpdate(mapUpdate, { args: [request] }).catch((err: unknown) => err);
     await until('the attach to begin', () => fs.existsSync(started), 180_000);
     expect((await handle.query(volumeQuery)).phase).toBe('mapping');
-    killGroup(serverPid);
-    await until('the server to be gone', () => !alive(serverPid!));
-    await startServer();
+    await own.kill();
+    await own.start();
     fs.writeFileSync(release, '');
 
     // Asked again, as a user whose command lost its server would: answered once the first map is done.

@@ -1,5 +1,6 @@
 /** Tests' access to the run's Temporal server: clients, and workers with injected activities. */
 import { randomUUID } from 'node:crypto';
+import path from 'node:path';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import type { Payload } from '@temporalio/common';
 import { NativeConnection, Runtime, Worker, DefaultLogger } from '@temporalio/worker';
@@ -7,6 +8,10 @@ import { expect, inject } from 'vitest';
 import { AesGcmCodec, imgflowDataConverter } from '../../lib/codec.js';
 import type { ConnectionSettings } from '../../lib/connection.js';
 import { readKeyring } from '../../lib/keyring.js';
+import { connectWithin, ensureSearchAttributes, ensureTemporalCli, spawnDevServer, waitForNamespace } from '../../starters/temporal-server.js';
+import { freePort } from './ports.js';
+import { alive, killGroup } from './processes.js';
+import { until } from './wait.js';
 
 /** This fork's own namespace (see global set-up). */
 export const NAMESPACE = `imgflow-${process.env.VITEST_POOL_ID ?? '1'}`;
@@ -95,4 +100,36 @@ export async function expectRejected(handle: WorkflowHandle, attempt: () => Prom
   expect(error).toBeInstanceOf(Error);
   expect(`${error.message} ${error.cause?.message ?? ''}`).toMatch(reason);
   expect(await eventCount(handle)).toBe(before);
+}
+
+/**
+ * A dev server of a test's own, on a free port, that the test may kill (as a crash would) and
+ * start again on the same database: for faults the run's shared server must not suffer.
+ */
+export async function ownDevServer(dir: string) {
+  const namespace = 'imgflow';
+  const server = { cli: ensureTemporalCli(), port: await freePort(), dbFile: path.join(dir, 'server', 'db.sqlite'), logFile: path.join(dir, 'server', 'server.log'), namespace };
+  const address = `127.0.0.1:${server.port}`;
+  let pid: number | undefined;
+  return {
+    address,
+    namespace,
+    port: server.port,
+    dbFile: server.dbFile,
+    /** Starts it and waits until its namespace and search attributes answer. */
+    async start(): Promise<void> {
+      pid = spawnDevServer(server).pid;
+      const connection = await connectWithin(address, 60_000);
+      if (!connection) throw new Error(`the test's Temporal dev server did not start; see ${server.logFile}`);
+      await waitForNamespace(connection, namespace, 30_000);
+      await ensureSearchAttributes(connection, namespace);
+      await connection.close();
+    },
+    /** SIGKILLs it, and returns once it is gone. */
+    async kill(): Promise<void> {
+      killGroup(pid);
+      await until('the server to be gone', () => pid === undefined || !alive(pid));
+    },
+    stop: () => killGroup(pid),
+  };
 }
