@@ -12,7 +12,7 @@ import { InputError } from '../common/names.js';
 import { paths, type Config } from '../lib/config.js';
 import { deleteUpdate, unmapUpdate } from '../workflows/volume.js';
 import { hostHome, readHostsState, runOn, type HostsState } from './cluster/hosts.js';
-import { uiUrl } from './cluster/cluster.js';
+import { frontendAddress, uiUrl } from './cluster/cluster.js';
 import { checkClusterName, readState } from './cluster/state.js';
 import { currentUser } from './context.js';
 import type { CloudPlace } from './demo-subscription.js';
@@ -33,11 +33,13 @@ export interface DemoSite {
 }
 
 /** The site of cluster `name`, as `cluster up --compute N` left it; bad input when there is none. */
-export function demoSite(config: Config, name: string): DemoSite {
+export function demoSite(config: Pick<Config, 'home' | 'address'>, name: string): DemoSite {
   const dir = paths(config).cluster(checkClusterName(name));
   const hosts = readHostsState(dir);
   if (!hosts?.workers.length) throw new InputError('--cluster', `a cluster brought up with its hosts (imgflow cluster --name ${name} up --compute N)`, name);
   const cluster = readState(dir);
+  // Anywhere else (the dev server, say) nothing polls the hosts' queues: the demo would wait forever.
+  if (config.address !== frontendAddress(cluster)) throw new InputError('--address', `the frontend of cluster ${name}, ${frontendAddress(cluster)} (eval "$(imgflow cluster --name ${name} env)" first)`, config.address);
   const computes = hosts.hosts.map((h) => h.name).filter((h) => h.startsWith('compute-'));
   const compute = computes[1] ?? computes[0]!;
   const other = computes.find((h) => h !== compute);

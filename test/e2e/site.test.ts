@@ -132,6 +132,10 @@ describe('a site on one machine: cluster up --compute', () => {
   }, 300_000);
 
   it('runs the main job across the hosts: imgflow demo --cluster', async () => {
+    // Without the cluster's settings the demo would reach another server, where no host's worker polls.
+    const elsewhere = await imgflow(['demo', '--cluster', name]);
+    expect(elsewhere.status).toBe(2);
+    expect(elsewhere.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^imgflow: --address: expected the frontend of cluster s-[0-9a-f]+, 198\.18\.\d+\.1:\d+ \(eval/)]);
     const demo = JSON.parse(ok(await asOperator('--json', 'demo', '--cluster', name))) as SiteDemo;
     const { step1: built, step2: promoted, step3: mapped, step4: listed } = demo;
     expect(built.provenance.builder).toBe('builder-0');
