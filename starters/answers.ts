@@ -10,6 +10,34 @@ import { DEFAULT_ANSWER_TIMEOUT_S } from '../lib/config.js';
 
 const bounds = new WeakMap<Client, number>();
 
+/** temporal.api.enums.v1 values (the proto package's CommonJS namespace does not load as ESM). */
+const TASK_QUEUE_KIND_NORMAL = 1;
+const TASK_QUEUE_TYPE_WORKFLOW = 1;
+const TASK_QUEUE_TYPE_ACTIVITY = 2;
+/** A worker that has just started polls within this; past it, nobody is there. */
+const NO_POLLER_GRACE_MS = 1000;
+
+/** Whether a worker has polled the queue lately (for activities, or workflows: the orchestrator): an unknown host is refused before anything starts. */
+export async function hasWorker(client: Client, namespace: string, queue: string, type: 'activity' | 'workflow' = 'activity'): Promise<boolean> {
+  const reply = await client.workflowService.describeTaskQueue({
+    namespace,
+    taskQueue: { name: queue, kind: TASK_QUEUE_KIND_NORMAL },
+    taskQueueType: type === 'workflow' ? TASK_QUEUE_TYPE_WORKFLOW : TASK_QUEUE_TYPE_ACTIVITY,
+  });
+  return (reply.pollers ?? []).length > 0;
+}
+
+/** The first of the workflow queues no orchestrator has polled lately (the server remembers pollers for minutes), given a moment to one just starting. */
+async function unpolled(client: Client, queues: string[]): Promise<string | undefined> {
+  const namespace = client.options.namespace;
+  const deadline = Date.now() + NO_POLLER_GRACE_MS;
+  for (;;) {
+    const missing = (await Promise.all(queues.map(async (q) => ((await hasWorker(client, namespace, q, 'workflow')) ? undefined : q)))).find(Boolean);
+    if (!missing || Date.now() > deadline) return missing;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
 /** Gives reads through `client` this bound (the CLI's clients get the command's --answer-timeout). */
 export function setAnswerBound(client: Client, timeoutMs: number): void {
   bounds.set(client, timeoutMs);
@@ -35,10 +63,14 @@ function unanswered(err: unknown): boolean {
 
 /**
  * Runs `read` (one or many queries) within one deadline: past it, or when the server says no worker
- * polls, fails with "<what> is unavailable". Other errors pass through as they are.
+ * polls, fails with "<what> is unavailable". With `queues` (the workflows' task queues), a queue no
+ * orchestrator has polled lately fails it at once, naming the queue, instead of at the bound.
+ * Other errors pass through as they are.
  */
-export async function answered<T>(client: Client, what: string, read: () => Promise<T>): Promise<T> {
+export async function answered<T>(client: Client, what: string, read: () => Promise<T>, queues: string[] = []): Promise<T> {
   const timeoutMs = answerBound(client);
+  const nobody = await unpolled(client, [...new Set(queues)]);
+  if (nobody) throw new UnavailableError(`${what} is unavailable: no orchestrator polls the ${nobody} queue ('imgflow dev' runs one, or a worker of role orchestrator)`);
   const abort = new AbortController();
   const late = new UnavailableError(`${what} is unavailable: no orchestrator answered within ${timeoutMs / 1000}s, the --answer-timeout bound (is a worker of role orchestrator running? 'imgflow dev' runs one of each role)`);
   let timer: NodeJS.Timeout | undefined;

@@ -109,7 +109,8 @@ export async function volumesOf(client: Client, image: string): Promise<{ volume
 /** A query of the image's lineage, or a one-line error when the image has none yet. */
 async function queryLineage<R, A extends unknown[]>(client: Client, image: string, query: QueryDefinition<R, A>, ...args: A): Promise<R> {
   try {
-    return await answered(client, `the lineage of ${image}`, () => lineageHandle(client, image).query(query, ...args));
+    const handle = lineageHandle(client, image);
+    return await answered(client, `the lineage of ${image}`, () => handle.query(query, ...args), [(await handle.describe()).taskQueue]);
   } catch (err) {
     if ((err as Error).name === 'WorkflowNotFoundError') throw new InputError('image', 'an image with at least one build (see imgflow build)', image);
     throw err;

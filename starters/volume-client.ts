@@ -12,10 +12,6 @@ import type { LineageView } from '../workflows/lineage.js';
 import { answered } from './answers.js';
 import { describeLineage, resolveVersion } from './lineage-client.js';
 
-/** temporal.api.enums.v1 values (the proto package's CommonJS namespace does not load as ESM). */
-const TASK_QUEUE_KIND_NORMAL = 1;
-const TASK_QUEUE_TYPE_WORKFLOW = 1;
-const TASK_QUEUE_TYPE_ACTIVITY = 2;
 
 export const BASE_REF = '<image>[:<version or tag>], <image>@<channel> or <image>%<VM pack>';
 
@@ -54,16 +50,6 @@ export async function baseVersion(client: Client, ref: string, nas: string): Pro
   const artifact = (format ? [format] : ['qcow2', 'raw']).map((f) => record.artifacts.find((a) => a.host === nas && a.format === f)).find(Boolean);
   if (!artifact) throw new InputError('--nas', `a NAS storing ${image}:${id} (${[...new Set(record.artifacts.map((a) => a.host))].join(', ') || 'none'})`, nas);
   return { image, version: id, artifact: { format: artifact.format, host: artifact.host, path: artifact.path } };
-}
-
-/** Whether a worker has polled the queue lately (for activities, or workflows: the orchestrator): an unknown host is refused before anything starts. */
-export async function hasWorker(client: Client, namespace: string, queue: string, type: 'activity' | 'workflow' = 'activity'): Promise<boolean> {
-  const reply = await client.workflowService.describeTaskQueue({
-    namespace,
-    taskQueue: { name: queue, kind: TASK_QUEUE_KIND_NORMAL },
-    taskQueueType: type === 'workflow' ? TASK_QUEUE_TYPE_WORKFLOW : TASK_QUEUE_TYPE_ACTIVITY,
-  });
-  return (reply.pollers ?? []).length > 0;
 }
 
 export function volumeHandle(client: Client, volume: string) {
@@ -112,9 +98,9 @@ export async function listVolumes(client: Client, filter: { nas?: string; comput
     ...(filter.nas ? [`${SA.nas.name} = '${checkHost('--nas', filter.nas)}'`] : []),
     ...(filter.compute ? [`${SA.computeHost.name} = '${checkHost('--compute', filter.compute)}'`] : []),
   ];
+  const runs: { workflowId: string; runId: string; taskQueue: string }[] = [];
+  for await (const wf of client.workflow.list({ query: filters.join(' AND ') })) runs.push({ workflowId: wf.workflowId, runId: wf.runId, taskQueue: wf.taskQueue });
   return answered(client, 'the storage map', async () => {
-    const runs: { workflowId: string; runId: string }[] = [];
-    for await (const wf of client.workflow.list({ query: filters.join(' AND ') })) runs.push({ workflowId: wf.workflowId, runId: wf.runId });
     const views: VolumeView[] = [];
     for (let i = 0; i < runs.length; i += READS_AT_ONCE) {
       const batch = await Promise.all(
@@ -132,5 +118,5 @@ export async function listVolumes(client: Client, filter: { nas?: string; comput
       views.push(...batch.filter((v): v is VolumeView => v !== undefined));
     }
     return views.sort((a, b) => a.volume.localeCompare(b.volume));
-  });
+  }, runs.map((r) => r.taskQueue));
 }

@@ -22,7 +22,8 @@ import type { Logger } from '../../lib/logger.js';
 import { pingWorkflow } from '../../workflows/ping.js';
 import { deleteUpdate, setAttrsUpdate, unmapUpdate, volumeQuery, type MapRequest, type VolumeAttrs, type VolumeView } from '../../workflows/volume.js';
 import { oneLine } from '../output.js';
-import { baseVersion, hasWorker, known, listVolumes, mapVolume, volumeHandle } from '../volume-client.js';
+import { hasWorker } from '../answers.js';
+import { baseVersion, known, listVolumes, mapVolume, volumeHandle } from '../volume-client.js';
 
 const GiB = 1024 ** 3;
 /** Who the volume histories name for requests that came through the bridge. */

@@ -9,7 +9,8 @@ import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { createLogger } from '../../lib/logger.js';
 import { BDEV_MODES, checkAmqpUrl, checkBdevMode, checkExchange, startRocksBridge } from '../bridges/rocks-amqp.js';
 import { configFrom, connectClient, type GlobalFlags } from '../context.js';
-import { BASE_REF, baseVersion, hasWorker } from '../volume-client.js';
+import { hasWorker } from '../answers.js';
+import { BASE_REF, baseVersion } from '../volume-client.js';
 
 interface RocksFlags {
   url?: string;

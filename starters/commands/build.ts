@@ -13,7 +13,7 @@ import { DEFAULT_CONNECT_TIMEOUT_S } from '../../lib/config.js';
 import { outcomeOf } from '../answers.js';
 import { configFrom, connectClient, currentUser, say, type GlobalFlags } from '../context.js';
 import { describeLineage, fullVersion, parseImageRef, updateLineage } from '../lineage-client.js';
-import { hasWorker } from '../volume-client.js';
+import { hasWorker } from '../answers.js';
 import { formatTable, humanBytes, printJson, watchProgress } from '../output.js';
 
 async function until<T>(get: () => Promise<T | undefined>, timeoutMs: number): Promise<T | undefined> {

@@ -21,7 +21,8 @@ import {
 import { answered } from '../answers.js';
 import { configFrom, connectClient, currentUser, say, type GlobalFlags } from '../context.js';
 import { formatPairs, formatTable, printJson } from '../output.js';
-import { BASE_REF, baseVersion, hasWorker, known, listVolumes, mapVolume, volumeHandle } from '../volume-client.js';
+import { hasWorker } from '../answers.js';
+import { BASE_REF, baseVersion, known, listVolumes, mapVolume, volumeHandle } from '../volume-client.js';
 
 const GiB = 1024 ** 3;
 
@@ -174,7 +175,7 @@ export function registerVolumes(program: Command): void {
       await withClient(cmd, async (client, flags) => {
         const handle = volumeHandle(client, volume);
         const changes = Object.keys(attrs).length > 1;
-        const view = await known(volume, () => (changes ? handle.executeUpdate(setAttrsUpdate, { args: [attrs] }) : answered(client, `volume ${volume}`, () => handle.query(volumeQuery))));
+        const view = await known(volume, () => (changes ? handle.executeUpdate(setAttrsUpdate, { args: [attrs] }) : handle.describe().then((d) => answered(client, `volume ${volume}`, () => handle.query(volumeQuery), [d.taskQueue]))));
         printView(view, flags.json);
       });
     });

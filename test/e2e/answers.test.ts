@@ -55,6 +55,32 @@ describe('a listing no orchestrator answers', () => {
     await handle.terminate('test over');
     await connection.close();
   });
+
+  it('says at once, naming the queue, when no orchestrator has polled it at all', async () => {
+    const { client, connection } = await testClient();
+    const queue = uniqueQueue('nobody');
+    const nas = uniqueQueue('nas');
+    const volume = uniqueQueue('vm');
+    const cli = (...args: string[]) => imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args]);
+    const handle = await client.workflow.start(volumeWorkflow, {
+      workflowId: volumeWorkflowId(volume),
+      taskQueue: queue,
+      args: [{ volume }],
+      typedSearchAttributes: [
+        { key: SA.kind, value: 'volume' },
+        { key: SA.volume, value: volume },
+        { key: SA.nas, value: nas },
+      ],
+    });
+    await expect.poll(async () => (await client.workflow.count(`${SA.nas.name} = '${nas}'`)).count, { timeout: 15_000 }).toBe(1);
+    // The answer bound is far off: only the queue's missing poller can explain the refusal.
+    const listed = await cli('--answer-timeout', '600', 'maps', '--nas', nas);
+    expectOneLine(listed, new RegExp(`^imgflow: the storage map is unavailable: no orchestrator polls the ${queue} queue`), 1);
+    const attrs = await cli('--answer-timeout', '600', 'volume-attrs', volume);
+    expectOneLine(attrs, new RegExp(`^imgflow: volume ${volume} is unavailable: no orchestrator polls the ${queue} queue`), 1);
+    await handle.terminate('test over');
+    await connection.close();
+  });
 });
 
 describe('connecting', () => {

@@ -26,7 +26,7 @@ import { loadConfig } from '../../lib/config.js';
 import { sha256File } from '../../lib/files.js';
 import { findOnPath } from '../../lib/which.js';
 import { updateLineage } from '../../starters/lineage-client.js';
-import { hasWorker } from '../../starters/volume-client.js';
+import { hasWorker } from '../../starters/answers.js';
 import { registerVersionUpdate } from '../../workflows/lineage.js';
 import { deleteUpdate, mapUpdate, unmapUpdate, volumeQuery, volumeWorkflow, volumeWorkflowId, type MapRequest, type VolumeView } from '../../workflows/volume.js';
 import { imgflowAsync, logLines, spawnWorker } from '../support/cli.js';
