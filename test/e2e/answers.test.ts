@@ -26,14 +26,12 @@ function expectOneLine(result: { status: number | null; stdout: string; stderr: 
 
 describe('a listing no orchestrator answers', () => {
   const home = tempDir();
+  const cli = (...args: string[]) => imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args]);
 
-  it('says the storage map is unavailable and fails, instead of printing an empty map', async () => {
-    const { client, connection } = await testClient();
-    const queue = uniqueQueue('orchestrator');
+  /** A volume's workflow on `queue`, on a NAS of its own so that `maps --nas` lists it alone. */
+  async function volumeOn(client: Client, queue: string) {
     const nas = uniqueQueue('nas');
     const volume = uniqueQueue('vm');
-    const cli = (...args: string[]) => imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args]);
-    // A volume whose orchestrator ran it and then went away: the server still knows its poller.
     const handle = await client.workflow.start(volumeWorkflow, {
       workflowId: volumeWorkflowId(volume),
       taskQueue: queue,
@@ -44,6 +42,14 @@ describe('a listing no orchestrator answers', () => {
         { key: SA.nas, value: nas },
       ],
     });
+    return { handle, nas, volume };
+  }
+
+  it('says the storage map is unavailable and fails, instead of printing an empty map', async () => {
+    const { client, connection } = await testClient();
+    const queue = uniqueQueue('orchestrator');
+    // A volume whose orchestrator ran it and then went away: the server still knows its poller.
+    const { handle, nas, volume } = await volumeOn(client, queue);
     await withWorkers({ workflowQueue: queue }, async () => {
       expect((await handle.query(volumeQuery)).phase).toBe('unmapped');
       // While it runs, the map lists the volume.
@@ -59,19 +65,7 @@ describe('a listing no orchestrator answers', () => {
   it('says at once, naming the queue, when no orchestrator has polled it at all', async () => {
     const { client, connection } = await testClient();
     const queue = uniqueQueue('nobody');
-    const nas = uniqueQueue('nas');
-    const volume = uniqueQueue('vm');
-    const cli = (...args: string[]) => imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args]);
-    const handle = await client.workflow.start(volumeWorkflow, {
-      workflowId: volumeWorkflowId(volume),
-      taskQueue: queue,
-      args: [{ volume }],
-      typedSearchAttributes: [
-        { key: SA.kind, value: 'volume' },
-        { key: SA.volume, value: volume },
-        { key: SA.nas, value: nas },
-      ],
-    });
+    const { handle, nas, volume } = await volumeOn(client, queue);
     await expect.poll(async () => (await client.workflow.count(`${SA.nas.name} = '${nas}'`)).count, { timeout: 15_000 }).toBe(1);
     // The answer bound is far off: only the queue's missing poller can explain the refusal.
     const listed = await cli('--answer-timeout', '600', 'maps', '--nas', nas);

@@ -53,6 +53,21 @@ describe('the Rocks bridge, as a Rocks frontend lives it', () => {
   });
 
   /** A NAS and a compute host of their own, their activities, an exchange, and a stored version to clone. */
+  /**
+   * The site's activities with the compute host's first attach step held: `stuck` resolves once a
+   * map reaches it, `open` lets it (and every later one) go on.
+   */
+  function heldAtAttach(s: ReturnType<typeof site>) {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let entered!: () => void;
+    const stuck = new Promise<void>((resolve) => (entered = resolve));
+    const computeQueue = queues.compute(s.nodeHost);
+    const real = s.compute[computeQueue]!;
+    const gated: Activities = { ...s.nas, [computeQueue]: { ...real, computeInitiator: async () => (entered(), gate.then(() => (real.computeInitiator as () => Promise<unknown>)())) } };
+    return { gated, stuck, open };
+  }
+
   function site(computeEnv: NodeJS.ProcessEnv = {}, nasEnv: NodeJS.ProcessEnv = {}) {
     const home = path.join(dir, uniqueQueue('home'));
     const nasHost = uniqueQueue('nas');
@@ -121,13 +136,7 @@ describe('the Rocks bridge, as a Rocks frontend lives it', () => {
     declared.push({ queue: s.nasHost });
     const leftOver = s.send(map('vm-left'));
 
-    let open!: () => void;
-    const gate = new Promise<void>((resolve) => (open = resolve));
-    let entered!: () => void;
-    const stuck = new Promise<void>((resolve) => (entered = resolve));
-    const computeQueue = queues.compute(s.nodeHost);
-    const real = s.compute[computeQueue]!;
-    const gated: Activities = { ...s.nas, [computeQueue]: { ...real, computeInitiator: async () => (entered(), gate.then(() => (real.computeInitiator as () => Promise<unknown>)())) } };
+    const { gated, stuck, open } = heldAtAttach(s);
     const { client, connection } = await testClient();
     try {
       await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities: gated }, async () => {
@@ -166,13 +175,7 @@ describe('the Rocks bridge, as a Rocks frontend lives it', () => {
   it('10: refuses a request still queued when the bridge stops, and sends new ones back once it has', async () => {
     const s = site();
     const map = (zvol: string) => ({ action: 'map_zvol', zpool: 'tank', zvol, remotehost: s.nodeHost, size: 1, sync: false });
-    let open!: () => void;
-    const gate = new Promise<void>((resolve) => (open = resolve));
-    let entered!: () => void;
-    const stuck = new Promise<void>((resolve) => (entered = resolve));
-    const computeQueue = queues.compute(s.nodeHost);
-    const real = s.compute[computeQueue]!;
-    const gated: Activities = { ...s.nas, [computeQueue]: { ...real, computeInitiator: async () => (entered(), gate.then(() => (real.computeInitiator as () => Promise<unknown>)())) } };
+    const { gated, stuck, open } = heldAtAttach(s);
     await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities: gated }, async () => {
       await s.store();
       const { client, connection } = await testClient();

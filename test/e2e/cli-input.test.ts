@@ -4,9 +4,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { imgflow } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
+import { freePort } from '../support/ports.js';
 
 function expectOneLineError(result: ReturnType<typeof imgflow>, pattern: RegExp, status = 2): void {
   expect(result.status).toBe(status);
@@ -74,8 +75,12 @@ describe('imgflow lineage commands: free text is bounded before anything connect
 });
 
 describe('imgflow dev: loopback addresses the dev server cannot serve', () => {
-  it.each(['127.5.5.5:7233', '[::1]:7233', 'localhost:7233', '127.0.0.1:65000'])('refuses %s up front and leaves no server behind', (address) => {
+  // A port nothing listens on: on 7233 a dev server the user started (npm run demo) would answer.
+  let port: number;
+  beforeAll(async () => void (port = await freePort()));
+  it.each(['127.5.5.5:PORT', '[::1]:PORT', 'localhost:PORT', '127.0.0.1:65000'])('refuses %s up front and leaves no server behind', (pattern) => {
     const home = tempDir();
+    const address = pattern.replace('PORT', String(port));
     expectOneLineError(imgflow(['--home', home, '--address', address, 'dev']), /address: expected 127\.0\.0\.1:<port up to 64535> for imgflow to start its dev server there/);
     expect(fs.existsSync(path.join(home, 'temporal', 'server.pid'))).toBe(false);
   });

@@ -11,7 +11,6 @@
  *   map completes with exactly one clone.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
@@ -39,7 +38,7 @@ import { imgflowAsync, type CliResult } from '../support/cli.js';
 import { useZfsFuse } from '../support/daemons.js';
 import { tempDir } from '../support/dirs.js';
 import { startFileServer } from '../support/http-server.js';
-import { digestOf, listDocument } from '../support/imagelists.js';
+import { oneImageList, patternedQcow2 } from '../support/imagelists.js';
 import { tinyImageTarball } from '../support/images.js';
 import { memoryLogger } from '../support/logger.js';
 import { createPki } from '../support/pki.js';
@@ -230,21 +229,8 @@ describe('faults across a site: history, PostgreSQL and a NAS worker', () => {
     const server = await startFileServer({ host: hosts().gateway });
     try {
       const listId = 'list-faults';
-      const makeQcow2 = (file: string, pattern: string) => {
-        execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', file, '64M']);
-        execFileSync('qemu-io', ['-f', 'qcow2', '-c', `write -P ${pattern} 0 16M`, file], { stdio: 'ignore' });
-        return fs.readFileSync(file);
-      };
-      const bodies = { '1.0': makeQcow2(path.join(home, 'a1.qcow2'), '0x11'), '2.0': makeQcow2(path.join(home, 'a2.qcow2'), '0x22') };
-      const publish = (version: string, imageVersion: '1.0' | '2.0') => {
-        const body = bodies[imageVersion];
-        server.setFile(`/a-${imageVersion}.qcow2`, body);
-        const list = listDocument(
-          { identifier: listId, version, source: server.url('/'), uri: server.url('/list.smime'), endorser: pki.endorser },
-          [{ identifier: 'img-a', ...digestOf(body), uri: server.url(`/a-${imageVersion}.qcow2`), version: imageVersion }],
-        );
-        server.setFile('/list.smime', fs.readFileSync(pki.sign(list, pki.endorser, `faults-${version}`)));
-      };
+      const bodies = { '1.0': patternedQcow2(path.join(home, 'a1.qcow2'), '0x11'), '2.0': patternedQcow2(path.join(home, 'a2.qcow2'), '0x22') };
+      const publish = oneImageList(server, pki, listId, bodies, 'faults');
       const ofList = async () => catalog().list({ imageList: listId });
 
       publish('1', '1.0');

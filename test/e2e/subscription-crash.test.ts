@@ -5,8 +5,6 @@
  * identifier with the site's access, and no parked image without a successor.
  */
 import type { ChildProcess } from 'node:child_process';
-import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createCloudActivities } from '../../activities/cloud/index.js';
@@ -17,19 +15,13 @@ import { CONTROL_QUEUE } from '../../common/queues.js';
 import { subscriptionWorkflow, syncUpdate } from '../../workflows/subscription.js';
 import { spawnImgflow } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
-import { digestOf, listDocument } from '../support/imagelists.js';
+import { oneImageList, patternedQcow2 } from '../support/imagelists.js';
 import { startFileServer } from '../support/http-server.js';
 import { memoryLogger } from '../support/logger.js';
 import { createPki } from '../support/pki.js';
 import { killGroup } from '../support/processes.js';
 import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
-
-function makeQcow2(file: string, pattern: string): Buffer {
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', file, '64M']);
-  execFileSync('qemu-io', ['-f', 'qcow2', '-c', `write -P ${pattern} 0 16M`, file], { stdio: 'ignore' });
-  return fs.readFileSync(file);
-}
 
 /** Where the worker dies, told from what the registry holds at that moment. */
 const KILL_POINTS = [
@@ -50,16 +42,8 @@ describe('cloud worker killed during a swap', () => {
     const server = await startFileServer();
     const site = uniqueQueue('site');
     const listId = `list-${site}`;
-    const bodies = { '1.0': makeQcow2(path.join(dir, 'a1.qcow2'), '0x11'), '2.0': makeQcow2(path.join(dir, 'a2.qcow2'), '0x22') };
-    const publish = (version: string, imageVersion: '1.0' | '2.0') => {
-      const body = bodies[imageVersion];
-      server.setFile(`/a-${imageVersion}.qcow2`, body);
-      const list = listDocument(
-        { identifier: listId, version, source: server.url('/'), uri: server.url('/list.smime'), endorser: pki.endorser },
-        [{ identifier: 'img-a', ...digestOf(body), uri: server.url(`/a-${imageVersion}.qcow2`), version: imageVersion }],
-      );
-      server.setFile('/list.smime', fs.readFileSync(pki.sign(list, pki.endorser, `crash-${version}`)));
-    };
+    const bodies = { '1.0': patternedQcow2(path.join(dir, 'a1.qcow2'), '0x11'), '2.0': patternedQcow2(path.join(dir, 'a2.qcow2'), '0x22') };
+    const publish = oneImageList(server, pki, listId, bodies, 'crash');
     const startCloudWorker = () => {
       const child = spawnImgflow(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, 'worker', '--role', 'cloud', '--site', site, '--metrics', ''], {
         IMGFLOW_CA_DIR: pki.caDir,

@@ -31,7 +31,7 @@ import {
 import { progressStep } from '../../starters/output.js';
 import { tempDir } from '../support/dirs.js';
 import { saveHistory } from '../support/histories.js';
-import { digestOf, listDocument } from '../support/imagelists.js';
+import { digestOf, listDocument, patternedQcow2 } from '../support/imagelists.js';
 import { startFileServer, type FileServer, type ServeMode } from '../support/http-server.js';
 import { memoryLogger } from '../support/logger.js';
 import { OpenNebulaContract, STATE } from '../support/opennebula-contract.js';
@@ -76,11 +76,7 @@ interface ListSpec {
   tamper?: boolean;
 }
 
-function makeQcow2(file: string, pattern: string): Buffer {
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', file, '4M']);
-  execFileSync('qemu-io', ['-f', 'qcow2', '-c', `write -P ${pattern} 0 64k`, file], { stdio: 'ignore' });
-  return fs.readFileSync(file);
-}
+const makeQcow2 = (file: string, pattern: string) => patternedQcow2(file, pattern, { virtual: '4M', written: '64k' });
 
 
 /** An OVA (a tar) that holds its descriptor and these small vmdk disks (none by default). */
