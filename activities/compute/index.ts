@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ApplicationFailure, Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/activity';
 import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../common/names.js';
 import type { Config } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
@@ -13,8 +13,8 @@ import { createAttach, createPipe, createZfsStorage, replicate, type AttachDrive
 import { checkIqn, checkSnapshotName, DEFAULT_IQN_PREFIX } from '../drivers/naming.js';
 import { createStreamReplication } from '../drivers/storage/stream-replication.js';
 import { checkDataset } from '../drivers/storage/zfs.js';
-import { beat, remoteRun } from '../nas/volumes.js';
 import type { Run } from '../runner.js';
+import { currentActivity, heartbeat, remoteRun } from '../shared/index.js';
 
 export interface ComputeDeps {
   run: Run;
@@ -44,12 +44,9 @@ export interface LocalCopy {
  */
 function overallDeadline(bound: number): number {
   const now = Date.now();
-  try {
-    const { attempt, scheduledTimestampMs } = Context.current().info;
-    return attempt <= 1 ? now + bound : Math.min(now + bound, scheduledTimestampMs + bound);
-  } catch {
-    return now + bound;
-  }
+  const info = currentActivity()?.info;
+  if (!info) return now + bound;
+  return info.attempt <= 1 ? now + bound : Math.min(now + bound, info.scheduledTimestampMs + bound);
 }
 
 /** Processes holding `file` open, from /proc: the device is busy while any does. */
@@ -115,7 +112,7 @@ export function createComputeActivities({ run, config, pipe, env = process.env }
         for (let busy = await holders(input.url); busy.length; busy = await holders(input.url)) {
           // Still busy at the deadline: another attempt would only wait again. The bound is the bound.
           if (Date.now() > deadline) throw ApplicationFailure.nonRetryable(`${input.url} is still in use by pid ${busy.join(', ')} after ${bound / 1000}s`, 'DeviceBusy');
-          beat({ waiting: input.url, holders: busy });
+          heartbeat({ waiting: input.url, holders: busy });
           await sleep(500);
         }
       }
@@ -125,7 +122,7 @@ export function createComputeActivities({ run, config, pipe, env = process.env }
     /** Sync mode: the node's own copy, received in full from the NAS's snapshot (once), at most at the volume's download speed. */
     async computeReceive(input: { volume: string; nas: string; nasRoot: string; snapshot: string; bytesPerSecond?: number }): Promise<LocalCopy> {
       const target = localStore();
-      const remote = remoteRun(run, config.host, checkHost('nas', input.nas), env);
+      const remote = remoteRun(run, config.host, checkHost('nas', input.nas), env.IMGFLOW_SYNC_LOCAL === '1');
       const source = createZfsStorage({ run: remote.run, root: checkDataset('nasRoot', input.nasRoot) });
       const snapshot = checkSnapshotName('snapshot', input.snapshot);
       const rate = input.bytesPerSecond === undefined ? {} : { bytesPerSecond: checkSpeed('bytesPerSecond', input.bytesPerSecond) };
@@ -145,7 +142,7 @@ export function createComputeActivities({ run, config, pipe, env = process.env }
     async computeStreamReceive(input: { volume: string; token: string; snapshot: string }): Promise<LocalCopy> {
       const received = await streams.receive(input);
       const copy = (await localStore().describe(input.volume))!;
-      beat({ received: received.bytes });
+      heartbeat({ received: received.bytes });
       return { root: checkDataset('IMGFLOW_COMPUTE_POOL', env.IMGFLOW_COMPUTE_POOL), devicePath: copy.devicePath, sizeBytes: copy.sizeBytes, snapshot: checkSnapshotName('snapshot', input.snapshot) };
     },
 

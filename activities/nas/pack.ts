@@ -16,8 +16,8 @@ import type { Artifact, PackKind } from '../../common/lineage.js';
 import { checkName, InputError } from '../../common/names.js';
 import { paths, type Config } from '../../lib/config.js';
 import { exists, partialPath, sha256File } from '../../lib/files.js';
-import { isPasswordHash } from '../builder/prepare.js';
 import type { Run } from '../runner.js';
+import { usersWithPasswords } from '../shared/index.js';
 
 export interface PackInput {
   image: string;
@@ -46,15 +46,6 @@ export interface PackResult extends PackContents {
   root?: string;
   movedAside?: string;
   changed: boolean;
-}
-
-/** Users whose shadow entry holds a password hash. */
-export function usersWithPasswords(shadow: string): string[] {
-  return shadow
-    .split('\n')
-    .map((line) => line.split(':'))
-    .filter((f) => f.length > 1 && isPasswordHash(f[1]!))
-    .map((f) => f[0]!);
 }
 
 interface Entry {

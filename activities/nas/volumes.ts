@@ -6,15 +6,15 @@
  */
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Context } from '@temporalio/activity';
 import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../common/names.js';
 import { paths, type Config } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
-import { createExport, createPipe, createStorage, createZfsStorage, replicate, viaSsh, type ExportConfig, type ExportInfo, type Pipe, type ReplicatingStorage, type StorageConfig, type StorageDriver, type VolumeInfo } from '../drivers/index.js';
+import { createExport, createPipe, createStorage, createZfsStorage, replicate, type ExportConfig, type ExportInfo, type Pipe, type ReplicatingStorage, type StorageConfig, type StorageDriver, type VolumeInfo } from '../drivers/index.js';
 import { checkSnapshotName } from '../drivers/naming.js';
 import { createStreamReplication } from '../drivers/storage/stream-replication.js';
 import { checkDataset } from '../drivers/storage/zfs.js';
 import type { Run } from '../runner.js';
+import { heartbeat, remoteRun } from '../shared/index.js';
 
 export interface NasVolumeDeps {
   run: Run;
@@ -66,21 +66,6 @@ export function nasExportConfig(run: Run, config: Config, env: NodeJS.ProcessEnv
   }
 }
 
-/** Commands for another host's store run over ssh, unless that host is this one (or tests say local). */
-export function remoteRun(run: Run, here: string, there: string, env: NodeJS.ProcessEnv): { run: Run; wrap: (argv: string[]) => string[] } {
-  const wrap = there === here || env.IMGFLOW_SYNC_LOCAL === '1' ? (argv: string[]) => argv : viaSsh(checkHost('host', there));
-  return { run: (argv, options) => run(wrap([...argv]), options), wrap };
-}
-
-/** Heartbeats while an activity waits outside a command (the runner beats only inside one). */
-export function beat(details: unknown): void {
-  try {
-    Context.current().heartbeat(details);
-  } catch {
-    /* not inside an activity */
-  }
-}
-
 function rootOf(config: StorageConfig): string {
   return config.root;
 }
@@ -99,7 +84,7 @@ export function createNasVolumeActivities({ run, config, pipe, env = process.env
 
   async function withPullSlot<T>(fn: () => Promise<T>): Promise<T> {
     while (pulling >= pullLimit) {
-      beat({ waiting: 'a sync slot', pulling });
+      heartbeat({ waiting: 'a sync slot', pulling });
       await sleep(500);
     }
     pulling++;
@@ -168,7 +153,7 @@ export function createNasVolumeActivities({ run, config, pipe, env = process.env
      */
     async volumePull(input: { volume: string; computeHost: string; nodeRoot: string; snapshot: string; bytesPerSecond?: number }): Promise<PullResult> {
       const target = replicating();
-      const remote = remoteRun(run, config.host, checkHost('computeHost', input.computeHost), env);
+      const remote = remoteRun(run, config.host, checkHost('computeHost', input.computeHost), env.IMGFLOW_SYNC_LOCAL === '1');
       const source = createZfsStorage({ run: remote.run, root: checkDataset('nodeRoot', input.nodeRoot) });
       const started = Date.now();
       const rate = input.bytesPerSecond === undefined ? {} : { bytesPerSecond: checkSpeed('bytesPerSecond', input.bytesPerSecond) };
