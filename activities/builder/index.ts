@@ -4,19 +4,19 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { checkArch, checkInt, checkName, InputError } from '../../common/names.js';
-import { paths, type Config } from '../../lib/config.js';
+import { paths, type BuilderSettings } from '../../lib/config.js';
 import { exists, partialPath, removeStalePartials, sha256File } from '../../lib/files.js';
 import { createLogger } from '../../lib/logger.js';
 import { checkEndpoint, checkToken, sendStream, type Endpoint } from '../drivers/stream.js';
-import type { Run } from '../runner.js';
+import type { ActivityDeps } from '../shared/index.js';
 import { createPhaseActivities, type SshOptions } from './phases.js';
 import { createValidateVersionActivities } from './validate-version.js';
 
-export interface BuilderDeps {
-  run: Run;
-  config: Config;
+export interface BuilderDeps extends ActivityDeps {
   /** How captures reach remote hosts; ssh's own defaults when absent. */
   ssh?: SshOptions;
+  /** The builder's settings from its worker's configuration; the embedded defaults when absent. */
+  settings?: BuilderSettings;
 }
 
 export interface BaseImage {
@@ -27,13 +27,13 @@ export interface BaseImage {
   virtualBytes: number;
 }
 
-export function createBuilderActivities({ run, config, ssh }: BuilderDeps) {
+export function createBuilderActivities({ run, config, ssh, settings }: BuilderDeps) {
   const workdir = (arch: string) => paths(config).builder(arch);
   const logger = createLogger('imgflow-builder');
 
   return {
     /** The image build phases: bootstrap, capture, unpackTarball, installPackages, runHook, prepare, validate, fix, measure, packOutputs. */
-    ...createPhaseActivities({ run, config, ...(ssh ? { ssh } : {}) }),
+    ...createPhaseActivities({ run, config, ...(ssh ? { ssh } : {}), ...(settings ? { settings } : {}) }),
     ...createValidateVersionActivities({ run, config }),
 
     /**

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { InputError, checkName } from '../../common/names.js';
-import { shortHostName, type Config } from '../../lib/config.js';
+import { shortHostName, type BuilderSettings, type Config } from '../../lib/config.js';
 import { exists, partialPath, sha256File } from '../../lib/files.js';
 import { CommandError, progress, stderrTail, type Run } from '../runner.js';
 import { digestOf } from './digest.js';
@@ -39,13 +39,6 @@ import { CHROOT_ENV, ensureProcDir, inImageArgv, inRoot, lstatOrUndefined, relea
 import { fixRoot, validateRoot, type Breach } from './validate.js';
 import { buildDirs, runPhaseOnce, writeJsonAtomic, type BuildDirs, type BuildRef } from './work.js';
 
-/** `http_proxy` for the commands that fetch packages, from IMGFLOW_MIRROR_PROXY (an http:// URL). */
-function mirrorProxyEnv(proxy: string | undefined): Record<string, string> {
-  if (proxy === undefined || proxy === '') return {};
-  if (!/^http:\/\/[A-Za-z0-9.-]+:\d{1,5}\/?$/.test(proxy)) throw new InputError('IMGFLOW_MIRROR_PROXY', 'an http://HOST:PORT proxy URL', proxy);
-  return { http_proxy: proxy };
-}
-
 /** How this worker reaches hosts it captures: its key and the host keys it trusts. */
 export interface SshOptions {
   identityFile?: string;
@@ -56,7 +49,7 @@ export interface PhaseDeps {
   run: Run;
   config: Config;
   ssh?: SshOptions;
-  env?: NodeJS.ProcessEnv;
+  settings?: BuilderSettings;
 }
 
 export interface PhaseResult {
@@ -103,9 +96,9 @@ async function logCommand(argv: readonly string[], outcome: string, stderr: stri
   await fs.appendFile(log.file, `[${log.phase}] $ ${argv.join(' ')}  (${outcome})\n${said}`);
 }
 
-export function createPhaseActivities({ run: runCommand, config, ssh = {}, env = process.env }: PhaseDeps) {
+export function createPhaseActivities({ run: runCommand, config, ssh = {}, settings = {} }: PhaseDeps) {
   // A builder with no route out fetches packages through the site's proxy; only those commands get it.
-  const fetchEnv = mirrorProxyEnv(env.IMGFLOW_MIRROR_PROXY);
+  const fetchEnv: Record<string, string> = settings.mirrorProxy ? { http_proxy: settings.mirrorProxy } : {};
   /** The runner, writing each command of a phase into the build's log as well. */
   const run: Run = async (argv, options) => {
     try {
