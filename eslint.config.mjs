@@ -4,6 +4,8 @@ import tseslint from 'typescript-eslint';
 import { builtinModules } from 'node:module';
 
 const nodeBuiltins = [...builtinModules, ...builtinModules.map((m) => `node:${m}`)];
+/** Activity roles: each imports only activities/shared/, the drivers and the runner beneath them, never another role. */
+const roles = ['builder', 'nas', 'compute', 'cloud', 'control'];
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'bin/**', 'eslint.config.mjs'] },
@@ -24,6 +26,22 @@ export default tseslint.config(
       '@typescript-eslint/no-base-to-string': 'off',
     },
   },
+  {
+    // Settings come from lib/config.ts, read when the worker starts and handed to the factories.
+    files: ['activities/**/*.ts', 'workers/roles.ts'],
+    rules: {
+      'no-restricted-properties': ['error', { object: 'process', property: 'env', message: 'activities take their settings from lib/config.ts through their factory' }],
+    },
+  },
+  ...roles.map((role) => ({
+    files: [`activities/${role}/**/*.ts`],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { patterns: roles.filter((other) => other !== role).map((other) => ({ regex: `^(\\.\\./)+${other}/`, message: `a role does not import another role (${other}): what both need belongs in activities/shared/` })) },
+      ],
+    },
+  })),
   {
     files: ['workflows/**/*.ts', 'common/**/*.ts'],
     rules: {

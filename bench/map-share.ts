@@ -19,7 +19,7 @@ import { createHostActivities } from '../activities/host.js';
 import { createNasVolumeActivities } from '../activities/nas/volumes.js';
 import { createRunner, type Run } from '../activities/runner.js';
 import { checkInt } from '../common/names.js';
-import { loadConfig, machineArch, paths } from '../lib/config.js';
+import { computeSettings, loadConfig, machineArch, nasSettings, paths } from '../lib/config.js';
 import { connectionSettings } from '../lib/connection.js';
 import { createLogger } from '../lib/logger.js';
 import { ensureClient } from '../starters/context.js';
@@ -51,8 +51,8 @@ const run: Run = async (argv, options) => {
   return result;
 };
 
-const nas = createNasVolumeActivities({ run, config, env });
-const compute = createComputeActivities({ run, config, env });
+const nas = createNasVolumeActivities({ run, config, settings: nasSettings(env) });
+const compute = createComputeActivities({ run, config, settings: computeSettings(env) });
 const host = (role: 'nas' | 'compute') => createHostActivities({ role, config, arch: machineArch(), run });
 
 const { client, connection } = await ensureClient(config);

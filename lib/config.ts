@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { homeModes } from './modes.js';
+import { homeModes, type FileModes } from './modes.js';
 import { checkHost, checkInt, InputError } from '../common/names.js';
 
 export interface Config {
@@ -185,4 +185,144 @@ export function ensurePrivateHome(config: Pick<Config, 'home'>, env: NodeJS.Proc
   const mode = homeModes(env).dir;
   fs.mkdirSync(config.home, { recursive: true, mode });
   if ((fs.statSync(config.home).mode & 0o777) !== mode) fs.chmodSync(config.home, mode);
+}
+
+/*
+ * What a worker's activities take from its environment, one reader per role. The worker reads its
+ * role's settings once when it starts (workers/roles.ts) and hands them to the activity factories:
+ * nothing under activities/ reads the environment. Each field names its variable. A value is
+ * checked here when it needs nothing but itself; one that a driver's rules check (a ZFS dataset, an
+ * iSCSI name, a stream address) is checked by the factory or activity that uses it, as before.
+ * Called without an environment they read this process's; `{}` gives the embedded defaults.
+ */
+
+/** The builder's: how its commands that fetch packages reach the mirror. */
+export interface BuilderSettings {
+  /** IMGFLOW_MIRROR_PROXY: an http://HOST:PORT proxy for debootstrap and apt only (a builder with no route out). */
+  mirrorProxy?: string;
+}
+
+export function builderSettings(env: NodeJS.ProcessEnv = process.env): BuilderSettings {
+  const proxy = env.IMGFLOW_MIRROR_PROXY;
+  if (proxy === undefined || proxy === '') return {};
+  if (!/^http:\/\/[A-Za-z0-9.-]+:\d{1,5}\/?$/.test(proxy)) throw new InputError('IMGFLOW_MIRROR_PROXY', 'an http://HOST:PORT proxy URL', proxy);
+  return { mirrorProxy: proxy };
+}
+
+/** How a NAS offers its volumes to compute hosts (IMGFLOW_NAS_EXPORT and the settings of each kind). */
+export type NasExportSettings =
+  | { kind: 'none' }
+  /** IMGFLOW_NAS_PORTAL (127.0.0.1 unless set), IMGFLOW_TGT_CONTROL_PORT (a host's own tgtd, one per network namespace). */
+  | { kind: 'tgt'; portal: string; controlPort?: number }
+  /** IMGFLOW_NAS_NBD_ADDRESS. */
+  | { kind: 'nbd'; address?: string };
+
+export interface NasSettings {
+  /** IMGFLOW_HOME_MODE: who may read the stored versions, volumes and packs. */
+  modes: FileModes;
+  /** IMGFLOW_STREAM_ADDRESS: this host's IPv4 address for streams from other hosts; unset, they come over rsync or ssh. */
+  streamAddress?: string;
+  /** IMGFLOW_SYNC_LOCAL=1: other hosts' stores are reached here, without ssh (tests, one-host sites). */
+  syncLocal: boolean;
+  /** IMGFLOW_NAS_POOL: the ZFS dataset volumes are stored under; qcow2 files under `<home>/nas/<host>` when unset. */
+  pool?: string;
+  export: NasExportSettings;
+  /** IMGFLOW_NAS_SYNC_LIMIT: pulls this NAS runs at once (2 unless set). */
+  syncLimit: number;
+}
+
+function nasExportSettings(env: NodeJS.ProcessEnv): NasExportSettings {
+  const kind = env.IMGFLOW_NAS_EXPORT ?? 'none';
+  switch (kind) {
+    case 'tgt':
+      return {
+        kind,
+        portal: env.IMGFLOW_NAS_PORTAL ?? '127.0.0.1',
+        ...(env.IMGFLOW_TGT_CONTROL_PORT ? { controlPort: checkInt('IMGFLOW_TGT_CONTROL_PORT', env.IMGFLOW_TGT_CONTROL_PORT, 0, 65_535) } : {}),
+      };
+    case 'nbd':
+      return { kind, ...(env.IMGFLOW_NAS_NBD_ADDRESS ? { address: env.IMGFLOW_NAS_NBD_ADDRESS } : {}) };
+    case 'none':
+      return { kind };
+    default:
+      throw new InputError('IMGFLOW_NAS_EXPORT', 'one of none, tgt, nbd', kind);
+  }
+}
+
+/** Kept even when empty: the factory refuses an empty address rather than take it as unset. */
+function streamAddress(env: NodeJS.ProcessEnv): { streamAddress?: string } {
+  return env.IMGFLOW_STREAM_ADDRESS !== undefined ? { streamAddress: env.IMGFLOW_STREAM_ADDRESS } : {};
+}
+
+export function nasSettings(env: NodeJS.ProcessEnv = process.env): NasSettings {
+  return {
+    modes: homeModes(env),
+    ...streamAddress(env),
+    syncLocal: env.IMGFLOW_SYNC_LOCAL === '1',
+    ...optional('pool', env.IMGFLOW_NAS_POOL),
+    export: nasExportSettings(env),
+    syncLimit: checkInt('IMGFLOW_NAS_SYNC_LIMIT', env.IMGFLOW_NAS_SYNC_LIMIT ?? 2, 1, 100),
+  };
+}
+
+export interface ComputeSettings {
+  /** IMGFLOW_COMPUTE_INITIATOR: the iSCSI initiator name this host logs in with; `<prefix>:<host>` when unset. */
+  initiator?: string;
+  /** IMGFLOW_COMPUTE_ATTACH=iscsi-kernel: iSCSI volumes attach as kernel block devices, not as URLs qemu opens. */
+  kernelIscsi: boolean;
+  /** IMGFLOW_COMPUTE_POOL: the ZFS dataset a sync volume's local copy lives under; without it the host takes no sync volumes. */
+  pool?: string;
+  /** IMGFLOW_STREAM_ADDRESS, as for a NAS. */
+  streamAddress?: string;
+  /** IMGFLOW_SYNC_LOCAL=1, as for a NAS. */
+  syncLocal: boolean;
+}
+
+export function computeSettings(env: NodeJS.ProcessEnv = process.env): ComputeSettings {
+  return {
+    ...(env.IMGFLOW_COMPUTE_INITIATOR !== undefined ? { initiator: env.IMGFLOW_COMPUTE_INITIATOR } : {}),
+    kernelIscsi: env.IMGFLOW_COMPUTE_ATTACH === 'iscsi-kernel',
+    ...optional('pool', env.IMGFLOW_COMPUTE_POOL),
+    ...streamAddress(env),
+    syncLocal: env.IMGFLOW_SYNC_LOCAL === '1',
+  };
+}
+
+/** The cloud registry subscriptions register into: the built-in catalog, or an OpenNebula front-end. */
+export interface RegistrySettings {
+  /** IMGFLOW_CLOUD_FORMAT: the disk format images are registered in; the registry's own, qcow2, when absent. */
+  format?: 'qcow2' | 'raw';
+  /** IMGFLOW_ONE_ENDPOINT, IMGFLOW_ONE_USER (oneadmin), IMGFLOW_ONE_PASSWORD_FILE, IMGFLOW_ONE_DATASTORE (1). */
+  opennebula?: { endpoint: string; user: string; passwordFile: string; datastoreId: number };
+}
+
+export interface CloudSettings {
+  registry: RegistrySettings;
+  /** IMGFLOW_CA_DIR: the hashed CA directory image-list signers are checked against. */
+  caDir: string;
+}
+
+/** Where grid sites keep their hashed CA directory. */
+export const DEFAULT_CA_DIR = '/etc/grid-security/certificates';
+
+export function registrySettings(env: NodeJS.ProcessEnv = process.env): RegistrySettings {
+  const format = env.IMGFLOW_CLOUD_FORMAT || 'qcow2';
+  if (format !== 'qcow2' && format !== 'raw') throw new InputError('IMGFLOW_CLOUD_FORMAT', 'qcow2 or raw', env.IMGFLOW_CLOUD_FORMAT);
+  if (!env.IMGFLOW_ONE_ENDPOINT) return { format };
+  // The password itself is read from its file by the registry, at worker start, and lives only there.
+  const passwordFile = env.IMGFLOW_ONE_PASSWORD_FILE;
+  if (!passwordFile) throw new InputError('IMGFLOW_ONE_PASSWORD_FILE', 'a file holding the OpenNebula password when IMGFLOW_ONE_ENDPOINT is set', undefined);
+  return {
+    format,
+    opennebula: {
+      endpoint: env.IMGFLOW_ONE_ENDPOINT,
+      user: env.IMGFLOW_ONE_USER || 'oneadmin',
+      passwordFile,
+      datastoreId: checkInt('IMGFLOW_ONE_DATASTORE', env.IMGFLOW_ONE_DATASTORE ?? '1', 0, 1_000_000),
+    },
+  };
+}
+
+export function cloudSettings(env: NodeJS.ProcessEnv = process.env): CloudSettings {
+  return { registry: registrySettings(env), caDir: env.IMGFLOW_CA_DIR || DEFAULT_CA_DIR };
 }

@@ -16,7 +16,7 @@ import { cloudRegistry } from '../activities/cloud/registry/configured.js';
 import type { ImageList } from '../activities/cloud/imagelist.js';
 import { ensureEndorsement, fileDigest, signImageList, type Endorsement } from '../activities/cloud/publish.js';
 import type { Run } from '../activities/runner.js';
-import type { Config } from '../lib/config.js';
+import { registrySettings, type Config } from '../lib/config.js';
 import { serveFiles, type FileServer } from '../lib/file-server.js';
 import { exists, partialPath } from '../lib/files.js';
 import { subscriptionScheduleId, type Appliance, type SubscriptionConfig, type SubscriptionView, type SyncOutcome } from '../workflows/subscription.js';
@@ -181,7 +181,7 @@ export async function demoSubscription(
   client: Client,
   config: Config,
   run: Run,
-  place: CloudPlace = { site: config.site, registry: cloudRegistry(config, process.env), listen: '127.0.0.1' },
+  place: CloudPlace = { site: config.site, registry: cloudRegistry(config, registrySettings()), listen: '127.0.0.1' },
 ): Promise<{ summary: DemoSubscriptionSummary; text: string }> {
   const dir = path.join(config.home, 'demo', 'imagelist');
   const endorsement = await ensureEndorsement(run, path.join(dir, 'pki'), NAMES);

@@ -1,10 +1,11 @@
 /**
  * What each role's worker polls and runs. A role's activities come from its factory, given the
- * real drivers here; tests call the same factories or hand in their own activities.
+ * real drivers here and the role's settings, read from this process's environment by lib/config.ts
+ * when the worker starts; tests call the same factories or hand in their own activities.
  */
 import { createBuilderActivities } from '../activities/builder/index.js';
 import { createCloudActivities } from '../activities/cloud/index.js';
-import { cloudRegistry, trustAnchors } from '../activities/cloud/registry/configured.js';
+import { cloudRegistry } from '../activities/cloud/registry/configured.js';
 import { createComputeActivities } from '../activities/compute/index.js';
 import { createLineageHistoryActivities } from '../activities/control/lineage-history.js';
 import { createHostActivities } from '../activities/host.js';
@@ -16,7 +17,7 @@ import { createNasVolumeActivities } from '../activities/nas/volumes.js';
 import { createRunner } from '../activities/runner.js';
 import { checkArch, InputError } from '../common/names.js';
 import { CONTROL_QUEUE, queues, ROLES, WORKFLOW_QUEUE, type Role } from '../common/queues.js';
-import { paths, type Config } from '../lib/config.js';
+import { builderSettings, cloudSettings, computeSettings, nasSettings, paths, type Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
 
 export interface RolePlan {
@@ -47,20 +48,22 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
     case 'orchestrator':
       return { role, taskQueue: WORKFLOW_QUEUE, workflows: true, activities: {} };
     case 'builder':
-      return activityRole(role, queues.builder(checkArch('arch', arch)), host, createBuilderActivities(deps));
-    case 'nas':
+      return activityRole(role, queues.builder(checkArch('arch', arch)), host, createBuilderActivities({ ...deps, settings: builderSettings() }));
+    case 'nas': {
+      const nas = { ...deps, settings: nasSettings() };
       return activityRole(
         role,
         queues.nas(config.host),
         host,
-        createNasActivities(deps),
-        createNasVolumeActivities(deps),
+        createNasActivities(nas),
+        createNasVolumeActivities(nas),
         createNasDiffActivities(),
-        createNasRetentionActivities(deps),
-        createNasPackActivities(deps),
+        createNasRetentionActivities(nas),
+        createNasPackActivities(nas),
       );
+    }
     case 'compute':
-      return activityRole(role, queues.compute(config.host), host, createComputeActivities(deps));
+      return activityRole(role, queues.compute(config.host), host, createComputeActivities({ ...deps, settings: computeSettings() }));
     case 'cloud':
       return activityRole(role, queues.cloud(config.site), host, cloudActivities(run, config, logger));
     case 'control':
@@ -68,7 +71,8 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
   }
 }
 
-/** Subscription activities: the registry and trust anchors come from this worker's configuration. */
+/** Subscription activities: the registry and trust anchors come from this worker's settings. */
 function cloudActivities(run: ReturnType<typeof createRunner>, config: Config, logger: Logger) {
-  return createCloudActivities({ run, config, registry: cloudRegistry(config, process.env, logger), trust: trustAnchors(process.env), logger });
+  const settings = cloudSettings();
+  return createCloudActivities({ run, config, registry: cloudRegistry(config, settings.registry, logger), trust: { caDir: settings.caDir }, logger });
 }

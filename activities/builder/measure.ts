@@ -7,15 +7,9 @@ import { createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { once } from 'node:events';
-import { Context } from '@temporalio/activity';
 import { mapLimited } from '../../lib/concurrency.js';
 import type { Run } from '../runner.js';
-
-export interface InstalledPackage {
-  name: string;
-  version: string;
-  arch: string;
-}
+import { heartbeat, type InstalledPackage, type ManifestEntry } from '../shared/index.js';
 
 export interface Measurement {
   packages: number;
@@ -55,26 +49,6 @@ export async function diskUsage(run: Run, root: string): Promise<number> {
 
 export async function measureRoot(run: Run, root: string): Promise<Measurement> {
   return { packages: (await installedPackages(root)).length, bytes: await diskUsage(run, root) };
-}
-
-export interface ManifestEntry {
-  path: string;
-  type: 'file' | 'dir' | 'link' | 'other';
-  mode: string;
-  uid: number;
-  gid: number;
-  size: number;
-  sha256?: string;
-  target?: string;
-}
-
-/** Tells Temporal a long walk is alive; a no-op outside an activity. */
-function heartbeat(details: unknown): void {
-  try {
-    Context.current().heartbeat(details);
-  } catch {
-    /* not in an activity */
-  }
 }
 
 /** Files per sha256sum call, and calls at once (one per core here). */

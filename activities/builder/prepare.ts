@@ -7,6 +7,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { PrepareOptions, PrivateDir } from './recipe.js';
 import { inRoot, lstatOrUndefined, mountsUnder } from './rootfs.js';
+import { isPasswordHash } from '../shared/index.js';
 
 /** Directories the running system fills: shipped empty, with their usual modes. */
 export const EMPTY_DIRS: ReadonlyArray<readonly [string, number]> = [
@@ -43,12 +44,6 @@ export function unitName(name: string): string {
 
 export const isSshHostKey = (name: string) => /^ssh_host_.*_key(\.pub)?$/.test(name) || /^ssh_host_key(\.pub)?$/.test(name);
 export const isLease = (name: string) => /\.leases?$/.test(name) || /^dhclient.*\.(lease|leases|conf\.lease)$/.test(name);
-
-/** A shadow password field that holds a hash (not locked-empty `*`, `!`, `!*` or empty). */
-export function isPasswordHash(field: string): boolean {
-  const bare = field.replace(/^!+/, '');
-  return bare !== '' && bare !== '*';
-}
 
 /** Refuses a tree with something mounted in it: emptying /proc there would reach the kernel's. */
 export async function assertNothingMounted(root: string): Promise<void> {

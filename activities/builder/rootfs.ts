@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { exists, partialPath } from '../../lib/files.js';
 import type { Run } from '../runner.js';
 
 /** The host path of `inside` (an absolute path in the image), or undefined if a parent is a symlink. */
@@ -84,3 +85,59 @@ export const CHROOT_ENV: Record<string, string> = {
   LC_ALL: 'C.UTF-8',
   DEBIAN_FRONTEND: 'noninteractive',
 };
+
+/** Runs image code: isolated from the build host in namespaces of its own (see `inImageArgv`). */
+export async function runInRoot(run: Run, root: string, argv: string[], extraEnv: Record<string, string> = {}, timeoutMs = 60 * 60_000) {
+  await ensureProcDir(root);
+  return run(inImageArgv(root, argv), { env: { ...CHROOT_ENV, ...extraEnv }, timeoutMs });
+}
+
+/** Fills a fresh partial tree with `fill`, then puts it in place of `root` atomically. */
+export async function replaceRoot(run: Run, root: string, fill: (partial: string) => Promise<void>): Promise<void> {
+  const partial = partialPath(root);
+  if (await exists(partial)) await removeTree(run, partial);
+  await fs.mkdir(partial, { recursive: true, mode: 0o755 });
+  await fill(partial);
+  if (await exists(root)) await removeTree(run, root);
+  await fs.rename(partial, root);
+}
+
+/**
+ * Puts `content` at `inside` for the duration of `fn` and then restores what was there. The
+ * image's own entry (possibly a symlink, which must not be followed) is moved aside, not written.
+ */
+export async function withTemporaryFile<T>(root: string, inside: string, content: string | Buffer, mode: number, fn: () => Promise<T>): Promise<T> {
+  const file = await inRoot(root, inside);
+  if (!file) throw new Error(`${inside} in ${root} is reached through a symlink; refusing to write there`);
+  const aside = `${file}.imgflow-aside`;
+  // Present while `file` is ours: a worker killed inside `fn` leaves it, and the retry cleans up.
+  const ours = `${file}.imgflow-temporary`;
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  await restoreAside(file, aside, ours);
+  const had = (await lstatOrUndefined(file)) !== undefined;
+  if (had) await fs.rename(file, aside);
+  try {
+    await fs.writeFile(ours, '');
+    await fs.writeFile(file, content, { mode, flag: 'wx' });
+    return await fn();
+  } finally {
+    await fs.rm(file, { force: true });
+    await fs.rm(ours, { force: true });
+    if (had) await fs.rename(aside, file);
+  }
+}
+
+/** Undoes what a killed attempt of `withTemporaryFile` left: its own file out, the image's back. */
+async function restoreAside(file: string, aside: string, ours: string): Promise<void> {
+  if (await lstatOrUndefined(ours)) await fs.rm(file, { force: true });
+  await fs.rm(ours, { force: true });
+  if ((await lstatOrUndefined(aside)) && !(await lstatOrUndefined(file))) await fs.rename(aside, file);
+}
+
+/** How trees are archived and unpacked: owners by number, extended attributes and ACLs kept. */
+export const TAR_FLAGS = ['--numeric-owner', '--xattrs', '--xattrs-include=*', '--acls'];
+
+/** Unpacks a tree's tarball into `target`. */
+export async function extract(run: Run, tarball: string, target: string): Promise<void> {
+  await run(['tar', ...TAR_FLAGS, '-xpf', tarball, '-C', target], { timeoutMs: 30 * 60_000 });
+}

@@ -8,15 +8,14 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { checkHost, InputError } from '../../common/names.js';
 import type { Config } from '../../lib/config.js';
-import { exists, partialPath, sha256File } from '../../lib/files.js';
+import { exists, sha256File } from '../../lib/files.js';
 import type { Run } from '../runner.js';
 import { measureRoot } from './measure.js';
 import { assertNothingMounted } from './prepare.js';
 import { checkPrepareInput, type OutputFormat, type PrepareOptions } from './recipe.js';
-import { releaseMounts, removeTree } from './rootfs.js';
+import { releaseMounts, replaceRoot } from './rootfs.js';
 import { fixRoot, type Breach } from './validate.js';
-import { buildDirs, runPhaseOnce, type BuildDirs, type BuildRef } from './work.js';
-import type { PhaseResult } from './phases.js';
+import { buildDirs, MINUTE, runPhaseOnce, type BuildDirs, type BuildRef, type PhaseResult } from './phase.js';
 
 export interface StoredArtifact {
   format: OutputFormat;
@@ -25,7 +24,6 @@ export interface StoredArtifact {
   sha256: string;
 }
 
-const MINUTE = 60_000;
 const SAFE_PATH = /^\/[A-Za-z0-9._+@\/-]*$/;
 const SHA256 = /^[0-9a-f]{64}$/;
 const FORMATS: readonly OutputFormat[] = ['qcow2', 'raw', 'squashfs'];
@@ -94,12 +92,7 @@ export function createValidateVersionActivities({ run, config }: { run: Run; con
           // A worker that died here may have left the image mounted.
           await releaseMounts(run, dirs.work);
           await fs.mkdir(dirs.work, { recursive: true });
-          const partial = partialPath(dirs.root);
-          if (await exists(partial)) await removeTree(run, partial);
-          await fs.mkdir(partial, { mode: 0o755 });
-          await unpackInto(dirs, artifact, await localCopy(dirs, artifact), partial);
-          if (await exists(dirs.root)) await removeTree(run, dirs.root);
-          await fs.rename(partial, dirs.root);
+          await replaceRoot(run, dirs.root, async (partial) => unpackInto(dirs, artifact, await localCopy(dirs, artifact), partial));
           await fs.rm(path.join(dirs.work, `stored.${artifact.format}`), { force: true });
           const durationMs = Math.round(performance.now() - started);
           return { phase: 'open', durationMs, format: artifact.format, ...(await measureRoot(run, dirs.root)) };

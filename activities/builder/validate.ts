@@ -11,7 +11,6 @@ import {
   MTAB_TARGET,
   enablingLinks,
   isMasked,
-  isPasswordHash,
   logFiles,
   networkIdentityFiles,
   prepareRoot,
@@ -19,6 +18,7 @@ import {
 } from './prepare.js';
 import type { PrepareOptions } from './recipe.js';
 import { inRoot, lstatOrUndefined } from './rootfs.js';
+import { usersWithPasswords } from '../shared/index.js';
 
 export interface Breach {
   rule: string;
@@ -93,11 +93,7 @@ const passwords: Check = async (root, options) => {
   if (options.allowPasswordHashes) return [];
   const host = await inRoot(root, '/etc/shadow');
   const text = host ? await fs.readFile(host, 'utf8').catch(() => '') : '';
-  return text
-    .split('\n')
-    .map((line) => line.split(':'))
-    .filter((fields) => fields.length > 1 && isPasswordHash(fields[1]!))
-    .map((fields) => ({ rule: 'password-hash', path: '/etc/shadow', detail: `user ${fields[0]} has a password hash` }));
+  return usersWithPasswords(text).map((user) => ({ rule: 'password-hash', path: '/etc/shadow', detail: `user ${user} has a password hash` }));
 };
 
 const CHECKS: Check[] = [emptyDirs, logs, mtab, hostname, networkIdentity, services, passwords];

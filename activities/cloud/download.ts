@@ -5,7 +5,7 @@
  * number of times. Finished files live in a cache keyed by their sha512, so a second subscription
  * or a retried activity finds them there.
  */
-import { Context } from '@temporalio/activity';
+import type { Context } from '@temporalio/activity';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import http from 'node:http';
@@ -17,6 +17,7 @@ import { InputError } from '../../common/names.js';
 import { exists, hashFile } from '../../lib/files.js';
 import { createStreamHash, type StreamHash } from '../../lib/hashing.js';
 import type { Logger } from '../../lib/logger.js';
+import { currentActivity } from '../shared/index.js';
 
 export type DownloadFailure = 'not-found' | 'http' | 'truncated' | 'stalled' | 'network' | 'size' | 'sha512' | 'cancelled';
 
@@ -67,14 +68,6 @@ export interface DownloadResult {
 
 const SHA512 = /^[0-9a-f]{128}$/;
 const HEARTBEAT_MS = 1000;
-
-function currentActivity(): Context | undefined {
-  try {
-    return Context.current();
-  } catch {
-    return undefined;
-  }
-}
 
 function checkRequest(request: DownloadRequest): { url: URL; sha512?: string } {
   let url: URL;

@@ -5,22 +5,20 @@
  */
 import fs from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ApplicationFailure, Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/activity';
 import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../common/names.js';
-import type { Config } from '../../lib/config.js';
+import { computeSettings, type ComputeSettings } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
 import { createAttach, createPipe, createZfsStorage, replicate, type AttachDriver, type Attachment, type Pipe, type ReplicatingStorage } from '../drivers/index.js';
 import { checkIqn, checkSnapshotName, DEFAULT_IQN_PREFIX } from '../drivers/naming.js';
 import { createStreamReplication } from '../drivers/storage/stream-replication.js';
 import { checkDataset } from '../drivers/storage/zfs.js';
-import { beat, remoteRun } from '../nas/volumes.js';
-import type { Run } from '../runner.js';
+import { currentActivity, heartbeat, remoteRun, type ActivityDeps } from '../shared/index.js';
 
-export interface ComputeDeps {
-  run: Run;
-  config: Config;
+export interface ComputeDeps extends ActivityDeps {
   pipe?: Pipe;
-  env?: NodeJS.ProcessEnv;
+  /** The compute host's settings from its worker's configuration; the embedded defaults when absent. */
+  settings?: ComputeSettings;
 }
 
 /** What a compute host logs in as, and how it attaches a non-sync volume: a block device (iscsi-kernel) or a URL qemu opens (iscsi-direct). */
@@ -44,12 +42,9 @@ export interface LocalCopy {
  */
 function overallDeadline(bound: number): number {
   const now = Date.now();
-  try {
-    const { attempt, scheduledTimestampMs } = Context.current().info;
-    return attempt <= 1 ? now + bound : Math.min(now + bound, scheduledTimestampMs + bound);
-  } catch {
-    return now + bound;
-  }
+  const info = currentActivity()?.info;
+  if (!info) return now + bound;
+  return info.attempt <= 1 ? now + bound : Math.min(now + bound, info.scheduledTimestampMs + bound);
 }
 
 /** Processes holding `file` open, from /proc: the device is busy while any does. */
@@ -68,9 +63,9 @@ async function holders(file: string): Promise<number[]> {
   return pids;
 }
 
-export function createComputeActivities({ run, config, pipe, env = process.env }: ComputeDeps) {
-  const initiator = checkIqn('IMGFLOW_COMPUTE_INITIATOR', env.IMGFLOW_COMPUTE_INITIATOR ?? `${DEFAULT_IQN_PREFIX}:${config.host}`);
-  const kernelIscsi = env.IMGFLOW_COMPUTE_ATTACH === 'iscsi-kernel';
+export function createComputeActivities({ run, config, pipe, settings = computeSettings({}) }: ComputeDeps) {
+  const initiator = checkIqn('IMGFLOW_COMPUTE_INITIATOR', settings.initiator ?? `${DEFAULT_IQN_PREFIX}:${config.host}`);
+  const { kernelIscsi } = settings;
 
   /** The attach kind follows the export's URL; iSCSI goes through the kernel only where configured. */
   function driverFor(url: string): AttachDriver {
@@ -81,12 +76,12 @@ export function createComputeActivities({ run, config, pipe, env = process.env }
   }
 
   function localStore(): ReplicatingStorage {
-    const pool = env.IMGFLOW_COMPUTE_POOL;
+    const pool = settings.pool;
     if (!pool) throw new InputError('sync', `a compute host with a ZFS pool for local copies (set IMGFLOW_COMPUTE_POOL on ${config.host})`, true);
     return createZfsStorage({ run, pipe: pipe ?? createPipe(createLogger('imgflow-compute')), root: checkDataset('IMGFLOW_COMPUTE_POOL', pool) });
   }
 
-  const streams = createStreamReplication({ store: localStore, env, logger: createLogger('imgflow-compute') });
+  const streams = createStreamReplication({ store: localStore, address: settings.streamAddress, logger: createLogger('imgflow-compute') });
 
   return {
     /** The name this host's initiator logs in with: the one the export admits. */
@@ -115,7 +110,7 @@ export function createComputeActivities({ run, config, pipe, env = process.env }
         for (let busy = await holders(input.url); busy.length; busy = await holders(input.url)) {
           // Still busy at the deadline: another attempt would only wait again. The bound is the bound.
           if (Date.now() > deadline) throw ApplicationFailure.nonRetryable(`${input.url} is still in use by pid ${busy.join(', ')} after ${bound / 1000}s`, 'DeviceBusy');
-          beat({ waiting: input.url, holders: busy });
+          heartbeat({ waiting: input.url, holders: busy });
           await sleep(500);
         }
       }
@@ -125,13 +120,13 @@ export function createComputeActivities({ run, config, pipe, env = process.env }
     /** Sync mode: the node's own copy, received in full from the NAS's snapshot (once), at most at the volume's download speed. */
     async computeReceive(input: { volume: string; nas: string; nasRoot: string; snapshot: string; bytesPerSecond?: number }): Promise<LocalCopy> {
       const target = localStore();
-      const remote = remoteRun(run, config.host, checkHost('nas', input.nas), env);
+      const remote = remoteRun(run, config.host, checkHost('nas', input.nas), settings.syncLocal);
       const source = createZfsStorage({ run: remote.run, root: checkDataset('nasRoot', input.nasRoot) });
       const snapshot = checkSnapshotName('snapshot', input.snapshot);
       const rate = input.bytesPerSecond === undefined ? {} : { bytesPerSecond: checkSpeed('bytesPerSecond', input.bytesPerSecond) };
       await replicate({ volume: checkName('volume', input.volume), source, target, sourceCommand: remote.wrap, snapshot, ...rate });
       const copy = (await target.describe(input.volume))!;
-      return { root: checkDataset('IMGFLOW_COMPUTE_POOL', env.IMGFLOW_COMPUTE_POOL), devicePath: copy.devicePath, sizeBytes: copy.sizeBytes, snapshot };
+      return { root: checkDataset('IMGFLOW_COMPUTE_POOL', settings.pool), devicePath: copy.devicePath, sizeBytes: copy.sizeBytes, snapshot };
     },
 
     // Sync over the network (see stream-replication.ts): the node receives its first copy and sends its pulls.
@@ -145,8 +140,8 @@ export function createComputeActivities({ run, config, pipe, env = process.env }
     async computeStreamReceive(input: { volume: string; token: string; snapshot: string }): Promise<LocalCopy> {
       const received = await streams.receive(input);
       const copy = (await localStore().describe(input.volume))!;
-      beat({ received: received.bytes });
-      return { root: checkDataset('IMGFLOW_COMPUTE_POOL', env.IMGFLOW_COMPUTE_POOL), devicePath: copy.devicePath, sizeBytes: copy.sizeBytes, snapshot: checkSnapshotName('snapshot', input.snapshot) };
+      heartbeat({ received: received.bytes });
+      return { root: checkDataset('IMGFLOW_COMPUTE_POOL', settings.pool), devicePath: copy.devicePath, sizeBytes: copy.sizeBytes, snapshot: checkSnapshotName('snapshot', input.snapshot) };
     },
 
     /** Removes the node's copy after the final pull; one already gone is fine. */

@@ -8,13 +8,7 @@ import fs from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { ApplicationFailure } from '@temporalio/activity';
 import { sha256File } from '../../lib/files.js';
-import type { ManifestEntry } from '../builder/measure.js';
-
-export interface Package {
-  name: string;
-  version: string;
-  arch: string;
-}
+import type { InstalledPackage as Package, ManifestEntry } from '../shared/index.js';
 
 /** A version's manifests as its record names them (paths on this NAS, with their digests). */
 export interface DiffSide {

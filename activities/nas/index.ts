@@ -6,17 +6,17 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import { checkInt, checkName } from '../../common/names.js';
-import { homeModes, privateDir } from '../../lib/modes.js';
-import { paths, type Config } from '../../lib/config.js';
+import { privateDir } from '../../lib/modes.js';
+import { nasSettings, paths, type NasSettings } from '../../lib/config.js';
 import { exists, partialPath, removeStalePartials, sha256File } from '../../lib/files.js';
 import { createLogger } from '../../lib/logger.js';
 import { checkStreamAddress, checkToken, createStreamReceiver, type Endpoint } from '../drivers/stream.js';
-import { progress, type Run } from '../runner.js';
+import { progress } from '../runner.js';
+import type { ActivityDeps } from '../shared/index.js';
 
-export interface NasDeps {
-  run: Run;
-  config: Config;
-  env?: NodeJS.ProcessEnv;
+export interface NasDeps extends ActivityDeps {
+  /** The NAS's settings from its worker's configuration; the embedded defaults when absent. */
+  settings?: NasSettings;
 }
 
 export interface StoreRequest {
@@ -34,11 +34,11 @@ export interface ImageInfo {
   backingFile?: string;
 }
 
-export function createNasActivities({ run, config, env = process.env }: NasDeps) {
+export function createNasActivities({ run, config, settings = nasSettings({}) }: NasDeps) {
   const root = paths(config).nas(config.host);
-  const modes = homeModes(env);
+  const { modes } = settings;
   // Where builders on other hosts stream files to this NAS (unset: they are fetched over rsync).
-  const streamAddress = checkStreamAddress(env.IMGFLOW_STREAM_ADDRESS);
+  const streamAddress = checkStreamAddress(settings.streamAddress);
   const receiver = createStreamReceiver(createLogger('imgflow-nas'));
   const storePath = (image: string, version: string, name: string) => path.join(root, 'store', checkName('image', image), checkName('version', version), checkName('file name', name));
   const volumePath = (volume: string) => path.join(root, 'volumes', `${checkName('volume', volume)}.qcow2`);

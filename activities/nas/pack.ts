@@ -8,16 +8,16 @@
  * (lineages keep their names apart, not the NAS's). An image whose /etc/shadow holds password
  * hashes is refused unless its recipe allowed them.
  */
-import { homeModes, privateDir, type FileModes } from '../../lib/modes.js';
+import { privateDir, type FileModes } from '../../lib/modes.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ApplicationFailure } from '@temporalio/activity';
 import type { Artifact, PackKind } from '../../common/lineage.js';
 import { checkName, InputError } from '../../common/names.js';
-import { paths, type Config } from '../../lib/config.js';
+import { nasSettings, paths } from '../../lib/config.js';
 import { exists, partialPath, sha256File } from '../../lib/files.js';
-import { isPasswordHash } from '../builder/prepare.js';
-import type { Run } from '../runner.js';
+import { usersWithPasswords } from '../shared/index.js';
+import type { NasDeps } from './index.js';
 
 export interface PackInput {
   image: string;
@@ -46,15 +46,6 @@ export interface PackResult extends PackContents {
   root?: string;
   movedAside?: string;
   changed: boolean;
-}
-
-/** Users whose shadow entry holds a password hash. */
-export function usersWithPasswords(shadow: string): string[] {
-  return shadow
-    .split('\n')
-    .map((line) => line.split(':'))
-    .filter((f) => f.length > 1 && isPasswordHash(f[1]!))
-    .map((f) => f[0]!);
 }
 
 interface Entry {
@@ -129,9 +120,9 @@ async function placeStored(artifact: Artifact, target: string, modes: FileModes)
   await fs.chmod(target, modes.readOnly);
 }
 
-export function createNasPackActivities({ run, config, env = process.env }: { run: Run; config: Config; env?: NodeJS.ProcessEnv }) {
+export function createNasPackActivities({ run, config, settings = nasSettings({}) }: NasDeps) {
   // Packs are private like the rest of the state directory; a site whose boot server reads them says so with IMGFLOW_HOME_MODE.
-  const modes = homeModes(env);
+  const { modes } = settings;
   const nasRoot = paths(config).nas(config.host);
   const dirs: Record<PackKind, string> = { netboot: path.join(nasRoot, 'boot'), vm: path.join(nasRoot, 'vm') };
 

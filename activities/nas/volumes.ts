@@ -1,27 +1,25 @@
 /**
  * NAS side of clone-to-compute, on queue `nas.<host>`: per-VM copy-on-write volumes cloned from
  * stored versions, exported to one compute host, snapshotted and pulled back in sync mode. The
- * drivers come from this worker's environment; every activity looks before it acts, so a retry
+ * drivers come from this worker's settings; every activity looks before it acts, so a retry
  * after a crash finishes what the first attempt began.
  */
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Context } from '@temporalio/activity';
-import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../common/names.js';
-import { paths, type Config } from '../../lib/config.js';
+import { checkHost, checkName, checkSpeed, InputError } from '../../common/names.js';
+import { nasSettings, paths, type Config, type NasExportSettings, type NasSettings } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
-import { createExport, createPipe, createStorage, createZfsStorage, replicate, viaSsh, type ExportConfig, type ExportInfo, type Pipe, type ReplicatingStorage, type StorageConfig, type StorageDriver, type VolumeInfo } from '../drivers/index.js';
+import { createExport, createPipe, createStorage, createZfsStorage, replicate, type ExportConfig, type ExportInfo, type Pipe, type ReplicatingStorage, type StorageConfig, type StorageDriver, type VolumeInfo } from '../drivers/index.js';
 import { checkSnapshotName } from '../drivers/naming.js';
 import { createStreamReplication } from '../drivers/storage/stream-replication.js';
 import { checkDataset } from '../drivers/storage/zfs.js';
 import type { Run } from '../runner.js';
+import { heartbeat, remoteRun } from '../shared/index.js';
+import type { NasDeps } from './index.js';
 
-export interface NasVolumeDeps {
-  run: Run;
-  config: Config;
+export interface NasVolumeDeps extends NasDeps {
   /** Carries `zfs send | zfs recv` for pulls; made on demand when absent. */
   pipe?: Pipe;
-  env?: NodeJS.ProcessEnv;
 }
 
 export interface ClonedVolume extends VolumeInfo {
@@ -39,45 +37,21 @@ export interface PullResult {
 }
 
 /** The store: qcow2 files under `<home>/nas/<host>/`, or ZFS under IMGFLOW_NAS_POOL. */
-export function nasStorageConfig(run: Run, config: Config, env: NodeJS.ProcessEnv, pipe?: Pipe): StorageConfig {
-  if (env.IMGFLOW_NAS_POOL) return { kind: 'zfs', run, ...(pipe ? { pipe } : {}), root: checkDataset('IMGFLOW_NAS_POOL', env.IMGFLOW_NAS_POOL) };
+export function nasStorageConfig(run: Run, config: Config, settings: NasSettings, pipe?: Pipe): StorageConfig {
+  if (settings.pool) return { kind: 'zfs', run, ...(pipe ? { pipe } : {}), root: checkDataset('IMGFLOW_NAS_POOL', settings.pool) };
   return { kind: 'qcow2', run, root: paths(config).nas(config.host) };
 }
 
 /** The exporter: none (local path) unless IMGFLOW_NAS_EXPORT names tgt or nbd. */
-export function nasExportConfig(run: Run, config: Config, env: NodeJS.ProcessEnv, storage: StorageDriver): ExportConfig {
-  const kind = env.IMGFLOW_NAS_EXPORT ?? 'none';
-  switch (kind) {
+export function nasExportConfig(run: Run, config: Config, settings: NasExportSettings, storage: StorageDriver): ExportConfig {
+  switch (settings.kind) {
     case 'tgt':
-      return {
-        kind,
-        run,
-        nas: config.host,
-        portal: env.IMGFLOW_NAS_PORTAL ?? '127.0.0.1',
-        // A host's own tgtd (one per network namespace) answers on its own control port.
-        ...(env.IMGFLOW_TGT_CONTROL_PORT ? { controlPort: checkInt('IMGFLOW_TGT_CONTROL_PORT', env.IMGFLOW_TGT_CONTROL_PORT, 0, 65_535) } : {}),
-      };
+      // A host's own tgtd (one per network namespace) answers on its own control port.
+      return { ...settings, run, nas: config.host };
     case 'nbd':
-      return { kind, run, stateDir: path.join(paths(config).nas(config.host), 'nbd'), ...(env.IMGFLOW_NAS_NBD_ADDRESS ? { address: env.IMGFLOW_NAS_NBD_ADDRESS } : {}) };
+      return { ...settings, run, stateDir: path.join(paths(config).nas(config.host), 'nbd') };
     case 'none':
-      return { kind, storage };
-    default:
-      throw new InputError('IMGFLOW_NAS_EXPORT', 'one of none, tgt, nbd', kind);
-  }
-}
-
-/** Commands for another host's store run over ssh, unless that host is this one (or tests say local). */
-export function remoteRun(run: Run, here: string, there: string, env: NodeJS.ProcessEnv): { run: Run; wrap: (argv: string[]) => string[] } {
-  const wrap = there === here || env.IMGFLOW_SYNC_LOCAL === '1' ? (argv: string[]) => argv : viaSsh(checkHost('host', there));
-  return { run: (argv, options) => run(wrap([...argv]), options), wrap };
-}
-
-/** Heartbeats while an activity waits outside a command (the runner beats only inside one). */
-export function beat(details: unknown): void {
-  try {
-    Context.current().heartbeat(details);
-  } catch {
-    /* not inside an activity */
+      return { kind: 'none', storage };
   }
 }
 
@@ -85,21 +59,21 @@ function rootOf(config: StorageConfig): string {
   return config.root;
 }
 
-export function createNasVolumeActivities({ run, config, pipe, env = process.env }: NasVolumeDeps) {
-  const storageConfig = nasStorageConfig(run, config, env, pipe ?? (env.IMGFLOW_NAS_POOL ? createPipe(createLogger('imgflow-nas')) : undefined));
+export function createNasVolumeActivities({ run, config, pipe, settings = nasSettings({}) }: NasVolumeDeps) {
+  const storageConfig = nasStorageConfig(run, config, settings, pipe ?? (settings.pool ? createPipe(createLogger('imgflow-nas')) : undefined));
   const storage = createStorage(storageConfig);
-  const exporter = createExport(nasExportConfig(run, config, env, storage));
+  const exporter = createExport(nasExportConfig(run, config, settings.export, storage));
   // Pulls on this NAS at once; more wait for a slot, so many volumes' syncs never swamp its disks.
   // The count lives in the NAS's worker and nowhere else: one worker serves a NAS, a worker that
   // dies takes its slots with it, and the pulls it ran are retried by their volumes' workflows, so
   // no slot outlives its holder (as a semaphore kept in a workflow or a file could). A waiting
   // pull heartbeats, so a NAS that goes away is noticed while it waits.
-  const pullLimit = checkInt('IMGFLOW_NAS_SYNC_LIMIT', env.IMGFLOW_NAS_SYNC_LIMIT ?? 2, 1, 100);
+  const pullLimit = settings.syncLimit;
   let pulling = 0;
 
   async function withPullSlot<T>(fn: () => Promise<T>): Promise<T> {
     while (pulling >= pullLimit) {
-      beat({ waiting: 'a sync slot', pulling });
+      heartbeat({ waiting: 'a sync slot', pulling });
       await sleep(500);
     }
     pulling++;
@@ -121,7 +95,7 @@ export function createNasVolumeActivities({ run, config, pipe, env = process.env
     return storage as ReplicatingStorage;
   }
 
-  const streams = createStreamReplication({ store: replicating, env, logger: createLogger('imgflow-nas'), slot: withPullSlot });
+  const streams = createStreamReplication({ store: replicating, address: settings.streamAddress, logger: createLogger('imgflow-nas'), slot: withPullSlot });
 
   return {
     /**
@@ -168,7 +142,7 @@ export function createNasVolumeActivities({ run, config, pipe, env = process.env
      */
     async volumePull(input: { volume: string; computeHost: string; nodeRoot: string; snapshot: string; bytesPerSecond?: number }): Promise<PullResult> {
       const target = replicating();
-      const remote = remoteRun(run, config.host, checkHost('computeHost', input.computeHost), env);
+      const remote = remoteRun(run, config.host, checkHost('computeHost', input.computeHost), settings.syncLocal);
       const source = createZfsStorage({ run: remote.run, root: checkDataset('nodeRoot', input.nodeRoot) });
       const started = Date.now();
       const rate = input.bytesPerSecond === undefined ? {} : { bytesPerSecond: checkSpeed('bytesPerSecond', input.bytesPerSecond) };

@@ -15,7 +15,7 @@ import { createHostActivities } from '../../activities/host.js';
 import { createNasVolumeActivities } from '../../activities/nas/volumes.js';
 import { createRunner } from '../../activities/runner.js';
 import { queues, WORKFLOW_QUEUE } from '../../common/queues.js';
-import { loadConfig } from '../../lib/config.js';
+import { computeSettings, loadConfig, nasSettings } from '../../lib/config.js';
 import { sha256File } from '../../lib/files.js';
 import { checkRate, startRocksBridge, type RocksBridge, type RocksBridgeOptions } from '../../starters/bridges/rocks-amqp.js';
 import { updateLineage } from '../../starters/lineage-client.js';
@@ -77,8 +77,8 @@ describe('the Rocks bridge, as a Rocks frontend lives it', () => {
     declared.push({ exchange });
     const nasConfig = loadConfig({ home, host: nasHost }, {});
     const nodeConfig = loadConfig({ home, host: nodeHost }, {});
-    const nas: Activities = { [queues.nas(nasHost)]: { ...createHostActivities({ role: 'nas', config: nasConfig, arch: 'x86_64', run }), ...createNasVolumeActivities({ run, config: nasConfig, env: nasEnv }) } };
-    const compute: Activities = { [queues.compute(nodeHost)]: { ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }), ...createComputeActivities({ run, config: nodeConfig, env: computeEnv }) } };
+    const nas: Activities = { [queues.nas(nasHost)]: { ...createHostActivities({ role: 'nas', config: nasConfig, arch: 'x86_64', run }), ...createNasVolumeActivities({ run, config: nasConfig, settings: nasSettings(nasEnv) }) } };
+    const compute: Activities = { [queues.compute(nodeHost)]: { ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }), ...createComputeActivities({ run, config: nodeConfig, settings: computeSettings(computeEnv) }) } };
     const volumes = path.join(home, 'nas', nasHost, 'volumes');
     return {
       home,

@@ -61,8 +61,8 @@ describe('the Rocks bridge over RabbitMQ', () => {
   const nasConfig = loadConfig({ home, host: nasHost }, {});
   const nodeConfig = loadConfig({ home, host: nodeHost }, {});
   const activities = {
-    [queues.nas(nasHost)]: { ...createHostActivities({ role: 'nas', config: nasConfig, arch: 'x86_64', run }), ...createNasVolumeActivities({ run, config: nasConfig, env: {} }) },
-    [queues.compute(nodeHost)]: { ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }), ...createComputeActivities({ run, config: nodeConfig, env: {} }) },
+    [queues.nas(nasHost)]: { ...createHostActivities({ role: 'nas', config: nasConfig, arch: 'x86_64', run }), ...createNasVolumeActivities({ run, config: nasConfig }) },
+    [queues.compute(nodeHost)]: { ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }), ...createComputeActivities({ run, config: nodeConfig }) },
   };
   let frontend: Frontend;
 
@@ -169,7 +169,7 @@ describe('the Rocks bridge over RabbitMQ', () => {
     // The compute host's first step waits on a gate: the map cannot finish within the bound.
     let open!: () => void;
     const gate = new Promise<void>((resolve) => (open = resolve));
-    const compute = createComputeActivities({ run, config: nodeConfig, env: {} });
+    const compute = createComputeActivities({ run, config: nodeConfig });
     const gated = { ...activities, [queues.compute(nodeHost)]: { ...activities[queues.compute(nodeHost)]!, computeInitiator: async () => gate.then(() => compute.computeInitiator()) } };
     await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities: gated }, async () => {
       const logger = memoryLogger().logger;

@@ -56,12 +56,12 @@ describe('lineage operations on real builds', () => {
     'builder.x86_64': { ...createHostActivities({ role: 'builder', config, arch: 'x86_64', run }), ...createBuilderActivities({ run, config }) },
     [`nas.${host}`]: {
       ...createNasActivities({ run, config }),
-      ...createNasVolumeActivities({ run, config, env: {} }),
+      ...createNasVolumeActivities({ run, config }),
       ...createNasDiffActivities(),
       ...createNasRetentionActivities({ config }),
       ...createNasPackActivities({ run, config }),
     },
-    [`compute.${node}`]: { ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }), ...createComputeActivities({ run, config: nodeConfig, env: {} }) },
+    [`compute.${node}`]: { ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }), ...createComputeActivities({ run, config: nodeConfig }) },
   };
   const store = path.join(config.home, 'nas', host, 'store', image);
   const boot = path.join(config.home, 'nas', host, 'boot');

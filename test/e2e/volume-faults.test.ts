@@ -22,7 +22,7 @@ import { createNasVolumeActivities } from '../../activities/nas/volumes.js';
 import { createRunner, type Run } from '../../activities/runner.js';
 import { queues, WORKFLOW_QUEUE } from '../../common/queues.js';
 import { SA } from '../../common/search-attributes.js';
-import { loadConfig } from '../../lib/config.js';
+import { loadConfig, nasSettings } from '../../lib/config.js';
 import { sha256File } from '../../lib/files.js';
 import { findOnPath } from '../../lib/which.js';
 import { updateLineage } from '../../starters/lineage-client.js';
@@ -129,7 +129,7 @@ describe('NAS worker killed between clone and export', () => {
     const nasConfig = loadConfig({ home, host: nasHost }, {});
     const nodeConfig = loadConfig({ home, host: nodeHost }, {});
     // The same drivers the worker process uses, to count what the NAS holds.
-    const nas = createNasVolumeActivities({ run, config: nasConfig, env: {} });
+    const nas = createNasVolumeActivities({ run, config: nasConfig });
     const volumesDir = path.join(home, 'nas', nasHost, 'volumes');
     const startNasWorker = () => {
       const child = spawnWorker({ home, role: 'nas', host: nasHost, env: { PATH: `${shims}:${process.env.PATH}` } });
@@ -139,7 +139,7 @@ describe('NAS worker killed between clone and export', () => {
     };
 
     const { client, connection } = await testClient();
-    await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities: { [queues.compute(nodeHost)]: createComputeActivities({ run, config: nodeConfig, env: {} }) } }, async () => {
+    await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities: { [queues.compute(nodeHost)]: createComputeActivities({ run, config: nodeConfig }) } }, async () => {
       const file = await storedVersion(client, run, { home, nas: nasHost, image, format: 'qcow2' });
       const before = await nas.volumeList();
       expect(before).toEqual({ volumes: [], exports: [] });
@@ -195,7 +195,7 @@ describe('compute worker killed during attach', () => {
     const { logger } = memoryLogger();
     const run = createRunner(logger);
     const nasConfig = loadConfig({ home, host: nasHost }, {});
-    const nas = createNasVolumeActivities({ run, config: nasConfig, pipe: createPipe(logger), env: { IMGFLOW_NAS_POOL: `${nasPool.name}/imgflow`, IMGFLOW_NAS_EXPORT: 'tgt' } });
+    const nas = createNasVolumeActivities({ run, config: nasConfig, pipe: createPipe(logger), settings: nasSettings({ IMGFLOW_NAS_POOL: `${nasPool.name}/imgflow`, IMGFLOW_NAS_EXPORT: 'tgt' }) });
     // This NAS's targets only: other test files share tgtd.
     const targets = async () => parseTgtShow((await run(['tgtadm', '--lld', 'iscsi', '--op', 'show', '--mode', 'target'])).stdout).filter((t) => t.iqn.includes(`:${nasHost}.`));
     const startComputeWorker = () => {

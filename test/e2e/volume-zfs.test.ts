@@ -14,7 +14,7 @@ import { createHostActivities } from '../../activities/host.js';
 import { createNasVolumeActivities } from '../../activities/nas/volumes.js';
 import { createRunner } from '../../activities/runner.js';
 import { queues, WORKFLOW_QUEUE } from '../../common/queues.js';
-import { loadConfig } from '../../lib/config.js';
+import { computeSettings, loadConfig, nasSettings } from '../../lib/config.js';
 import { sha256File } from '../../lib/files.js';
 import { updateLineage } from '../../starters/lineage-client.js';
 import { registerVersionUpdate } from '../../workflows/lineage.js';
@@ -50,8 +50,8 @@ describe('volumes on zfs-fuse, exported by tgt or synced to the node', () => {
   const nasEnv = { IMGFLOW_NAS_POOL: `${nasPool.name}/imgflow`, IMGFLOW_NAS_EXPORT: 'tgt', IMGFLOW_SYNC_LOCAL: '1' };
   const nodeEnv = { IMGFLOW_COMPUTE_POOL: `${nodePool.name}/imgflow`, IMGFLOW_SYNC_LOCAL: '1' };
   const activities = {
-    [queues.nas(nasHost)]: { ...createHostActivities({ role: 'nas', config: nasConfig, arch: 'x86_64', run }), ...createNasVolumeActivities({ run, config: nasConfig, pipe, env: nasEnv }) },
-    [queues.compute(nodeHost)]: { ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }), ...createComputeActivities({ run, config: nodeConfig, pipe, env: nodeEnv }) },
+    [queues.nas(nasHost)]: { ...createHostActivities({ role: 'nas', config: nasConfig, arch: 'x86_64', run }), ...createNasVolumeActivities({ run, config: nasConfig, pipe, settings: nasSettings(nasEnv) }) },
+    [queues.compute(nodeHost)]: { ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }), ...createComputeActivities({ run, config: nodeConfig, pipe, settings: computeSettings(nodeEnv) }) },
   };
   const cli = (...args: string[]) => imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], { IMGFLOW_USER: 'alice' });
   const datasets = async (pool: string) => (await run(['zfs', 'list', '-H', '-r', '-t', 'filesystem', '-o', 'name', `${pool}/imgflow/volumes`], { okExitCodes: [1] })).stdout.split('\n').filter(Boolean);

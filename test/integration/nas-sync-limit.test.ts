@@ -13,7 +13,7 @@ import { createPipe } from '../../activities/drivers/pipe.js';
 import type { Pipe } from '../../activities/drivers/types.js';
 import { createNasVolumeActivities } from '../../activities/nas/volumes.js';
 import { createRunner } from '../../activities/runner.js';
-import { loadConfig } from '../../lib/config.js';
+import { computeSettings, loadConfig, nasSettings } from '../../lib/config.js';
 import { throwawayPool, useZfsFuse } from '../support/daemons.js';
 import { tempDir } from '../support/dirs.js';
 import { memoryLogger } from '../support/logger.js';
@@ -51,14 +51,14 @@ describe('concurrent sync pulls on one NAS', () => {
   const real = createPipe(logger);
   const nasConfig = loadConfig({ home, host: 'nas-limit' }, {});
   const nasEnv = { IMGFLOW_NAS_POOL: `${nasPool.name}/imgflow`, IMGFLOW_SYNC_LOCAL: '1' };
-  const node = createComputeActivities({ run, config: loadConfig({ home, host: 'node-limit' }, {}), pipe: real, env: { IMGFLOW_COMPUTE_POOL: `${nodePool.name}/imgflow`, IMGFLOW_SYNC_LOCAL: '1' } });
+  const node = createComputeActivities({ run, config: loadConfig({ home, host: 'node-limit' }, {}), pipe: real, settings: computeSettings({ IMGFLOW_COMPUTE_POOL: `${nodePool.name}/imgflow`, IMGFLOW_SYNC_LOCAL: '1' }) });
   const devices = new Map<string, string>();
 
   beforeAll(async () => {
     const source = path.join(home, 'nas', 'nas-limit', 'store', 'img', 'v1', 'img-v1.raw');
     fs.mkdirSync(path.dirname(source), { recursive: true });
     await run(['qemu-img', 'create', '-q', '-f', 'raw', source, `${16 * MiB}`]);
-    const nas = createNasVolumeActivities({ run, config: nasConfig, pipe: real, env: nasEnv });
+    const nas = createNasVolumeActivities({ run, config: nasConfig, pipe: real, settings: nasSettings(nasEnv) });
     for (const volume of VOLUMES) {
       await nas.volumeClone({ volume, image: 'img', version: 'v1', source });
       await nas.volumeSnapshot({ volume, name: snap(1) });
@@ -70,7 +70,7 @@ describe('concurrent sync pulls on one NAS', () => {
   for (const limit of [1, 2]) {
     it(`streams at most ${limit} at once with IMGFLOW_NAS_SYNC_LIMIT=${limit}, and every pull completes`, async () => {
       const { pipe, counts } = countingPipe(real, limit);
-      const nas = createNasVolumeActivities({ run, config: nasConfig, pipe, env: { ...nasEnv, IMGFLOW_NAS_SYNC_LIMIT: String(limit) } });
+      const nas = createNasVolumeActivities({ run, config: nasConfig, pipe, settings: nasSettings({ ...nasEnv, IMGFLOW_NAS_SYNC_LIMIT: String(limit) }) });
       for (const volume of VOLUMES) await run(['qemu-io', '-f', 'raw', '-c', `write -P 0x${limit}${limit} ${limit}M 1M`, devices.get(volume)!]);
       const results = await Promise.all(
         VOLUMES.map((volume) => nas.volumePull({ volume, computeHost: 'node-limit', nodeRoot: `${nodePool.name}/imgflow`, snapshot: snap(limit + 1) })),
@@ -81,6 +81,6 @@ describe('concurrent sync pulls on one NAS', () => {
   }
 
   it('refuses a limit that is not a whole number from 1', () => {
-    expect(() => createNasVolumeActivities({ run, config: nasConfig, env: { ...nasEnv, IMGFLOW_NAS_SYNC_LIMIT: '0' } })).toThrow(/IMGFLOW_NAS_SYNC_LIMIT: expected a whole number from 1 to 100/);
+    expect(() => createNasVolumeActivities({ run, config: nasConfig, settings: nasSettings({ ...nasEnv, IMGFLOW_NAS_SYNC_LIMIT: '0' }) })).toThrow(/IMGFLOW_NAS_SYNC_LIMIT: expected a whole number from 1 to 100/);
   });
 });

@@ -16,14 +16,15 @@ import { DEFAULT_KEEP } from './snapshots.js';
 
 export interface StreamReplicationDeps {
   store: () => ReplicatingStorage;
-  env: NodeJS.ProcessEnv;
+  /** This host's IMGFLOW_STREAM_ADDRESS, as the worker's settings hold it. */
+  address: string | undefined;
   logger: Logger;
   /** Wraps each receive (the NAS's limit on concurrent pulls). */
   slot?: <T>(fn: () => Promise<T>) => Promise<T>;
 }
 
-export function createStreamReplication({ store, env, logger, slot = (fn) => fn() }: StreamReplicationDeps) {
-  const address = checkStreamAddress(env.IMGFLOW_STREAM_ADDRESS);
+export function createStreamReplication({ store, address: given, logger, slot = (fn) => fn() }: StreamReplicationDeps) {
+  const address = checkStreamAddress(given);
   const receiver = createStreamReceiver(logger);
 
   return {
