@@ -2,6 +2,7 @@
  * What each role's worker polls and runs. A role's activities come from its factory, given the
  * real drivers here; tests call the same factories or hand in their own activities.
  */
+import { withBuildPlatform } from '../activities/builder/arch.js';
 import { createBuilderActivities } from '../activities/builder/index.js';
 import { createCloudActivities } from '../activities/cloud/index.js';
 import { cloudRegistry, trustAnchors } from '../activities/cloud/registry/configured.js';
@@ -47,7 +48,7 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
     case 'orchestrator':
       return { role, taskQueue: WORKFLOW_QUEUE, workflows: true, activities: {} };
     case 'builder':
-      return activityRole(role, queues.builder(checkArch('arch', arch)), host, createBuilderActivities(deps));
+      return activityRole(role, queues.builder(checkArch('arch', arch)), withBuildPlatform(host, checkArch('arch', arch), { run }), createBuilderActivities(deps));
     case 'nas':
       return activityRole(
         role,

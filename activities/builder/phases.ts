@@ -10,7 +10,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { InputError, checkName } from '../../common/names.js';
+import { debianArch } from '../../common/arch.js';
+import { InputError, checkArch, checkName } from '../../common/names.js';
 import { shortHostName, type Config } from '../../lib/config.js';
 import { exists, partialPath, sha256File } from '../../lib/files.js';
 import { CommandError, progress, stderrTail, type Run } from '../runner.js';
@@ -35,6 +36,7 @@ import {
   isLoopbackHost,
 } from './recipe.js';
 import type { ReportRow } from './report.js';
+import { checkTreeArch } from './arch.js';
 import { CHROOT_ENV, ensureProcDir, inImageArgv, inRoot, lstatOrUndefined, releaseMounts, removeTree } from './rootfs.js';
 import { fixRoot, validateRoot, type Breach } from './validate.js';
 import { buildDirs, runPhaseOnce, writeJsonAtomic, type BuildDirs, type BuildRef } from './work.js';
@@ -79,7 +81,6 @@ export const BOOTSTRAP_REUSED = 'bootstrap reused: same suite, variant, mirror, 
 /** Default exclusions of a capture: the contents of the running system's virtual directories. */
 export const CAPTURE_EXCLUDES = ['/proc/*', '/sys/*', '/dev/*', '/run/*', '/tmp/*'];
 
-const DEBIAN_ARCH: Record<string, string> = { x86_64: 'amd64', aarch64: 'arm64', ppc64le: 'ppc64el', s390x: 's390x', riscv64: 'riscv64' };
 const MINUTE = 60_000;
 /** rsync exit codes worth another attempt: connection and transport failures, timeouts. */
 const RSYNC_TRANSIENT = [10, 12, 30, 35, 255];
@@ -152,7 +153,7 @@ export function createPhaseActivities({ run: runCommand, config, ssh = {}, env =
    * the packages' own scripts, so it runs isolated in the image like any other image code.
    */
   async function debootstrapInto(target: string, arch: string, source: DebootstrapSource): Promise<void> {
-    const argv = ['debootstrap', '--foreign', `--arch=${DEBIAN_ARCH[arch] ?? arch}`, `--components=${source.components.join(',')}`];
+    const argv = ['debootstrap', '--foreign', `--arch=${debianArch(checkArch('arch', arch))}`, `--components=${source.components.join(',')}`];
     if (source.variant !== 'default') argv.push(`--variant=${source.variant}`);
     if (source.packages.length) argv.push(`--include=${source.packages.join(',')}`);
     const stages = [
@@ -292,6 +293,7 @@ export function createPhaseActivities({ run: runCommand, config, ssh = {}, env =
           await replaceRoot(dirs, async (partial) => {
             if (cacheHit) return extract(cached, partial);
             await debootstrapInto(partial, input.arch, source);
+            await checkTreeArch(partial, checkArch('arch', input.arch));
             await cacheTree(partial, cached);
           });
           return { cacheKey, cacheHit, ...(cacheHit ? { note: BOOTSTRAP_REUSED } : {}) };
