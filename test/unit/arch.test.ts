@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { elfArch, handlerMatches, parseHandlerStatus, parseRegistration, resolveInRoot, treeArch } from '../../activities/builder/arch.js';
+import { elfArch, ensureEmulation, handlerMatches, parseHandlerStatus, parseRegistration, resolveInRoot, treeArch } from '../../activities/builder/arch.js';
 import { ARCHES, archFromDebian, archFromElf, archFromNode, archFromUname, buildMode, debianArch, describePlatform } from '../../common/arch.js';
 import { checkArch } from '../../common/names.js';
 import { tempDir } from '../support/dirs.js';
@@ -98,6 +98,45 @@ describe('binfmt_misc handlers', () => {
     expect(handlerMatches(handler, elfHeader(62, 2))).toBe(false);
     expect(handlerMatches(handler, elfHeader(3, 1))).toBe(false);
     expect(handlerMatches(handler, Buffer.from('#!/bin/sh\n'))).toBe(false);
+  });
+});
+
+describe('setting up emulation (on a stand-in for /proc/sys/fs/binfmt_misc)', () => {
+  const dir = tempDir();
+  const run = async (argv: readonly string[]) => {
+    throw new Error(`no command expected here, got ${argv.join(' ')}`);
+  };
+  function binfmt(name: string, handlers: Record<string, string>): { binfmtDir: string; definitionDirs: string[]; registered: () => string } {
+    const binfmtDir = path.join(dir, name, 'binfmt_misc');
+    const defs = path.join(dir, name, 'binfmt.d');
+    fs.mkdirSync(binfmtDir, { recursive: true });
+    fs.mkdirSync(defs, { recursive: true });
+    fs.writeFileSync(path.join(binfmtDir, 'register'), '');
+    fs.writeFileSync(path.join(binfmtDir, 'status'), 'enabled\n');
+    fs.writeFileSync(path.join(defs, 'qemu-aarch64.conf'), `# qemu-user-static\n${AARCH64_CONF}\n`);
+    for (const [handler, text] of Object.entries(handlers)) fs.writeFileSync(path.join(binfmtDir, handler), text);
+    return { binfmtDir, definitionDirs: [defs], registered: () => fs.readFileSync(path.join(binfmtDir, 'register'), 'utf8') };
+  }
+
+  it('uses an enabled handler another registered for the arch as it is, registering nothing', async () => {
+    const machine = binfmt('theirs', { aarch64: AARCH64_STATUS.replace('aarch64-binfmt-P', 'qemu-aarch64-other'), python: 'enabled\ninterpreter /usr/bin/python3\nflags: \nextension .pyc\n' });
+    const handler = await ensureEmulation('aarch64', { run, ...machine });
+    expect(handler).toMatchObject({ name: 'aarch64', interpreter: '/usr/libexec/qemu-binfmt/qemu-aarch64-other' });
+    expect(machine.registered()).toBe('');
+  });
+
+  it('refuses, naming it, a handler without the F flag, and one that is disabled, and changes neither', async () => {
+    const noF = binfmt('nof', { 'qemu-aarch64': AARCH64_STATUS.replace('flags: POF', 'flags: P') });
+    await expect(ensureEmulation('aarch64', { run, ...noF })).rejects.toThrow(/^builder for aarch64: the binfmt_misc handler qemu-aarch64 .* lacks the F flag/);
+    const disabled = binfmt('disabled', { 'qemu-aarch64': AARCH64_STATUS.replace('enabled', 'disabled') });
+    await expect(ensureEmulation('aarch64', { run, ...disabled })).rejects.toThrow(/^builder for aarch64: the binfmt_misc handler qemu-aarch64 is there but disabled/);
+    expect([noF.registered(), disabled.registered()]).toEqual(['', '']);
+  });
+
+  it('says in one line that qemu-user-static is missing when it has no definition for the arch', async () => {
+    const machine = binfmt('bare', {});
+    fs.rmSync(path.join(machine.definitionDirs[0]!, 'qemu-aarch64.conf'));
+    await expect(ensureEmulation('aarch64', { run, ...machine })).rejects.toThrow(/^builder for aarch64: qemu-user-static is not installed \(no qemu-aarch64\.conf in .*\); run scripts\/setup\.sh/);
   });
 });
 
