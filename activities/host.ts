@@ -3,6 +3,7 @@
  * and what it runs, before they send it real work.
  */
 import os from 'node:os';
+import type { BuildPlatform } from '../common/arch.js';
 import type { Role } from '../common/queues.js';
 import type { Config } from '../lib/config.js';
 import type { Run } from './runner.js';
@@ -16,6 +17,8 @@ export interface HostFacts {
   uptimeSeconds: number;
   /** First line of `qemu-img --version`: every role that touches images needs it. */
   qemuImg: string;
+  /** A builder's: how it builds for its architecture (native or emulated). */
+  build?: BuildPlatform;
 }
 
 export function createHostActivities({ role, config, arch, run }: { role: Role; config: Config; arch: string; run: Run }) {

@@ -2,6 +2,7 @@
  * The records an image lineage keeps. Pure types and checks, shared by the lineage workflow,
  * the activities that produce versions and the CLI that shows them.
  */
+import type { BuildPlatform } from './arch.js';
 import { checkText } from './limits.js';
 import { InputError } from './names.js';
 
@@ -40,7 +41,8 @@ export interface VersionRecord {
   private: { dir: string; exclude: string[] }[];
   shared: boolean;
   report: PhaseRow[];
-  provenance: { builder: string; source: string; tools: Record<string, string>; workflowId: string };
+  /** `build`: the architecture built for and how (native or emulated); versions built before it was recorded have none. */
+  provenance: { builder: string; source: string; tools: Record<string, string>; workflowId: string; build?: BuildPlatform };
   /** Every command the build ran, with its outcome and what it said on stderr. */
   log?: { path: string; sha256: string };
   revoked?: { reason: string; by: string; at: string };

@@ -3,6 +3,7 @@
  * checked here first, so that nothing with `/`, `..`, spaces or shell characters goes further.
  * Pure code: imported by workflows, activities and starters alike.
  */
+import { ARCHES, type Arch } from './arch.js';
 
 /** An error in what someone asked for: names the field and what was expected. Never retried. */
 export class InputError extends Error {
@@ -57,8 +58,7 @@ export function checkHost(field: string, value: unknown): string {
   return value;
 }
 
-export const ARCHES = ['x86_64', 'aarch64', 'ppc64le', 's390x', 'riscv64'] as const;
-export type Arch = (typeof ARCHES)[number];
+export { ARCHES, type Arch };
 
 export function checkArch(field: string, value: unknown): Arch {
   if (!ARCHES.includes(value as Arch)) throw new InputError(field, `one of ${ARCHES.join(', ')}`, value);

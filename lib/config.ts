@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { homeModes, type FileModes } from './modes.js';
+import { archFromNode } from '../common/arch.js';
 import { checkHost, checkInt, InputError } from '../common/names.js';
 
 export interface Config {
@@ -52,8 +53,7 @@ export function shortHostName(): string {
 
 /** Node's `process.arch` in the kernel's words, as task queues and package managers use them. */
 export function machineArch(): string {
-  const map: Record<string, string> = { x64: 'x86_64', arm64: 'aarch64', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
-  return map[process.arch] ?? process.arch;
+  return archFromNode(process.arch);
 }
 
 function defaultHome(): string {

@@ -10,6 +10,7 @@ APT_PACKAGES=(
   tgt libiscsi-bin              # userspace iSCSI target and initiator tools
   nbdkit libnbd-bin             # NBD exports and their readers
   debootstrap squashfs-tools e2fsprogs rsync openssh-server openssh-client
+  qemu-user-static file         # builds for other architectures (aarch64 on x86_64); file reads binaries' arch in tests
   openssl ca-certificates tar
 )
 
@@ -41,6 +42,27 @@ if [[ ! -f $stamp ]] || [[ -n $(find common lib workflows activities workers sta
   rm -rf dist
   npx --no-install tsc -p tsconfig.build.json
   touch "$stamp"
+fi
+
+# Builds for aarch64 on this machine: binfmt_misc mounted and qemu's handler registered when none
+# serves aarch64 yet (a builder worker does the same at start; nothing is ever unregistered).
+if [[ $(uname -m) == x86_64 ]]; then
+  if [[ $(id -u) -eq 0 ]]; then
+    node --input-type=module -e "
+      import { builderPlatform } from './dist/activities/builder/arch.js';
+      import { createRunner } from './dist/activities/runner.js';
+      import { createLogger } from './dist/lib/logger.js';
+      try {
+        const p = await builderPlatform('aarch64', { run: createRunner(createLogger('setup', 'warn')) });
+        process.stderr.write('setup: builds for aarch64: ' + p.mode + (p.emulator ? ' (' + p.emulator + ')' : '') + '\\n');
+      } catch (err) {
+        process.stderr.write('setup: ' + err.message + '\\n');
+        process.exit(1);
+      }
+    " || say 'builds for aarch64 cannot run on this machine (see above); their builder worker will refuse to start'
+  else
+    say 'not root: binfmt_misc for aarch64 builds is left as it is (a root builder worker sets it up at start)'
+  fi
 fi
 
 node bin/imgflow.js server install-cli >/dev/null

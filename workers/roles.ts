@@ -3,6 +3,7 @@
  * real drivers here and the role's settings, read from this process's environment by lib/config.ts
  * when the worker starts; tests call the same factories or hand in their own activities.
  */
+import { withBuildPlatform } from '../activities/builder/arch.js';
 import { createBuilderActivities } from '../activities/builder/index.js';
 import { createCloudActivities } from '../activities/cloud/index.js';
 import { cloudRegistry } from '../activities/cloud/registry/configured.js';
@@ -48,7 +49,7 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
     case 'orchestrator':
       return { role, taskQueue: WORKFLOW_QUEUE, workflows: true, activities: {} };
     case 'builder':
-      return activityRole(role, queues.builder(checkArch('arch', arch)), host, createBuilderActivities({ ...deps, settings: builderSettings() }));
+      return activityRole(role, queues.builder(checkArch('arch', arch)), withBuildPlatform(host, checkArch('arch', arch), { run }), createBuilderActivities({ ...deps, settings: builderSettings() }));
     case 'nas': {
       const nas = { ...deps, settings: nasSettings() };
       return activityRole(

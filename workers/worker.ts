@@ -10,6 +10,8 @@ import { paths, type Config } from '../lib/config.js';
 import { removeLeftovers } from '../activities/leftovers.js';
 import { createRunner, reapOrphans } from '../activities/runner.js';
 import type { Logger } from '../lib/logger.js';
+import { builderPlatform } from '../activities/builder/arch.js';
+import { checkArch } from '../common/names.js';
 import { planRole, type RolePlan } from './roles.js';
 import type { Role } from '../common/queues.js';
 
@@ -47,6 +49,7 @@ export async function createWorker(spec: WorkerSpec): Promise<{ worker: Worker; 
   const left = await removeLeftovers(spec.role, spec.config, spec.arch, createRunner(spec.logger));
   for (const mount of left.unmounted) spec.logger.warn({ mount }, 'unmounted what a worker that died left mounted');
   for (const file of left.removed) spec.logger.warn({ path: file }, 'removed a partial file left by a worker that died');
+  if (spec.role === 'builder') spec.logger.info({ build: await builderPlatform(checkArch('arch', spec.arch), { run: createRunner(spec.logger) }) }, 'builder platform');
   const activities = spec.activities ?? plan.activities;
   const worker = await Worker.create({
     connection: spec.connection,

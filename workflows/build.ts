@@ -170,7 +170,7 @@ export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
         private: measured.private ?? [],
         shared: measured.shared ?? false,
         report,
-        provenance: { builder: facts.host, source: describeSource(recipe), tools: { 'qemu-img': facts.qemuImg, kernel: facts.kernel }, workflowId: workflowInfo().workflowId },
+        provenance: { builder: facts.host, source: describeSource(recipe), tools: { 'qemu-img': facts.qemuImg, kernel: facts.kernel }, workflowId: workflowInfo().workflowId, ...(facts.build ? { build: facts.build } : {}) },
         ...(log && storedLog ? { log: { path: storedLog.path, sha256: log.sha256 } } : {}),
         ...(recipe.prepare.allowPasswordHashes ? { allowPasswordHashes: true } : {}),
         ...(capturedBuilderRoot ? { capturedBuilderRoot: true } : {}),

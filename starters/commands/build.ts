@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import type { Client } from '@temporalio/client';
 import { machineMirror, readRecipe, recipeDigest } from '../../activities/builder/recipe.js';
 import { formatReport } from '../../activities/builder/report.js';
+import { describePlatform } from '../../common/arch.js';
 import { checkText } from '../../common/limits.js';
 import type { VersionRecord } from '../../common/lineage.js';
 import { checkHost, checkInt, InputError } from '../../common/names.js';
@@ -31,6 +32,7 @@ export function formatVersion(v: VersionRecord): string {
     ['version', `${v.id}  ${v.createdAt} by ${v.by}: ${v.message}`],
     ['source', `${v.provenance.source}${v.capturedBuilderRoot ? ' (the builder host itself: allowBuilderRoot)' : ''}`],
     ['builder', `${v.provenance.builder} (${v.provenance.workflowId})`],
+    ...(v.provenance.build ? [['arch', describePlatform(v.provenance.build)]] : []),
     ...v.artifacts.map((a) => [a.format, `${a.path} on ${a.host} (${humanBytes(a.bytes)}, sha256 ${a.sha256})`]),
     ...(v.log ? [['log', v.log.path]] : []),
     ...(v.revoked ? [['REVOKED', `${v.revoked.at} by ${v.revoked.by}: ${v.revoked.reason}`]] : []),

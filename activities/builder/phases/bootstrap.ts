@@ -5,24 +5,25 @@
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { debianArch } from '../../../common/arch.js';
+import { checkArch } from '../../../common/names.js';
 import type { BuilderSettings } from '../../../lib/config.js';
 import { exists, partialPath } from '../../../lib/files.js';
 import type { Run } from '../../runner.js';
 import type { ActivityDeps } from '../../shared/index.js';
+import { checkTreeArch } from '../arch.js';
 import { buildDirs, fetchEnv, loggingRunner, MINUTE, runPhase, type BuildRef, type PhaseResult } from '../phase.js';
 import { bootstrapKey, checkSourceInput, type DebootstrapSource } from '../recipe.js';
 import { CHROOT_ENV, ensureProcDir, extract, inImageArgv, replaceRoot, TAR_FLAGS } from '../rootfs.js';
 
 export const BOOTSTRAP_REUSED = 'bootstrap reused: same suite, variant, mirror, packages';
 
-const DEBIAN_ARCH: Record<string, string> = { x86_64: 'amd64', aarch64: 'arm64', ppc64le: 'ppc64el', s390x: 's390x', riscv64: 'riscv64' };
-
 /**
  * debootstrap in two stages: the first only downloads and unpacks, on the host; the second runs
  * the packages' own scripts, so it runs isolated in the image like any other image code.
  */
 async function debootstrapInto(run: Run, target: string, arch: string, source: DebootstrapSource, env: Record<string, string>): Promise<void> {
-  const argv = ['debootstrap', '--foreign', `--arch=${DEBIAN_ARCH[arch] ?? arch}`, `--components=${source.components.join(',')}`];
+  const argv = ['debootstrap', '--foreign', `--arch=${debianArch(checkArch('arch', arch))}`, `--components=${source.components.join(',')}`];
   if (source.variant !== 'default') argv.push(`--variant=${source.variant}`);
   if (source.packages.length) argv.push(`--include=${source.packages.join(',')}`);
   const stages = [
@@ -76,6 +77,7 @@ export function createBootstrapActivities({ run: runCommand, config, settings = 
           await replaceRoot(run, dirs.root, async (partial) => {
             if (cacheHit) return extract(run, cached, partial);
             await debootstrapInto(run, partial, input.arch, source, env);
+            await checkTreeArch(partial, checkArch('arch', input.arch));
             await cacheTree(run, partial, cached);
           });
           return { cacheKey, cacheHit, ...(cacheHit ? { note: BOOTSTRAP_REUSED } : {}) };
