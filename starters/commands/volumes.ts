@@ -3,40 +3,18 @@
  * `volume-attrs`, `sync-now` and `clean`. Each volume is an entity workflow; these commands send it
  * validated updates, so bad input is refused (exit 2) before anything changes.
  */
-import type { Client } from '@temporalio/client';
 import type { Command } from 'commander';
 import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../common/names.js';
 import { queues } from '../../common/queues.js';
-import {
-  cleanUpdate,
-  deleteUpdate,
-  setAttrsUpdate,
-  syncNowUpdate,
-  unmapUpdate,
-  volumeQuery,
-  type MapRequest,
-  type VolumeAttrs,
-  type VolumeView,
-} from '../../workflows/volume.js';
-import { answered } from '../answers.js';
-import { configFrom, connectClient, currentUser, say, type GlobalFlags } from '../context.js';
+import type { MapRequest, VolumeAttrs, VolumeView } from '../../workflows/volume.js';
+import { configFrom, currentUser, say, type GlobalFlags } from '../context.js';
+import { BASE_REF } from '../image-refs.js';
 import { formatPairs, formatTable, printJson } from '../output.js';
-import { hasWorker } from '../answers.js';
-import { BASE_REF, baseVersion, known, listVolumes, mapVolume, volumeHandle } from '../volume-client.js';
 
 const GiB = 1024 ** 3;
 
-/** Runs `fn` with a client, closing the connection after. */
-async function withClient<T>(cmd: Command, fn: (client: Client, flags: GlobalFlags, namespace: string) => Promise<T>): Promise<T> {
-  const flags = cmd.optsWithGlobals<GlobalFlags>();
-  const config = configFrom(flags);
-  const { client, connection } = await connectClient(config);
-  try {
-    return await fn(client, flags, config.namespace);
-  } finally {
-    await connection.close();
-  }
-}
+/** The Temporal side, loaded when a command runs (never for --help). */
+const clients = async () => ({ ...(await import('../client.js')), ...(await import('../volume-client.js')), ...(await import('../answers.js')) });
 
 function printView(view: VolumeView, json: boolean | undefined): void {
   if (json) return printJson(view);
@@ -79,7 +57,9 @@ export function registerVolumes(program: Command): void {
       const waitSeconds = checkInt('--wait', opts.wait, 1, 3600);
       const frequencySeconds = opts.frequency === undefined ? undefined : checkInt('--frequency', opts.frequency, 10, 86_400);
       if (frequencySeconds !== undefined && !opts.sync) throw new InputError('--frequency', 'to be given with --sync (only sync mode pulls)', opts.frequency);
-      await withClient(cmd, async (client, flags, namespace) => {
+      const flags = cmd.optsWithGlobals<GlobalFlags>();
+      const { withClient, baseVersion, hasWorker, mapVolume } = await clients();
+      await withClient(configFrom(flags), async ({ client, config: { namespace } }) => {
         const base = await baseVersion(client, opts.image, nas);
         if (!(await hasWorker(client, namespace, queues.nas(nas)))) throw new InputError('--nas', `a NAS whose worker is running (nothing polls ${queues.nas(nas)})`, nas);
         if (!(await hasWorker(client, namespace, queues.compute(computeHost)))) throw new InputError('--compute', `a compute host whose worker is running (nothing polls ${queues.compute(computeHost)})`, computeHost);
@@ -108,8 +88,10 @@ export function registerVolumes(program: Command): void {
     .action(async (volume: string, opts: { wait: string }, cmd: Command) => {
       checkName('volume', volume);
       const waitSeconds = checkInt('--wait', opts.wait, 0, 86_400);
-      await withClient(cmd, async (client, flags) => {
-        const result = await known(volume, () => volumeHandle(client, volume).executeUpdate(unmapUpdate, { args: [{ by: currentUser(), waitSeconds }] }));
+      const flags = cmd.optsWithGlobals<GlobalFlags>();
+      const { withClient, unmapVolume } = await clients();
+      await withClient(configFrom(flags), async ({ client }) => {
+        const result = await unmapVolume(client, volume, { by: currentUser(), waitSeconds });
         if (flags.json) return printJson(result);
         say(result.message);
       });
@@ -121,8 +103,10 @@ export function registerVolumes(program: Command): void {
     .argument('<volume>', 'the volume name')
     .action(async (volume: string, _opts: unknown, cmd: Command) => {
       checkName('volume', volume);
-      await withClient(cmd, async (client, flags) => {
-        const result = await known(volume, () => volumeHandle(client, volume).executeUpdate(deleteUpdate, { args: [{ by: currentUser() }] }));
+      const flags = cmd.optsWithGlobals<GlobalFlags>();
+      const { withClient, deleteVolume } = await clients();
+      await withClient(configFrom(flags), async ({ client }) => {
+        const result = await deleteVolume(client, volume, { by: currentUser() });
         if (flags.json) return printJson(result);
         say(result.message);
       });
@@ -134,7 +118,9 @@ export function registerVolumes(program: Command): void {
     .option('--nas <nas>', 'only volumes on this NAS')
     .option('--compute <host>', 'only volumes on this compute host')
     .action(async (opts: { nas?: string; compute?: string }, cmd: Command) => {
-      await withClient(cmd, async (client, flags) => {
+      const flags = cmd.optsWithGlobals<GlobalFlags>();
+      const { withClient, listVolumes } = await clients();
+      await withClient(configFrom(flags), async ({ client }) => {
         const views = await listVolumes(client, opts);
         if (flags.json) return printJson(views);
         const rows = views.map((v) => ({
@@ -172,12 +158,9 @@ export function registerVolumes(program: Command): void {
         ...(opts.downloadSpeed !== undefined ? { downloadSpeed: checkSpeed('--download-speed', opts.downloadSpeed) } : {}),
         ...(opts.freeze ? { frozen: true } : opts.thaw ? { frozen: false } : {}),
       };
-      await withClient(cmd, async (client, flags) => {
-        const handle = volumeHandle(client, volume);
-        const changes = Object.keys(attrs).length > 1;
-        const view = await known(volume, () => (changes ? handle.executeUpdate(setAttrsUpdate, { args: [attrs] }) : handle.describe().then((d) => answered(client, `volume ${volume}`, () => handle.query(volumeQuery), [d.taskQueue]))));
-        printView(view, flags.json);
-      });
+      const flags = cmd.optsWithGlobals<GlobalFlags>();
+      const { withClient, volumeAttrs } = await clients();
+      await withClient(configFrom(flags), async ({ client }) => printView(await volumeAttrs(client, volume, attrs), flags.json));
     });
 
   program
@@ -186,8 +169,10 @@ export function registerVolumes(program: Command): void {
     .argument('<volume>', 'the volume name')
     .action(async (volume: string, _opts: unknown, cmd: Command) => {
       checkName('volume', volume);
-      await withClient(cmd, async (client, flags) => {
-        const result = await known(volume, () => volumeHandle(client, volume).executeUpdate(syncNowUpdate, { args: [{ by: currentUser() }] }));
+      const flags = cmd.optsWithGlobals<GlobalFlags>();
+      const { withClient, syncVolumeNow } = await clients();
+      await withClient(configFrom(flags), async ({ client }) => {
+        const result = await syncVolumeNow(client, volume, { by: currentUser() });
         if (flags.json) return printJson(result);
         process.stdout.write(`${result.snapshot}${result.sent ? '' : ' (already there)'} in ${result.durationMs} ms\n`);
       });
@@ -202,8 +187,10 @@ export function registerVolumes(program: Command): void {
     .action(async (volume: string, opts: { force?: boolean; reason: string }, cmd: Command) => {
       checkName('volume', volume);
       if (!opts.force) throw new InputError('--force', '--force: clean skips the compute host and may leave it holding the volume', false);
-      await withClient(cmd, async (client, flags) => {
-        const result = await known(volume, () => volumeHandle(client, volume).executeUpdate(cleanUpdate, { args: [{ by: currentUser(), force: true, reason: opts.reason }] }));
+      const flags = cmd.optsWithGlobals<GlobalFlags>();
+      const { withClient, cleanVolume } = await clients();
+      await withClient(configFrom(flags), async ({ client }) => {
+        const result = await cleanVolume(client, volume, { by: currentUser(), force: true, reason: opts.reason });
         if (flags.json) return printJson(result);
         say(result.message);
       });
