@@ -10,7 +10,6 @@ import { SA } from '../common/search-attributes.js';
 import { cleanUpdate, deleteUpdate, mapUpdate, setAttrsUpdate, syncNowUpdate, unmapUpdate, volumeQuery, volumeWorkflow, volumeWorkflowId, type BaseVersion, type MapRequest, type MapResult, type VolumeAttrs, type VolumeView } from '../workflows/volume.js';
 import type { LineageView } from '../workflows/lineage.js';
 import { answered } from './answers.js';
-import { describeLineage, resolveVersion } from './lineage-client.js';
 import { BASE_REF } from './image-refs.js';
 
 export { BASE_REF };
@@ -41,6 +40,8 @@ export async function baseVersion(client: Client, ref: string, nas: string): Pro
   if (!m) throw new InputError('--image', BASE_REF, ref);
   const [, name, how, which] = m;
   const image = checkName('image', name);
+  // The lineage's client only here: the storage map and a volume's own updates need none of it.
+  const { describeLineage, resolveVersion } = await import('./lineage-client.js');
   const view = await describeLineage(client, image);
   const { id, format } = how === '%' ? fromPack(view, image, which!, nas) : { id: how === '@' ? onChannel(view, image, which!) : resolveVersion(view, image, which), format: undefined };
   const record = view.versions.find((v) => v.id === id)!;
