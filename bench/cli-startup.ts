@@ -78,7 +78,7 @@ try {
   ];
   const floor = median(Array.from({ length: n }, () => wall([process.execPath, '-e', '0'])));
 
-  console.log(`CLI start-up, wall ms, ${n} runs each (Node ${process.version}, ${temporal}, ${os.cpus().length} CPUs ${os.cpus()[0]?.model ?? '?'})`);
+  console.log(`CLI start-up, wall ms, ${n} runs each (Node ${process.version}, ${temporal}, ${os.cpus().length} CPUs ${os.cpus()[0]?.model ?? '?'}, load average ${os.loadavg()[0]!.toFixed(1)} at the start)`);
   console.log(`${'command'.padEnd(28)} ${'imgflow p50'.padStart(11)} ${'min'.padStart(8)} ${'temporal p50'.padStart(12)} ${'min'.padStart(8)} ${'ratio p50'.padStart(9)}`);
   for (const row of rows) {
     const t = measure(row);
