@@ -3,6 +3,9 @@
  * progress notes. No Temporal SDK here: commands load theirs (client.ts) when they run.
  */
 import os from 'node:os';
+import type { Command } from 'commander';
+import type { Client } from '@temporalio/client';
+import type { withClient } from './client.js';
 import { checkUser } from '../common/lineage.js';
 import { DEFAULT_ANSWER_TIMEOUT_S, DEFAULT_CONNECT_TIMEOUT_S, ensurePrivateHome, loadConfig, seconds, tlsFromEnv, type Config, type TlsSettings } from '../lib/config.js';
 
@@ -64,4 +67,21 @@ export function currentUser(): string {
 /** Progress notes for people, on stderr so that stdout stays the result (and valid JSON). */
 export function say(line: string): void {
   process.stderr.write(`${line}\n`);
+}
+
+/**
+ * A command's work against the server: loads what it needs (`load`: client.ts and the entity's
+ * client, so the Temporal SDK only when the command runs), connects through withClient on the
+ * command's flags, and closes after.
+ */
+export async function connected<L extends { withClient: typeof withClient }, T>(
+  cmd: Command,
+  load: () => Promise<L>,
+  work: (s: { c: L; client: Client; config: Config; flags: GlobalFlags; uiUrl?: string }) => Promise<T>,
+  options: { startServer?: boolean } = {},
+): Promise<T> {
+  const flags = cmd.optsWithGlobals<GlobalFlags>();
+  const config = configFrom(flags);
+  const c = await load();
+  return c.withClient(config, (session) => work({ ...session, c, flags }), options);
 }

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { VersionRecord } from '../../common/lineage.js';
 import { checkHost, checkInt } from '../../common/names.js';
-import { configFrom, currentUser, say, type GlobalFlags } from '../context.js';
+import { configFrom, connected, currentUser, say, type GlobalFlags } from '../context.js';
 import { parseImageRef } from '../image-refs.js';
 import { formatTable, humanBytes, printJson } from '../output.js';
 
@@ -53,10 +53,8 @@ export function registerBuild(program: Command): void {
     .description('print the build report of a version (default: the newest)')
     .argument('<image>', '<image>[:<version or tag>]')
     .action(async (ref: string, _opts: unknown, cmd: Command) => {
-      const flags = cmd.optsWithGlobals<GlobalFlags>();
       const { image, ref: which } = parseImageRef(ref);
-      const c = await clients();
-      await c.withClient(configFrom(flags), async ({ client }) => printVersion(await c.fullVersion(client, image, which), c.formatVersion, flags.json));
+      await connected(cmd, clients, async ({ c, client, flags }) => printVersion(await c.fullVersion(client, image, which), c.formatVersion, flags.json));
     });
 
   program
@@ -64,9 +62,7 @@ export function registerBuild(program: Command): void {
     .description("list an image's versions")
     .argument('<image>', 'the image')
     .action(async (image: string, _opts: unknown, cmd: Command) => {
-      const flags = cmd.optsWithGlobals<GlobalFlags>();
-      const { withClient, describeLineage } = await clients();
-      await withClient(configFrom(flags), async ({ client }) => {
+      await connected(cmd, clients, async ({ c: { describeLineage }, client, flags }) => {
         const view = await describeLineage(client, parseImageRef(image).image);
         if (flags.json) return printJson(view.versions);
         const tagsOf = (id: string) => Object.entries(view.tags).filter(([, t]) => t.version === id).map(([name]) => name).join(',');

@@ -12,7 +12,7 @@
 import type { Command } from 'commander';
 import { checkInt } from '../../common/names.js';
 import { ROLES } from '../../common/queues.js';
-import { configFrom, say, type GlobalFlags } from '../context.js';
+import { configFrom, connected, say, type GlobalFlags } from '../context.js';
 import { printJson } from '../output.js';
 
 /** What the action needs, loaded when it runs (never for --help). */
@@ -37,8 +37,9 @@ export function registerDemo(program: Command): void {
       const sizeMiB = checkInt('--size-mib', opts.sizeMib, 1, 65536);
       const c = await clients();
       const site = opts.cluster === undefined ? undefined : c.demoSite(config, opts.cluster);
-      await c.withClient(
-        config,
+      await connected(
+        cmd,
+        async () => c,
         async ({ client, uiUrl }) => {
           const logger = c.createLogger('imgflow-demo', process.env.IMGFLOW_LOG_LEVEL ?? 'error');
           const run = c.createRunner(logger);

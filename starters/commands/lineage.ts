@@ -9,7 +9,7 @@ import type { VersionDiff } from '../../activities/nas/diff.js';
 import type { VersionRecord } from '../../common/lineage.js';
 import { checkInt, InputError } from '../../common/names.js';
 import type { GcResult } from '../../workflows/lineage.js';
-import { configFrom, currentUser, type GlobalFlags } from '../context.js';
+import { connected, currentUser } from '../context.js';
 import { parseImageRef } from '../image-refs.js';
 import { formatPairs, formatTable, humanBytes, printJson } from '../output.js';
 
@@ -30,11 +30,10 @@ type Action<O> = (image: string, opts: O, c: Clients) => (client: Client) => Pro
 /** Connects, runs the action against one image and prints what it returns (a table or JSON). */
 function onImage<O>(action: Action<O>, show: (result: never) => string) {
   return async (ref: string, opts: O, cmd: Command) => {
-    const flags = cmd.optsWithGlobals<GlobalFlags>();
     const { image } = parseImageRef(ref);
     const c = await clients();
     const run = action(image, opts, c);
-    await c.withClient(configFrom(flags), async ({ client }) => {
+    await connected(cmd, async () => c, async ({ client, flags }) => {
       const result = await run(client);
       if (flags.json) printJson(result);
       else process.stdout.write(`${show(result as never)}\n`);

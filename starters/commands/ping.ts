@@ -1,7 +1,7 @@
 /** `imgflow ping <queue>`: is a worker polling that host queue, and what is it? */
 import type { Command } from 'commander';
 import { checkInt, InputError } from '../../common/names.js';
-import { configFrom, type GlobalFlags } from '../context.js';
+import { connected } from '../context.js';
 import { formatPairs, printJson } from '../output.js';
 
 const QUEUE = /^(control|(builder|nas|compute|cloud)\.[a-z0-9_-]{1,63})$/;
@@ -15,10 +15,9 @@ export function registerPing(program: Command): void {
     .action(async (queue: string, opts: { wait: string }, cmd: Command) => {
       if (!QUEUE.test(queue)) throw new InputError('queue', 'builder.<arch>, nas.<host>, compute.<host>, cloud.<site> or control', queue);
       const waitSeconds = checkInt('--wait', opts.wait, 1, 3600);
-      const flags = cmd.optsWithGlobals<GlobalFlags>();
-      const [{ withClient }, { pingQueue }] = await Promise.all([import('../client.js'), import('../ping-client.js')]);
-      await withClient(configFrom(flags), async ({ client }) => {
-        const facts = await pingQueue(client, queue, waitSeconds);
+      const clients = async () => ({ ...(await import('../client.js')), ...(await import('../ping-client.js')) });
+      await connected(cmd, clients, async ({ c, client, flags }) => {
+        const facts = await c.pingQueue(client, queue, waitSeconds);
         if (flags.json) printJson(facts);
         else process.stdout.write(`${formatPairs(Object.entries(facts))}\n`);
       });

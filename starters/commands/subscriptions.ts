@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import type { SyncOutcome } from '../../workflows/subscription.js';
 import { checkName } from '../../common/names.js';
-import { configFrom, say, type GlobalFlags } from '../context.js';
+import { configFrom, connected, say, type GlobalFlags } from '../context.js';
 import { formatTable, printJson } from '../output.js';
 import type { SubscribeOptions } from '../subscription-client.js';
 
@@ -58,9 +58,7 @@ function registerList(program: Command): void {
     .command('subscriptions')
     .description('list image-list subscriptions')
     .action(async (_opts: unknown, cmd: Command) => {
-      const flags = cmd.optsWithGlobals<GlobalFlags>();
-      const { withClient, listSubscriptions } = await clients();
-      await withClient(configFrom(flags), async ({ client }) => {
+      await connected(cmd, clients, async ({ c: { listSubscriptions }, client, flags }) => {
         const views = await listSubscriptions(client);
         if (flags.json) return printJson(views);
         const rows = views.map((v) => ({
@@ -89,9 +87,7 @@ function registerSyncAndAdopt(program: Command): void {
       .argument('<subscription>', 'the subscription name')
       .action(async (subscription: string, _opts: unknown, cmd: Command) => {
         checkName('subscription', subscription);
-        const flags = cmd.optsWithGlobals<GlobalFlags>();
-        const c = await clients();
-        await c.withClient(configFrom(flags), async ({ client }) => printOutcome(await c.syncSubscription(client, subscription, verb), c, flags.json));
+        await connected(cmd, clients, async ({ c, client, flags }) => printOutcome(await c.syncSubscription(client, subscription, verb), c, flags.json));
       });
   }
 }
@@ -103,9 +99,7 @@ function registerUnsubscribe(program: Command): void {
     .argument('<subscription>', 'the subscription name')
     .action(async (subscription: string, _opts: unknown, cmd: Command) => {
       checkName('subscription', subscription);
-      const flags = cmd.optsWithGlobals<GlobalFlags>();
-      const { withClient, stopSubscription } = await clients();
-      await withClient(configFrom(flags), async ({ client }) => {
+      await connected(cmd, clients, async ({ c: { stopSubscription }, client, flags }) => {
         const view = await stopSubscription(client, subscription);
         if (flags.json) printJson(view);
         else say(`unsubscribed ${subscription}; its ${view.images} images stay in the registry`);
@@ -120,9 +114,7 @@ function registerAppliances(program: Command): void {
     .option('--subscription <name>', 'only this subscription')
     .action(async (opts: { subscription?: string }, cmd: Command) => {
       if (opts.subscription !== undefined) checkName('--subscription', opts.subscription);
-      const flags = cmd.optsWithGlobals<GlobalFlags>();
-      const { withClient, appliancesOf, formatAppliances } = await clients();
-      await withClient(configFrom(flags), async ({ client }) => {
+      await connected(cmd, clients, async ({ c: { appliancesOf, formatAppliances }, client, flags }) => {
         const appliances = await appliancesOf(client, opts.subscription);
         if (flags.json) return printJson(appliances);
         process.stdout.write(`${formatAppliances(appliances)}\n`);

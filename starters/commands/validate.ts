@@ -8,7 +8,7 @@ import type { PrepareOptions } from '../../activities/builder/recipe.js';
 import type { VersionRecord } from '../../common/lineage.js';
 import { checkHost, InputError } from '../../common/names.js';
 import type { ValidateResult } from '../../workflows/validate.js';
-import { configFrom, currentUser, type GlobalFlags } from '../context.js';
+import { connected, currentUser } from '../context.js';
 import { parseImageRef } from '../image-refs.js';
 import { printJson } from '../output.js';
 
@@ -73,12 +73,11 @@ export function registerValidate(program: Command): void {
     .option('--store <nas>', "the NAS whose image store keeps a repaired copy (default: the version's)")
     .option('-m, --message <text>', 'message of a repaired version')
     .action(async (ref: string, opts: ValidateFlags, cmd: Command) => {
-      const flags = cmd.optsWithGlobals<GlobalFlags>();
       const { image, ref: which } = parseImageRef(ref);
       const c = await clients();
       const prepare = prepareFrom(opts, c.checkPrepareInput);
       const by = currentUser();
-      await c.withClient(configFrom(flags), async ({ client }) => {
+      await connected(cmd, async () => c, async ({ client, flags }) => {
         const { result, registered } = await c.validateVersion(client, { image, ...(which ? { ref: which } : {}), prepare, fix: opts.fix ?? false, by, ...(opts.message !== undefined ? { message: opts.message } : {}), ...(opts.store !== undefined ? { store: opts.store } : {}) });
         if (flags.json) printJson({ ...result, ...(registered ? { registered } : {}) });
         else printResult(result, registered, c.formatBreaches);

@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../common/names.js';
 import { queues } from '../../common/queues.js';
 import type { MapRequest, VolumeAttrs, VolumeView } from '../../workflows/volume.js';
-import { configFrom, currentUser, say, type GlobalFlags } from '../context.js';
+import { connected, currentUser, say } from '../context.js';
 import { BASE_REF } from '../image-refs.js';
 import { formatPairs, formatTable, printJson } from '../output.js';
 
@@ -15,6 +15,12 @@ const GiB = 1024 ** 3;
 
 /** The Temporal side, loaded when a command runs (never for --help). */
 const clients = async () => ({ ...(await import('../client.js')), ...(await import('../volume-client.js')), ...(await import('../answers.js')) });
+
+/** A change's outcome: JSON for scripts, its message for people. */
+function printChange(result: { message: string }, json: boolean | undefined): void {
+  if (json) return printJson(result);
+  say(result.message);
+}
 
 function printView(view: VolumeView, json: boolean | undefined): void {
   if (json) return printJson(view);
@@ -57,9 +63,7 @@ export function registerVolumes(program: Command): void {
       const waitSeconds = checkInt('--wait', opts.wait, 1, 3600);
       const frequencySeconds = opts.frequency === undefined ? undefined : checkInt('--frequency', opts.frequency, 10, 86_400);
       if (frequencySeconds !== undefined && !opts.sync) throw new InputError('--frequency', 'to be given with --sync (only sync mode pulls)', opts.frequency);
-      const flags = cmd.optsWithGlobals<GlobalFlags>();
-      const { withClient, baseVersion, hasWorker, mapVolume } = await clients();
-      await withClient(configFrom(flags), async ({ client, config: { namespace } }) => {
+      await connected(cmd, clients, async ({ c: { baseVersion, hasWorker, mapVolume }, client, flags, config: { namespace } }) => {
         const base = await baseVersion(client, opts.image, nas);
         if (!(await hasWorker(client, namespace, queues.nas(nas)))) throw new InputError('--nas', `a NAS whose worker is running (nothing polls ${queues.nas(nas)})`, nas);
         if (!(await hasWorker(client, namespace, queues.compute(computeHost)))) throw new InputError('--compute', `a compute host whose worker is running (nothing polls ${queues.compute(computeHost)})`, computeHost);
@@ -88,13 +92,7 @@ export function registerVolumes(program: Command): void {
     .action(async (volume: string, opts: { wait: string }, cmd: Command) => {
       checkName('volume', volume);
       const waitSeconds = checkInt('--wait', opts.wait, 0, 86_400);
-      const flags = cmd.optsWithGlobals<GlobalFlags>();
-      const { withClient, unmapVolume } = await clients();
-      await withClient(configFrom(flags), async ({ client }) => {
-        const result = await unmapVolume(client, volume, { by: currentUser(), waitSeconds });
-        if (flags.json) return printJson(result);
-        say(result.message);
-      });
+      await connected(cmd, clients, async ({ c: { unmapVolume }, client, flags }) => printChange(await unmapVolume(client, volume, { by: currentUser(), waitSeconds }), flags.json));
     });
 
   program
@@ -103,13 +101,7 @@ export function registerVolumes(program: Command): void {
     .argument('<volume>', 'the volume name')
     .action(async (volume: string, _opts: unknown, cmd: Command) => {
       checkName('volume', volume);
-      const flags = cmd.optsWithGlobals<GlobalFlags>();
-      const { withClient, deleteVolume } = await clients();
-      await withClient(configFrom(flags), async ({ client }) => {
-        const result = await deleteVolume(client, volume, { by: currentUser() });
-        if (flags.json) return printJson(result);
-        say(result.message);
-      });
+      await connected(cmd, clients, async ({ c: { deleteVolume }, client, flags }) => printChange(await deleteVolume(client, volume, { by: currentUser() }), flags.json));
     });
 
   program
@@ -118,9 +110,7 @@ export function registerVolumes(program: Command): void {
     .option('--nas <nas>', 'only volumes on this NAS')
     .option('--compute <host>', 'only volumes on this compute host')
     .action(async (opts: { nas?: string; compute?: string }, cmd: Command) => {
-      const flags = cmd.optsWithGlobals<GlobalFlags>();
-      const { withClient, listVolumes } = await clients();
-      await withClient(configFrom(flags), async ({ client }) => {
+      await connected(cmd, clients, async ({ c: { listVolumes }, client, flags }) => {
         const views = await listVolumes(client, opts);
         if (flags.json) return printJson(views);
         const rows = views.map((v) => ({
@@ -158,9 +148,7 @@ export function registerVolumes(program: Command): void {
         ...(opts.downloadSpeed !== undefined ? { downloadSpeed: checkSpeed('--download-speed', opts.downloadSpeed) } : {}),
         ...(opts.freeze ? { frozen: true } : opts.thaw ? { frozen: false } : {}),
       };
-      const flags = cmd.optsWithGlobals<GlobalFlags>();
-      const { withClient, volumeAttrs } = await clients();
-      await withClient(configFrom(flags), async ({ client }) => printView(await volumeAttrs(client, volume, attrs), flags.json));
+      await connected(cmd, clients, async ({ c: { volumeAttrs }, client, flags }) => printView(await volumeAttrs(client, volume, attrs), flags.json));
     });
 
   program
@@ -169,9 +157,7 @@ export function registerVolumes(program: Command): void {
     .argument('<volume>', 'the volume name')
     .action(async (volume: string, _opts: unknown, cmd: Command) => {
       checkName('volume', volume);
-      const flags = cmd.optsWithGlobals<GlobalFlags>();
-      const { withClient, syncVolumeNow } = await clients();
-      await withClient(configFrom(flags), async ({ client }) => {
+      await connected(cmd, clients, async ({ c: { syncVolumeNow }, client, flags }) => {
         const result = await syncVolumeNow(client, volume, { by: currentUser() });
         if (flags.json) return printJson(result);
         process.stdout.write(`${result.snapshot}${result.sent ? '' : ' (already there)'} in ${result.durationMs} ms\n`);
@@ -187,12 +173,6 @@ export function registerVolumes(program: Command): void {
     .action(async (volume: string, opts: { force?: boolean; reason: string }, cmd: Command) => {
       checkName('volume', volume);
       if (!opts.force) throw new InputError('--force', '--force: clean skips the compute host and may leave it holding the volume', false);
-      const flags = cmd.optsWithGlobals<GlobalFlags>();
-      const { withClient, cleanVolume } = await clients();
-      await withClient(configFrom(flags), async ({ client }) => {
-        const result = await cleanVolume(client, volume, { by: currentUser(), force: true, reason: opts.reason });
-        if (flags.json) return printJson(result);
-        say(result.message);
-      });
+      await connected(cmd, clients, async ({ c: { cleanVolume }, client, flags }) => printChange(await cleanVolume(client, volume, { by: currentUser(), force: true, reason: opts.reason }), flags.json));
     });
 }
