@@ -5,11 +5,12 @@
  * happens; every command, the demo and the bridges get their client here.
  */
 import os from 'node:os';
-import { Client, type Connection } from '@temporalio/client';
+import type { Client, Connection } from '@temporalio/client';
 import { imgflowDataConverter } from '../lib/codec.js';
 import type { Config } from '../lib/config.js';
 import { connectionSettings } from '../lib/connection.js';
 import { setAnswerBound } from './answers.js';
+import { sdk } from './sdk.js';
 import { currentUser, say } from './context.js';
 import { connectOrFail, ensureServer } from './temporal-server.js';
 
@@ -31,7 +32,7 @@ export async function connectClient(config: Config): Promise<{ client: Client; c
  * so the Web UI's history shows who asked for each change.
  */
 function newClient(connection: Connection, config: Config): Client {
-  const client = new Client({ connection, namespace: config.namespace, dataConverter: imgflowDataConverter(config), identity: `${currentUser()}@${os.hostname()} (imgflow ${process.pid})` });
+  const client = new sdk.Client({ connection, namespace: config.namespace, dataConverter: imgflowDataConverter(config), identity: `${currentUser()}@${os.hostname()} (imgflow ${process.pid})` });
   setAnswerBound(client, config.answerTimeoutMs);
   return client;
 }

@@ -3,7 +3,7 @@
  * and say who is asking.
  */
 import { randomUUID } from 'node:crypto';
-import { ScheduleAlreadyRunning, WithStartWorkflowOperation, WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
+import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { QueryDefinition, UpdateDefinition } from '@temporalio/common';
 import { jsonBytes, PAYLOAD_LIMIT } from '../common/limits.js';
 import { fromArchive, isStub, type HistoryEntry, type StoredVersion, type VersionRecord, type VersionStub } from '../common/lineage.js';
@@ -39,6 +39,7 @@ import {
   type NewVersion,
 } from '../workflows/lineage.js';
 import { answered } from './answers.js';
+import { sdk } from './sdk.js';
 
 export { parseImageRef } from './image-refs.js';
 
@@ -52,7 +53,7 @@ export function lineageHandle(client: Client, image: string): WorkflowHandle<typ
  * from the state its last run holds, never empty.
  */
 export async function updateLineage<Ret, Args extends unknown[]>(client: Client, image: string, update: UpdateDefinition<Ret, Args>, ...args: Args): Promise<Ret> {
-  const start = new WithStartWorkflowOperation(lineageWorkflow, {
+  const start = new sdk.WithStartWorkflowOperation(lineageWorkflow, {
     workflowId: lineageWorkflowId(image),
     taskQueue: WORKFLOW_QUEUE,
     args: [await startInput(client, image)],
@@ -81,7 +82,7 @@ async function startInput(client: Client, image: string): Promise<LineageInput> 
   try {
     last = await lineageHandle(client, image).describe();
   } catch (err) {
-    if (err instanceof WorkflowNotFoundError) return { image };
+    if (err instanceof sdk.WorkflowNotFoundError) return { image };
     throw err;
   }
   const status = last.status.name;
@@ -112,7 +113,7 @@ export async function ensureGcSchedule(client: Client, image: string): Promise<v
       memo: { purpose: `daily retention of image ${image}` },
     });
   } catch (err) {
-    if (!(err instanceof ScheduleAlreadyRunning)) throw err;
+    if (!(err instanceof sdk.ScheduleAlreadyRunning)) throw err;
   }
 }
 

@@ -6,12 +6,13 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Connection } from '@temporalio/client';
+import type { Connection } from '@temporalio/client';
 import { SA } from '../common/search-attributes.js';
 import { paths, type Config } from '../lib/config.js';
 import { InputError } from '../common/names.js';
 import { connectionSettings, type ConnectionSettings } from '../lib/connection.js';
 import { homeModes } from '../lib/modes.js';
+import { sdk } from './sdk.js';
 import { ensureTemporalCli } from './temporal-cli.js';
 
 export { ensureTemporalCli, findTemporalCli, TEMPORAL_CLI_VERSION } from './temporal-cli.js';
@@ -83,7 +84,7 @@ async function tryConnect(target: string | ConnectionSettings, timeoutMs: number
   for (let pause = BACKOFF_FIRST_MS; ; pause = Math.min(pause * 2, BACKOFF_MAX_MS)) {
     try {
       // Each attempt may take what is left, but at least the half second a handshake needs.
-      return await Connection.connect({ ...settings, connectTimeout: Math.max(500, Math.min(10_000, deadline - Date.now())) });
+      return await sdk.Connection.connect({ ...settings, connectTimeout: Math.max(500, Math.min(10_000, deadline - Date.now())) });
     } catch (err) {
       const left = deadline - Date.now();
       if (left <= 0) return err as Error;

@@ -3,13 +3,14 @@
  * cloned from, check that the hosts' workers are there, start-and-map a volume, address a known
  * volume and list the storage map.
  */
-import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import { checkHost, checkName, InputError } from '../common/names.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import { cleanUpdate, deleteUpdate, mapUpdate, setAttrsUpdate, syncNowUpdate, unmapUpdate, volumeQuery, volumeWorkflow, volumeWorkflowId, type BaseVersion, type MapRequest, type MapResult, type VolumeAttrs, type VolumeView } from '../workflows/volume.js';
 import type { LineageView } from '../workflows/lineage.js';
 import { answered } from './answers.js';
+import { sdk } from './sdk.js';
 import { BASE_REF } from './image-refs.js';
 
 export { BASE_REF };
@@ -69,7 +70,7 @@ export async function known<T>(volume: string, send: () => Promise<T>): Promise<
 
 /** Maps a volume, starting its entity workflow on first use (one workflow per name, however many ask). */
 export async function mapVolume(client: Client, volume: string, request: MapRequest): Promise<MapResult> {
-  const start = new WithStartWorkflowOperation(volumeWorkflow, {
+  const start = new sdk.WithStartWorkflowOperation(volumeWorkflow, {
     workflowId: volumeWorkflowId(volume),
     taskQueue: WORKFLOW_QUEUE,
     args: [{ volume }],
