@@ -24,7 +24,8 @@ import { connectionSettings } from '../lib/connection.js';
 import { createLogger } from '../lib/logger.js';
 import { AesGcmCodec } from '../lib/codec.js';
 import { openKeyring } from '../lib/keyring.js';
-import { ensureClient, startLocalWorkers } from '../starters/context.js';
+import { ensureClient } from '../starters/client.js';
+import { startLocalWorkers } from '../starters/local-workers.js';
 import { lineageHistory } from '../starters/lineage-client.js';
 import { describeQuery, gcUpdate, historyQuery, lineageWorkflow, lineageWorkflowId, registerVersionUpdate, tagUpdate, testResultUpdate, type LineageInput, type NewVersion } from '../workflows/lineage.js';
 

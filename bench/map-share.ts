@@ -22,7 +22,7 @@ import { checkInt } from '../common/names.js';
 import { computeSettings, loadConfig, machineArch, nasSettings, paths } from '../lib/config.js';
 import { connectionSettings } from '../lib/connection.js';
 import { createLogger } from '../lib/logger.js';
-import { ensureClient } from '../starters/context.js';
+import { ensureClient } from '../starters/client.js';
 import { mapVolume, volumeHandle } from '../starters/volume-client.js';
 import { installRuntime } from '../workers/runtime.js';
 import { createWorker } from '../workers/worker.js';

@@ -11,7 +11,8 @@ import { checkInt } from '../common/names.js';
 import { queues, WORKFLOW_QUEUE } from '../common/queues.js';
 import { loadConfig } from '../lib/config.js';
 import { createLogger } from '../lib/logger.js';
-import { ensureClient, startLocalWorkers } from '../starters/context.js';
+import { ensureClient } from '../starters/client.js';
+import { startLocalWorkers } from '../starters/local-workers.js';
 import { pingWorkflow } from '../workflows/ping.js';
 import { median, ms, percentile, timed } from './stats.js';
 

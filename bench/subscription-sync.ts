@@ -16,8 +16,9 @@ import { checkInt } from '../common/names.js';
 import { loadConfig } from '../lib/config.js';
 import { serveFiles } from '../lib/file-server.js';
 import { createLogger } from '../lib/logger.js';
-import { startSubscription, stopSubscription, subscriptionFromOptions, syncSubscription } from '../starters/commands/subscriptions.js';
-import { ensureClient, startLocalWorkers } from '../starters/context.js';
+import { startSubscription, stopSubscription, subscriptionFromOptions, syncSubscription } from '../starters/subscription-client.js';
+import { ensureClient } from '../starters/client.js';
+import { startLocalWorkers } from '../starters/local-workers.js';
 
 const count = checkInt('N', process.argv[2] ?? '200', 1, 10_000);
 const changed = checkInt('M', process.argv[3] ?? '3', 0, count);

@@ -1,20 +1,13 @@
 /**
- * What every command shares: the global flags turned into a checked Config, a Temporal client on
- * imgflow's namespace, and the in-process workers that `dev` and `demo` run.
+ * What every command shares: the global flags turned into a checked Config, who is asking, and
+ * progress notes. No Temporal SDK here: commands load theirs (client.ts) when they run.
  */
 import os from 'node:os';
-import { Client, type Connection } from '@temporalio/client';
-import { NativeConnection, type Worker } from '@temporalio/worker';
+import type { Command } from 'commander';
+import type { Client } from '@temporalio/client';
+import type { withClient } from './client.js';
 import { checkUser } from '../common/lineage.js';
-import { imgflowDataConverter } from '../lib/codec.js';
-import { DEFAULT_ANSWER_TIMEOUT_S, DEFAULT_CONNECT_TIMEOUT_S, ensurePrivateHome, loadConfig, machineArch, seconds, tlsFromEnv, type Config, type TlsSettings } from '../lib/config.js';
-import { connectionSettings } from '../lib/connection.js';
-import { createLogger, type Logger } from '../lib/logger.js';
-import type { Role } from '../common/queues.js';
-import { installRuntime } from '../workers/runtime.js';
-import { createWorker } from '../workers/worker.js';
-import { setAnswerBound } from './answers.js';
-import { connectOrFail, ensureServer } from './temporal-server.js';
+import { DEFAULT_ANSWER_TIMEOUT_S, DEFAULT_CONNECT_TIMEOUT_S, ensurePrivateHome, loadConfig, seconds, tlsFromEnv, type Config, type TlsSettings } from '../lib/config.js';
 
 export interface GlobalFlags {
   address?: string;
@@ -76,46 +69,19 @@ export function say(line: string): void {
   process.stderr.write(`${line}\n`);
 }
 
-export async function connectClient(config: Config): Promise<{ client: Client; connection: Connection }> {
-  const connection = await connectOrFail(connectionSettings(config), config.connectTimeoutMs, "start it with 'imgflow dev' or set --address and the TLS and token settings");
-  return { connection, client: newClient(connection, config) };
-}
-
 /**
- * The client's identity names the person: Temporal records it with every update, signal and start,
- * so the Web UI's history shows who asked for each change.
+ * A command's work against the server: loads what it needs (`load`: client.ts and the entity's
+ * client, so the Temporal SDK only when the command runs), connects through withClient on the
+ * command's flags, and closes after.
  */
-function newClient(connection: Connection, config: Config): Client {
-  const client = new Client({ connection, namespace: config.namespace, dataConverter: imgflowDataConverter(config), identity: `${currentUser()}@${os.hostname()} (imgflow ${process.pid})` });
-  setAnswerBound(client, config.answerTimeoutMs);
-  return client;
-}
-
-/** Starts the dev server when it is not up yet (loopback only) and connects a client to it. */
-export async function ensureClient(config: Config): Promise<{ client: Client; connection: Connection; uiUrl?: string }> {
-  const server = await ensureServer(config, say);
-  return { connection: server.connection, client: newClient(server.connection, config), ...(server.uiUrl ? { uiUrl: server.uiUrl } : {}) };
-}
-
-export interface LocalWorkers {
-  workers: Worker[];
-  /** Drains and stops every worker, then closes their connection. */
-  stop(): Promise<void>;
-}
-
-/** Runs one worker per role in this process, sharing one connection and one workflow bundle. */
-export async function startLocalWorkers(config: Config, roles: readonly Role[], logger: Logger = createLogger('imgflow')): Promise<LocalWorkers> {
-  installRuntime(logger, process.env.IMGFLOW_METRICS ?? '');
-  const connection = await NativeConnection.connect(connectionSettings(config));
-  const arch = machineArch();
-  const workers = await Promise.all(roles.map(async (role) => (await createWorker({ role, config, arch, connection, logger })).worker));
-  const running = workers.map((w) => w.run());
-  return {
-    workers,
-    async stop() {
-      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
-      await Promise.allSettled(running);
-      await connection.close();
-    },
-  };
+export async function connected<L extends { withClient: typeof withClient }, T>(
+  cmd: Command,
+  load: () => Promise<L>,
+  work: (s: { c: L; client: Client; config: Config; flags: GlobalFlags; uiUrl?: string }) => Promise<T>,
+  options: { startServer?: boolean } = {},
+): Promise<T> {
+  const flags = cmd.optsWithGlobals<GlobalFlags>();
+  const config = configFrom(flags);
+  const c = await load();
+  return c.withClient(config, (session) => work({ ...session, c, flags }), options);
 }

@@ -30,7 +30,7 @@ import {
   subscriptionFromOptions,
   syncFailed,
   syncSubscription,
-} from './commands/subscriptions.js';
+} from './subscription-client.js';
 import { say } from './context.js';
 import { formatPairs, formatTable } from './output.js';
 

@@ -3,22 +3,45 @@
  * and say who is asking.
  */
 import { randomUUID } from 'node:crypto';
-import { ScheduleAlreadyRunning, WithStartWorkflowOperation, WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
+import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { QueryDefinition, UpdateDefinition } from '@temporalio/common';
 import { jsonBytes, PAYLOAD_LIMIT } from '../common/limits.js';
 import { fromArchive, isStub, type HistoryEntry, type StoredVersion, type VersionRecord, type VersionStub } from '../common/lineage.js';
 import { checkName, InputError } from '../common/names.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
-import { describeQuery, historyQuery, lineageArchivedVersionWorkflow, lineageGcWorkflow, lineageHistoryWorkflow, lineageWorkflow, lineageWorkflowId, stateQuery, versionQuery, type HistoryArchive, type LineageInput, type LineageView } from '../workflows/lineage.js';
+import type { VersionDiff } from '../activities/nas/diff.js';
+import { diffWorkflow } from '../workflows/diff.js';
+import {
+  describeQuery,
+  gateUpdate,
+  gcUpdate,
+  historyQuery,
+  lineageArchivedVersionWorkflow,
+  lineageGcWorkflow,
+  lineageHistoryWorkflow,
+  lineageWorkflow,
+  lineageWorkflowId,
+  packUpdate,
+  promoteUpdate,
+  registerVersionUpdate,
+  removeUpdate,
+  revokeUpdate,
+  rollbackUpdate,
+  stateQuery,
+  tagUpdate,
+  testResultUpdate,
+  versionQuery,
+  type GcInput,
+  type HistoryArchive,
+  type LineageInput,
+  type LineageView,
+  type NewVersion,
+} from '../workflows/lineage.js';
 import { answered } from './answers.js';
+import { sdk } from './sdk.js';
 
-/** `image`, `image:version` or `image:tag`. */
-export function parseImageRef(ref: string): { image: string; ref?: string } {
-  const [image, rest, extra] = ref.split(':');
-  if (extra !== undefined || rest === '') throw new InputError('image', '<image>[:<version or tag>]', ref);
-  return { image: checkName('image', image), ...(rest ? { ref: rest } : {}) };
-}
+export { parseImageRef } from './image-refs.js';
 
 export function lineageHandle(client: Client, image: string): WorkflowHandle<typeof lineageWorkflow> {
   return client.workflow.getHandle(lineageWorkflowId(image));
@@ -30,7 +53,7 @@ export function lineageHandle(client: Client, image: string): WorkflowHandle<typ
  * from the state its last run holds, never empty.
  */
 export async function updateLineage<Ret, Args extends unknown[]>(client: Client, image: string, update: UpdateDefinition<Ret, Args>, ...args: Args): Promise<Ret> {
-  const start = new WithStartWorkflowOperation(lineageWorkflow, {
+  const start = new sdk.WithStartWorkflowOperation(lineageWorkflow, {
     workflowId: lineageWorkflowId(image),
     taskQueue: WORKFLOW_QUEUE,
     args: [await startInput(client, image)],
@@ -59,7 +82,7 @@ async function startInput(client: Client, image: string): Promise<LineageInput> 
   try {
     last = await lineageHandle(client, image).describe();
   } catch (err) {
-    if (err instanceof WorkflowNotFoundError) return { image };
+    if (err instanceof sdk.WorkflowNotFoundError) return { image };
     throw err;
   }
   const status = last.status.name;
@@ -90,7 +113,7 @@ export async function ensureGcSchedule(client: Client, image: string): Promise<v
       memo: { purpose: `daily retention of image ${image}` },
     });
   } catch (err) {
-    if (!(err instanceof ScheduleAlreadyRunning)) throw err;
+    if (!(err instanceof sdk.ScheduleAlreadyRunning)) throw err;
   }
 }
 
@@ -200,4 +223,72 @@ export function resolveVersion(view: LineageView, image: string, ref?: string): 
   const tag = view.tags[ref];
   if (tag) return tag.version;
   throw new InputError('version', `a version or tag of ${image} (versions ${view.versions.map((v) => v.id).join(', ') || 'none'})`, ref);
+}
+
+/** A validated update to an image's lineage, which must exist: a bad request is refused before anything is recorded. */
+function change<Ret, Input>(update: UpdateDefinition<Ret, [Input]>) {
+  return (client: Client, image: string, input: Input): Promise<Ret> => lineageHandle(client, image).executeUpdate(update, { args: [input] });
+}
+
+export const tagVersion = change(tagUpdate);
+export const promoteTag = change(promoteUpdate);
+export const setGate = change(gateUpdate);
+export const rollbackChannel = change(rollbackUpdate);
+export const recordTestResult = change(testResultUpdate);
+export const revokeVersion = change(revokeUpdate);
+export const packTag = change(packUpdate);
+
+/** Retention: the newest N and every version something refers to (the volumes cloned from it among them) stay. */
+export async function collectGarbage(client: Client, image: string, input: Omit<GcInput, 'volumes'>) {
+  return lineageHandle(client, image).executeUpdate(gcUpdate, { args: [{ ...input, volumes: await volumesOf(client, image) }] });
+}
+
+/** Deletes a version (by id or tag), or with none every version, unless something still refers to it. */
+export async function removeVersions(client: Client, image: string, by: string, which?: string) {
+  const version = which ? resolveVersion(await describeLineage(client, image), image, which) : undefined;
+  return lineageHandle(client, image).executeUpdate(removeUpdate, { args: [{ by, ...(version ? { version } : {}), volumes: await volumesOf(client, image) }] });
+}
+
+/** A version whose manifests are still stored: they went with a removed version's files. */
+async function withManifests(client: Client, image: string, ref: string): Promise<VersionRecord> {
+  const v = await storedVersion(client, image, ref);
+  if (v.removed) throw new InputError('version', `a stored version (${v.id} was removed by ${v.removed.by}: ${v.removed.reason})`, v.id);
+  // Only removed versions become stubs.
+  return v as VersionRecord;
+}
+
+/** What changed between two versions (or tags) stored on one NAS: packages, files and size. */
+export async function diffVersions(client: Client, image: string, a: string, b: string): Promise<VersionDiff> {
+  const [from, to] = [await withManifests(client, image, a), await withManifests(client, image, b)];
+  const host = from.artifacts[0]!.host;
+  if (to.artifacts[0]!.host !== host) throw new InputError('version', `versions stored on one NAS (${from.id} is on ${host}, ${to.id} on ${to.artifacts[0]!.host})`, to.id);
+  const side = (v: VersionRecord) => ({ id: v.id, bytes: v.bytes, manifests: v.manifests });
+  return client.workflow.execute(diffWorkflow, {
+    taskQueue: WORKFLOW_QUEUE,
+    workflowId: `diff-${image}-${from.id}-${to.id}-${Date.now().toString(36)}`,
+    args: [{ image, host, from: side(from), to: side(to) }],
+    staticSummary: `Diff of ${image} ${from.id} -> ${to.id}`,
+  });
+}
+
+/** A copy of a version's record as the first version of a new image, noting where it came from. */
+function cloneRecord(v: VersionRecord, image: string, by: string): NewVersion {
+  const copyable = ({ id: _id, revoked: _r, removed: _m, ...rest }: VersionRecord) => rest;
+  return { ...copyable(v), by, message: `clone of ${image}:${v.id}`, origin: { image, version: v.id }, provenance: { ...v.provenance, source: `clone of ${image}:${v.id} (${v.provenance.source})` } };
+}
+
+/**
+ * Starts `newImage` with a copy of a version of `image` (default: the newest) as its first version.
+ * A refused clone leaves nothing behind: the origin is tagged `originTag` only once the new image
+ * is known to be new.
+ */
+export async function cloneImage(client: Client, image: string, newImage: string, originTag: string, by: string, ref?: string): Promise<VersionRecord> {
+  const existing = await describeLineage(client, newImage).catch(() => undefined);
+  if (existing?.versions.length) throw new InputError('new-image', `an image that does not exist yet (${newImage} has ${existing.versions.length} versions)`, newImage);
+  const v = await fullVersion(client, image, ref);
+  if (v.revoked) throw new InputError('version', `a version that is not revoked (${v.id} was revoked by ${v.revoked.by}: ${v.revoked.reason}) to clone`, v.id);
+  if (v.removed) throw new InputError('version', `a version whose files are still stored (${v.id} was removed by ${v.removed.by}: ${v.removed.reason}) to clone`, v.id);
+  // The clone shares the version's stored files: a tag on the origin keeps retention off them.
+  await lineageHandle(client, image).executeUpdate(tagUpdate, { args: [{ by, version: v.id, name: originTag }] });
+  return updateLineage(client, newImage, registerVersionUpdate, cloneRecord(v, image, by));
 }

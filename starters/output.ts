@@ -3,7 +3,7 @@
  * progress line on a terminal while a workflow works.
  */
 import type { WorkflowHandle } from '@temporalio/client';
-import { defaultPayloadConverter, type Payload, type PayloadCodec } from '@temporalio/common';
+import type { Payload, PayloadCodec } from '@temporalio/common';
 
 export type Row = Record<string, unknown>;
 
@@ -94,6 +94,8 @@ async function percentOf(a: PendingActivity, codecs: PayloadCodec[]): Promise<st
   try {
     let payloads = a.heartbeatDetails?.payloads?.slice(0, 1) ?? [];
     for (const codec of codecs.toReversed()) payloads = await codec.decode(payloads);
+    // Loaded here, not with this module: the CLI's tables and errors come without the SDK.
+    const { defaultPayloadConverter } = await import('@temporalio/common');
     const details = payloads[0] ? defaultPayloadConverter.fromPayload<{ percent?: number }>(payloads[0]) : undefined;
     return typeof details?.percent === 'number' ? ` ${Math.round(details.percent)}%` : '';
   } catch {

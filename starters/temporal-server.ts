@@ -3,52 +3,19 @@
  * Temporal CLI, starts the server detached with a persistent SQLite file and the Web UI, and
  * registers imgflow's namespace and search attributes. A server that already answers is reused.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { Connection } from '@temporalio/client';
+import type { Connection } from '@temporalio/client';
 import { SA } from '../common/search-attributes.js';
 import { paths, type Config } from '../lib/config.js';
 import { InputError } from '../common/names.js';
 import { connectionSettings, type ConnectionSettings } from '../lib/connection.js';
 import { homeModes } from '../lib/modes.js';
-import { findOnPath } from '../lib/which.js';
+import { sdk } from './sdk.js';
+import { ensureTemporalCli } from './temporal-cli.js';
 
-export const TEMPORAL_CLI_VERSION = 'v1.5.1';
-const TEMPORAL_CLI_MODULE = 'github.com/temporalio/cli/cmd/temporal';
-
-function cacheDir(): string {
-  return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'imgflow', `temporal-${TEMPORAL_CLI_VERSION}`);
-}
-
-/** The Temporal CLI to use: $TEMPORAL_CLI, then `temporal` on PATH, then the per-user cache. */
-export function findTemporalCli(): string | undefined {
-  if (process.env.TEMPORAL_CLI) return process.env.TEMPORAL_CLI;
-  const cached = path.join(cacheDir(), 'temporal');
-  return findOnPath('temporal') ?? (fs.existsSync(cached) ? cached : undefined);
-}
-
-/** Finds the Temporal CLI, building the pinned version with Go into the cache the first time. */
-export function ensureTemporalCli(say: (line: string) => void = () => {}): string {
-  const found = findTemporalCli();
-  if (found) return found;
-  const go = findOnPath('go') ?? (fs.existsSync('/usr/local/go/bin/go') ? '/usr/local/go/bin/go' : undefined);
-  if (!go) {
-    throw new Error(
-      `no Temporal CLI: set TEMPORAL_CLI to its path, put 'temporal' on PATH, or install Go so imgflow can run 'go install ${TEMPORAL_CLI_MODULE}@${TEMPORAL_CLI_VERSION}'`,
-    );
-  }
-  say(`building the Temporal CLI ${TEMPORAL_CLI_VERSION} into ${cacheDir()} (once; a few minutes)`);
-  fs.mkdirSync(cacheDir(), { recursive: true });
-  const built = spawnSync(go, ['install', `${TEMPORAL_CLI_MODULE}@${TEMPORAL_CLI_VERSION}`], {
-    env: { ...process.env, GOBIN: cacheDir() },
-    stdio: ['ignore', 'ignore', 'pipe'],
-    encoding: 'utf8',
-  });
-  if (built.status !== 0) throw new Error(`go install of the Temporal CLI failed: ${built.stderr.trim().split('\n').slice(-1)[0]}`);
-  return path.join(cacheDir(), 'temporal');
-}
+export { ensureTemporalCli, findTemporalCli, TEMPORAL_CLI_VERSION } from './temporal-cli.js';
 
 export interface ServerProcess {
   pid: number;
@@ -117,7 +84,7 @@ async function tryConnect(target: string | ConnectionSettings, timeoutMs: number
   for (let pause = BACKOFF_FIRST_MS; ; pause = Math.min(pause * 2, BACKOFF_MAX_MS)) {
     try {
       // Each attempt may take what is left, but at least the half second a handshake needs.
-      return await Connection.connect({ ...settings, connectTimeout: Math.max(500, Math.min(10_000, deadline - Date.now())) });
+      return await sdk.Connection.connect({ ...settings, connectTimeout: Math.max(500, Math.min(10_000, deadline - Date.now())) });
     } catch (err) {
       const left = deadline - Date.now();
       if (left <= 0) return err as Error;

@@ -3,17 +3,17 @@
  * cloned from, check that the hosts' workers are there, start-and-map a volume, address a known
  * volume and list the storage map.
  */
-import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import { checkHost, checkName, InputError } from '../common/names.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
-import { mapUpdate, volumeQuery, volumeWorkflow, volumeWorkflowId, type BaseVersion, type MapRequest, type MapResult, type VolumeView } from '../workflows/volume.js';
+import { cleanUpdate, deleteUpdate, mapUpdate, setAttrsUpdate, syncNowUpdate, unmapUpdate, volumeQuery, volumeWorkflow, volumeWorkflowId, type BaseVersion, type MapRequest, type MapResult, type VolumeAttrs, type VolumeView } from '../workflows/volume.js';
 import type { LineageView } from '../workflows/lineage.js';
 import { answered } from './answers.js';
-import { describeLineage, resolveVersion } from './lineage-client.js';
+import { sdk } from './sdk.js';
+import { BASE_REF } from './image-refs.js';
 
-
-export const BASE_REF = '<image>[:<version or tag>], <image>@<channel> or <image>%<VM pack>';
+export { BASE_REF };
 
 /** The version a channel points at now. */
 function onChannel(view: LineageView, image: string, channel: string): string {
@@ -41,6 +41,8 @@ export async function baseVersion(client: Client, ref: string, nas: string): Pro
   if (!m) throw new InputError('--image', BASE_REF, ref);
   const [, name, how, which] = m;
   const image = checkName('image', name);
+  // The lineage's client only here: the storage map and a volume's own updates need none of it.
+  const { describeLineage, resolveVersion } = await import('./lineage-client.js');
   const view = await describeLineage(client, image);
   const { id, format } = how === '%' ? fromPack(view, image, which!, nas) : { id: how === '@' ? onChannel(view, image, which!) : resolveVersion(view, image, which), format: undefined };
   const record = view.versions.find((v) => v.id === id)!;
@@ -68,7 +70,7 @@ export async function known<T>(volume: string, send: () => Promise<T>): Promise<
 
 /** Maps a volume, starting its entity workflow on first use (one workflow per name, however many ask). */
 export async function mapVolume(client: Client, volume: string, request: MapRequest): Promise<MapResult> {
-  const start = new WithStartWorkflowOperation(volumeWorkflow, {
+  const start = new sdk.WithStartWorkflowOperation(volumeWorkflow, {
     workflowId: volumeWorkflowId(volume),
     taskQueue: WORKFLOW_QUEUE,
     args: [{ volume }],
@@ -81,6 +83,33 @@ export async function mapVolume(client: Client, volume: string, request: MapRequ
     staticSummary: `Volume ${volume}: its clone, export, attachment and syncs`,
   });
   return client.workflow.executeUpdateWithStart(mapUpdate, { args: [request], startWorkflowOperation: start });
+}
+
+/** Detaches a known volume from its compute host and ends its export; the clone is kept. */
+export function unmapVolume(client: Client, volume: string, request: { by: string; waitSeconds?: number }) {
+  return known(volume, () => volumeHandle(client, volume).executeUpdate(unmapUpdate, { args: [request] }));
+}
+
+/** Destroys a known, unmapped volume and its snapshots. */
+export function deleteVolume(client: Client, volume: string, request: { by: string }) {
+  return known(volume, () => volumeHandle(client, volume).executeUpdate(deleteUpdate, { args: [request] }));
+}
+
+/** Pulls a sync-mode volume's writes back to its NAS now. */
+export function syncVolumeNow(client: Client, volume: string, request: { by: string }) {
+  return known(volume, () => volumeHandle(client, volume).executeUpdate(syncNowUpdate, { args: [request] }));
+}
+
+/** The operator's repair of a volume whose compute host is gone (recorded in its history). */
+export function cleanVolume(client: Client, volume: string, request: { by: string; force: boolean; reason: string }) {
+  return known(volume, () => volumeHandle(client, volume).executeUpdate(cleanUpdate, { args: [request] }));
+}
+
+/** A known volume's attributes: read (an orchestrator must answer), or changed when `attrs` sets any beyond `by`. */
+export function volumeAttrs(client: Client, volume: string, attrs: VolumeAttrs): Promise<VolumeView> {
+  const handle = volumeHandle(client, volume);
+  const changes = Object.keys(attrs).length > 1;
+  return known(volume, () => (changes ? handle.executeUpdate(setAttrsUpdate, { args: [attrs] }) : handle.describe().then((d) => answered(client, `volume ${volume}`, () => handle.query(volumeQuery), [d.taskQueue]))));
 }
 
 /** Volumes read by query at once: enough to list a large map within the answer bound, few enough not to swamp the orchestrators. */

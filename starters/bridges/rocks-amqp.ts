@@ -69,14 +69,9 @@ export interface Reply {
   [field: string]: unknown;
 }
 
-/**
- * What the bridge promises about `bdev`: `block` (the default) maps only where the answer is a
- * block device Rocks can give a VM as `phy:` (compute hosts attaching iSCSI through the kernel, or
- * sync mode's local copy); `any` passes on whatever the volume gives (a file or URL), for sites
- * and tests that use it otherwise.
- */
-export type BdevMode = 'block' | 'any';
-export const BDEV_MODES: readonly BdevMode[] = ['block', 'any'];
+import { BDEV_MODES, type BdevMode } from './rocks-options.js';
+
+export { BDEV_MODES, type BdevMode };
 
 export interface RocksBridgeOptions {
   url: string;

@@ -19,7 +19,7 @@ import type { Role } from '../../common/queues.js';
 import { machineMirror } from '../../activities/builder/recipe.js';
 import { createLogger } from '../../lib/logger.js';
 import { listening } from './services.js';
-import { freePorts } from './state.js';
+import { freePorts, MAX_COMPUTE } from './state.js';
 import {
   checkPrefix,
   claimSubnet,
@@ -39,7 +39,7 @@ import {
 } from './network.js';
 
 export const STATE_FILE = 'hosts.json';
-export const MAX_COMPUTE = 64;
+export { MAX_COMPUTE };
 export const ISCSI_PORT = 3260;
 const METRICS_PORT = 9464;
 const WORKER_START_MS = 180_000;

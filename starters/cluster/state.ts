@@ -38,6 +38,8 @@ export interface ClusterState {
 }
 
 export const DEFAULT_CLUSTER = 'imgflow';
+/** The most compute hosts a cluster's site may have (each a network namespace with its own address). */
+export const MAX_COMPUTE = 64;
 
 export function checkClusterName(name: string): string {
   return checkHost('--name', name);

@@ -5,12 +5,9 @@
  */
 import type { Command } from 'commander';
 import { checkHost, checkInt, InputError } from '../../common/names.js';
-import { WORKFLOW_QUEUE } from '../../common/queues.js';
-import { createLogger } from '../../lib/logger.js';
-import { BDEV_MODES, checkAmqpUrl, checkBdevMode, checkExchange, startRocksBridge } from '../bridges/rocks-amqp.js';
-import { configFrom, connectClient, type GlobalFlags } from '../context.js';
-import { hasWorker } from '../answers.js';
-import { BASE_REF, baseVersion } from '../volume-client.js';
+import { BDEV_MODES } from '../bridges/rocks-options.js';
+import { configFrom, type GlobalFlags } from '../context.js';
+import { BASE_REF } from '../image-refs.js';
 
 interface RocksFlags {
   url?: string;
@@ -36,6 +33,14 @@ function stopSignal(): Promise<string> {
 }
 
 async function runRocksAmqp(opts: RocksFlags, cmd: Command): Promise<void> {
+  const [{ withClient }, { hasWorker }, { baseVersion }, { checkAmqpUrl, checkBdevMode, checkExchange, startRocksBridge }, { WORKFLOW_QUEUE }, { createLogger }] = await Promise.all([
+    import('../client.js'),
+    import('../answers.js'),
+    import('../volume-client.js'),
+    import('../bridges/rocks-amqp.js'),
+    import('../../common/queues.js'),
+    import('../../lib/logger.js'),
+  ]);
   const url = checkAmqpUrl('--url', opts.url ?? process.env.IMGFLOW_BRIDGE_URL ?? '');
   const nas = checkHost('--nas', opts.nas);
   const image = opts.image ?? process.env.IMGFLOW_BRIDGE_IMAGE;
@@ -44,9 +49,7 @@ async function runRocksAmqp(opts: RocksFlags, cmd: Command): Promise<void> {
   const timeoutSeconds = checkInt('--timeout', opts.timeout, 5, 3600);
   const computeHosts = opts.compute.map((h) => checkHost('--compute', h));
   const bdev = checkBdevMode('--bdev', opts.bdev);
-  const config = configFrom(cmd.optsWithGlobals<GlobalFlags>());
-  const { client, connection } = await connectClient(config);
-  try {
+  await withClient(configFrom(cmd.optsWithGlobals<GlobalFlags>()), async ({ client, config }) => {
     const logger = createLogger('imgflow-bridge');
     // With an orchestrator, an image with no version stored on this NAS fails fast (exit 2); without
     // one the bridge serves anyway, answering each request with that error until one polls.
@@ -56,9 +59,7 @@ async function runRocksAmqp(opts: RocksFlags, cmd: Command): Promise<void> {
     const signal = await Promise.race([stopSignal(), bridge.closed.then(() => undefined)]);
     if (signal) logger.info({ signal }, 'stopping: requests in flight finish first');
     await bridge.stop();
-  } finally {
-    await connection.close();
-  }
+  });
 }
 
 export function registerBridge(program: Command): void {

@@ -7,11 +7,14 @@
 import path from 'node:path';
 import type { Command } from 'commander';
 import { checkHost, checkInt, InputError } from '../../common/names.js';
-import { downHosts, hostStatus, MAX_COMPUTE, readHostsState, runOn, setLink, upHosts, type HostsState } from '../cluster/hosts.js';
 import { paths } from '../../lib/config.js';
-import { checkClusterName } from '../cluster/state.js';
+import type { HostsState } from '../cluster/hosts.js';
+import { checkClusterName, MAX_COMPUTE } from '../cluster/state.js';
 import { configFrom, say, type GlobalFlags } from '../context.js';
 import { formatTable, printJson } from '../output.js';
+
+/** The hosts' code (namespaces, links, workers), loaded when a command runs (never for --help). */
+const hostsModule = () => import('../cluster/hosts.js');
 
 /** The cluster's directory: `--dir`, else the named cluster's (where `cluster up --compute` puts its hosts). */
 function clusterDir(cmd: Command, dir?: string): string {
@@ -19,14 +22,14 @@ function clusterDir(cmd: Command, dir?: string): string {
   return path.resolve(dir ?? paths(configFrom(flags)).cluster(checkClusterName(flags.name)));
 }
 
-function requireState(dir: string): HostsState {
-  const state = readHostsState(dir);
+async function requireState(dir: string): Promise<HostsState> {
+  const state = (await hostsModule()).readHostsState(dir);
   if (!state) throw new InputError('--dir', `a cluster directory whose hosts are up (no ${path.join(dir, 'hosts.json')})`, dir);
   return state;
 }
 
-function printStatus(state: HostsState, json: boolean | undefined): void {
-  const rows = hostStatus(state);
+async function printStatus(state: HostsState, json: boolean | undefined): Promise<void> {
+  const rows = (await hostsModule()).hostStatus(state);
   if (json) return printJson({ bridge: state.bridge, gateway: state.gateway, frontend: state.frontend, hosts: rows });
   const table = rows.map((row) => ({
     ...row,
@@ -53,8 +56,8 @@ export function registerClusterHosts(cluster: Command): void {
       const compute = checkInt('--compute', opts.compute, 1, MAX_COMPUTE);
       const frontendPort = checkInt('--frontend-port', opts.frontendPort, 1, 65_535);
       const workers = opts.workers === false ? [] : typeof opts.workers === 'string' ? opts.workers.split(',').map((h) => checkHost('--workers', h)) : undefined;
-      const state = await upHosts({ dir: clusterDir(cmd, opts.dir), compute, frontendPort, ...(workers ? { workers } : {}) }, say);
-      printStatus(state, cmd.optsWithGlobals<GlobalFlags>().json);
+      const state = await (await hostsModule()).upHosts({ dir: clusterDir(cmd, opts.dir), compute, frontendPort, ...(workers ? { workers } : {}) }, say);
+      await printStatus(state, cmd.optsWithGlobals<GlobalFlags>().json);
     });
 
   hosts
@@ -62,6 +65,7 @@ export function registerClusterHosts(cluster: Command): void {
     .description('stop every worker and tgtd, remove the namespaces, veths and bridge the hosts\' up made')
     .option('--dir <dir>', "the cluster's directory (default: the cluster's)")
     .action(async (opts: { dir?: string }, cmd: Command) => {
+      const { readHostsState, downHosts } = await hostsModule();
       const state = readHostsState(clusterDir(cmd, opts.dir));
       if (!state) return say('no hosts are up');
       await downHosts(state, say);
@@ -71,8 +75,8 @@ export function registerClusterHosts(cluster: Command): void {
     .command('status')
     .description('each host: address, namespace, link, workers and (nas-0) tgtd')
     .option('--dir <dir>', "the cluster's directory (default: the cluster's)")
-    .action((opts: { dir?: string }, cmd: Command) => {
-      printStatus(requireState(clusterDir(cmd, opts.dir)), cmd.optsWithGlobals<GlobalFlags>().json);
+    .action(async (opts: { dir?: string }, cmd: Command) => {
+      await printStatus(await requireState(clusterDir(cmd, opts.dir)), cmd.optsWithGlobals<GlobalFlags>().json);
     });
 
   hosts
@@ -83,7 +87,7 @@ export function registerClusterHosts(cluster: Command): void {
     .option('--dir <dir>', "the cluster's directory (default: the cluster's)")
     .action(async (host: string, updown: string, opts: { dir?: string }, cmd: Command) => {
       if (updown !== 'up' && updown !== 'down') throw new InputError('state', 'up or down', updown);
-      await setLink(requireState(clusterDir(cmd, opts.dir)), checkHost('host', host), updown);
+      await (await hostsModule()).setLink(await requireState(clusterDir(cmd, opts.dir)), checkHost('host', host), updown);
     });
 
   hosts
@@ -93,7 +97,7 @@ export function registerClusterHosts(cluster: Command): void {
     .argument('<argv...>', 'the command and its arguments')
     .option('--dir <dir>', "the cluster's directory (default: the cluster's)")
     .action(async (host: string, argv: string[], opts: { dir?: string }, cmd: Command) => {
-      const result = await runOn(requireState(clusterDir(cmd, opts.dir)), checkHost('host', host), argv, { okExitCodes: Array.from({ length: 255 }, (_, i) => i + 1) });
+      const result = await (await hostsModule()).runOn(await requireState(clusterDir(cmd, opts.dir)), checkHost('host', host), argv, { okExitCodes: Array.from({ length: 255 }, (_, i) => i + 1) });
       process.stdout.write(result.stdout);
       process.stderr.write(result.stderr);
       process.exitCode = result.exitCode;

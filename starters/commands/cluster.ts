@@ -4,18 +4,24 @@
  */
 import type { Command } from 'commander';
 import { checkInt, InputError } from '../../common/names.js';
-import { clientTls, clusterUp, frontendAddress, restartService, tokenFor } from '../cluster/cluster.js';
-import { MAX_COMPUTE } from '../cluster/hosts.js';
-import { siteDown, siteStatus, siteUp } from '../cluster/site.js';
-import { issueClientCert } from '../cluster/pki.js';
-import { processStatuses } from '../cluster/services.js';
-import { checkClusterName, DEFAULT_CLUSTER, readState, TEMPORAL_SERVICES, type TemporalService } from '../cluster/state.js';
-import { checkRole, mintToken, parseTtl, writeTokenFile } from '../cluster/tokens.js';
+import { CONNECTION_ENV, paths } from '../../lib/config.js';
+import { TEMPORAL_SERVER_VERSION, UI_SERVER_VERSION } from '../cluster/build.js';
+import { checkClusterName, DEFAULT_CLUSTER, MAX_COMPUTE, TEMPORAL_SERVICES, type TemporalService } from '../cluster/state.js';
 import { configFrom, currentUser, say, type GlobalFlags } from '../context.js';
-import { CONNECTION_ENV, machineArch, paths } from '../../lib/config.js';
 import { formatPairs, formatTable, oneLine, printJson } from '../output.js';
-import { ensureServerBinaries, ensureUiServer, TEMPORAL_SERVER_VERSION, UI_SERVER_VERSION } from '../cluster/build.js';
 import { registerClusterHosts } from './cluster-hosts.js';
+
+/** What the actions need, loaded when one runs (never for --help). */
+const load = async () => ({
+  ...(await import('../cluster/cluster.js')),
+  ...(await import('../cluster/site.js')),
+  ...(await import('../cluster/pki.js')),
+  ...(await import('../cluster/services.js')),
+  ...(await import('../cluster/state.js')),
+  ...(await import('../cluster/tokens.js')),
+  ...(await import('../cluster/build.js')),
+  machineArch: (await import('../../lib/config.js')).machineArch,
+});
 
 interface ClusterFlags extends GlobalFlags {
   name: string;
@@ -87,6 +93,7 @@ export function registerCluster(program: Command): void {
       if (opts.nasPool !== undefined && compute === undefined) throw new InputError('--nas-pool', 'to come with --compute (the NAS is one of the hosts)', opts.nasPool);
       if (compute !== undefined && cmd.getOptionValueSource('listen') === 'cli') throw new InputError('--listen', "to be left out with --compute (the frontend listens on the hosts' bridge)", opts.listen);
       const config = configFrom(flags);
+      const { clusterUp, siteUp } = await load();
       const postgresUrl = opts.postgresUrl ?? process.env.IMGFLOW_POSTGRES_URL;
       const options = {
         name,
@@ -119,7 +126,8 @@ export function registerCluster(program: Command): void {
   cluster
     .command('install')
     .description(`build the Temporal server ${TEMPORAL_SERVER_VERSION}, its SQL tool and the Web UI server ${UI_SERVER_VERSION} into the per-user cache, once`)
-    .action(() => {
+    .action(async () => {
+      const { ensureServerBinaries, ensureUiServer } = await load();
       const bins = ensureServerBinaries(say);
       let ui: string | null = null;
       try {
@@ -136,6 +144,7 @@ export function registerCluster(program: Command): void {
     .description("each process of the cluster (up or down, pid, address) and, with hosts, each host's workers and the pollers on their queues")
     .action(async (_opts: unknown, cmd: Command) => {
       const { dir, flags } = clusterDir(cmd);
+      const { readState, processStatuses, siteStatus, machineArch, frontendAddress } = await load();
       const state = readState(dir);
       const rows = await processStatuses(state);
       const hosts = await siteStatus(state, machineArch());
@@ -153,6 +162,7 @@ export function registerCluster(program: Command): void {
     .option('--drop-databases', 'drop both databases and remove the state directory')
     .action(async (opts: { dropDatabases?: boolean }, cmd: Command) => {
       const { dir, flags } = clusterDir(cmd);
+      const { siteDown } = await load();
       const stopped = await siteDown(dir, { dropDatabases: Boolean(opts.dropDatabases), say });
       if (flags.json) printJson({ stopped, dropped: Boolean(opts.dropDatabases) });
       else say(`stopped: ${stopped.join(', ') || 'nothing was running'}${opts.dropDatabases ? '; databases dropped' : ''}`);
@@ -166,6 +176,7 @@ export function registerCluster(program: Command): void {
     .action(async (opts: { service: string; graceful?: boolean }, cmd: Command) => {
       const { dir } = clusterDir(cmd);
       if (!(TEMPORAL_SERVICES as readonly string[]).includes(opts.service)) throw new InputError('--service', TEMPORAL_SERVICES.join(', '), opts.service);
+      const { restartService } = await load();
       const pid = await restartService(dir, opts.service as TemporalService, { signal: opts.graceful ? 'SIGTERM' : 'SIGKILL' });
       say(`${opts.service} restarted (pid ${pid})`);
     });
@@ -174,8 +185,9 @@ export function registerCluster(program: Command): void {
     .command('certs')
     .description("issue a client certificate from the cluster's CA for a host or role (its name in the CN); prints the files")
     .requiredOption('--client <name>', 'the host or role, e.g. nas-0')
-    .action((opts: { client: string }, cmd: Command) => {
+    .action(async (opts: { client: string }, cmd: Command) => {
       const { dir, flags } = clusterDir(cmd);
+      const { readState, issueClientCert, frontendAddress } = await load();
       const state = readState(dir);
       const pair = issueClientCert(state.pki, opts.client);
       const files = { cert: pair.cert, key: pair.key, ca: state.pki.caCert, frontend: frontendAddress(state) };
@@ -190,8 +202,9 @@ export function registerCluster(program: Command): void {
     .option('--sub <name>', 'who the token is for (default: the current user)')
     .option('--ttl <duration>', 'lifetime: seconds, or 15m, 12h, 30d', '12h')
     .option('--out <file>', 'write it to this file (0600) instead of stdout')
-    .action((opts: { role: string; sub?: string; ttl: string; out?: string }, cmd: Command) => {
+    .action(async (opts: { role: string; sub?: string; ttl: string; out?: string }, cmd: Command) => {
       const { dir } = clusterDir(cmd);
+      const { readState, mintToken, checkRole, parseTtl, writeTokenFile } = await load();
       const state = readState(dir);
       const token = mintToken(state.signingKey, { role: checkRole(opts.role), namespace: state.namespace, subject: opts.sub ?? currentUser(), ttlSeconds: parseTtl(opts.ttl) });
       if (opts.out) writeTokenFile(opts.out, token);
@@ -204,8 +217,9 @@ export function registerCluster(program: Command): void {
     .option('--client <name>', 'the client certificate to use', 'operator')
     .option('--role <role>', 'the token to mint for it', 'operator')
     .option('--ttl <duration>', "the token's lifetime", '12h')
-    .action((opts: { client: string; role: string; ttl: string }, cmd: Command) => {
+    .action(async (opts: { client: string; role: string; ttl: string }, cmd: Command) => {
       const { dir, flags } = clusterDir(cmd);
+      const { readState, issueClientCert, checkRole, tokenFor, parseTtl, clientTls, frontendAddress } = await load();
       const state = readState(dir);
       const pair = issueClientCert(state.pki, opts.client);
       const role = checkRole(opts.role);

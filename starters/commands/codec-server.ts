@@ -5,12 +5,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Command } from 'commander';
 import { InputError } from '../../common/names.js';
-import { AesGcmCodec } from '../../lib/codec.js';
-import { createCodecServer } from '../../lib/codec-server.js';
 import { checkAddress } from '../../lib/config.js';
-import { readJwks } from '../../lib/jwt.js';
-import { readKeyring } from '../../lib/keyring.js';
-import { createLogger } from '../../lib/logger.js';
 import { configFrom, say, type GlobalFlags } from '../context.js';
 
 interface CodecServerFlags {
@@ -34,6 +29,13 @@ function checkOrigin(value: string): string {
 async function runCodecServer(opts: CodecServerFlags, cmd: Command): Promise<void> {
   const [host, port] = [checkAddress(opts.listen).replace(/:\d+$/, '').replace(/^\[|\]$/g, ''), Number(opts.listen.split(':').at(-1))];
   const origins = opts.corsOrigin.map(checkOrigin);
+  const [{ AesGcmCodec }, { createCodecServer }, { readJwks }, { readKeyring }, { createLogger }] = await Promise.all([
+    import('../../lib/codec.js'),
+    import('../../lib/codec-server.js'),
+    import('../../lib/jwt.js'),
+    import('../../lib/keyring.js'),
+    import('../../lib/logger.js'),
+  ]);
   const jwksFile = opts.jwks ?? process.env.IMGFLOW_JWKS;
   if (!jwksFile) throw new InputError('--jwks', 'the JSON Web Key Set file that verifies tokens (or env IMGFLOW_JWKS)');
   const jwks = readJwks(jwksFile);

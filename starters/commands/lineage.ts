@@ -6,55 +6,39 @@
 import type { Client } from '@temporalio/client';
 import type { Command } from 'commander';
 import type { VersionDiff } from '../../activities/nas/diff.js';
-import { checkPackKind, checkReason, checkTag, type VersionRecord } from '../../common/lineage.js';
-import { checkOptionalText, checkText } from '../../common/limits.js';
-import { checkImageName, checkInt, checkName, InputError } from '../../common/names.js';
-import { WORKFLOW_QUEUE } from '../../common/queues.js';
-import { diffWorkflow } from '../../workflows/diff.js';
-import { checkChannel, gateUpdate, gcUpdate, packUpdate, promoteUpdate, registerVersionUpdate, removeUpdate, revokeUpdate, rollbackUpdate, tagUpdate, testResultUpdate, type GcResult, type NewVersion } from '../../workflows/lineage.js';
-import { configFrom, connectClient, currentUser, type GlobalFlags } from '../context.js';
-import { describeLineage, fullVersion, lineageHandle, lineageHistory, parseImageRef, resolveVersion, storedVersion, updateLineage, volumesOf } from '../lineage-client.js';
+import type { VersionRecord } from '../../common/lineage.js';
+import { checkInt, InputError } from '../../common/names.js';
+import type { GcResult } from '../../workflows/lineage.js';
+import { connected, currentUser } from '../context.js';
+import { parseImageRef } from '../image-refs.js';
 import { formatPairs, formatTable, humanBytes, printJson } from '../output.js';
 
+/** What the actions need, loaded when one runs (never for --help): the lineage's client and the checks of tags, channels and texts. */
+const clients = async () => ({
+  ...(await import('../client.js')),
+  ...(await import('../lineage-client.js')),
+  ...(await import('../../common/lineage.js')),
+  ...(await import('../../common/limits.js')),
+  ...(await import('../../common/names.js')),
+  checkChannel: (await import('../../workflows/lineage.js')).checkChannel,
+});
+type Clients = Awaited<ReturnType<typeof clients>>;
+
 /** A command on one image: checks what was asked before anything connects, then runs with a client. */
-type Action<O> = (image: string, opts: O) => (client: Client) => Promise<unknown>;
+type Action<O> = (image: string, opts: O, c: Clients) => (client: Client) => Promise<unknown>;
 
 /** Connects, runs the action against one image and prints what it returns (a table or JSON). */
 function onImage<O>(action: Action<O>, show: (result: never) => string) {
   return async (ref: string, opts: O, cmd: Command) => {
-    const flags = cmd.optsWithGlobals<GlobalFlags>();
     const { image } = parseImageRef(ref);
-    const run = action(image, opts);
-    const { client, connection } = await connectClient(configFrom(flags));
-    try {
+    const c = await clients();
+    const run = action(image, opts, c);
+    await connected(cmd, async () => c, async ({ client, flags }) => {
       const result = await run(client);
       if (flags.json) printJson(result);
       else process.stdout.write(`${show(result as never)}\n`);
-    } finally {
-      await connection.close();
-    }
+    });
   };
-}
-
-/** A version whose manifests are still stored: they went with a removed version's files. */
-async function withManifests(client: Client, image: string, ref: string): Promise<VersionRecord> {
-  const v = await storedVersion(client, image, ref);
-  if (v.removed) throw new InputError('version', `a stored version (${v.id} was removed by ${v.removed.by}: ${v.removed.reason})`, v.id);
-  // Only removed versions become stubs.
-  return v as VersionRecord;
-}
-
-async function diff(client: Client, image: string, a: string, b: string): Promise<VersionDiff> {
-  const [from, to] = [await withManifests(client, image, a), await withManifests(client, image, b)];
-  const host = from.artifacts[0]!.host;
-  if (to.artifacts[0]!.host !== host) throw new InputError('version', `versions stored on one NAS (${from.id} is on ${host}, ${to.id} on ${to.artifacts[0]!.host})`, to.id);
-  const side = (v: VersionRecord) => ({ id: v.id, bytes: v.bytes, manifests: v.manifests });
-  return client.workflow.execute(diffWorkflow, {
-    taskQueue: WORKFLOW_QUEUE,
-    workflowId: `diff-${image}-${from.id}-${to.id}-${Date.now().toString(36)}`,
-    args: [{ image, host, from: side(from), to: side(to) }],
-    staticSummary: `Diff of ${image} ${from.id} -> ${to.id}`,
-  });
 }
 
 function showDiff(d: VersionDiff): string {
@@ -75,12 +59,6 @@ function showDiff(d: VersionDiff): string {
   ].join('\n');
 }
 
-/** A copy of a version's record as the first version of a new image, noting where it came from. */
-function cloneRecord(v: VersionRecord, image: string, by: string): NewVersion {
-  const copyable = ({ id: _id, revoked: _r, removed: _m, ...rest }: VersionRecord) => rest;
-  return { ...copyable(v), by, message: `clone of ${image}:${v.id}`, origin: { image, version: v.id }, provenance: { ...v.provenance, source: `clone of ${image}:${v.id} (${v.provenance.source})` } };
-}
-
 const showGc = (r: GcResult) =>
   `${formatTable([...r.removed.map((v) => ({ version: v, action: r.dryRun ? 'would remove' : 'removed', why: '' })), ...r.kept.map((k) => ({ version: k.version, action: 'keep', why: k.why.join(', ') }))], ['version', 'action', 'why'])}${r.dryRun ? '' : `\n${r.files} files deleted`}`;
 
@@ -96,9 +74,9 @@ export function registerLineage(program: Command): void {
     .option('--name <tag>', 'the tag name')
     .action(
       onImage<{ version?: string; name?: string }>(
-        (image, o) => {
-          const input = { by: currentUser(), ...(o.version !== undefined ? { version: checkName('--version', o.version) } : {}), ...(o.name !== undefined ? { name: checkTag('--name', o.name) } : {}) };
-          return (client) => lineageHandle(client, image).executeUpdate(tagUpdate, { args: [input] });
+        (image, o, c) => {
+          const input = { by: currentUser(), ...(o.version !== undefined ? { version: c.checkName('--version', o.version) } : {}), ...(o.name !== undefined ? { name: c.checkTag('--name', o.name) } : {}) };
+          return (client) => c.tagVersion(client, image, input);
         },
         pairs,
       ),
@@ -110,7 +88,7 @@ export function registerLineage(program: Command): void {
     .argument('<image>', 'the image')
     .action(
       onImage(
-        (image) => async (client) => Object.entries((await describeLineage(client, image)).tags).map(([name, t]) => ({ tag: name, ...t })),
+        (image, _o, c) => async (client) => Object.entries((await c.describeLineage(client, image)).tags).map(([name, t]) => ({ tag: name, ...t })),
         table(['tag', 'version', 'at', 'by']),
       ),
     );
@@ -124,10 +102,10 @@ export function registerLineage(program: Command): void {
     .option('--force', 'promote without a passed test result')
     .option('--reason <text>', 'why (required with --force)')
     .action(
-      onImage<{ tag: string; to: string; force?: boolean; reason?: string }>((image, o) => {
-        const reason = o.force ? checkReason('--reason', o.reason) : checkOptionalText('--reason', o.reason, 'reason');
-        const input = { by: currentUser(), tag: checkTag('--tag', o.tag), channel: checkChannel('--to', o.to), ...(o.force ? { force: true } : {}), ...(reason ? { reason } : {}) };
-        return (client) => lineageHandle(client, image).executeUpdate(promoteUpdate, { args: [input] });
+      onImage<{ tag: string; to: string; force?: boolean; reason?: string }>((image, o, c) => {
+        const reason = o.force ? c.checkReason('--reason', o.reason) : c.checkOptionalText('--reason', o.reason, 'reason');
+        const input = { by: currentUser(), tag: c.checkTag('--tag', o.tag), channel: c.checkChannel('--to', o.to), ...(o.force ? { force: true } : {}), ...(reason ? { reason } : {}) };
+        return (client) => c.promoteTag(client, image, input);
       }, pairs),
     );
 
@@ -138,11 +116,11 @@ export function registerLineage(program: Command): void {
     .option('--channels <list>', 'comma-separated channel names, e.g. staging,prod')
     .option('--none', 'no channel is gated')
     .action(
-      onImage<{ channels?: string; none?: boolean }>((image, o) => {
+      onImage<{ channels?: string; none?: boolean }>((image, o, c) => {
         if ((o.channels === undefined) === !o.none) throw new InputError('--channels/--none', 'exactly one of them', o.channels);
-        const channels = o.none ? [] : o.channels!.split(',').map((c) => checkChannel('--channels', c.trim()));
+        const channels = o.none ? [] : o.channels!.split(',').map((name) => c.checkChannel('--channels', name.trim()));
         const input = { by: currentUser(), channels };
-        return (client) => lineageHandle(client, image).executeUpdate(gateUpdate, { args: [input] });
+        return (client) => c.setGate(client, image, input);
       }, (gated: string[]) => `gated: ${gated.join(', ') || 'none'}`),
     );
 
@@ -154,9 +132,9 @@ export function registerLineage(program: Command): void {
     .option('--reason <text>', 'why')
     .action(
       onImage<{ channel: string; reason?: string }>(
-        (image, o) => {
-          const input = { by: currentUser(), channel: checkChannel('--channel', o.channel), ...(o.reason !== undefined ? { reason: checkReason('--reason', o.reason) } : {}) };
-          return (client) => lineageHandle(client, image).executeUpdate(rollbackUpdate, { args: [input] });
+        (image, o, c) => {
+          const input = { by: currentUser(), channel: c.checkChannel('--channel', o.channel), ...(o.reason !== undefined ? { reason: c.checkReason('--reason', o.reason) } : {}) };
+          return (client) => c.rollbackChannel(client, image, input);
         },
         pairs,
       ),
@@ -168,8 +146,8 @@ export function registerLineage(program: Command): void {
     .argument('<image>', 'the image')
     .action(
       onImage(
-        (image) => async (client) => {
-          const { channels, gated } = await describeLineage(client, image);
+        (image, _o, c) => async (client) => {
+          const { channels, gated } = await c.describeLineage(client, image);
           // Gated channels nothing was promoted to yet are listed too: they are part of the policy.
           const names = [...new Set([...Object.keys(channels), ...gated])];
           return names.map((name) => ({ channel: name, gated: gated.includes(name) ? 'yes' : 'no', ...channels[name]?.current, entries: channels[name]?.entries ?? 0 }));
@@ -187,10 +165,10 @@ export function registerLineage(program: Command): void {
     .option('--failed', 'the test failed')
     .option('--note <text>', 'what was tested')
     .action(
-      onImage<{ tag: string; passed?: boolean; failed?: boolean; note?: string }>((image, o) => {
+      onImage<{ tag: string; passed?: boolean; failed?: boolean; note?: string }>((image, o, c) => {
         if (Boolean(o.passed) === Boolean(o.failed)) throw new InputError('--passed/--failed', 'exactly one of them', undefined);
-        const input = { by: currentUser(), tag: checkTag('--tag', o.tag), passed: Boolean(o.passed), ...(o.note !== undefined ? { note: checkText('--note', o.note, 'note') } : {}) };
-        return (client) => lineageHandle(client, image).executeUpdate(testResultUpdate, { args: [input] });
+        const input = { by: currentUser(), tag: c.checkTag('--tag', o.tag), passed: Boolean(o.passed), ...(o.note !== undefined ? { note: c.checkText('--note', o.note, 'note') } : {}) };
+        return (client) => c.recordTestResult(client, image, input);
       }, pairs),
     );
 
@@ -200,9 +178,9 @@ export function registerLineage(program: Command): void {
     .argument('<image>', 'the image')
     .option('--last <n>', 'only the newest N entries')
     .action(
-      onImage<{ last?: string }>((image, o) => {
+      onImage<{ last?: string }>((image, o, c) => {
         const last = o.last === undefined ? undefined : checkInt('--last', o.last, 1, Number.MAX_SAFE_INTEGER);
-        return (client) => lineageHistory(client, image, last);
+        return (client) => c.lineageHistory(client, image, last);
       }, table(['seq', 'at', 'by', 'op', 'detail'])),
     );
 
@@ -214,9 +192,9 @@ export function registerLineage(program: Command): void {
     .requiredOption('--reason <text>', 'why')
     .action(
       onImage<{ version: string; reason: string }>(
-        (image, o) => {
-          const input = { by: currentUser(), version: checkName('--version', o.version), reason: checkReason('--reason', o.reason) };
-          return (client) => lineageHandle(client, image).executeUpdate(revokeUpdate, { args: [input] });
+        (image, o, c) => {
+          const input = { by: currentUser(), version: c.checkName('--version', o.version), reason: c.checkReason('--reason', o.reason) };
+          return (client) => c.revokeVersion(client, image, input);
         },
         ({ id, revoked }: { id: string; revoked: object }) => pairs({ version: id, ...revoked }),
       ),
@@ -228,7 +206,7 @@ export function registerLineage(program: Command): void {
     .argument('<image>', 'the image')
     .argument('<from>', 'a version or tag')
     .argument('<to>', 'a version or tag')
-    .action(async (ref: string, a: string, b: string, _o: unknown, cmd: Command) => onImage((image) => (client) => diff(client, image, a, b), showDiff)(ref, {}, cmd));
+    .action(async (ref: string, a: string, b: string, _o: unknown, cmd: Command) => onImage((image, _o, c) => (client) => c.diffVersions(client, image, a, b), showDiff)(ref, {}, cmd));
 
   program
     .command('gc')
@@ -237,9 +215,9 @@ export function registerLineage(program: Command): void {
     .option('--keep <n>', 'how many of the newest versions to keep')
     .option('--dry-run', 'only say what would be removed')
     .action(
-      onImage<{ keep?: string; dryRun?: boolean }>((image, o) => {
+      onImage<{ keep?: string; dryRun?: boolean }>((image, o, c) => {
         const input = { by: currentUser(), ...(o.keep !== undefined ? { keep: checkInt('--keep', o.keep, 1, 10_000) } : {}), ...(o.dryRun ? { dryRun: true } : {}) };
-        return async (client) => lineageHandle(client, image).executeUpdate(gcUpdate, { args: [{ ...input, volumes: await volumesOf(client, image) }] });
+        return (client) => c.collectGarbage(client, image, input);
       }, showGc),
     );
 
@@ -249,10 +227,7 @@ export function registerLineage(program: Command): void {
     .argument('<image>', '<image>[:<version or tag>]')
     .action(async (ref: string, _o: unknown, cmd: Command) => {
       const which = parseImageRef(ref).ref;
-      await onImage((image) => async (client) => {
-        const version = which ? resolveVersion(await describeLineage(client, image), image, which) : undefined;
-        return lineageHandle(client, image).executeUpdate(removeUpdate, { args: [{ by: currentUser(), ...(version ? { version } : {}), volumes: await volumesOf(client, image) }] });
-      }, pairs)(ref, {}, cmd);
+      await onImage((image, _o, c) => (client) => c.removeVersions(client, image, currentUser(), which), pairs)(ref, {}, cmd);
     });
 
   program
@@ -265,15 +240,15 @@ export function registerLineage(program: Command): void {
     .option('--max-root-bytes <n>', 'refuse a root image larger than this')
     .action(
       onImage<{ tag: string; as?: string; kind?: string; maxRootBytes?: string }>(
-        (image, o) => {
+        (image, o, c) => {
           const input = {
             by: currentUser(),
-            tag: checkTag('--tag', o.tag),
-            ...(o.as !== undefined ? { as: checkName('--as', o.as) } : {}),
-            ...(o.kind !== undefined ? { kind: checkPackKind('--kind', o.kind) } : {}),
+            tag: c.checkTag('--tag', o.tag),
+            ...(o.as !== undefined ? { as: c.checkName('--as', o.as) } : {}),
+            ...(o.kind !== undefined ? { kind: c.checkPackKind('--kind', o.kind) } : {}),
             ...(o.maxRootBytes !== undefined ? { maxRootBytes: checkInt('--max-root-bytes', o.maxRootBytes, 1, Number.MAX_SAFE_INTEGER) } : {}),
           };
-          return (client) => lineageHandle(client, image).executeUpdate(packUpdate, { args: [input] });
+          return (client) => c.packTag(client, image, input);
         },
         pairs,
       ),
@@ -286,21 +261,10 @@ export function registerLineage(program: Command): void {
     .argument('<new-image>', 'the new image')
     .option('--version <v>', 'the version or tag to clone')
     .action(async (ref: string, target: string, o: { version?: string }, cmd: Command) =>
-      onImage((image) => {
-        const newImage = checkImageName('new-image', target);
-        const originTag = checkTag('new-image', `cloned-to-${newImage}`);
-        return async (client) => {
-          // A refused clone leaves nothing behind: the origin is tagged only once the new image is known to be new.
-          const existing = await describeLineage(client, newImage).catch(() => undefined);
-          if (existing?.versions.length) throw new InputError('new-image', `an image that does not exist yet (${newImage} has ${existing.versions.length} versions)`, newImage);
-          const v = await fullVersion(client, image, o.version);
-          if (v.revoked) throw new InputError('version', `a version that is not revoked (${v.id} was revoked by ${v.revoked.by}: ${v.revoked.reason}) to clone`, v.id);
-          if (v.removed) throw new InputError('version', `a version whose files are still stored (${v.id} was removed by ${v.removed.by}: ${v.removed.reason}) to clone`, v.id);
-          const by = currentUser();
-          // The clone shares the version's stored files: a tag on the origin keeps retention off them.
-          await lineageHandle(client, image).executeUpdate(tagUpdate, { args: [{ by, version: v.id, name: originTag }] });
-          return updateLineage(client, newImage, registerVersionUpdate, cloneRecord(v, image, by));
-        };
+      onImage((image, _o, c) => {
+        const newImage = c.checkImageName('new-image', target);
+        const originTag = c.checkTag('new-image', `cloned-to-${newImage}`);
+        return (client) => c.cloneImage(client, image, newImage, originTag, currentUser(), o.version);
       }, (r: VersionRecord) => pairs({ image: target, version: r.id, origin: `${r.origin?.image}:${r.origin?.version}` }))(ref, {}, cmd),
     );
 }

@@ -3,20 +3,23 @@
  * rules and prints each breach; `--fix` prepares a copy again and registers it as a new version.
  * Exit 1 while breaches remain.
  */
-import { randomUUID } from 'node:crypto';
 import type { Command } from 'commander';
-import { checkPrepareInput, type PrepareOptions } from '../../activities/builder/recipe.js';
-import { formatBreaches } from '../../activities/builder/validate.js';
-import { checkText } from '../../common/limits.js';
+import type { PrepareOptions } from '../../activities/builder/recipe.js';
 import type { VersionRecord } from '../../common/lineage.js';
 import { checkHost, InputError } from '../../common/names.js';
-import { WORKFLOW_QUEUE } from '../../common/queues.js';
-import { SA } from '../../common/search-attributes.js';
-import { registerVersionUpdate } from '../../workflows/lineage.js';
-import { validateWorkflow, type ValidateResult } from '../../workflows/validate.js';
-import { configFrom, connectClient, currentUser, type GlobalFlags } from '../context.js';
-import { fullVersion, lineageHandle, parseImageRef } from '../lineage-client.js';
-import { printJson, watchProgress } from '../output.js';
+import type { ValidateResult } from '../../workflows/validate.js';
+import { connected, currentUser } from '../context.js';
+import { parseImageRef } from '../image-refs.js';
+import { printJson } from '../output.js';
+
+/** What the action needs, loaded when it runs (never for --help). */
+const clients = async () => ({
+  ...(await import('../client.js')),
+  ...(await import('../validate-client.js')),
+  ...(await import('../../activities/builder/recipe.js')),
+  ...(await import('../../activities/builder/validate.js')),
+});
+type Clients = Awaited<ReturnType<typeof clients>>;
 
 interface ValidateFlags {
   fix?: boolean;
@@ -30,7 +33,7 @@ interface ValidateFlags {
 }
 
 /** The rules to check, from the flags; private directories and sharing come from the version. */
-function prepareFrom(opts: ValidateFlags): PrepareOptions {
+function prepareFrom(opts: ValidateFlags, checkPrepareInput: Clients['checkPrepareInput']): PrepareOptions {
   if (opts.removeNetwork && opts.keepNetwork) throw new InputError('--remove-network', 'either --remove-network or --keep-network, not both', true);
   if (opts.hostname !== undefined) checkHost('--hostname', opts.hostname);
   const services = opts.removeServices === undefined ? [] : opts.removeServices.split(',').filter(Boolean);
@@ -44,7 +47,7 @@ function prepareFrom(opts: ValidateFlags): PrepareOptions {
   });
 }
 
-function printResult(result: ValidateResult, registered: VersionRecord | undefined): void {
+function printResult(result: ValidateResult, registered: VersionRecord | undefined, formatBreaches: Clients['formatBreaches']): void {
   const where = `${result.image}:${result.version}`;
   if (result.breaches.length) process.stdout.write(`${formatBreaches(result.breaches)}\n`);
   if (!result.fixed) {
@@ -70,37 +73,16 @@ export function registerValidate(program: Command): void {
     .option('--store <nas>', "the NAS whose image store keeps a repaired copy (default: the version's)")
     .option('-m, --message <text>', 'message of a repaired version')
     .action(async (ref: string, opts: ValidateFlags, cmd: Command) => {
-      const flags = cmd.optsWithGlobals<GlobalFlags>();
       const { image, ref: which } = parseImageRef(ref);
-      const prepare = prepareFrom(opts);
+      const c = await clients();
+      const prepare = prepareFrom(opts, c.checkPrepareInput);
       const by = currentUser();
-      const { client, connection } = await connectClient(configFrom(flags));
-      try {
-        const version = await fullVersion(client, image, which);
-        const id = version.id;
-        // A version whose recipe allowed password hashes is checked as its recipe asked.
-        const rules = version.allowPasswordHashes ? { ...prepare, allowPasswordHashes: true } : prepare;
-        const store = checkHost('--store', opts.store ?? version.artifacts[0]?.host);
-        const handle = await client.workflow.start(validateWorkflow, {
-          taskQueue: WORKFLOW_QUEUE,
-          workflowId: `validate-${image}-${id}-${randomUUID().slice(0, 8)}`,
-          args: [{ image, version, prepare: rules, fix: opts.fix ?? false, by, message: opts.message === undefined ? `validate --fix of ${id}` : checkText('--message', opts.message, 'message'), store }],
-          typedSearchAttributes: [
-            { key: SA.kind, value: 'validate' },
-            { key: SA.image, value: image },
-            { key: SA.version, value: id },
-            { key: SA.arch, value: version.arch },
-          ],
-          staticSummary: `Validate ${image}:${id}${opts.fix ? ' and fix' : ''} for ${by}`,
-        });
-        const result = await watchProgress(handle, handle.result(), `validate ${image}:${id}`);
-        const registered = result.fixed ? await lineageHandle(client, image).executeUpdate(registerVersionUpdate, { args: [result.fixed.record] }) : undefined;
+      await connected(cmd, async () => c, async ({ client, flags }) => {
+        const { result, registered } = await c.validateVersion(client, { image, ...(which ? { ref: which } : {}), prepare, fix: opts.fix ?? false, by, ...(opts.message !== undefined ? { message: opts.message } : {}), ...(opts.store !== undefined ? { store: opts.store } : {}) });
         if (flags.json) printJson({ ...result, ...(registered ? { registered } : {}) });
-        else printResult(result, registered);
+        else printResult(result, registered, c.formatBreaches);
         const left = result.fixed ? result.fixed.remaining : result.breaches;
         if (left.length) process.exitCode = 1;
-      } finally {
-        await connection.close();
-      }
+      });
     });
 }

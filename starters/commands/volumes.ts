@@ -3,39 +3,23 @@
  * `volume-attrs`, `sync-now` and `clean`. Each volume is an entity workflow; these commands send it
  * validated updates, so bad input is refused (exit 2) before anything changes.
  */
-import type { Client } from '@temporalio/client';
 import type { Command } from 'commander';
 import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../common/names.js';
 import { queues } from '../../common/queues.js';
-import {
-  cleanUpdate,
-  deleteUpdate,
-  setAttrsUpdate,
-  syncNowUpdate,
-  unmapUpdate,
-  volumeQuery,
-  type MapRequest,
-  type VolumeAttrs,
-  type VolumeView,
-} from '../../workflows/volume.js';
-import { answered } from '../answers.js';
-import { configFrom, connectClient, currentUser, say, type GlobalFlags } from '../context.js';
+import type { MapRequest, VolumeAttrs, VolumeView } from '../../workflows/volume.js';
+import { connected, currentUser, say } from '../context.js';
+import { BASE_REF } from '../image-refs.js';
 import { formatPairs, formatTable, printJson } from '../output.js';
-import { hasWorker } from '../answers.js';
-import { BASE_REF, baseVersion, known, listVolumes, mapVolume, volumeHandle } from '../volume-client.js';
 
 const GiB = 1024 ** 3;
 
-/** Runs `fn` with a client, closing the connection after. */
-async function withClient<T>(cmd: Command, fn: (client: Client, flags: GlobalFlags, namespace: string) => Promise<T>): Promise<T> {
-  const flags = cmd.optsWithGlobals<GlobalFlags>();
-  const config = configFrom(flags);
-  const { client, connection } = await connectClient(config);
-  try {
-    return await fn(client, flags, config.namespace);
-  } finally {
-    await connection.close();
-  }
+/** The Temporal side, loaded when a command runs (never for --help). */
+const clients = async () => ({ ...(await import('../client.js')), ...(await import('../volume-client.js')), ...(await import('../answers.js')) });
+
+/** A change's outcome: JSON for scripts, its message for people. */
+function printChange(result: { message: string }, json: boolean | undefined): void {
+  if (json) return printJson(result);
+  say(result.message);
 }
 
 function printView(view: VolumeView, json: boolean | undefined): void {
@@ -79,7 +63,7 @@ export function registerVolumes(program: Command): void {
       const waitSeconds = checkInt('--wait', opts.wait, 1, 3600);
       const frequencySeconds = opts.frequency === undefined ? undefined : checkInt('--frequency', opts.frequency, 10, 86_400);
       if (frequencySeconds !== undefined && !opts.sync) throw new InputError('--frequency', 'to be given with --sync (only sync mode pulls)', opts.frequency);
-      await withClient(cmd, async (client, flags, namespace) => {
+      await connected(cmd, clients, async ({ c: { baseVersion, hasWorker, mapVolume }, client, flags, config: { namespace } }) => {
         const base = await baseVersion(client, opts.image, nas);
         if (!(await hasWorker(client, namespace, queues.nas(nas)))) throw new InputError('--nas', `a NAS whose worker is running (nothing polls ${queues.nas(nas)})`, nas);
         if (!(await hasWorker(client, namespace, queues.compute(computeHost)))) throw new InputError('--compute', `a compute host whose worker is running (nothing polls ${queues.compute(computeHost)})`, computeHost);
@@ -108,11 +92,7 @@ export function registerVolumes(program: Command): void {
     .action(async (volume: string, opts: { wait: string }, cmd: Command) => {
       checkName('volume', volume);
       const waitSeconds = checkInt('--wait', opts.wait, 0, 86_400);
-      await withClient(cmd, async (client, flags) => {
-        const result = await known(volume, () => volumeHandle(client, volume).executeUpdate(unmapUpdate, { args: [{ by: currentUser(), waitSeconds }] }));
-        if (flags.json) return printJson(result);
-        say(result.message);
-      });
+      await connected(cmd, clients, async ({ c: { unmapVolume }, client, flags }) => printChange(await unmapVolume(client, volume, { by: currentUser(), waitSeconds }), flags.json));
     });
 
   program
@@ -121,11 +101,7 @@ export function registerVolumes(program: Command): void {
     .argument('<volume>', 'the volume name')
     .action(async (volume: string, _opts: unknown, cmd: Command) => {
       checkName('volume', volume);
-      await withClient(cmd, async (client, flags) => {
-        const result = await known(volume, () => volumeHandle(client, volume).executeUpdate(deleteUpdate, { args: [{ by: currentUser() }] }));
-        if (flags.json) return printJson(result);
-        say(result.message);
-      });
+      await connected(cmd, clients, async ({ c: { deleteVolume }, client, flags }) => printChange(await deleteVolume(client, volume, { by: currentUser() }), flags.json));
     });
 
   program
@@ -134,7 +110,7 @@ export function registerVolumes(program: Command): void {
     .option('--nas <nas>', 'only volumes on this NAS')
     .option('--compute <host>', 'only volumes on this compute host')
     .action(async (opts: { nas?: string; compute?: string }, cmd: Command) => {
-      await withClient(cmd, async (client, flags) => {
+      await connected(cmd, clients, async ({ c: { listVolumes }, client, flags }) => {
         const views = await listVolumes(client, opts);
         if (flags.json) return printJson(views);
         const rows = views.map((v) => ({
@@ -172,12 +148,7 @@ export function registerVolumes(program: Command): void {
         ...(opts.downloadSpeed !== undefined ? { downloadSpeed: checkSpeed('--download-speed', opts.downloadSpeed) } : {}),
         ...(opts.freeze ? { frozen: true } : opts.thaw ? { frozen: false } : {}),
       };
-      await withClient(cmd, async (client, flags) => {
-        const handle = volumeHandle(client, volume);
-        const changes = Object.keys(attrs).length > 1;
-        const view = await known(volume, () => (changes ? handle.executeUpdate(setAttrsUpdate, { args: [attrs] }) : handle.describe().then((d) => answered(client, `volume ${volume}`, () => handle.query(volumeQuery), [d.taskQueue]))));
-        printView(view, flags.json);
-      });
+      await connected(cmd, clients, async ({ c: { volumeAttrs }, client, flags }) => printView(await volumeAttrs(client, volume, attrs), flags.json));
     });
 
   program
@@ -186,8 +157,8 @@ export function registerVolumes(program: Command): void {
     .argument('<volume>', 'the volume name')
     .action(async (volume: string, _opts: unknown, cmd: Command) => {
       checkName('volume', volume);
-      await withClient(cmd, async (client, flags) => {
-        const result = await known(volume, () => volumeHandle(client, volume).executeUpdate(syncNowUpdate, { args: [{ by: currentUser() }] }));
+      await connected(cmd, clients, async ({ c: { syncVolumeNow }, client, flags }) => {
+        const result = await syncVolumeNow(client, volume, { by: currentUser() });
         if (flags.json) return printJson(result);
         process.stdout.write(`${result.snapshot}${result.sent ? '' : ' (already there)'} in ${result.durationMs} ms\n`);
       });
@@ -202,10 +173,6 @@ export function registerVolumes(program: Command): void {
     .action(async (volume: string, opts: { force?: boolean; reason: string }, cmd: Command) => {
       checkName('volume', volume);
       if (!opts.force) throw new InputError('--force', '--force: clean skips the compute host and may leave it holding the volume', false);
-      await withClient(cmd, async (client, flags) => {
-        const result = await known(volume, () => volumeHandle(client, volume).executeUpdate(cleanUpdate, { args: [{ by: currentUser(), force: true, reason: opts.reason }] }));
-        if (flags.json) return printJson(result);
-        say(result.message);
-      });
+      await connected(cmd, clients, async ({ c: { cleanVolume }, client, flags }) => printChange(await cleanVolume(client, volume, { by: currentUser(), force: true, reason: opts.reason }), flags.json));
     });
 }

@@ -2,14 +2,18 @@
 import type { Command } from 'commander';
 import { checkArch, checkHost } from '../../common/names.js';
 import { machineArch } from '../../lib/config.js';
-import { connectionSettings } from '../../lib/connection.js';
-import { createLogger } from '../../lib/logger.js';
-import { NativeConnection } from '@temporalio/worker';
-import { installRuntime } from '../../workers/runtime.js';
-import { checkRole } from '../../workers/roles.js';
-import { createWorker } from '../../workers/worker.js';
 import { configFrom, type GlobalFlags } from '../context.js';
-import { connectOrFail } from '../temporal-server.js';
+
+/** What the worker needs, loaded when it runs (never for --help). */
+const load = async () => ({
+  ...(await import('@temporalio/worker')),
+  ...(await import('../../lib/connection.js')),
+  ...(await import('../../lib/logger.js')),
+  ...(await import('../../workers/runtime.js')),
+  ...(await import('../../workers/roles.js')),
+  ...(await import('../../workers/worker.js')),
+  ...(await import('../temporal-server.js')),
+});
 
 export function registerWorker(program: Command): void {
   program
@@ -21,6 +25,7 @@ export function registerWorker(program: Command): void {
     .option('--site <name>', 'the cloud site a cloud worker serves (default: the host name)')
     .option('--metrics <host:port>', 'Prometheus endpoint for this process; empty to disable')
     .action(async (opts: { role: string; host?: string; arch?: string; site?: string; metrics?: string }, cmd: Command) => {
+      const { checkRole, connectionSettings, connectOrFail, createLogger, createWorker, installRuntime, NativeConnection } = await load();
       const role = checkRole(opts.role);
       const config = configFrom(cmd.optsWithGlobals<GlobalFlags>(), {
         ...(opts.host !== undefined ? { host: checkHost('host', opts.host) } : {}),
