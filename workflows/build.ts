@@ -4,8 +4,7 @@
  * It returns the version record for the lineage to register; the lineage runs one build at a
  * time per image.
  */
-import { TimeoutType } from '@temporalio/common';
-import { ActivityFailure, ApplicationFailure, CancellationScope, patched, proxyActivities, setCurrentDetails, TimeoutFailure, uuid4, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, patched, proxyActivities, setCurrentDetails, uuid4, workflowInfo } from '@temporalio/workflow';
 import type { BuilderActivities } from '../activities/builder/index.js';
 import type { Recipe } from '../activities/builder/recipe.js';
 import type { HostActivities } from '../activities/host.js';
@@ -13,6 +12,7 @@ import type { NasActivities } from '../activities/nas/index.js';
 import type { Artifact, PhaseRow } from '../common/lineage.js';
 import { queues } from '../common/queues.js';
 import type { NewVersion } from './lineage.js';
+import { noWorkerTook } from './support/failures.js';
 
 export interface BuildRequest {
   recipe: Recipe;
@@ -50,11 +50,6 @@ function describeSource(recipe: Recipe): string {
   if (s.kind === 'debootstrap') return `debootstrap ${s.suite} (${s.variant}) from ${s.mirror}`;
   if (s.kind === 'capture') return `capture of ${s.host ? `${s.user ? `${s.user}@` : ''}${s.host}:` : ''}${s.path}`;
   return `tarball ${s.url ?? s.path} (sha256 ${s.sha256.slice(0, 12)})`;
-}
-
-/** A builder that never took the task: no builder of the arch is running. */
-function noBuilder(err: unknown): boolean {
-  return err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === TimeoutType.SCHEDULE_TO_START;
 }
 
 const STORE_ATTEMPTS = 3;
@@ -177,7 +172,8 @@ export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
       },
     };
   } catch (err) {
-    if (noBuilder(err)) {
+    // A builder that never took the task: no builder of the arch is running.
+    if (noWorkerTook(err)) {
       throw ApplicationFailure.nonRetryable(`no builder for ${recipe.arch} is running (nothing took the build from builder.${recipe.arch})`, 'NoBuilder');
     }
     // A cancelled or failed build leaves nothing behind on the builder.

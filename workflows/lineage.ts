@@ -7,17 +7,22 @@
  * Handlers take a lock before they change anything and check their request again under it, so
  * one that waits on an activity (gc, remove, pack) never interleaves with another.
  */
-import { TimeoutType } from '@temporalio/common';
-import { ActivityFailure, ApplicationFailure, allHandlersFinished, condition, continueAsNew, executeChild, defineQuery, defineSignal, defineUpdate, getExternalWorkflowHandle, log, patched, proxyActivities, setHandler, TimeoutFailure, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import type { UpdateDefinition } from '@temporalio/common';
+import { ApplicationFailure, allHandlersFinished, condition, continueAsNew, executeChild, defineQuery, defineSignal, defineUpdate, getExternalWorkflowHandle, log, patched, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { ArchiveReadInput, ArchiveResult, LineageHistoryActivities, VersionArchiveResult } from '../activities/control/lineage-history.js';
 import type { NasPackActivities, PackResult } from '../activities/nas/pack.js';
 import type { NasRetentionActivities } from '../activities/nas/retention.js';
 import { checkPackKind, checkReason, checkTag, checkUser, defaultTagName, isStub, packNote, stubOf, timeStamp, type Artifact, type ChannelEntry, type HistoryEntry, type PackKind, type PackRecord, type StoredVersion, type TagRecord, type TestResult, type VersionRecord, type VersionStub } from '../common/lineage.js';
-import { checkRoom, checkText, clip, DEFAULT_STATE_BUDGET, jsonBytes, TEXT_LIMITS, type StateBudget } from '../common/limits.js';
+import { checkRoom, checkText, DEFAULT_STATE_BUDGET, jsonBytes, TEXT_LIMITS, type StateBudget } from '../common/limits.js';
 import { checkInt, checkName, InputError } from '../common/names.js';
 import { CONTROL_QUEUE, queues } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import { buildWorkflow, type BuildRequest } from './build.js';
+import { historyFull } from './support/continue-as-new.js';
+import { appendHistory } from './support/history.js';
+import { failureMessage, noWorkerTook } from './support/failures.js';
+import { Lock } from './support/lock.js';
+import { handleUpdate } from './support/updates.js';
 
 export interface LineageState {
   image: string;
@@ -257,9 +262,8 @@ export class Lineage {
     return v;
   }
 
-  /** Details may quote a failure or a tool: clipped, so no one entry can swell the state. */
   record(by: string, op: string, detail: string, at: string): void {
-    this.state.history.push({ seq: ++this.state.seq, at, by, op, detail: clip(detail) });
+    appendHistory(this.state, { at, by, op, detail });
   }
 
   nextVersionId(): string {
@@ -570,30 +574,7 @@ async function runBuild(lineage: Lineage, queued: QueuedBuild): Promise<void> {
     });
     lineage.register(result.record, new Date().toISOString());
   } catch (err) {
-    const failure = err as Error & { cause?: Error };
-    lineage.record(queued.request.by, 'build-failed', `${queued.id}: ${failure.cause?.message ?? failure.message}`, new Date().toISOString());
-  }
-}
-
-/** The message of a failure, reaching through an activity's failure to its cause. */
-function reasonOf(err: unknown): { message: string; type: string } {
-  const e = err as Error & { cause?: Error & { type?: string } };
-  if (err instanceof ActivityFailure && e.cause) return { message: e.cause.message, type: e.cause.type ?? e.cause.name };
-  return { message: e.message, type: (e as { type?: string }).type ?? e.name };
-}
-
-/** One lock for every handler: whoever holds it sees a settled state until it lets go. */
-class Lock {
-  private busy = false;
-
-  async hold<T>(fn: () => Promise<T> | T): Promise<T> {
-    // Taking the lock inside the condition lets exactly one waiter through.
-    await condition(() => (this.busy ? false : (this.busy = true)));
-    try {
-      return await fn();
-    } finally {
-      this.busy = false;
-    }
+    lineage.record(queued.request.by, 'build-failed', `${queued.id}: ${failureMessage(err)}`, new Date().toISOString());
   }
 }
 
@@ -601,23 +582,14 @@ class Lock {
  * Validator and handler for one update: the validator rejects before anything is written; the
  * handler checks again under the lock, since another handler may have changed the state meanwhile.
  */
-function handle<I, O>(lock: Lock, def: ReturnType<typeof defineUpdate<O, [I]>>, validate: (i: I) => void, apply: (i: I, at: string) => O | Promise<O>, after: () => void) {
-  setHandler(
-    def,
-    (input: I) =>
-      lock.hold(async () => {
-        try {
-          validate(input);
-          const result = await apply(input, new Date().toISOString());
-          after();
-          return result;
-        } catch (err) {
-          // Fails this update only; any other error thrown here would fail the workflow task.
-          const { message, type } = reasonOf(err);
-          throw ApplicationFailure.nonRetryable(message, type);
-        }
-      }),
-    { validator: (input: I) => validate(input) },
+function handle<I, O>(lock: Lock, def: UpdateDefinition<O, [I]>, validate: (i: I) => void, apply: (i: I, at: string) => O | Promise<O>, after: () => void) {
+  handleUpdate(def, validate, (input: I) =>
+    lock.hold(async () => {
+      validate(input);
+      const result = await apply(input, new Date().toISOString());
+      after();
+      return result;
+    }),
   );
 }
 
@@ -670,7 +642,7 @@ async function archiveOlderHistory(lineage: Lineage, keep: number): Promise<void
       const done = await control.archiveHistory({ image: s.image, chain, after: s.archive?.throughSeq ?? 0, entries: batch });
       lineage.archived(batch, done, chain);
     } catch (err) {
-      log.warn('history not archived: it stays in the state until the next continue-as-new', { image: s.image, error: reasonOf(err).message });
+      log.warn('history not archived: it stays in the state until the next continue-as-new', { image: s.image, error: failureMessage(err) });
       return;
     }
   }
@@ -690,7 +662,7 @@ async function archiveRemovedVersions(lineage: Lineage): Promise<void> {
       const done = await control.archiveVersions({ image: s.image, chain, after: s.versionArchive?.count ?? 0, records: pending.slice(i, i + VERSION_BATCH) });
       lineage.versionsArchived(done, chain);
     } catch (err) {
-      log.warn('removed versions not archived: their records stay in the state until the next continue-as-new', { image: s.image, error: reasonOf(err).message });
+      log.warn('removed versions not archived: their records stay in the state until the next continue-as-new', { image: s.image, error: failureMessage(err) });
       return;
     }
   }
@@ -719,7 +691,7 @@ async function readOnControl<T>(what: string, read: (reader: LineageHistoryActiv
   try {
     return await read(reader);
   } catch (err) {
-    if (err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === TimeoutType.SCHEDULE_TO_START) {
+    if (noWorkerTook(err)) {
       throw ApplicationFailure.nonRetryable(`no worker on queue ${CONTROL_QUEUE} read ${what} within a minute: is a worker of role control running?`, 'NoControlWorker');
     }
     throw err;
@@ -818,7 +790,7 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
         await gc(lineage, i, at);
         publish();
       } catch (err) {
-        lineage.record(typeof i?.by === 'string' ? i.by : 'unknown', 'gc-failed', reasonOf(err).message, at);
+        lineage.record(typeof i?.by === 'string' ? i.by : 'unknown', 'gc-failed', failureMessage(err), at);
       }
     }),
   );
@@ -829,10 +801,9 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
 
   handle(lock, requestBuildUpdate, grows((r) => lineage.validateBuild(r)), (r, at) => lineage.enqueueBuild(r, at), publish);
 
-  const historyFull = () => workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > maxHistory;
   // One build at a time per image, in the order asked; continue as new only between builds.
   for (;;) {
-    await condition(() => lineage.state.builds.length > 0 || historyFull() || mustShed());
+    await condition(() => lineage.state.builds.length > 0 || historyFull(maxHistory) || mustShed());
     const next = lineage.state.builds[0];
     if (!next) break;
     await runBuild(lineage, next);

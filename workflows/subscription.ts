@@ -12,7 +12,6 @@
 import {
   ApplicationFailure,
   allHandlersFinished,
-  CancellationScope,
   condition,
   continueAsNew,
   defineQuery,
@@ -25,7 +24,6 @@ import {
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
-  workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { CloudActivities, ImageSnapshot } from '../activities/cloud/index.js';
@@ -36,6 +34,11 @@ import { checkUser, checkReason, type HistoryEntry } from '../common/lineage.js'
 import { checkHost, checkName, InputError } from '../common/names.js';
 import { CONTROL_QUEUE, queues } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
+import { compensate, type UndoStep } from './support/compensate.js';
+import { historyFull } from './support/continue-as-new.js';
+import { appendHistory } from './support/history.js';
+import { failureMessage, firstLine } from './support/failures.js';
+import { handleUpdate } from './support/updates.js';
 
 // ---------------------------------------------------------------------------------------------
 // Settings and their checks (pure; the CLI checks with the same functions)
@@ -292,10 +295,9 @@ function withCredentials(sub: SubscriptionConfig, download: CloudActivities) {
   return { downloadImage: (input: { image: ListedImage }) => download.downloadImage({ ...input, ...credentials }) };
 }
 
+/** A failure as the one line an outcome note or a history entry holds. */
 function message(error: unknown): string {
-  const err = error as Error & { cause?: Error & { cause?: Error } };
-  // Activity failures wrap the activity's own error; its message names the check.
-  return (err.cause?.cause?.message ?? err.cause?.message ?? err.message ?? String(error)).split('\n')[0]!;
+  return firstLine(failureMessage(error));
 }
 
 function planReport(diff: ListDiff, policy: NewImagePolicy, adoptOffered: boolean): PlanReport {
@@ -362,18 +364,13 @@ async function restage(act: Proxies, id: number, identifier: string): Promise<vo
 
 const READY_TIMEOUT_MS = 15 * 60_000;
 
-/** Runs undo steps newest first, out of reach of cancellation: a cancelled sync still cleans up. */
-async function compensate(undo: (() => Promise<void>)[]): Promise<string | undefined> {
-  return CancellationScope.nonCancellable(async () => {
-    for (const step of [...undo].reverse()) {
-      try {
-        await step();
-      } catch (error) {
-        return `undo failed, needs a person: ${message(error)}`;
-      }
-    }
-    return undefined;
-  });
+/**
+ * Undoes a swap's steps; the first undo that fails stops the rest (the old image cannot take its
+ * name back while the new one still holds it) and is reported as needing a person.
+ */
+async function undoAll(undo: UndoStep[]): Promise<string | undefined> {
+  const [failed] = await compensate(undo, { stopAtFirstFailure: true });
+  return failed ? `undo failed, needs a person: ${message(failed.error)}` : undefined;
 }
 
 /**
@@ -382,7 +379,7 @@ async function compensate(undo: (() => Promise<void>)[]): Promise<string | undef
  */
 async function addImage(act: Proxies, owner: ListOwner, image: ListedImage, format: SubscriptionConfig['format'], staged?: RegistryImage): Promise<ImageOutcome> {
   const outcome = { identifier: image.identifier, action: 'add' as const, title: image.title, imageVersion: image.version };
-  const undo = [staged ? () => restage(act, staged.id, image.identifier) : () => removeRegistered(act, owner, image)];
+  const undo: UndoStep[] = [staged ? { what: 'restage', run: () => restage(act, staged.id, image.identifier) } : { what: 'remove the registration', run: () => removeRegistered(act, owner, image) }];
   try {
     let id: number;
     let formatNote: string | undefined;
@@ -400,7 +397,7 @@ async function addImage(act: Proxies, owner: ListOwner, image: ListedImage, form
     await act.registry.lockImage({ id });
     return { ...outcome, ok: true, registryId: id, registryName: image.identifier, ...notes(staged && `adopted staged image ${staged.id}`, formatNote) };
   } catch (error) {
-    const undone = await compensate(undo);
+    const undone = await undoAll(undo);
     return { ...outcome, ok: false, note: undone ?? message(error) };
   }
 }
@@ -435,7 +432,7 @@ async function swapImage(
   } catch (error) {
     return { ...outcome, ok: false, registryId: old.id, registryName: old.name, note: message(error) };
   }
-  const undo: (() => Promise<void>)[] = [() => act.undo.applySnapshot({ id: old.id, snapshot, name: snapshot.name })];
+  const undo: UndoStep[] = [{ what: 'restore the old image', run: () => act.undo.applySnapshot({ id: old.id, snapshot, name: snapshot.name }) }];
   let parked = parkedName(image.identifier, when);
   try {
     setCurrentDetails(`**swapping** ${image.identifier}: parking image ${old.id} as ${parked}`);
@@ -444,12 +441,12 @@ async function swapImage(
     parked = await park(act, old.id, parked);
     let id: number;
     if (staged) {
-      undo.push(() => restage(act, staged.id, image.identifier));
+      undo.push({ what: 'restage', run: () => restage(act, staged.id, image.identifier) });
       setCurrentDetails(`**swapping** ${image.identifier}: adopting staged image ${staged.id}`);
       await act.registry.renameImage({ id: staged.id, name: image.identifier });
       id = staged.id;
     } else {
-      undo.push(() => removeRegistered(act, owner, image));
+      undo.push({ what: 'remove the registration', run: () => removeRegistered(act, owner, image) });
       setCurrentDetails(`**swapping** ${image.identifier}: registering ${image.version}`);
       id = await act.registry.registerImage({ list: owner, image, path: disk! });
     }
@@ -458,7 +455,7 @@ async function swapImage(
     return { ...outcome, ok: true, registryId: id, registryName: image.identifier, ...notes(`replaced image ${old.id}, parked as ${parked}`, staged && `adopted staged image ${staged.id}`, formatNote) };
   } catch (error) {
     setCurrentDetails(`**undoing** the swap of ${image.identifier}: ${message(error)}`);
-    const undone = await compensate(undo);
+    const undone = await undoAll(undo);
     return { ...outcome, ok: false, registryId: old.id, registryName: old.name, note: undone ?? `${message(error)}; image ${old.id} restored` };
   }
 }
@@ -504,7 +501,7 @@ async function stageImage(act: Proxies, owner: ListOwner, image: ListedImage, fo
     await act.registry.lockImage({ id });
     return { outcome: { ...outcome, ok: true, registryId: id, registryName: name, ...notes(note) }, staged: stagedRecord(image, id) };
   } catch (error) {
-    const undone = await compensate([() => removeRegistered(act, owner, image, name)]);
+    const undone = await undoAll([{ what: 'remove the staged image', run: () => removeRegistered(act, owner, image, name) }]);
     return { outcome: { ...outcome, ok: false, note: undone ?? message(error) } };
   }
 }
@@ -810,10 +807,9 @@ const HISTORY_KEEP = 1000;
 export class Subscription {
   constructor(readonly state: SubscriptionState) {}
 
-  /** Details may quote a failure: clipped; only the newest entries stay, so the state it carries stays bounded. */
+  /** Only the newest entries stay, so the state it carries stays bounded. */
   record(by: string, op: string, detail: string, at: string): void {
-    this.state.history.push({ seq: ++this.state.seq, at, by, op, detail: clip(detail) });
-    if (this.state.history.length > HISTORY_KEEP) this.state.history.splice(0, this.state.history.length - HISTORY_KEEP);
+    appendHistory(this.state, { at, by, op, detail }, HISTORY_KEEP);
   }
 
   validateAdopt(input: { by: string }): void {
@@ -946,17 +942,6 @@ interface QueuedRun {
   adopt: boolean;
 }
 
-function rejectOnError<I, O>(apply: (input: I) => Promise<O> | O): (input: I) => Promise<O> {
-  return async (input: I) => {
-    try {
-      return await apply(input);
-    } catch (err) {
-      // Fails this update only; any other error thrown here would fail the workflow task.
-      throw ApplicationFailure.nonRetryable((err as Error).message, (err as Error).name);
-    }
-  };
-}
-
 export async function subscriptionWorkflow(input: SubscriptionInput): Promise<SubscriptionView> {
   const sub = new Subscription(input.state ?? startingState(input.config));
   const name = sub.state.config.name;
@@ -989,31 +974,29 @@ export async function subscriptionWorkflow(input: SubscriptionInput): Promise<Su
     return outcome;
   };
 
-  setHandler(
+  handleUpdate(
     syncUpdate,
-    rejectOnError((request) => outcomeOf(enqueue(request.by, 'sync requested', false))),
-    { validator: (request) => void checkUser('by', request?.by) },
+    (request) => void checkUser('by', request?.by),
+    (request) => outcomeOf(enqueue(request.by, 'sync requested', false)),
   );
-  setHandler(
+  handleUpdate(
     adoptUpdate,
-    rejectOnError((request) => outcomeOf(enqueue(request.by, 'adopt', true))),
-    { validator: (request) => sub.validateAdopt(request) },
+    (request) => sub.validateAdopt(request),
+    (request) => outcomeOf(enqueue(request.by, 'adopt', true)),
   );
-  setHandler(
+  handleUpdate(
     unsubscribeUpdate,
-    rejectOnError(async (request) => {
+    (request) => {
+      checkUser('by', request?.by);
+      if (request.reason !== undefined) checkReason('reason', request.reason);
+    },
+    async (request) => {
       sub.record(request.by, 'unsubscribe', request.reason ?? 'unsubscribed', now());
       stopping = true;
       stoppedBy = request.by;
       // Until the running sync ended and nothing staged is left behind.
       await condition(() => stopped);
       return sub.view(false);
-    }),
-    {
-      validator: (request) => {
-        checkUser('by', request?.by);
-        if (request.reason !== undefined) checkReason('reason', request.reason);
-      },
     },
   );
   setHandler(syncRequestSignal, (request) => {
@@ -1068,7 +1051,7 @@ export async function subscriptionWorkflow(input: SubscriptionInput): Promise<Su
   };
 
   while (!stopping) {
-    await condition(() => queue.length > 0 || stopping || workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > maxHistory);
+    await condition(() => queue.length > 0 || stopping || historyFull(maxHistory));
     if (queue.length === 0 || stopping) {
       if (stopping) break;
       await condition(allHandlersFinished);

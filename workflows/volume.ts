@@ -11,25 +11,7 @@
  * Sync mode pulls the node's writes back to the NAS on a durable timer; a failed pull is recorded
  * and retried, and the last success stays what it was.
  */
-import { TimeoutType } from '@temporalio/common';
-import {
-  ActivityFailure,
-  allHandlersFinished,
-  ApplicationFailure,
-  CancellationScope,
-  condition,
-  continueAsNew,
-  defineQuery,
-  defineUpdate,
-  patched,
-  proxyActivities,
-  setCurrentDetails,
-  setHandler,
-  TimeoutFailure,
-  upsertSearchAttributes,
-  uuid4,
-  workflowInfo,
-} from '@temporalio/workflow';
+import { allHandlersFinished, ApplicationFailure, condition, continueAsNew, defineQuery, defineUpdate, patched, proxyActivities, setCurrentDetails, setHandler, upsertSearchAttributes, uuid4 } from '@temporalio/workflow';
 import type { ComputeActivities, LocalCopy } from '../activities/compute/index.js';
 import type { Attachment, ExportInfo } from '../activities/drivers/types.js';
 import type { HostActivities } from '../activities/host.js';
@@ -40,6 +22,11 @@ import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../commo
 import { queues } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import { newestCommon } from '../common/snapshots.js';
+import { compensate, type UndoStep } from './support/compensate.js';
+import { historyFull } from './support/continue-as-new.js';
+import { failureMessage, noWorkerTook } from './support/failures.js';
+import { Lock } from './support/lock.js';
+import { handleUpdate } from './support/updates.js';
 
 export type VolumePhase = 'unmapped' | 'mapping' | 'mapped' | 'syncing-to-node' | 'syncing-to-nas' | 'unmapping' | 'error' | 'deleted';
 
@@ -227,15 +214,10 @@ function rate(bytesPerSecond: number | undefined): { bytesPerSecond?: number } {
 // ---------------------------------------------------------------------------------------------
 // Failures as one line
 
-function hostDown(err: unknown): boolean {
-  return err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === TimeoutType.SCHEDULE_TO_START;
-}
-
+/** A failure as one line; no worker taking a step names the host queue it waited on. */
 function why(err: unknown, queue?: string): string {
-  if (hostDown(err)) return `no worker took the step from ${queue ?? 'its host queue'} in time (host down?)`;
-  let e = err as Error & { cause?: unknown };
-  while (e instanceof ActivityFailure && e.cause instanceof Error) e = e.cause;
-  return e?.message ?? String(err);
+  if (noWorkerTook(err)) return `no worker took the step from ${queue ?? 'its host queue'} in time (host down?)`;
+  return failureMessage(err);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,8 +228,12 @@ export function newVolumeState(volume: string, at: string): VolumeState {
 }
 
 class Volume {
-  busy = false;
+  readonly lock = new Lock();
   constructor(readonly s: VolumeState) {}
+
+  get busy(): boolean {
+    return this.lock.busy;
+  }
 
   view(): VolumeView {
     const target = this.s.attachment?.device ?? this.s.attachment?.url ?? this.s.export?.url;
@@ -280,14 +266,9 @@ class Volume {
     setCurrentDetails(`**${s.volume}** ${s.phase}${s.reason ? `: ${s.reason}` : ''}${s.computeHost ? ` on ${s.computeHost}` : ''}${s.nas ? ` from ${s.nas}` : ''}`);
   }
 
-  /** Runs `fn` holding the volume: taking the lock inside the condition lets exactly one waiter through. */
+  /** Runs `fn` holding the volume. */
   async exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    await condition(() => (this.busy ? false : (this.busy = true)));
-    try {
-      return await fn();
-    } finally {
-      this.busy = false;
-    }
+    return this.lock.hold(fn);
   }
 
   nas(host: string) {
@@ -347,7 +328,7 @@ class Volume {
 
     const nas = this.nas(r.nas);
     const compute = this.compute(r.computeHost);
-    const undo: { what: string; fn: () => Promise<unknown> }[] = [];
+    const undo: UndoStep[] = [];
     let queue = queues.compute(r.computeHost);
     try {
       const { initiator } = await compute.computeInitiator();
@@ -355,7 +336,7 @@ class Volume {
       const hadClone = !!s.storage;
       const cloned: ClonedVolume = await nas.volumeClone({ volume: s.volume, image: r.base.image, version: r.base.version, source: r.base.artifact.path, ...(s.sizeBytes ? { sizeBytes: s.sizeBytes } : {}) });
       s.storage = { kind: cloned.storage, devicePath: cloned.devicePath, root: cloned.root };
-      if (!hadClone) undo.push({ what: 'destroy clone', fn: async () => nas.volumeDestroy({ volume: s.volume }).then(() => delete s.storage) });
+      if (!hadClone) undo.push({ what: 'destroy clone', run: async () => nas.volumeDestroy({ volume: s.volume }).then(() => delete s.storage) });
 
       let url: string;
       if (r.sync) {
@@ -363,20 +344,20 @@ class Volume {
         await nas.volumeSnapshot({ volume: s.volume, name: snapshot });
         this.enter('syncing-to-node');
         queue = queues.compute(r.computeHost);
-        undo.push({ what: 'drop node copy', fn: async () => compute.computeDropCopy({ volume: s.volume }) });
+        undo.push({ what: 'drop node copy', run: async () => compute.computeDropCopy({ volume: s.volume }) });
         const copy = patched(SYNC_OVER_NETWORK)
           ? await this.copyToNode(cloned.root, snapshot)
           : await compute.computeReceive({ volume: s.volume, nas: r.nas, nasRoot: cloned.root, snapshot, ...rate(s.speeds.download) });
         s.sync = { ...s.sync!, nodeRoot: copy.root, nasRoot: cloned.root, lastSnapshot: snapshot };
         url = copy.devicePath;
       } else {
-        undo.push({ what: 'unexport', fn: async () => nas.volumeUnexport({ volume: s.volume }).then(() => delete s.export) });
+        undo.push({ what: 'unexport', run: async () => nas.volumeUnexport({ volume: s.volume }).then(() => delete s.export) });
         const exported: ExportInfo = await nas.volumeExport({ volume: s.volume, initiator });
         s.export = { kind: exported.kind, target: exported.target, url: exported.url, initiators: exported.initiators };
         url = exported.url;
       }
       queue = queues.compute(r.computeHost);
-      undo.push({ what: 'detach', fn: async () => compute.computeDetach({ volume: s.volume, url, waitSeconds: 30 }).then(() => delete s.attachment) });
+      undo.push({ what: 'detach', run: async () => compute.computeDetach({ volume: s.volume, url, waitSeconds: 30 }).then(() => delete s.attachment) });
       const attached: Attachment = await compute.computeAttach({ volume: s.volume, url });
       s.attachment = { kind: attached.kind, sizeBytes: attached.sizeBytes, ...(attached.device ? { device: attached.device } : {}), ...(attached.url ? { url: attached.url } : {}) };
       if (s.sync) s.sync.nextSyncAt = new Date(Date.now() + s.sync.frequencySeconds * 1000).toISOString();
@@ -385,7 +366,7 @@ class Volume {
       return { volume: s.volume, phase: s.phase, target: this.view().target ?? '', changed: true };
     } catch (err) {
       const reason = why(err, queue);
-      const failed = await this.compensate(undo);
+      const failed = (await compensate(undo)).map(({ what, error }) => `${what}: ${why(error)}`);
       if (failed.length) {
         this.enter('error', `map failed (${reason}); undo failed: ${failed.join('; ')}`);
       } else {
@@ -396,19 +377,6 @@ class Volume {
       this.record(r.by, 'map-failed', s.reason ?? reason);
       throw ApplicationFailure.nonRetryable(`map of ${s.volume} failed: ${reason}${failed.length ? `; undo failed: ${failed.join('; ')}` : '; every step was undone'}`, 'MapFailed');
     }
-  }
-
-  /** Undoes the steps done, newest first, even when the workflow is being cancelled; returns the failures. */
-  async compensate(undo: { what: string; fn: () => Promise<unknown> }[]): Promise<string[]> {
-    const failed: string[] = [];
-    for (const step of [...undo].reverse()) {
-      try {
-        await CancellationScope.nonCancellable(step.fn);
-      } catch (err) {
-        failed.push(`${step.what}: ${why(err)}`);
-      }
-    }
-    return failed;
   }
 
   /**
@@ -584,29 +552,13 @@ class Volume {
   }
 }
 
-/** Handler and validator of one update; the handler's failures fail the update only. */
-function handle<I, O>(def: ReturnType<typeof defineUpdate<O, [I]>>, validate: (i: I) => void, apply: (i: I) => Promise<O>): void {
-  setHandler(
-    def,
-    async (input: I) => {
-      try {
-        return await apply(input);
-      } catch (err) {
-        if (err instanceof ApplicationFailure) throw err;
-        throw ApplicationFailure.nonRetryable((err as Error).message, (err as Error).name);
-      }
-    },
-    { validator: validate },
-  );
-}
-
 export async function volumeWorkflow(input: VolumeInput): Promise<VolumeView> {
   const v = new Volume(input.state ?? newVolumeState(checkName('volume', input.volume), new Date().toISOString()));
   const maxHistory = input.maxHistoryEvents ?? 5_000;
   v.publish();
 
-  handle(mapUpdate, (r) => v.validateMap(r), (r) => v.exclusive(() => v.map(r)));
-  handle(
+  handleUpdate(mapUpdate, (r) => v.validateMap(r), (r) => v.exclusive(() => v.map(r)));
+  handleUpdate(
     unmapUpdate,
     (i) => {
       checkUser('by', i.by);
@@ -614,8 +566,8 @@ export async function volumeWorkflow(input: VolumeInput): Promise<VolumeView> {
     },
     (i) => v.exclusive(() => v.unmap(i.by, i.waitSeconds ?? 60)),
   );
-  handle(deleteUpdate, (i) => v.validateDelete(i.by), (i) => v.exclusive(() => v.delete(i.by)));
-  handle(
+  handleUpdate(deleteUpdate, (i) => v.validateDelete(i.by), (i) => v.exclusive(() => v.delete(i.by)));
+  handleUpdate(
     setAttrsUpdate,
     (a) => {
       checkAttrs(a);
@@ -625,7 +577,7 @@ export async function volumeWorkflow(input: VolumeInput): Promise<VolumeView> {
     },
     async (a) => v.setAttrs(a),
   );
-  handle(
+  handleUpdate(
     syncNowUpdate,
     (i) => {
       checkUser('by', i.by);
@@ -633,7 +585,7 @@ export async function volumeWorkflow(input: VolumeInput): Promise<VolumeView> {
     },
     (i) => v.exclusive(() => (v.s.sync && v.s.phase === 'mapped' ? v.pull(i.by) : Promise.reject(new InputError('volume', 'a volume mapped in sync mode', v.s.volume)))),
   );
-  handle(
+  handleUpdate(
     cleanUpdate,
     (i) => {
       checkUser('by', i.by);
@@ -644,15 +596,14 @@ export async function volumeWorkflow(input: VolumeInput): Promise<VolumeView> {
   );
   setHandler(volumeQuery, () => v.view());
 
-  const historyFull = () => workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > maxHistory;
   for (;;) {
     const wait = v.msUntilSync();
     const plan = v.syncPlan();
-    const wake = () => v.s.phase === 'deleted' || historyFull() || v.syncDue() || v.syncPlan() !== plan;
+    const wake = () => v.s.phase === 'deleted' || historyFull(maxHistory) || v.syncDue() || v.syncPlan() !== plan;
     // A durable timer: a worker restart loses no scheduled pull.
     if (wait === undefined) await condition(wake);
     else await condition(wake, wait);
-    if (v.s.phase === 'deleted' || historyFull()) break;
+    if (v.s.phase === 'deleted' || historyFull(maxHistory)) break;
     if (v.syncDue()) {
       // A failed scheduled pull is recorded and rescheduled by pull itself.
       await v.exclusive(async () => (v.syncDue() ? v.pull('imgflow') : undefined)).catch(() => undefined);
