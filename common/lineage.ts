@@ -54,6 +54,9 @@ export interface VersionRecord {
   capturedBuilderRoot?: boolean;
 }
 
+/** A build's or a repair's result, before the lineage registers it and gives it its id. */
+export type NewVersion = Omit<VersionRecord, 'id' | 'revoked' | 'removed'>;
+
 /**
  * What a lineage keeps of a removed version once the full record is in its archive on the control
  * host: what its rules and listings read. Revocation may still change; the rest never does.

@@ -6,7 +6,7 @@ export { lineageGcWorkflow } from './lineage.js';
 export { lineageHistoryWorkflow } from './lineage.js';
 export { lineageArchivedVersionWorkflow } from './lineage.js';
 export { diffWorkflow } from './diff.js';
-export { buildWorkflow } from './build.js';
+export { buildWorkflow } from './build/workflow.js';
 export { subscriptionWorkflow } from './subscription.js';
 export { subscriptionSyncWorkflow } from './subscription.js';
 export { subscriptionTickWorkflow } from './subscription.js';

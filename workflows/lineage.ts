@@ -12,12 +12,13 @@ import { ApplicationFailure, allHandlersFinished, condition, continueAsNew, exec
 import type { ArchiveReadInput, ArchiveResult, LineageHistoryActivities, VersionArchiveResult } from '../activities/control/lineage-history.js';
 import type { NasPackActivities, PackResult } from '../activities/nas/pack.js';
 import type { NasRetentionActivities } from '../activities/nas/retention.js';
-import { checkPackKind, checkReason, checkTag, checkUser, defaultTagName, isStub, packNote, stubOf, timeStamp, type Artifact, type ChannelEntry, type HistoryEntry, type PackKind, type PackRecord, type StoredVersion, type TagRecord, type TestResult, type VersionRecord, type VersionStub } from '../common/lineage.js';
+import { checkPackKind, checkReason, checkTag, checkUser, defaultTagName, isStub, packNote, stubOf, timeStamp, type Artifact, type ChannelEntry, type HistoryEntry, type PackKind, type PackRecord, type StoredVersion, type TagRecord, type TestResult, type VersionRecord, type VersionStub, type NewVersion } from '../common/lineage.js';
 import { checkRoom, checkText, DEFAULT_STATE_BUDGET, jsonBytes, TEXT_LIMITS, type StateBudget } from '../common/limits.js';
 import { checkInt, checkName, InputError } from '../common/names.js';
 import { CONTROL_QUEUE, queues } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
-import { buildWorkflow, type BuildRequest } from './build.js';
+import type { BuildRequest } from './build/messages.js';
+import { buildWorkflow } from './build/workflow.js';
 import { historyFull } from './support/continue-as-new.js';
 import { appendHistory } from './support/history.js';
 import { failureMessage, noWorkerTook } from './support/failures.js';
@@ -92,8 +93,6 @@ export interface LineageInput {
   /** The run whose state this one took over after it ended without handing it on. */
   recoveredFrom?: { runId: string; status: string };
 }
-
-export type NewVersion = Omit<VersionRecord, 'id' | 'revoked' | 'removed'>;
 
 /** Retention's request: `volumes` are the volumes cloned from this image, as the caller found them. */
 export interface GcInput {

@@ -7,7 +7,7 @@ import { checkText } from '../../common/limits.js';
 import type { VersionRecord } from '../../common/lineage.js';
 import { checkHost, checkInt, InputError } from '../../common/names.js';
 import { queues } from '../../common/queues.js';
-import type { BuildResult } from '../../workflows/build.js';
+import type { BuildResult } from '../../workflows/build/messages.js';
 import { requestBuildUpdate } from '../../workflows/lineage.js';
 import { DEFAULT_CONNECT_TIMEOUT_S } from '../../lib/config.js';
 import { outcomeOf } from '../answers.js';
