@@ -26,7 +26,8 @@ import { AesGcmCodec } from '../lib/codec.js';
 import { openKeyring } from '../lib/keyring.js';
 import { ensureClient, startLocalWorkers } from '../starters/context.js';
 import { lineageHistory } from '../starters/lineage-client.js';
-import { describeQuery, gcUpdate, historyQuery, lineageWorkflow, lineageWorkflowId, registerVersionUpdate, tagUpdate, testResultUpdate, type LineageInput } from '../workflows/lineage.js';
+import { describeQuery, gcUpdate, historyQuery, lineageWorkflowId, registerVersionUpdate, tagUpdate, testResultUpdate, type LineageInput } from '../workflows/lineage/messages.js';
+import { lineageWorkflow } from '../workflows/lineage/workflow.js';
 import type { NewVersion } from '../common/lineage.js';
 
 const versions = checkInt('VERSIONS', process.argv[2] ?? '1000', 1, 100_000);

@@ -158,6 +158,13 @@ export function checkUser(field: string, value: unknown): string {
   return value;
 }
 
+const CHANNEL = /^[a-z][a-z0-9-]{0,31}$/;
+
+export function checkChannel(field: string, value: unknown): string {
+  if (typeof value !== 'string' || !CHANNEL.test(value)) throw new InputError(field, 'a channel name of 1-32 lower-case letters, digits or "-"', value);
+  return value;
+}
+
 export function checkPackKind(field: string, value: unknown): PackKind {
   if (value !== 'netboot' && value !== 'vm') throw new InputError(field, 'netboot or vm', value);
   return value;

@@ -10,7 +10,11 @@ import { fromArchive, isStub, type HistoryEntry, type StoredVersion, type Versio
 import { checkName, InputError } from '../common/names.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
-import { describeQuery, historyQuery, lineageArchivedVersionWorkflow, lineageGcWorkflow, lineageHistoryWorkflow, lineageWorkflow, lineageWorkflowId, stateQuery, versionQuery, type HistoryArchive, type LineageInput, type LineageView } from '../workflows/lineage.js';
+import { describeQuery, historyQuery, lineageWorkflowId, stateQuery, versionQuery, type HistoryArchive, type LineageInput, type LineageView } from '../workflows/lineage/messages.js';
+import { lineageArchivedVersionWorkflow } from '../workflows/lineage/archived-version-workflow.js';
+import { lineageGcWorkflow } from '../workflows/lineage/gc-workflow.js';
+import { lineageHistoryWorkflow } from '../workflows/lineage/history-workflow.js';
+import { lineageWorkflow } from '../workflows/lineage/workflow.js';
 import { answered } from './answers.js';
 
 /** `image`, `image:version` or `image:tag`. */

@@ -8,7 +8,7 @@ import { checkHost, checkName, InputError } from '../common/names.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import { mapUpdate, volumeQuery, volumeWorkflow, volumeWorkflowId, type BaseVersion, type MapRequest, type MapResult, type VolumeView } from '../workflows/volume.js';
-import type { LineageView } from '../workflows/lineage.js';
+import type { LineageView } from '../workflows/lineage/messages.js';
 import { answered } from './answers.js';
 import { describeLineage, resolveVersion } from './lineage-client.js';
 

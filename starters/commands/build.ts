@@ -8,7 +8,7 @@ import type { VersionRecord } from '../../common/lineage.js';
 import { checkHost, checkInt, InputError } from '../../common/names.js';
 import { queues } from '../../common/queues.js';
 import type { BuildResult } from '../../workflows/build/messages.js';
-import { requestBuildUpdate } from '../../workflows/lineage.js';
+import { requestBuildUpdate } from '../../workflows/lineage/messages.js';
 import { DEFAULT_CONNECT_TIMEOUT_S } from '../../lib/config.js';
 import { outcomeOf } from '../answers.js';
 import { configFrom, connectClient, currentUser, say, type GlobalFlags } from '../context.js';

@@ -19,7 +19,7 @@ import { createRunner, type Run } from '../../activities/runner.js';
 import { machineArch, type Config } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
 import { demoWorkflow, type DemoSummary } from '../../workflows/demo.js';
-import { promoteUpdate, requestBuildUpdate, tagUpdate, testResultUpdate } from '../../workflows/lineage.js';
+import { promoteUpdate, requestBuildUpdate, tagUpdate, testResultUpdate } from '../../workflows/lineage/messages.js';
 import { configFrom, currentUser, ensureClient, say, startLocalWorkers, type GlobalFlags } from '../context.js';
 import { DEMO_IMAGE, demoRecipe } from '../demo-recipe.js';
 import { demoSite, mapAcrossHosts, type DemoSite } from '../demo-site.js';

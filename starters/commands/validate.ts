@@ -12,7 +12,7 @@ import type { VersionRecord } from '../../common/lineage.js';
 import { checkHost, InputError } from '../../common/names.js';
 import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { SA } from '../../common/search-attributes.js';
-import { registerVersionUpdate } from '../../workflows/lineage.js';
+import { registerVersionUpdate } from '../../workflows/lineage/messages.js';
 import { validateWorkflow, type ValidateResult } from '../../workflows/validate.js';
 import { configFrom, connectClient, currentUser, type GlobalFlags } from '../context.js';
 import { fullVersion, lineageHandle, parseImageRef } from '../lineage-client.js';

@@ -20,7 +20,7 @@ import { sha256File } from '../../lib/files.js';
 import { checkRate, startRocksBridge, type RocksBridge, type RocksBridgeOptions } from '../../starters/bridges/rocks-amqp.js';
 import { updateLineage } from '../../starters/lineage-client.js';
 import { ensureSearchAttributes, waitForNamespace } from '../../starters/temporal-server.js';
-import { registerVersionUpdate } from '../../workflows/lineage.js';
+import { registerVersionUpdate } from '../../workflows/lineage/messages.js';
 import { volumeWorkflowId } from '../../workflows/volume.js';
 import { spawnImgflow } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';

@@ -18,7 +18,7 @@ import { loadConfig } from '../../lib/config.js';
 import { sha256File } from '../../lib/files.js';
 import { startRocksBridge } from '../../starters/bridges/rocks-amqp.js';
 import { updateLineage } from '../../starters/lineage-client.js';
-import { registerVersionUpdate } from '../../workflows/lineage.js';
+import { registerVersionUpdate } from '../../workflows/lineage/messages.js';
 import { volumeWorkflowId } from '../../workflows/volume.js';
 import { spawnImgflow } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';

@@ -30,7 +30,7 @@ import { hostHome, readHostsState, type HostsState } from '../../starters/cluste
 import { pidOf } from '../../starters/cluster/services.js';
 import { siteDown, siteUp, type SiteOptions, type SiteUp } from '../../starters/cluster/site.js';
 import { updateLineage } from '../../starters/lineage-client.js';
-import { historyQuery, lineageWorkflowId, registerVersionUpdate } from '../../workflows/lineage.js';
+import { historyQuery, lineageWorkflowId, registerVersionUpdate } from '../../workflows/lineage/messages.js';
 import { describeQuery, subscriptionWorkflow, subscriptionWorkflowId, syncUpdate, type SubscriptionConfig, type SyncOutcome } from '../../workflows/subscription.js';
 import { volumeQuery, volumeWorkflowId } from '../../workflows/volume.js';
 import { hostsCensus } from '../support/census.js';

@@ -21,7 +21,7 @@ import { findOnPath } from '../../lib/which.js';
 import { downHosts, hostHome, hostOf, readHostsState, runOn, setLink, upHosts, type HostsState } from '../../starters/cluster/hosts.js';
 import { updateLineage } from '../../starters/lineage-client.js';
 import { connectWithin, ensureSearchAttributes, ensureTemporalCli, spawnDevServer, waitForNamespace } from '../../starters/temporal-server.js';
-import { registerVersionUpdate } from '../../workflows/lineage.js';
+import { registerVersionUpdate } from '../../workflows/lineage/messages.js';
 import { syncNowUpdate, volumeQuery, volumeWorkflowId } from '../../workflows/volume.js';
 import { hostsCensus } from '../support/census.js';
 import { imgflowAsync } from '../support/cli.js';

@@ -27,7 +27,7 @@ import { sha256File } from '../../lib/files.js';
 import { findOnPath } from '../../lib/which.js';
 import { updateLineage } from '../../starters/lineage-client.js';
 import { hasWorker } from '../../starters/answers.js';
-import { registerVersionUpdate } from '../../workflows/lineage.js';
+import { registerVersionUpdate } from '../../workflows/lineage/messages.js';
 import { deleteUpdate, mapUpdate, unmapUpdate, volumeQuery, volumeWorkflow, volumeWorkflowId, type MapRequest, type VolumeView } from '../../workflows/volume.js';
 import { imgflowAsync, logLines, spawnWorker } from '../support/cli.js';
 import { throwawayPool, useTgtd, useZfsFuse } from '../support/daemons.js';

@@ -17,7 +17,7 @@ import { queues, WORKFLOW_QUEUE } from '../../common/queues.js';
 import { loadConfig } from '../../lib/config.js';
 import { sha256File } from '../../lib/files.js';
 import { updateLineage } from '../../starters/lineage-client.js';
-import { registerVersionUpdate, revokeUpdate } from '../../workflows/lineage.js';
+import { registerVersionUpdate, revokeUpdate } from '../../workflows/lineage/messages.js';
 import { mapUpdate, volumeQuery, volumeWorkflow, volumeWorkflowId } from '../../workflows/volume.js';
 import { imgflowAsync } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
