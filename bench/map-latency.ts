@@ -16,7 +16,7 @@ import { loadConfig, paths } from '../lib/config.js';
 import { createLogger } from '../lib/logger.js';
 import { ensureClient, startLocalWorkers } from '../starters/context.js';
 import { mapVolume, volumeHandle } from '../starters/volume-client.js';
-import { deleteUpdate, unmapUpdate, type MapRequest } from '../workflows/volume.js';
+import { deleteUpdate, unmapUpdate, type MapRequest } from '../workflows/volume/messages.js';
 import { ms, percentile, timed } from './stats.js';
 
 const n = checkInt('N', process.argv[2] ?? '20', 3, 1000);

@@ -11,4 +11,4 @@ export { subscriptionWorkflow } from './subscription.js';
 export { subscriptionSyncWorkflow } from './subscription.js';
 export { subscriptionTickWorkflow } from './subscription.js';
 export { validateWorkflow } from './validate.js';
-export { volumeWorkflow } from './volume.js';
+export { volumeWorkflow } from './volume/workflow.js';

@@ -7,17 +7,7 @@ import type { Client } from '@temporalio/client';
 import type { Command } from 'commander';
 import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../common/names.js';
 import { queues } from '../../common/queues.js';
-import {
-  cleanUpdate,
-  deleteUpdate,
-  setAttrsUpdate,
-  syncNowUpdate,
-  unmapUpdate,
-  volumeQuery,
-  type MapRequest,
-  type VolumeAttrs,
-  type VolumeView,
-} from '../../workflows/volume.js';
+import { cleanUpdate, deleteUpdate, setAttrsUpdate, syncNowUpdate, unmapUpdate, volumeQuery, type MapRequest, type VolumeAttrs, type VolumeView } from '../../workflows/volume/messages.js';
 import { answered } from '../answers.js';
 import { configFrom, connectClient, currentUser, say, type GlobalFlags } from '../context.js';
 import { formatPairs, formatTable, printJson } from '../output.js';

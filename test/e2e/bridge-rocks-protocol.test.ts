@@ -21,7 +21,7 @@ import { checkRate, startRocksBridge, type RocksBridge, type RocksBridgeOptions 
 import { updateLineage } from '../../starters/lineage-client.js';
 import { ensureSearchAttributes, waitForNamespace } from '../../starters/temporal-server.js';
 import { registerVersionUpdate } from '../../workflows/lineage/messages.js';
-import { volumeWorkflowId } from '../../workflows/volume.js';
+import { volumeWorkflowId } from '../../workflows/volume/messages.js';
 import { spawnImgflow } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { saveHistory } from '../support/histories.js';

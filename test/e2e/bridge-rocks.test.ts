@@ -19,7 +19,7 @@ import { sha256File } from '../../lib/files.js';
 import { startRocksBridge } from '../../starters/bridges/rocks-amqp.js';
 import { updateLineage } from '../../starters/lineage-client.js';
 import { registerVersionUpdate } from '../../workflows/lineage/messages.js';
-import { volumeWorkflowId } from '../../workflows/volume.js';
+import { volumeWorkflowId } from '../../workflows/volume/messages.js';
 import { spawnImgflow } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { memoryLogger } from '../support/logger.js';

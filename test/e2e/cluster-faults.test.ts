@@ -32,7 +32,7 @@ import { siteDown, siteUp, type SiteOptions, type SiteUp } from '../../starters/
 import { updateLineage } from '../../starters/lineage-client.js';
 import { historyQuery, lineageWorkflowId, registerVersionUpdate } from '../../workflows/lineage/messages.js';
 import { describeQuery, subscriptionWorkflow, subscriptionWorkflowId, syncUpdate, type SubscriptionConfig, type SyncOutcome } from '../../workflows/subscription.js';
-import { volumeQuery, volumeWorkflowId } from '../../workflows/volume.js';
+import { volumeQuery, volumeWorkflowId } from '../../workflows/volume/messages.js';
 import { hostsCensus } from '../support/census.js';
 import { imgflowAsync, type CliResult } from '../support/cli.js';
 import { useZfsFuse } from '../support/daemons.js';

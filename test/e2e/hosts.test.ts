@@ -22,7 +22,7 @@ import { downHosts, hostHome, hostOf, readHostsState, runOn, setLink, upHosts, t
 import { updateLineage } from '../../starters/lineage-client.js';
 import { connectWithin, ensureSearchAttributes, ensureTemporalCli, spawnDevServer, waitForNamespace } from '../../starters/temporal-server.js';
 import { registerVersionUpdate } from '../../workflows/lineage/messages.js';
-import { syncNowUpdate, volumeQuery, volumeWorkflowId } from '../../workflows/volume.js';
+import { syncNowUpdate, volumeQuery, volumeWorkflowId } from '../../workflows/volume/messages.js';
 import { hostsCensus } from '../support/census.js';
 import { imgflowAsync } from '../support/cli.js';
 import { throwawayPool, useZfsFuse } from '../support/daemons.js';

@@ -26,7 +26,7 @@ import { sha256File } from '../../lib/files.js';
 import { diffWorkflow } from '../../workflows/diff.js';
 import { gcUpdate, historyQuery, lineageWorkflowId, packUpdate, promoteUpdate, registerVersionUpdate, removeUpdate, type GcResult, type PackOutcome } from '../../workflows/lineage/messages.js';
 import { lineageGcWorkflow } from '../../workflows/lineage/gc-workflow.js';
-import { volumeQuery, volumeWorkflowId } from '../../workflows/volume.js';
+import { volumeQuery, volumeWorkflowId } from '../../workflows/volume/messages.js';
 import { fullVersion, gcScheduleId, updateLineage } from '../../starters/lineage-client.js';
 import { imgflowAsync } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';

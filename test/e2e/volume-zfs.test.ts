@@ -18,7 +18,7 @@ import { loadConfig } from '../../lib/config.js';
 import { sha256File } from '../../lib/files.js';
 import { updateLineage } from '../../starters/lineage-client.js';
 import { registerVersionUpdate } from '../../workflows/lineage/messages.js';
-import { setAttrsUpdate, syncNowUpdate, volumeQuery, volumeWorkflowId } from '../../workflows/volume.js';
+import { setAttrsUpdate, syncNowUpdate, volumeQuery, volumeWorkflowId } from '../../workflows/volume/messages.js';
 import { imgflowAsync } from '../support/cli.js';
 import { throwawayPool, tgtTargetCount, useTgtd, useZfsFuse } from '../support/daemons.js';
 import { tempDir } from '../support/dirs.js';

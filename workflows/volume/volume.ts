@@ -1,218 +1,32 @@
-/**
- * One volume of clone-to-compute: an entity workflow per volume (`volume-<name>`) that keeps its
- * state and is its lock. Updates run one at a time (the lock is workflow state, so nothing holds
- * it once the workflow moves on); each is checked by a validator before anything is recorded.
- *
- * Map is a saga across `nas.<nas>` and `compute.<host>`: the compute host is asked for its
- * initiator first (a host that is down fails the map within the wait bound, before anything is
- * made), then clone, export to that initiator only (or, in sync mode, the node receives its own
- * copy), then attach. A failed step undoes the ones before it, in reverse.
- *
- * Sync mode pulls the node's writes back to the NAS on a durable timer; a failed pull is recorded
- * and retried, and the last success stays what it was.
- */
-import { allHandlersFinished, ApplicationFailure, condition, continueAsNew, defineQuery, defineUpdate, patched, proxyActivities, setCurrentDetails, setHandler, upsertSearchAttributes, uuid4 } from '@temporalio/workflow';
-import type { ComputeActivities, LocalCopy } from '../activities/compute/index.js';
-import type { Attachment, ExportInfo } from '../activities/drivers/types.js';
-import type { HostActivities } from '../activities/host.js';
-import type { ClonedVolume, NasVolumeActivities, PullResult } from '../activities/nas/volumes.js';
-import { clip } from '../common/limits.js';
-import { checkReason, checkUser } from '../common/lineage.js';
-import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../common/names.js';
-import { queues } from '../common/queues.js';
-import { SA } from '../common/search-attributes.js';
-import { newestCommon } from '../common/snapshots.js';
-import { compensate, type UndoStep } from './support/compensate.js';
-import { historyFull } from './support/continue-as-new.js';
-import { failureMessage, noWorkerTook } from './support/failures.js';
-import { Lock } from './support/lock.js';
-import { handleUpdate } from './support/updates.js';
-
-export type VolumePhase = 'unmapped' | 'mapping' | 'mapped' | 'syncing-to-node' | 'syncing-to-nas' | 'unmapping' | 'error' | 'deleted';
-
-/** The version a volume is cloned from, as the lineage records it (the CLI reads it there). */
-export interface BaseVersion {
-  image: string;
-  version: string;
-  /** The stored file on the NAS the volume is cloned from. */
-  artifact: { format: string; host: string; path: string };
-  revoked?: { reason: string; by: string; at: string };
-}
-
-export interface MapRequest {
-  by: string;
-  base: BaseVersion;
-  nas: string;
-  computeHost: string;
-  sizeBytes?: number;
-  sync?: boolean;
-  /** Seconds between pulls in sync mode. */
-  frequencySeconds?: number;
-  /** How long a host's worker may take to pick up a step before the map fails. */
-  waitSeconds?: number;
-  /** The pool names a client of an older system asked for (a Rocks frontend's zpool and remotepool): shown back to it as given. */
-  pools?: { zpool?: string; remotepool?: string };
-}
-
-export interface VolumeAttrs {
-  by: string;
-  frequencySeconds?: number;
-  /** Bytes per second: the limits of sync-mode transfers (upload: pulls to the NAS; download: the node's copy). */
-  uploadSpeed?: number;
-  downloadSpeed?: number;
-  /** A frozen volume is skipped by scheduled pulls. */
-  frozen?: boolean;
-  /** Settings put back to their defaults: the default frequency, no speed limit. */
-  reset?: ('frequency' | 'uploadSpeed' | 'downloadSpeed')[];
-}
-
-export interface SyncState {
-  frequencySeconds: number;
-  nodeRoot?: string;
-  nasRoot?: string;
-  nextSyncAt?: string;
-  lastSyncAt?: string;
-  lastSnapshot?: string;
-  lastDurationMs?: number;
-  lastError?: string;
-  failures: number;
-  frozen: boolean;
-}
-
-export interface VolumeHistoryEntry {
-  at: string;
-  by: string;
-  action: string;
-  detail: string;
-}
-
-export interface VolumeState {
-  volume: string;
-  phase: VolumePhase;
-  reason?: string;
-  since: string;
-  nas?: string;
-  computeHost?: string;
-  base?: { image: string; version: string };
-  sizeBytes?: number;
-  storage?: { kind: string; devicePath: string; root: string };
-  export?: { kind: string; target: string; url: string; initiators: string[] };
-  attachment?: { kind: string; device?: string; url?: string; sizeBytes: number };
-  sync?: SyncState;
-  speeds: { upload?: number; download?: number };
-  /** The pool names the last map's client asked for (see MapRequest.pools). */
-  pools?: { zpool?: string; remotepool?: string };
-  waitSeconds: number;
-  history: VolumeHistoryEntry[];
-}
-
-export interface VolumeView extends VolumeState {
-  locked: boolean;
-  /** The device or URL the VM opens. */
-  target?: string;
-}
-
-export interface MapResult {
-  volume: string;
-  phase: VolumePhase;
-  target: string;
-  /** False when the volume was already mapped so (a repeated or concurrent request). */
-  changed: boolean;
-}
-
-export interface ChangeResult {
-  volume: string;
-  phase: VolumePhase;
-  changed: boolean;
-  message: string;
-}
-
-export interface VolumeInput {
-  volume: string;
-  state?: VolumeState;
-  maxHistoryEvents?: number;
-}
-
-export const volumeWorkflowId = (volume: string) => `volume-${checkName('volume', volume)}`;
-
-export const mapUpdate = defineUpdate<MapResult, [MapRequest]>('map');
-export const unmapUpdate = defineUpdate<ChangeResult, [{ by: string; waitSeconds?: number }]>('unmap');
-export const deleteUpdate = defineUpdate<ChangeResult, [{ by: string }]>('delete');
-export const setAttrsUpdate = defineUpdate<VolumeView, [VolumeAttrs]>('setAttrs');
-export const syncNowUpdate = defineUpdate<PullResult, [{ by: string }]>('syncNow');
-export const cleanUpdate = defineUpdate<ChangeResult, [{ by: string; force: boolean; reason: string }]>('clean');
-export const volumeQuery = defineQuery<VolumeView>('volume');
+/** The rules of a volume as code over its state: its checks, the map saga, pulls, unmap, delete, clean and the sync timer. */
+import { ApplicationFailure, patched, proxyActivities, setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
+import type { ComputeActivities } from '../../activities/compute/index.js';
+import type { Attachment, ExportInfo } from '../../activities/drivers/types.js';
+import type { HostActivities } from '../../activities/host.js';
+import type { ClonedVolume, NasVolumeActivities, PullResult } from '../../activities/nas/volumes.js';
+import { clip } from '../../common/limits.js';
+import { checkUser } from '../../common/lineage.js';
+import { InputError } from '../../common/names.js';
+import { queues } from '../../common/queues.js';
+import { SA } from '../../common/search-attributes.js';
+import { checkMapRequest, type MapRequest, type VolumeAttrs } from '../../common/volume.js';
+import { compensate, type UndoStep } from '../support/compensate.js';
+import { failureMessage, noWorkerTook } from '../support/failures.js';
+import { Lock } from '../support/lock.js';
+import type { ChangeResult, MapResult, VolumePhase, VolumeState, VolumeView } from './messages.js';
+import { copyToNode, pullOverNetwork, rate, SYNC_OVER_NETWORK } from './transfers.js';
 
 const HISTORY_KEEP = 100;
 const DEFAULT_FREQUENCY = 300;
 const DEFAULT_WAIT = 60;
-const MAX_BYTES = 64 * 1024 ** 4;
-
-// ---------------------------------------------------------------------------------------------
-// Checks (pure; the CLI uses the same)
-
-export function checkSizeBytes(field: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1024 ** 2 || value > MAX_BYTES) {
-    throw new InputError(field, 'a size from 1 MiB to 64 TiB', value);
-  }
-  return value;
-}
-
-export function checkMapRequest(r: MapRequest): void {
-  checkUser('by', r.by);
-  checkName('image', r.base?.image);
-  checkName('version', r.base?.version);
-  checkHost('nas', r.nas);
-  checkHost('compute host', r.computeHost);
-  if (r.base.revoked) throw new InputError('version', `a version that is not revoked (${r.base.image}:${r.base.version} was revoked by ${r.base.revoked.by}: ${r.base.revoked.reason})`, r.base.version);
-  if (r.base.artifact?.host !== r.nas) throw new InputError('nas', `the NAS storing ${r.base.image}:${r.base.version} (${r.base.artifact?.host ?? 'none'})`, r.nas);
-  if (!['qcow2', 'raw'].includes(r.base.artifact.format)) throw new InputError('image', 'a version with a qcow2 or raw artifact', r.base.artifact.format);
-  if (r.sizeBytes !== undefined) checkSizeBytes('size', r.sizeBytes);
-  if (r.frequencySeconds !== undefined) checkInt('frequency', r.frequencySeconds, 10, 86_400);
-  if (r.waitSeconds !== undefined) checkInt('wait', r.waitSeconds, 1, 3600);
-  if (r.pools?.zpool !== undefined) checkName('zpool', r.pools.zpool);
-  if (r.pools?.remotepool !== undefined) checkName('remotepool', r.pools.remotepool);
-}
-
-const RESETTABLE = ['frequency', 'uploadSpeed', 'downloadSpeed'] as const;
-
-export function checkAttrs(a: VolumeAttrs): void {
-  checkUser('by', a.by);
-  if (a.frequencySeconds !== undefined) checkInt('frequency', a.frequencySeconds, 10, 86_400);
-  if (a.uploadSpeed !== undefined) checkSpeed('upload-speed', a.uploadSpeed);
-  if (a.downloadSpeed !== undefined) checkSpeed('download-speed', a.downloadSpeed);
-  if (a.frozen !== undefined && typeof a.frozen !== 'boolean') throw new InputError('frozen', 'true or false', a.frozen);
-  if (a.reset !== undefined) {
-    if (!Array.isArray(a.reset)) throw new InputError('reset', `a list of ${RESETTABLE.join(', ')}`, a.reset);
-    for (const field of a.reset) if (!RESETTABLE.includes(field)) throw new InputError('reset', `one of ${RESETTABLE.join(', ')}`, field);
-    const both = a.reset.find((f) => (f === 'frequency' ? a.frequencySeconds : f === 'uploadSpeed' ? a.uploadSpeed : a.downloadSpeed) !== undefined);
-    if (both) throw new InputError(both, 'a value or a reset, not both', both);
-  }
-}
 
 /** `imgflow-<UTC time>`, the drivers' snapshot names, from workflow time (the same on replay and retry). */
 function snapshotAt(at: Date): string {
   return `imgflow-${at.toISOString().replace(/[-:.]/g, '').toLowerCase()}`;
 }
 
-/**
- * A transfer's rate limit from the volume's speeds: download is the node's copy from the NAS,
- * upload the pulls back. A change applies from the next transfer on. Only the activities' inputs
- * gain a field (the workflow's commands are the same), so saved histories replay unchanged.
- */
-/** Streams between hosts go over the network where the receiving host listens (histories from before call the older activities). */
-const SYNC_OVER_NETWORK = 'sync-over-network';
-/** How much longer than a step's wait a receiving host keeps its port open for the sender. */
-const STREAM_GRACE_SECONDS = 60;
 /** An unmap of a volume in error finishes the job (histories from before refused it). */
 const UNMAP_FINISHES_ERROR = 'unmap-finishes-error';
-
-function rate(bytesPerSecond: number | undefined): { bytesPerSecond?: number } {
-  return bytesPerSecond ? { bytesPerSecond } : {};
-}
-
-// ---------------------------------------------------------------------------------------------
-// Failures as one line
 
 /** A failure as one line; no worker taking a step names the host queue it waited on. */
 function why(err: unknown, queue?: string): string {
@@ -220,14 +34,11 @@ function why(err: unknown, queue?: string): string {
   return failureMessage(err);
 }
 
-// ---------------------------------------------------------------------------------------------
-// The entity
-
 export function newVolumeState(volume: string, at: string): VolumeState {
   return { volume, phase: 'unmapped', since: at, speeds: {}, waitSeconds: DEFAULT_WAIT, history: [] };
 }
 
-class Volume {
+export class Volume {
   readonly lock = new Lock();
   constructor(readonly s: VolumeState) {}
 
@@ -346,7 +157,7 @@ class Volume {
         queue = queues.compute(r.computeHost);
         undo.push({ what: 'drop node copy', run: async () => compute.computeDropCopy({ volume: s.volume }) });
         const copy = patched(SYNC_OVER_NETWORK)
-          ? await this.copyToNode(cloned.root, snapshot)
+          ? await copyToNode(s, nas, compute, cloned.root, snapshot)
           : await compute.computeReceive({ volume: s.volume, nas: r.nas, nasRoot: cloned.root, snapshot, ...rate(s.speeds.download) });
         s.sync = { ...s.sync!, nodeRoot: copy.root, nasRoot: cloned.root, lastSnapshot: snapshot };
         url = copy.devicePath;
@@ -378,51 +189,6 @@ class Volume {
       throw ApplicationFailure.nonRetryable(`map of ${s.volume} failed: ${reason}${failed.length ? `; undo failed: ${failed.join('; ')}` : '; every step was undone'}`, 'MapFailed');
     }
   }
-
-  /**
-   * The node's first copy, streamed by the NAS to the node over the network, each side's command
-   * on its own host, behind a one-time token; a node that takes no streams (null from listen)
-   * receives it the older way, pulling over ssh.
-   */
-  async copyToNode(nasRoot: string, snapshot: string): Promise<LocalCopy> {
-    const s = this.s;
-    const compute = this.compute(s.computeHost!);
-    const token = uuid4();
-    const endpoint = await compute.computeStreamListen({ token, waitSeconds: s.waitSeconds + STREAM_GRACE_SECONDS });
-    if (!endpoint) return compute.computeReceive({ volume: s.volume, nas: s.nas!, nasRoot, snapshot, ...rate(s.speeds.download) });
-    const [copy] = await Promise.all([
-      compute.computeStreamReceive({ volume: s.volume, token, snapshot }),
-      this.nas(s.nas!).volumeStreamSend({ volume: s.volume, to: snapshot, ...endpoint, token, ...rate(s.speeds.download) }),
-    ]);
-    return copy;
-  }
-
-  /**
-   * A pull over the network: a snapshot on the node, streamed by the node to the NAS from the
-   * newest snapshot both share, then both pruned. A NAS that takes no streams pulls over ssh.
-   */
-  async pullOverNetwork(snapshot: string): Promise<PullResult> {
-    const s = this.s;
-    const nas = this.nas(s.nas!);
-    const compute = this.compute(s.computeHost!);
-    const volume = s.volume;
-    const token = uuid4();
-    const endpoint = await nas.volumeStreamListen({ token, waitSeconds: s.waitSeconds + STREAM_GRACE_SECONDS });
-    if (!endpoint) return nas.volumePull({ volume, computeHost: s.computeHost!, nodeRoot: s.sync!.nodeRoot!, snapshot, ...rate(s.speeds.upload) });
-    const started = Date.now();
-    await compute.computeSnapshot({ volume, name: snapshot });
-    const [onNode, onNas] = await Promise.all([compute.computeSnapshots({ volume }), nas.volumeSnapshots({ volume })]);
-    const from = newestCommon(onNode, onNas);
-    const sent = !onNas.includes(snapshot);
-    if (sent) {
-      if (!from) throw ApplicationFailure.nonRetryable(`volume ${volume}: the copies share no snapshot; a full copy would overwrite the NAS's`, 'SyncFailed');
-      await Promise.all([nas.volumeStreamReceive({ volume, token }), compute.computeStreamSend({ volume, from, to: snapshot, ...endpoint, token, ...rate(s.speeds.upload) })]);
-    }
-    const pruned = [...(await compute.computePrune({ volume })), ...(await nas.volumePrune({ volume }))];
-    return { snapshot, ...(sent && from ? { from } : {}), sent, durationMs: Date.now() - started, pruned };
-  }
-
-  /** A pull of the node's writes; a failure is recorded (never as a success) and thrown on. */
   async pull(by: string): Promise<PullResult> {
     const s = this.s;
     const sync = s.sync!;
@@ -431,7 +197,7 @@ class Volume {
     try {
       const snapshot = snapshotAt(new Date());
       const result = patched(SYNC_OVER_NETWORK)
-        ? await this.pullOverNetwork(snapshot)
+        ? await pullOverNetwork(s, this.nas(s.nas!), this.compute(s.computeHost!), snapshot)
         : await this.nas(s.nas!).volumePull({ volume: s.volume, computeHost: s.computeHost!, nodeRoot: sync.nodeRoot!, snapshot, ...rate(s.speeds.upload) });
       sync.lastSyncAt = new Date().toISOString();
       sync.lastSnapshot = result.snapshot;
@@ -550,66 +316,4 @@ class Volume {
     if (!sync?.nextSyncAt || sync.frozen || this.s.phase !== 'mapped') return undefined;
     return Math.max(1, Date.parse(sync.nextSyncAt) - Date.now());
   }
-}
-
-export async function volumeWorkflow(input: VolumeInput): Promise<VolumeView> {
-  const v = new Volume(input.state ?? newVolumeState(checkName('volume', input.volume), new Date().toISOString()));
-  const maxHistory = input.maxHistoryEvents ?? 5_000;
-  v.publish();
-
-  handleUpdate(mapUpdate, (r) => v.validateMap(r), (r) => v.exclusive(() => v.map(r)));
-  handleUpdate(
-    unmapUpdate,
-    (i) => {
-      checkUser('by', i.by);
-      if (i.waitSeconds !== undefined) checkInt('wait', i.waitSeconds, 0, 86_400);
-    },
-    (i) => v.exclusive(() => v.unmap(i.by, i.waitSeconds ?? 60)),
-  );
-  handleUpdate(deleteUpdate, (i) => v.validateDelete(i.by), (i) => v.exclusive(() => v.delete(i.by)));
-  handleUpdate(
-    setAttrsUpdate,
-    (a) => {
-      checkAttrs(a);
-      // Pull settings would be kept and do nothing: a volume not in sync mode has no pulls.
-      const syncOnly = a.frequencySeconds !== undefined ? 'frequency' : a.frozen !== undefined ? (a.frozen ? 'freeze' : 'thaw') : undefined;
-      if (syncOnly && !v.s.sync) throw new InputError(syncOnly, `a volume mapped in sync mode (${v.s.volume} is not: map it with --sync)`, v.s.volume);
-    },
-    async (a) => v.setAttrs(a),
-  );
-  handleUpdate(
-    syncNowUpdate,
-    (i) => {
-      checkUser('by', i.by);
-      if (!v.s.sync || v.s.phase !== 'mapped') throw new InputError('volume', `a volume mapped in sync mode (${v.s.volume} is ${v.s.phase}${v.s.sync ? '' : ', not in sync mode'})`, v.s.volume);
-    },
-    (i) => v.exclusive(() => (v.s.sync && v.s.phase === 'mapped' ? v.pull(i.by) : Promise.reject(new InputError('volume', 'a volume mapped in sync mode', v.s.volume)))),
-  );
-  handleUpdate(
-    cleanUpdate,
-    (i) => {
-      checkUser('by', i.by);
-      if (i.force !== true) throw new InputError('force', '--force: clean skips the compute host and may leave it holding the volume', i.force);
-      checkReason('reason', i.reason);
-    },
-    (i) => v.exclusive(() => v.clean(i.by, i.reason)),
-  );
-  setHandler(volumeQuery, () => v.view());
-
-  for (;;) {
-    const wait = v.msUntilSync();
-    const plan = v.syncPlan();
-    const wake = () => v.s.phase === 'deleted' || historyFull(maxHistory) || v.syncDue() || v.syncPlan() !== plan;
-    // A durable timer: a worker restart loses no scheduled pull.
-    if (wait === undefined) await condition(wake);
-    else await condition(wake, wait);
-    if (v.s.phase === 'deleted' || historyFull(maxHistory)) break;
-    if (v.syncDue()) {
-      // A failed scheduled pull is recorded and rescheduled by pull itself.
-      await v.exclusive(async () => (v.syncDue() ? v.pull('imgflow') : undefined)).catch(() => undefined);
-    }
-  }
-  await condition(() => !v.busy && allHandlersFinished());
-  if (v.s.phase === 'deleted') return v.view();
-  return continueAsNew<typeof volumeWorkflow>({ ...input, state: v.s });
 }
