@@ -11,31 +11,10 @@ import type { Command } from 'commander';
 import { checkHost, checkName, InputError } from '../../common/names.js';
 import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { SA } from '../../common/search-attributes.js';
-import {
-  adoptUpdate,
-  appliancesQuery,
-  checkAbsolutePath,
-  checkDn,
-  checkEvery,
-  checkListIdentifier,
-  checkListUrl,
-  checkSubscriptionConfig,
-  describeQuery,
-  DISK_FORMATS,
-  NEW_IMAGE_POLICIES,
-  REGISTRY_KINDS,
-  subscriptionScheduleId,
-  subscriptionTickWorkflow,
-  subscriptionWorkflow,
-  subscriptionWorkflowId,
-  syncRequestSignal,
-  syncUpdate,
-  unsubscribeUpdate,
-  type Appliance,
-  type SubscriptionConfig,
-  type SubscriptionView,
-  type SyncOutcome,
-} from '../../workflows/subscription.js';
+import { adoptUpdate, appliancesQuery, describeQuery, subscriptionScheduleId, subscriptionWorkflowId, syncRequestSignal, syncUpdate, unsubscribeUpdate, type Appliance, type SubscriptionConfig, type SubscriptionView, type SyncOutcome } from '../../workflows/subscription/messages.js';
+import { checkAbsolutePath, checkDn, checkEvery, checkListIdentifier, checkListUrl, checkSubscriptionConfig, DISK_FORMATS, NEW_IMAGE_POLICIES, REGISTRY_KINDS } from '../../common/subscription.js';
+import { subscriptionTickWorkflow } from '../../workflows/subscription/tick-workflow.js';
+import { subscriptionWorkflow } from '../../workflows/subscription/workflow.js';
 import { configFrom, connectClient, currentUser, say, type GlobalFlags } from '../context.js';
 import { formatPairs, formatTable, printJson, watchProgress } from '../output.js';
 
