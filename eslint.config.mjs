@@ -1,6 +1,8 @@
-// Lint rules that keep imgflow safe to run: no floating promises, type-only imports, and
-// deterministic workflow code (no Node built-ins, no I/O libraries) in workflows/ and common/.
+// Lint rules that keep imgflow safe to run: no floating promises, type-only imports, no import
+// cycles, and deterministic workflow code (no Node built-ins, no I/O libraries) in workflows/ and common/.
 import tseslint from 'typescript-eslint';
+import { importX } from 'eslint-plugin-import-x';
+import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescript';
 import { builtinModules } from 'node:module';
 
 const nodeBuiltins = [...builtinModules, ...builtinModules.map((m) => `node:${m}`)];
@@ -42,6 +44,18 @@ export default tseslint.config(
       ],
     },
   })),
+  {
+    // A module that imports itself through others: its imports are half-made when it runs, and
+    // the modules stop being separable. Type-only imports are erased and do not count.
+    plugins: { 'import-x': importX },
+    settings: {
+      // Imported files are parsed as TypeScript, and `.js` specifiers (NodeNext) resolve to their `.ts` sources.
+      'import-x/parsers': { '@typescript-eslint/parser': ['.ts'] },
+      'import-x/extensions': ['.ts', '.js', '.mjs'],
+      'import-x/resolver-next': [createTypeScriptImportResolver({ project: 'tsconfig.json' })],
+    },
+    rules: { 'import-x/no-cycle': 'error' },
+  },
   {
     files: ['workflows/**/*.ts', 'common/**/*.ts'],
     rules: {

@@ -45,7 +45,7 @@ import { connectWithin, ensureSearchAttributes, ensureTemporalCli, spawnDevServe
 import { mapVolume, volumeHandle } from '../starters/volume-client.js';
 import { freePort } from '../test/support/ports.js';
 import { pingWorkflow } from '../workflows/ping.js';
-import { deleteUpdate, unmapUpdate, type MapRequest } from '../workflows/volume.js';
+import { deleteUpdate, unmapUpdate, type MapRequest } from '../workflows/volume/messages.js';
 import { median, ms, percentile, timed } from './stats.js';
 
 const n = checkInt('N', process.argv[2] ?? '20', 3, 1000);

@@ -27,7 +27,9 @@ import { openKeyring } from '../lib/keyring.js';
 import { ensureClient } from '../starters/client.js';
 import { startLocalWorkers } from '../starters/local-workers.js';
 import { lineageHistory } from '../starters/lineage-client.js';
-import { describeQuery, gcUpdate, historyQuery, lineageWorkflow, lineageWorkflowId, registerVersionUpdate, tagUpdate, testResultUpdate, type LineageInput, type NewVersion } from '../workflows/lineage.js';
+import { describeQuery, gcUpdate, historyQuery, lineageWorkflowId, registerVersionUpdate, tagUpdate, testResultUpdate, type LineageInput } from '../workflows/lineage/messages.js';
+import { lineageWorkflow } from '../workflows/lineage/workflow.js';
+import type { NewVersion } from '../common/lineage.js';
 
 const versions = checkInt('VERSIONS', process.argv[2] ?? '1000', 1, 100_000);
 const entries = checkInt('ENTRIES', process.argv[3] ?? '5000', versions * 2, 1_000_000);

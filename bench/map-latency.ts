@@ -17,7 +17,7 @@ import { createLogger } from '../lib/logger.js';
 import { ensureClient } from '../starters/client.js';
 import { startLocalWorkers } from '../starters/local-workers.js';
 import { mapVolume, volumeHandle } from '../starters/volume-client.js';
-import { deleteUpdate, unmapUpdate, type MapRequest } from '../workflows/volume.js';
+import { deleteUpdate, unmapUpdate, type MapRequest } from '../workflows/volume/messages.js';
 import { ms, percentile, timed } from './stats.js';
 
 const n = checkInt('N', process.argv[2] ?? '20', 3, 1000);

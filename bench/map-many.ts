@@ -25,7 +25,7 @@ import { startLocalWorkers, type LocalWorkers } from '../starters/local-workers.
 import { oneLine } from '../starters/output.js';
 import { mapVolume, volumeHandle } from '../starters/volume-client.js';
 import { createPool, holdTgtd, holdZfsFuse } from '../test/support/daemons.js';
-import { deleteUpdate, unmapUpdate, type MapRequest } from '../workflows/volume.js';
+import { deleteUpdate, unmapUpdate, type MapRequest } from '../workflows/volume/messages.js';
 import { ms, percentile } from './stats.js';
 
 const volumes = checkInt('volumes', process.argv[2] ?? '200', 1, 10_000);

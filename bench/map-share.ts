@@ -26,7 +26,7 @@ import { ensureClient } from '../starters/client.js';
 import { mapVolume, volumeHandle } from '../starters/volume-client.js';
 import { installRuntime } from '../workers/runtime.js';
 import { createWorker } from '../workers/worker.js';
-import { deleteUpdate, unmapUpdate, type MapRequest } from '../workflows/volume.js';
+import { deleteUpdate, unmapUpdate, type MapRequest } from '../workflows/volume/messages.js';
 import { median, ms } from './stats.js';
 
 const n = checkInt('N', process.argv[2] ?? '20', 3, 1000);

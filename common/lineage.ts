@@ -56,6 +56,9 @@ export interface VersionRecord {
   capturedBuilderRoot?: boolean;
 }
 
+/** A build's or a repair's result, before the lineage registers it and gives it its id. */
+export type NewVersion = Omit<VersionRecord, 'id' | 'revoked' | 'removed'>;
+
 /**
  * What a lineage keeps of a removed version once the full record is in its archive on the control
  * host: what its rules and listings read. Revocation may still change; the rest never does.
@@ -154,6 +157,13 @@ export function checkTag(field: string, value: unknown): string {
 
 export function checkUser(field: string, value: unknown): string {
   if (typeof value !== 'string' || !USER.test(value)) throw new InputError(field, 'a user name of 1-64 letters, digits, ".", "_", "@" or "-"', value);
+  return value;
+}
+
+const CHANNEL = /^[a-z][a-z0-9-]{0,31}$/;
+
+export function checkChannel(field: string, value: unknown): string {
+  if (typeof value !== 'string' || !CHANNEL.test(value)) throw new InputError(field, 'a channel name of 1-32 lower-case letters, digits or "-"', value);
   return value;
 }
 

@@ -10,7 +10,7 @@ import { queues, WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import { machineArch, type Config } from '../lib/config.js';
 import { demoWorkflow, type DemoSummary } from '../workflows/demo.js';
-import { promoteUpdate, requestBuildUpdate, tagUpdate, testResultUpdate } from '../workflows/lineage.js';
+import { promoteUpdate, requestBuildUpdate, tagUpdate, testResultUpdate } from '../workflows/lineage/messages.js';
 import { formatVersion, waitForBuild } from './build-client.js';
 import { currentUser } from './context.js';
 import { DEMO_IMAGE, demoRecipe } from './demo-recipe.js';

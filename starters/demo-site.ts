@@ -10,7 +10,7 @@ import type { Run } from '../activities/runner.js';
 import { DEFAULT_IQN_PREFIX } from '../activities/drivers/naming.js';
 import { InputError } from '../common/names.js';
 import { paths, type Config } from '../lib/config.js';
-import { deleteUpdate, unmapUpdate } from '../workflows/volume.js';
+import { deleteUpdate, unmapUpdate } from '../workflows/volume/messages.js';
 import { hostHome, readHostsState, runOn, type HostsState } from './cluster/hosts.js';
 import { frontendAddress, uiUrl } from './cluster/cluster.js';
 import { checkClusterName, readState } from './cluster/state.js';

@@ -19,7 +19,7 @@ import type { Run } from '../activities/runner.js';
 import { registrySettings, type Config } from '../lib/config.js';
 import { serveFiles, type FileServer } from '../lib/file-server.js';
 import { exists, partialPath } from '../lib/files.js';
-import { subscriptionScheduleId, type Appliance, type SubscriptionConfig, type SubscriptionView, type SyncOutcome } from '../workflows/subscription.js';
+import { subscriptionScheduleId, type Appliance, type SubscriptionConfig, type SubscriptionView, type SyncOutcome } from '../workflows/subscription/messages.js';
 import {
   describeSubscription,
   formatAppliances,

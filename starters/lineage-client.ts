@@ -12,32 +12,12 @@ import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import type { VersionDiff } from '../activities/nas/diff.js';
 import { diffWorkflow } from '../workflows/diff.js';
-import {
-  describeQuery,
-  gateUpdate,
-  gcUpdate,
-  historyQuery,
-  lineageArchivedVersionWorkflow,
-  lineageGcWorkflow,
-  lineageHistoryWorkflow,
-  lineageWorkflow,
-  lineageWorkflowId,
-  packUpdate,
-  promoteUpdate,
-  registerVersionUpdate,
-  removeUpdate,
-  revokeUpdate,
-  rollbackUpdate,
-  stateQuery,
-  tagUpdate,
-  testResultUpdate,
-  versionQuery,
-  type GcInput,
-  type HistoryArchive,
-  type LineageInput,
-  type LineageView,
-  type NewVersion,
-} from '../workflows/lineage.js';
+import { describeQuery, gateUpdate, gcUpdate, historyQuery, lineageWorkflowId, packUpdate, promoteUpdate, registerVersionUpdate, removeUpdate, revokeUpdate, rollbackUpdate, stateQuery, tagUpdate, testResultUpdate, versionQuery, type GcInput, type HistoryArchive, type LineageInput, type LineageView } from '../workflows/lineage/messages.js';
+import { lineageArchivedVersionWorkflow } from '../workflows/lineage/archived-version-workflow.js';
+import { lineageGcWorkflow } from '../workflows/lineage/gc-workflow.js';
+import { lineageHistoryWorkflow } from '../workflows/lineage/history-workflow.js';
+import { lineageWorkflow } from '../workflows/lineage/workflow.js';
+import { type NewVersion } from '../common/lineage.js';
 import { answered } from './answers.js';
 import { sdk } from './sdk.js';
 

@@ -10,31 +10,10 @@ import { ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyS
 import { checkHost, checkName, InputError } from '../common/names.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
-import {
-  adoptUpdate,
-  appliancesQuery,
-  checkAbsolutePath,
-  checkDn,
-  checkEvery,
-  checkListUrl,
-  checkListIdentifier,
-  checkSubscriptionConfig,
-  describeQuery,
-  DISK_FORMATS,
-  NEW_IMAGE_POLICIES,
-  REGISTRY_KINDS,
-  subscriptionScheduleId,
-  subscriptionTickWorkflow,
-  subscriptionWorkflow,
-  subscriptionWorkflowId,
-  syncRequestSignal,
-  syncUpdate,
-  unsubscribeUpdate,
-  type Appliance,
-  type SubscriptionConfig,
-  type SubscriptionView,
-  type SyncOutcome,
-} from '../workflows/subscription.js';
+import { adoptUpdate, appliancesQuery, describeQuery, subscriptionScheduleId, subscriptionWorkflowId, syncRequestSignal, syncUpdate, unsubscribeUpdate, type Appliance, type SubscriptionConfig, type SubscriptionView, type SyncOutcome } from '../workflows/subscription/messages.js';
+import { checkAbsolutePath, checkDn, checkEvery, checkListUrl, checkListIdentifier, checkSubscriptionConfig, DISK_FORMATS, NEW_IMAGE_POLICIES, REGISTRY_KINDS } from '../common/subscription.js';
+import { subscriptionTickWorkflow } from '../workflows/subscription/tick-workflow.js';
+import { subscriptionWorkflow } from '../workflows/subscription/workflow.js';
 import { currentUser } from './context.js';
 import { formatPairs, formatTable, watchProgress } from './output.js';
 
@@ -265,4 +244,4 @@ export async function requestSync(client: Client, subscription: string, request:
   await orMissing(subscription, handleOf(client, subscription).signal(syncRequestSignal, request));
 }
 
-export { checkListIdentifier } from '../workflows/subscription.js';
+export { checkListIdentifier } from '../common/subscription.js';

@@ -10,7 +10,7 @@ import type { VersionRecord } from '../common/lineage.js';
 import { checkHost } from '../common/names.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
-import { registerVersionUpdate } from '../workflows/lineage.js';
+import { registerVersionUpdate } from '../workflows/lineage/messages.js';
 import { validateWorkflow, type ValidateResult } from '../workflows/validate.js';
 import { fullVersion, lineageHandle } from './lineage-client.js';
 import { watchProgress } from './output.js';

@@ -11,9 +11,8 @@ import type { Breach } from '../activities/builder/validate.js';
 import type { StoredArtifact } from '../activities/builder/validate-version.js';
 import type { HostActivities } from '../activities/host.js';
 import type { NasActivities } from '../activities/nas/index.js';
-import type { Artifact, PhaseRow, VersionRecord } from '../common/lineage.js';
+import type { Artifact, NewVersion, PhaseRow, VersionRecord } from '../common/lineage.js';
 import { queues } from '../common/queues.js';
-import type { NewVersion } from './lineage.js';
 
 export interface ValidateInput {
   image: string;

@@ -20,7 +20,7 @@ import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../co
 import { queues, WORKFLOW_QUEUE } from '../../common/queues.js';
 import type { Logger } from '../../lib/logger.js';
 import { pingWorkflow } from '../../workflows/ping.js';
-import { deleteUpdate, setAttrsUpdate, unmapUpdate, volumeQuery, type MapRequest, type VolumeAttrs, type VolumeView } from '../../workflows/volume.js';
+import { deleteUpdate, setAttrsUpdate, unmapUpdate, volumeQuery, type MapRequest, type VolumeAttrs, type VolumeView } from '../../workflows/volume/messages.js';
 import { oneLine } from '../output.js';
 import { hasWorker } from '../answers.js';
 import { baseVersion, known, listVolumes, mapVolume, volumeHandle } from '../volume-client.js';

@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import type { VersionDiff } from '../../activities/nas/diff.js';
 import type { VersionRecord } from '../../common/lineage.js';
 import { checkInt, InputError } from '../../common/names.js';
-import type { GcResult } from '../../workflows/lineage.js';
+import type { GcResult } from '../../workflows/lineage/messages.js';
 import { connected, currentUser } from '../context.js';
 import { parseImageRef } from '../image-refs.js';
 import { formatPairs, formatTable, humanBytes, printJson } from '../output.js';
@@ -20,7 +20,7 @@ const clients = async () => ({
   ...(await import('../../common/lineage.js')),
   ...(await import('../../common/limits.js')),
   ...(await import('../../common/names.js')),
-  checkChannel: (await import('../../workflows/lineage.js')).checkChannel,
+  checkChannel: (await import('../../common/lineage.js')).checkChannel,
 });
 type Clients = Awaited<ReturnType<typeof clients>>;
 

@@ -4,7 +4,7 @@
  * argument is checked before anything reaches Temporal (subscription-client.ts does the work).
  */
 import type { Command } from 'commander';
-import type { SyncOutcome } from '../../workflows/subscription.js';
+import type { SyncOutcome } from '../../workflows/subscription/messages.js';
 import { checkName } from '../../common/names.js';
 import { configFrom, connected, say, type GlobalFlags } from '../context.js';
 import { formatTable, printJson } from '../output.js';

@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../common/names.js';
 import { queues } from '../../common/queues.js';
-import type { MapRequest, VolumeAttrs, VolumeView } from '../../workflows/volume.js';
+import type { MapRequest, VolumeAttrs, VolumeView } from '../../workflows/volume/messages.js';
 import { connected, currentUser, say } from '../context.js';
 import { BASE_REF } from '../image-refs.js';
 import { formatPairs, formatTable, printJson } from '../output.js';

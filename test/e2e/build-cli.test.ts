@@ -13,7 +13,7 @@ import { createRunner } from '../../activities/runner.js';
 import type { VersionRecord } from '../../common/lineage.js';
 import { loadConfig } from '../../lib/config.js';
 import { sha256File } from '../../lib/files.js';
-import { historyQuery, lineageWorkflowId } from '../../workflows/lineage.js';
+import { historyQuery, lineageWorkflowId } from '../../workflows/lineage/messages.js';
 import { imgflowAsync } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { saveHistory } from '../support/histories.js';

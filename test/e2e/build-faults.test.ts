@@ -16,7 +16,7 @@ import { createNasActivities } from '../../activities/nas/index.js';
 import { createRunner } from '../../activities/runner.js';
 import type { VersionRecord } from '../../common/lineage.js';
 import { loadConfig } from '../../lib/config.js';
-import { historyQuery, lineageWorkflowId } from '../../workflows/lineage.js';
+import { historyQuery, lineageWorkflowId } from '../../workflows/lineage/messages.js';
 import { imgflowAsync, spawnImgflow } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { memoryLogger } from '../support/logger.js';

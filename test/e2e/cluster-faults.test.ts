@@ -30,9 +30,10 @@ import { hostHome, readHostsState, type HostsState } from '../../starters/cluste
 import { pidOf } from '../../starters/cluster/services.js';
 import { siteDown, siteUp, type SiteOptions, type SiteUp } from '../../starters/cluster/site.js';
 import { updateLineage } from '../../starters/lineage-client.js';
-import { historyQuery, lineageWorkflowId, registerVersionUpdate } from '../../workflows/lineage.js';
-import { describeQuery, subscriptionWorkflow, subscriptionWorkflowId, syncUpdate, type SubscriptionConfig, type SyncOutcome } from '../../workflows/subscription.js';
-import { volumeQuery, volumeWorkflowId } from '../../workflows/volume.js';
+import { historyQuery, lineageWorkflowId, registerVersionUpdate } from '../../workflows/lineage/messages.js';
+import { describeQuery, subscriptionWorkflowId, syncUpdate, type SubscriptionConfig, type SyncOutcome } from '../../workflows/subscription/messages.js';
+import { subscriptionWorkflow } from '../../workflows/subscription/workflow.js';
+import { volumeQuery, volumeWorkflowId } from '../../workflows/volume/messages.js';
 import { hostsCensus } from '../support/census.js';
 import { imgflowAsync, type CliResult } from '../support/cli.js';
 import { useZfsFuse } from '../support/daemons.js';

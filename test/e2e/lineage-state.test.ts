@@ -11,19 +11,8 @@ import { createLineageHistoryActivities } from '../../activities/control/lineage
 import { jsonBytes, TEXT_LIMITS } from '../../common/limits.js';
 import { CONTROL_QUEUE, WORKFLOW_QUEUE } from '../../common/queues.js';
 import { lineageHandle, lineageHistory, updateLineage } from '../../starters/lineage-client.js';
-import {
-  describeQuery,
-  gcUpdate,
-  lineageWorkflow,
-  promoteUpdate,
-  registerVersionUpdate,
-  requestBuildUpdate,
-  revokeUpdate,
-  rollbackUpdate,
-  stateQuery,
-  tagUpdate,
-  testResultUpdate,
-} from '../../workflows/lineage.js';
+import { describeQuery, gcUpdate, promoteUpdate, registerVersionUpdate, requestBuildUpdate, revokeUpdate, rollbackUpdate, stateQuery, tagUpdate, testResultUpdate } from '../../workflows/lineage/messages.js';
+import { lineageWorkflow } from '../../workflows/lineage/workflow.js';
 import { tempDir } from '../support/dirs.js';
 import { saveHistory } from '../support/histories.js';
 import { expectRejected, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';

@@ -18,24 +18,10 @@ import { loadConfig } from '../../lib/config.js';
 import { CONTROL_QUEUE, WORKFLOW_QUEUE } from '../../common/queues.js';
 import { SA } from '../../common/search-attributes.js';
 import { fullVersion, lineageHistory } from '../../starters/lineage-client.js';
-import {
-  DEFAULT_KEEP_HISTORY,
-  describeQuery,
-  gcUpdate,
-  historyQuery,
-  lineageArchivedVersionWorkflow,
-  lineageHistoryWorkflow,
-  lineageWorkflow,
-  promoteUpdate,
-  registerVersionUpdate,
-  revokeUpdate,
-  rollbackUpdate,
-  tagUpdate,
-  testResultSignal,
-  testResultUpdate,
-  versionQuery,
-  type LineageInput,
-} from '../../workflows/lineage.js';
+import { DEFAULT_KEEP_HISTORY, describeQuery, gcUpdate, historyQuery, promoteUpdate, registerVersionUpdate, revokeUpdate, rollbackUpdate, tagUpdate, testResultSignal, testResultUpdate, versionQuery, type LineageInput } from '../../workflows/lineage/messages.js';
+import { lineageArchivedVersionWorkflow } from '../../workflows/lineage/archived-version-workflow.js';
+import { lineageHistoryWorkflow } from '../../workflows/lineage/history-workflow.js';
+import { lineageWorkflow } from '../../workflows/lineage/workflow.js';
 import { mapLimited } from '../../lib/concurrency.js';
 import { imgflowAsync } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';

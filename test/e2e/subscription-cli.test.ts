@@ -13,7 +13,7 @@ import { createCloudActivities } from '../../activities/cloud/index.js';
 import { CatalogRegistry } from '../../activities/cloud/registry/catalog.js';
 import { createRunner } from '../../activities/runner.js';
 import { CONTROL_QUEUE, queues, WORKFLOW_QUEUE } from '../../common/queues.js';
-import { historyQuery } from '../../workflows/subscription.js';
+import { historyQuery } from '../../workflows/subscription/messages.js';
 import { imgflow, spawnImgflow, type CliResult } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { digestOf, listDocument } from '../support/imagelists.js';

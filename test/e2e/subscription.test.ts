@@ -17,17 +17,9 @@ import { OpenNebulaRegistry } from '../../activities/cloud/registry/opennebula.j
 import type { ImageRegistry } from '../../activities/cloud/registry/types.js';
 import { createRunner } from '../../activities/runner.js';
 import { CONTROL_QUEUE, queues } from '../../common/queues.js';
-import {
-  adoptUpdate,
-  appliancesQuery,
-  describeQuery,
-  historyQuery,
-  subscriptionTickWorkflow,
-  subscriptionWorkflow,
-  syncUpdate,
-  unsubscribeUpdate,
-  type SubscriptionConfig,
-} from '../../workflows/subscription.js';
+import { adoptUpdate, appliancesQuery, describeQuery, historyQuery, syncUpdate, unsubscribeUpdate, type SubscriptionConfig } from '../../workflows/subscription/messages.js';
+import { subscriptionTickWorkflow } from '../../workflows/subscription/tick-workflow.js';
+import { subscriptionWorkflow } from '../../workflows/subscription/workflow.js';
 import { progressStep } from '../../starters/output.js';
 import { tempDir } from '../support/dirs.js';
 import { saveHistory } from '../support/histories.js';

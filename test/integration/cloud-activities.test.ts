@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCloudActivities, type CloudActivities } from '../../activities/cloud/index.js';
 import { CatalogRegistry } from '../../activities/cloud/registry/catalog.js';
 import { createRunner } from '../../activities/runner.js';
-import { parkedName } from '../../workflows/subscription.js';
+import { parkedName } from '../../common/subscription.js';
 import { tempDir } from '../support/dirs.js';
 import { digestOf, listDocument } from '../support/imagelists.js';
 import { startFileServer, type FileServer } from '../support/http-server.js';

@@ -4,7 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { ImageListError } from '../../activities/cloud/imagelist.js';
 import { verifyImageList, verifySmime } from '../../activities/cloud/smime.js';
 import { createRunner } from '../../activities/runner.js';
-import { checkDn } from '../../workflows/subscription.js';
+import { checkDn } from '../../common/subscription.js';
 import { tempDir } from '../support/dirs.js';
 import { memoryLogger } from '../support/logger.js';
 import { createPki, type Identity, type Pki } from '../support/pki.js';

@@ -1,4 +1,4 @@
-import type { NewVersion } from '../../workflows/lineage.js';
+import type { NewVersion } from '../../common/lineage.js';
 
 /** A version record as a build registers it; the lineage checks its shape, not its bytes. */
 export function newVersion(n: number, by = 'alice'): NewVersion {

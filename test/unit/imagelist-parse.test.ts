@@ -9,7 +9,7 @@ import {
   parseImageList,
   type ImageList,
 } from '../../activities/cloud/imagelist.js';
-import { parkedName } from '../../workflows/subscription.js';
+import { parkedName } from '../../common/subscription.js';
 import type { RegistryImage } from '../../activities/cloud/registry/types.js';
 
 const NOW = new Date('2026-06-01T12:00:00Z');

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Artifact } from '../../common/lineage.js';
-import { Lineage, newLineageState } from '../../workflows/lineage.js';
+import { Lineage, newLineageState } from '../../workflows/lineage/lineage.js';
 import { newVersion } from '../support/versions.js';
 
 const AT = '2026-01-01T00:00:00.000Z';

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { zvolRow } from '../../starters/bridges/rocks-amqp.js';
-import type { VolumePhase, VolumeView } from '../../workflows/volume.js';
+import type { VolumePhase, VolumeView } from '../../workflows/volume/messages.js';
 
 /** The state column as the Rocks command computes it from a row. */
 function rocksState(row: Record<string, unknown>): string {

@@ -4,36 +4,16 @@
  * It returns the version record for the lineage to register; the lineage runs one build at a
  * time per image.
  */
-import { TimeoutType } from '@temporalio/common';
-import { ActivityFailure, ApplicationFailure, CancellationScope, patched, proxyActivities, setCurrentDetails, TimeoutFailure, uuid4, workflowInfo } from '@temporalio/workflow';
-import type { BuilderActivities } from '../activities/builder/index.js';
-import type { Recipe } from '../activities/builder/recipe.js';
-import type { HostActivities } from '../activities/host.js';
-import type { NasActivities } from '../activities/nas/index.js';
-import type { Artifact, PhaseRow } from '../common/lineage.js';
-import { queues } from '../common/queues.js';
-import type { NewVersion } from './lineage.js';
-
-export interface BuildRequest {
-  recipe: Recipe;
-  recipeDigest: string;
-  by: string;
-  message: string;
-  /** The NAS whose image store keeps the version. */
-  store: string;
-  /** How long to wait for a builder of the arch to take work before failing the build. */
-  builderWaitSeconds?: number;
-}
-
-export interface BuildInput extends BuildRequest {
-  /** The version this build becomes, assigned by the lineage when the build starts. */
-  version: string;
-}
-
-export interface BuildResult {
-  version: string;
-  record: NewVersion;
-}
+import { ApplicationFailure, CancellationScope, patched, proxyActivities, setCurrentDetails, workflowInfo } from '@temporalio/workflow';
+import type { BuilderActivities } from '../../activities/builder/index.js';
+import type { Recipe } from '../../activities/builder/recipe.js';
+import type { HostActivities } from '../../activities/host.js';
+import type { NasActivities } from '../../activities/nas/index.js';
+import type { Artifact, PhaseRow } from '../../common/lineage.js';
+import { queues } from '../../common/queues.js';
+import { noWorkerTook } from '../support/failures.js';
+import type { BuildInput, BuildResult } from './messages.js';
+import { streamToStore } from './store-stream.js';
 
 interface PhaseOutcome {
   phase: string;
@@ -50,40 +30,6 @@ function describeSource(recipe: Recipe): string {
   if (s.kind === 'debootstrap') return `debootstrap ${s.suite} (${s.variant}) from ${s.mirror}`;
   if (s.kind === 'capture') return `capture of ${s.host ? `${s.user ? `${s.user}@` : ''}${s.host}:` : ''}${s.path}`;
   return `tarball ${s.url ?? s.path} (sha256 ${s.sha256.slice(0, 12)})`;
-}
-
-/** A builder that never took the task: no builder of the arch is running. */
-function noBuilder(err: unknown): boolean {
-  return err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === TimeoutType.SCHEDULE_TO_START;
-}
-
-const STORE_ATTEMPTS = 3;
-const STORE_LISTEN_SECONDS = 600;
-
-/**
- * Streams one file from the builder into the NAS's store, each side's command on its own host;
- * null when the NAS has it already or takes files over rsync only.
- */
-async function streamToStore(
-  builder: Pick<BuilderActivities, 'sendFile'>,
-  nas: Pick<NasActivities, 'storeListen' | 'storeReceive'>,
-  file: { image: string; version: string; name: string; sha256: string; arch: string; path: string },
-): Promise<{ host: string; path: string } | null> {
-  const { arch, path, ...stored } = file;
-  for (let attempt = 1; ; attempt++) {
-    const token = uuid4();
-    const endpoint = await nas.storeListen({ ...stored, token, waitSeconds: STORE_LISTEN_SECONDS });
-    if (!endpoint) return null;
-    // When one side fails, the other is cancelled rather than left waiting for its peer.
-    const pair = new CancellationScope();
-    try {
-      const [received] = await pair.run(() => Promise.all([nas.storeReceive({ ...stored, token }), builder.sendFile({ ...endpoint, arch, path, token })]));
-      return received;
-    } catch (err) {
-      pair.cancel();
-      if (attempt >= STORE_ATTEMPTS) throw err;
-    }
-  }
 }
 
 export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
@@ -177,7 +123,8 @@ export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
       },
     };
   } catch (err) {
-    if (noBuilder(err)) {
+    // A builder that never took the task: no builder of the arch is running.
+    if (noWorkerTook(err)) {
       throw ApplicationFailure.nonRetryable(`no builder for ${recipe.arch} is running (nothing took the build from builder.${recipe.arch})`, 'NoBuilder');
     }
     // A cancelled or failed build leaves nothing behind on the builder.

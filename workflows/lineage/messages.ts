@@ -1,0 +1,175 @@
+/**
+ * The contract of a lineage: its updates, signals and queries and the types they carry, what the
+ * CLI imports to talk to it. The rules behind them are in lineage.ts, the wiring in workflow.ts.
+ */
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import type { ChannelEntry, HistoryEntry, NewVersion, PackKind, PackRecord, StoredVersion, TagRecord, TestResult, VersionRecord, VersionStub } from '../../common/lineage.js';
+import type { StateBudget } from '../../common/limits.js';
+import { checkName } from '../../common/names.js';
+import type { BuildRequest } from '../build/messages.js';
+
+export interface LineageState {
+  image: string;
+  /** Removed versions whose full record is archived are stubs. */
+  versions: StoredVersion[];
+  tags: Record<string, TagRecord>;
+  channels: Record<string, ChannelEntry[]>;
+  tests: Record<string, TestResult>;
+  /** Channels that need a passed test result of the tag before a promotion. */
+  gated: string[];
+  /** The newest history entries; older ones are in the archive. */
+  history: HistoryEntry[];
+  seq: number;
+  /** Where the older history entries went (absent until the first were archived). */
+  archive?: HistoryArchive;
+  /** Builds waiting their turn; the first is the one running. */
+  builds: QueuedBuild[];
+  /** Deployables by name (absent in states saved before packing existed). */
+  packs?: Record<string, PackRecord>;
+  /** Volumes cloned from a version, as the last gc or remove request listed them. */
+  volumes?: Record<string, string>;
+  /** Where the full records of removed versions went (absent until the first were archived). */
+  versionArchive?: VersionArchive;
+}
+
+/** The archived part of a lineage's history: a file on the control host, entries 1..count of it. */
+export interface HistoryArchive {
+  /** The lineage's first run id, which names the file. */
+  chain: string;
+  host: string;
+  path: string;
+  /** How many entries the archive holds; the lineage's state holds the rest. */
+  count: number;
+  /** The seq of the newest archived entry. */
+  throughSeq: number;
+}
+
+/** The full records of a lineage's removed versions: a file on the control host, `count` records. */
+export interface VersionArchive {
+  chain: string;
+  host: string;
+  path: string;
+  count: number;
+}
+
+/** What the history query answers: the entries in the state, and where the older ones are. */
+export interface HistoryView {
+  entries: HistoryEntry[];
+  archive?: HistoryArchive;
+}
+
+export interface QueuedBuild {
+  id: string;
+  requestedAt: string;
+  request: BuildRequest;
+}
+
+export interface LineageInput {
+  image: string;
+  state?: LineageState;
+  /** Continue as new past this many history events (the server also suggests it). */
+  maxHistoryEvents?: number;
+  /** History entries kept in the state across a continue-as-new; older ones are archived (default 500). */
+  keepHistory?: number;
+  /** Where the state sheds and where it refuses to grow (defaults: half and three quarters of Temporal's payload limit). */
+  budget?: StateBudget;
+  /** The run whose state this one took over after it ended without handing it on. */
+  recoveredFrom?: { runId: string; status: string };
+}
+
+/** Retention's request: `volumes` are the volumes cloned from this image, as the caller found them. */
+export interface GcInput {
+  by: string;
+  keep?: number;
+  dryRun?: boolean;
+  volumes?: { volume: string; version: string }[];
+}
+
+export interface GcResult {
+  keep: number;
+  dryRun: boolean;
+  removed: string[];
+  kept: { version: string; why: string[] }[];
+  /** Files deleted from the stores (0 on a dry run). */
+  files: number;
+}
+
+export interface RemoveInput {
+  by: string;
+  /** The version to remove; none removes every version. */
+  version?: string;
+  volumes?: { volume: string; version: string }[];
+}
+
+/** A pack's request; whether the version's image may hold password hashes is its recipe's say. */
+export interface PackInput {
+  by: string;
+  tag: string;
+  /** The deployable's name; the image's name when absent. */
+  as?: string;
+  /** Netboot when the version has a squashfs artifact, else a VM base; a version with both may be packed as either. */
+  kind?: PackKind;
+  /** Refuse a root image larger than this (default 8 GiB). */
+  maxRootBytes?: number;
+}
+
+export type PackOutcome = PackRecord & { name: string; movedAside?: string; root?: string; note?: string };
+
+export const DEFAULT_KEEP = 5;
+export const DEFAULT_KEEP_HISTORY = 500;
+export const DEFAULT_MAX_ROOT_BYTES = 8 * 1024 ** 3;
+
+export const lineageWorkflowId = (image: string) => `lineage-${checkName('image', image)}`;
+
+export const registerVersionUpdate = defineUpdate<VersionRecord, [NewVersion]>('registerVersion');
+export const tagUpdate = defineUpdate<TagRecord & { name: string }, [{ by: string; version?: string; name?: string }]>('tag');
+export const promoteUpdate = defineUpdate<ChannelEntry, [{ by: string; tag: string; channel: string; force?: boolean; reason?: string }]>('promote');
+export const rollbackUpdate = defineUpdate<ChannelEntry, [{ by: string; channel: string; reason?: string }]>('rollback');
+export const testResultUpdate = defineUpdate<TestResult, [TestResultInput]>('testResult');
+export const testResultSignal = defineSignal<[TestResultInput]>('testResult');
+/** The channels whose promotions need a passed test result of the tag (prod when a lineage starts). */
+export const gateUpdate = defineUpdate<string[], [{ by: string; channels: string[] }]>('gate');
+export const revokeUpdate = defineUpdate<StoredVersion, [{ by: string; version: string; reason: string }]>('revoke');
+
+export const gcUpdate = defineUpdate<GcResult, [GcInput]>('gc');
+/** What the daily schedule sends (through `lineageGcWorkflow`): a gc with the lineage's own settings. */
+export const gcSignal = defineSignal<[GcInput]>('gc');
+export const removeUpdate = defineUpdate<{ removed: string[]; files: number }, [RemoveInput]>('remove');
+export const packUpdate = defineUpdate<PackOutcome, [PackInput]>('pack');
+
+export const requestBuildUpdate = defineUpdate<BuildTicket, [BuildRequest]>('requestBuild');
+export const describeQuery = defineQuery<LineageView>('describe');
+/** A version's full record, or the stub of a removed one whose record is archived. */
+export const versionQuery = defineQuery<StoredVersion, [string]>('version');
+export const historyQuery = defineQuery<HistoryView, [{ last?: number }]>('history');
+/** The whole state: what a lineage that ended without handing it on is recovered from (a closed run still answers queries). */
+export const stateQuery = defineQuery<LineageState>('state');
+
+/** What a build request gets back: the build's workflow id and the builds ahead of it. */
+export interface BuildTicket {
+  buildId: string;
+  ahead: string[];
+}
+
+export interface TestResultInput {
+  by: string;
+  tag: string;
+  passed: boolean;
+  note?: string;
+}
+
+export interface LineageView {
+  image: string;
+  versions: (Omit<VersionRecord, 'report' | 'manifests' | 'provenance'> | VersionStub)[];
+  tags: Record<string, TagRecord>;
+  channels: Record<string, { current?: ChannelEntry; entries: number }>;
+  tests: Record<string, TestResult>;
+  /** Channels whose promotions need a passed test result. */
+  gated: string[];
+  /** All of them, archived or not. */
+  historyEntries: number;
+  builds: { id: string; by: string; requestedAt: string }[];
+  packs: Record<string, PackRecord>;
+  volumes: Record<string, string>;
+  versionArchive?: VersionArchive;
+}

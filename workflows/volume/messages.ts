@@ -1,0 +1,89 @@
+/**
+ * The contract of a volume: its updates and query and the types they carry, what the CLI imports
+ * to talk to it. The rules behind them are in volume.ts, the wiring in workflow.ts.
+ */
+import { defineQuery, defineUpdate } from '@temporalio/workflow';
+import type { PullResult } from '../../activities/nas/volumes.js';
+import type { MapRequest, VolumeAttrs } from '../../common/volume.js';
+import { checkName } from '../../common/names.js';
+
+export type { BaseVersion, MapRequest, VolumeAttrs } from '../../common/volume.js';
+
+export type VolumePhase = 'unmapped' | 'mapping' | 'mapped' | 'syncing-to-node' | 'syncing-to-nas' | 'unmapping' | 'error' | 'deleted';
+
+export interface SyncState {
+  frequencySeconds: number;
+  nodeRoot?: string;
+  nasRoot?: string;
+  nextSyncAt?: string;
+  lastSyncAt?: string;
+  lastSnapshot?: string;
+  lastDurationMs?: number;
+  lastError?: string;
+  failures: number;
+  frozen: boolean;
+}
+
+export interface VolumeHistoryEntry {
+  at: string;
+  by: string;
+  action: string;
+  detail: string;
+}
+
+export interface VolumeState {
+  volume: string;
+  phase: VolumePhase;
+  reason?: string;
+  since: string;
+  nas?: string;
+  computeHost?: string;
+  base?: { image: string; version: string };
+  sizeBytes?: number;
+  storage?: { kind: string; devicePath: string; root: string };
+  export?: { kind: string; target: string; url: string; initiators: string[] };
+  attachment?: { kind: string; device?: string; url?: string; sizeBytes: number };
+  sync?: SyncState;
+  speeds: { upload?: number; download?: number };
+  /** The pool names the last map's client asked for (see MapRequest.pools). */
+  pools?: { zpool?: string; remotepool?: string };
+  waitSeconds: number;
+  history: VolumeHistoryEntry[];
+}
+
+export interface VolumeView extends VolumeState {
+  locked: boolean;
+  /** The device or URL the VM opens. */
+  target?: string;
+}
+
+export interface MapResult {
+  volume: string;
+  phase: VolumePhase;
+  target: string;
+  /** False when the volume was already mapped so (a repeated or concurrent request). */
+  changed: boolean;
+}
+
+export interface ChangeResult {
+  volume: string;
+  phase: VolumePhase;
+  changed: boolean;
+  message: string;
+}
+
+export interface VolumeInput {
+  volume: string;
+  state?: VolumeState;
+  maxHistoryEvents?: number;
+}
+
+export const volumeWorkflowId = (volume: string) => `volume-${checkName('volume', volume)}`;
+
+export const mapUpdate = defineUpdate<MapResult, [MapRequest]>('map');
+export const unmapUpdate = defineUpdate<ChangeResult, [{ by: string; waitSeconds?: number }]>('unmap');
+export const deleteUpdate = defineUpdate<ChangeResult, [{ by: string }]>('delete');
+export const setAttrsUpdate = defineUpdate<VolumeView, [VolumeAttrs]>('setAttrs');
+export const syncNowUpdate = defineUpdate<PullResult, [{ by: string }]>('syncNow');
+export const cleanUpdate = defineUpdate<ChangeResult, [{ by: string; force: boolean; reason: string }]>('clean');
+export const volumeQuery = defineQuery<VolumeView>('volume');
