@@ -6,7 +6,7 @@ import type { Client } from '@temporalio/client';
 import { checkHost, checkName, InputError } from '../common/names.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
-import { formatReference, parseReference } from '../activities/oci/reference.js';
+import { formatReference, parseReference } from '../common/oci.js';
 import { pushWorkflowId, type PushInput, type PushResult, type RegistryAccess } from '../workflows/push/messages.js';
 import { pushWorkflow } from '../workflows/push/workflow.js';
 import { describeLineage, fullVersion, resolveVersion } from './lineage-client.js';

@@ -34,6 +34,7 @@ import type { RegistryImage } from '../activities/cloud/registry/types.js';
 import { clip } from '../common/limits.js';
 import { checkUser, checkReason, type HistoryEntry } from '../common/lineage.js';
 import { checkHost, checkName, InputError } from '../common/names.js';
+import { checkOciSource, isOciUrl, type OciSourceSettings } from '../common/oci.js';
 import { CONTROL_QUEUE, queues } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 
@@ -72,6 +73,8 @@ export interface SubscriptionConfig {
   site: string;
   /** How long a step may wait for a worker of its queue before failing. */
   workerWaitSeconds?: number;
+  /** An `oci://` subscription's key, arch and registry access (paths on the workers). */
+  oci?: OciSourceSettings;
 }
 
 /** One `KEY=value` of a slash-form DN; a `/` not followed by a key continues the value (CN=host/name.example.org). */
@@ -135,7 +138,8 @@ export function checkListIdentifier(field: string, value: unknown): string {
 export function checkSubscriptionConfig(config: SubscriptionConfig): SubscriptionConfig {
   if (typeof config !== 'object' || config === null) throw new InputError('subscription', 'the subscription settings', config);
   checkName('subscription', config.name);
-  checkListUrl('url', config.url);
+  if (isOciUrl(config.url)) checkOciSource(config.url, config.oci, config.insecure === true);
+  else checkListUrl('url', config.url);
   if (config.identifier !== undefined) checkListIdentifier('identifier', config.identifier);
   checkDn('endorser-dn', config.endorser?.dn);
   checkDn('endorser-ca', config.endorser?.ca);
@@ -288,7 +292,7 @@ type Proxies = ReturnType<typeof cloudProxies>;
 
 /** Image downloads carry where the subscription's credentials are (the worker sends them to the list's host only). */
 function withCredentials(sub: SubscriptionConfig, download: CloudActivities) {
-  const credentials = sub.credentialsFile === undefined ? {} : { credentials: { file: sub.credentialsFile, listUrl: sub.url } };
+  const credentials = { ...(sub.credentialsFile === undefined ? {} : { credentials: { file: sub.credentialsFile, listUrl: sub.url } }), ...(sub.oci ? { oci: sub.oci } : {}) };
   return { downloadImage: (input: { image: ListedImage }) => download.downloadImage({ ...input, ...credentials }) };
 }
 
@@ -603,6 +607,7 @@ async function fetchVerified(act: Proxies, input: SyncInput) {
     ...(sub.caDir !== undefined ? { caDir: sub.caDir } : {}),
     insecure: sub.insecure === true,
     ...(sub.credentialsFile !== undefined ? { credentialsFile: sub.credentialsFile } : {}),
+    ...(sub.oci ? { oci: sub.oci } : {}),
     // An expired list is fetched only to expire what it brought; the sync applies nothing else of it.
     allowExpired: true,
   });

@@ -12,7 +12,7 @@
  * same digest, which is what lets a second push upload nothing.
  */
 import { MEDIA, type Descriptor, type Manifest } from './registry.js';
-import { platformArch } from './reference.js';
+import { platformArch } from '../../common/oci.js';
 
 export const ARTIFACT_TYPE = 'application/vnd.imgflow.image.v1';
 export const EMPTY_CONFIG = { mediaType: 'application/vnd.oci.empty.v1+json', digest: 'sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a', size: 2 } as const;

@@ -15,7 +15,7 @@ import { paths, type Config } from '../../lib/config.js';
 import type { Logger } from '../../lib/logger.js';
 import type { VersionArtifacts } from './artifact.js';
 import { readPrivateKey } from './cosign.js';
-import { parseReference } from './reference.js';
+import { parseReference } from '../../common/oci.js';
 import { clientFor, pushVersion, type PushResult, type RegistryAccess } from './transfer.js';
 
 export interface OciDeps {

@@ -286,6 +286,12 @@ export class RegistryClient {
     return digest;
   }
 
+  /** Deletes a manifest by digest (and so every tag naming it), where the registry allows deletes. */
+  async deleteManifest(digest: string): Promise<void> {
+    const answer = await this.send({ method: 'DELETE', target: this.path('manifests', digest), scope: 'push,pull,delete' }, [202, 200]);
+    answer.stream.resume();
+  }
+
   async hasBlob(digest: string): Promise<boolean> {
     try {
       const answer = await this.send({ method: 'HEAD', target: this.path('blobs', digest), scope: 'pull' }, [200]);

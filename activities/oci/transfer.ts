@@ -15,7 +15,7 @@ import { InputError } from '../../common/names.js';
 import { A, diskLayers, EMPTY_CONFIG, EMPTY_CONFIG_BYTES, versionManifest, type LayerFormat, type VersionArtifacts } from './artifact.js';
 import { pushSignature, verifySignature } from './cosign.js';
 import { OciError } from './errors.js';
-import { formatReference, manifestRef, platformArch, type OciReference } from './reference.js';
+import { formatReference, manifestRef, platformArch, type OciReference } from '../../common/oci.js';
 import { digestOf, hashFile, INDEX_TYPES, MANIFEST_TYPES, RegistryClient, type FetchedManifest, type Index, type Manifest, type RegistryOptions } from './registry.js';
 
 /** Where the registry's credentials and CA are on the worker: paths only, never their content. */

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { checkArch, checkInt, InputError } from '../../common/names.js';
 import { generateSigningKey, readPublicKey } from '../../activities/oci/cosign.js';
-import { formatReference, parseReference } from '../../activities/oci/reference.js';
+import { formatReference, parseReference } from '../../common/oci.js';
 import { clientFor, pullLayers, resolveArtifact, type RegistryAccess } from '../../activities/oci/transfer.js';
 import { machineArch } from '../../lib/config.js';
 import { configFrom, connectClient, say, type GlobalFlags } from '../context.js';

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { A, ARTIFACT_TYPE, LAYER_TYPES } from '../../activities/oci/artifact.js';
 import { generateSigningKey, publicKeyFrom, signatureTag, SIGNATURE_ANNOTATION, SIMPLE_SIGNING } from '../../activities/oci/cosign.js';
-import { parseReference } from '../../activities/oci/reference.js';
+import { parseReference } from '../../common/oci.js';
 import { digestOf, MEDIA } from '../../activities/oci/registry.js';
 import { clientFor, pullLayers, pushVersion, resolveArtifact, type PushFile } from '../../activities/oci/transfer.js';
 import { tempDir } from '../support/dirs.js';

@@ -1,8 +1,9 @@
 /**
  * References to artifacts in OCI registries: `<registry>/<repository>[:tag][@sha256:<hex>]`, with or
- * without an `oci://` prefix. Pure code, shared by the CLI's checks and the activities.
+ * without an `oci://` prefix, and an `oci://` subscription's settings. Pure code, shared by the
+ * CLI's checks, the subscription workflow and the activities.
  */
-import { InputError } from '../../common/names.js';
+import { InputError } from './names.js';
 
 export interface OciReference {
   /** host[:port], as the registry is dialled and as signatures name it. */
@@ -71,4 +72,41 @@ const PLATFORM_ARCH: Record<string, string> = { x86_64: 'amd64', aarch64: 'arm64
 
 export function platformArch(arch: string): string {
   return PLATFORM_ARCH[arch] ?? arch;
+}
+
+/** What an OCI subscription adds to its settings: paths on the workers, never their content. */
+export interface OciSourceSettings {
+  /** The public key (PEM, cosign.pub format) on the control worker; absent only with insecure. */
+  keyFile?: string;
+  /** The architecture picked from an index. */
+  arch: string;
+  credentialsFile?: string;
+  caFile?: string;
+  plainHttp?: boolean;
+}
+
+export const isOciUrl = (url: unknown): boolean => typeof url === 'string' && url.startsWith('oci://');
+
+/** An `oci://<registry>/<repository>` subscription URL: no tag, no digest (every tag is listed). */
+export function checkOciUrl(field: string, value: unknown): string {
+  const ref = parseReference(field, value);
+  if (ref.tag || ref.digest) throw new InputError(field, 'oci://<registry>/<repository> without a tag or digest (every tag is an image)', value);
+  return value as string;
+}
+
+export function checkOciSettings(settings: OciSourceSettings | undefined, insecure: boolean): void {
+  if (settings === undefined) throw new InputError('oci', 'the OCI settings of an oci:// subscription (--key, --arch)', settings);
+  for (const field of ['keyFile', 'credentialsFile', 'caFile'] as const) {
+    const value = settings[field];
+    if (value !== undefined && (typeof value !== 'string' || !value.startsWith('/') || value.split('/').includes('..'))) throw new InputError(field, 'an absolute path', value);
+  }
+  if (!insecure && settings.keyFile === undefined) throw new InputError('key', 'a public key to verify signatures with (or --insecure to skip signature checks)', settings.keyFile);
+  if (typeof settings.arch !== 'string' || !/^[a-z0-9_]{1,16}$/.test(settings.arch)) throw new InputError('arch', 'an architecture such as x86_64', settings.arch);
+}
+
+
+/** An `oci://` subscription's URL and settings, as the subscription checks them. */
+export function checkOciSource(url: unknown, settings: OciSourceSettings | undefined, insecure: boolean): void {
+  checkOciUrl('url', url);
+  checkOciSettings(settings, insecure);
 }
