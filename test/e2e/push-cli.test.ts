@@ -12,7 +12,9 @@ import { createOciPushActivities } from '../../activities/oci/index.js';
 import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { paths } from '../../lib/config.js';
 import { lineageWorkflow, promoteUpdate, registerVersionUpdate, tagUpdate } from '../../workflows/lineage.js';
+import { pushWorkflowId } from '../../workflows/push/messages.js';
 import { imgflowAsync } from '../support/cli.js';
+import { saveHistory } from '../support/histories.js';
 import { tempDir } from '../support/dirs.js';
 import { startRegistry, type TestRegistry } from '../support/oci-registry.js';
 import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
@@ -66,6 +68,7 @@ describe('imgflow push', () => {
       expect(first.stderr).toBe('');
       const pushed = JSON.parse(first.stdout) as Record<string, unknown>;
       expect(pushed).toMatchObject({ reference: expect.stringMatching(new RegExp(`^${repo}:v1@sha256:[0-9a-f]{64}$`)) as unknown, uploadedBlobs: 2, uploadedBytes: 300_000, manifestPut: true, signed: true });
+      await saveHistory('pushWorkflow', client.workflow.getHandle(pushWorkflowId(image, 'v1', `${repo}:v1`)));
       const again = JSON.parse((await cli('push', `${image}:first`, '--to', repo, '--key', key, ...access)).stdout) as Record<string, unknown>;
       expect(again).toMatchObject({ digest: pushed.digest, uploadedBlobs: 0, uploadedBytes: 0, manifestPut: false, signed: false });
       const latest = JSON.parse((await cli('push', image, '--to', `${repo}:latest`, '--key', key, ...access)).stdout) as Record<string, unknown>;
