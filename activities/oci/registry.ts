@@ -360,12 +360,23 @@ export class RegistryClient {
       if (resumed) resumedAt.push(have);
       const start = resumed ? have : 0;
       let written = start;
+      // Hashed as written: a resumed file's first part is hashed from disk first, never read twice.
+      const a = createHash('sha256');
+      const b = createHash('sha512');
+      if (resumed) {
+        for await (const chunk of fs.createReadStream(partial, { end: have - 1, highWaterMark: 4 * 1024 * 1024 })) {
+          a.update(chunk as Buffer);
+          b.update(chunk as Buffer);
+        }
+      }
       try {
         const counter = new Transform({
           transform: (chunk: Buffer, _enc, done) => {
             written += chunk.length;
             transferred += chunk.length;
             if (written > descriptor.size) return done(new OciError('size', `blob ${descriptor.digest} is larger than its ${descriptor.size} bytes`));
+            a.update(chunk);
+            b.update(chunk);
             this.options.progress?.(written);
             done(null, chunk);
           },
@@ -385,7 +396,8 @@ export class RegistryClient {
         if (attempt < this.retries) continue;
         throw new OciError('size', `blob ${descriptor.digest} ended at ${written} of ${descriptor.size} bytes`);
       }
-      const { sha256: got, sha512 } = await hashFile(partial);
+      const got = `sha256:${a.digest('hex')}`;
+      const sha512 = b.digest('hex');
       if (got !== descriptor.digest) {
         await fsp.rm(partial, { force: true });
         throw new OciError('digest', `blob ${descriptor.digest} downloaded as ${got}`);
