@@ -200,6 +200,34 @@ describe('verify and pull', () => {
     await expect(resolveArtifact(await clientFor(missing, access()), missing, 'x86_64', publicKey)).rejects.toThrow(/^oci check "not-found" failed: GET \/v2\/sites\/pull\/manifests\/v9: the registry answered 404 MANIFEST_UNKNOWN$/);
   });
 
+  it('answers a Bearer challenge with a token from the realm, sending the credentials there only', async () => {
+    const seen: string[] = [];
+    let address = '';
+    const body = JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.ociManifest, config: { mediaType: 'x', digest: digestOf('{}'), size: 2 }, layers: [] });
+    const fake = await fakeRegistry((req, res) => {
+      seen.push(`${req.url} ${req.headers.authorization ?? '-'}`);
+      if (req.url!.startsWith('/token?')) {
+        const ok = req.headers.authorization === `Basic ${Buffer.from('bob:pw').toString('base64')}`;
+        res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' });
+        res.end(ok ? '{"token":"t0k"}' : '{}');
+      } else if (req.headers.authorization !== 'Bearer t0k') {
+        res.writeHead(401, { 'www-authenticate': `Bearer realm="http://${address}/token",service="fake",scope="repository:sites/x:pull"` });
+        res.end();
+      } else {
+        res.writeHead(200, { 'content-type': MEDIA.ociManifest });
+        res.end(body);
+      }
+    });
+    address = fake.address;
+    const creds = path.join(dir, 'bearer-credentials');
+    fs.writeFileSync(creds, 'bob:pw\n');
+    const client = await clientFor(parseReference('from', `${fake.address}/sites/x:v1`), { plainHttp: true, credentialsFile: creds });
+    expect((await client.getManifest('v1'))!.digest).toBe(digestOf(body));
+    expect(seen).toEqual(['/v2/sites/x/manifests/v1 -', `/token?service=fake&scope=${encodeURIComponent('repository:sites/x:pull')} Basic ${Buffer.from('bob:pw').toString('base64')}`, '/v2/sites/x/manifests/v1 Bearer t0k']);
+    client.close();
+    await fake.close();
+  });
+
   it('refuses a registry that answers 500 after its retries, or stalls', async () => {
     let calls = 0;
     const failing = await fakeRegistry((req, res) => {
