@@ -14,6 +14,7 @@ import https from 'node:https';
 import path from 'node:path';
 import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { createStreamHash } from '../../lib/hashing.js';
 import { OciError } from './errors.js';
 
 export const MEDIA = {
@@ -360,29 +361,38 @@ export class RegistryClient {
       if (resumed) resumedAt.push(have);
       const start = resumed ? have : 0;
       let written = start;
-      // Hashed as written: a resumed file's first part is hashed from disk first, never read twice.
+      // Hashed as written (sha512 on a thread of its own); a resumed file's first part is hashed from disk first.
       const a = createHash('sha256');
-      const b = createHash('sha512');
-      if (resumed) {
-        for await (const chunk of fs.createReadStream(partial, { end: have - 1, highWaterMark: 4 * 1024 * 1024 })) {
-          a.update(chunk as Buffer);
-          b.update(chunk as Buffer);
+      const b = createStreamHash('sha512');
+      let batch = b.batch();
+      let filled = 0;
+      const add = async (chunk: Buffer) => {
+        a.update(chunk);
+        for (let at = 0; at < chunk.length; ) {
+          const copied = chunk.copy(batch, filled, at);
+          filled += copied;
+          at += copied;
+          if (filled === batch.length) {
+            const full = batch;
+            [batch, filled] = [b.batch(), 0];
+            await b.update(full, full.length);
+          }
         }
-      }
+      };
       try {
+        if (resumed) for await (const chunk of fs.createReadStream(partial, { end: have - 1, highWaterMark: 4 * 1024 * 1024 })) await add(chunk as Buffer);
         const counter = new Transform({
           transform: (chunk: Buffer, _enc, done) => {
             written += chunk.length;
             transferred += chunk.length;
             if (written > descriptor.size) return done(new OciError('size', `blob ${descriptor.digest} is larger than its ${descriptor.size} bytes`));
-            a.update(chunk);
-            b.update(chunk);
             this.options.progress?.(written);
-            done(null, chunk);
+            add(chunk).then(() => done(null, chunk), done);
           },
         });
         await pipeline(answer.stream, counter, fs.createWriteStream(partial, resumed ? { flags: 'a' } : { flags: 'w' }));
       } catch (error) {
+        b.close();
         const retry = !(error instanceof OciError) || error.retryable;
         if (retry && attempt < this.retries) {
           await new Promise((r) => setTimeout(r, this.retryDelayMs * 2 ** attempt));
@@ -396,8 +406,10 @@ export class RegistryClient {
         if (attempt < this.retries) continue;
         throw new OciError('size', `blob ${descriptor.digest} ended at ${written} of ${descriptor.size} bytes`);
       }
+      if (filled > 0) await b.update(batch, filled);
       const got = `sha256:${a.digest('hex')}`;
-      const sha512 = b.digest('hex');
+      const sha512 = await b.digest();
+      b.close();
       if (got !== descriptor.digest) {
         await fsp.rm(partial, { force: true });
         throw new OciError('digest', `blob ${descriptor.digest} downloaded as ${got}`);
