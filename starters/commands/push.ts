@@ -11,7 +11,7 @@ import { generateSigningKey, readPublicKey } from '../../activities/oci/cosign.j
 import { formatReference, parseReference } from '../../common/oci.js';
 import { clientFor, pullLayers, resolveArtifact, type RegistryAccess } from '../../activities/oci/transfer.js';
 import { machineArch } from '../../lib/config.js';
-import { configFrom, connectClient, say, type GlobalFlags } from '../context.js';
+import { connected, say, type GlobalFlags } from '../context.js';
 import { formatPairs, printJson } from '../output.js';
 
 interface AccessFlags {
@@ -59,13 +59,8 @@ export function registerPush(program: Command): void {
         workerWaitSeconds: checkInt('--worker-wait', opts.workerWait, 1, 86400),
         ...(opts.nas ? { nas: opts.nas } : {}),
       };
-      const { pushVersion } = await import('../push-client.js');
-      const { client, connection } = await connectClient(configFrom(flags));
-      try {
-        print(flags, await pushVersion(client, request));
-      } finally {
-        await connection.close();
-      }
+      const clients = async () => ({ ...(await import('../client.js')), ...(await import('../push-client.js')) });
+      await connected(cmd, clients, async ({ c, client }) => print(flags, await c.pushVersion(client, request)));
     });
 
   program
