@@ -3,6 +3,7 @@
  * subscription workflows and the CLI.
  */
 import { checkHost, checkName, InputError } from './names.js';
+import { checkOciSource, isOciUrl, type OciSourceSettings } from './oci.js';
 
 export const NEW_IMAGE_POLICIES = ['accept', 'subscribe', 'refuse'] as const;
 export type NewImagePolicy = (typeof NEW_IMAGE_POLICIES)[number];
@@ -36,6 +37,8 @@ export interface SubscriptionConfig {
   site: string;
   /** How long a step may wait for a worker of its queue before failing. */
   workerWaitSeconds?: number;
+  /** An `oci://` subscription's key, arch and registry access (paths on the workers). */
+  oci?: OciSourceSettings;
 }
 
 /** One `KEY=value` of a slash-form DN; a `/` not followed by a key continues the value (CN=host/name.example.org). */
@@ -99,7 +102,8 @@ export function checkListIdentifier(field: string, value: unknown): string {
 export function checkSubscriptionConfig(config: SubscriptionConfig): SubscriptionConfig {
   if (typeof config !== 'object' || config === null) throw new InputError('subscription', 'the subscription settings', config);
   checkName('subscription', config.name);
-  checkListUrl('url', config.url);
+  if (isOciUrl(config.url)) checkOciSource(config.url, config.oci, config.insecure === true);
+  else checkListUrl('url', config.url);
   if (config.identifier !== undefined) checkListIdentifier('identifier', config.identifier);
   checkDn('endorser-dn', config.endorser?.dn);
   checkDn('endorser-ca', config.endorser?.ca);

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   debootstrap squashfs-tools e2fsprogs rsync openssh-server openssh-client
   qemu-user-static file         # builds for other architectures (aarch64 on x86_64); file reads binaries' arch in tests
   openssl ca-certificates tar
+  docker-registry apache2-utils # the reference OCI registry and htpasswd, for the OCI tests
 )
 
 say() { printf 'setup: %s\n' "$*" >&2; }
@@ -68,3 +69,8 @@ fi
 node bin/imgflow.js server install-cli >/dev/null
 # The production Temporal server, its SQL tool and the Web UI server for `imgflow cluster`.
 node bin/imgflow.js cluster install >/dev/null
+# oras and cosign, which the OCI tests check imgflow against, built once from the module proxy.
+for tool in oras:oras.land/oras/cmd/oras:v1.3.6 cosign:github.com/sigstore/cosign/v2/cmd/cosign:v2.6.5; do
+  IFS=: read -r name module version <<<"$tool"; into="$HOME/.cache/imgflow/$name-$version"
+  [[ -x $into/$name ]] || { say "building $name $version into $into (once; cosign takes a while)"; mkdir -p "$into"; GOBIN="$into" "$(command -v go || echo /usr/local/go/bin/go)" install "$module@$version"; }
+done

@@ -14,6 +14,7 @@ import { registerLineage } from './commands/lineage.js';
 import { registerDev } from './commands/dev.js';
 import { registerKeys } from './commands/keys.js';
 import { registerPing } from './commands/ping.js';
+import { registerPush } from './commands/push.js';
 import { registerSubscriptions } from './commands/subscriptions.js';
 import { registerValidate } from './commands/validate.js';
 import { registerVolumes } from './commands/volumes.js';
@@ -46,7 +47,7 @@ export function buildProgram(): commander.Command {
     .configureOutput({ writeErr: (text) => process.stderr.write(text.startsWith('error: ') ? `imgflow: ${text.slice(7)}` : text) });
   const groups: [string, ((p: commander.Command) => void)[]][] = [
     ['Running imgflow:', [registerDemo, registerDev, registerWorker, registerPing, registerCluster]],
-    ['Images:', [registerBuild, registerLineage, registerValidate]],
+    ['Images:', [registerBuild, registerLineage, registerValidate, registerPush]],
     ['Volumes:', [registerVolumes, registerBridge]],
     ['Image lists:', [registerSubscriptions]],
     ['Encrypted payloads:', [registerKeys, registerCodecServer]],

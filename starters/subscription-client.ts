@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { checkHost, checkName, InputError } from '../common/names.js';
+import { isOciUrl } from '../common/oci.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import { adoptUpdate, appliancesQuery, describeQuery, subscriptionScheduleId, subscriptionWorkflowId, syncRequestSignal, syncUpdate, unsubscribeUpdate, type Appliance, type SubscriptionConfig, type SubscriptionView, type SyncOutcome } from '../workflows/subscription/messages.js';
@@ -15,6 +16,7 @@ import { checkAbsolutePath, checkDn, checkEvery, checkListUrl, checkListIdentifi
 import { subscriptionTickWorkflow } from '../workflows/subscription/tick-workflow.js';
 import { subscriptionWorkflow } from '../workflows/subscription/workflow.js';
 import { currentUser } from './context.js';
+import { ociSubscriptionFromOptions } from './oci-subscription.js';
 import { formatPairs, formatTable, watchProgress } from './output.js';
 
 export interface SubscribeOptions {
@@ -33,6 +35,10 @@ export interface SubscribeOptions {
   name?: string;
   site?: string;
   insecure?: boolean;
+  /** oci:// sources: the public key, the arch picked from an index, the registry's CA. */
+  key?: string;
+  arch?: string;
+  caFile?: string;
 }
 
 export function oneOf<T extends string>(field: string, allowed: readonly T[], value: unknown): T {
@@ -70,6 +76,7 @@ function checkCaDir(dir: string): string {
 }
 
 export function subscriptionFromOptions(url: string, opts: SubscribeOptions, defaultSite: string): SubscriptionConfig {
+  if (isOciUrl(url)) return ociSubscriptionFromOptions(url, opts, defaultSite);
   checkListUrl('url', url);
   if (opts.endorserDn === undefined) throw new InputError('--endorser-dn', 'the endorser DN the list must be signed by', undefined);
   if (opts.endorserCa === undefined) throw new InputError('--endorser-ca', "the DN of the endorser's CA", undefined);

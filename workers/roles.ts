@@ -15,6 +15,7 @@ import { createNasActivities } from '../activities/nas/index.js';
 import { createNasPackActivities } from '../activities/nas/pack.js';
 import { createNasRetentionActivities } from '../activities/nas/retention.js';
 import { createNasVolumeActivities } from '../activities/nas/volumes.js';
+import { createOciPushActivities } from '../activities/oci/index.js';
 import { createRunner } from '../activities/runner.js';
 import { checkArch, InputError } from '../common/names.js';
 import { CONTROL_QUEUE, queues, ROLES, WORKFLOW_QUEUE, type Role } from '../common/queues.js';
@@ -61,6 +62,7 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
         createNasDiffActivities(),
         createNasRetentionActivities(nas),
         createNasPackActivities(nas),
+        createOciPushActivities({ config, logger }),
       );
     }
     case 'compute':

@@ -1,6 +1,7 @@
 /** Every workflow type imgflow runs; the worker bundles this file. */
 export { demoWorkflow } from './demo.js';
 export { pingWorkflow } from './ping.js';
+export { pushWorkflow } from './push/workflow.js';
 export { lineageWorkflow } from './lineage/workflow.js';
 export { lineageGcWorkflow } from './lineage/gc-workflow.js';
 export { lineageHistoryWorkflow } from './lineage/history-workflow.js';

@@ -11,6 +11,7 @@ import { checkName, InputError } from '../../common/names.js';
 import type { Config } from '../../lib/config.js';
 import type { Logger } from '../../lib/logger.js';
 import type { Run } from '../runner.js';
+import { isOciUrl, listOciRepository, pullOciImage, type OciSourceSettings } from '../oci/source.js';
 import { convertImage, type ConvertResult } from './convert.js';
 import { download, type DownloadOptions, type DownloadResult } from './download.js';
 import { diffList, ImageListError, imageTemplate, isListAttribute, ownedBy, type ImageList, type ListDiff, type ListedImage, type ListOwner } from './imagelist.js';
@@ -53,6 +54,8 @@ export interface FetchListInput {
   allowExpired?: boolean;
   /** The file holding `user:token` for the list's host (read here, never carried in a payload). */
   credentialsFile?: string;
+  /** An `oci://` source's settings: its tags are the list (activities/oci/source.ts). */
+  oci?: OciSourceSettings;
 }
 
 /** Where a subscription's credentials are, and the list whose host they are for. */
@@ -113,6 +116,7 @@ export function createCloudActivities(deps: CloudDeps) {
   const { run, registry } = deps;
   const dirs = cloudPaths(deps.config);
   const admin = deps.admin ?? { userId: 0, groupId: 0 };
+  const ociDeps = { stateDir: path.join(dirs.work, 'oci'), cacheDir: dirs.cache };
   const fetchOptions = async (credentials?: ListCredentials): Promise<DownloadOptions> => {
     const authorization = await authorizationFor(credentials);
     return { cacheDir: dirs.cache, logger: deps.logger, ...deps.download, ...(authorization ? { authorization } : {}) };
@@ -136,6 +140,7 @@ export function createCloudActivities(deps: CloudDeps) {
   return {
     /** Downloads the subscription's list and verifies signature, signer, identifier, dates and version. */
     async fetchImageList(input: FetchListInput): Promise<VerifiedImageList> {
+      if (isOciUrl(input.url)) return listOciRepository({ ...input, oci: input.oci as OciSourceSettings }, ociDeps);
       const subscription = checkName('subscription', input.subscription);
       const trust = input.caDir === undefined ? deps.trust : { caDir: checkAbsolute('caDir', input.caDir) };
       const credentials = input.credentialsFile === undefined ? undefined : { file: input.credentialsFile, listUrl: input.url };
@@ -161,7 +166,8 @@ export function createCloudActivities(deps: CloudDeps) {
     },
 
     /** The listed image, checked against its size and sha512, from the cache when already there. */
-    async downloadImage(input: { image: ListedImage; credentials?: ListCredentials }): Promise<DownloadResult> {
+    async downloadImage(input: { image: ListedImage; credentials?: ListCredentials; oci?: OciSourceSettings }): Promise<DownloadResult> {
+      if (input.oci && isOciUrl(input.image.uri)) return pullOciImage({ image: input.image, oci: input.oci }, ociDeps);
       return download({ url: input.image.uri, sha512: input.image.sha512, size: input.image.size }, await fetchOptions(input.credentials));
     },
 

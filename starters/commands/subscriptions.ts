@@ -24,7 +24,7 @@ function registerSubscribe(program: Command): void {
   program
     .command('subscribe')
     .description('subscribe to a signed image list; a schedule syncs it into the cloud registry')
-    .argument('<url>', 'the image list URL (http or https)')
+    .argument('<url>', 'the image list URL (http or https), or oci://<registry>/<repository> (every tag an image, signatures checked with --key)')
     .option('--endorser-dn <dn>', 'the endorser the list must be signed by, /C=../O=../CN=..')
     .option('--endorser-ca <dn>', "the endorser's CA, in the same slash form")
     .option('--ca-dir <dir>', 'hashed CA directory to verify against (default: the worker\'s, /etc/grid-security/certificates)')
@@ -40,6 +40,9 @@ function registerSubscribe(program: Command): void {
     .option('--name <name>', 'the subscription name (default: from the identifier or the URL)')
     .option('--site <site>', 'the cloud site whose worker holds the registry (default: IMGFLOW_SITE)')
     .option('--insecure', 'do not verify signatures (never for production lists)')
+    .option('--key <file>', 'oci:// only: the public key (cosign.pub format) every tag must be signed with')
+    .option('--arch <arch>', 'oci:// only: the architecture picked from an index (default: this machine)')
+    .option('--ca-file <file>', "oci:// only: the CA of the registry's certificate")
     .action(async (url: string, opts: SubscribeOptions, cmd: Command) => {
       const flags = cmd.optsWithGlobals<GlobalFlags>();
       const settings = configFrom(flags);

@@ -36,6 +36,6 @@ export type Proxies = ReturnType<typeof cloudProxies>;
 
 /** Image downloads carry where the subscription's credentials are (the worker sends them to the list's host only). */
 function withCredentials(sub: SubscriptionConfig, download: CloudActivities) {
-  const credentials = sub.credentialsFile === undefined ? {} : { credentials: { file: sub.credentialsFile, listUrl: sub.url } };
+  const credentials = { ...(sub.credentialsFile === undefined ? {} : { credentials: { file: sub.credentialsFile, listUrl: sub.url } }), ...(sub.oci ? { oci: sub.oci } : {}) };
   return { downloadImage: (input: { image: ListedImage }) => download.downloadImage({ ...input, ...credentials }) };
 }

@@ -54,6 +54,7 @@ async function fetchVerified(act: Proxies, input: SyncInput) {
     ...(sub.caDir !== undefined ? { caDir: sub.caDir } : {}),
     insecure: sub.insecure === true,
     ...(sub.credentialsFile !== undefined ? { credentialsFile: sub.credentialsFile } : {}),
+    ...(sub.oci ? { oci: sub.oci } : {}),
     // An expired list is fetched only to expire what it brought; the sync applies nothing else of it.
     allowExpired: true,
   });
