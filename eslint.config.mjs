@@ -32,7 +32,14 @@ export default tseslint.config(
     // Settings come from lib/config.ts, read when the worker starts and handed to the factories.
     files: ['activities/**/*.ts', 'workers/roles.ts'],
     rules: {
-      'no-restricted-properties': ['error', { object: 'process', property: 'env', message: 'activities take their settings from lib/config.ts through their factory' }],
+      'no-restricted-properties': [
+        'error',
+        {
+          object: 'process',
+          property: 'env',
+          message: 'activities take their settings from lib/config.ts through their factory',
+        },
+      ],
     },
   },
   ...roles.map((role) => ({
@@ -40,7 +47,14 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': [
         'error',
-        { patterns: roles.filter((other) => other !== role).map((other) => ({ regex: `^(\\.\\./)+${other}/`, message: `a role does not import another role (${other}): what both need belongs in activities/shared/` })) },
+        {
+          patterns: roles
+            .filter((other) => other !== role)
+            .map((other) => ({
+              regex: `^(\\.\\./)+${other}/`,
+              message: `a role does not import another role (${other}): what both need belongs in activities/shared/`,
+            })),
+        },
       ],
     },
   })),
@@ -62,11 +76,21 @@ export default tseslint.config(
       'no-restricted-imports': [
         'error',
         {
-          paths: nodeBuiltins.map((name) => ({ name, message: 'workflow code must be deterministic: no Node built-ins (activities do I/O)' })),
+          paths: nodeBuiltins.map((name) => ({
+            name,
+            message: 'workflow code must be deterministic: no Node built-ins (activities do I/O)',
+          })),
           patterns: [
-            { group: ['**/activities/**'], allowTypeImports: true, message: 'workflows import activities as types only' },
+            {
+              group: ['**/activities/**'],
+              allowTypeImports: true,
+              message: 'workflows import activities as types only',
+            },
             { group: ['execa', 'pino'], message: 'no I/O libraries in deterministic workflow code' },
-            { group: ['@temporalio/client', '@temporalio/worker', '@temporalio/activity', '**/lib/*'], message: 'not allowed in deterministic workflow code' },
+            {
+              group: ['@temporalio/client', '@temporalio/worker', '@temporalio/activity', '**/lib/*'],
+              message: 'not allowed in deterministic workflow code',
+            },
           ],
         },
       ],

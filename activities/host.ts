@@ -21,11 +21,29 @@ export interface HostFacts {
   build?: BuildPlatform;
 }
 
-export function createHostActivities({ role, config, arch, run }: { role: Role; config: Config; arch: string; run: Run }) {
+export function createHostActivities({
+  role,
+  config,
+  arch,
+  run,
+}: {
+  role: Role;
+  config: Config;
+  arch: string;
+  run: Run;
+}) {
   return {
     async hostFacts(): Promise<HostFacts> {
       const qemuImg = (await run(['qemu-img', '--version'])).stdout.split('\n')[0]!.trim();
-      return { host: config.host, role, arch, kernel: os.release(), pid: process.pid, uptimeSeconds: Math.round(process.uptime()), qemuImg };
+      return {
+        host: config.host,
+        role,
+        arch,
+        kernel: os.release(),
+        pid: process.pid,
+        uptimeSeconds: Math.round(process.uptime()),
+        qemuImg,
+      };
     },
   };
 }

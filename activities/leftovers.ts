@@ -29,7 +29,13 @@ function areas(role: Role, config: Config, arch: string): Area[] {
       // builds/<build>/{markers,outputs}, cache/{bootstrap,tarballs}, <image>/ of base images;
       // never an image root, whose files are the image's own, whatever their names.
       const builds = path.join(p.builder(arch), 'builds');
-      return [{ dir: p.builder(arch), depth: 3, skip: (dir) => path.basename(dir) === 'root' && path.dirname(path.dirname(dir)) === builds }];
+      return [
+        {
+          dir: p.builder(arch),
+          depth: 3,
+          skip: (dir) => path.basename(dir) === 'root' && path.dirname(path.dirname(dir)) === builds,
+        },
+      ];
     }
     case 'nas':
       // store/<image>/<version>, bases/<image>, volumes, boot/<name>, vm/<name>, pack scratch.
@@ -65,7 +71,12 @@ async function deadPartials(area: Area, dir = area.dir, level = 0): Promise<{ pa
  * so a mount the host sees there was left by a killed command) and removes dead workers'
  * partials in `role`'s directories; returns what it removed, for the log.
  */
-export async function removeLeftovers(role: Role, config: Config, arch: string, run: Run): Promise<{ unmounted: string[]; removed: string[] }> {
+export async function removeLeftovers(
+  role: Role,
+  config: Config,
+  arch: string,
+  run: Run,
+): Promise<{ unmounted: string[]; removed: string[] }> {
   const unmounted = role === 'builder' ? await mountsUnder(path.join(paths(config).builder(arch), 'builds')) : [];
   for (const mount of unmounted) await run(['umount', '-l', mount]);
   const removed: string[] = [];

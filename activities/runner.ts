@@ -109,7 +109,6 @@ export function checkArgv(argv: readonly string[]): void {
   }
 }
 
-
 /** Ends the commands of workers that died without ending them; returns their argv. */
 export function reapOrphans(dir: string): string[][] {
   const reaped: string[][] = [];
@@ -134,7 +133,11 @@ export function reapOrphans(dir: string): string[][] {
  * cancelled, the caller's signal aborts or `timeoutMs` passes; `ended()` says why, if it did.
  * The runner and the pipe share it; `release()` once the commands are done.
  */
-export function stopOnCancel(pids: (number | undefined)[], options: { signal?: AbortSignal; timeoutMs?: number }, activity: Context | undefined): { ended(): string | undefined; release(): void } {
+export function stopOnCancel(
+  pids: (number | undefined)[],
+  options: { signal?: AbortSignal; timeoutMs?: number },
+  activity: Context | undefined,
+): { ended(): string | undefined; release(): void } {
   let ended: string | undefined;
   const stop = (why: string) => {
     if (ended) return;
@@ -148,7 +151,9 @@ export function stopOnCancel(pids: (number | undefined)[], options: { signal?: A
     if (s.aborted) onAbort();
     else s.addEventListener('abort', onAbort, { once: true });
   }
-  const timer = options.timeoutMs ? setTimeout(() => stop(`timed out after ${options.timeoutMs} ms`), options.timeoutMs) : undefined;
+  const timer = options.timeoutMs
+    ? setTimeout(() => stop(`timed out after ${options.timeoutMs} ms`), options.timeoutMs)
+    : undefined;
   return {
     ended: () => ended,
     release() {
@@ -196,7 +201,15 @@ export function createRunner(logger: Logger, runnerOptions: RunnerOptions = {}):
       child.stderr?.on('data', parse);
     }
     const beat = activity
-      ? setInterval(() => activity.heartbeat({ command: argv[0], seconds: Math.round((performance.now() - started) / 1000), percent }), HEARTBEAT_MS)
+      ? setInterval(
+          () =>
+            activity.heartbeat({
+              command: argv[0],
+              seconds: Math.round((performance.now() - started) / 1000),
+              percent,
+            }),
+          HEARTBEAT_MS,
+        )
       : undefined;
     activity?.heartbeat({ command: argv[0], seconds: 0 });
 
@@ -210,7 +223,13 @@ export function createRunner(logger: Logger, runnerOptions: RunnerOptions = {}):
       const ok = !ended && (exitCode === 0 || options.okExitCodes?.includes(exitCode));
       if (!ok) {
         if (activity?.cancellationSignal.aborted) throw activity.cancellationSignal.reason;
-        const reason = ended ?? (result.signal ? `killed by ${result.signal}` : result.exitCode === undefined ? (result.shortMessage ?? 'did not start') : `exit code ${exitCode}`);
+        const reason =
+          ended ??
+          (result.signal
+            ? `killed by ${result.signal}`
+            : result.exitCode === undefined
+              ? (result.shortMessage ?? 'did not start')
+              : `exit code ${exitCode}`);
         throw new CommandError(argv, result.exitCode, stderrTail(stderr), reason);
       }
       return { argv, exitCode, stdout: String(result.stdout ?? ''), stderr, durationMs };

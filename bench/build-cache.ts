@@ -20,8 +20,21 @@ const home = fs.mkdtempSync(path.join(os.tmpdir(), 'imgflow-bench-cache-'));
 const config = loadConfig({ home, host: 'bench' }, {});
 const run = createRunner(createLogger('bench', 'error'));
 const builder = createBuilderActivities({ run, config });
-const source: DebootstrapSource = { kind: 'debootstrap', suite: 'bookworm', variant: 'minbase', components: ['main'], packages: [], mirror };
-const prepare: PrepareOptions = { network: 'remove', removeServices: [], private: [], shared: false, allowPasswordHashes: false };
+const source: DebootstrapSource = {
+  kind: 'debootstrap',
+  suite: 'bookworm',
+  variant: 'minbase',
+  components: ['main'],
+  packages: [],
+  mirror,
+};
+const prepare: PrepareOptions = {
+  network: 'remove',
+  removeServices: [],
+  private: [],
+  shared: false,
+  allowPasswordHashes: false,
+};
 
 /** One whole build; returns its wall time and what the bootstrap phase reported. */
 async function build(name: string): Promise<{ ms: number; bootstrapMs: number; note: string; packages: number }> {
@@ -34,7 +47,12 @@ async function build(name: string): Promise<{ ms: number; bootstrapMs: number; n
   await builder.packOutputs({ ...ref, image: 'bench', version: name, outputs: ['qcow2'] });
   const ms = performance.now() - started;
   await builder.removeBuild(ref);
-  return { ms, bootstrapMs: bootstrap.durationMs, note: bootstrap.note ?? 'fresh debootstrap', packages: measured.packages };
+  return {
+    ms,
+    bootstrapMs: bootstrap.durationMs,
+    note: bootstrap.note ?? 'fresh debootstrap',
+    packages: measured.packages,
+  };
 }
 
 try {
@@ -43,9 +61,15 @@ try {
   const s = (ms: number) => `${(ms / 1000).toFixed(1).padStart(6)} s`;
   console.log(`debootstrap bookworm minbase + less, prepare, measure, qcow2; mirror ${mirror}`);
   console.log(`                  build   bootstrap  packages  bootstrap note`);
-  console.log(`fresh build    ${s(fresh.ms)}  ${s(fresh.bootstrapMs)}  ${String(fresh.packages).padStart(8)}  ${fresh.note}`);
-  console.log(`cached rebuild ${s(cached.ms)}  ${s(cached.bootstrapMs)}  ${String(cached.packages).padStart(8)}  ${cached.note}`);
-  console.log(`cached / fresh: ${(cached.ms / fresh.ms).toFixed(3)} (${(fresh.ms / cached.ms).toFixed(1)}x faster; aim: under 0.25)`);
+  console.log(
+    `fresh build    ${s(fresh.ms)}  ${s(fresh.bootstrapMs)}  ${String(fresh.packages).padStart(8)}  ${fresh.note}`,
+  );
+  console.log(
+    `cached rebuild ${s(cached.ms)}  ${s(cached.bootstrapMs)}  ${String(cached.packages).padStart(8)}  ${cached.note}`,
+  );
+  console.log(
+    `cached / fresh: ${(cached.ms / fresh.ms).toFixed(3)} (${(fresh.ms / cached.ms).toFixed(1)}x faster; aim: under 0.25)`,
+  );
 } finally {
   // A failed build may have left /proc mounted in its tree.
   await releaseMounts(run, home);

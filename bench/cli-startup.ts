@@ -16,7 +16,12 @@ import { fileURLToPath } from 'node:url';
 import { checkInt } from '../common/names.js';
 import { freePorts } from '../starters/cluster/state.js';
 import { findTemporalCli } from '../starters/temporal-cli.js';
-import { connectWithin, ensureSearchAttributes, spawnDevServer, waitForNamespace } from '../starters/temporal-server.js';
+import {
+  connectWithin,
+  ensureSearchAttributes,
+  spawnDevServer,
+  waitForNamespace,
+} from '../starters/temporal-server.js';
 import { median, ms } from './stats.js';
 
 const n = checkInt('N', process.argv[2] ?? '15', 3, 1000);
@@ -33,7 +38,10 @@ function wall(argv: string[]): number {
   const started = performance.now();
   const r = spawnSync(argv[0]!, argv.slice(1), { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   const took = performance.now() - started;
-  if (r.status !== 0) throw new Error(`${argv.join(' ')} exited ${r.status ?? r.signal}: ${(r.stderr || r.stdout).trim().split('\n').at(-1)}`);
+  if (r.status !== 0)
+    throw new Error(
+      `${argv.join(' ')} exited ${r.status ?? r.signal}: ${(r.stderr || r.stdout).trim().split('\n').at(-1)}`,
+    );
   return took;
 }
 
@@ -59,10 +67,17 @@ function measure(row: Row): { imgflow: number[]; temporal: number[] } {
 const [port] = await freePorts(1);
 const namespace = 'imgflow-bench';
 const address = `127.0.0.1:${port}`;
-const server = spawnDevServer({ cli: temporal, port: port!, dbFile: path.join(dir, 'server', 'dev.sqlite'), logFile: path.join(dir, 'server', 'server.log'), namespace });
+const server = spawnDevServer({
+  cli: temporal,
+  port: port!,
+  dbFile: path.join(dir, 'server', 'dev.sqlite'),
+  logFile: path.join(dir, 'server', 'server.log'),
+  namespace,
+});
 try {
   const connection = await connectWithin(address, 60_000);
-  if (!connection) throw new Error(`the dev server did not come up on ${address}; see ${path.join(dir, 'server', 'server.log')}`);
+  if (!connection)
+    throw new Error(`the dev server did not come up on ${address}; see ${path.join(dir, 'server', 'server.log')}`);
   await waitForNamespace(connection, namespace, 30_000);
   await ensureSearchAttributes(connection, namespace);
   await connection.close();
@@ -72,18 +87,33 @@ try {
     { what: '--help', imgflow: imgflow('--help'), temporal: [temporal, '--help'] },
     {
       what: 'maps --json / workflow list',
-      imgflow: imgflow('--address', address, '--namespace', namespace, '--home', path.join(dir, 'home'), 'maps', '--json'),
+      imgflow: imgflow(
+        '--address',
+        address,
+        '--namespace',
+        namespace,
+        '--home',
+        path.join(dir, 'home'),
+        'maps',
+        '--json',
+      ),
       temporal: [temporal, 'workflow', 'list', '--address', address, '--namespace', namespace],
     },
   ];
   const floor = median(Array.from({ length: n }, () => wall([process.execPath, '-e', '0'])));
 
-  console.log(`CLI start-up, wall ms, ${n} runs each (Node ${process.version}, ${temporal}, ${os.cpus().length} CPUs ${os.cpus()[0]?.model ?? '?'}, load average ${os.loadavg()[0]!.toFixed(1)} at the start)`);
-  console.log(`${'command'.padEnd(28)} ${'imgflow p50'.padStart(11)} ${'min'.padStart(8)} ${'temporal p50'.padStart(12)} ${'min'.padStart(8)} ${'ratio p50'.padStart(9)}`);
+  console.log(
+    `CLI start-up, wall ms, ${n} runs each (Node ${process.version}, ${temporal}, ${os.cpus().length} CPUs ${os.cpus()[0]?.model ?? '?'}, load average ${os.loadavg()[0]!.toFixed(1)} at the start)`,
+  );
+  console.log(
+    `${'command'.padEnd(28)} ${'imgflow p50'.padStart(11)} ${'min'.padStart(8)} ${'temporal p50'.padStart(12)} ${'min'.padStart(8)} ${'ratio p50'.padStart(9)}`,
+  );
   for (const row of rows) {
     const t = measure(row);
     const [a, b] = [median(t.imgflow), median(t.temporal)];
-    console.log(`${row.what.padEnd(28)} ${ms(a, 11)} ${ms(Math.min(...t.imgflow))} ${ms(b, 12)} ${ms(Math.min(...t.temporal))} ${`${(a / b).toFixed(2)}x`.padStart(9)}`);
+    console.log(
+      `${row.what.padEnd(28)} ${ms(a, 11)} ${ms(Math.min(...t.imgflow))} ${ms(b, 12)} ${ms(Math.min(...t.temporal))} ${`${(a / b).toFixed(2)}x`.padStart(9)}`,
+    );
   }
   console.log(`${'node -e 0 (the floor)'.padEnd(28)} ${ms(floor, 11)}`);
 } finally {

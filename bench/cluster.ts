@@ -41,7 +41,14 @@ import { mintToken } from '../starters/cluster/tokens.js';
 import { connectClient } from '../starters/client.js';
 import { say } from '../starters/context.js';
 import { startLocalWorkers, type LocalWorkers } from '../starters/local-workers.js';
-import { connectWithin, ensureSearchAttributes, ensureTemporalCli, spawnDevServer, waitForNamespace, type ServerProcess } from '../starters/temporal-server.js';
+import {
+  connectWithin,
+  ensureSearchAttributes,
+  ensureTemporalCli,
+  spawnDevServer,
+  waitForNamespace,
+  type ServerProcess,
+} from '../starters/temporal-server.js';
 import { mapVolume, volumeHandle } from '../starters/volume-client.js';
 import { freePort } from '../test/support/ports.js';
 import { pingWorkflow } from '../workflows/ping.js';
@@ -110,7 +117,13 @@ async function closeServer(server: Server): Promise<void> {
 /** Started detached so it boots while the cluster comes up; connected to later. */
 async function spawnOwnDevServer(): Promise<ServerProcess> {
   const dir = path.join(root, 'dev-server');
-  return spawnDevServer({ cli: ensureTemporalCli(say), port: await freePort(), dbFile: path.join(dir, 'dev.sqlite'), logFile: path.join(dir, 'server.log'), namespace: NAMESPACE });
+  return spawnDevServer({
+    cli: ensureTemporalCli(say),
+    port: await freePort(),
+    dbFile: path.join(dir, 'dev.sqlite'),
+    logFile: path.join(dir, 'server.log'),
+    namespace: NAMESPACE,
+  });
 }
 
 async function prepareDevServer(server: ServerProcess): Promise<void> {
@@ -138,7 +151,12 @@ const devAccess = (server: ServerProcess): Access => ({ address: server.address,
 /** Workers connect as this host (its certificate) with a worker's token; the client as the operator `up` made. */
 function clusterAccess(up: UpResult): { client: Access; worker: Access } {
   const { state, operator } = up;
-  const apiKey = mintToken(state.signingKey, { role: 'worker', namespace: NAMESPACE, subject: `worker@${host}`, ttlSeconds: WORKER_TOKEN_TTL_SECONDS });
+  const apiKey = mintToken(state.signingKey, {
+    role: 'worker',
+    namespace: NAMESPACE,
+    subject: `worker@${host}`,
+    ttlSeconds: WORKER_TOKEN_TTL_SECONDS,
+  });
   return {
     client: { address: operator.address, tls: operator.tls, apiKeyFile: operator.apiKeyFile },
     worker: { address: frontendAddress(state), tls: clientTls(state, issueClientCert(state.pki, host)), apiKey },
@@ -146,12 +164,23 @@ function clusterAccess(up: UpResult): { client: Access; worker: Access } {
 }
 
 const ping: Operation = (server) =>
-  timed(() => server.client.workflow.execute(pingWorkflow, { taskQueue: WORKFLOW_QUEUE, workflowId: `bench-ping-${randomUUID()}`, args: [{ queue: queues.nas(host) }] }));
+  timed(() =>
+    server.client.workflow.execute(pingWorkflow, {
+      taskQueue: WORKFLOW_QUEUE,
+      workflowId: `bench-ping-${randomUUID()}`,
+      args: [{ queue: queues.nas(host) }],
+    }),
+  );
 
 /** Times the map only; the unmap and delete after it leave the next round the same store. */
 const map: Operation = async (server, round) => {
   const volume = `bench-${round}`;
-  const request: MapRequest = { by: 'bench', base: { image: IMAGE, version: 'v1', artifact: { format: 'qcow2', host, path: server.base } }, nas: host, computeHost: host };
+  const request: MapRequest = {
+    by: 'bench',
+    base: { image: IMAGE, version: 'v1', artifact: { format: 'qcow2', host, path: server.base } },
+    nas: host,
+    computeHost: host,
+  };
   const took = await timed(() => mapVolume(server.client, volume, request));
   const handle = volumeHandle(server.client, volume);
   await handle.executeUpdate(unmapUpdate, { args: [{ by: 'bench' }] });
@@ -180,12 +209,16 @@ function rssMiB(pid: number): number {
 }
 
 function printLatencies(dev: Server, cluster: Server, clusterName: string): void {
-  console.log(`dev server vs cluster ${clusterName} (PostgreSQL, a process per service, mutual TLS, tokens), N=${n} each, alternating, same payload codec`);
+  console.log(
+    `dev server vs cluster ${clusterName} (PostgreSQL, a process per service, mutual TLS, tokens), N=${n} each, alternating, same payload codec`,
+  );
   console.log(`operation         dev p50      p95  cluster p50      p95   cluster/dev p50   (ms)`);
   for (const [name] of OPERATIONS) {
     const [d, c] = [dev.times.get(name)!, cluster.times.get(name)!];
     const ratio = (median(c) / median(d)).toFixed(2);
-    console.log(`${name.padEnd(15)} ${ms(median(d), 9)} ${ms(percentile(d, 0.95))} ${ms(median(c), 12)} ${ms(percentile(c, 0.95))}   ${ratio.padStart(15)}`);
+    console.log(
+      `${name.padEnd(15)} ${ms(median(d), 9)} ${ms(percentile(d, 0.95))} ${ms(median(c), 12)} ${ms(percentile(c, 0.95))}   ${ratio.padStart(15)}`,
+    );
   }
 }
 
@@ -202,7 +235,9 @@ async function printMemory(up: UpResult, devServer: ServerProcess): Promise<void
     console.log(`${p.name.padEnd(18)} ${rss.toFixed(1).padStart(8)} MiB   pid ${p.pid}`);
   }
   console.log(`${'cluster total'.padEnd(18)} ${total.toFixed(1).padStart(8)} MiB`);
-  console.log(`${'dev server'.padEnd(18)} ${rssMiB(devServer.pid).toFixed(1).padStart(8)} MiB   pid ${devServer.pid} (one process, for comparison)`);
+  console.log(
+    `${'dev server'.padEnd(18)} ${rssMiB(devServer.pid).toFixed(1).padStart(8)} MiB   pid ${devServer.pid} (one process, for comparison)`,
+  );
 }
 
 const clusterName = `bench-${randomBytes(4).toString('hex')}`;
@@ -222,7 +257,8 @@ try {
   printLatencies(servers[0]!, servers[1]!, clusterName);
   await printMemory(up, devServer);
 } finally {
-  for (const server of servers) await closeServer(server).catch((err: Error) => say(`closing the ${server.label} workers: ${err.message}`));
+  for (const server of servers)
+    await closeServer(server).catch((err: Error) => say(`closing the ${server.label} workers: ${err.message}`));
   if (devServer) stopDevServer(devServer);
   // A failed `down` leaves the temp dir, and the cluster's state in it, for a second try.
   if (fs.existsSync(stateFile(clusterDir))) await clusterDown(clusterDir, { dropDatabases: true });

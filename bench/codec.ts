@@ -22,8 +22,12 @@ const codec = new AesGcmCodec(createKeyring(path.join(dir, 'keys', 'codec.json')
 const wireBytes = (p: Payload) => proto.temporal.api.common.v1.Payload.encode(p).finish().length;
 const us = (x: number) => (x * 1000).toFixed(1).padStart(9);
 
-console.log(`payload codec, AES-256-GCM, ${n} payloads of each size, one per call (Node ${process.version}, ${os.cpus()[0]?.model ?? '?'})`);
-console.log(`${'size'.padStart(10)} ${'seal p50 µs'.padStart(12)} ${'seal p95 µs'.padStart(12)} ${'open p50 µs'.padStart(12)} ${'open p95 µs'.padStart(12)} ${'+bytes'.padStart(7)}  ${'MiB/s (seal+open)'}`);
+console.log(
+  `payload codec, AES-256-GCM, ${n} payloads of each size, one per call (Node ${process.version}, ${os.cpus()[0]?.model ?? '?'})`,
+);
+console.log(
+  `${'size'.padStart(10)} ${'seal p50 µs'.padStart(12)} ${'seal p95 µs'.padStart(12)} ${'open p50 µs'.padStart(12)} ${'open p95 µs'.padStart(12)} ${'+bytes'.padStart(7)}  ${'MiB/s (seal+open)'}`,
+);
 for (const bytes of [64, 1024, 16 * 1024, 256 * 1024, 2 * 1024 * 1024]) {
   const payload = defaultPayloadConverter.toPayload({ text: 'x'.repeat(bytes) });
   const count = Math.max(10, Math.round(n / Math.max(1, bytes / 16384)));

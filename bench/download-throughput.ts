@@ -76,7 +76,9 @@ try {
     const cpu = process.cpuUsage();
     downloadTimes.push(await seconds(() => download({ url, sha512, size }, { cacheDir })));
     const { user, system } = process.cpuUsage(cpu); // all of this process's threads, GC included; user time moves less than wall time under load
-    console.log(`round ${round}: sha512sum ${rate(hashTimes.at(-1)!)} | download + size + sha512, 1 pass ${rate(downloadTimes.at(-1)!)}  (cpu: user ${(user / 1e6).toFixed(2)} s, sys ${(system / 1e6).toFixed(2)} s)`);
+    console.log(
+      `round ${round}: sha512sum ${rate(hashTimes.at(-1)!)} | download + size + sha512, 1 pass ${rate(downloadTimes.at(-1)!)}  (cpu: user ${(user / 1e6).toFixed(2)} s, sys ${(system / 1e6).toFixed(2)} s)`,
+    );
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   console.log(`sha512sum (page cache)           ${rate(median(hashTimes))}  (median)`);

@@ -27,13 +27,23 @@ import { openKeyring } from '../lib/keyring.js';
 import { ensureClient } from '../starters/client.js';
 import { startLocalWorkers } from '../starters/local-workers.js';
 import { lineageHistory } from '../starters/lineage-client.js';
-import { describeQuery, gcUpdate, historyQuery, lineageWorkflowId, registerVersionUpdate, tagUpdate, testResultUpdate, type LineageInput } from '../workflows/lineage/messages.js';
+import {
+  describeQuery,
+  gcUpdate,
+  historyQuery,
+  lineageWorkflowId,
+  registerVersionUpdate,
+  tagUpdate,
+  testResultUpdate,
+  type LineageInput,
+} from '../workflows/lineage/messages.js';
 import { lineageWorkflow } from '../workflows/lineage/workflow.js';
 import type { NewVersion } from '../common/lineage.js';
 
 const versions = checkInt('VERSIONS', process.argv[2] ?? '1000', 1, 100_000);
 const entries = checkInt('ENTRIES', process.argv[3] ?? '5000', versions * 2, 1_000_000);
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
+const pct = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
 
 const config = loadConfig();
 const logger = createLogger('bench', 'error');
@@ -42,7 +52,11 @@ const { client, connection } = await ensureClient(config);
 const codec = new AesGcmCodec(openKeyring(config.codecKeys).keyring);
 const local = await startLocalWorkers(config, ['orchestrator', 'control'], logger);
 const image = `bench-lineage-${Date.now().toString(36)}`;
-const handle = await client.workflow.start(lineageWorkflow, { workflowId: lineageWorkflowId(image), taskQueue: WORKFLOW_QUEUE, args: [{ image }] });
+const handle = await client.workflow.start(lineageWorkflow, {
+  workflowId: lineageWorkflowId(image),
+  taskQueue: WORKFLOW_QUEUE,
+  args: [{ image }],
+});
 const firstRun = handle.firstExecutionRunId;
 
 /** A version as a small build records it. */
@@ -54,10 +68,21 @@ function version(n: number, image: string, nas = 'nas1'): NewVersion {
     arch: 'x86_64',
     os: 'debian-12',
     recipeDigest: 'r'.repeat(64),
-    artifacts: [{ format: 'squashfs', host: nas, path: `/nas/store/${image}/v${n}/${image}-v${n}.squashfs`, sha256: 'a'.repeat(64), bytes: 200_000_000 }],
+    artifacts: [
+      {
+        format: 'squashfs',
+        host: nas,
+        path: `/nas/store/${image}/v${n}/${image}-v${n}.squashfs`,
+        sha256: 'a'.repeat(64),
+        bytes: 200_000_000,
+      },
+    ],
     packages: 120,
     bytes: 400_000_000,
-    manifests: { packages: { path: `/nas/store/${image}/v${n}/packages.json`, sha256: 'p'.repeat(64) }, files: { path: `/nas/store/${image}/v${n}/manifest.jsonl`, sha256: 'f'.repeat(64) } },
+    manifests: {
+      packages: { path: `/nas/store/${image}/v${n}/packages.json`, sha256: 'p'.repeat(64) },
+      files: { path: `/nas/store/${image}/v${n}/manifest.jsonl`, sha256: 'f'.repeat(64) },
+    },
     private: [],
     shared: false,
     report: [{ phase: 'tarball', durationMs: 1000, packages: 120, bytes: 400_000_000 }],
@@ -66,15 +91,25 @@ function version(n: number, image: string, nas = 'nas1'): NewVersion {
 }
 
 /** The continue-as-new inputs of every run so far: bytes, bytes and entries of history carried, and the state. */
-async function carried(workflowId: string, firstRunId: string): Promise<{ bytes: number; historyBytes: number; history: number; state: LineageInput['state'] }[]> {
+async function carried(
+  workflowId: string,
+  firstRunId: string,
+): Promise<{ bytes: number; historyBytes: number; history: number; state: LineageInput['state'] }[]> {
   const found = [];
-  for (let run: string | undefined = firstRunId; run; ) {
-    const attrs: proto.temporal.api.history.v1.IWorkflowExecutionContinuedAsNewEventAttributes | null | undefined = (await client.workflow.getHandle(workflowId, run).fetchHistory()).events?.at(-1)?.workflowExecutionContinuedAsNewEventAttributes;
+  for (let run: string | undefined = firstRunId; run;) {
+    const attrs: proto.temporal.api.history.v1.IWorkflowExecutionContinuedAsNewEventAttributes | null | undefined = (
+      await client.workflow.getHandle(workflowId, run).fetchHistory()
+    ).events?.at(-1)?.workflowExecutionContinuedAsNewEventAttributes;
     const [payload] = await codec.decode(attrs?.input?.payloads?.slice(0, 1) ?? []);
     const data = payload?.data;
     if (data) {
       const { state } = JSON.parse(Buffer.from(data).toString('utf8')) as LineageInput;
-      found.push({ bytes: data.length, historyBytes: JSON.stringify(state!.history).length, history: state!.history.length, state });
+      found.push({
+        bytes: data.length,
+        historyBytes: JSON.stringify(state!.history).length,
+        history: state!.history.length,
+        state,
+      });
     }
     run = attrs?.newExecutionRunId ?? undefined;
   }
@@ -96,12 +131,22 @@ async function removal(): Promise<string> {
   const removedImage = `${image}-gc`;
   const nas = `bench-nas-${Date.now().toString(36)}`;
   const nasConnection = await NativeConnection.connect(connectionSettings(config));
-  const nasWorker = await Worker.create({ connection: nasConnection, namespace: config.namespace, taskQueue: `nas.${nas}`, activities: createNasRetentionActivities({ config: { ...config, host: nas } }) });
+  const nasWorker = await Worker.create({
+    connection: nasConnection,
+    namespace: config.namespace,
+    taskQueue: `nas.${nas}`,
+    activities: createNasRetentionActivities({ config: { ...config, host: nas } }),
+  });
   const running = nasWorker.run();
-  const r = await client.workflow.start(lineageWorkflow, { workflowId: lineageWorkflowId(removedImage), taskQueue: WORKFLOW_QUEUE, args: [{ image: removedImage, maxHistoryEvents: versions * 5 }] });
+  const r = await client.workflow.start(lineageWorkflow, {
+    workflowId: lineageWorkflowId(removedImage),
+    taskQueue: WORKFLOW_QUEUE,
+    args: [{ image: removedImage, maxHistoryEvents: versions * 5 }],
+  });
   const latest = client.workflow.getHandle(r.workflowId);
   try {
-    for (let i = 1; i <= versions; i++) await latest.executeUpdate(registerVersionUpdate, { args: [version(i, removedImage, nas)] });
+    for (let i = 1; i <= versions; i++)
+      await latest.executeUpdate(registerVersionUpdate, { args: [version(i, removedImage, nas)] });
     const t = performance.now();
     const gc = await latest.executeUpdate(gcUpdate, { args: [{ by: 'bench', keep: 5 }] });
     const gcMs = performance.now() - t;
@@ -113,7 +158,14 @@ async function removal(): Promise<string> {
       await new Promise((done) => setTimeout(done, 500));
     }
     const stubs = last.state.versions.filter(isStub);
-    const full = stubs.map((s) => ({ ...version(Number(s.id.slice(1)), removedImage, nas), id: s.id, removed: s.removed }) satisfies VersionRecord);
+    const full = stubs.map(
+      (s) =>
+        ({
+          ...version(Number(s.id.slice(1)), removedImage, nas),
+          id: s.id,
+          removed: s.removed,
+        }) satisfies VersionRecord,
+    );
     const kib = (n: number) => `${(n / 1024).toFixed(0)} KiB`;
     const fullBytes = JSON.stringify(full).length;
     const stubBytes = JSON.stringify(stubs).length;
@@ -129,10 +181,29 @@ async function removal(): Promise<string> {
 const h = client.workflow.getHandle(handle.workflowId);
 let report: string[] = [];
 try {
-  const register = await timed(Array.from({ length: versions }, (_, i) => () => h.executeUpdate(registerVersionUpdate, { args: [version(i + 1, image)] })), 1);
-  const tag = await timed(Array.from({ length: versions }, (_, i) => () => h.executeUpdate(tagUpdate, { args: [{ by: 'bench', version: `v${i + 1}`, name: `t${i + 1}` }] })), 8);
+  const register = await timed(
+    Array.from(
+      { length: versions },
+      (_, i) => () => h.executeUpdate(registerVersionUpdate, { args: [version(i + 1, image)] }),
+    ),
+    1,
+  );
+  const tag = await timed(
+    Array.from(
+      { length: versions },
+      (_, i) => () => h.executeUpdate(tagUpdate, { args: [{ by: 'bench', version: `v${i + 1}`, name: `t${i + 1}` }] }),
+    ),
+    8,
+  );
   const rest = entries - 2 * versions;
-  const tests = await timed(Array.from({ length: rest }, (_, i) => () => h.executeUpdate(testResultUpdate, { args: [{ by: 'ci', tag: `t${(i % versions) + 1}`, passed: i % 3 !== 0 }] })), 8);
+  const tests = await timed(
+    Array.from(
+      { length: rest },
+      (_, i) => () =>
+        h.executeUpdate(testResultUpdate, { args: [{ by: 'ci', tag: `t${(i % versions) + 1}`, passed: i % 3 !== 0 }] }),
+    ),
+    8,
+  );
 
   let t = 0;
   const describeMs: number[] = [];
@@ -155,7 +226,9 @@ try {
   const kib = (n: number) => `${(n / 1024).toFixed(0)} KiB`;
   const first = await client.workflow.getHandle(handle.workflowId, firstRun).fetchHistory();
   const firstBytes = proto.temporal.api.history.v1.History.encode(first).finish().length;
-  const continued = first.events?.at(-1)?.workflowExecutionContinuedAsNewEventAttributes ? 'continued as new' : 'still running (no continue-as-new yet)';
+  const continued = first.events?.at(-1)?.workflowExecutionContinuedAsNewEventAttributes
+    ? 'continued as new'
+    : 'still running (no continue-as-new yet)';
   const current = await h.describe();
   const f = (x: number) => x.toFixed(1).padStart(8);
   report = [

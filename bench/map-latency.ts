@@ -36,13 +36,25 @@ async function base(name: string, bytes: number): Promise<string> {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   await run(['qemu-img', 'create', '-q', '-f', 'qcow2', file, String(bytes)]);
   for (let offset = 0; offset < bytes; offset += 1024 * MiB) {
-    await run(['qemu-io', '-f', 'qcow2', '-c', `write -P 0x5a ${offset} ${Math.min(1024 * MiB, bytes - offset)}`, file]);
+    await run([
+      'qemu-io',
+      '-f',
+      'qcow2',
+      '-c',
+      `write -P 0x5a ${offset} ${Math.min(1024 * MiB, bytes - offset)}`,
+      file,
+    ]);
   }
   return file;
 }
 
 async function map(volume: string, image: string, file: string): Promise<number> {
-  const request: MapRequest = { by: 'bench', base: { image, version: 'v1', artifact: { format: 'qcow2', host: config.host, path: file } }, nas: config.host, computeHost: config.host };
+  const request: MapRequest = {
+    by: 'bench',
+    base: { image, version: 'v1', artifact: { format: 'qcow2', host: config.host, path: file } },
+    nas: config.host,
+    computeHost: config.host,
+  };
   return timed(() => mapVolume(client, volume, request));
 }
 
@@ -53,7 +65,10 @@ async function cleanup(volume: string): Promise<void> {
 }
 
 const results: { label: string; times: number[] }[] = [];
-for (const [label, bytes] of [['100 MiB', 100 * MiB], ['4 GiB', 4096 * MiB]] as const) {
+for (const [label, bytes] of [
+  ['100 MiB', 100 * MiB],
+  ['4 GiB', 4096 * MiB],
+] as const) {
   const image = `bench-${bytes / MiB}m-${stamp}`;
   const file = await base(image, bytes);
   await map(`${image}-warm`, image, file);
@@ -70,8 +85,11 @@ await connection.close();
 
 const [small, large] = results as [(typeof results)[0], (typeof results)[0]];
 const ratio = (p: number) => (percentile(large.times, p) / percentile(small.times, p)).toFixed(2);
-console.log(`map latency (clone + export none + local attach, through the volume workflow), N=${n} per base, server ${config.address}`);
+console.log(
+  `map latency (clone + export none + local attach, through the volume workflow), N=${n} per base, server ${config.address}`,
+);
 console.log(`base          p50      p95   (ms)`);
-for (const r of results) console.log(`${r.label.padEnd(8)} ${ms(percentile(r.times, 0.5))} ${ms(percentile(r.times, 0.95))}`);
+for (const r of results)
+  console.log(`${r.label.padEnd(8)} ${ms(percentile(r.times, 0.5))} ${ms(percentile(r.times, 0.95))}`);
 console.log(`ratio 4 GiB / 100 MiB: p50 ${ratio(0.5)}, p95 ${ratio(0.95)} (copy-on-write: both near 1)`);
 process.exit(0);

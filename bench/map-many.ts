@@ -51,7 +51,9 @@ process.env.IMGFLOW_NAS_EXPORT = 'tgt';
 /** What the tools list: tgtd's targets (this NAS's, and all of them) and the clone datasets. */
 async function census(): Promise<{ targets: number; allTargets: number; clones: number }> {
   const targets = parseTgtShow((await run(['tgtadm', '--lld', 'iscsi', '--op', 'show', '--mode', 'target'])).stdout);
-  const datasets = (await run(['zfs', 'list', '-H', '-r', '-t', 'filesystem', '-o', 'name', clonesParent], { okExitCodes: [1] })).stdout.split('\n');
+  const datasets = (
+    await run(['zfs', 'list', '-H', '-r', '-t', 'filesystem', '-o', 'name', clonesParent], { okExitCodes: [1] })
+  ).stdout.split('\n');
   return {
     targets: targets.filter((t) => volumeOfTarget(DEFAULT_IQN_PREFIX, config.host, t.iqn)).length,
     allTargets: targets.length,
@@ -101,9 +103,15 @@ const before = await census();
 let exitCode = 1;
 try {
   workerGroups.push(await startLocalWorkers(config, ['orchestrator', 'nas'], logger));
-  for (const host of hosts) workerGroups.push(await startLocalWorkers({ ...config, host } satisfies Config, ['compute'], logger));
+  for (const host of hosts)
+    workerGroups.push(await startLocalWorkers({ ...config, host } satisfies Config, ['compute'], logger));
   const base = await storedBase(`many-${stamp}`);
-  const request = (i: number): MapRequest => ({ by: 'bench', base, nas: config.host, computeHost: hosts[i % hosts.length]! });
+  const request = (i: number): MapRequest => ({
+    by: 'bench',
+    base,
+    nas: config.host,
+    computeHost: hosts[i % hosts.length]!,
+  });
   const names = Array.from({ length: volumes }, (_, i) => `many-${stamp}-${i}`);
   const indices = names.map((_, i) => i);
   const by = { by: 'bench' };
@@ -126,17 +134,30 @@ try {
 
   const errors = maps.errors.length + unmaps.errors.length + deletes.errors.length;
   const leaked = { targets: after.targets - before.targets, clones: after.clones - before.clones };
-  console.log(`${volumes} maps, then unmaps, then deletes across ${hostCount} compute hosts (${hostCount + 2} Workers in one process), concurrency ${concurrency}`);
+  console.log(
+    `${volumes} maps, then unmaps, then deletes across ${hostCount} compute hosts (${hostCount + 2} Workers in one process), concurrency ${concurrency}`,
+  );
   console.log(`ZFS clones on zfs-fuse, iSCSI targets in tgtd, attached through libiscsi; server ${config.address}`);
   console.log(`operation   per s      p50      p95   errors   (ms)`);
-  for (const [label, o] of [['map', maps], ['unmap', unmaps], ['delete', deletes]] as const) {
-    console.log(`${label.padEnd(9)} ${(o.times.length / (o.wallMs / 1000)).toFixed(1).padStart(7)} ${ms(percentile(o.times, 0.5))} ${ms(percentile(o.times, 0.95))} ${String(o.errors.length).padStart(8)}`);
+  for (const [label, o] of [
+    ['map', maps],
+    ['unmap', unmaps],
+    ['delete', deletes],
+  ] as const) {
+    console.log(
+      `${label.padEnd(9)} ${(o.times.length / (o.wallMs / 1000)).toFixed(1).padStart(7)} ${ms(percentile(o.times, 0.5))} ${ms(percentile(o.times, 0.95))} ${String(o.errors.length).padStart(8)}`,
+    );
   }
-  console.log(`tgt targets of this NAS: before ${before.targets}, mapped ${mapped.targets}, after ${after.targets} (all of tgtd's: ${before.allTargets}, ${mapped.allTargets}, ${after.allTargets})`);
+  console.log(
+    `tgt targets of this NAS: before ${before.targets}, mapped ${mapped.targets}, after ${after.targets} (all of tgtd's: ${before.allTargets}, ${mapped.allTargets}, ${after.allTargets})`,
+  );
   console.log(`clone datasets:          before ${before.clones}, mapped ${mapped.clones}, after ${after.clones}`);
   console.log(`errors ${errors}; leaked targets ${leaked.targets}, leaked clones ${leaked.clones}`);
   for (const error of new Set([...maps.errors, ...unmaps.errors, ...deletes.errors])) console.log(`  error: ${error}`);
-  exitCode = errors === 0 && leaked.targets === 0 && leaked.clones === 0 && mapped.targets === volumes - maps.errors.length ? 0 : 1;
+  exitCode =
+    errors === 0 && leaked.targets === 0 && leaked.clones === 0 && mapped.targets === volumes - maps.errors.length
+      ? 0
+      : 1;
 } finally {
   for (const group of workerGroups) await group.stop();
   await connection.close();

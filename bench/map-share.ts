@@ -60,8 +60,22 @@ installRuntime(logger, '');
 const workerConnection = await NativeConnection.connect(connectionSettings(config));
 const workers = await Promise.all([
   createWorker({ role: 'orchestrator', config, arch: machineArch(), connection: workerConnection, logger }),
-  createWorker({ role: 'nas', config, arch: machineArch(), connection: workerConnection, logger, activities: { ...host('nas'), ...nas } }),
-  createWorker({ role: 'compute', config, arch: machineArch(), connection: workerConnection, logger, activities: { ...host('compute'), ...compute } }),
+  createWorker({
+    role: 'nas',
+    config,
+    arch: machineArch(),
+    connection: workerConnection,
+    logger,
+    activities: { ...host('nas'), ...nas },
+  }),
+  createWorker({
+    role: 'compute',
+    config,
+    arch: machineArch(),
+    connection: workerConnection,
+    logger,
+    activities: { ...host('compute'), ...compute },
+  }),
 ]);
 const running = workers.map(({ worker }) => worker.run());
 
@@ -71,7 +85,12 @@ const file = path.join(paths(config).nas(config.host), 'store', image, 'v1', `${
 fs.mkdirSync(path.dirname(file), { recursive: true });
 await baseRun(['qemu-img', 'create', '-q', '-f', 'qcow2', file, String(100 * MiB)]);
 await baseRun(['qemu-io', '-f', 'qcow2', '-c', `write -P 0x5a 0 ${100 * MiB}`, file]);
-const request: MapRequest = { by: 'bench', base: { image, version: 'v1', artifact: { format: 'qcow2', host: config.host, path: file } }, nas: config.host, computeHost: config.host };
+const request: MapRequest = {
+  by: 'bench',
+  base: { image, version: 'v1', artifact: { format: 'qcow2', host: config.host, path: file } },
+  nas: config.host,
+  computeHost: config.host,
+};
 
 interface Sample {
   ms: number;
@@ -132,7 +151,11 @@ await connection.close();
 
 const all = [...samples.imgflow, ...samples.direct];
 const same = OPS.every((op) => all.every((s) => s[op].commands.join('\n') === all[0]![op].commands.join('\n')));
-const cycle = (s: Record<Op, Sample>): Sample => ({ ms: OPS.reduce((sum, op) => sum + s[op].ms, 0), commandMs: OPS.reduce((sum, op) => sum + s[op].commandMs, 0), commands: OPS.flatMap((op) => s[op].commands) });
+const cycle = (s: Record<Op, Sample>): Sample => ({
+  ms: OPS.reduce((sum, op) => sum + s[op].ms, 0),
+  commandMs: OPS.reduce((sum, op) => sum + s[op].commandMs, 0),
+  commands: OPS.flatMap((op) => s[op].commands),
+});
 
 function row(label: string, pick: (s: Record<Op, Sample>) => Sample): string {
   const imgflow = median(samples.imgflow.map((s) => pick(s).ms));
@@ -142,11 +165,15 @@ function row(label: string, pick: (s: Record<Op, Sample>) => Sample): string {
   return `${label.padEnd(9)} ${ms(imgflow)} ${ms(plain)} ${ms(inCommands)} ${ms(imgflow - plain, 14)} ${share.padStart(6)} ${String(pick(all[0]!).commands.length).padStart(9)}`;
 }
 
-console.log(`map, unmap and delete through imgflow vs the same steps called directly (qcow2 store, export none, local attach), N=${n}, server ${config.address}`);
+console.log(
+  `map, unmap and delete through imgflow vs the same steps called directly (qcow2 store, export none, local attach), N=${n}, server ${config.address}`,
+);
 console.log(`operation  imgflow   direct commands  orchestration  share  commands   (medians, ms)`);
 for (const op of OPS) console.log(row(op, (s) => s[op]));
 console.log(row('cycle', cycle));
-console.log(`direct = the same activity code without Temporal; "commands" = its time inside commands, the rest of direct is in-process work (file checks, the /proc scan for holders before a detach)`);
+console.log(
+  `direct = the same activity code without Temporal; "commands" = its time inside commands, the rest of direct is in-process work (file checks, the /proc scan for holders before a detach)`,
+);
 console.log(`both paths issued the same commands in the same order: ${same ? 'yes' : 'NO'}`);
 for (const op of OPS) for (const argv of all[0]![op].commands) console.log(`  ${op.padEnd(7)} ${argv}`);
 process.exit(same ? 0 : 1);

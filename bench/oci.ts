@@ -46,11 +46,33 @@ async function main(): Promise<void> {
     const key = createPrivateKey(keys.privatePem);
     const docker = path.join(dir, 'docker');
     fs.mkdirSync(docker);
-    fs.writeFileSync(path.join(docker, 'config.json'), JSON.stringify({ auths: { [registry.address]: { auth: Buffer.from(`${registry.username}:${registry.password}`).toString('base64') } } }));
+    fs.writeFileSync(
+      path.join(docker, 'config.json'),
+      JSON.stringify({
+        auths: {
+          [registry.address]: { auth: Buffer.from(`${registry.username}:${registry.password}`).toString('base64') },
+        },
+      }),
+    );
     const env = { PATH: process.env.PATH, HOME: dir, DOCKER_CONFIG: docker, SSL_CERT_FILE: registry.caFile };
     const access = { credentialsFile: registry.credentialsFile, caFile: registry.caFile };
-    const version = { image: 'bench', version: 'v1', arch: 'x86_64', os: 'debian-12', createdAt: '2026-12-01T00:00:00Z', by: 'bench', message: 'bench', recipeDigest: '0'.repeat(64), provenance: { builder: 'b', source: 's', tools: {}, workflowId: 'w' } };
-    const times = { imgflowPush: [] as number[], orasPush: [] as number[], imgflowPull: [] as number[], orasPull: [] as number[] };
+    const version = {
+      image: 'bench',
+      version: 'v1',
+      arch: 'x86_64',
+      os: 'debian-12',
+      createdAt: '2026-12-01T00:00:00Z',
+      by: 'bench',
+      message: 'bench',
+      recipeDigest: '0'.repeat(64),
+      provenance: { builder: 'b', source: 's', tools: {}, workflowId: 'w' },
+    };
+    const times = {
+      imgflowPush: [] as number[],
+      orasPush: [] as number[],
+      imgflowPull: [] as number[],
+      orasPull: [] as number[],
+    };
     const timed = async (fn: () => unknown) => {
       const start = process.hrtime.bigint();
       await fn();
@@ -64,29 +86,58 @@ async function main(): Promise<void> {
       const ref = parseReference('to', `${registry.address}/bench/imgflow-${r}:v1`);
       const client = await clientFor(ref, access);
       times.imgflowPush.push(await timed(() => pushVersion(client, ref, version, [record], key)));
-      times.orasPush.push(await timed(() => oras1(['push', `${registry.address}/bench/oras-${r}:v1`, 'image.qcow2:application/vnd.imgflow.image.layer.v1.qcow2'])));
+      times.orasPush.push(
+        await timed(() =>
+          oras1([
+            'push',
+            `${registry.address}/bench/oras-${r}:v1`,
+            'image.qcow2:application/vnd.imgflow.image.layer.v1.qcow2',
+          ]),
+        ),
+      );
       const resolved = await resolveArtifact(client, ref, 'x86_64', undefined);
-      times.imgflowPull.push(await timed(() => pullLayers(client, resolved.manifest, path.join(dir, `pull-imgflow-${r}`))));
-      times.orasPull.push(await timed(() => oras1(['pull', '-o', path.join(dir, `pull-oras-${r}`), `${registry.address}/bench/oras-${r}:v1`])));
+      times.imgflowPull.push(
+        await timed(() => pullLayers(client, resolved.manifest, path.join(dir, `pull-imgflow-${r}`))),
+      );
+      times.orasPull.push(
+        await timed(() =>
+          oras1(['pull', '-o', path.join(dir, `pull-oras-${r}`), `${registry.address}/bench/oras-${r}:v1`]),
+        ),
+      );
       client.close();
       fs.rmSync(path.join(dir, `pull-imgflow-${r}`), { recursive: true, force: true });
       fs.rmSync(path.join(dir, `pull-oras-${r}`), { recursive: true, force: true });
-      console.log(`round ${r + 1}: push imgflow ${times.imgflowPush[r]!.toFixed(2)} s, oras ${times.orasPush[r]!.toFixed(2)} s; pull imgflow ${times.imgflowPull[r]!.toFixed(2)} s, oras ${times.orasPull[r]!.toFixed(2)} s`);
+      console.log(
+        `round ${r + 1}: push imgflow ${times.imgflowPush[r]!.toFixed(2)} s, oras ${times.orasPush[r]!.toFixed(2)} s; pull imgflow ${times.imgflowPull[r]!.toFixed(2)} s, oras ${times.orasPull[r]!.toFixed(2)} s`,
+      );
     }
-    const m = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)])) as Record<keyof typeof times, number>;
-    console.log(`${mib} MiB, median of ${rounds}: push imgflow ${m.imgflowPush.toFixed(2)} s (${rate(m.imgflowPush)}, hashed, signed) vs oras ${m.orasPush.toFixed(2)} s (${rate(m.orasPush)}, unsigned): ratio ${(m.orasPush / m.imgflowPush).toFixed(2)}`);
-    console.log(`${mib} MiB, median of ${rounds}: pull imgflow ${m.imgflowPull.toFixed(2)} s (${rate(m.imgflowPull)}, sha256 and sha512 checked) vs oras ${m.orasPull.toFixed(2)} s (${rate(m.orasPull)}): ratio ${(m.orasPull / m.imgflowPull).toFixed(2)}`);
+    const m = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)])) as Record<
+      keyof typeof times,
+      number
+    >;
+    console.log(
+      `${mib} MiB, median of ${rounds}: push imgflow ${m.imgflowPush.toFixed(2)} s (${rate(m.imgflowPush)}, hashed, signed) vs oras ${m.orasPush.toFixed(2)} s (${rate(m.orasPush)}, unsigned): ratio ${(m.orasPush / m.imgflowPush).toFixed(2)}`,
+    );
+    console.log(
+      `${mib} MiB, median of ${rounds}: pull imgflow ${m.imgflowPull.toFixed(2)} s (${rate(m.imgflowPull)}, sha256 and sha512 checked) vs oras ${m.orasPull.toFixed(2)} s (${rate(m.orasPull)}): ratio ${(m.orasPull / m.imgflowPull).toFixed(2)}`,
+    );
 
     // An unchanged repository, polled twice as a subscription: the second poll and download move no layer byte.
     fs.writeFileSync(path.join(dir, 'site.pub'), keys.publicPem);
     const deps = { stateDir: path.join(dir, 'state'), cacheDir: path.join(dir, 'cache') };
-    const input = { subscription: 'bench', url: `oci://${registry.address}/bench/imgflow-0`, oci: { arch: 'x86_64', keyFile: path.join(dir, 'site.pub'), ...access } };
+    const input = {
+      subscription: 'bench',
+      url: `oci://${registry.address}/bench/imgflow-0`,
+      oci: { arch: 'x86_64', keyFile: path.join(dir, 'site.pub'), ...access },
+    };
     const first = await listOciRepository(input, deps);
     const firstPull = await pullOciImage({ image: first.list.images[0]!, oci: input.oci }, deps);
     let second: Awaited<ReturnType<typeof listOciRepository>> | undefined;
     const pollSeconds = await timed(async () => (second = await listOciRepository(input, deps)));
     const secondPull = await pullOciImage({ image: second!.list.images[0]!, oci: input.oci }, deps);
-    console.log(`unchanged repository: poll ${(pollSeconds * 1000).toFixed(0)} ms (tags, manifest, signature verified), list version ${first.list.version} == ${second!.list.version}: ${first.list.version === second!.list.version}; first download ${firstPull.bytes} bytes, second ${secondPull.cached ? 'from the cache: 0 layer bytes' : `${secondPull.bytes} bytes`}`);
+    console.log(
+      `unchanged repository: poll ${(pollSeconds * 1000).toFixed(0)} ms (tags, manifest, signature verified), list version ${first.list.version} == ${second!.list.version}: ${first.list.version === second!.list.version}; first download ${firstPull.bytes} bytes, second ${secondPull.cached ? 'from the cache: 0 layer bytes' : `${secondPull.bytes} bytes`}`,
+    );
   } finally {
     await registry.stop();
     fs.rmSync(dir, { recursive: true, force: true });

@@ -35,7 +35,12 @@ const { client, connection } = await ensureClient(config);
 const local = await startLocalWorkers(config, ['orchestrator', 'nas'], logger);
 const run = createRunner(logger);
 const queue = queues.nas(config.host);
-const workflow = () => client.workflow.execute(pingWorkflow, { taskQueue: WORKFLOW_QUEUE, workflowId: `bench-${randomUUID()}`, args: [{ queue }] });
+const workflow = () =>
+  client.workflow.execute(pingWorkflow, {
+    taskQueue: WORKFLOW_QUEUE,
+    workflowId: `bench-${randomUUID()}`,
+    args: [{ queue }],
+  });
 
 await timeEach(5, workflow); // warm up: workflow bundle, caches, connections
 const direct = await timeEach(n, () => run(['qemu-img', '--version']));
@@ -49,5 +54,7 @@ console.log(`                    median      p95   (ms)`);
 console.log(`direct command    ${ms(median(direct))} ${ms(p95(direct))}`);
 console.log(`workflow, spaced  ${ms(median(spaced))} ${ms(p95(spaced))}   (200 ms idle before each)`);
 console.log(`workflow, b2b     ${ms(median(backToBack))} ${ms(p95(backToBack))}   (back to back)`);
-console.log(`orchestration overhead per activity (median): ${(median(spaced) - median(direct)).toFixed(1)} ms spaced, ${(median(backToBack) - median(direct)).toFixed(1)} ms back to back`);
+console.log(
+  `orchestration overhead per activity (median): ${(median(spaced) - median(direct)).toFixed(1)} ms spaced, ${(median(backToBack) - median(direct)).toFixed(1)} ms back to back`,
+);
 process.exit(0);

@@ -35,8 +35,21 @@ const run: Run = async (argv, options) => {
   }
 };
 const builder = createBuilderActivities({ run, config });
-const source: DebootstrapSource = { kind: 'debootstrap', suite: 'bookworm', variant: 'minbase', components: ['main'], packages: [], mirror };
-const prepare: PrepareOptions = { network: 'remove', removeServices: [], private: [], shared: false, allowPasswordHashes: false };
+const source: DebootstrapSource = {
+  kind: 'debootstrap',
+  suite: 'bookworm',
+  variant: 'minbase',
+  components: ['main'],
+  packages: [],
+  mirror,
+};
+const prepare: PrepareOptions = {
+  network: 'remove',
+  removeServices: [],
+  private: [],
+  shared: false,
+  allowPasswordHashes: false,
+};
 const ref = { build: 'report-cost', arch: 'x86_64' };
 const root = path.join(home, 'builder', 'x86_64', 'builds', ref.build, 'root');
 
@@ -60,7 +73,11 @@ try {
   const manifestFile = path.join(home, 'manifest.jsonl');
   const [manifest, manifestMs] = await timed(() => writeManifest(run, root, manifestFile));
   // What the manifest hashed: the bytes of every regular file.
-  const entries = fs.readFileSync(manifestFile, 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as { type: string; size: number });
+  const entries = fs
+    .readFileSync(manifestFile, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as { type: string; size: number });
   const hashedMiB = entries.filter((e) => e.type === 'file').reduce((sum, e) => sum + e.size, 0) / 2 ** 20;
   await builder.removeBuild(ref);
 
@@ -70,8 +87,12 @@ try {
   console.log(`build: debootstrap bookworm minbase + less, prepare, measure, qcow2; mirror ${mirror}`);
   console.log(`build wall time                               ${s(buildMs)}`);
   console.log(`measureRoot disk usage (du, ${du.calls} calls)             ${s(du.ms)}  ${share(du.ms)}`);
-  console.log(`installedPackages (${listings} x ${listMs.toFixed(1)} ms, ${packages.length} packages)   ${s(listMs * listings)}  ${share(listMs * listings)}`);
-  console.log(`writeManifest (1 x, ${manifest.entries} entries, ${hashedMiB.toFixed(0)} MiB hashed) ${s(manifestMs)}  ${share(manifestMs)}`);
+  console.log(
+    `installedPackages (${listings} x ${listMs.toFixed(1)} ms, ${packages.length} packages)   ${s(listMs * listings)}  ${share(listMs * listings)}`,
+  );
+  console.log(
+    `writeManifest (1 x, ${manifest.entries} entries, ${hashedMiB.toFixed(0)} MiB hashed) ${s(manifestMs)}  ${share(manifestMs)}`,
+  );
   console.log(`report measurements                           ${s(cost)}  ${share(cost)}  (aim: under 5 %)`);
 } finally {
   // A failed build may have left /proc mounted in its tree.

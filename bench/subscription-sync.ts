@@ -16,13 +16,21 @@ import { checkInt } from '../common/names.js';
 import { loadConfig } from '../lib/config.js';
 import { serveFiles } from '../lib/file-server.js';
 import { createLogger } from '../lib/logger.js';
-import { startSubscription, stopSubscription, subscriptionFromOptions, syncSubscription } from '../starters/subscription-client.js';
+import {
+  startSubscription,
+  stopSubscription,
+  subscriptionFromOptions,
+  syncSubscription,
+} from '../starters/subscription-client.js';
 import { ensureClient } from '../starters/client.js';
 import { startLocalWorkers } from '../starters/local-workers.js';
 
 const count = checkInt('N', process.argv[2] ?? '200', 1, 10_000);
 const changed = checkInt('M', process.argv[3] ?? '3', 0, count);
-const NAMES = { ca: '/C=XX/O=imgflow bench/CN=imgflow Bench CA', endorser: '/C=XX/O=imgflow bench/CN=imgflow Bench Endorser' };
+const NAMES = {
+  ca: '/C=XX/O=imgflow bench/CN=imgflow Bench CA',
+  endorser: '/C=XX/O=imgflow bench/CN=imgflow Bench Endorser',
+};
 
 const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'imgflow-bench-sync-'));
 const logger = createLogger('bench', 'error');
@@ -99,7 +107,16 @@ try {
   await publish(1, images);
   const subscription = subscriptionFromOptions(
     server.url('/list.smime'),
-    { endorserDn: NAMES.endorser, endorserCa: NAMES.ca, caDir: endorsement.caDir, every: '1d', newImages: 'accept', registry: 'catalog', format: 'qcow2', name },
+    {
+      endorserDn: NAMES.endorser,
+      endorserCa: NAMES.ca,
+      caDir: endorsement.caDir,
+      every: '1d',
+      newImages: 'accept',
+      registry: 'catalog',
+      format: 'qcow2',
+      name,
+    },
     name,
   );
   await startSubscription(client, subscription);
@@ -114,9 +131,18 @@ try {
 
   const fmt = (s: number) => `${s.toFixed(1).padStart(6)} s`;
   console.log(`subscription sync of a ${count}-image list into the catalog, local HTTP`);
-  console.log(`first sync (${count} new)         ${fmt(first.seconds)}  downloads ${String(first.downloads).padStart(4)}  ${first.status}`);
-  console.log(`second sync (${changed} changed)      ${fmt(second.seconds)}  downloads ${String(second.downloads).padStart(4)}  ${second.status}`);
-  if (first.downloads !== count || second.downloads !== changed || first.status !== 'applied' || second.status !== 'applied') {
+  console.log(
+    `first sync (${count} new)         ${fmt(first.seconds)}  downloads ${String(first.downloads).padStart(4)}  ${first.status}`,
+  );
+  console.log(
+    `second sync (${changed} changed)      ${fmt(second.seconds)}  downloads ${String(second.downloads).padStart(4)}  ${second.status}`,
+  );
+  if (
+    first.downloads !== count ||
+    second.downloads !== changed ||
+    first.status !== 'applied' ||
+    second.status !== 'applied'
+  ) {
     console.log(`expected ${count} then ${changed} downloads, both syncs applied`);
     exitCode = 1;
   }

@@ -31,11 +31,17 @@ try {
   console.log('limit MiB/s  achieved MiB/s  achieved/limit  seconds');
   for (const limit of [undefined, 32, 16, 8]) {
     const started = performance.now();
-    await pipe(['cat', '--', source], ['dd', `of=${target}`, 'bs=1M', 'status=none'], limit ? { bytesPerSecond: limit * MiB } : {});
+    await pipe(
+      ['cat', '--', source],
+      ['dd', `of=${target}`, 'bs=1M', 'status=none'],
+      limit ? { bytesPerSecond: limit * MiB } : {},
+    );
     const seconds = (performance.now() - started) / 1000;
     if (fs.statSync(target).size !== size * MiB) throw new Error('the copy is not complete');
     const achieved = size / seconds;
-    console.log(`${String(limit ?? 'none').padStart(11)}  ${achieved.toFixed(1).padStart(14)}  ${(limit ? (achieved / limit).toFixed(3) : '-').padStart(14)}  ${seconds.toFixed(2).padStart(7)}`);
+    console.log(
+      `${String(limit ?? 'none').padStart(11)}  ${achieved.toFixed(1).padStart(14)}  ${(limit ? (achieved / limit).toFixed(3) : '-').padStart(14)}  ${seconds.toFixed(2).padStart(7)}`,
+    );
   }
 } finally {
   fs.rmSync(dir, { recursive: true, force: true });

@@ -66,7 +66,10 @@ export function archFromUname(machine: string): string {
 
 /** The architecture an ELF header's e_machine, class and byte order name, if imgflow builds for it. */
 export function archFromElf(machine: number, elfClass: number, data: number): Arch | undefined {
-  return ARCHES.find((arch) => NAMES[arch].elf.machine === machine && NAMES[arch].elf.class === elfClass && NAMES[arch].elf.data === data);
+  return ARCHES.find(
+    (arch) =>
+      NAMES[arch].elf.machine === machine && NAMES[arch].elf.class === elfClass && NAMES[arch].elf.data === data,
+  );
 }
 
 export type BuildMode = 'native' | 'emulated';

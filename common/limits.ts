@@ -27,7 +27,8 @@ export type TextKind = keyof typeof TEXT_LIMITS;
 /** Free text of 1..limit characters, not only blanks. */
 export function checkText(field: string, value: unknown, kind: TextKind): string {
   const max = TEXT_LIMITS[kind];
-  if (typeof value !== 'string' || value.trim().length === 0 || value.length > max) throw new InputError(field, `a ${kind} of 1-${max} characters`, value);
+  if (typeof value !== 'string' || value.trim().length === 0 || value.length > max)
+    throw new InputError(field, `a ${kind} of 1-${max} characters`, value);
   return value;
 }
 
@@ -71,11 +72,18 @@ export interface StateBudget {
   refuseAt: number;
 }
 
-export const DEFAULT_STATE_BUDGET: StateBudget = { shedAt: PAYLOAD_LIMIT / 2, refuseAt: Math.floor(PAYLOAD_LIMIT * 0.75) };
+export const DEFAULT_STATE_BUDGET: StateBudget = {
+  shedAt: PAYLOAD_LIMIT / 2,
+  refuseAt: Math.floor(PAYLOAD_LIMIT * 0.75),
+};
 
 /** Refuses a change to an entity whose state is already at the refusal bound. */
 export function checkRoom(entity: string, bytes: number, budget: StateBudget, remedy: string): void {
   if (bytes >= budget.refuseAt) {
-    throw new InputError('state', `${entity} to have room below ${budget.refuseAt} bytes (it holds ${bytes}, near Temporal's ${PAYLOAD_LIMIT}-byte payload limit; ${remedy})`, undefined);
+    throw new InputError(
+      'state',
+      `${entity} to have room below ${budget.refuseAt} bytes (it holds ${bytes}, near Temporal's ${PAYLOAD_LIMIT}-byte payload limit; ${remedy})`,
+      undefined,
+    );
   }
 }

@@ -42,7 +42,13 @@ export interface VersionRecord {
   shared: boolean;
   report: PhaseRow[];
   /** `build`: the architecture built for and how (native or emulated); versions built before it was recorded have none. */
-  provenance: { builder: string; source: string; tools: Record<string, string>; workflowId: string; build?: BuildPlatform };
+  provenance: {
+    builder: string;
+    source: string;
+    tools: Record<string, string>;
+    workflowId: string;
+    build?: BuildPlatform;
+  };
   /** Every command the build ran, with its outcome and what it said on stderr. */
   log?: { path: string; sha256: string };
   revoked?: { reason: string; by: string; at: string };
@@ -63,7 +69,10 @@ export type NewVersion = Omit<VersionRecord, 'id' | 'revoked' | 'removed'>;
  * What a lineage keeps of a removed version once the full record is in its archive on the control
  * host: what its rules and listings read. Revocation may still change; the rest never does.
  */
-export type VersionStub = Pick<VersionRecord, 'id' | 'createdAt' | 'by' | 'message' | 'arch' | 'os' | 'packages' | 'bytes' | 'revoked' | 'origin'> & {
+export type VersionStub = Pick<
+  VersionRecord,
+  'id' | 'createdAt' | 'by' | 'message' | 'arch' | 'os' | 'packages' | 'bytes' | 'revoked' | 'origin'
+> & {
   removed: NonNullable<VersionRecord['removed']>;
   /** The full record is in the lineage's version archive. */
   archived: true;
@@ -77,7 +86,20 @@ export const isStub = (v: { id: string }): v is VersionStub => 'archived' in v;
 /** The stub of a removed version. */
 export function stubOf(v: VersionRecord & { removed: NonNullable<VersionRecord['removed']> }): VersionStub {
   const { id, createdAt, by, message, arch, os, packages, bytes, removed, revoked, origin } = v;
-  return { id, createdAt, by, message, arch, os, packages, bytes, removed, ...(revoked ? { revoked } : {}), ...(origin ? { origin } : {}), archived: true };
+  return {
+    id,
+    createdAt,
+    by,
+    message,
+    arch,
+    os,
+    packages,
+    bytes,
+    removed,
+    ...(revoked ? { revoked } : {}),
+    ...(origin ? { origin } : {}),
+    archived: true,
+  };
 }
 
 /** The full record again: the archived one, with the stub's word on what may have changed since. */
@@ -150,20 +172,26 @@ const USER = /^[A-Za-z0-9._@-]{1,64}$/;
 
 export function checkTag(field: string, value: unknown): string {
   if (typeof value !== 'string' || !TAG.test(value) || value.includes('..')) {
-    throw new InputError(field, 'a tag of 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit', value);
+    throw new InputError(
+      field,
+      'a tag of 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit',
+      value,
+    );
   }
   return value;
 }
 
 export function checkUser(field: string, value: unknown): string {
-  if (typeof value !== 'string' || !USER.test(value)) throw new InputError(field, 'a user name of 1-64 letters, digits, ".", "_", "@" or "-"', value);
+  if (typeof value !== 'string' || !USER.test(value))
+    throw new InputError(field, 'a user name of 1-64 letters, digits, ".", "_", "@" or "-"', value);
   return value;
 }
 
 const CHANNEL = /^[a-z][a-z0-9-]{0,31}$/;
 
 export function checkChannel(field: string, value: unknown): string {
-  if (typeof value !== 'string' || !CHANNEL.test(value)) throw new InputError(field, 'a channel name of 1-32 lower-case letters, digits or "-"', value);
+  if (typeof value !== 'string' || !CHANNEL.test(value))
+    throw new InputError(field, 'a channel name of 1-32 lower-case letters, digits or "-"', value);
   return value;
 }
 

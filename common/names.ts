@@ -20,7 +20,9 @@ export class InputError extends Error {
 /** What was given, as the error shows it: a long value only by its start and its length, so the error stays one short line. */
 function shown(got: unknown): string {
   const text = JSON.stringify(got) ?? String(got);
-  return text.length <= 120 ? text : `${text.slice(0, 60)}... (${typeof got === 'string' ? `${got.length} characters` : `${text.length} characters as JSON`})`;
+  return text.length <= 120
+    ? text
+    : `${text.slice(0, 60)}... (${typeof got === 'string' ? `${got.length} characters` : `${text.length} characters as JSON`})`;
 }
 
 const NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -29,7 +31,11 @@ const HOST = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 /** Image, volume, tag and subscription names: lower-case letters, digits, `.`, `_`, `-`; at most 64. */
 export function checkName(field: string, value: unknown): string {
   if (typeof value !== 'string' || !NAME.test(value) || value.includes('..')) {
-    throw new InputError(field, 'a name of 1-64 lower-case letters, digits, ".", "_" or "-", starting with a letter or digit', value);
+    throw new InputError(
+      field,
+      'a name of 1-64 lower-case letters, digits, ".", "_" or "-", starting with a letter or digit',
+      value,
+    );
   }
   return value;
 }
@@ -45,7 +51,11 @@ export const IMAGE_NAME_MAX = 64 - '-v99999.squashfs'.length;
 export function checkImageName(field: string, value: unknown): string {
   const name = checkName(field, value);
   if (name.length > IMAGE_NAME_MAX) {
-    throw new InputError(field, `an image name of at most ${IMAGE_NAME_MAX} characters (its files are named <image>-v<n>.<format>, at most 64)`, value);
+    throw new InputError(
+      field,
+      `an image name of at most ${IMAGE_NAME_MAX} characters (its files are named <image>-v<n>.<format>, at most 64)`,
+      value,
+    );
   }
   return name;
 }

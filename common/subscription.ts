@@ -53,10 +53,21 @@ function oneOf<T extends string>(field: string, allowed: readonly T[], value: un
 
 /** A distinguished name in the slash form lists use: /C=CH/O=Org/CN=Name. */
 export function checkDn(field: string, value: unknown): string {
-  const attributes = typeof value === 'string' && value.startsWith('/') ? value.slice(1).split(/\/(?=[A-Za-z][A-Za-z0-9.]*=)/) : [];
+  const attributes =
+    typeof value === 'string' && value.startsWith('/') ? value.slice(1).split(/\/(?=[A-Za-z][A-Za-z0-9.]*=)/) : [];
   // Blanks around a DN can never match the name openssl prints for a signer.
-  if (typeof value !== 'string' || value.length > 512 || value !== value.trim() || !attributes.every((a) => DN_ATTRIBUTE.test(a)) || !attributes.length) {
-    throw new InputError(field, 'a distinguished name in slash form without blanks around it, such as /C=CH/O=Org/CN=Name', value);
+  if (
+    typeof value !== 'string' ||
+    value.length > 512 ||
+    value !== value.trim() ||
+    !attributes.every((a) => DN_ATTRIBUTE.test(a)) ||
+    !attributes.length
+  ) {
+    throw new InputError(
+      field,
+      'a distinguished name in slash form without blanks around it, such as /C=CH/O=Org/CN=Name',
+      value,
+    );
   }
   return value;
 }
@@ -70,11 +81,20 @@ const LIST_URL = /^https?:\/\/([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?
 export function checkListUrl(field: string, value: unknown): string {
   if (typeof value === 'string' && CREDENTIALS.test(value)) {
     // Never shown back: the refusal would print the token.
-    throw new InputError(field, "a URL without credentials (put user:token in a file and give it as --credentials-file)", value.replace(CREDENTIALS, '$1<credentials>@'));
+    throw new InputError(
+      field,
+      'a URL without credentials (put user:token in a file and give it as --credentials-file)',
+      value.replace(CREDENTIALS, '$1<credentials>@'),
+    );
   }
   const m = typeof value === 'string' && value.length <= 2048 ? LIST_URL.exec(value) : null;
   const port = m?.[2] === undefined ? 80 : Number(m[2]);
-  if (!m || port < 1 || port > 65535) throw new InputError(field, 'an http(s) URL without credentials: a host name or [IPv6] address, a port from 1 to 65535', value);
+  if (!m || port < 1 || port > 65535)
+    throw new InputError(
+      field,
+      'an http(s) URL without credentials: a host name or [IPv6] address, a port from 1 to 65535',
+      value,
+    );
   return m[0];
 }
 
@@ -87,7 +107,13 @@ export function checkEvery(field: string, value: unknown): string {
 }
 
 export function checkAbsolutePath(field: string, value: unknown): string {
-  if (typeof value !== 'string' || !value.startsWith('/') || value.split('/').includes('..') || /[\0\n]/.test(value) || value.length > 1024) {
+  if (
+    typeof value !== 'string' ||
+    !value.startsWith('/') ||
+    value.split('/').includes('..') ||
+    /[\0\n]/.test(value) ||
+    value.length > 1024
+  ) {
     throw new InputError(field, 'an absolute path without ".."', value);
   }
   return value;
@@ -95,12 +121,14 @@ export function checkAbsolutePath(field: string, value: unknown): string {
 
 /** The list identifier: what a HEPiX list puts in dc:identifier (often a UUID). */
 export function checkListIdentifier(field: string, value: unknown): string {
-  if (typeof value !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/.test(value)) throw new InputError(field, 'a list identifier of letters, digits, ".", "_", ":" or "-"', value);
+  if (typeof value !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/.test(value))
+    throw new InputError(field, 'a list identifier of letters, digits, ".", "_", ":" or "-"', value);
   return value;
 }
 
 export function checkSubscriptionConfig(config: SubscriptionConfig): SubscriptionConfig {
-  if (typeof config !== 'object' || config === null) throw new InputError('subscription', 'the subscription settings', config);
+  if (typeof config !== 'object' || config === null)
+    throw new InputError('subscription', 'the subscription settings', config);
   checkName('subscription', config.name);
   if (isOciUrl(config.url)) checkOciSource(config.url, config.oci, config.insecure === true);
   else checkListUrl('url', config.url);
@@ -108,11 +136,13 @@ export function checkSubscriptionConfig(config: SubscriptionConfig): Subscriptio
   checkDn('endorser-dn', config.endorser?.dn);
   checkDn('endorser-ca', config.endorser?.ca);
   if (config.caDir !== undefined) checkAbsolutePath('ca-dir', config.caDir);
-  if (config.insecure !== undefined && typeof config.insecure !== 'boolean') throw new InputError('insecure', 'true or false', config.insecure);
+  if (config.insecure !== undefined && typeof config.insecure !== 'boolean')
+    throw new InputError('insecure', 'true or false', config.insecure);
   checkEvery('every', config.every);
   oneOf('new-images', NEW_IMAGE_POLICIES, config.newImages);
   oneOf('registry', REGISTRY_KINDS, config.registry);
-  if (config.username !== undefined && (typeof config.username !== 'string' || !USERNAME.test(config.username))) throw new InputError('username', 'a user name of letters, digits, ".", "_", "@" or "-"', config.username);
+  if (config.username !== undefined && (typeof config.username !== 'string' || !USERNAME.test(config.username)))
+    throw new InputError('username', 'a user name of letters, digits, ".", "_", "@" or "-"', config.username);
   if (config.passwordFile !== undefined) checkAbsolutePath('password-file', config.passwordFile);
   if (config.credentialsFile !== undefined) checkAbsolutePath('credentials-file', config.credentialsFile);
   oneOf('format', DISK_FORMATS, config.format);

@@ -56,9 +56,20 @@ export function checkMapRequest(r: MapRequest): void {
   checkName('version', r.base?.version);
   checkHost('nas', r.nas);
   checkHost('compute host', r.computeHost);
-  if (r.base.revoked) throw new InputError('version', `a version that is not revoked (${r.base.image}:${r.base.version} was revoked by ${r.base.revoked.by}: ${r.base.revoked.reason})`, r.base.version);
-  if (r.base.artifact?.host !== r.nas) throw new InputError('nas', `the NAS storing ${r.base.image}:${r.base.version} (${r.base.artifact?.host ?? 'none'})`, r.nas);
-  if (!['qcow2', 'raw'].includes(r.base.artifact.format)) throw new InputError('image', 'a version with a qcow2 or raw artifact', r.base.artifact.format);
+  if (r.base.revoked)
+    throw new InputError(
+      'version',
+      `a version that is not revoked (${r.base.image}:${r.base.version} was revoked by ${r.base.revoked.by}: ${r.base.revoked.reason})`,
+      r.base.version,
+    );
+  if (r.base.artifact?.host !== r.nas)
+    throw new InputError(
+      'nas',
+      `the NAS storing ${r.base.image}:${r.base.version} (${r.base.artifact?.host ?? 'none'})`,
+      r.nas,
+    );
+  if (!['qcow2', 'raw'].includes(r.base.artifact.format))
+    throw new InputError('image', 'a version with a qcow2 or raw artifact', r.base.artifact.format);
   if (r.sizeBytes !== undefined) checkSizeBytes('size', r.sizeBytes);
   if (r.frequencySeconds !== undefined) checkInt('frequency', r.frequencySeconds, 10, 86_400);
   if (r.waitSeconds !== undefined) checkInt('wait', r.waitSeconds, 1, 3600);
@@ -73,11 +84,16 @@ export function checkAttrs(a: VolumeAttrs): void {
   if (a.frequencySeconds !== undefined) checkInt('frequency', a.frequencySeconds, 10, 86_400);
   if (a.uploadSpeed !== undefined) checkSpeed('upload-speed', a.uploadSpeed);
   if (a.downloadSpeed !== undefined) checkSpeed('download-speed', a.downloadSpeed);
-  if (a.frozen !== undefined && typeof a.frozen !== 'boolean') throw new InputError('frozen', 'true or false', a.frozen);
+  if (a.frozen !== undefined && typeof a.frozen !== 'boolean')
+    throw new InputError('frozen', 'true or false', a.frozen);
   if (a.reset !== undefined) {
     if (!Array.isArray(a.reset)) throw new InputError('reset', `a list of ${RESETTABLE.join(', ')}`, a.reset);
-    for (const field of a.reset) if (!RESETTABLE.includes(field)) throw new InputError('reset', `one of ${RESETTABLE.join(', ')}`, field);
-    const both = a.reset.find((f) => (f === 'frequency' ? a.frequencySeconds : f === 'uploadSpeed' ? a.uploadSpeed : a.downloadSpeed) !== undefined);
+    for (const field of a.reset)
+      if (!RESETTABLE.includes(field)) throw new InputError('reset', `one of ${RESETTABLE.join(', ')}`, field);
+    const both = a.reset.find(
+      (f) =>
+        (f === 'frequency' ? a.frequencySeconds : f === 'uploadSpeed' ? a.uploadSpeed : a.downloadSpeed) !== undefined,
+    );
     if (both) throw new InputError(both, 'a value or a reset, not both', both);
   }
 }

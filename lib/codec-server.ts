@@ -40,12 +40,16 @@ class HttpError extends Error {
 
 function fromJson(p: JsonPayload): Payload {
   if (!p || typeof p !== 'object') throw new HttpError(400, 'payloads[]: expected objects with metadata and data');
-  const metadata = Object.fromEntries(Object.entries(p.metadata ?? {}).map(([k, v]) => [k, Buffer.from(String(v), 'base64')]));
+  const metadata = Object.fromEntries(
+    Object.entries(p.metadata ?? {}).map(([k, v]) => [k, Buffer.from(String(v), 'base64')]),
+  );
   return { metadata, data: Buffer.from(p.data ?? '', 'base64') };
 }
 
 function toJson(p: Payload): JsonPayload {
-  const metadata = Object.fromEntries(Object.entries(p.metadata ?? {}).map(([k, v]) => [k, Buffer.from(v).toString('base64')]));
+  const metadata = Object.fromEntries(
+    Object.entries(p.metadata ?? {}).map(([k, v]) => [k, Buffer.from(v).toString('base64')]),
+  );
   return { metadata, data: Buffer.from(p.data ?? []).toString('base64') };
 }
 
@@ -86,7 +90,8 @@ function authorize(req: http.IncomingMessage, jwks: Jwks, access: Access): { nam
   const namespace = String(req.headers['x-namespace'] ?? '');
   if (!NAMESPACE.test(namespace)) throw new HttpError(403, 'expected an X-Namespace header naming the namespace');
   const subject = typeof claims.sub === 'string' ? claims.sub.slice(0, 128) : '?';
-  if (!grants(claims, namespace, access)) throw new HttpError(403, `token of ${subject} does not grant ${access} on namespace ${namespace}`);
+  if (!grants(claims, namespace, access))
+    throw new HttpError(403, `token of ${subject} does not grant ${access} on namespace ${namespace}`);
   return { namespace, subject };
 }
 
@@ -108,7 +113,8 @@ export function createCodecServer(o: CodecServerOptions): http.Server {
       res.setHeader('Vary', 'Origin');
     }
     const route = (req.url ?? '').split('?')[0]!.replace(/\/+$/, '');
-    const log = (status: number, extra: Record<string, unknown> = {}) => o.logger.info({ method: req.method, route, status, ...extra }, 'codec request');
+    const log = (status: number, extra: Record<string, unknown> = {}) =>
+      o.logger.info({ method: req.method, route, status, ...extra }, 'codec request');
     if (req.method === 'OPTIONS') {
       // The browser's preflight: allowed for the UI's origin only; it carries no token.
       if (!origin || !origins.has(origin)) return send(res, 403, { error: 'origin not allowed' });

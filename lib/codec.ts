@@ -60,7 +60,12 @@ export class AesGcmCodec implements PayloadCodec {
     const nonce = randomBytes(NONCE_BYTES);
     const cipher = createCipheriv('aes-256-gcm', this.keyring.key(id)!, nonce);
     cipher.setAAD(Buffer.from(id, 'utf8'));
-    const sealed = Buffer.concat([nonce, cipher.update(PayloadMessage.encode(payload).finish()), cipher.final(), cipher.getAuthTag()]);
+    const sealed = Buffer.concat([
+      nonce,
+      cipher.update(PayloadMessage.encode(payload).finish()),
+      cipher.final(),
+      cipher.getAuthTag(),
+    ]);
     return {
       metadata: { encoding: Buffer.from(ENCRYPTED_ENCODING), [KEY_ID_METADATA]: Buffer.from(id, 'utf8') },
       data: sealed,
@@ -71,9 +76,13 @@ export class AesGcmCodec implements PayloadCodec {
     const id = text(payload.metadata?.[KEY_ID_METADATA]);
     if (!id) throw new PayloadDecryptionError(`encrypted payload has no ${KEY_ID_METADATA} metadata`);
     const key = this.keyring.key(id) ?? this.reloaded()?.key(id);
-    if (!key) throw new PayloadDecryptionError(`payload encrypted with key id ${JSON.stringify(id.slice(0, 64))}, which the keyring ${this.keyring.file} does not hold`);
+    if (!key)
+      throw new PayloadDecryptionError(
+        `payload encrypted with key id ${JSON.stringify(id.slice(0, 64))}, which the keyring ${this.keyring.file} does not hold`,
+      );
     const data = Buffer.from(payload.data ?? []);
-    if (data.length < NONCE_BYTES + TAG_BYTES) throw new PayloadDecryptionError(`encrypted payload (key id ${id}) is truncated`);
+    if (data.length < NONCE_BYTES + TAG_BYTES)
+      throw new PayloadDecryptionError(`encrypted payload (key id ${id}) is truncated`);
     const decipher = createDecipheriv('aes-256-gcm', key, data.subarray(0, NONCE_BYTES));
     decipher.setAAD(Buffer.from(id, 'utf8'));
     decipher.setAuthTag(data.subarray(data.length - TAG_BYTES));
@@ -81,7 +90,9 @@ export class AesGcmCodec implements PayloadCodec {
     try {
       plain = Buffer.concat([decipher.update(data.subarray(NONCE_BYTES, data.length - TAG_BYTES)), decipher.final()]);
     } catch {
-      throw new PayloadDecryptionError(`encrypted payload (key id ${id}) failed authentication: altered, or sealed with another key of that id`);
+      throw new PayloadDecryptionError(
+        `encrypted payload (key id ${id}) failed authentication: altered, or sealed with another key of that id`,
+      );
     }
     return PayloadMessage.decode(plain);
   }
@@ -99,5 +110,7 @@ export class AesGcmCodec implements PayloadCodec {
  * keyring of `config.codecKeys` (made on first use, read again when a payload names a newer key).
  */
 export function imgflowDataConverter(config: Pick<Config, 'codecKeys'>): DataConverter {
-  return { payloadCodecs: [new AesGcmCodec(openKeyring(config.codecKeys).keyring, () => readKeyring(config.codecKeys))] };
+  return {
+    payloadCodecs: [new AesGcmCodec(openKeyring(config.codecKeys).keyring, () => readKeyring(config.codecKeys))],
+  };
 }

@@ -64,7 +64,8 @@ function defaultHome(): string {
 export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessEnv = process.env): Config {
   // An empty setting would silently mean the default (or the working directory): it is refused.
   // Only an empty metrics address means something: no metrics endpoint.
-  for (const [field, value] of Object.entries(overrides)) if (value === '' && field !== 'metricsAddress') throw new InputError(field, 'a value, not an empty string', value);
+  for (const [field, value] of Object.entries(overrides))
+    if (value === '' && field !== 'metricsAddress') throw new InputError(field, 'a value, not an empty string', value);
   const host = overrides.host ?? env.IMGFLOW_HOST ?? shortHostName();
   const config: Config = {
     address: overrides.address ?? env[CONNECTION_ENV.address] ?? '127.0.0.1:7233',
@@ -77,15 +78,23 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
     tls: overrides.tls ?? tlsFromEnv(env),
     ...optional('apiKeyFile', overrides.apiKeyFile ?? env[CONNECTION_ENV.apiKeyFile]),
     ...optional('apiKey', overrides.apiKey ?? env[CONNECTION_ENV.apiKey]),
-    connectTimeoutMs: overrides.connectTimeoutMs ?? seconds('IMGFLOW_CONNECT_TIMEOUT', env.IMGFLOW_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT_S),
-    answerTimeoutMs: overrides.answerTimeoutMs ?? seconds('IMGFLOW_ANSWER_TIMEOUT', env.IMGFLOW_ANSWER_TIMEOUT, DEFAULT_ANSWER_TIMEOUT_S),
+    connectTimeoutMs:
+      overrides.connectTimeoutMs ??
+      seconds('IMGFLOW_CONNECT_TIMEOUT', env.IMGFLOW_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT_S),
+    answerTimeoutMs:
+      overrides.answerTimeoutMs ??
+      seconds('IMGFLOW_ANSWER_TIMEOUT', env.IMGFLOW_ANSWER_TIMEOUT, DEFAULT_ANSWER_TIMEOUT_S),
   };
   config.codecKeys = path.resolve(overrides.codecKeys ?? env.IMGFLOW_CODEC_KEYS ?? paths(config).codecKeys);
   checkHost('host', config.host);
   checkHost('site', config.site);
   checkAddress(config.address);
   checkNamespace(config.namespace);
-  if (config.metricsAddress) checkMetricsAddress(overrides.metricsAddress !== undefined ? '--metrics' : 'IMGFLOW_METRICS', config.metricsAddress);
+  if (config.metricsAddress)
+    checkMetricsAddress(
+      overrides.metricsAddress !== undefined ? '--metrics' : 'IMGFLOW_METRICS',
+      config.metricsAddress,
+    );
   return config;
 }
 
@@ -131,7 +140,8 @@ export function tlsFromEnv(env: NodeJS.ProcessEnv): TlsSettings {
 
 /** A Temporal namespace name, as the server accepts it. */
 export function checkNamespace(namespace: string): string {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/.test(namespace)) throw new InputError('namespace', 'a namespace of letters, digits, ".", "_" or "-"', namespace);
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/.test(namespace))
+    throw new InputError('namespace', 'a namespace of letters, digits, ".", "_" or "-"', namespace);
   return namespace;
 }
 
@@ -152,7 +162,11 @@ export function checkMetricsAddress(field: string, address: string): string {
   const m = /^(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(address);
   const octetsOk = !m || m[1]!.startsWith('[') || m[1]!.split('.').every((o) => Number(o) <= 255);
   if (!m || !octetsOk || Number(m[2]) < 1 || Number(m[2]) > 65535) {
-    throw new InputError(field, 'ip:port for the metrics endpoint (an IPv4 address or [IPv6], and a port from 1 to 65535), or empty to turn it off', address);
+    throw new InputError(
+      field,
+      'ip:port for the metrics endpoint (an IPv4 address or [IPv6], and a port from 1 to 65535), or empty to turn it off',
+      address,
+    );
   }
   return address;
 }
@@ -205,7 +219,8 @@ export interface BuilderSettings {
 export function builderSettings(env: NodeJS.ProcessEnv = process.env): BuilderSettings {
   const proxy = env.IMGFLOW_MIRROR_PROXY;
   if (proxy === undefined || proxy === '') return {};
-  if (!/^http:\/\/[A-Za-z0-9.-]+:\d{1,5}\/?$/.test(proxy)) throw new InputError('IMGFLOW_MIRROR_PROXY', 'an http://HOST:PORT proxy URL', proxy);
+  if (!/^http:\/\/[A-Za-z0-9.-]+:\d{1,5}\/?$/.test(proxy))
+    throw new InputError('IMGFLOW_MIRROR_PROXY', 'an http://HOST:PORT proxy URL', proxy);
   return { mirrorProxy: proxy };
 }
 
@@ -238,7 +253,9 @@ function nasExportSettings(env: NodeJS.ProcessEnv): NasExportSettings {
       return {
         kind,
         portal: env.IMGFLOW_NAS_PORTAL ?? '127.0.0.1',
-        ...(env.IMGFLOW_TGT_CONTROL_PORT ? { controlPort: checkInt('IMGFLOW_TGT_CONTROL_PORT', env.IMGFLOW_TGT_CONTROL_PORT, 0, 65_535) } : {}),
+        ...(env.IMGFLOW_TGT_CONTROL_PORT
+          ? { controlPort: checkInt('IMGFLOW_TGT_CONTROL_PORT', env.IMGFLOW_TGT_CONTROL_PORT, 0, 65_535) }
+          : {}),
       };
     case 'nbd':
       return { kind, ...(env.IMGFLOW_NAS_NBD_ADDRESS ? { address: env.IMGFLOW_NAS_NBD_ADDRESS } : {}) };
@@ -307,11 +324,17 @@ export const DEFAULT_CA_DIR = '/etc/grid-security/certificates';
 
 export function registrySettings(env: NodeJS.ProcessEnv = process.env): RegistrySettings {
   const format = env.IMGFLOW_CLOUD_FORMAT || 'qcow2';
-  if (format !== 'qcow2' && format !== 'raw') throw new InputError('IMGFLOW_CLOUD_FORMAT', 'qcow2 or raw', env.IMGFLOW_CLOUD_FORMAT);
+  if (format !== 'qcow2' && format !== 'raw')
+    throw new InputError('IMGFLOW_CLOUD_FORMAT', 'qcow2 or raw', env.IMGFLOW_CLOUD_FORMAT);
   if (!env.IMGFLOW_ONE_ENDPOINT) return { format };
   // The password itself is read from its file by the registry, at worker start, and lives only there.
   const passwordFile = env.IMGFLOW_ONE_PASSWORD_FILE;
-  if (!passwordFile) throw new InputError('IMGFLOW_ONE_PASSWORD_FILE', 'a file holding the OpenNebula password when IMGFLOW_ONE_ENDPOINT is set', undefined);
+  if (!passwordFile)
+    throw new InputError(
+      'IMGFLOW_ONE_PASSWORD_FILE',
+      'a file holding the OpenNebula password when IMGFLOW_ONE_ENDPOINT is set',
+      undefined,
+    );
   return {
     format,
     opennebula: {

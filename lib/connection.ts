@@ -27,7 +27,8 @@ function readSetting(field: string, file: string): Buffer {
   } catch {
     throw new InputError(field, 'a readable file', file);
   }
-  if (data.length === 0 || data.length > MAX_FILE_BYTES) throw new InputError(field, `a file of 1 to ${MAX_FILE_BYTES} bytes`, file);
+  if (data.length === 0 || data.length > MAX_FILE_BYTES)
+    throw new InputError(field, `a file of 1 to ${MAX_FILE_BYTES} bytes`, file);
   return data;
 }
 
@@ -40,14 +41,22 @@ function hostOf(address: string): string {
 function tlsOptions(tls: Config['tls'], address: string): TLSConfig | false {
   if (!tls.enabled) return false;
   if (Boolean(tls.certPath) !== Boolean(tls.keyPath)) {
-    throw new InputError(tls.certPath ? '--tls-key-path' : '--tls-cert-path', 'both a client certificate and its key, or neither');
+    throw new InputError(
+      tls.certPath ? '--tls-key-path' : '--tls-cert-path',
+      'both a client certificate and its key, or neither',
+    );
   }
   return {
     // An override naming the address's own host changes nothing (and an IP as TLS server name is not allowed).
     ...(tls.serverName && tls.serverName !== hostOf(address) ? { serverNameOverride: tls.serverName } : {}),
     ...(tls.caPath ? { serverRootCACertificate: readSetting('--tls-ca-path', tls.caPath) } : {}),
     ...(tls.certPath && tls.keyPath
-      ? { clientCertPair: { crt: readSetting('--tls-cert-path', tls.certPath), key: readSetting('--tls-key-path', tls.keyPath) } }
+      ? {
+          clientCertPair: {
+            crt: readSetting('--tls-cert-path', tls.certPath),
+            key: readSetting('--tls-key-path', tls.keyPath),
+          },
+        }
       : {}),
   };
 }
@@ -64,7 +73,9 @@ function apiKeyOf(config: Pick<Config, 'apiKey' | 'apiKeyFile'>): string | undef
 }
 
 /** Options for `Connection.connect` and `NativeConnection.connect`. */
-export function connectionSettings(config: Pick<Config, 'address' | 'tls' | 'apiKey' | 'apiKeyFile'>): ConnectionSettings {
+export function connectionSettings(
+  config: Pick<Config, 'address' | 'tls' | 'apiKey' | 'apiKeyFile'>,
+): ConnectionSettings {
   const apiKey = apiKeyOf(config);
   return { address: config.address, tls: tlsOptions(config.tls, config.address), ...(apiKey ? { apiKey } : {}) };
 }

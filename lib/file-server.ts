@@ -35,7 +35,13 @@ export async function serveFiles(port = 0, host = '127.0.0.1'): Promise<FileServ
     const urlPath = new URL(req.url ?? '/', 'http://localhost').pathname;
     const file = files.get(urlPath);
     const answer = async () => {
-      const size = file && req.method === 'GET' ? await fs.stat(file).then((s) => s.size, () => undefined) : undefined;
+      const size =
+        file && req.method === 'GET'
+          ? await fs.stat(file).then(
+              (s) => s.size,
+              () => undefined,
+            )
+          : undefined;
       const status = size === undefined ? (req.method === 'GET' ? 404 : 405) : 200;
       requests.push({ path: urlPath, status });
       if (status !== 200) return void res.writeHead(status).end();

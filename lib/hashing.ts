@@ -47,7 +47,8 @@ function batches() {
     give: (batch: Buffer) => void free.push(batch),
     /** Only a whole batch owns its memory; a slice of Node's shared pool must never be moved. */
     check: (batch: Buffer) => {
-      if (batch.byteOffset !== 0 || batch.byteLength !== BATCH_BYTES) throw new Error('StreamHash.update takes batches from StreamHash.batch()');
+      if (batch.byteOffset !== 0 || batch.byteLength !== BATCH_BYTES)
+        throw new Error('StreamHash.update takes batches from StreamHash.batch()');
     },
   };
 }
@@ -75,7 +76,9 @@ export function createStreamHash(algorithm: string): StreamHash {
     },
     async digest() {
       if (thread) return thread.digest();
-      return createHash(algorithm).update(first ? first[0].subarray(0, first[1]) : new Uint8Array()).digest('hex');
+      return createHash(algorithm)
+        .update(first ? first[0].subarray(0, first[1]) : new Uint8Array())
+        .digest('hex');
     },
     close: () => thread?.close(),
   };

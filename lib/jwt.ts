@@ -45,7 +45,8 @@ export function readJwks(file: string): Jwks {
   } catch (err) {
     throw new InputError('--jwks', `a readable JSON Web Key Set (${(err as Error).message.split('\n')[0]})`, file);
   }
-  if (!Array.isArray(jwks.keys) || !jwks.keys.some((k) => k.kty === 'RSA')) throw new InputError('--jwks', 'a key set {"keys": [...]} with at least one RSA key', file);
+  if (!Array.isArray(jwks.keys) || !jwks.keys.some((k) => k.kty === 'RSA'))
+    throw new InputError('--jwks', 'a key set {"keys": [...]} with at least one RSA key', file);
   return jwks;
 }
 
@@ -53,7 +54,12 @@ function signingKey(jwks: Jwks, kid: unknown): KeyObject {
   const rsa = jwks.keys.filter((k) => k.kty === 'RSA' && (k.use === undefined || k.use === 'sig'));
   // A token without a kid is accepted only when the set leaves no doubt which key signed it.
   const jwk = kid === undefined ? (rsa.length === 1 ? rsa[0] : undefined) : rsa.find((k) => k.kid === kid);
-  if (!jwk) throw new JwtError(kid === undefined ? 'token header: expected a kid naming a key of the key set' : `token signed with key ${JSON.stringify(String(kid).slice(0, 64))}, which the key set does not hold`);
+  if (!jwk)
+    throw new JwtError(
+      kid === undefined
+        ? 'token header: expected a kid naming a key of the key set'
+        : `token signed with key ${JSON.stringify(String(kid).slice(0, 64))}, which the key set does not hold`,
+    );
   return createPublicKey({ key: jwk, format: 'jwk' });
 }
 
@@ -61,19 +67,23 @@ function signingKey(jwks: Jwks, kid: unknown): KeyObject {
 export function verifyJwt(token: string, jwks: Jwks, now: Date = new Date()): JwtClaims {
   if (token.length > MAX_TOKEN_CHARS) throw new JwtError(`token: longer than ${MAX_TOKEN_CHARS} characters`);
   const parts = token.split('.');
-  if (parts.length !== 3 || !parts.every((p) => BASE64URL.test(p))) throw new JwtError('token: expected three base64url parts (header.payload.signature)');
+  if (parts.length !== 3 || !parts.every((p) => BASE64URL.test(p)))
+    throw new JwtError('token: expected three base64url parts (header.payload.signature)');
   const [headerPart, payloadPart, signaturePart] = parts as [string, string, string];
   const header = decodePart(headerPart, 'header');
   // Only RS256: "none" and HMAC algorithms (signed with a public key taken as a secret) never pass.
-  if (header.alg !== 'RS256') throw new JwtError(`token header alg: expected RS256, got ${JSON.stringify(String(header.alg).slice(0, 16))}`);
+  if (header.alg !== 'RS256')
+    throw new JwtError(`token header alg: expected RS256, got ${JSON.stringify(String(header.alg).slice(0, 16))}`);
   const key = signingKey(jwks, header.kid);
   const signed = Buffer.from(`${headerPart}.${payloadPart}`, 'ascii');
-  if (!verify('RSA-SHA256', signed, key, Buffer.from(signaturePart, 'base64url'))) throw new JwtError('token signature does not verify against the key set');
+  if (!verify('RSA-SHA256', signed, key, Buffer.from(signaturePart, 'base64url')))
+    throw new JwtError('token signature does not verify against the key set');
   const claims = decodePart(payloadPart, 'payload') as JwtClaims;
   const seconds = Math.floor(now.getTime() / 1000);
   if (typeof claims.exp !== 'number') throw new JwtError('token: expected an exp claim');
   if (seconds >= claims.exp) throw new JwtError(`token expired at ${new Date(claims.exp * 1000).toISOString()}`);
-  if (claims.nbf !== undefined && (typeof claims.nbf !== 'number' || seconds < claims.nbf)) throw new JwtError('token not valid yet (nbf)');
+  if (claims.nbf !== undefined && (typeof claims.nbf !== 'number' || seconds < claims.nbf))
+    throw new JwtError('token not valid yet (nbf)');
   return claims;
 }
 

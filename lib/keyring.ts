@@ -38,7 +38,10 @@ export class KeyringError extends Error {
 
 /** A new key id: its creation time, readable, plus a random suffix so two made in one second differ. */
 function newKeyId(now: Date): string {
-  return `${now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}-${randomBytes(3).toString('hex')}`;
+  return `${now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z')}-${randomBytes(3).toString('hex')}`;
 }
 
 function newKey(now = new Date()): StoredKey {
@@ -53,13 +56,16 @@ function parseKeys(file: string, text: string): StoredKey[] {
     throw new KeyringError(`keyring ${file}: expected JSON with a "keys" list`);
   }
   const keys = (doc as { keys?: unknown }).keys;
-  if (!Array.isArray(keys) || keys.length === 0) throw new KeyringError(`keyring ${file}: keys: expected a non-empty list`);
+  if (!Array.isArray(keys) || keys.length === 0)
+    throw new KeyringError(`keyring ${file}: keys: expected a non-empty list`);
   const seen = new Set<string>();
   return keys.map((k: Partial<StoredKey>, i) => {
-    if (typeof k.id !== 'string' || !KEY_ID.test(k.id)) throw new KeyringError(`keyring ${file}: keys[${i}].id: expected 1-64 letters, digits, ".", "_" or "-"`);
+    if (typeof k.id !== 'string' || !KEY_ID.test(k.id))
+      throw new KeyringError(`keyring ${file}: keys[${i}].id: expected 1-64 letters, digits, ".", "_" or "-"`);
     if (seen.has(k.id)) throw new KeyringError(`keyring ${file}: keys[${i}].id: ${k.id} is listed twice`);
     seen.add(k.id);
-    if (typeof k.created !== 'string' || Number.isNaN(Date.parse(k.created))) throw new KeyringError(`keyring ${file}: keys[${i}].created: expected an ISO 8601 time`);
+    if (typeof k.created !== 'string' || Number.isNaN(Date.parse(k.created)))
+      throw new KeyringError(`keyring ${file}: keys[${i}].created: expected an ISO 8601 time`);
     if (typeof k.key !== 'string' || Buffer.from(k.key, 'base64').length !== KEY_BYTES) {
       throw new KeyringError(`keyring ${file}: keys[${i}].key (id ${k.id}): expected ${KEY_BYTES} bytes in base64`);
     }
@@ -75,7 +81,10 @@ function toKeyring(file: string, stored: StoredKey[]): Keyring {
 
 function readStored(file: string): StoredKey[] {
   const mode = fs.statSync(file).mode & 0o777;
-  if (mode & 0o077) throw new KeyringError(`keyring ${file}: mode ${mode.toString(8)} lets others read it; expected 600 (chmod 600 ${file})`);
+  if (mode & 0o077)
+    throw new KeyringError(
+      `keyring ${file}: mode ${mode.toString(8)} lets others read it; expected 600 (chmod 600 ${file})`,
+    );
   return parseKeys(file, fs.readFileSync(file, 'utf8'));
 }
 
@@ -108,12 +117,14 @@ export function readKeyring(file: string): Keyring {
 
 /** Makes a keyring with one key; refuses to replace one that exists (its keys may still be needed). */
 export function createKeyring(file: string): Keyring {
-  if (fs.existsSync(file)) throw new KeyringError(`keyring ${file} exists already: 'imgflow keys rotate' adds a key to it`);
+  if (fs.existsSync(file))
+    throw new KeyringError(`keyring ${file} exists already: 'imgflow keys rotate' adds a key to it`);
   const keys = [newKey()];
   try {
     writeStored(file, keys, true);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new KeyringError(`keyring ${file} exists already: 'imgflow keys rotate' adds a key to it`);
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST')
+      throw new KeyringError(`keyring ${file} exists already: 'imgflow keys rotate' adds a key to it`);
     throw err;
   }
   return toKeyring(file, keys);

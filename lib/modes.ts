@@ -22,7 +22,8 @@ export interface FileModes {
 
 export function homeModes(env: NodeJS.ProcessEnv = process.env): FileModes {
   const raw = env.IMGFLOW_HOME_MODE;
-  if (raw !== undefined && !/^0?[0-7]{3}$/.test(raw)) throw new InputError('IMGFLOW_HOME_MODE', 'an octal mode such as 0700 or 0750', raw);
+  if (raw !== undefined && !/^0?[0-7]{3}$/.test(raw))
+    throw new InputError('IMGFLOW_HOME_MODE', 'an octal mode such as 0700 or 0750', raw);
   const dir = raw === undefined ? 0o700 : parseInt(raw, 8);
   const file = dir & 0o666;
   return { dir, file, readOnly: file & 0o444, umask: 0o777 & ~dir };

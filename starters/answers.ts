@@ -18,7 +18,12 @@ const TASK_QUEUE_TYPE_ACTIVITY = 2;
 const NO_POLLER_GRACE_MS = 1000;
 
 /** Whether a worker has polled the queue lately (for activities, or workflows: the orchestrator): an unknown host is refused before anything starts. */
-export async function hasWorker(client: Client, namespace: string, queue: string, type: 'activity' | 'workflow' = 'activity'): Promise<boolean> {
+export async function hasWorker(
+  client: Client,
+  namespace: string,
+  queue: string,
+  type: 'activity' | 'workflow' = 'activity',
+): Promise<boolean> {
   const reply = await client.workflowService.describeTaskQueue({
     namespace,
     taskQueue: { name: queue, kind: TASK_QUEUE_KIND_NORMAL },
@@ -32,7 +37,9 @@ async function unpolled(client: Client, queues: string[]): Promise<string | unde
   const namespace = client.options.namespace;
   const deadline = Date.now() + NO_POLLER_GRACE_MS;
   for (;;) {
-    const missing = (await Promise.all(queues.map(async (q) => ((await hasWorker(client, namespace, q, 'workflow')) ? undefined : q)))).find(Boolean);
+    const missing = (
+      await Promise.all(queues.map(async (q) => ((await hasWorker(client, namespace, q, 'workflow')) ? undefined : q)))
+    ).find(Boolean);
     if (!missing || Date.now() > deadline) return missing;
     await new Promise((r) => setTimeout(r, 250));
   }
@@ -67,12 +74,22 @@ function unanswered(err: unknown): boolean {
  * orchestrator has polled lately fails it at once, naming the queue, instead of at the bound.
  * Other errors pass through as they are.
  */
-export async function answered<T>(client: Client, what: string, read: () => Promise<T>, queues: string[] = []): Promise<T> {
+export async function answered<T>(
+  client: Client,
+  what: string,
+  read: () => Promise<T>,
+  queues: string[] = [],
+): Promise<T> {
   const timeoutMs = answerBound(client);
   const nobody = await unpolled(client, [...new Set(queues)]);
-  if (nobody) throw new UnavailableError(`${what} is unavailable: no orchestrator polls the ${nobody} queue ('imgflow dev' runs one, or a worker of role orchestrator)`);
+  if (nobody)
+    throw new UnavailableError(
+      `${what} is unavailable: no orchestrator polls the ${nobody} queue ('imgflow dev' runs one, or a worker of role orchestrator)`,
+    );
   const abort = new AbortController();
-  const late = new UnavailableError(`${what} is unavailable: no orchestrator answered within ${timeoutMs / 1000}s, the --answer-timeout bound (is a worker of role orchestrator running? 'imgflow dev' runs one of each role)`);
+  const late = new UnavailableError(
+    `${what} is unavailable: no orchestrator answered within ${timeoutMs / 1000}s, the --answer-timeout bound (is a worker of role orchestrator running? 'imgflow dev' runs one of each role)`,
+  );
   let timer: NodeJS.Timeout | undefined;
   const expired = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
@@ -81,7 +98,10 @@ export async function answered<T>(client: Client, what: string, read: () => Prom
     }, timeoutMs);
   });
   try {
-    return await Promise.race([client.withAbortSignal(abort.signal, () => client.withDeadline(Date.now() + timeoutMs, read)), expired]);
+    return await Promise.race([
+      client.withAbortSignal(abort.signal, () => client.withDeadline(Date.now() + timeoutMs, read)),
+      expired,
+    ]);
   } catch (err) {
     if (err instanceof UnavailableError) throw err;
     if (unanswered(err)) throw late;
@@ -115,17 +135,21 @@ export async function outcomeOf<T>(handle: WorkflowHandle, lossBoundMs: number, 
       if (!lostServer(err)) throw err;
       lostAt ??= Date.now();
       // Back within reach: the outage is over, whatever comes next is a new one.
-      const back = await handle.client.withDeadline(Date.now() + 2000, () => handle.describe()).then(
-        () => true,
-        () => false,
-      );
+      const back = await handle.client
+        .withDeadline(Date.now() + 2000, () => handle.describe())
+        .then(
+          () => true,
+          () => false,
+        );
       if (back) {
         lostAt = undefined;
         pause = 250;
         continue;
       }
       if (Date.now() - lostAt > lossBoundMs) {
-        throw new Error(`lost the Temporal server for more than ${lossBoundMs / 1000}s, the --connect-timeout bound, while waiting for ${what}; it may still finish (${oneLineOf(err)})`);
+        throw new Error(
+          `lost the Temporal server for more than ${lossBoundMs / 1000}s, the --connect-timeout bound, while waiting for ${what}; it may still finish (${oneLineOf(err)})`,
+        );
       }
       await new Promise((r) => setTimeout(r, pause));
     }

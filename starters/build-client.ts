@@ -45,19 +45,33 @@ export function formatVersion(v: VersionRecord): string {
  */
 export async function requestBuild(client: Client, namespace: string, request: BuildRequest): Promise<BuildTicket> {
   if (!(await hasWorker(client, namespace, queues.nas(request.store)))) {
-    throw new InputError('--store', `a NAS whose worker is running (nothing polls ${queues.nas(request.store)})`, request.store);
+    throw new InputError(
+      '--store',
+      `a NAS whose worker is running (nothing polls ${queues.nas(request.store)})`,
+      request.store,
+    );
   }
   return updateLineage(client, request.recipe.image, requestBuildUpdate, request);
 }
 
 /** Follows a requested build to its registered version, showing progress on a terminal. */
-export async function waitForBuild(client: Client, image: string, buildId: string, ahead: string[], lossBoundMs = DEFAULT_CONNECT_TIMEOUT_S * 1000): Promise<VersionRecord> {
+export async function waitForBuild(
+  client: Client,
+  image: string,
+  buildId: string,
+  ahead: string[],
+  lossBoundMs = DEFAULT_CONNECT_TIMEOUT_S * 1000,
+): Promise<VersionRecord> {
   if (ahead.length) say(`${image} is already building: waiting for ${ahead.join(', ')} to finish first`);
   const handle = client.workflow.getHandle(buildId);
   // The lineage starts the build when its turn comes; until then it does not exist.
   await until(() => handle.describe(), 24 * 3600_000);
   // A server that goes away meanwhile is waited for: what is printed is the build's own outcome.
-  const result: BuildResult = await watchProgress(handle, outcomeOf<BuildResult>(handle, lossBoundMs, `build ${buildId}`), `build ${image}`);
+  const result: BuildResult = await watchProgress(
+    handle,
+    outcomeOf<BuildResult>(handle, lossBoundMs, `build ${buildId}`),
+    `build ${image}`,
+  );
   const record = await until(() => fullVersion(client, image, result.version), 30_000);
   if (!record) throw new Error(`build ${buildId} finished but ${image} did not register ${result.version}`);
   return record;

@@ -40,11 +40,19 @@ export function buildProgram(): commander.Command {
     .option('--tls-server-name <name>', "the name in the server's certificate (env TEMPORAL_TLS_SERVER_NAME)")
     .option('--api-key <token>', 'bearer token sent with every call (env TEMPORAL_API_KEY; prefer --api-key-file)')
     .option('--api-key-file <file>', 'a file holding the bearer token (env IMGFLOW_API_KEY_FILE)')
-    .option('--connect-timeout <seconds>', 'keep trying to reach the server, with backoff, this long (env IMGFLOW_CONNECT_TIMEOUT; default 30)')
-    .option('--answer-timeout <seconds>', 'wait this long for an orchestrator to answer a read, such as maps (env IMGFLOW_ANSWER_TIMEOUT; default 10)')
+    .option(
+      '--connect-timeout <seconds>',
+      'keep trying to reach the server, with backoff, this long (env IMGFLOW_CONNECT_TIMEOUT; default 30)',
+    )
+    .option(
+      '--answer-timeout <seconds>',
+      'wait this long for an orchestrator to answer a read, such as maps (env IMGFLOW_ANSWER_TIMEOUT; default 10)',
+    )
     .showSuggestionAfterError()
     .exitOverride()
-    .configureOutput({ writeErr: (text) => process.stderr.write(text.startsWith('error: ') ? `imgflow: ${text.slice(7)}` : text) });
+    .configureOutput({
+      writeErr: (text) => process.stderr.write(text.startsWith('error: ') ? `imgflow: ${text.slice(7)}` : text),
+    });
   const groups: [string, ((p: commander.Command) => void)[]][] = [
     ['Running imgflow:', [registerDemo, registerDev, registerWorker, registerPing, registerCluster]],
     ['Images:', [registerBuild, registerLineage, registerValidate, registerPush]],

@@ -23,7 +23,11 @@ export interface Session {
 }
 
 export async function connectClient(config: Config): Promise<{ client: Client; connection: Connection }> {
-  const connection = await connectOrFail(connectionSettings(config), config.connectTimeoutMs, "start it with 'imgflow dev' or set --address and the TLS and token settings");
+  const connection = await connectOrFail(
+    connectionSettings(config),
+    config.connectTimeoutMs,
+    "start it with 'imgflow dev' or set --address and the TLS and token settings",
+  );
   return { connection, client: newClient(connection, config) };
 }
 
@@ -32,22 +36,37 @@ export async function connectClient(config: Config): Promise<{ client: Client; c
  * so the Web UI's history shows who asked for each change.
  */
 function newClient(connection: Connection, config: Config): Client {
-  const client = new sdk.Client({ connection, namespace: config.namespace, dataConverter: imgflowDataConverter(config), identity: `${currentUser()}@${os.hostname()} (imgflow ${process.pid})` });
+  const client = new sdk.Client({
+    connection,
+    namespace: config.namespace,
+    dataConverter: imgflowDataConverter(config),
+    identity: `${currentUser()}@${os.hostname()} (imgflow ${process.pid})`,
+  });
   setAnswerBound(client, config.answerTimeoutMs);
   return client;
 }
 
 /** Starts the dev server when it is not up yet (loopback only) and connects a client to it. */
-export async function ensureClient(config: Config): Promise<{ client: Client; connection: Connection; uiUrl?: string }> {
+export async function ensureClient(
+  config: Config,
+): Promise<{ client: Client; connection: Connection; uiUrl?: string }> {
   const server = await ensureServer(config, say);
-  return { connection: server.connection, client: newClient(server.connection, config), ...(server.uiUrl ? { uiUrl: server.uiUrl } : {}) };
+  return {
+    connection: server.connection,
+    client: newClient(server.connection, config),
+    ...(server.uiUrl ? { uiUrl: server.uiUrl } : {}),
+  };
 }
 
 /**
  * Connects to the server at `config.address` (with `startServer`, starting the dev server there
  * first when nothing answers), runs `work` and closes the connection after, whatever happened.
  */
-export async function withClient<T>(config: Config, work: (session: Session) => Promise<T>, options: { startServer?: boolean } = {}): Promise<T> {
+export async function withClient<T>(
+  config: Config,
+  work: (session: Session) => Promise<T>,
+  options: { startServer?: boolean } = {},
+): Promise<T> {
   const connected = options.startServer ? await ensureClient(config) : await connectClient(config);
   try {
     return await work({ ...connected, config });

@@ -7,7 +7,16 @@ import type { Command } from 'commander';
 import type { Client } from '@temporalio/client';
 import type { withClient } from './client.js';
 import { checkUser } from '../common/lineage.js';
-import { DEFAULT_ANSWER_TIMEOUT_S, DEFAULT_CONNECT_TIMEOUT_S, ensurePrivateHome, loadConfig, seconds, tlsFromEnv, type Config, type TlsSettings } from '../lib/config.js';
+import {
+  DEFAULT_ANSWER_TIMEOUT_S,
+  DEFAULT_CONNECT_TIMEOUT_S,
+  ensurePrivateHome,
+  loadConfig,
+  seconds,
+  tlsFromEnv,
+  type Config,
+  type TlsSettings,
+} from '../lib/config.js';
 
 export interface GlobalFlags {
   address?: string;
@@ -42,7 +51,8 @@ function tlsFrom(flags: GlobalFlags): TlsSettings {
 /** The checked configuration of a command, its state directory made private on the way. */
 export function configFrom(flags: GlobalFlags, extra: Partial<Config> = {}): Config {
   // A flag given empty is checked like any other value, never taken as absent.
-  const given = <K extends string>(key: K, value: string | undefined) => (value === undefined ? {} : ({ [key]: value } as Record<K, string>));
+  const given = <K extends string>(key: K, value: string | undefined) =>
+    value === undefined ? {} : ({ [key]: value } as Record<K, string>);
   const config = loadConfig({
     ...given('address', flags.address),
     ...given('namespace', flags.namespace),
@@ -51,8 +61,12 @@ export function configFrom(flags: GlobalFlags, extra: Partial<Config> = {}): Con
     tls: tlsFrom(flags),
     ...given('apiKey', flags.apiKey),
     ...given('apiKeyFile', flags.apiKeyFile),
-    ...(flags.connectTimeout !== undefined ? { connectTimeoutMs: seconds('--connect-timeout', flags.connectTimeout, DEFAULT_CONNECT_TIMEOUT_S) } : {}),
-    ...(flags.answerTimeout !== undefined ? { answerTimeoutMs: seconds('--answer-timeout', flags.answerTimeout, DEFAULT_ANSWER_TIMEOUT_S) } : {}),
+    ...(flags.connectTimeout !== undefined
+      ? { connectTimeoutMs: seconds('--connect-timeout', flags.connectTimeout, DEFAULT_CONNECT_TIMEOUT_S) }
+      : {}),
+    ...(flags.answerTimeout !== undefined
+      ? { answerTimeoutMs: seconds('--answer-timeout', flags.answerTimeout, DEFAULT_ANSWER_TIMEOUT_S) }
+      : {}),
     ...extra,
   });
   ensurePrivateHome(config);

@@ -42,10 +42,14 @@ async function storagePipeline(client: Client, config: Config, stamp: string, si
     staticSummary: `Demo: build ${image} on ${queues.builder(arch)}, clone it as ${volume} on ${queues.nas(config.host)}`,
   });
   const summary: DemoSummary = await watchProgress(handle, handle.result(), 'storage pipeline');
-  if (!summary.volume.readsThrough) throw new Error(`the clone ${summary.volume.path} does not read through to its base`);
+  if (!summary.volume.readsThrough)
+    throw new Error(`the clone ${summary.volume.path} does not read through to its base`);
   const text = formatPairs([
     ['workflow', handle.workflowId],
-    ['base', `${summary.image}:${summary.version} ${summary.base.path} (${humanBytes(summary.base.virtualBytes)} virtual, sha256 ${summary.base.sha256.slice(0, 16)}...)`],
+    [
+      'base',
+      `${summary.image}:${summary.version} ${summary.base.path} (${humanBytes(summary.base.virtualBytes)} virtual, sha256 ${summary.base.sha256.slice(0, 16)}...)`,
+    ],
     ['clone', `${summary.volume.name}: ${humanBytes(summary.volume.actualBytes)} on disk, reads through to its base`],
   ]);
   return { summary: { workflowId: handle.workflowId, ...summary }, text };
@@ -54,7 +58,13 @@ async function storagePipeline(client: Client, config: Config, stamp: string, si
 async function buildNodeImage(client: Client, store: string): Promise<{ summary: VersionRecord; text: string }> {
   const { recipe, digest } = demoRecipe();
   const by = currentUser();
-  const ticket = await updateLineage(client, recipe.image, requestBuildUpdate, { recipe, recipeDigest: digest, by, message: 'demo build', store });
+  const ticket = await updateLineage(client, recipe.image, requestBuildUpdate, {
+    recipe,
+    recipeDigest: digest,
+    by,
+    message: 'demo build',
+    store,
+  });
   const version = await waitForBuild(client, recipe.image, ticket.buildId, ticket.ahead);
   return { summary: version, text: formatVersion(version) };
 }
@@ -63,7 +73,12 @@ async function promote(client: Client, version: VersionRecord) {
   const by = currentUser();
   const tag = await updateLineage(client, DEMO_IMAGE, tagUpdate, { by, version: version.id });
   await updateLineage(client, DEMO_IMAGE, promoteUpdate, { by, tag: tag.name, channel: 'test' });
-  await updateLineage(client, DEMO_IMAGE, testResultUpdate, { by, tag: tag.name, passed: true, note: 'demo: image built and prepared' });
+  await updateLineage(client, DEMO_IMAGE, testResultUpdate, {
+    by,
+    tag: tag.name,
+    passed: true,
+    note: 'demo: image built and prepared',
+  });
   const prod = await updateLineage(client, DEMO_IMAGE, promoteUpdate, { by, tag: tag.name, channel: 'prod' });
   const text = formatPairs([
     ['tag', `${tag.name} -> ${tag.version}`],
@@ -81,11 +96,22 @@ function mapStep(client: Client, run: Run, site: DemoSite, stamp: string): Step 
 }
 
 /** The demo's steps in order: on this host's in-process workers, or with `site` on a site's hosts. */
-export function demoSteps(client: Client, config: Config, o: { run: Run; stamp: string; sizeMiB: number; site?: DemoSite }): Step[] {
+export function demoSteps(
+  client: Client,
+  config: Config,
+  o: { run: Run; stamp: string; sizeMiB: number; site?: DemoSite },
+): Step[] {
   const { run, stamp, sizeMiB, site } = o;
   let version: VersionRecord | undefined;
   return [
-    ...(site ? [] : [{ title: 'storage pipeline across builder and NAS queues', run: () => storagePipeline(client, config, stamp, sizeMiB) }]),
+    ...(site
+      ? []
+      : [
+          {
+            title: 'storage pipeline across builder and NAS queues',
+            run: () => storagePipeline(client, config, stamp, sizeMiB),
+          },
+        ]),
     {
       title: `build ${DEMO_IMAGE} (debootstrap minbase bookworm) into a new version${site ? ` on builder-0, stored on ${site.nas}` : ''}`,
       run: async () => {

@@ -36,10 +36,20 @@ export interface DemoSite {
 export function demoSite(config: Pick<Config, 'home' | 'address'>, name: string): DemoSite {
   const dir = paths(config).cluster(checkClusterName(name));
   const hosts = readHostsState(dir);
-  if (!hosts?.workers.length) throw new InputError('--cluster', `a cluster brought up with its hosts (imgflow cluster --name ${name} up --compute N)`, name);
+  if (!hosts?.workers.length)
+    throw new InputError(
+      '--cluster',
+      `a cluster brought up with its hosts (imgflow cluster --name ${name} up --compute N)`,
+      name,
+    );
   const cluster = readState(dir);
   // Anywhere else (the dev server, say) nothing polls the hosts' queues: the demo would wait forever.
-  if (config.address !== frontendAddress(cluster)) throw new InputError('--address', `the frontend of cluster ${name}, ${frontendAddress(cluster)} (eval "$(imgflow cluster --name ${name} env)" first)`, config.address);
+  if (config.address !== frontendAddress(cluster))
+    throw new InputError(
+      '--address',
+      `the frontend of cluster ${name}, ${frontendAddress(cluster)} (eval "$(imgflow cluster --name ${name} env)" first)`,
+      config.address,
+    );
   const computes = hosts.hosts.map((h) => h.name).filter((h) => h.startsWith('compute-'));
   const compute = computes[1] ?? computes[0]!;
   const other = computes.find((h) => h !== compute);
@@ -56,14 +66,27 @@ export function demoSite(config: Pick<Config, 'home' | 'address'>, name: string)
 /** Whether `host` can open the volume's iSCSI export as its own initiator (the name its worker attaches with). */
 async function reads(run: Run, site: DemoSite, host: string, url: string): Promise<boolean> {
   const argv = ['iscsi-readcapacity16', '-s', `--initiator-name=${DEFAULT_IQN_PREFIX}:${host}`, url];
-  return (await runOn(site.hosts, host, argv, { okExitCodes: Array.from({ length: 255 }, (_, i) => i + 1), timeoutMs: 30_000 })).exitCode === 0;
+  return (
+    (
+      await runOn(site.hosts, host, argv, {
+        okExitCodes: Array.from({ length: 255 }, (_, i) => i + 1),
+        timeoutMs: 30_000,
+      })
+    ).exitCode === 0
+  );
 }
 
 /** Maps a volume of `ref` from the NAS to the site's compute host, reads it there and from another, then removes it. */
 export async function mapAcrossHosts(client: Client, run: Run, site: DemoSite, ref: string, volume: string) {
   const by = currentUser();
   const base = await baseVersion(client, ref, site.nas);
-  const mapped = await mapVolume(client, volume, { by, base, nas: site.nas, computeHost: site.compute, waitSeconds: 60 });
+  const mapped = await mapVolume(client, volume, {
+    by,
+    base,
+    nas: site.nas,
+    computeHost: site.compute,
+    waitSeconds: 60,
+  });
   let readable: boolean;
   let refused: boolean | undefined;
   try {
@@ -75,12 +98,22 @@ export async function mapAcrossHosts(client: Client, run: Run, site: DemoSite, r
     await handle.executeUpdate(deleteUpdate, { args: [{ by }] });
   }
   if (!readable) throw new Error(`${site.compute} could not read ${mapped.target}`);
-  if (refused === false) throw new Error(`${site.other} could read ${mapped.target}, which is exported to ${site.compute} only`);
+  if (refused === false)
+    throw new Error(`${site.other} could read ${mapped.target}, which is exported to ${site.compute} only`);
   const text = formatPairs([
     ['volume', `${volume} from ${base.image}:${base.version} on ${site.nas}, exported as ${mapped.target}`],
     [site.compute, 'reads it'],
     ...(site.other ? [[site.other, 'refused by the target'] as [string, string]] : []),
     ['then', 'unmapped and deleted'],
   ]);
-  return { summary: { volume, target: mapped.target, compute: site.compute, readable, ...(site.other ? { refusedTo: site.other } : {}) }, text };
+  return {
+    summary: {
+      volume,
+      target: mapped.target,
+      compute: site.compute,
+      readable,
+      ...(site.other ? { refusedTo: site.other } : {}),
+    },
+    text,
+  };
 }

@@ -19,7 +19,13 @@ import type { Run } from '../activities/runner.js';
 import { registrySettings, type Config } from '../lib/config.js';
 import { serveFiles, type FileServer } from '../lib/file-server.js';
 import { exists, partialPath } from '../lib/files.js';
-import { subscriptionScheduleId, type Appliance, type SubscriptionConfig, type SubscriptionView, type SyncOutcome } from '../workflows/subscription/messages.js';
+import {
+  subscriptionScheduleId,
+  type Appliance,
+  type SubscriptionConfig,
+  type SubscriptionView,
+  type SyncOutcome,
+} from '../workflows/subscription/messages.js';
 import {
   describeSubscription,
   formatAppliances,
@@ -37,7 +43,10 @@ import { formatPairs, formatTable } from './output.js';
 export const DEMO_SUBSCRIPTION = 'imgflow-demo';
 export const DEMO_APPLIANCE = 'demo-appliance';
 const LIST_PATH = `/${DEMO_SUBSCRIPTION}.smime`;
-const NAMES = { ca: '/C=XX/O=imgflow demo/CN=imgflow Demo CA', endorser: '/C=XX/O=imgflow demo/OU=endorsers/CN=imgflow Demo Endorser' };
+const NAMES = {
+  ca: '/C=XX/O=imgflow demo/CN=imgflow Demo CA',
+  endorser: '/C=XX/O=imgflow demo/OU=endorsers/CN=imgflow Demo Endorser',
+};
 /** What a site's cloud admin gives its users once an image is in: use by everyone. */
 const SHARED_MODE = '644';
 const DISKS = [
@@ -66,7 +75,14 @@ async function ensureDisks(run: Run, dir: string): Promise<string[]> {
 }
 
 /** Signs list `version`, whose one image is disk `version % 2`, and serves it with that disk. */
-async function publish(run: Run, server: FileServer, endorsement: Endorsement, dir: string, disks: string[], version: number): Promise<Published> {
+async function publish(
+  run: Run,
+  server: FileServer,
+  endorsement: Endorsement,
+  dir: string,
+  disks: string[],
+  version: number,
+): Promise<Published> {
   const disk = disks[version % disks.length]!;
   const imagePath = `/${path.basename(disk)}`;
   server.publish(imagePath, disk);
@@ -80,7 +96,12 @@ async function publish(run: Run, server: FileServer, endorsement: Endorsement, d
     uri: server.url(LIST_PATH),
     created: new Date(now - 60_000).toISOString(),
     expires: new Date(now + 30 * 86_400_000).toISOString(),
-    endorser: { dn: endorsement.endorser.dn, ca: endorsement.endorser.caDn, email: 'endorser@imgflow.invalid', creator: 'imgflow demo' },
+    endorser: {
+      dn: endorsement.endorser.dn,
+      ca: endorsement.endorser.caDn,
+      email: 'endorser@imgflow.invalid',
+      creator: 'imgflow demo',
+    },
     images: [
       {
         identifier: DEMO_APPLIANCE,
@@ -114,7 +135,13 @@ async function serveAgain(url: string | undefined, host: string): Promise<FileSe
 }
 
 /** The demo's subscription to `url`: the one already there, or a new one (replacing one elsewhere). */
-async function ensureSubscription(client: Client, site: string, prior: SubscriptionView | undefined, url: string, caDir: string): Promise<{ lastApplied: number; subscribed: boolean }> {
+async function ensureSubscription(
+  client: Client,
+  site: string,
+  prior: SubscriptionView | undefined,
+  url: string,
+  caDir: string,
+): Promise<{ lastApplied: number; subscribed: boolean }> {
   const lastApplied = Number(prior?.lastAppliedVersion ?? 0);
   if (prior?.config.url === url) return { lastApplied, subscribed: false };
   if (prior) {
@@ -123,30 +150,54 @@ async function ensureSubscription(client: Client, site: string, prior: Subscript
   }
   const subscription: SubscriptionConfig = subscriptionFromOptions(
     url,
-    { endorserDn: NAMES.endorser, endorserCa: NAMES.ca, caDir, every: '1d', newImages: 'accept', registry: 'catalog', format: 'qcow2', identifier: DEMO_SUBSCRIPTION, name: DEMO_SUBSCRIPTION },
+    {
+      endorserDn: NAMES.endorser,
+      endorserCa: NAMES.ca,
+      caDir,
+      every: '1d',
+      newImages: 'accept',
+      registry: 'catalog',
+      format: 'qcow2',
+      identifier: DEMO_SUBSCRIPTION,
+      name: DEMO_SUBSCRIPTION,
+    },
     site,
   );
   await startSubscription(client, subscription);
   // The list server lives only as long as a demo: scheduled syncs would find nobody serving it.
-  await client.schedule.getHandle(subscriptionScheduleId(DEMO_SUBSCRIPTION)).pause('the demo list is served only while imgflow demo runs');
+  await client.schedule
+    .getHandle(subscriptionScheduleId(DEMO_SUBSCRIPTION))
+    .pause('the demo list is served only while imgflow demo runs');
   return { lastApplied, subscribed: true };
 }
 
 async function syncOrFail(client: Client): Promise<SyncOutcome> {
   const outcome = await syncSubscription(client, DEMO_SUBSCRIPTION);
-  if (syncFailed(outcome)) throw new Error(`sync of ${DEMO_SUBSCRIPTION} ended ${outcome.status}:\n${formatOutcome(outcome)}`);
+  if (syncFailed(outcome))
+    throw new Error(`sync of ${DEMO_SUBSCRIPTION} ended ${outcome.status}:\n${formatOutcome(outcome)}`);
   return outcome;
 }
 
 /** The registry's current image for the appliance and the predecessor parked last (names sort by time). */
 async function registryView(registry: ImageRegistry): Promise<{ current?: RegistryImage; parked?: RegistryImage }> {
   const images = await registry.list({ imageList: DEMO_SUBSCRIPTION });
-  const parked = images.filter((i) => i.name.startsWith(`${DEMO_APPLIANCE}_EXPIRED_`)).sort((a, b) => a.name.localeCompare(b.name));
+  const parked = images
+    .filter((i) => i.name.startsWith(`${DEMO_APPLIANCE}_EXPIRED_`))
+    .sort((a, b) => a.name.localeCompare(b.name));
   return { current: images.find((i) => i.name === DEMO_APPLIANCE), parked: parked.at(-1) };
 }
 
 function row(image: RegistryImage | undefined): RegistryRow | undefined {
-  return image && { id: image.id, name: image.name, state: image.state, owner: `${image.ownerId}:${image.groupId}`, mode: image.mode, version: image.template[TEMPLATE.version] };
+  return (
+    image && {
+      id: image.id,
+      name: image.name,
+      state: image.state,
+      owner: `${image.ownerId}:${image.groupId}`,
+      mode: image.mode,
+      version: image.template[TEMPLATE.version],
+    }
+  );
 }
 
 /** The site opens a newly registered (locked) image to its users, as a cloud admin would. */
@@ -155,7 +206,10 @@ async function share(registry: ImageRegistry, image: RegistryImage | undefined):
 }
 
 function registryTable(rows: (RegistryRow | undefined)[]): string {
-  return formatTable(rows.filter((r) => r !== undefined), ['id', 'name', 'state', 'owner', 'mode', 'version']);
+  return formatTable(
+    rows.filter((r) => r !== undefined),
+    ['id', 'name', 'state', 'owner', 'mode', 'version'],
+  );
 }
 
 /** A registry image as the demo shows it. */
@@ -214,7 +268,17 @@ export async function demoSubscription(
       'registry (the swap re-applied the access the site gave the old image):',
       registryTable([current, parked]),
     ].join('\n');
-    return { summary: { subscription: DEMO_SUBSCRIPTION, url, subscribed, syncs: [sync1, sync2], appliances, registry: { current, parked } }, text };
+    return {
+      summary: {
+        subscription: DEMO_SUBSCRIPTION,
+        url,
+        subscribed,
+        syncs: [sync1, sync2],
+        appliances,
+        registry: { current, parked },
+      },
+      text,
+    };
   } finally {
     await server.close();
   }
@@ -224,7 +288,9 @@ function summaryOf(outcome: SyncOutcome): string {
   const report = outcome.report!;
   const parts = [
     ...report.add.map((i) => `added ${i}`),
-    ...(outcome.outcomes ?? []).filter((o) => o.action === 'update' || o.action === 'metadata').map((o) => `updated ${o.identifier} (${o.note ?? ''})`),
+    ...(outcome.outcomes ?? [])
+      .filter((o) => o.action === 'update' || o.action === 'metadata')
+      .map((o) => `updated ${o.identifier} (${o.note ?? ''})`),
     ...report.expire.map((e) => `expired ${e.from}`),
   ];
   return `${outcome.status}: ${parts.join('; ') || `nothing to do, ${report.unchanged.length} unchanged`}`;

@@ -6,13 +6,40 @@ import { randomUUID } from 'node:crypto';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { QueryDefinition, UpdateDefinition } from '@temporalio/common';
 import { jsonBytes, PAYLOAD_LIMIT } from '../common/limits.js';
-import { fromArchive, isStub, type HistoryEntry, type StoredVersion, type VersionRecord, type VersionStub } from '../common/lineage.js';
+import {
+  fromArchive,
+  isStub,
+  type HistoryEntry,
+  type StoredVersion,
+  type VersionRecord,
+  type VersionStub,
+} from '../common/lineage.js';
 import { checkName, InputError } from '../common/names.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import type { VersionDiff } from '../activities/nas/diff.js';
 import { diffWorkflow } from '../workflows/diff.js';
-import { describeQuery, gateUpdate, gcUpdate, historyQuery, lineageWorkflowId, packUpdate, promoteUpdate, registerVersionUpdate, removeUpdate, revokeUpdate, rollbackUpdate, stateQuery, tagUpdate, testResultUpdate, versionQuery, type GcInput, type HistoryArchive, type LineageInput, type LineageView } from '../workflows/lineage/messages.js';
+import {
+  describeQuery,
+  gateUpdate,
+  gcUpdate,
+  historyQuery,
+  lineageWorkflowId,
+  packUpdate,
+  promoteUpdate,
+  registerVersionUpdate,
+  removeUpdate,
+  revokeUpdate,
+  rollbackUpdate,
+  stateQuery,
+  tagUpdate,
+  testResultUpdate,
+  versionQuery,
+  type GcInput,
+  type HistoryArchive,
+  type LineageInput,
+  type LineageView,
+} from '../workflows/lineage/messages.js';
 import { lineageArchivedVersionWorkflow } from '../workflows/lineage/archived-version-workflow.js';
 import { lineageGcWorkflow } from '../workflows/lineage/gc-workflow.js';
 import { lineageHistoryWorkflow } from '../workflows/lineage/history-workflow.js';
@@ -32,7 +59,12 @@ export function lineageHandle(client: Client, image: string): WorkflowHandle<typ
  * lineage that ended without handing on its state (terminated, failed, timed out) is started again
  * from the state its last run holds, never empty.
  */
-export async function updateLineage<Ret, Args extends unknown[]>(client: Client, image: string, update: UpdateDefinition<Ret, Args>, ...args: Args): Promise<Ret> {
+export async function updateLineage<Ret, Args extends unknown[]>(
+  client: Client,
+  image: string,
+  update: UpdateDefinition<Ret, Args>,
+  ...args: Args
+): Promise<Ret> {
   const start = new sdk.WithStartWorkflowOperation(lineageWorkflow, {
     workflowId: lineageWorkflowId(image),
     taskQueue: WORKFLOW_QUEUE,
@@ -73,10 +105,13 @@ async function startInput(client: Client, image: string): Promise<LineageInput> 
     const run = client.workflow.getHandle(lineageWorkflowId(image), last.runId);
     state = await client.connection.withDeadline(Date.now() + RECOVERY_WAIT_MS, () => run.query(stateQuery));
   } catch (err) {
-    throw new Error(`${ended}, and its last run (${last.runId}) could not be read back within ${RECOVERY_WAIT_MS / 1000} s: ${(err as Error).message.split('\n')[0]}; nothing was started (a worker of role orchestrator must be running to replay it)`);
+    throw new Error(
+      `${ended}, and its last run (${last.runId}) could not be read back within ${RECOVERY_WAIT_MS / 1000} s: ${(err as Error).message.split('\n')[0]}; nothing was started (a worker of role orchestrator must be running to replay it)`,
+    );
   }
   const bytes = jsonBytes(state);
-  if (bytes >= PAYLOAD_LIMIT) throw new Error(`${ended}, and its state (${bytes} bytes) is too large to start again from; nothing was started`);
+  if (bytes >= PAYLOAD_LIMIT)
+    throw new Error(`${ended}, and its state (${bytes} bytes) is too large to start again from; nothing was started`);
   return { image, state, recoveredFrom: { runId: last.runId, status } };
 }
 
@@ -88,7 +123,13 @@ export async function ensureGcSchedule(client: Client, image: string): Promise<v
     await client.schedule.create({
       scheduleId: gcScheduleId(image),
       spec: { intervals: [{ every: '1d' }] },
-      action: { type: 'startWorkflow', workflowType: lineageGcWorkflow, workflowId: gcScheduleId(image), taskQueue: WORKFLOW_QUEUE, args: [{ image }] },
+      action: {
+        type: 'startWorkflow',
+        workflowType: lineageGcWorkflow,
+        workflowId: gcScheduleId(image),
+        taskQueue: WORKFLOW_QUEUE,
+        args: [{ image }],
+      },
       policies: { overlap: 'SKIP' },
       memo: { purpose: `daily retention of image ${image}` },
     });
@@ -110,12 +151,20 @@ export async function volumesOf(client: Client, image: string): Promise<{ volume
 }
 
 /** A query of the image's lineage, or a one-line error when the image has none yet. */
-async function queryLineage<R, A extends unknown[]>(client: Client, image: string, query: QueryDefinition<R, A>, ...args: A): Promise<R> {
+async function queryLineage<R, A extends unknown[]>(
+  client: Client,
+  image: string,
+  query: QueryDefinition<R, A>,
+  ...args: A
+): Promise<R> {
   try {
     const handle = lineageHandle(client, image);
-    return await answered(client, `the lineage of ${image}`, () => handle.query(query, ...args), [(await handle.describe()).taskQueue]);
+    return await answered(client, `the lineage of ${image}`, () => handle.query(query, ...args), [
+      (await handle.describe()).taskQueue,
+    ]);
   } catch (err) {
-    if ((err as Error).name === 'WorkflowNotFoundError') throw new InputError('image', 'an image with at least one build (see imgflow build)', image);
+    if ((err as Error).name === 'WorkflowNotFoundError')
+      throw new InputError('image', 'an image with at least one build (see imgflow build)', image);
     throw err;
   }
 }
@@ -143,20 +192,36 @@ export async function lineageHistory(client: Client, image: string, last?: numbe
 }
 
 /** The archive's entries from `offset` to its end as the lineage counts it. */
-async function readArchive(client: Client, image: string, archive: HistoryArchive, offset: number): Promise<HistoryEntry[]> {
+async function readArchive(
+  client: Client,
+  image: string,
+  archive: HistoryArchive,
+  offset: number,
+): Promise<HistoryEntry[]> {
   const read: HistoryEntry[] = [];
   while (offset + read.length < archive.count) {
     const page = await client.workflow.execute(lineageHistoryWorkflow, {
       taskQueue: WORKFLOW_QUEUE,
       workflowId: `lineage-history-${image}-${randomUUID()}`,
-      args: [{ image, chain: archive.chain, offset: offset + read.length, throughSeq: archive.throughSeq, limit: Math.min(ARCHIVE_PAGE, archive.count - offset - read.length) }],
+      args: [
+        {
+          image,
+          chain: archive.chain,
+          offset: offset + read.length,
+          throughSeq: archive.throughSeq,
+          limit: Math.min(ARCHIVE_PAGE, archive.count - offset - read.length),
+        },
+      ],
       typedSearchAttributes: [
         { key: SA.kind, value: 'lineage-history' },
         { key: SA.image, value: image },
       ],
       staticSummary: `Read archived history of image ${image}`,
     });
-    if (!page.length) throw new Error(`the history archive of ${image} at ${archive.host}:${archive.path} holds ${offset + read.length} entries, its lineage counts ${archive.count}`);
+    if (!page.length)
+      throw new Error(
+        `the history archive of ${image} at ${archive.host}:${archive.path} holds ${offset + read.length} entries, its lineage counts ${archive.count}`,
+      );
     read.push(...page);
   }
   return read;
@@ -202,12 +267,17 @@ export function resolveVersion(view: LineageView, image: string, ref?: string): 
   if (view.versions.some((v) => v.id === ref)) return ref;
   const tag = view.tags[ref];
   if (tag) return tag.version;
-  throw new InputError('version', `a version or tag of ${image} (versions ${view.versions.map((v) => v.id).join(', ') || 'none'})`, ref);
+  throw new InputError(
+    'version',
+    `a version or tag of ${image} (versions ${view.versions.map((v) => v.id).join(', ') || 'none'})`,
+    ref,
+  );
 }
 
 /** A validated update to an image's lineage, which must exist: a bad request is refused before anything is recorded. */
 function change<Ret, Input>(update: UpdateDefinition<Ret, [Input]>) {
-  return (client: Client, image: string, input: Input): Promise<Ret> => lineageHandle(client, image).executeUpdate(update, { args: [input] });
+  return (client: Client, image: string, input: Input): Promise<Ret> =>
+    lineageHandle(client, image).executeUpdate(update, { args: [input] });
 }
 
 export const tagVersion = change(tagUpdate);
@@ -220,19 +290,28 @@ export const packTag = change(packUpdate);
 
 /** Retention: the newest N and every version something refers to (the volumes cloned from it among them) stay. */
 export async function collectGarbage(client: Client, image: string, input: Omit<GcInput, 'volumes'>) {
-  return lineageHandle(client, image).executeUpdate(gcUpdate, { args: [{ ...input, volumes: await volumesOf(client, image) }] });
+  return lineageHandle(client, image).executeUpdate(gcUpdate, {
+    args: [{ ...input, volumes: await volumesOf(client, image) }],
+  });
 }
 
 /** Deletes a version (by id or tag), or with none every version, unless something still refers to it. */
 export async function removeVersions(client: Client, image: string, by: string, which?: string) {
   const version = which ? resolveVersion(await describeLineage(client, image), image, which) : undefined;
-  return lineageHandle(client, image).executeUpdate(removeUpdate, { args: [{ by, ...(version ? { version } : {}), volumes: await volumesOf(client, image) }] });
+  return lineageHandle(client, image).executeUpdate(removeUpdate, {
+    args: [{ by, ...(version ? { version } : {}), volumes: await volumesOf(client, image) }],
+  });
 }
 
 /** A version whose manifests are still stored: they went with a removed version's files. */
 async function withManifests(client: Client, image: string, ref: string): Promise<VersionRecord> {
   const v = await storedVersion(client, image, ref);
-  if (v.removed) throw new InputError('version', `a stored version (${v.id} was removed by ${v.removed.by}: ${v.removed.reason})`, v.id);
+  if (v.removed)
+    throw new InputError(
+      'version',
+      `a stored version (${v.id} was removed by ${v.removed.by}: ${v.removed.reason})`,
+      v.id,
+    );
   // Only removed versions become stubs.
   return v as VersionRecord;
 }
@@ -241,7 +320,12 @@ async function withManifests(client: Client, image: string, ref: string): Promis
 export async function diffVersions(client: Client, image: string, a: string, b: string): Promise<VersionDiff> {
   const [from, to] = [await withManifests(client, image, a), await withManifests(client, image, b)];
   const host = from.artifacts[0]!.host;
-  if (to.artifacts[0]!.host !== host) throw new InputError('version', `versions stored on one NAS (${from.id} is on ${host}, ${to.id} on ${to.artifacts[0]!.host})`, to.id);
+  if (to.artifacts[0]!.host !== host)
+    throw new InputError(
+      'version',
+      `versions stored on one NAS (${from.id} is on ${host}, ${to.id} on ${to.artifacts[0]!.host})`,
+      to.id,
+    );
   const side = (v: VersionRecord) => ({ id: v.id, bytes: v.bytes, manifests: v.manifests });
   return client.workflow.execute(diffWorkflow, {
     taskQueue: WORKFLOW_QUEUE,
@@ -254,7 +338,13 @@ export async function diffVersions(client: Client, image: string, a: string, b: 
 /** A copy of a version's record as the first version of a new image, noting where it came from. */
 function cloneRecord(v: VersionRecord, image: string, by: string): NewVersion {
   const copyable = ({ id: _id, revoked: _r, removed: _m, ...rest }: VersionRecord) => rest;
-  return { ...copyable(v), by, message: `clone of ${image}:${v.id}`, origin: { image, version: v.id }, provenance: { ...v.provenance, source: `clone of ${image}:${v.id} (${v.provenance.source})` } };
+  return {
+    ...copyable(v),
+    by,
+    message: `clone of ${image}:${v.id}`,
+    origin: { image, version: v.id },
+    provenance: { ...v.provenance, source: `clone of ${image}:${v.id} (${v.provenance.source})` },
+  };
 }
 
 /**
@@ -262,12 +352,34 @@ function cloneRecord(v: VersionRecord, image: string, by: string): NewVersion {
  * A refused clone leaves nothing behind: the origin is tagged `originTag` only once the new image
  * is known to be new.
  */
-export async function cloneImage(client: Client, image: string, newImage: string, originTag: string, by: string, ref?: string): Promise<VersionRecord> {
+export async function cloneImage(
+  client: Client,
+  image: string,
+  newImage: string,
+  originTag: string,
+  by: string,
+  ref?: string,
+): Promise<VersionRecord> {
   const existing = await describeLineage(client, newImage).catch(() => undefined);
-  if (existing?.versions.length) throw new InputError('new-image', `an image that does not exist yet (${newImage} has ${existing.versions.length} versions)`, newImage);
+  if (existing?.versions.length)
+    throw new InputError(
+      'new-image',
+      `an image that does not exist yet (${newImage} has ${existing.versions.length} versions)`,
+      newImage,
+    );
   const v = await fullVersion(client, image, ref);
-  if (v.revoked) throw new InputError('version', `a version that is not revoked (${v.id} was revoked by ${v.revoked.by}: ${v.revoked.reason}) to clone`, v.id);
-  if (v.removed) throw new InputError('version', `a version whose files are still stored (${v.id} was removed by ${v.removed.by}: ${v.removed.reason}) to clone`, v.id);
+  if (v.revoked)
+    throw new InputError(
+      'version',
+      `a version that is not revoked (${v.id} was revoked by ${v.revoked.by}: ${v.revoked.reason}) to clone`,
+      v.id,
+    );
+  if (v.removed)
+    throw new InputError(
+      'version',
+      `a version whose files are still stored (${v.id} was removed by ${v.removed.by}: ${v.removed.reason}) to clone`,
+      v.id,
+    );
   // The clone shares the version's stored files: a tag on the origin keeps retention off them.
   await lineageHandle(client, image).executeUpdate(tagUpdate, { args: [{ by, version: v.id, name: originTag }] });
   return updateLineage(client, newImage, registerVersionUpdate, cloneRecord(v, image, by));

@@ -14,11 +14,17 @@ export interface LocalWorkers {
 }
 
 /** Runs one worker per role in this process, sharing one connection and one workflow bundle. */
-export async function startLocalWorkers(config: Config, roles: readonly Role[], logger: Logger = createLogger('imgflow')): Promise<LocalWorkers> {
+export async function startLocalWorkers(
+  config: Config,
+  roles: readonly Role[],
+  logger: Logger = createLogger('imgflow'),
+): Promise<LocalWorkers> {
   installRuntime(logger, process.env.IMGFLOW_METRICS ?? '');
   const connection = await NativeConnection.connect(connectionSettings(config));
   const arch = machineArch();
-  const workers = await Promise.all(roles.map(async (role) => (await createWorker({ role, config, arch, connection, logger })).worker));
+  const workers = await Promise.all(
+    roles.map(async (role) => (await createWorker({ role, config, arch, connection, logger })).worker),
+  );
   const running = workers.map((w) => w.run());
   return {
     workers,

@@ -35,20 +35,28 @@ export interface OciSubscribeOptions {
 
 function absoluteFile(field: string, file: string): string {
   const absolute = path.resolve(file);
-  if (!fs.existsSync(absolute) || !fs.statSync(absolute).isFile()) throw new InputError(field, 'an existing file', file);
+  if (!fs.existsSync(absolute) || !fs.statSync(absolute).isFile())
+    throw new InputError(field, 'an existing file', file);
   return absolute;
 }
 
 /** The endorser a key stands for: the same text keyIdentity gives on the workers. */
 function keyEndorser(keyFile: string): { dn: string; ca: string } {
   const key = publicKeyFrom(fs.readFileSync(keyFile, 'utf8'), keyFile);
-  const fingerprint = createHash('sha256').update(key.export({ type: 'spki', format: 'der' })).digest('hex');
+  const fingerprint = createHash('sha256')
+    .update(key.export({ type: 'spki', format: 'der' }))
+    .digest('hex');
   return { dn: `/O=cosign/CN=sha256-${fingerprint.slice(0, 32)}`, ca: '/O=cosign/CN=public key' };
 }
 
-export function ociSubscriptionFromOptions(url: string, opts: OciSubscribeOptions, defaultSite: string): SubscriptionConfig {
+export function ociSubscriptionFromOptions(
+  url: string,
+  opts: OciSubscribeOptions,
+  defaultSite: string,
+): SubscriptionConfig {
   const ref = parseReference('url', url);
-  if (opts.key === undefined && !opts.insecure) throw new InputError('--key', 'the public key signatures must verify with (or --insecure)', undefined);
+  if (opts.key === undefined && !opts.insecure)
+    throw new InputError('--key', 'the public key signatures must verify with (or --insecure)', undefined);
   const keyFile = opts.key === undefined ? undefined : absoluteFile('--key', opts.key);
   const oci: OciSourceSettings = {
     arch: checkArch('--arch', opts.arch ?? machineArch()),

@@ -15,7 +15,11 @@ function cell(value: unknown): string {
 }
 
 /** Columns sized to their widest cell; numbers right-aligned, as in `zfs list`. */
-export function formatTable(rows: Row[], columns: string[], headers: string[] = columns.map((c) => c.toUpperCase())): string {
+export function formatTable(
+  rows: Row[],
+  columns: string[],
+  headers: string[] = columns.map((c) => c.toUpperCase()),
+): string {
   const cells = rows.map((row) => columns.map((c) => cell(row[c])));
   const numeric = columns.map((_, i) => rows.length > 0 && rows.every((row) => typeof row[columns[i]!] === 'number'));
   const widths = columns.map((_, i) => Math.max(headers[i]!.length, ...cells.map((r) => r[i]!.length)));
@@ -48,7 +52,8 @@ export function humanBytes(n: number): string {
   return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
 }
 
-const WRAPPER = /^(workflow execution failed|activity task failed|child workflow execution failed|workflow update failed|unhandled error)/i;
+const WRAPPER =
+  /^(workflow execution failed|activity task failed|child workflow execution failed|workflow update failed|unhandled error)/i;
 
 /** Temporal wraps a failure in generic messages; the reason is in the innermost cause. */
 function reason(err: Error): Error {
@@ -67,7 +72,8 @@ function unansweredQuery(err: Error): string | undefined {
 /** gRPC's PERMISSION_DENIED and UNAUTHENTICATED: the server's authorizer refused the call. */
 function refused(err: Error): string | undefined {
   for (let e: (Error & { code?: unknown }) | undefined = err; e; e = e.cause instanceof Error ? e.cause : undefined) {
-    if (e.code === 7 || e.code === 16) return 'refused by the Temporal server: this token does not allow that here (nothing was started or changed)';
+    if (e.code === 7 || e.code === 16)
+      return 'refused by the Temporal server: this token does not allow that here (nothing was started or changed)';
   }
   return undefined;
 }
@@ -119,12 +125,16 @@ async function currentDetails(handle: WorkflowHandle): Promise<string | undefine
 export async function progressStep(handle: WorkflowHandle, depth = 0): Promise<string> {
   const { raw } = await handle.describe();
   const child = raw.pendingChildren?.[0];
-  if (child?.workflowId && depth < 2) return progressStep(handle.client.getHandle(child.workflowId, child.runId ?? undefined), depth + 1);
+  if (child?.workflowId && depth < 2)
+    return progressStep(handle.client.getHandle(child.workflowId, child.runId ?? undefined), depth + 1);
   const codecs = handle.client.options.loadedDataConverter.payloadCodecs;
   const pending = (raw.pendingActivities ?? []) as PendingActivity[];
   const percents = await Promise.all(pending.map((a) => percentOf(a, codecs)));
   const activities = pending
-    .map((a, i) => `${a.activityType?.name ?? '?'}${percents[i]}${(a.attempt ?? 1) > 1 ? ` (attempt ${a.attempt}: ${a.lastFailure?.message ?? ''})` : ''}`)
+    .map(
+      (a, i) =>
+        `${a.activityType?.name ?? '?'}${percents[i]}${(a.attempt ?? 1) > 1 ? ` (attempt ${a.attempt}: ${a.lastFailure?.message ?? ''})` : ''}`,
+    )
     .join(', ');
   return [await currentDetails(handle), activities].filter(Boolean).join(': ') || 'orchestrating';
 }

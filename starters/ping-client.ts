@@ -16,6 +16,8 @@ export async function pingQueue(client: Client, queue: string, waitSeconds: numb
     })
     .catch((err: unknown) => {
       // The workflow ran and failed (or timed out): nobody took the activity. Any other error is the server's answer.
-      throw err instanceof WorkflowFailedError ? new Error(`no worker answered on ${queue} within ${waitSeconds}s`) : err;
+      throw err instanceof WorkflowFailedError
+        ? new Error(`no worker answered on ${queue} within ${waitSeconds}s`)
+        : err;
     });
 }

@@ -32,7 +32,12 @@ async function versionOf(client: Client, ref: string): Promise<{ image: string; 
   const view = await describeLineage(client, image);
   if (m[2] === '@') {
     const current = view.channels[checkName('channel', m[3])]?.current;
-    if (!current) throw new InputError('channel', `a channel of ${image} with an entry (${Object.keys(view.channels).join(', ') || 'none'})`, m[3]);
+    if (!current)
+      throw new InputError(
+        'channel',
+        `a channel of ${image} with an entry (${Object.keys(view.channels).join(', ') || 'none'})`,
+        m[3],
+      );
     return { image, id: current.version };
   }
   return { image, id: resolveVersion(view, image, m[3]) };
@@ -41,20 +46,44 @@ async function versionOf(client: Client, ref: string): Promise<{ image: string; 
 export async function buildPushInput(client: Client, request: PushRequest): Promise<PushInput> {
   const target = parseReference('to', request.to);
   if (target.digest) throw new InputError('to', 'a reference without a digest (the push makes it)', request.to);
-  if (!request.signingKeyFile.startsWith('/')) throw new InputError('key', 'an absolute path to the signing key on the NAS', request.signingKeyFile);
+  if (!request.signingKeyFile.startsWith('/'))
+    throw new InputError('key', 'an absolute path to the signing key on the NAS', request.signingKeyFile);
   const { image, id } = await versionOf(client, request.image);
   const record = await fullVersion(client, image, id);
-  if (record.removed) throw new InputError('image', `a version whose files are still stored (${image}:${id} was removed: ${record.removed.reason})`, request.image);
-  if (record.revoked) throw new InputError('image', `a version that is not revoked (${image}:${id}: ${record.revoked.reason})`, request.image);
+  if (record.removed)
+    throw new InputError(
+      'image',
+      `a version whose files are still stored (${image}:${id} was removed: ${record.removed.reason})`,
+      request.image,
+    );
+  if (record.revoked)
+    throw new InputError(
+      'image',
+      `a version that is not revoked (${image}:${id}: ${record.revoked.reason})`,
+      request.image,
+    );
   const hosts = [...new Set(record.artifacts.map((a) => a.host))];
   const host = request.nas === undefined ? hosts[0] : checkHost('nas', request.nas);
-  if (!host || !hosts.includes(host)) throw new InputError('nas', `a NAS storing ${image}:${id} (${hosts.join(', ') || 'none'})`, request.nas);
+  if (!host || !hosts.includes(host))
+    throw new InputError('nas', `a NAS storing ${image}:${id} (${hosts.join(', ') || 'none'})`, request.nas);
   const to = formatReference({ ...target, tag: target.tag ?? id });
   return {
     to,
     host,
-    version: { image, version: id, arch: record.arch, os: record.os, createdAt: record.createdAt, by: record.by, message: record.message, recipeDigest: record.recipeDigest, provenance: record.provenance },
-    artifacts: record.artifacts.filter((a) => a.host === host).map((a) => ({ format: a.format, path: a.path, sha256: a.sha256, bytes: a.bytes })),
+    version: {
+      image,
+      version: id,
+      arch: record.arch,
+      os: record.os,
+      createdAt: record.createdAt,
+      by: record.by,
+      message: record.message,
+      recipeDigest: record.recipeDigest,
+      provenance: record.provenance,
+    },
+    artifacts: record.artifacts
+      .filter((a) => a.host === host)
+      .map((a) => ({ format: a.format, path: a.path, sha256: a.sha256, bytes: a.bytes })),
     signingKeyFile: request.signingKeyFile,
     ...(request.access ? { access: request.access } : {}),
     ...(request.workerWaitSeconds ? { workerWaitSeconds: request.workerWaitSeconds } : {}),

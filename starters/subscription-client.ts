@@ -6,13 +6,42 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import {
+  ScheduleNotFoundError,
+  ScheduleOverlapPolicy,
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowNotFoundError,
+  type Client,
+} from '@temporalio/client';
 import { checkHost, checkName, InputError } from '../common/names.js';
 import { isOciUrl } from '../common/oci.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
-import { adoptUpdate, appliancesQuery, describeQuery, subscriptionScheduleId, subscriptionWorkflowId, syncRequestSignal, syncUpdate, unsubscribeUpdate, type Appliance, type SubscriptionConfig, type SubscriptionView, type SyncOutcome } from '../workflows/subscription/messages.js';
-import { checkAbsolutePath, checkDn, checkEvery, checkListUrl, checkListIdentifier, checkSubscriptionConfig, DISK_FORMATS, NEW_IMAGE_POLICIES, REGISTRY_KINDS } from '../common/subscription.js';
+import {
+  adoptUpdate,
+  appliancesQuery,
+  describeQuery,
+  subscriptionScheduleId,
+  subscriptionWorkflowId,
+  syncRequestSignal,
+  syncUpdate,
+  unsubscribeUpdate,
+  type Appliance,
+  type SubscriptionConfig,
+  type SubscriptionView,
+  type SyncOutcome,
+} from '../workflows/subscription/messages.js';
+import {
+  checkAbsolutePath,
+  checkDn,
+  checkEvery,
+  checkListUrl,
+  checkListIdentifier,
+  checkSubscriptionConfig,
+  DISK_FORMATS,
+  NEW_IMAGE_POLICIES,
+  REGISTRY_KINDS,
+} from '../common/subscription.js';
 import { subscriptionTickWorkflow } from '../workflows/subscription/tick-workflow.js';
 import { subscriptionWorkflow } from '../workflows/subscription/workflow.js';
 import { currentUser } from './context.js';
@@ -50,7 +79,11 @@ export function oneOf<T extends string>(field: string, allowed: readonly T[], va
 function nameFromUrl(url: string): string {
   const { hostname, pathname } = new URL(url);
   const file = path.posix.basename(pathname).replace(/\.[^.]*$/, '');
-  const slug = `${hostname}-${file}`.toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/\.{2,}/g, '.').replace(/^[^a-z0-9]+/, '');
+  const slug = `${hostname}-${file}`
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]+/g, '-')
+    .replace(/\.{2,}/g, '.')
+    .replace(/^[^a-z0-9]+/, '');
   return slug.slice(0, 64).replace(/[^a-z0-9]+$/, '');
 }
 
@@ -71,14 +104,16 @@ function checkSecretFile(field: string, file: string): string {
 
 function checkCaDir(dir: string): string {
   const absolute = checkAbsolutePath('--ca-dir', path.resolve(dir));
-  if (!fs.existsSync(absolute) || !fs.statSync(absolute).isDirectory()) throw new InputError('--ca-dir', 'an existing directory of CA certificates', dir);
+  if (!fs.existsSync(absolute) || !fs.statSync(absolute).isDirectory())
+    throw new InputError('--ca-dir', 'an existing directory of CA certificates', dir);
   return absolute;
 }
 
 export function subscriptionFromOptions(url: string, opts: SubscribeOptions, defaultSite: string): SubscriptionConfig {
   if (isOciUrl(url)) return ociSubscriptionFromOptions(url, opts, defaultSite);
   checkListUrl('url', url);
-  if (opts.endorserDn === undefined) throw new InputError('--endorser-dn', 'the endorser DN the list must be signed by', undefined);
+  if (opts.endorserDn === undefined)
+    throw new InputError('--endorser-dn', 'the endorser DN the list must be signed by', undefined);
   if (opts.endorserCa === undefined) throw new InputError('--endorser-ca', "the DN of the endorser's CA", undefined);
   const registry = oneOf('--registry', REGISTRY_KINDS, opts.registry);
   if (registry === 'opennebula' && (opts.username === undefined || opts.passwordFile === undefined)) {
@@ -101,7 +136,9 @@ export function subscriptionFromOptions(url: string, opts: SubscribeOptions, def
     ...(opts.insecure ? { insecure: true } : {}),
     ...(opts.username !== undefined ? { username: opts.username } : {}),
     ...(opts.passwordFile !== undefined ? { passwordFile: checkSecretFile('--password-file', opts.passwordFile) } : {}),
-    ...(opts.credentialsFile !== undefined ? { credentialsFile: checkSecretFile('--credentials-file', opts.credentialsFile) } : {}),
+    ...(opts.credentialsFile !== undefined
+      ? { credentialsFile: checkSecretFile('--credentials-file', opts.credentialsFile) }
+      : {}),
   };
   return checkSubscriptionConfig(config);
 }
@@ -115,7 +152,8 @@ async function orMissing<T>(subscription: string, work: Promise<T>): Promise<T> 
   try {
     return await work;
   } catch (error) {
-    if (error instanceof WorkflowNotFoundError || (error as Error).name === 'WorkflowNotFoundError') throw new InputError('subscription', 'an existing subscription (see imgflow subscriptions)', subscription);
+    if (error instanceof WorkflowNotFoundError || (error as Error).name === 'WorkflowNotFoundError')
+      throw new InputError('subscription', 'an existing subscription (see imgflow subscriptions)', subscription);
     throw error;
   }
 }
@@ -136,12 +174,25 @@ export function formatOutcome(outcome: SyncOutcome): string {
   ];
   if (outcome.reason) pairs.push(['reason', outcome.reason]);
   if (report) {
-    pairs.push(['add', report.add.join(', ') || '-'], ['update', report.update.join(', ') || '-'], ['metadata', report.metadata.join(', ') || '-']);
-    pairs.push(['expire', report.expire.map((e) => e.from).join(', ') || '-'], ['offered', report.offered.join(', ') || '-'], ['name taken', report.taken?.join(', ') || '-'], ['unchanged', report.unchanged.length]);
+    pairs.push(
+      ['add', report.add.join(', ') || '-'],
+      ['update', report.update.join(', ') || '-'],
+      ['metadata', report.metadata.join(', ') || '-'],
+    );
+    pairs.push(
+      ['expire', report.expire.map((e) => e.from).join(', ') || '-'],
+      ['offered', report.offered.join(', ') || '-'],
+      ['name taken', report.taken?.join(', ') || '-'],
+      ['unchanged', report.unchanged.length],
+    );
   }
   const outcomes = outcome.outcomes ?? [];
   const staged = outcomes.filter((o) => o.ok && o.action === 'stage');
-  if (outcome.status === 'staged') pairs.push(['staged', staged.map((o) => `${o.registryName} (image ${o.registryId}, ${o.imageVersion})`).join(', ') || '-']);
+  if (outcome.status === 'staged')
+    pairs.push([
+      'staged',
+      staged.map((o) => `${o.registryName} (image ${o.registryId}, ${o.imageVersion})`).join(', ') || '-',
+    ]);
   for (const failed of outcomes.filter((o) => !o.ok)) pairs.push([`failed ${failed.identifier}`, failed.note]);
   return formatPairs(pairs);
 }
@@ -153,13 +204,24 @@ export function syncFailed(outcome: SyncOutcome): boolean {
 
 /** The appliances as a table for people. */
 export function formatAppliances(appliances: Appliance[]): string {
-  const rows = appliances.map((a) => ({ ...a, version: a.imageVersion, registry: a.registryName, changed: a.lastChange }));
-  return formatTable(rows, ['subscription', 'identifier', 'version', 'listVersion', 'state', 'registry', 'changed', 'note'], ['SUBSCRIPTION', 'IMAGE', 'VERSION', 'LIST', 'STATE', 'REGISTRY NAME', 'LAST CHANGE', 'NOTE']);
+  const rows = appliances.map((a) => ({
+    ...a,
+    version: a.imageVersion,
+    registry: a.registryName,
+    changed: a.lastChange,
+  }));
+  return formatTable(
+    rows,
+    ['subscription', 'identifier', 'version', 'listVersion', 'state', 'registry', 'changed', 'note'],
+    ['SUBSCRIPTION', 'IMAGE', 'VERSION', 'LIST', 'STATE', 'REGISTRY NAME', 'LAST CHANGE', 'NOTE'],
+  );
 }
 
 async function runningSubscriptions(client: Client): Promise<string[]> {
   const names: string[] = [];
-  for await (const execution of client.workflow.list({ query: `WorkflowType = 'subscriptionWorkflow' AND ExecutionStatus = 'Running'` })) {
+  for await (const execution of client.workflow.list({
+    query: `WorkflowType = 'subscriptionWorkflow' AND ExecutionStatus = 'Running'`,
+  })) {
     names.push(execution.workflowId.replace(/^subscription-/, ''));
   }
   return names.sort();
@@ -183,33 +245,49 @@ export async function startSubscription(client: Client, config: SubscriptionConf
       staticSummary: `Subscription ${config.name} to ${config.url}`,
     });
   } catch (error) {
-    if (error instanceof WorkflowExecutionAlreadyStartedError) throw new InputError('--name', 'a subscription name not yet in use', config.name);
+    if (error instanceof WorkflowExecutionAlreadyStartedError)
+      throw new InputError('--name', 'a subscription name not yet in use', config.name);
     throw error;
   }
   await client.schedule.create({
     scheduleId: subscriptionScheduleId(config.name),
     spec: { intervals: [{ every: config.every }] },
-    action: { type: 'startWorkflow', workflowType: subscriptionTickWorkflow, taskQueue: WORKFLOW_QUEUE, workflowId: `${workflowId}-tick`, args: [{ subscription: config.name }] },
+    action: {
+      type: 'startWorkflow',
+      workflowType: subscriptionTickWorkflow,
+      taskQueue: WORKFLOW_QUEUE,
+      workflowId: `${workflowId}-tick`,
+      args: [{ subscription: config.name }],
+    },
     policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1m' },
   });
   return workflowId;
 }
 
 /** Syncs now (or adopts) and waits for the outcome, showing progress. */
-export async function syncSubscription(client: Client, subscription: string, verb: 'sync' | 'adopt' = 'sync'): Promise<SyncOutcome> {
+export async function syncSubscription(
+  client: Client,
+  subscription: string,
+  verb: 'sync' | 'adopt' = 'sync',
+): Promise<SyncOutcome> {
   const handle = handleOf(client, subscription);
   const update = verb === 'sync' ? syncUpdate : adoptUpdate;
-  const done = orMissing(subscription, handle.executeUpdate(update, { args: [{ by: currentUser() }] })).catch((error: unknown) => {
-    if (error instanceof InputError) throw error;
-    // The cause keeps a validator's refusal recognisable as bad input (exit 2).
-    throw new Error(`${verb} ${subscription}: ${reasonOf(error)}`, { cause: error });
-  });
+  const done = orMissing(subscription, handle.executeUpdate(update, { args: [{ by: currentUser() }] })).catch(
+    (error: unknown) => {
+      if (error instanceof InputError) throw error;
+      // The cause keeps a validator's refusal recognisable as bad input (exit 2).
+      throw new Error(`${verb} ${subscription}: ${reasonOf(error)}`, { cause: error });
+    },
+  );
   return watchProgress(handle, done, `${verb} ${subscription}`);
 }
 
 /** Stops the subscription and deletes its schedule; its images stay in the registry. */
 export async function stopSubscription(client: Client, subscription: string): Promise<SubscriptionView> {
-  const view = await orMissing(subscription, handleOf(client, subscription).executeUpdate(unsubscribeUpdate, { args: [{ by: currentUser() }] }));
+  const view = await orMissing(
+    subscription,
+    handleOf(client, subscription).executeUpdate(unsubscribeUpdate, { args: [{ by: currentUser() }] }),
+  );
   await client.schedule
     .getHandle(subscriptionScheduleId(subscription))
     .delete()
@@ -220,7 +298,10 @@ export async function stopSubscription(client: Client, subscription: string): Pr
 }
 
 /** The subscription's settings and state, or undefined when no such subscription runs. */
-export async function describeSubscription(client: Client, subscription: string): Promise<SubscriptionView | undefined> {
+export async function describeSubscription(
+  client: Client,
+  subscription: string,
+): Promise<SubscriptionView | undefined> {
   const handle = handleOf(client, subscription);
   try {
     if ((await handle.describe()).status.name !== 'RUNNING') return undefined;
@@ -247,7 +328,11 @@ export async function appliancesOf(client: Client, subscription?: string): Promi
 }
 
 /** Asks the subscription for a durable sync (a signal: returns once the server has it). */
-export async function requestSync(client: Client, subscription: string, request: { by: string; reason: string }): Promise<void> {
+export async function requestSync(
+  client: Client,
+  subscription: string,
+  request: { by: string; reason: string },
+): Promise<void> {
   await orMissing(subscription, handleOf(client, subscription).signal(syncRequestSignal, request));
 }
 

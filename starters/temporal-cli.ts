@@ -13,7 +13,11 @@ export const TEMPORAL_CLI_VERSION = 'v1.5.1';
 const TEMPORAL_CLI_MODULE = 'github.com/temporalio/cli/cmd/temporal';
 
 function cacheDir(): string {
-  return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'imgflow', `temporal-${TEMPORAL_CLI_VERSION}`);
+  return path.join(
+    process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'),
+    'imgflow',
+    `temporal-${TEMPORAL_CLI_VERSION}`,
+  );
 }
 
 /** The Temporal CLI to use: $TEMPORAL_CLI, then `temporal` on PATH, then the per-user cache. */
@@ -40,6 +44,7 @@ export function ensureTemporalCli(say: (line: string) => void = () => {}): strin
     stdio: ['ignore', 'ignore', 'pipe'],
     encoding: 'utf8',
   });
-  if (built.status !== 0) throw new Error(`go install of the Temporal CLI failed: ${built.stderr.trim().split('\n').slice(-1)[0]}`);
+  if (built.status !== 0)
+    throw new Error(`go install of the Temporal CLI failed: ${built.stderr.trim().split('\n').slice(-1)[0]}`);
   return path.join(cacheDir(), 'temporal');
 }

@@ -44,17 +44,34 @@ export function spawnDevServer(o: DevServerOptions): ServerProcess {
   fs.chmodSync(path.dirname(o.dbFile), modes.dir);
   const log = fs.openSync(o.logFile, 'a', modes.file);
   const ip = o.ip ?? '127.0.0.1';
-  const argv = ['server', 'start-dev', '--ip', ip, '--port', String(o.port), '--db-filename', o.dbFile, '--namespace', o.namespace];
+  const argv = [
+    'server',
+    'start-dev',
+    '--ip',
+    ip,
+    '--port',
+    String(o.port),
+    '--db-filename',
+    o.dbFile,
+    '--namespace',
+    o.namespace,
+  ];
   argv.push(...(o.uiPort ? ['--ui-port', String(o.uiPort)] : ['--headless']));
   // imgflow's search attributes exist from the first moment, so a command that reaches a server
   // just started never finds its listings refused (ensureSearchAttributes covers older databases).
-  for (const key of Object.values(SA)) argv.push('--search-attribute', `${key.name}=${key.type === 'KEYWORD' ? 'Keyword' : 'KeywordList'}`);
+  for (const key of Object.values(SA))
+    argv.push('--search-attribute', `${key.name}=${key.type === 'KEYWORD' ? 'Keyword' : 'KeywordList'}`);
   argv.push('--log-format', 'json', '--log-level', 'warn');
   // WAL with normal sync: durable across a server crash, without an fsync on every history write.
   argv.push('--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', 'synchronous=normal');
   // One partition per task queue: a single-host server gains nothing from more, and a task written
   // to a partition no poller is on waits to be forwarded.
-  argv.push('--dynamic-config-value', 'matching.numTaskqueueReadPartitions=1', '--dynamic-config-value', 'matching.numTaskqueueWritePartitions=1');
+  argv.push(
+    '--dynamic-config-value',
+    'matching.numTaskqueueReadPartitions=1',
+    '--dynamic-config-value',
+    'matching.numTaskqueueWritePartitions=1',
+  );
   // A child inherits its parent's umask: set for the spawn only, so this process's own files are unaffected.
   const umask = process.umask(modes.umask);
   let child;
@@ -84,7 +101,10 @@ async function tryConnect(target: string | ConnectionSettings, timeoutMs: number
   for (let pause = BACKOFF_FIRST_MS; ; pause = Math.min(pause * 2, BACKOFF_MAX_MS)) {
     try {
       // Each attempt may take what is left, but at least the half second a handshake needs.
-      return await sdk.Connection.connect({ ...settings, connectTimeout: Math.max(500, Math.min(10_000, deadline - Date.now())) });
+      return await sdk.Connection.connect({
+        ...settings,
+        connectTimeout: Math.max(500, Math.min(10_000, deadline - Date.now())),
+      });
     } catch (err) {
       const left = deadline - Date.now();
       if (left <= 0) return err as Error;
@@ -94,7 +114,10 @@ async function tryConnect(target: string | ConnectionSettings, timeoutMs: number
 }
 
 /** Connects, retrying until `timeoutMs`; resolves to undefined when nothing answers in time. */
-export async function connectWithin(target: string | ConnectionSettings, timeoutMs: number): Promise<Connection | undefined> {
+export async function connectWithin(
+  target: string | ConnectionSettings,
+  timeoutMs: number,
+): Promise<Connection | undefined> {
   const result = await tryConnect(target, timeoutMs);
   return result instanceof Error ? undefined : result;
 }
@@ -108,11 +131,19 @@ function secondsText(ms: number): string {
  * Connects within `timeoutMs` or fails in one line naming the address, the bound and why (refused,
  * TLS, unreachable). Bad input (exit 2): nothing was started, and the address is what to check.
  */
-export async function connectOrFail(settings: ConnectionSettings, timeoutMs: number, hint: string): Promise<Connection> {
+export async function connectOrFail(
+  settings: ConnectionSettings,
+  timeoutMs: number,
+  hint: string,
+): Promise<Connection> {
   const result = await tryConnect(settings, timeoutMs);
   if (!(result instanceof Error)) return result;
   const why = result.message.split('\n')[0]!.replace(/^\d+ [A-Z_]+: /, '');
-  throw new InputError('--address', `a Temporal server answering within ${secondsText(timeoutMs)}, the --connect-timeout bound (${why}; ${hint})`, settings.address);
+  throw new InputError(
+    '--address',
+    `a Temporal server answering within ${secondsText(timeoutMs)}, the --connect-timeout bound (${why}; ${hint})`,
+    settings.address,
+  );
 }
 
 /** Waits until the namespace answers (the dev server creates it a moment after it listens). */
@@ -123,7 +154,8 @@ export async function waitForNamespace(connection: Connection, namespace: string
       await connection.workflowService.describeNamespace({ namespace });
       return;
     } catch (err) {
-      if (Date.now() >= deadline) throw new Error(`namespace ${namespace} is not there: ${(err as Error).message.split('\n')[0]}`);
+      if (Date.now() >= deadline)
+        throw new Error(`namespace ${namespace} is not there: ${(err as Error).message.split('\n')[0]}`);
       await new Promise((r) => setTimeout(r, 250));
     }
   }
@@ -151,7 +183,11 @@ function devServerPort(address: string): number {
   const m = DEV_SERVER.exec(address);
   const port = Number(m?.[1]);
   if (!m || port > MAX_DEV_PORT) {
-    throw new InputError('address', `127.0.0.1:<port up to ${MAX_DEV_PORT}> for imgflow to start its dev server there (its Web UI takes the port 1000 up); otherwise a server already running`, address);
+    throw new InputError(
+      'address',
+      `127.0.0.1:<port up to ${MAX_DEV_PORT}> for imgflow to start its dev server there (its Web UI takes the port 1000 up); otherwise a server already running`,
+      address,
+    );
   }
   return port;
 }
@@ -191,7 +227,9 @@ export async function ensureServer(config: Config, say: (line: string) => void =
     if (!connection) {
       // A server that never answered is not left running for the next attempt to trip over.
       stopServer(config);
-      throw new Error(`the Temporal dev server did not come up on ${config.address}; see ${path.join(dir, 'server.log')}`);
+      throw new Error(
+        `the Temporal dev server did not come up on ${config.address}; see ${path.join(dir, 'server.log')}`,
+      );
     }
     started = true;
   }

@@ -29,7 +29,10 @@ export interface ValidateRequest {
 }
 
 /** Validates (and with `fix`, repairs) a version; a repaired copy is registered before this returns. */
-export async function validateVersion(client: Client, r: ValidateRequest): Promise<{ result: ValidateResult; registered?: VersionRecord }> {
+export async function validateVersion(
+  client: Client,
+  r: ValidateRequest,
+): Promise<{ result: ValidateResult; registered?: VersionRecord }> {
   const { image, prepare, fix, by } = r;
   const version = await fullVersion(client, image, r.ref);
   const id = version.id;
@@ -39,7 +42,17 @@ export async function validateVersion(client: Client, r: ValidateRequest): Promi
   const handle = await client.workflow.start(validateWorkflow, {
     taskQueue: WORKFLOW_QUEUE,
     workflowId: `validate-${image}-${id}-${randomUUID().slice(0, 8)}`,
-    args: [{ image, version, prepare: rules, fix, by, message: r.message === undefined ? `validate --fix of ${id}` : checkText('--message', r.message, 'message'), store }],
+    args: [
+      {
+        image,
+        version,
+        prepare: rules,
+        fix,
+        by,
+        message: r.message === undefined ? `validate --fix of ${id}` : checkText('--message', r.message, 'message'),
+        store,
+      },
+    ],
     typedSearchAttributes: [
       { key: SA.kind, value: 'validate' },
       { key: SA.image, value: image },
@@ -49,6 +62,8 @@ export async function validateVersion(client: Client, r: ValidateRequest): Promi
     staticSummary: `Validate ${image}:${id}${fix ? ' and fix' : ''} for ${by}`,
   });
   const result = await watchProgress(handle, handle.result(), `validate ${image}:${id}`);
-  const registered = result.fixed ? await lineageHandle(client, image).executeUpdate(registerVersionUpdate, { args: [result.fixed.record] }) : undefined;
+  const registered = result.fixed
+    ? await lineageHandle(client, image).executeUpdate(registerVersionUpdate, { args: [result.fixed.record] })
+    : undefined;
   return { result, ...(registered ? { registered } : {}) };
 }

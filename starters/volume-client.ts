@@ -7,7 +7,21 @@ import type { Client } from '@temporalio/client';
 import { checkHost, checkName, InputError } from '../common/names.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
-import { cleanUpdate, deleteUpdate, mapUpdate, setAttrsUpdate, syncNowUpdate, unmapUpdate, volumeQuery, volumeWorkflowId, type BaseVersion, type MapRequest, type MapResult, type VolumeAttrs, type VolumeView } from '../workflows/volume/messages.js';
+import {
+  cleanUpdate,
+  deleteUpdate,
+  mapUpdate,
+  setAttrsUpdate,
+  syncNowUpdate,
+  unmapUpdate,
+  volumeQuery,
+  volumeWorkflowId,
+  type BaseVersion,
+  type MapRequest,
+  type MapResult,
+  type VolumeAttrs,
+  type VolumeView,
+} from '../workflows/volume/messages.js';
 import { volumeWorkflow } from '../workflows/volume/workflow.js';
 import type { LineageView } from '../workflows/lineage/messages.js';
 import { answered } from './answers.js';
@@ -19,7 +33,12 @@ export { BASE_REF };
 /** The version a channel points at now. */
 function onChannel(view: LineageView, image: string, channel: string): string {
   const current = view.channels[checkName('channel', channel)]?.current;
-  if (!current) throw new InputError('--image', `a channel of ${image} (${Object.keys(view.channels).join(', ') || 'none'})`, channel);
+  if (!current)
+    throw new InputError(
+      '--image',
+      `a channel of ${image} (${Object.keys(view.channels).join(', ') || 'none'})`,
+      channel,
+    );
   return current.version;
 }
 
@@ -30,8 +49,15 @@ function onChannel(view: LineageView, image: string, channel: string): string {
  */
 function fromPack(view: LineageView, image: string, name: string, nas: string): { id: string; format?: string } {
   const pack = view.packs[checkName('pack', name)];
-  const vmPacks = Object.entries(view.packs).filter(([, p]) => p.kind === 'vm').map(([n]) => n);
-  if (!pack || pack.kind !== 'vm') throw new InputError('--image', `a VM pack of ${image} (${vmPacks.join(', ') || 'none'}; see imgflow pack --kind vm)`, name);
+  const vmPacks = Object.entries(view.packs)
+    .filter(([, p]) => p.kind === 'vm')
+    .map(([n]) => n);
+  if (!pack || pack.kind !== 'vm')
+    throw new InputError(
+      '--image',
+      `a VM pack of ${image} (${vmPacks.join(', ') || 'none'}; see imgflow pack --kind vm)`,
+      name,
+    );
   if (pack.host !== nas) throw new InputError('--nas', `the NAS holding pack ${name} (${pack.host})`, nas);
   return { id: pack.version, ...(pack.format ? { format: pack.format } : {}) };
 }
@@ -45,13 +71,33 @@ export async function baseVersion(client: Client, ref: string, nas: string): Pro
   // The lineage's client only here: the storage map and a volume's own updates need none of it.
   const { describeLineage, resolveVersion } = await import('./lineage-client.js');
   const view = await describeLineage(client, image);
-  const { id, format } = how === '%' ? fromPack(view, image, which!, nas) : { id: how === '@' ? onChannel(view, image, which!) : resolveVersion(view, image, which), format: undefined };
+  const { id, format } =
+    how === '%'
+      ? fromPack(view, image, which!, nas)
+      : { id: how === '@' ? onChannel(view, image, which!) : resolveVersion(view, image, which), format: undefined };
   const record = view.versions.find((v) => v.id === id)!;
   // A stub is always of a removed version.
-  if (record.removed || !('artifacts' in record)) throw new InputError('--image', `a version whose files are still stored (${image}:${id} was removed by ${record.removed?.by}: ${record.removed?.reason})`, ref);
-  if (record.revoked) throw new InputError('--image', `a version that is not revoked (${image}:${id} was revoked by ${record.revoked.by}: ${record.revoked.reason})`, ref);
-  const artifact = (format ? [format] : ['qcow2', 'raw']).map((f) => record.artifacts.find((a) => a.host === nas && a.format === f)).find(Boolean);
-  if (!artifact) throw new InputError('--nas', `a NAS storing ${image}:${id} (${[...new Set(record.artifacts.map((a) => a.host))].join(', ') || 'none'})`, nas);
+  if (record.removed || !('artifacts' in record))
+    throw new InputError(
+      '--image',
+      `a version whose files are still stored (${image}:${id} was removed by ${record.removed?.by}: ${record.removed?.reason})`,
+      ref,
+    );
+  if (record.revoked)
+    throw new InputError(
+      '--image',
+      `a version that is not revoked (${image}:${id} was revoked by ${record.revoked.by}: ${record.revoked.reason})`,
+      ref,
+    );
+  const artifact = (format ? [format] : ['qcow2', 'raw'])
+    .map((f) => record.artifacts.find((a) => a.host === nas && a.format === f))
+    .find(Boolean);
+  if (!artifact)
+    throw new InputError(
+      '--nas',
+      `a NAS storing ${image}:${id} (${[...new Set(record.artifacts.map((a) => a.host))].join(', ') || 'none'})`,
+      nas,
+    );
   return { image, version: id, artifact: { format: artifact.format, host: artifact.host, path: artifact.path } };
 }
 
@@ -64,7 +110,8 @@ export async function known<T>(volume: string, send: () => Promise<T>): Promise<
   try {
     return await send();
   } catch (err) {
-    if ((err as Error).name === 'WorkflowNotFoundError') throw new InputError('volume', 'a volume known to imgflow (see imgflow maps)', volume);
+    if ((err as Error).name === 'WorkflowNotFoundError')
+      throw new InputError('volume', 'a volume known to imgflow (see imgflow maps)', volume);
     throw err;
   }
 }
@@ -110,7 +157,13 @@ export function cleanVolume(client: Client, volume: string, request: { by: strin
 export function volumeAttrs(client: Client, volume: string, attrs: VolumeAttrs): Promise<VolumeView> {
   const handle = volumeHandle(client, volume);
   const changes = Object.keys(attrs).length > 1;
-  return known(volume, () => (changes ? handle.executeUpdate(setAttrsUpdate, { args: [attrs] }) : handle.describe().then((d) => answered(client, `volume ${volume}`, () => handle.query(volumeQuery), [d.taskQueue]))));
+  return known(volume, () =>
+    changes
+      ? handle.executeUpdate(setAttrsUpdate, { args: [attrs] })
+      : handle
+          .describe()
+          .then((d) => answered(client, `volume ${volume}`, () => handle.query(volumeQuery), [d.taskQueue])),
+  );
 }
 
 /** Volumes read by query at once: enough to list a large map within the answer bound, few enough not to swamp the orchestrators. */
@@ -121,7 +174,10 @@ const READS_AT_ONCE = 16;
  * name. The whole listing is one read with one bound (see answers.ts): a volume whose workflow
  * does not answer makes the map unavailable, never silently shorter.
  */
-export async function listVolumes(client: Client, filter: { nas?: string; compute?: string } = {}): Promise<VolumeView[]> {
+export async function listVolumes(
+  client: Client,
+  filter: { nas?: string; compute?: string } = {},
+): Promise<VolumeView[]> {
   const filters = [
     `${SA.kind.name} = 'volume'`,
     `ExecutionStatus = 'Running'`,
@@ -129,24 +185,30 @@ export async function listVolumes(client: Client, filter: { nas?: string; comput
     ...(filter.compute ? [`${SA.computeHost.name} = '${checkHost('--compute', filter.compute)}'`] : []),
   ];
   const runs: { workflowId: string; runId: string; taskQueue: string }[] = [];
-  for await (const wf of client.workflow.list({ query: filters.join(' AND ') })) runs.push({ workflowId: wf.workflowId, runId: wf.runId, taskQueue: wf.taskQueue });
-  return answered(client, 'the storage map', async () => {
-    const views: VolumeView[] = [];
-    for (let i = 0; i < runs.length; i += READS_AT_ONCE) {
-      const batch = await Promise.all(
-        runs.slice(i, i + READS_AT_ONCE).map((wf) =>
-          client.workflow
-            .getHandle(wf.workflowId, wf.runId)
-            .query(volumeQuery)
-            // Listed as running but gone since (deleted meanwhile): not part of the map.
-            .catch((err: unknown) => {
-              if ((err as Error).name === 'WorkflowNotFoundError') return undefined;
-              throw err;
-            }),
-        ),
-      );
-      views.push(...batch.filter((v): v is VolumeView => v !== undefined));
-    }
-    return views.sort((a, b) => a.volume.localeCompare(b.volume));
-  }, runs.map((r) => r.taskQueue));
+  for await (const wf of client.workflow.list({ query: filters.join(' AND ') }))
+    runs.push({ workflowId: wf.workflowId, runId: wf.runId, taskQueue: wf.taskQueue });
+  return answered(
+    client,
+    'the storage map',
+    async () => {
+      const views: VolumeView[] = [];
+      for (let i = 0; i < runs.length; i += READS_AT_ONCE) {
+        const batch = await Promise.all(
+          runs.slice(i, i + READS_AT_ONCE).map((wf) =>
+            client.workflow
+              .getHandle(wf.workflowId, wf.runId)
+              .query(volumeQuery)
+              // Listed as running but gone since (deleted meanwhile): not part of the map.
+              .catch((err: unknown) => {
+                if ((err as Error).name === 'WorkflowNotFoundError') return undefined;
+                throw err;
+              }),
+          ),
+        );
+        views.push(...batch.filter((v): v is VolumeView => v !== undefined));
+      }
+      return views.sort((a, b) => a.volume.localeCompare(b.volume));
+    },
+    runs.map((r) => r.taskQueue),
+  );
 }

@@ -50,7 +50,12 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
     case 'orchestrator':
       return { role, taskQueue: WORKFLOW_QUEUE, workflows: true, activities: {} };
     case 'builder':
-      return activityRole(role, queues.builder(checkArch('arch', arch)), withBuildPlatform(host, checkArch('arch', arch), { run }), createBuilderActivities({ ...deps, settings: builderSettings() }));
+      return activityRole(
+        role,
+        queues.builder(checkArch('arch', arch)),
+        withBuildPlatform(host, checkArch('arch', arch), { run }),
+        createBuilderActivities({ ...deps, settings: builderSettings() }),
+      );
     case 'nas': {
       const nas = { ...deps, settings: nasSettings() };
       return activityRole(
@@ -66,16 +71,33 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
       );
     }
     case 'compute':
-      return activityRole(role, queues.compute(config.host), host, createComputeActivities({ ...deps, settings: computeSettings() }));
+      return activityRole(
+        role,
+        queues.compute(config.host),
+        host,
+        createComputeActivities({ ...deps, settings: computeSettings() }),
+      );
     case 'cloud':
       return activityRole(role, queues.cloud(config.site), host, cloudActivities(run, config, logger));
     case 'control':
-      return activityRole(role, CONTROL_QUEUE, host, cloudActivities(run, config, logger), createLineageHistoryActivities({ config }));
+      return activityRole(
+        role,
+        CONTROL_QUEUE,
+        host,
+        cloudActivities(run, config, logger),
+        createLineageHistoryActivities({ config }),
+      );
   }
 }
 
 /** Subscription activities: the registry and trust anchors come from this worker's settings. */
 function cloudActivities(run: ReturnType<typeof createRunner>, config: Config, logger: Logger) {
   const settings = cloudSettings();
-  return createCloudActivities({ run, config, registry: cloudRegistry(config, settings.registry, logger), trust: { caDir: settings.caDir }, logger });
+  return createCloudActivities({
+    run,
+    config,
+    registry: cloudRegistry(config, settings.registry, logger),
+    trust: { caDir: settings.caDir },
+    logger,
+  });
 }

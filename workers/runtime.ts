@@ -8,7 +8,16 @@ import type { Logger } from '../lib/logger.js';
 
 function temporalLogger(logger: Logger): TemporalLogger {
   const log = (level: LogLevel, message: string, meta?: LogMetadata) => {
-    const method = level === 'TRACE' ? 'trace' : level === 'DEBUG' ? 'debug' : level === 'WARN' ? 'warn' : level === 'ERROR' ? 'error' : 'info';
+    const method =
+      level === 'TRACE'
+        ? 'trace'
+        : level === 'DEBUG'
+          ? 'debug'
+          : level === 'WARN'
+            ? 'warn'
+            : level === 'ERROR'
+              ? 'error'
+              : 'info';
     logger[method](meta ?? {}, message);
   };
   return {

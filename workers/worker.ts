@@ -4,7 +4,12 @@
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { bundleWorkflowCode, type NativeConnection, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import {
+  bundleWorkflowCode,
+  type NativeConnection,
+  Worker,
+  type WorkflowBundleWithSourceMap,
+} from '@temporalio/worker';
 import { imgflowDataConverter } from '../lib/codec.js';
 import { paths, type Config } from '../lib/config.js';
 import { removeLeftovers } from '../activities/leftovers.js';
@@ -24,7 +29,7 @@ let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 
 /** The workflow bundle, made once per process (webpack takes seconds; workers share it). */
 export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
-  bundle ??= bundleWorkflowCode({ workflowsPath, logger: quietBundlerLogger});
+  bundle ??= bundleWorkflowCode({ workflowsPath, logger: quietBundlerLogger });
   return bundle;
 }
 
@@ -44,12 +49,18 @@ export interface WorkerSpec {
 
 export async function createWorker(spec: WorkerSpec): Promise<{ worker: Worker; plan: RolePlan }> {
   const plan = planRole(spec.role, spec.config, spec.arch, spec.logger);
-  for (const argv of reapOrphans(paths(spec.config).commands)) spec.logger.warn({ argv }, 'ended a command left running by a worker that died');
+  for (const argv of reapOrphans(paths(spec.config).commands))
+    spec.logger.warn({ argv }, 'ended a command left running by a worker that died');
   // Only once those commands are ended: they may be writing the partials a dead worker left.
   const left = await removeLeftovers(spec.role, spec.config, spec.arch, createRunner(spec.logger));
   for (const mount of left.unmounted) spec.logger.warn({ mount }, 'unmounted what a worker that died left mounted');
-  for (const file of left.removed) spec.logger.warn({ path: file }, 'removed a partial file left by a worker that died');
-  if (spec.role === 'builder') spec.logger.info({ build: await builderPlatform(checkArch('arch', spec.arch), { run: createRunner(spec.logger) }) }, 'builder platform');
+  for (const file of left.removed)
+    spec.logger.warn({ path: file }, 'removed a partial file left by a worker that died');
+  if (spec.role === 'builder')
+    spec.logger.info(
+      { build: await builderPlatform(checkArch('arch', spec.arch), { run: createRunner(spec.logger) }) },
+      'builder platform',
+    );
   const activities = spec.activities ?? plan.activities;
   const worker = await Worker.create({
     connection: spec.connection,

@@ -22,7 +22,15 @@ export interface DemoSummary {
   image: string;
   version: string;
   base: { host: string; path: string; sha256: string; bytes: number; virtualBytes: number };
-  volume: { name: string; nas: string; path: string; actualBytes: number; virtualBytes: number; backingFile?: string; readsThrough: boolean };
+  volume: {
+    name: string;
+    nas: string;
+    path: string;
+    actualBytes: number;
+    virtualBytes: number;
+    backingFile?: string;
+    readsThrough: boolean;
+  };
 }
 
 export async function demoWorkflow(input: DemoInput): Promise<DemoSummary> {
@@ -48,7 +56,13 @@ export async function demoWorkflow(input: DemoInput): Promise<DemoSummary> {
   const base = await builder.createBaseImage({ image: input.image, version, arch: input.arch, sizeMiB: input.sizeMiB });
 
   setCurrentDetails(`**importing** ${input.image}:${version} into the store of ${queues.nas(input.nas)}`);
-  const stored = await nas.storeFile({ image: input.image, version, name: `${input.image}-${version}.qcow2`, source: { host: base.host, path: base.path }, sha256: base.sha256 });
+  const stored = await nas.storeFile({
+    image: input.image,
+    version,
+    name: `${input.image}-${version}.qcow2`,
+    source: { host: base.host, path: base.path },
+    sha256: base.sha256,
+  });
 
   setCurrentDetails(`**cloning** volume ${input.volume} from ${input.image}:${version}`);
   await nas.cloneVolume({ volume: input.volume, base: stored.path });

@@ -6,8 +6,14 @@ import type { NasVolumeActivities } from '../activities/nas/volumes.js';
 
 type NasExport = Awaited<ReturnType<NasVolumeActivities['volumeExportKind']>>;
 
-export async function pingWorkflow(input: { queue: string; waitSeconds?: number; ask?: 'initiator' | 'export' }): Promise<HostFacts & Partial<ComputeInitiator> & Partial<NasExport>> {
-  const { hostFacts, computeInitiator, volumeExportKind } = proxyActivities<HostActivities & Pick<ComputeActivities, 'computeInitiator'> & Pick<NasVolumeActivities, 'volumeExportKind'>>({
+export async function pingWorkflow(input: {
+  queue: string;
+  waitSeconds?: number;
+  ask?: 'initiator' | 'export';
+}): Promise<HostFacts & Partial<ComputeInitiator> & Partial<NasExport>> {
+  const { hostFacts, computeInitiator, volumeExportKind } = proxyActivities<
+    HostActivities & Pick<ComputeActivities, 'computeInitiator'> & Pick<NasVolumeActivities, 'volumeExportKind'>
+  >({
     taskQueue: input.queue,
     scheduleToStartTimeout: `${input.waitSeconds ?? 10}s`,
     startToCloseTimeout: '30s',

@@ -47,7 +47,10 @@ export async function validateWorkflow(input: ValidateInput): Promise<ValidateRe
   const { image, version } = input;
   const id = workflowInfo().workflowId;
   // The work directory and, for a fix, the store directory of the repaired copy: unique per run.
-  const build = id.replace(/^validate-/, '').slice(-64).replace(/^[^a-z0-9]+/, '');
+  const build = id
+    .replace(/^validate-/, '')
+    .slice(-64)
+    .replace(/^[^a-z0-9]+/, '');
   const ref = { build, arch: version.arch };
   // The store directory of a repaired copy; the lineage gives it its version id when it registers it.
   const copyName = `${version.id}-fix-${id.slice(-8)}`;
@@ -58,9 +61,20 @@ export async function validateWorkflow(input: ValidateInput): Promise<ValidateRe
     heartbeatTimeout: '2m',
     retry: { maximumAttempts: 3, nonRetryableErrorTypes: ['InputError', 'RecipeError'] },
   });
-  const nas = proxyActivities<NasActivities>({ taskQueue: queues.nas(input.store), scheduleToStartTimeout: '10m', startToCloseTimeout: '2h', heartbeatTimeout: '2m', retry: { maximumAttempts: 5 } });
+  const nas = proxyActivities<NasActivities>({
+    taskQueue: queues.nas(input.store),
+    scheduleToStartTimeout: '10m',
+    startToCloseTimeout: '2h',
+    heartbeatTimeout: '2m',
+    retry: { maximumAttempts: 5 },
+  });
   const artifact = pickArtifact(version.artifacts);
-  const stored: StoredArtifact = { format: artifact.format, host: artifact.host, path: artifact.path, sha256: artifact.sha256 };
+  const stored: StoredArtifact = {
+    format: artifact.format,
+    host: artifact.host,
+    path: artifact.path,
+    sha256: artifact.sha256,
+  };
   const prepare: PrepareOptions = { ...input.prepare, private: version.private, shared: version.shared };
 
   try {
@@ -79,7 +93,8 @@ export async function validateWorkflow(input: ValidateInput): Promise<ValidateRe
     const measured = await builder.measure(ref);
     const formats = [...new Set(version.artifacts.map((a) => a.format))];
     const packed = await builder.packOutputs({ ...ref, image, version: copyName, outputs: formats });
-    const store = (name: string, path: string, sha256: string) => nas.storeFile({ image, version: copyName, name, source: { host: facts.host, path }, sha256 });
+    const store = (name: string, path: string, sha256: string) =>
+      nas.storeFile({ image, version: copyName, name, source: { host: facts.host, path }, sha256 });
     const artifacts: Artifact[] = [];
     for (const out of packed.outputs) {
       const copy = await store(`${image}-${copyName}.${out.format}`, out.path, out.sha256);
@@ -89,7 +104,13 @@ export async function validateWorkflow(input: ValidateInput): Promise<ValidateRe
     const filesManifest = await store('manifest.jsonl', measured.manifest.path, measured.manifest.sha256);
     await builder.removeBuild(ref);
 
-    const report: PhaseRow[] = [opened, fixed, packed].map((r) => ({ phase: r.phase, durationMs: r.durationMs, packages: r.packages, bytes: r.bytes, ...(r.note ? { note: r.note } : {}) }));
+    const report: PhaseRow[] = [opened, fixed, packed].map((r) => ({
+      phase: r.phase,
+      durationMs: r.durationMs,
+      packages: r.packages,
+      bytes: r.bytes,
+      ...(r.note ? { note: r.note } : {}),
+    }));
     const record: NewVersion = {
       createdAt: new Date().toISOString(),
       by: input.by,
@@ -100,11 +121,19 @@ export async function validateWorkflow(input: ValidateInput): Promise<ValidateRe
       artifacts,
       packages: measured.packages,
       bytes: measured.bytes,
-      manifests: { packages: { path: packagesFile.path, sha256: measured.packagesFileSha256 }, files: { path: filesManifest.path, sha256: measured.manifest.sha256 } },
+      manifests: {
+        packages: { path: packagesFile.path, sha256: measured.packagesFileSha256 },
+        files: { path: filesManifest.path, sha256: measured.manifest.sha256 },
+      },
       private: measured.private ?? version.private,
       shared: measured.shared ?? version.shared,
       report,
-      provenance: { builder: facts.host, source: `fix of ${image}:${version.id} (${artifact.format} ${artifact.sha256.slice(0, 12)})`, tools: { 'qemu-img': facts.qemuImg, kernel: facts.kernel }, workflowId: id },
+      provenance: {
+        builder: facts.host,
+        source: `fix of ${image}:${version.id} (${artifact.format} ${artifact.sha256.slice(0, 12)})`,
+        tools: { 'qemu-img': facts.qemuImg, kernel: facts.kernel },
+        workflowId: id,
+      },
       // The repaired copy kept its hashes only if the check allowed them.
       ...(prepare.allowPasswordHashes ? { allowPasswordHashes: true } : {}),
     };

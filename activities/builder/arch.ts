@@ -59,14 +59,29 @@ export function parseRegistration(line: string): BinfmtHandler {
   const sep = line[0];
   const fields = sep ? line.trim().slice(1).split(sep) : [];
   const [name, type, offset, magic, mask, interpreter, flags = ''] = fields;
-  if (fields.length < 6 || type !== 'M' || !name || !magic || !interpreter) throw new Error(`binfmt_misc: expected a magic-type registration line ":name:M:offset:magic:mask:interpreter:flags", got ${JSON.stringify(line.slice(0, 120))}`);
-  return { name, enabled: true, interpreter, flags, offset: Number(offset || 0), magic: unescape(magic), ...(mask ? { mask: unescape(mask) } : {}) };
+  if (fields.length < 6 || type !== 'M' || !name || !magic || !interpreter)
+    throw new Error(
+      `binfmt_misc: expected a magic-type registration line ":name:M:offset:magic:mask:interpreter:flags", got ${JSON.stringify(line.slice(0, 120))}`,
+    );
+  return {
+    name,
+    enabled: true,
+    interpreter,
+    flags,
+    offset: Number(offset || 0),
+    magic: unescape(magic),
+    ...(mask ? { mask: unescape(mask) } : {}),
+  };
 }
 
 /** A handler as `/proc/sys/fs/binfmt_misc/<name>` shows it. */
 export function parseHandlerStatus(name: string, text: string): BinfmtHandler | undefined {
   const lines = text.split('\n');
-  const field = (key: string) => lines.find((line) => line.startsWith(`${key} `) || line.startsWith(`${key}:`))?.slice(key.length + 1).trim();
+  const field = (key: string) =>
+    lines
+      .find((line) => line.startsWith(`${key} `) || line.startsWith(`${key}:`))
+      ?.slice(key.length + 1)
+      .trim();
   const magic = field('magic');
   const interpreter = field('interpreter');
   // Extension handlers (type E) have no magic: they never match an ELF header.
@@ -92,7 +107,11 @@ export function handlerMatches(handler: BinfmtHandler, header: Buffer): boolean 
   });
 }
 
-const exists = (file: string) => fs.access(file, constants.F_OK).then(() => true, () => false);
+const exists = (file: string) =>
+  fs.access(file, constants.F_OK).then(
+    () => true,
+    () => false,
+  );
 
 /** The distribution's definition of the handler for `arch`, from qemu-user-static. */
 async function definitionOf(arch: Arch, dirs: string[]): Promise<BinfmtHandler> {
@@ -102,13 +121,19 @@ async function definitionOf(arch: Arch, dirs: string[]): Promise<BinfmtHandler> 
     const line = text?.split('\n').find((l) => l.trim() && !/^[#;]/.test(l.trim()));
     if (line) return parseRegistration(line.trim());
   }
-  throw new Error(`builder for ${arch}: qemu-user-static is not installed (no ${file} in ${dirs.join(' or ')}); run scripts/setup.sh or apt-get install qemu-user-static`);
+  throw new Error(
+    `builder for ${arch}: qemu-user-static is not installed (no ${file} in ${dirs.join(' or ')}); run scripts/setup.sh or apt-get install qemu-user-static`,
+  );
 }
 
 /** The handlers binfmt_misc has now, by name. */
 async function handlers(dir: string): Promise<BinfmtHandler[]> {
   const names = (await fs.readdir(dir)).filter((name) => name !== 'register' && name !== 'status');
-  const found = await Promise.all(names.map(async (name) => parseHandlerStatus(name, await fs.readFile(path.join(dir, name), 'utf8').catch(() => ''))));
+  const found = await Promise.all(
+    names.map(async (name) =>
+      parseHandlerStatus(name, await fs.readFile(path.join(dir, name), 'utf8').catch(() => '')),
+    ),
+  );
   return found.filter((h): h is BinfmtHandler => h !== undefined);
 }
 
@@ -125,27 +150,51 @@ export async function ensureEmulation(arch: Arch, deps: ArchDeps): Promise<Binfm
   if (!(await exists(path.join(dir, 'register')))) {
     await deps.run(['mount', '-t', 'binfmt_misc', 'binfmt_misc', dir]).catch(async (err: unknown) => {
       // Another builder may have mounted it meanwhile.
-      if (!(await exists(path.join(dir, 'register')))) throw new Error(`builder for ${arch}: cannot mount binfmt_misc on ${dir}: ${(err as Error).message.split('\n')[0]}`);
+      if (!(await exists(path.join(dir, 'register'))))
+        throw new Error(
+          `builder for ${arch}: cannot mount binfmt_misc on ${dir}: ${(err as Error).message.split('\n')[0]}`,
+        );
     });
   }
   if ((await fs.readFile(path.join(dir, 'status'), 'utf8').catch(() => 'enabled')).trim() === 'disabled') {
-    throw new Error(`builder for ${arch}: binfmt_misc is disabled on this machine (${dir}/status); enable it to build ${arch} images here`);
+    throw new Error(
+      `builder for ${arch}: binfmt_misc is disabled on this machine (${dir}/status); enable it to build ${arch} images here`,
+    );
   }
   const usable = async () => (await handlers(dir)).find((h) => h.enabled && handlerMatches(h, sample));
   let handler = await usable();
   if (!handler) {
     const clash = (await handlers(dir)).find((h) => h.name === wanted.name);
-    if (clash) throw new Error(`builder for ${arch}: the binfmt_misc handler ${wanted.name} is there but disabled; enable it (echo 1 > ${dir}/${wanted.name}) to build ${arch} images here`);
-    if (!(await exists(wanted.interpreter))) throw new Error(`builder for ${arch}: the emulator ${wanted.interpreter} is missing; run scripts/setup.sh or apt-get install qemu-user-static`);
-    await fs.writeFile(path.join(dir, 'register'), `:${wanted.name}:M:${wanted.offset}:${escapeBytes(wanted.magic)}:${wanted.mask ? escapeBytes(wanted.mask) : ''}:${wanted.interpreter}:${wanted.flags}`).catch((err: NodeJS.ErrnoException) => {
-      // Registered by another builder meanwhile: taken below like any other.
-      if (err.code !== 'EEXIST') throw new Error(`builder for ${arch}: cannot register the binfmt_misc handler ${wanted.name}: ${err.message}`);
-    });
+    if (clash)
+      throw new Error(
+        `builder for ${arch}: the binfmt_misc handler ${wanted.name} is there but disabled; enable it (echo 1 > ${dir}/${wanted.name}) to build ${arch} images here`,
+      );
+    if (!(await exists(wanted.interpreter)))
+      throw new Error(
+        `builder for ${arch}: the emulator ${wanted.interpreter} is missing; run scripts/setup.sh or apt-get install qemu-user-static`,
+      );
+    await fs
+      .writeFile(
+        path.join(dir, 'register'),
+        `:${wanted.name}:M:${wanted.offset}:${escapeBytes(wanted.magic)}:${wanted.mask ? escapeBytes(wanted.mask) : ''}:${wanted.interpreter}:${wanted.flags}`,
+      )
+      .catch((err: NodeJS.ErrnoException) => {
+        // Registered by another builder meanwhile: taken below like any other.
+        if (err.code !== 'EEXIST')
+          throw new Error(
+            `builder for ${arch}: cannot register the binfmt_misc handler ${wanted.name}: ${err.message}`,
+          );
+      });
     handler = await usable();
-    if (!handler) throw new Error(`builder for ${arch}: binfmt_misc shows no enabled handler for ${arch} binaries after registering ${wanted.name}`);
+    if (!handler)
+      throw new Error(
+        `builder for ${arch}: binfmt_misc shows no enabled handler for ${arch} binaries after registering ${wanted.name}`,
+      );
   }
   if (!handler.flags.includes('F')) {
-    throw new Error(`builder for ${arch}: the binfmt_misc handler ${handler.name} (${handler.interpreter}) lacks the F flag, so it cannot start ${arch} binaries inside a build's chroot; register it with F (as qemu-user-static's ${wanted.name}.conf does)`);
+    throw new Error(
+      `builder for ${arch}: the binfmt_misc handler ${handler.name} (${handler.interpreter}) lacks the F flag, so it cannot start ${arch} binaries inside a build's chroot; register it with F (as qemu-user-static's ${wanted.name}.conf does)`,
+    );
   }
   return handler;
 }
@@ -184,7 +233,7 @@ export function withBuildPlatform(host: HostActivities, arch: Arch, deps: ArchDe
 export async function resolveInRoot(root: string, inside: string): Promise<string> {
   let rest = inside.split('/').filter(Boolean);
   let done: string[] = [];
-  for (let hops = 0; rest.length; ) {
+  for (let hops = 0; rest.length;) {
     const part = rest.shift()!;
     if (part === '.') continue;
     if (part === '..') {
@@ -227,5 +276,8 @@ export async function treeArch(root: string): Promise<Arch | undefined> {
 /** Fails, naming both, when the tree's binaries are not `arch`'s. */
 export async function checkTreeArch(root: string, arch: Arch): Promise<void> {
   const found = await treeArch(root);
-  if (found !== arch) throw new Error(`the image's /bin/sh is ${found ? `an ${found} binary` : 'no ELF binary imgflow knows'}, not ${arch}: the bootstrap made the wrong architecture`);
+  if (found !== arch)
+    throw new Error(
+      `the image's /bin/sh is ${found ? `an ${found} binary` : 'no ELF binary imgflow knows'}, not ${arch}: the bootstrap made the wrong architecture`,
+    );
 }

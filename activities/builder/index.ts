@@ -74,7 +74,12 @@ export function createBuilderActivities(deps: BuilderDeps) {
      * A small qcow2 base image with a known pattern written into its first MiB, so a clone can be
      * checked to read through to it. Idempotent: an existing finished image is returned as it is.
      */
-    async createBaseImage(input: { image: string; version: string; arch: string; sizeMiB: number }): Promise<BaseImage> {
+    async createBaseImage(input: {
+      image: string;
+      version: string;
+      arch: string;
+      sizeMiB: number;
+    }): Promise<BaseImage> {
       checkName('image', input.image);
       checkName('version', input.version);
       checkInt('sizeMiB', input.sizeMiB, 1, 1024 * 1024);
@@ -87,9 +92,17 @@ export function createBuilderActivities(deps: BuilderDeps) {
         await run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x5a 0 1M', partial]);
         await fs.rename(partial, target);
       }
-      const info = JSON.parse((await run(['qemu-img', 'info', '--output=json', target])).stdout) as { 'virtual-size': number };
+      const info = JSON.parse((await run(['qemu-img', 'info', '--output=json', target])).stdout) as {
+        'virtual-size': number;
+      };
       const stat = await fs.stat(target);
-      return { host: config.host, path: target, sha256: await sha256File(target), bytes: stat.size, virtualBytes: info['virtual-size'] };
+      return {
+        host: config.host,
+        path: target,
+        sha256: await sha256File(target),
+        bytes: stat.size,
+        virtualBytes: info['virtual-size'],
+      };
     },
 
     /**
@@ -101,7 +114,11 @@ export function createBuilderActivities(deps: BuilderDeps) {
       const root = workdir(checkArch('arch', input.arch));
       const file = path.resolve(input.path);
       if (!file.startsWith(`${root}${path.sep}`)) throw new InputError('path', `a file under ${root}`, input.path);
-      return sendStream(logger, { ...checkEndpoint(input), token: checkToken('token', input.token), producer: ['cat', '--', file] });
+      return sendStream(logger, {
+        ...checkEndpoint(input),
+        token: checkToken('token', input.token),
+        producer: ['cat', '--', file],
+      });
     },
   };
 }

@@ -79,7 +79,13 @@ async function* walk(root: string, dev: number, rel = ''): AsyncGenerator<Manife
   const stats = await Promise.all(names.map((name) => fs.lstat(path.join(root, rel, name))));
   for (const [i, st] of stats.entries()) {
     const relPath = `${rel}/${names[i]}`;
-    const base = { path: relPath, mode: (st.mode & 0o7777).toString(8).padStart(4, '0'), uid: st.uid, gid: st.gid, size: st.size };
+    const base = {
+      path: relPath,
+      mode: (st.mode & 0o7777).toString(8).padStart(4, '0'),
+      uid: st.uid,
+      gid: st.gid,
+      size: st.size,
+    };
     if (st.isSymbolicLink()) yield { ...base, type: 'link', target: await fs.readlink(path.join(root, relPath)) };
     else if (st.isFile()) yield { ...base, type: 'file' };
     else if (st.isDirectory()) {
@@ -90,7 +96,11 @@ async function* walk(root: string, dev: number, rel = ''): AsyncGenerator<Manife
 }
 
 /** Writes the manifest as JSON lines; returns its entry count and the digest of its text. */
-export async function writeManifest(run: Run, root: string, target: string): Promise<{ entries: number; sha256: string }> {
+export async function writeManifest(
+  run: Run,
+  root: string,
+  target: string,
+): Promise<{ entries: number; sha256: string }> {
   const { dev } = await fs.stat(root);
   const entries: ManifestEntry[] = [];
   for await (const entry of walk(root, dev)) entries.push(entry);

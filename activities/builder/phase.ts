@@ -61,7 +61,13 @@ export interface PhaseResult extends ReportRow {
 }
 
 export function toReportRow(result: PhaseResult): ReportRow {
-  return { phase: result.phase, durationMs: result.durationMs, packages: result.packages, bytes: result.bytes, ...(result.note ? { note: result.note } : {}) };
+  return {
+    phase: result.phase,
+    durationMs: result.durationMs,
+    packages: result.packages,
+    bytes: result.bytes,
+    ...(result.note ? { note: result.note } : {}),
+  };
 }
 
 interface Marker<T> {
@@ -163,7 +169,8 @@ export async function runPhase<T extends object>(
 }
 
 export async function requireRoot(dirs: BuildDirs): Promise<void> {
-  if (!(await exists(path.join(dirs.root, 'etc')))) throw new Error(`build ${dirs.work} has no image root yet: run bootstrap, capture or unpackTarball first`);
+  if (!(await exists(path.join(dirs.root, 'etc'))))
+    throw new Error(`build ${dirs.work} has no image root yet: run bootstrap, capture or unpackTarball first`);
 }
 
 /** For phases that change the tree: it must exist, and mounts a crashed attempt left are released. */

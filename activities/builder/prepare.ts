@@ -42,13 +42,16 @@ export function unitName(name: string): string {
   return /\.(service|socket|timer|path|mount|target)$/.test(name) ? name : `${name}.service`;
 }
 
-export const isSshHostKey = (name: string) => /^ssh_host_.*_key(\.pub)?$/.test(name) || /^ssh_host_key(\.pub)?$/.test(name);
-export const isLease = (name: string) => /\.leases?$/.test(name) || /^dhclient.*\.(lease|leases|conf\.lease)$/.test(name);
+export const isSshHostKey = (name: string) =>
+  /^ssh_host_.*_key(\.pub)?$/.test(name) || /^ssh_host_key(\.pub)?$/.test(name);
+export const isLease = (name: string) =>
+  /\.leases?$/.test(name) || /^dhclient.*\.(lease|leases|conf\.lease)$/.test(name);
 
 /** Refuses a tree with something mounted in it: emptying /proc there would reach the kernel's. */
 export async function assertNothingMounted(root: string): Promise<void> {
   const mounts = await mountsUnder(root);
-  if (mounts.length) throw new Error(`refusing to prepare ${root}: filesystems are mounted under it: ${mounts.join(', ')}`);
+  if (mounts.length)
+    throw new Error(`refusing to prepare ${root}: filesystems are mounted under it: ${mounts.join(', ')}`);
 }
 
 async function entries(dir: string): Promise<string[]> {
@@ -123,10 +126,14 @@ export async function networkIdentityFiles(root: string): Promise<string[]> {
   const rules = await inRoot(root, PERSISTENT_NET_RULES);
   if (rules && (await lstatOrUndefined(rules))) found.push(rules);
   const ssh = await inRoot(root, `${SSH_DIR}/x`);
-  if (ssh) for (const name of await entries(path.dirname(ssh))) if (isSshHostKey(name)) found.push(path.join(path.dirname(ssh), name));
+  if (ssh)
+    for (const name of await entries(path.dirname(ssh)))
+      if (isSshHostKey(name)) found.push(path.join(path.dirname(ssh), name));
   for (const inside of LEASE_DIRS) {
     const dir = await inRoot(root, `${inside}/x`);
-    if (dir) for (const name of await entries(path.dirname(dir))) if (isLease(name)) found.push(path.join(path.dirname(dir), name));
+    if (dir)
+      for (const name of await entries(path.dirname(dir)))
+        if (isLease(name)) found.push(path.join(path.dirname(dir), name));
   }
   return found;
 }
@@ -207,5 +214,13 @@ export async function prepareRoot(root: string, options: PrepareOptions): Promis
   const disabledServices: string[] = [];
   for (const name of options.removeServices) disabledServices.push(await disableService(root, name));
   const lockedPasswords = options.allowPasswordHashes ? 0 : await lockPasswords(root);
-  return { emptied, truncatedLogs, removedIdentity, disabledServices, lockedPasswords, private: options.private, shared: options.shared };
+  return {
+    emptied,
+    truncatedLogs,
+    removedIdentity,
+    disabledServices,
+    lockedPasswords,
+    private: options.private,
+    shared: options.shared,
+  };
 }

@@ -118,8 +118,14 @@ class Checker {
     return undefined;
   }
 
-  object(field: string, value: unknown, allowed: readonly string[], required: readonly string[] = []): Record<string, unknown> | undefined {
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) return this.fail(field, 'a mapping', value);
+  object(
+    field: string,
+    value: unknown,
+    allowed: readonly string[],
+    required: readonly string[] = [],
+  ): Record<string, unknown> | undefined {
+    if (value === null || typeof value !== 'object' || Array.isArray(value))
+      return this.fail(field, 'a mapping', value);
     const record = value as Record<string, unknown>;
     for (const key of Object.keys(record)) {
       if (!allowed.includes(key)) this.fail(join(field, key), `a known key (${allowed.join(', ')})`);
@@ -129,7 +135,8 @@ class Checker {
   }
 
   string(field: string, value: unknown, pattern: RegExp, expected: string): string | undefined {
-    if (typeof value !== 'string' || !pattern.test(value) || value.split('/').includes('..')) return this.fail(field, expected, value);
+    if (typeof value !== 'string' || !pattern.test(value) || value.split('/').includes('..'))
+      return this.fail(field, expected, value);
     return value;
   }
 
@@ -187,17 +194,33 @@ export function machineMirror(sourcesFile = '/etc/apt/sources.list.d/debian.sour
   return undefined;
 }
 
-function checkDebootstrap(c: Checker, field: string, value: unknown, options: ParseOptions): DebootstrapSource | undefined {
+function checkDebootstrap(
+  c: Checker,
+  field: string,
+  value: unknown,
+  options: ParseOptions,
+): DebootstrapSource | undefined {
   const o = c.object(field, value, ['suite', 'variant', 'components', 'packages', 'mirror'], ['suite']);
   if (!o) return undefined;
   const suite = c.string(join(field, 'suite'), o.suite, SUITE, 'a Debian suite name such as bookworm');
   const variant = o.variant === undefined ? 'minbase' : c.oneOf(join(field, 'variant'), o.variant, VARIANTS);
-  const components = o.components === undefined ? ['main'] : c.list(join(field, 'components'), o.components, (f, v) => c.string(f, v, COMPONENT, 'an archive component such as main'));
-  const packages = c.list(join(field, 'packages'), o.packages, (f, v) => c.string(f, v, PACKAGE, 'a Debian package name'));
+  const components =
+    o.components === undefined
+      ? ['main']
+      : c.list(join(field, 'components'), o.components, (f, v) =>
+          c.string(f, v, COMPONENT, 'an archive component such as main'),
+        );
+  const packages = c.list(join(field, 'packages'), o.packages, (f, v) =>
+    c.string(f, v, PACKAGE, 'a Debian package name'),
+  );
   const mirrorValue = o.mirror ?? options.defaultMirror ?? machineMirror();
-  const mirror = mirrorValue === undefined
-    ? c.fail(join(field, 'mirror'), 'a mirror URI (none given and none found in /etc/apt/sources.list.d/debian.sources)')
-    : c.string(join(field, 'mirror'), mirrorValue, MIRROR, 'an http(s):// or file:// mirror URI');
+  const mirror =
+    mirrorValue === undefined
+      ? c.fail(
+          join(field, 'mirror'),
+          'a mirror URI (none given and none found in /etc/apt/sources.list.d/debian.sources)',
+        )
+      : c.string(join(field, 'mirror'), mirrorValue, MIRROR, 'an http(s):// or file:// mirror URI');
   if (!suite || !variant || !mirror || components.length === 0) return undefined;
   return { kind: 'debootstrap', suite, variant, components, packages: [...new Set(packages)].sort(), mirror };
 }
@@ -211,15 +234,25 @@ export const isLoopbackHost = (host: string) => host === 'localhost' || /^127\./
  * refused here; the builder checks again where the path resolves (symlinks) before it copies.
  */
 export function builderRootRefusal(from: string, how = 'is'): InputError {
-  return new InputError('source.capture.allowBuilderRoot', `true to capture the builder host itself (source.capture.from ${JSON.stringify(from)} ${how} its root filesystem)`);
+  return new InputError(
+    'source.capture.allowBuilderRoot',
+    `true to capture the builder host itself (source.capture.from ${JSON.stringify(from)} ${how} its root filesystem)`,
+  );
 }
 
 /** `[user@]host:/path` for a remote host, or an absolute local path. */
 function checkCapture(c: Checker, field: string, value: unknown): CaptureSource | undefined {
   const o = c.object(field, value, ['from', 'port', 'excludes', 'allowBuilderRoot'], ['from']);
   if (!o) return undefined;
-  const excludes = c.list(join(field, 'excludes'), o.excludes, (f, v) => c.string(f, v, EXCLUDE, 'an rsync exclude pattern on one line'));
-  const port = o.port === undefined ? undefined : Number.isInteger(o.port) && (o.port as number) >= 1 && (o.port as number) <= 65535 ? (o.port as number) : c.fail(join(field, 'port'), 'a port from 1 to 65535', o.port);
+  const excludes = c.list(join(field, 'excludes'), o.excludes, (f, v) =>
+    c.string(f, v, EXCLUDE, 'an rsync exclude pattern on one line'),
+  );
+  const port =
+    o.port === undefined
+      ? undefined
+      : Number.isInteger(o.port) && (o.port as number) >= 1 && (o.port as number) <= 65535
+        ? (o.port as number)
+        : c.fail(join(field, 'port'), 'a port from 1 to 65535', o.port);
   const allowBuilderRoot = c.boolean(join(field, 'allowBuilderRoot'), o.allowBuilderRoot, false);
   const allow = allowBuilderRoot ? { allowBuilderRoot } : {};
   const from = o.from;
@@ -230,14 +263,27 @@ function checkCapture(c: Checker, field: string, value: unknown): CaptureSource 
     if (!allowBuilderRoot && path.posix.normalize(p) === '/') c.errors.push(builderRootRefusal(from));
   };
   if (!remote) {
-    const local = c.string(fromField, from, SAFE_PATH, 'an absolute local path of letters, digits and ._+@-/ (or "[user@]host:/path")');
+    const local = c.string(
+      fromField,
+      from,
+      SAFE_PATH,
+      'an absolute local path of letters, digits and ._+@-/ (or "[user@]host:/path")',
+    );
     if (local) refuseRoot(local);
     return local ? { kind: 'capture', path: local, excludes, ...(port ? { port } : {}), ...allow } : undefined;
   }
   const [, user, host, remotePath] = remote;
-  const okUser = user === undefined ? 'root' : c.string(fromField, user, USER, 'a user name of lower-case letters, digits, "_" or "-" before "@"');
+  const okUser =
+    user === undefined
+      ? 'root'
+      : c.string(fromField, user, USER, 'a user name of lower-case letters, digits, "_" or "-" before "@"');
   const okHost = IPV4.test(host!) ? host : c.named(fromField, host, checkHost);
-  const okPath = c.string(fromField, remotePath, SAFE_PATH, 'an absolute path after "host:" of letters, digits and ._+@-/');
+  const okPath = c.string(
+    fromField,
+    remotePath,
+    SAFE_PATH,
+    'an absolute path after "host:" of letters, digits and ._+@-/',
+  );
   if (okHost && okPath && isLoopbackHost(okHost)) refuseRoot(okPath);
   if (!okUser || !okHost || !okPath) return undefined;
   return { kind: 'capture', user: okUser, host: okHost, path: okPath, excludes, ...(port ? { port } : {}), ...allow };
@@ -249,7 +295,12 @@ function checkTarball(c: Checker, field: string, value: unknown, recipeDir: stri
   const sha256 = c.string(join(field, 'sha256'), o.sha256, SHA256, '64 lower-case hex digits');
   if ((o.url === undefined) === (o.path === undefined)) return c.fail(field, 'exactly one of url or path');
   if (o.url !== undefined) {
-    const url = c.string(join(field, 'url'), o.url, /^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?\/[A-Za-z0-9._~+\/-]*$/, 'an http(s) URL without query or spaces');
+    const url = c.string(
+      join(field, 'url'),
+      o.url,
+      /^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?\/[A-Za-z0-9._~+\/-]*$/,
+      'an http(s) URL without query or spaces',
+    );
     return url && sha256 ? { kind: 'tarball', url, sha256 } : undefined;
   }
   const raw = typeof o.path === 'string' ? path.resolve(recipeDir, o.path) : o.path;
@@ -275,7 +326,8 @@ function checkSource(c: Checker, value: unknown, recipeDir: string, options: Par
 
 /** A hook script must resolve (symlinks followed) inside the recipe's directory. */
 function hookFile(c: Checker, field: string, value: unknown, recipeDir: string): Hook['file'] {
-  if (typeof value !== 'string' || value.length === 0) return c.fail(field, 'a script path relative to the recipe', value);
+  if (typeof value !== 'string' || value.length === 0)
+    return c.fail(field, 'a script path relative to the recipe', value);
   let real: string;
   let base: string;
   try {
@@ -294,7 +346,8 @@ function checkHook(c: Checker, field: string, value: unknown, layer: HookLayer, 
   if (!o) return undefined;
   const name = c.named(join(field, 'name'), o.name, checkName);
   const args = c.list(join(field, 'args'), o.args, (f, v) => c.string(f, v, ARG, 'an argument string on one line'));
-  if ((o.run === undefined) === (o.file === undefined)) return c.fail(field, 'exactly one of run (an argv list) or file');
+  if ((o.run === undefined) === (o.file === undefined))
+    return c.fail(field, 'exactly one of run (an argv list) or file');
   if (o.run !== undefined) {
     if (typeof o.run === 'string') return c.fail(join(field, 'run'), 'an argv list, not a shell string', o.run);
     const argv = c.list(join(field, 'run'), o.run, (f, v) => c.string(f, v, ARG, 'an argument string on one line'));
@@ -309,7 +362,9 @@ function checkHooks(c: Checker, value: unknown, recipeDir: string): Hook[] {
   if (value === undefined) return [];
   const o = c.object('hooks', value, HOOK_LAYERS);
   if (!o) return [];
-  const hooks = HOOK_LAYERS.flatMap((layer) => c.list(`hooks.${layer}`, o[layer], (f, v) => checkHook(c, f, v, layer, recipeDir)));
+  const hooks = HOOK_LAYERS.flatMap((layer) =>
+    c.list(`hooks.${layer}`, o[layer], (f, v) => checkHook(c, f, v, layer, recipeDir)),
+  );
   const seen = new Set<string>();
   for (const hook of hooks) {
     if (seen.has(hook.name)) c.fail(`hooks.${hook.layer}`, 'hook names unique across layers', hook.name);
@@ -327,12 +382,18 @@ function checkPrivate(c: Checker, field: string, value: unknown): PrivateDir | u
 }
 
 function checkPrepare(c: Checker, value: unknown, allowPasswordHashes: boolean): PrepareOptions {
-  const o = value === undefined ? {} : (c.object('prepare', value, ['hostname', 'network', 'removeServices', 'private', 'shared']) ?? {});
+  const o =
+    value === undefined
+      ? {}
+      : (c.object('prepare', value, ['hostname', 'network', 'removeServices', 'private', 'shared']) ?? {});
   const hostname = o.hostname === undefined ? undefined : c.named('prepare.hostname', o.hostname, checkHost);
   return {
     ...(hostname ? { hostname } : {}),
-    network: o.network === undefined ? 'keep' : (c.oneOf('prepare.network', o.network, ['keep', 'remove'] as const) ?? 'keep'),
-    removeServices: c.list('prepare.removeServices', o.removeServices, (f, v) => c.string(f, v, UNIT, 'a systemd unit name such as cron or cron.service')),
+    network:
+      o.network === undefined ? 'keep' : (c.oneOf('prepare.network', o.network, ['keep', 'remove'] as const) ?? 'keep'),
+    removeServices: c.list('prepare.removeServices', o.removeServices, (f, v) =>
+      c.string(f, v, UNIT, 'a systemd unit name such as cron or cron.service'),
+    ),
     private: c.list('prepare.private', o.private, (f, v) => checkPrivate(c, f, v)),
     shared: c.boolean('prepare.shared', o.shared, false),
     allowPasswordHashes,
@@ -346,13 +407,18 @@ export function parseRecipe(text: string, recipeDir: string, options: ParseOptio
   const doc = parseDocument(text, { uniqueKeys: true });
   // An unknown tag (`!!python/object`, `!include`) would be read as plain text: refused like an error.
   const problems = [...doc.errors, ...doc.warnings];
-  if (problems.length) throw new RecipeError(problems.map((e) => new InputError('recipe', 'valid YAML with no unknown tags', e.message.split('\n')[0])));
+  if (problems.length)
+    throw new RecipeError(
+      problems.map((e) => new InputError('recipe', 'valid YAML with no unknown tags', e.message.split('\n')[0])),
+    );
   let value: unknown;
   try {
     // Aliases past the limit are refused (a "billion laughs" document would expand without end).
     value = doc.toJS({ maxAliasCount: 100 });
   } catch (err) {
-    throw new RecipeError([new InputError('recipe', 'YAML whose aliases expand to a reasonable size', (err as Error).message.split('\n')[0])]);
+    throw new RecipeError([
+      new InputError('recipe', 'YAML whose aliases expand to a reasonable size', (err as Error).message.split('\n')[0]),
+    ]);
   }
   const c = new Checker();
   const o = c.object('', value, TOP_KEYS, ['image', 'arch', 'os', 'source']);
@@ -364,9 +430,14 @@ export function parseRecipe(text: string, recipeDir: string, options: ParseOptio
   const packages = c.list('packages', o.packages, (f, v) => c.string(f, v, PACKAGE, 'a Debian package name'));
   const hooks = checkHooks(c, o.hooks, recipeDir);
   const prepare = checkPrepare(c, o.prepare, c.boolean('allowPasswordHashes', o.allowPasswordHashes, false));
-  const outputs = o.outputs === undefined ? (['qcow2'] as OutputFormat[]) : c.list('outputs', o.outputs, (f, v) => c.oneOf(f, v, OUTPUTS));
-  if (o.outputs !== undefined && outputs.length === 0 && Array.isArray(o.outputs)) c.fail('outputs', `at least one of ${OUTPUTS.join(', ')}`);
-  if (c.errors.length || !image || !arch || !os || !source) throw new RecipeError(c.errors.length ? c.errors : [new InputError('recipe', 'image, arch, os and source')]);
+  const outputs =
+    o.outputs === undefined
+      ? (['qcow2'] as OutputFormat[])
+      : c.list('outputs', o.outputs, (f, v) => c.oneOf(f, v, OUTPUTS));
+  if (o.outputs !== undefined && outputs.length === 0 && Array.isArray(o.outputs))
+    c.fail('outputs', `at least one of ${OUTPUTS.join(', ')}`);
+  if (c.errors.length || !image || !arch || !os || !source)
+    throw new RecipeError(c.errors.length ? c.errors : [new InputError('recipe', 'image, arch, os and source')]);
   return { image, arch, os, source, packages: [...new Set(packages)], hooks, prepare, outputs: [...new Set(outputs)] };
 }
 
@@ -375,7 +446,11 @@ export function readRecipe(file: string, options: ParseOptions = {}): Recipe {
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new InputError('recipe', `a readable recipe file (${(err as NodeJS.ErrnoException).code === 'EISDIR' ? 'it is a directory' : 'it cannot be read'})`, file);
+    throw new InputError(
+      'recipe',
+      `a readable recipe file (${(err as NodeJS.ErrnoException).code === 'EISDIR' ? 'it is a directory' : 'it cannot be read'})`,
+      file,
+    );
   }
   return parseRecipe(text, path.dirname(path.resolve(file)), options);
 }
@@ -408,10 +483,19 @@ function sourceAsYaml(source: Source): Record<string, unknown> {
     }
     case 'capture': {
       const from = source.host ? `${source.user ?? 'root'}@${source.host}:${source.path}` : source.path;
-      return { capture: { from, excludes: source.excludes, ...(source.port ? { port: source.port } : {}), ...(source.allowBuilderRoot ? { allowBuilderRoot: true } : {}) } };
+      return {
+        capture: {
+          from,
+          excludes: source.excludes,
+          ...(source.port ? { port: source.port } : {}),
+          ...(source.allowBuilderRoot ? { allowBuilderRoot: true } : {}),
+        },
+      };
     }
     case 'tarball':
-      return { tarball: source.url ? { url: source.url, sha256: source.sha256 } : { path: source.path, sha256: source.sha256 } };
+      return {
+        tarball: source.url ? { url: source.url, sha256: source.sha256 } : { path: source.path, sha256: source.sha256 },
+      };
   }
 }
 

@@ -39,10 +39,24 @@ export function formatDuration(ms: number): string {
 const HEADER = ['PHASE', 'TIME', '+/- PACKAGES', '+/- SIZE', 'PACKAGES', 'SIZE', 'NOTE'];
 const RIGHT_ALIGNED = new Set([1, 2, 3, 4, 5]);
 
-function cells(phase: string, ms: number, from: { packages: number; bytes: number }, to: ReportRow | { packages: number; bytes: number }, note = ''): string[] {
+function cells(
+  phase: string,
+  ms: number,
+  from: { packages: number; bytes: number },
+  to: ReportRow | { packages: number; bytes: number },
+  note = '',
+): string[] {
   const dp = to.packages - from.packages;
   const db = to.bytes - from.bytes;
-  return [phase, formatDuration(ms), signed(dp, String(dp)), signed(db, formatBytes(db)), String(to.packages), formatBytes(to.bytes), note];
+  return [
+    phase,
+    formatDuration(ms),
+    signed(dp, String(dp)),
+    signed(db, formatBytes(db)),
+    String(to.packages),
+    formatBytes(to.bytes),
+    note,
+  ];
 }
 
 /** A fixed-width table, header first, then the phases, then TOTAL. */
@@ -51,9 +65,21 @@ export function formatReport(rows: ReportRow[]): string {
   const table = [HEADER];
   rows.forEach((row, i) => table.push(cells(row.phase, row.durationMs, rows[i - 1] ?? empty, row, row.note)));
   const last = rows.at(-1) ?? empty;
-  table.push(cells('TOTAL', rows.reduce((ms, row) => ms + row.durationMs, 0), empty, last));
+  table.push(
+    cells(
+      'TOTAL',
+      rows.reduce((ms, row) => ms + row.durationMs, 0),
+      empty,
+      last,
+    ),
+  );
   const widths = HEADER.map((_, col) => Math.max(...table.map((line) => line[col]!.length)));
   return table
-    .map((line) => line.map((cell, col) => (RIGHT_ALIGNED.has(col) ? cell.padStart(widths[col]!) : cell.padEnd(widths[col]!))).join('  ').trimEnd())
+    .map((line) =>
+      line
+        .map((cell, col) => (RIGHT_ALIGNED.has(col) ? cell.padStart(widths[col]!) : cell.padEnd(widths[col]!)))
+        .join('  ')
+        .trimEnd(),
+    )
     .join('\n');
 }

@@ -62,7 +62,19 @@ export async function removeTree(run: Run, dir: string): Promise<void> {
  * command leaves nothing mounted on the host.
  */
 export function inImageArgv(root: string, argv: readonly string[]): string[] {
-  return ['unshare', '--mount', '--propagation=private', '--pid', '--fork', '--kill-child', `--root=${root}`, '--wd=/', '--mount-proc', '--', ...argv];
+  return [
+    'unshare',
+    '--mount',
+    '--propagation=private',
+    '--pid',
+    '--fork',
+    '--kill-child',
+    `--root=${root}`,
+    '--wd=/',
+    '--mount-proc',
+    '--',
+    ...argv,
+  ];
 }
 
 /**
@@ -87,7 +99,13 @@ export const CHROOT_ENV: Record<string, string> = {
 };
 
 /** Runs image code: isolated from the build host in namespaces of its own (see `inImageArgv`). */
-export async function runInRoot(run: Run, root: string, argv: string[], extraEnv: Record<string, string> = {}, timeoutMs = 60 * 60_000) {
+export async function runInRoot(
+  run: Run,
+  root: string,
+  argv: string[],
+  extraEnv: Record<string, string> = {},
+  timeoutMs = 60 * 60_000,
+) {
   await ensureProcDir(root);
   return run(inImageArgv(root, argv), { env: { ...CHROOT_ENV, ...extraEnv }, timeoutMs });
 }
@@ -106,7 +124,13 @@ export async function replaceRoot(run: Run, root: string, fill: (partial: string
  * Puts `content` at `inside` for the duration of `fn` and then restores what was there. The
  * image's own entry (possibly a symlink, which must not be followed) is moved aside, not written.
  */
-export async function withTemporaryFile<T>(root: string, inside: string, content: string | Buffer, mode: number, fn: () => Promise<T>): Promise<T> {
+export async function withTemporaryFile<T>(
+  root: string,
+  inside: string,
+  content: string | Buffer,
+  mode: number,
+  fn: () => Promise<T>,
+): Promise<T> {
   const file = await inRoot(root, inside);
   if (!file) throw new Error(`${inside} in ${root} is reached through a symlink; refusing to write there`);
   const aside = `${file}.imgflow-aside`;

@@ -29,10 +29,13 @@ const SHA256 = /^[0-9a-f]{64}$/;
 const FORMATS: readonly OutputFormat[] = ['qcow2', 'raw', 'squashfs'];
 
 function checkArtifact(artifact: StoredArtifact): StoredArtifact {
-  if (!FORMATS.includes(artifact?.format)) throw new InputError('artifact.format', FORMATS.join(', '), artifact?.format);
+  if (!FORMATS.includes(artifact?.format))
+    throw new InputError('artifact.format', FORMATS.join(', '), artifact?.format);
   checkHost('artifact.host', artifact.host);
-  if (!SAFE_PATH.test(artifact.path) || artifact.path.split('/').includes('..')) throw new InputError('artifact.path', 'an absolute path of letters, digits and ._+@-/', artifact.path);
-  if (!SHA256.test(artifact.sha256)) throw new InputError('artifact.sha256', '64 lower-case hex digits', artifact.sha256);
+  if (!SAFE_PATH.test(artifact.path) || artifact.path.split('/').includes('..'))
+    throw new InputError('artifact.path', 'an absolute path of letters, digits and ._+@-/', artifact.path);
+  if (!SHA256.test(artifact.sha256))
+    throw new InputError('artifact.sha256', '64 lower-case hex digits', artifact.sha256);
   return artifact;
 }
 
@@ -42,10 +45,15 @@ export function createValidateVersionActivities({ run, config }: { run: Run; con
     let file = artifact.path;
     if (artifact.host !== config.host) {
       file = path.join(dirs.work, `stored.${artifact.format}`);
-      await run(['rsync', '--sparse', '--times', '--', `${artifact.host}:${artifact.path}`, file], { timeoutMs: 60 * MINUTE });
+      await run(['rsync', '--sparse', '--times', '--', `${artifact.host}:${artifact.path}`, file], {
+        timeoutMs: 60 * MINUTE,
+      });
     }
     const actual = await sha256File(file);
-    if (actual !== artifact.sha256) throw new Error(`stored artifact ${artifact.path} on ${artifact.host} has sha256 ${actual}, its version records ${artifact.sha256}`);
+    if (actual !== artifact.sha256)
+      throw new Error(
+        `stored artifact ${artifact.path} on ${artifact.host} has sha256 ${actual}, its version records ${artifact.sha256}`,
+      );
     return file;
   }
 
@@ -92,7 +100,9 @@ export function createValidateVersionActivities({ run, config }: { run: Run; con
           // A worker that died here may have left the image mounted.
           await releaseMounts(run, dirs.work);
           await fs.mkdir(dirs.work, { recursive: true });
-          await replaceRoot(run, dirs.root, async (partial) => unpackInto(dirs, artifact, await localCopy(dirs, artifact), partial));
+          await replaceRoot(run, dirs.root, async (partial) =>
+            unpackInto(dirs, artifact, await localCopy(dirs, artifact), partial),
+          );
           await fs.rm(path.join(dirs.work, `stored.${artifact.format}`), { force: true });
           const durationMs = Math.round(performance.now() - started);
           return { phase: 'open', durationMs, format: artifact.format, ...(await measureRoot(run, dirs.root)) };
@@ -102,11 +112,14 @@ export function createValidateVersionActivities({ run, config }: { run: Run; con
     },
 
     /** Prepares the opened tree again; a report row with what was repaired and what is left. */
-    async fixVersion(input: BuildRef & { prepare: PrepareOptions }): Promise<PhaseResult & { fixed: Breach[]; remaining: Breach[] }> {
+    async fixVersion(
+      input: BuildRef & { prepare: PrepareOptions },
+    ): Promise<PhaseResult & { fixed: Breach[]; remaining: Breach[] }> {
       const dirs = buildDirs(config, input);
       const prepare = checkPrepareInput(input.prepare);
       return runPhaseOnce(dirs, 'fix', { prepare, arch: input.arch }, async () => {
-        if (!(await exists(path.join(dirs.root, 'etc')))) throw new Error(`build ${dirs.work} has no opened version to fix`);
+        if (!(await exists(path.join(dirs.root, 'etc'))))
+          throw new Error(`build ${dirs.work} has no opened version to fix`);
         await releaseMounts(run, dirs.root);
         await assertNothingMounted(dirs.root);
         const started = performance.now();
@@ -114,7 +127,14 @@ export function createValidateVersionActivities({ run, config }: { run: Run; con
         const durationMs = Math.round(performance.now() - started);
         const left = new Set(after.map((b) => `${b.rule}\0${b.path}`));
         const fixed = before.filter((b) => !left.has(`${b.rule}\0${b.path}`));
-        return { phase: 'fix', durationMs, fixed, remaining: after, note: `${fixed.length} breaches repaired`, ...(await measureRoot(run, dirs.root)) };
+        return {
+          phase: 'fix',
+          durationMs,
+          fixed,
+          remaining: after,
+          note: `${fixed.length} breaches repaired`,
+          ...(await measureRoot(run, dirs.root)),
+        };
       });
     },
   };

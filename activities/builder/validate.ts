@@ -36,11 +36,15 @@ const emptyDirs: Check = async (root) => {
   for (const [dir, mode] of EMPTY_DIRS) {
     const host = await inRoot(root, dir);
     const st = host ? await lstatOrUndefined(host) : undefined;
-    if (!host || !st?.isDirectory()) breaches.push({ rule: 'empty-dir', path: dir, detail: 'missing or not a directory' });
+    if (!host || !st?.isDirectory())
+      breaches.push({ rule: 'empty-dir', path: dir, detail: 'missing or not a directory' });
     else {
       const count = (await fs.readdir(host)).length;
       const actual = st.mode & 0o7777;
-      const problems = [count ? `${count} entries, expected none` : '', actual !== mode ? `mode ${actual.toString(8)}, expected ${mode.toString(8)}` : ''].filter(Boolean);
+      const problems = [
+        count ? `${count} entries, expected none` : '',
+        actual !== mode ? `mode ${actual.toString(8)}, expected ${mode.toString(8)}` : '',
+      ].filter(Boolean);
       if (problems.length) breaches.push({ rule: 'empty-dir', path: dir, detail: problems.join('; ') });
     }
   }
@@ -51,7 +55,8 @@ const logs: Check = async (root) => {
   const breaches: Breach[] = [];
   for (const file of await logFiles(root)) {
     const { size } = await fs.lstat(file);
-    if (size > 0) breaches.push({ rule: 'log-truncated', path: imagePath(root, file), detail: `${size} bytes, expected 0` });
+    if (size > 0)
+      breaches.push({ rule: 'log-truncated', path: imagePath(root, file), detail: `${size} bytes, expected 0` });
   }
   return breaches;
 };
@@ -60,22 +65,49 @@ const mtab: Check = async (root) => {
   const host = await inRoot(root, MTAB);
   const st = host ? await lstatOrUndefined(host) : undefined;
   const target = host && st?.isSymbolicLink() ? await fs.readlink(host) : undefined;
-  return target === MTAB_TARGET ? [] : [{ rule: 'mtab-link', path: MTAB, detail: `expected a link to ${MTAB_TARGET}, found ${target ?? (st ? 'a file' : 'nothing')}` }];
+  return target === MTAB_TARGET
+    ? []
+    : [
+        {
+          rule: 'mtab-link',
+          path: MTAB,
+          detail: `expected a link to ${MTAB_TARGET}, found ${target ?? (st ? 'a file' : 'nothing')}`,
+        },
+      ];
 };
 
 const hostname: Check = async (root, options) => {
   if (!options.hostname) return [];
   const host = await inRoot(root, '/etc/hostname');
   const text = host ? await fs.readFile(host, 'utf8').catch(() => undefined) : undefined;
-  return text?.trim() === options.hostname ? [] : [{ rule: 'hostname', path: '/etc/hostname', detail: `expected ${options.hostname}, found ${JSON.stringify(text?.trim() ?? null)}` }];
+  return text?.trim() === options.hostname
+    ? []
+    : [
+        {
+          rule: 'hostname',
+          path: '/etc/hostname',
+          detail: `expected ${options.hostname}, found ${JSON.stringify(text?.trim() ?? null)}`,
+        },
+      ];
 };
 
 const networkIdentity: Check = async (root, options) => {
   if (options.network !== 'remove') return [];
-  const breaches = (await networkIdentityFiles(root)).map((file) => ({ rule: 'network-identity', path: imagePath(root, file), detail: 'present, expected removed' }));
+  const breaches = (await networkIdentityFiles(root)).map((file) => ({
+    rule: 'network-identity',
+    path: imagePath(root, file),
+    detail: 'present, expected removed',
+  }));
   const host = await inRoot(root, MACHINE_ID);
   const st = host ? await lstatOrUndefined(host) : undefined;
-  if (!st?.isFile() || st.size > 0) breaches.push({ rule: 'machine-id', path: MACHINE_ID, detail: st ? `${st.isFile() ? `${st.size} bytes` : 'not a file'}, expected an empty file` : 'missing, expected an empty file' });
+  if (!st?.isFile() || st.size > 0)
+    breaches.push({
+      rule: 'machine-id',
+      path: MACHINE_ID,
+      detail: st
+        ? `${st.isFile() ? `${st.size} bytes` : 'not a file'}, expected an empty file`
+        : 'missing, expected an empty file',
+    });
   return breaches;
 };
 
@@ -83,8 +115,10 @@ const services: Check = async (root, options) => {
   const breaches: Breach[] = [];
   for (const name of options.removeServices) {
     const unit = unitName(name);
-    for (const link of await enablingLinks(root, unit)) breaches.push({ rule: 'service-disabled', path: imagePath(root, link), detail: `${unit} still enabled` });
-    if (!(await isMasked(root, unit))) breaches.push({ rule: 'service-masked', path: `/etc/systemd/system/${unit}`, detail: `${unit} not masked` });
+    for (const link of await enablingLinks(root, unit))
+      breaches.push({ rule: 'service-disabled', path: imagePath(root, link), detail: `${unit} still enabled` });
+    if (!(await isMasked(root, unit)))
+      breaches.push({ rule: 'service-masked', path: `/etc/systemd/system/${unit}`, detail: `${unit} not masked` });
   }
   return breaches;
 };
@@ -93,7 +127,11 @@ const passwords: Check = async (root, options) => {
   if (options.allowPasswordHashes) return [];
   const host = await inRoot(root, '/etc/shadow');
   const text = host ? await fs.readFile(host, 'utf8').catch(() => '') : '';
-  return usersWithPasswords(text).map((user) => ({ rule: 'password-hash', path: '/etc/shadow', detail: `user ${user} has a password hash` }));
+  return usersWithPasswords(text).map((user) => ({
+    rule: 'password-hash',
+    path: '/etc/shadow',
+    detail: `user ${user} has a password hash`,
+  }));
 };
 
 const CHECKS: Check[] = [emptyDirs, logs, mtab, hostname, networkIdentity, services, passwords];

@@ -81,14 +81,24 @@ function safeMember(name: string): boolean {
 }
 
 /** Unpacks the disk of an OVA into `dir`; an OVA without one, or with several (which one is the image?), is refused. */
-async function diskFromOva(run: Run, ova: string, dir: string, timeoutMs: number): Promise<{ file: string; member: string }> {
+async function diskFromOva(
+  run: Run,
+  ova: string,
+  dir: string,
+  timeoutMs: number,
+): Promise<{ file: string; member: string }> {
   const { stdout } = await run(['tar', '-tf', ova], { timeoutMs });
   const members = stdout.split('\n').filter(Boolean);
   const disks = members.filter((name) => DISK_EXTENSIONS.test(name) && !name.endsWith('/'));
-  if (disks.length > 1) throw new ConvertError('ova-disk', `the OVA holds ${disks.length} disks (${disks.join(', ')}); an image is one disk, so none is taken`);
+  if (disks.length > 1)
+    throw new ConvertError(
+      'ova-disk',
+      `the OVA holds ${disks.length} disks (${disks.join(', ')}); an image is one disk, so none is taken`,
+    );
   const member = disks[0];
   if (!member) throw new ConvertError('ova-disk', `the OVA holds no disk (members: ${members.join(', ') || 'none'})`);
-  if (!safeMember(member)) throw new ConvertError('ova-member', `the OVA's disk has an unsafe name: ${JSON.stringify(member)}`);
+  if (!safeMember(member))
+    throw new ConvertError('ova-member', `the OVA's disk has an unsafe name: ${JSON.stringify(member)}`);
   await fs.mkdir(dir, { recursive: true });
   await run(['tar', '-xf', ova, '-C', dir, '--no-same-owner', '--no-same-permissions', '--', member], { timeoutMs });
   const file = path.join(dir, member);
@@ -98,12 +108,23 @@ async function diskFromOva(run: Run, ova: string, dir: string, timeoutMs: number
   return { file, member };
 }
 
-async function alreadyConverted(run: Run, request: ConvertRequest, timeoutMs: number): Promise<ConvertResult | undefined> {
+async function alreadyConverted(
+  run: Run,
+  request: ConvertRequest,
+  timeoutMs: number,
+): Promise<ConvertResult | undefined> {
   const stat = await fs.stat(request.target).catch(() => undefined);
   if (!stat) return undefined;
   const info = await qemuInfo(run, request.target, timeoutMs);
   if (info.format !== request.format) return undefined;
-  return { path: request.target, format: request.format, sourceFormat: 'unknown', virtualBytes: info['virtual-size'], bytes: stat.size, alreadyDone: true };
+  return {
+    path: request.target,
+    format: request.format,
+    sourceFormat: 'unknown',
+    virtualBytes: info['virtual-size'],
+    bytes: stat.size,
+    alreadyDone: true,
+  };
 }
 
 /** What the list's hv:format says against what the file is: a note when they disagree. */
@@ -119,7 +140,11 @@ export async function convertImage(run: Run, request: ConvertRequest): Promise<C
   const tar = await isTar(request.source);
   const sourceInfo = tar ? undefined : await qemuInfo(run, request.source, timeoutMs);
   // An OVA is a tar: a file declared one that is not is refused, never registered as a raw disk.
-  if (request.declared?.trim().toLowerCase() === 'ova' && !tar) throw new ConvertError('format', `the list declares OVA, the file is not an archive (it reads as ${sourceInfo!.format})`);
+  if (request.declared?.trim().toLowerCase() === 'ova' && !tar)
+    throw new ConvertError(
+      'format',
+      `the list declares OVA, the file is not an archive (it reads as ${sourceInfo!.format})`,
+    );
   const formatNote = formatMismatch(request.declared, tar ? 'ova' : sourceInfo!.format);
   const done = await alreadyConverted(run, request, timeoutMs);
   if (done) return { ...done, ...(formatNote ? { formatNote } : {}) };
@@ -133,15 +158,32 @@ export async function convertImage(run: Run, request: ConvertRequest): Promise<C
       ({ file: disk, member: ovaMember } = await diskFromOva(run, request.source, unpackDir, timeoutMs));
     }
     const info = sourceInfo ?? (await qemuInfo(run, disk, timeoutMs));
-    if (!ACCEPTED_FORMATS.has(info.format)) throw new ConvertError('format', `unsupported image format ${JSON.stringify(info.format)}`);
-    if (info['backing-filename']) throw new ConvertError('backing-file', `the image has a backing file (${info['backing-filename']}); only self-contained images are accepted`);
+    if (!ACCEPTED_FORMATS.has(info.format))
+      throw new ConvertError('format', `unsupported image format ${JSON.stringify(info.format)}`);
+    if (info['backing-filename'])
+      throw new ConvertError(
+        'backing-file',
+        `the image has a backing file (${info['backing-filename']}); only self-contained images are accepted`,
+      );
 
     await fs.mkdir(path.dirname(request.target), { recursive: true });
     const partial = partialPath(request.target);
-    await run(['qemu-img', 'convert', '-p', '-f', info.format, '-O', request.format, disk, partial], { timeoutMs, progress: progress.qemuImg });
+    await run(['qemu-img', 'convert', '-p', '-f', info.format, '-O', request.format, disk, partial], {
+      timeoutMs,
+      progress: progress.qemuImg,
+    });
     await fs.rename(partial, request.target);
     const stat = await fs.stat(request.target);
-    return { path: request.target, format: request.format, sourceFormat: info.format, ovaMember, virtualBytes: info['virtual-size'], bytes: stat.size, alreadyDone: false, ...(formatNote ? { formatNote } : {}) };
+    return {
+      path: request.target,
+      format: request.format,
+      sourceFormat: info.format,
+      ovaMember,
+      virtualBytes: info['virtual-size'],
+      bytes: stat.size,
+      alreadyDone: false,
+      ...(formatNote ? { formatNote } : {}),
+    };
   } finally {
     await fs.rm(unpackDir, { recursive: true, force: true });
   }

@@ -19,7 +19,8 @@ import { createStreamHash, type StreamHash } from '../../lib/hashing.js';
 import type { Logger } from '../../lib/logger.js';
 import { currentActivity } from '../shared/index.js';
 
-export type DownloadFailure = 'not-found' | 'http' | 'truncated' | 'stalled' | 'network' | 'size' | 'sha512' | 'cancelled';
+export type DownloadFailure =
+  'not-found' | 'http' | 'truncated' | 'stalled' | 'network' | 'size' | 'sha512' | 'cancelled';
 
 export class DownloadError extends Error {
   override readonly name = 'DownloadError';
@@ -79,7 +80,8 @@ function checkRequest(request: DownloadRequest): { url: URL; sha512?: string } {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new InputError('url', 'an http(s) URL', request.url);
   const sha512 = request.sha512?.toLowerCase();
   if (sha512 !== undefined && !SHA512.test(sha512)) throw new InputError('sha512', '128 hex digits', request.sha512);
-  if (request.size !== undefined && (!Number.isSafeInteger(request.size) || request.size < 0)) throw new InputError('size', 'a whole number of bytes', request.size);
+  if (request.size !== undefined && (!Number.isSafeInteger(request.size) || request.size < 0))
+    throw new InputError('size', 'a whole number of bytes', request.size);
   return { url, sha512 };
 }
 
@@ -127,7 +129,7 @@ function hashingFileSink(file: string, append: boolean, hash: StreamHash): Writa
     const [full, length] = [batch, filled];
     [batch, filled] = [hash.batch(), 0];
     writes = writes.then(async () => {
-      for (let at = 0; at < length; ) at += (await handle!.write(full, at, length - at)).bytesWritten;
+      for (let at = 0; at < length;) at += (await handle!.write(full, at, length - at)).bytesWritten;
     });
     await writes;
     return [full, length] as const;
@@ -136,7 +138,7 @@ function hashingFileSink(file: string, append: boolean, hash: StreamHash): Writa
     if (filled > 0) await hash.update(...(await writeOut()));
   };
   const gather = async (chunk: Buffer) => {
-    for (let at = 0; at < chunk.length && !stopped; ) {
+    for (let at = 0; at < chunk.length && !stopped;) {
       const copied = chunk.copy(batch, filled, at);
       [filled, at] = [filled + copied, at + copied];
       if (filled === batch.length) await flush();
@@ -144,14 +146,21 @@ function hashingFileSink(file: string, append: boolean, hash: StreamHash): Writa
   };
   const settle = (work: Promise<unknown>, done: (error?: Error | null) => void) => void work.then(() => done(), done);
   return new Writable({
-    construct: (done) => settle(fs.open(file, append ? 'a' : 'w').then((opened) => (handle = opened)), done),
+    construct: (done) =>
+      settle(
+        fs.open(file, append ? 'a' : 'w').then((opened) => (handle = opened)),
+        done,
+      ),
     write: (chunk: Buffer, _encoding, done) => settle(gather(chunk), done),
     final: (done) => settle(flush(), done),
     destroy: (error, done) => {
       const kept = handle && filled > 0 ? writeOut() : writes;
       stopped = true;
       const closed = kept.catch(() => undefined).then(() => handle?.close());
-      closed.then(() => done(error), () => done(error));
+      closed.then(
+        () => done(error),
+        () => done(error),
+      );
     },
   });
 }
@@ -169,7 +178,11 @@ function progressReporter(activity: Context | undefined, expected: number | unde
     const now = Date.now();
     if (!activity || now - last < HEARTBEAT_MS) return;
     last = now;
-    activity.heartbeat({ bytes, total: expected, percent: expected ? Math.floor((bytes * 100) / expected) : undefined });
+    activity.heartbeat({
+      bytes,
+      total: expected,
+      percent: expected ? Math.floor((bytes * 100) / expected) : undefined,
+    });
   };
 }
 
@@ -189,13 +202,20 @@ class Downloader {
   }
 
   /** Opens the URL, following redirects; resolves with the final response. */
-  private open(url: URL, offset: number, redirects = 0): Promise<{ response: http.IncomingMessage; request: http.ClientRequest; stalled: () => boolean }> {
+  private open(
+    url: URL,
+    offset: number,
+    redirects = 0,
+  ): Promise<{ response: http.IncomingMessage; request: http.ClientRequest; stalled: () => boolean }> {
     const client = url.protocol === 'https:' ? https : http;
     const stallMs = this.options.stallTimeoutMs ?? 60_000;
     return new Promise((resolve, reject) => {
       let stalled = false;
       const auth = this.options.authorization;
-      const headers = { ...(offset > 0 ? { range: `bytes=${offset}-` } : {}), ...(auth?.origin === url.origin ? { authorization: auth.header } : {}) };
+      const headers = {
+        ...(offset > 0 ? { range: `bytes=${offset}-` } : {}),
+        ...(auth?.origin === url.origin ? { authorization: auth.header } : {}),
+      };
       const request = client.request(url, { headers, timeout: stallMs });
       // The socket timeout fires after `stallMs` of silence, before or during the body.
       request.on('timeout', () => {
@@ -208,7 +228,13 @@ class Downloader {
         else s.addEventListener('abort', cancel, { once: true });
       }
       request.on('close', () => this.signals.forEach((s) => s.removeEventListener('abort', cancel)));
-      request.on('error', (error) => reject(error instanceof DownloadError ? error : new DownloadError('network', `${forLog(url)}: ${error.message}`, true)));
+      request.on('error', (error) =>
+        reject(
+          error instanceof DownloadError
+            ? error
+            : new DownloadError('network', `${forLog(url)}: ${error.message}`, true),
+        ),
+      );
       request.on('response', (response) => {
         const status = response.statusCode ?? 0;
         if (status >= 300 && status < 400 && response.headers.location) {
@@ -251,10 +277,14 @@ class Downloader {
     }
     const resumed = status === 206 && offset > 0 && this.rangeStartsAt(response, offset);
     const start = resumed ? offset : 0;
-    const length = response.headers['content-length'] === undefined ? undefined : Number(response.headers['content-length']);
+    const length =
+      response.headers['content-length'] === undefined ? undefined : Number(response.headers['content-length']);
     if (length !== undefined && this.request.size !== undefined && start + length !== this.request.size) {
       response.resume();
-      throw new DownloadError('size', `${forLog(url)} announces ${start + length} bytes, the list says ${this.request.size}`);
+      throw new DownloadError(
+        'size',
+        `${forLog(url)} announces ${start + length} bytes, the list says ${this.request.size}`,
+      );
     }
     let total = start;
     const counter = new Transform({
@@ -273,7 +303,10 @@ class Downloader {
       if (resumed) await addFileTo(hash, partial);
       const sink = hashingFileSink(partial, resumed, hash);
       const closed = new Promise((resolve) => sink.once('close', resolve));
-      const failure = await pipeline(response, counter, sink).then(() => undefined, (error: Error) => error);
+      const failure = await pipeline(response, counter, sink).then(
+        () => undefined,
+        (error: Error) => error,
+      );
       // A failed pipeline settles before the sink has written what it kept: the next attempt must
       // measure the partial file only once the sink is done with it.
       await closed;
@@ -291,9 +324,18 @@ class Downloader {
   /** What a transfer that broke off means: a stall, a cancellation, or a connection that ended early. */
   private explain(error: Error, url: URL, stalled: boolean, total: number): DownloadError {
     if (error instanceof DownloadError) return error;
-    if (stalled) return new DownloadError('stalled', `no data from ${url.host} for ${this.options.stallTimeoutMs ?? 60_000} ms after ${total} bytes`, true);
+    if (stalled)
+      return new DownloadError(
+        'stalled',
+        `no data from ${url.host} for ${this.options.stallTimeoutMs ?? 60_000} ms after ${total} bytes`,
+        true,
+      );
     if (this.signals.some((s) => s.aborted)) return new DownloadError('cancelled', 'the download was cancelled');
-    return new DownloadError('truncated', `${forLog(url)}: connection ended after ${total} bytes (${error.message})`, true);
+    return new DownloadError(
+      'truncated',
+      `${forLog(url)}: connection ended after ${total} bytes (${error.message})`,
+      true,
+    );
   }
 
   private rangeStartsAt(response: http.IncomingMessage, offset: number): boolean {
@@ -316,7 +358,10 @@ export async function download(request: DownloadRequest, options: DownloadOption
   const log = options.logger;
   if (sha512) {
     const cached = cachedPath(options.cacheDir, sha512);
-    const size = await fs.stat(cached).then((s) => s.size, () => undefined);
+    const size = await fs.stat(cached).then(
+      (s) => s.size,
+      () => undefined,
+    );
     if (size !== undefined && (request.size === undefined || size === request.size)) {
       log?.info({ url: forLog(url), sha512 }, 'download found in cache');
       return { path: cached, sha512, bytes: size, cached: true, attempts: 0, resumedAt: [] };
@@ -334,7 +379,9 @@ export async function download(request: DownloadRequest, options: DownloadOption
     try {
       // A crash between the last byte and the rename leaves a complete partial file: no request needed.
       const complete = offset > 0 && offset === request.size;
-      const transfer = complete ? { digest: await hashFile(partial, 'sha512'), total: offset, resumed: false } : await downloader.transfer(url, partial, offset);
+      const transfer = complete
+        ? { digest: await hashFile(partial, 'sha512'), total: offset, resumed: false }
+        : await downloader.transfer(url, partial, offset);
       if (transfer.resumed) resumedAt.push(offset);
       const result = await finish(partial, transfer, { ...request, sha512 }, options.cacheDir);
       log?.info({ url: forLog(url), bytes: result.bytes, attempt }, 'downloaded');
@@ -349,7 +396,12 @@ export async function download(request: DownloadRequest, options: DownloadOption
 }
 
 /** Checks size and digest and moves the file into the cache; a wrong file is removed. */
-async function finish(partial: string, transfer: Transfer, request: DownloadRequest, cacheDir: string): Promise<{ path: string; sha512: string; bytes: number }> {
+async function finish(
+  partial: string,
+  transfer: Transfer,
+  request: DownloadRequest,
+  cacheDir: string,
+): Promise<{ path: string; sha512: string; bytes: number }> {
   const { digest } = transfer;
   if (request.size !== undefined && transfer.total !== request.size) {
     await fs.rm(partial, { force: true });
@@ -357,7 +409,10 @@ async function finish(partial: string, transfer: Transfer, request: DownloadRequ
   }
   if (request.sha512 !== undefined && digest !== request.sha512) {
     await fs.rm(partial, { force: true });
-    throw new DownloadError('sha512', `the file hashes to ${digest.slice(0, 16)}..., the list says ${request.sha512.slice(0, 16)}...`);
+    throw new DownloadError(
+      'sha512',
+      `the file hashes to ${digest.slice(0, 16)}..., the list says ${request.sha512.slice(0, 16)}...`,
+    );
   }
   const target = cachedPath(cacheDir, digest);
   await fs.mkdir(path.dirname(target), { recursive: true });

@@ -104,7 +104,8 @@ function optionalTimestamp(where: Json, key: string, path: string): string | und
 
 function timestamp(where: Json, key: string, path: string): string {
   const value = text(where, key, path);
-  if (Number.isNaN(Date.parse(value))) throw new ImageListError('required-fields', `${path}${key} is not a date: ${JSON.stringify(value)}`);
+  if (Number.isNaN(Date.parse(value)))
+    throw new ImageListError('required-fields', `${path}${key} is not a date: ${JSON.stringify(value)}`);
   return value;
 }
 
@@ -113,7 +114,12 @@ function parseEndorser(list: Json): Endorser {
   const x509 = isObject(endorser) ? endorser['hv:x509'] : undefined;
   if (!isObject(x509)) throw new ImageListError('required-fields', 'hv:endorser.hv:x509 is missing');
   const at = 'hv:endorser.hv:x509.';
-  return { dn: text(x509, 'hv:dn', at), ca: text(x509, 'hv:ca', at), email: text(x509, 'hv:email', at), creator: text(x509, 'dc:creator', at) };
+  return {
+    dn: text(x509, 'hv:dn', at),
+    ca: text(x509, 'hv:ca', at),
+    email: text(x509, 'hv:email', at),
+    creator: text(x509, 'dc:creator', at),
+  };
 }
 
 function parseImage(entry: unknown, index: number): ListedImage {
@@ -122,12 +128,17 @@ function parseImage(entry: unknown, index: number): ListedImage {
   if (!isObject(image)) throw new ImageListError('required-fields', `hv:images[${index}].hv:image is missing`);
   const identifier = text(image, 'dc:identifier', at);
   if (!SAFE_IDENTIFIER.test(identifier) || identifier.includes('..')) {
-    throw new ImageListError('image-identifier', `${at}dc:identifier must be letters, digits, ".", "_" or "-" (no path characters), got ${JSON.stringify(identifier)}`);
+    throw new ImageListError(
+      'image-identifier',
+      `${at}dc:identifier must be letters, digits, ".", "_" or "-" (no path characters), got ${JSON.stringify(identifier)}`,
+    );
   }
   const sha512 = text(image, 'sl:checksum:sha512', at);
-  if (!SHA512.test(sha512)) throw new ImageListError('required-fields', `${at}sl:checksum:sha512 must be 128 hex digits`);
+  if (!SHA512.test(sha512))
+    throw new ImageListError('required-fields', `${at}sl:checksum:sha512 must be 128 hex digits`);
   const size = Number(text(image, 'hv:size', at));
-  if (!Number.isSafeInteger(size) || size < 0) throw new ImageListError('required-fields', `${at}hv:size must be a whole number of bytes`);
+  if (!Number.isSafeInteger(size) || size < 0)
+    throw new ImageListError('required-fields', `${at}hv:size must be a whole number of bytes`);
   const uri = text(image, 'hv:uri', at);
   if (!/^https?:\/\//.test(uri)) throw new ImageListError('required-fields', `${at}hv:uri must be an http(s) URL`);
   return {
@@ -164,7 +175,8 @@ export function parseImageList(body: string): ImageList {
   const parsed = images.map(parseImage);
   const seen = new Set<string>();
   for (const image of parsed) {
-    if (seen.has(image.identifier)) throw new ImageListError('image-identifier', `dc:identifier ${image.identifier} appears twice`);
+    if (seen.has(image.identifier))
+      throw new ImageListError('image-identifier', `dc:identifier ${image.identifier} appears twice`);
     seen.add(image.identifier);
   }
   return {
@@ -207,14 +219,21 @@ export function isExpired(item: { expires?: string }, now = new Date()): boolean
 export function checkImageList(list: ImageList, expected: ListExpectations): ImageList {
   const now = expected.now ?? new Date();
   if (expected.identifier !== undefined && list.identifier !== expected.identifier) {
-    throw new ImageListError('identifier', `the list is ${JSON.stringify(list.identifier)}, the subscription expects ${JSON.stringify(expected.identifier)}`);
+    throw new ImageListError(
+      'identifier',
+      `the list is ${JSON.stringify(list.identifier)}, the subscription expects ${JSON.stringify(expected.identifier)}`,
+    );
   }
   if (Date.parse(list.created) > now.getTime()) {
     throw new ImageListError('created', `dc:date:created ${list.created} is in the future`);
   }
-  if (!expected.allowExpired && isExpired(list, now)) throw new ImageListError('expires', `the list expired at ${list.expires}`);
+  if (!expected.allowExpired && isExpired(list, now))
+    throw new ImageListError('expires', `the list expired at ${list.expires}`);
   if (expected.lastAppliedVersion !== undefined && compareVersions(list.version, expected.lastAppliedVersion) < 0) {
-    throw new ImageListError('version', `hv:version ${list.version} is lower than ${expected.lastAppliedVersion}, applied before`);
+    throw new ImageListError(
+      'version',
+      `hv:version ${list.version} is lower than ${expected.lastAppliedVersion}, applied before`,
+    );
   }
   return list;
 }
@@ -225,7 +244,10 @@ export function checkSigner(list: ImageList, signer: { subject: string; issuer: 
     throw new ImageListError('signer', `signed by ${signer.subject}, the list names hv:dn ${list.endorser.dn}`);
   }
   if (signer.issuer !== list.endorser.ca) {
-    throw new ImageListError('signer-ca', `signer issued by ${signer.issuer}, the list names hv:ca ${list.endorser.ca}`);
+    throw new ImageListError(
+      'signer-ca',
+      `signer issued by ${signer.issuer}, the list names hv:ca ${list.endorser.ca}`,
+    );
   }
 }
 
@@ -329,7 +351,11 @@ function currentImages(owner: ListOwner, images: RegistryImage[]): Map<string, R
 function holderOf(holder: RegistryImage): Omit<TakenName, 'image'> {
   const list = holder.template[TEMPLATE.imageList];
   const subscription = holder.template[TEMPLATE.subscription];
-  return { holderId: holder.id, ...(list ? { holderList: list } : {}), ...(subscription ? { holderSubscription: subscription } : {}) };
+  return {
+    holderId: holder.id,
+    ...(list ? { holderList: list } : {}),
+    ...(subscription ? { holderSubscription: subscription } : {}),
+  };
 }
 
 /** Template attributes that come from the list (and so may change with it). */
@@ -348,7 +374,12 @@ function changedKeys(wanted: Record<string, string>, have: Record<string, string
  * already renamed `_EXPIRED_` are history and take no part. An expired list expires every image it
  * brought. A new image whose name another image holds is reported, never registered beside it.
  */
-export function diffList(list: ImageList, registered: RegistryImage[], now = new Date(), owner: ListOwner = { identifier: list.identifier }): ListDiff {
+export function diffList(
+  list: ImageList,
+  registered: RegistryImage[],
+  now = new Date(),
+  owner: ListOwner = { identifier: list.identifier },
+): ListDiff {
   const current = currentImages(owner, registered);
   const diff: ListDiff = { add: [], update: [], metadata: [], expire: [], unchanged: [], taken: [] };
   if (isExpired(list, now)) {
@@ -368,7 +399,8 @@ export function diffList(list: ImageList, registered: RegistryImage[], now = new
     }
     const changed = changedKeys(imageTemplate(owner, image), have.template);
     if (changed.length === 0) diff.unchanged.push(image.identifier);
-    else if (changed.some((key) => (CONTENT_KEYS as readonly string[]).includes(key))) diff.update.push({ image, current: have, changed });
+    else if (changed.some((key) => (CONTENT_KEYS as readonly string[]).includes(key)))
+      diff.update.push({ image, current: have, changed });
     else diff.metadata.push({ image, current: have, changed });
   }
   diff.expire = [...current.values()].filter((image) => !listed.has(image.template[TEMPLATE.image]!));

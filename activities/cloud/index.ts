@@ -14,8 +14,25 @@ import type { Run } from '../runner.js';
 import { isOciUrl, listOciRepository, pullOciImage, type OciSourceSettings } from '../oci/source.js';
 import { convertImage, type ConvertResult } from './convert.js';
 import { download, type DownloadOptions, type DownloadResult } from './download.js';
-import { diffList, ImageListError, imageTemplate, isListAttribute, ownedBy, type ImageList, type ListDiff, type ListedImage, type ListOwner } from './imagelist.js';
-import { checkImageName, RegistryError, TEMPLATE, type ImageRegistry, type Ownership, type RegistryImage } from './registry/types.js';
+import {
+  diffList,
+  ImageListError,
+  imageTemplate,
+  isListAttribute,
+  ownedBy,
+  type ImageList,
+  type ListDiff,
+  type ListedImage,
+  type ListOwner,
+} from './imagelist.js';
+import {
+  checkImageName,
+  RegistryError,
+  TEMPLATE,
+  type ImageRegistry,
+  type Ownership,
+  type RegistryImage,
+} from './registry/types.js';
 import { verifyImageList, type TrustAnchors, type VerifiedImageList } from './smime.js';
 
 export interface CloudDeps {
@@ -78,14 +95,23 @@ async function authorizationFor(credentials: ListCredentials | undefined): Promi
       throw new InputError('credentials-file', 'a file this worker can read', file);
     },
   );
-  if (!/^[^\s:]+:\S*$/.test(line)) throw new InputError('credentials-file', 'a file whose first line is user:token', file);
+  if (!/^[^\s:]+:\S*$/.test(line))
+    throw new InputError('credentials-file', 'a file whose first line is user:token', file);
   return { origin: new URL(credentials.listUrl).origin, header: `Basic ${Buffer.from(line).toString('base64')}` };
 }
 
 /** The list names its endorser; the subscription names the one it trusts: they must agree. */
 function checkEndorser(list: ImageList, endorser: { dn: string; ca: string }): void {
-  if (list.endorser.dn !== endorser.dn) throw new ImageListError('endorser', `the list is endorsed by ${list.endorser.dn}, the subscription trusts ${endorser.dn}`);
-  if (list.endorser.ca !== endorser.ca) throw new ImageListError('endorser-ca', `the list's endorser is under ${list.endorser.ca}, the subscription trusts ${endorser.ca}`);
+  if (list.endorser.dn !== endorser.dn)
+    throw new ImageListError(
+      'endorser',
+      `the list is endorsed by ${list.endorser.dn}, the subscription trusts ${endorser.dn}`,
+    );
+  if (list.endorser.ca !== endorser.ca)
+    throw new ImageListError(
+      'endorser-ca',
+      `the list's endorser is under ${list.endorser.ca}, the subscription trusts ${endorser.ca}`,
+    );
 }
 
 /** Paths come from a subscription: absolute, nothing that climbs out. */
@@ -130,9 +156,14 @@ export function createCloudActivities(deps: CloudDeps) {
   }
 
   /** The image registered for this entry under `name` (default: its identifier), by owner and digest. */
-  async function findRegistered(owner: ListOwner, image: ListedImage, name = image.identifier): Promise<number | undefined> {
+  async function findRegistered(
+    owner: ListOwner,
+    image: ListedImage,
+    name = image.identifier,
+  ): Promise<number | undefined> {
     const found = (await registry.list({ imageList: owner.identifier })).find(
-      (candidate: RegistryImage) => candidate.name === name && candidate.template[TEMPLATE.sha512] === image.sha512 && ownedBy(owner, candidate),
+      (candidate: RegistryImage) =>
+        candidate.name === name && candidate.template[TEMPLATE.sha512] === image.sha512 && ownedBy(owner, candidate),
     );
     return found?.id;
   }
@@ -143,12 +174,17 @@ export function createCloudActivities(deps: CloudDeps) {
       if (isOciUrl(input.url)) return listOciRepository({ ...input, oci: input.oci as OciSourceSettings }, ociDeps);
       const subscription = checkName('subscription', input.subscription);
       const trust = input.caDir === undefined ? deps.trust : { caDir: checkAbsolute('caDir', input.caDir) };
-      const credentials = input.credentialsFile === undefined ? undefined : { file: input.credentialsFile, listUrl: input.url };
+      const credentials =
+        input.credentialsFile === undefined ? undefined : { file: input.credentialsFile, listUrl: input.url };
       const file = await download({ url: input.url }, await fetchOptions(credentials));
       const verified = await verifyImageList(run, file.path, path.join(dirs.work, subscription), {
         ...trust,
         insecure: input.insecure === true,
-        expect: { identifier: input.expectedIdentifier, lastAppliedVersion: input.lastAppliedVersion, allowExpired: input.allowExpired === true },
+        expect: {
+          identifier: input.expectedIdentifier,
+          lastAppliedVersion: input.lastAppliedVersion,
+          allowExpired: input.allowExpired === true,
+        },
       });
       if (input.endorser) checkEndorser(verified.list, input.endorser);
       return verified;
@@ -156,7 +192,12 @@ export function createCloudActivities(deps: CloudDeps) {
 
     /** What the registry must do to match the list, touching only what `owner` registered. */
     async planListUpdate(input: { list: ImageList; owner?: ListOwner }): Promise<ListDiff> {
-      return diffList(input.list, await registry.list(), new Date(), input.owner ?? { identifier: input.list.identifier });
+      return diffList(
+        input.list,
+        await registry.list(),
+        new Date(),
+        input.owner ?? { identifier: input.list.identifier },
+      );
     },
 
     /** Every image the registry holds for a list, under any name (current, parked, staged); only its owner's when given. */
@@ -166,24 +207,45 @@ export function createCloudActivities(deps: CloudDeps) {
     },
 
     /** The listed image, checked against its size and sha512, from the cache when already there. */
-    async downloadImage(input: { image: ListedImage; credentials?: ListCredentials; oci?: OciSourceSettings }): Promise<DownloadResult> {
+    async downloadImage(input: {
+      image: ListedImage;
+      credentials?: ListCredentials;
+      oci?: OciSourceSettings;
+    }): Promise<DownloadResult> {
       if (input.oci && isOciUrl(input.image.uri)) return pullOciImage({ image: input.image, oci: input.oci }, ociDeps);
-      return download({ url: input.image.uri, sha512: input.image.sha512, size: input.image.size }, await fetchOptions(input.credentials));
+      return download(
+        { url: input.image.uri, sha512: input.image.sha512, size: input.image.size },
+        await fetchOptions(input.credentials),
+      );
     },
 
     /** Converts a downloaded image to the registry's format, keyed by its digest. */
     async convertForRegistry(input: { sha512: string; path: string; declared?: string }): Promise<ConvertResult> {
       if (!/^[0-9a-f]{128}$/.test(input.sha512)) throw new RegistryError('convert', 'sha512 must be 128 hex digits');
       const target = path.join(dirs.converted, `${input.sha512}.${registry.format}`);
-      const converted = await convertImage(run, { source: input.path, target, format: registry.format, workDir: dirs.work, ...(input.declared ? { declared: input.declared } : {}) });
-      if (converted.formatNote) deps.logger?.warn({ sha512: input.sha512, note: converted.formatNote }, 'declared format differs');
+      const converted = await convertImage(run, {
+        source: input.path,
+        target,
+        format: registry.format,
+        workDir: dirs.work,
+        ...(input.declared ? { declared: input.declared } : {}),
+      });
+      if (converted.formatNote)
+        deps.logger?.warn({ sha512: input.sha512, note: converted.formatNote }, 'declared format differs');
       return converted;
     },
 
     /** Remembers owner, group, mode and enabled state before a swap touches the image. */
     async snapshotImage(input: { id: number }): Promise<ImageSnapshot> {
       const image = await registry.info(input.id);
-      return { id: image.id, name: image.name, ownerId: image.ownerId, groupId: image.groupId, mode: image.mode, enabled: image.state !== 'DISABLED' };
+      return {
+        id: image.id,
+        name: image.name,
+        ownerId: image.ownerId,
+        groupId: image.groupId,
+        mode: image.mode,
+        enabled: image.state !== 'DISABLED',
+      };
     },
 
     /** Hands the image to the admin user and group with mode 700, so no one else can use or change it. */
@@ -203,7 +265,9 @@ export function createCloudActivities(deps: CloudDeps) {
      */
     async renameImage(input: { id: number; name: string; free?: boolean }): Promise<string> {
       const wanted = checkImageName(input.name);
-      const name = input.free ? freeName(wanted, new Set((await registry.list()).filter((i) => i.id !== input.id).map((i) => i.name))) : wanted;
+      const name = input.free
+        ? freeName(wanted, new Set((await registry.list()).filter((i) => i.id !== input.id).map((i) => i.name)))
+        : wanted;
       await registry.rename(input.id, name);
       return name;
     },
@@ -241,10 +305,15 @@ export function createCloudActivities(deps: CloudDeps) {
     async updateImageMetadata(input: { id: number; list: ListOwner; image: ListedImage }): Promise<void> {
       const current = await registry.info(input.id);
       if (current.template[TEMPLATE.sha512] !== input.image.sha512) {
-        throw new RegistryError('updateImageMetadata', `image ${input.id} holds other bytes (sha512 ${current.template[TEMPLATE.sha512]?.slice(0, 16) ?? 'none'}...) than ${input.image.identifier} ${input.image.version}`);
+        throw new RegistryError(
+          'updateImageMetadata',
+          `image ${input.id} holds other bytes (sha512 ${current.template[TEMPLATE.sha512]?.slice(0, 16) ?? 'none'}...) than ${input.image.identifier} ${input.image.version}`,
+        );
       }
       const wanted = imageTemplate(input.list, input.image);
-      const dropped = Object.keys(current.template).filter((key) => isListAttribute(key) && !(key in wanted) && current.template[key] !== '');
+      const dropped = Object.keys(current.template).filter(
+        (key) => isListAttribute(key) && !(key in wanted) && current.template[key] !== '',
+      );
       await registry.updateTemplate(input.id, { ...wanted, ...Object.fromEntries(dropped.map((key) => [key, ''])) });
     },
 

@@ -57,17 +57,77 @@ const EC_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-n
 /** The openssl commands of a small PKI, as argv. */
 export const opensslArgv = {
   /** A self-signed CA certificate and its key. */
-  selfSignedCa: (config: string, key: string, cert: string, dn: string) =>
-    ['openssl', 'req', '-config', config, '-x509', ...EC_KEY, '-keyout', key, '-out', cert, '-days', '3650', '-subj', dn, '-extensions', 'ca_ext'],
+  selfSignedCa: (config: string, key: string, cert: string, dn: string) => [
+    'openssl',
+    'req',
+    '-config',
+    config,
+    '-x509',
+    ...EC_KEY,
+    '-keyout',
+    key,
+    '-out',
+    cert,
+    '-days',
+    '3650',
+    '-subj',
+    dn,
+    '-extensions',
+    'ca_ext',
+  ],
   /** A key and a certificate request. */
-  request: (config: string, key: string, csr: string, dn: string) => ['openssl', 'req', '-config', config, '-new', ...EC_KEY, '-keyout', key, '-out', csr, '-subj', dn],
+  request: (config: string, key: string, csr: string, dn: string) => [
+    'openssl',
+    'req',
+    '-config',
+    config,
+    '-new',
+    ...EC_KEY,
+    '-keyout',
+    key,
+    '-out',
+    csr,
+    '-subj',
+    dn,
+  ],
   /** The CA signs an endorser's request. */
-  issueEndorser: (config: string, ca: Pick<Identity, 'cert' | 'key'>, csr: string, cert: string, serial: number) =>
-    ['openssl', 'x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', String(serial), '-days', '365', '-out', cert, '-extfile', config, '-extensions', 'endorser_ext'],
+  issueEndorser: (config: string, ca: Pick<Identity, 'cert' | 'key'>, csr: string, cert: string, serial: number) => [
+    'openssl',
+    'x509',
+    '-req',
+    '-in',
+    csr,
+    '-CA',
+    ca.cert,
+    '-CAkey',
+    ca.key,
+    '-set_serial',
+    String(serial),
+    '-days',
+    '365',
+    '-out',
+    cert,
+    '-extfile',
+    config,
+    '-extensions',
+    'endorser_ext',
+  ],
   /** The subject (or CRL issuer) hash that names a file in a hashed CA directory. */
   subjectHash: (kind: 'x509' | 'crl', file: string) => ['openssl', kind, '-hash', '-noout', '-in', file],
   /** multipart/signed S/MIME with a detached signature. */
-  sign: (input: string, signer: Pick<Identity, 'cert' | 'key'>, output: string) => ['openssl', 'smime', '-sign', '-in', input, '-signer', signer.cert, '-inkey', signer.key, '-out', output],
+  sign: (input: string, signer: Pick<Identity, 'cert' | 'key'>, output: string) => [
+    'openssl',
+    'smime',
+    '-sign',
+    '-in',
+    input,
+    '-signer',
+    signer.cert,
+    '-inkey',
+    signer.key,
+    '-out',
+    output,
+  ],
 };
 
 export interface Endorsement {
@@ -81,11 +141,20 @@ export interface Endorsement {
  * A CA, its hashed CA directory and one endorser under it, in `dir`. Made once: everything is made
  * in a scratch directory that is renamed into place, so a later call finds all of it or none.
  */
-export async function ensureEndorsement(run: Run, dir: string, names: { ca: string; endorser: string }): Promise<Endorsement> {
+export async function ensureEndorsement(
+  run: Run,
+  dir: string,
+  names: { ca: string; endorser: string },
+): Promise<Endorsement> {
   const at = (root: string) => ({
     caDir: path.join(root, 'certificates'),
     ca: { cert: path.join(root, 'ca.pem'), key: path.join(root, 'ca.key'), dn: names.ca, caDn: names.ca },
-    endorser: { cert: path.join(root, 'endorser.pem'), key: path.join(root, 'endorser.key'), dn: names.endorser, caDn: names.ca },
+    endorser: {
+      cert: path.join(root, 'endorser.pem'),
+      key: path.join(root, 'endorser.key'),
+      dn: names.endorser,
+      caDn: names.ca,
+    },
   });
   const made = at(dir);
   if (await exists(made.caDir)) return made;
@@ -153,7 +222,14 @@ export function imageListDocument(list: ImageList): string {
       'hv:version': list.version,
       'hv:uri': list.uri,
       ...(list.vo !== undefined ? { 'ad:vo': list.vo } : {}),
-      'hv:endorser': { 'hv:x509': { 'hv:dn': list.endorser.dn, 'hv:ca': list.endorser.ca, 'hv:email': list.endorser.email, 'dc:creator': list.endorser.creator } },
+      'hv:endorser': {
+        'hv:x509': {
+          'hv:dn': list.endorser.dn,
+          'hv:ca': list.endorser.ca,
+          'hv:email': list.endorser.email,
+          'dc:creator': list.endorser.creator,
+        },
+      },
       'hv:images': list.images.map(imageEntry),
     },
   });
@@ -163,7 +239,12 @@ export function imageListDocument(list: ImageList): string {
  * Signs the list as `signer` into `output`. The signed file replaces the previous one in one
  * rename, so a server publishing it never hands out half a list.
  */
-export async function signImageList(run: Run, list: ImageList, signer: Pick<Identity, 'cert' | 'key'>, output: string): Promise<void> {
+export async function signImageList(
+  run: Run,
+  list: ImageList,
+  signer: Pick<Identity, 'cert' | 'key'>,
+  output: string,
+): Promise<void> {
   const body = `${output}.json`;
   const partial = `${output}.partial`;
   await fs.writeFile(body, imageListDocument(list));

@@ -7,7 +7,14 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { CommandError, type Run } from '../runner.js';
-import { checkImageList, checkSigner, ImageListError, parseImageList, type ImageList, type ListExpectations } from './imagelist.js';
+import {
+  checkImageList,
+  checkSigner,
+  ImageListError,
+  parseImageList,
+  type ImageList,
+  type ListExpectations,
+} from './imagelist.js';
 
 export interface TrustAnchors {
   /** Hashed CA directory (`<hash>.0` certificates, `<hash>.r0` CRLs), as `-CApath`. */
@@ -45,7 +52,8 @@ function trustArguments(options: TrustAnchors, crls: boolean): string[] {
   const args: string[] = [];
   if (options.caDir) args.push('-CApath', options.caDir);
   if (options.caFile) args.push('-CAfile', options.caFile);
-  if (args.length === 0) throw new ImageListError('signature', 'no CA directory or CA file configured to verify against');
+  if (args.length === 0)
+    throw new ImageListError('signature', 'no CA directory or CA file configured to verify against');
   if (crls) args.push('-crl_check');
   return args;
 }
@@ -58,7 +66,10 @@ export function parseSubjectIssuer(text: string): Signer {
   const value = (key: string) => {
     const line = text.split('\n').find((l) => l.startsWith(`${key}=`));
     if (!line) throw new ImageListError('signer', `openssl printed no ${key} for the signer certificate`);
-    return line.slice(key.length + 1).trim().replaceAll('\\/', '/');
+    return line
+      .slice(key.length + 1)
+      .trim()
+      .replaceAll('\\/', '/');
   };
   return { subject: value('subject'), issuer: value('issuer') };
 }
@@ -69,7 +80,10 @@ export function parseSubjectIssuer(text: string): Signer {
  */
 function opensslReason(error: unknown): string {
   if (!(error instanceof CommandError)) return (error as Error).message;
-  const lines = error.stderrTail.split('\n').map((l) => l.trim()).filter(Boolean);
+  const lines = error.stderrTail
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   const chain = lines.map((l) => /Verify error:\s*(.+)$/.exec(l)?.[1]).find(Boolean);
   if (chain) return `certificate verify error: ${chain}`;
   // <thread>:error:<code>:<library>:<function>:<reason>:<file>:<line>:<data>
@@ -81,7 +95,12 @@ function opensslReason(error: unknown): string {
  * Verifies `signedFile` and returns the signed content. Refusals are ImageListErrors naming the
  * check: "signature" for a missing, tampered or untrusted signature.
  */
-export async function verifySmime(run: Run, signedFile: string, workDir: string, options: VerifyOptions): Promise<VerifiedMessage> {
+export async function verifySmime(
+  run: Run,
+  signedFile: string,
+  workDir: string,
+  options: VerifyOptions,
+): Promise<VerifiedMessage> {
   if (options.insecure) {
     return { body: await extractUnverified(run, signedFile, workDir, options), verified: false };
   }
@@ -94,13 +113,32 @@ export async function verifySmime(run: Run, signedFile: string, workDir: string,
     const bodyFile = path.join(scratch, 'body');
     const signerFile = path.join(scratch, 'signer.pem');
     try {
-      await run(['openssl', 'smime', '-verify', '-in', signedFile, '-inform', 'SMIME', ...trust, '-signer', signerFile, '-out', bodyFile], {
-        timeoutMs: options.timeoutMs ?? 60_000,
-      });
+      await run(
+        [
+          'openssl',
+          'smime',
+          '-verify',
+          '-in',
+          signedFile,
+          '-inform',
+          'SMIME',
+          ...trust,
+          '-signer',
+          signerFile,
+          '-out',
+          bodyFile,
+        ],
+        {
+          timeoutMs: options.timeoutMs ?? 60_000,
+        },
+      );
     } catch (error) {
       throw new ImageListError('signature', opensslReason(error));
     }
-    const names = await run(['openssl', 'x509', '-in', signerFile, '-noout', '-subject', '-issuer', '-nameopt', 'compat'], { timeoutMs: 30_000 });
+    const names = await run(
+      ['openssl', 'x509', '-in', signerFile, '-noout', '-subject', '-issuer', '-nameopt', 'compat'],
+      { timeoutMs: 30_000 },
+    );
     return { body: await fs.readFile(bodyFile, 'utf8'), signer: parseSubjectIssuer(names.stdout), verified: true };
   } finally {
     await fs.rm(scratch, { recursive: true, force: true });
@@ -108,14 +146,21 @@ export async function verifySmime(run: Run, signedFile: string, workDir: string,
 }
 
 /** The content of a signed message without checking anything; a plain file is taken as it is. */
-async function extractUnverified(run: Run, signedFile: string, workDir: string, options: VerifyOptions): Promise<string> {
+async function extractUnverified(
+  run: Run,
+  signedFile: string,
+  workDir: string,
+  options: VerifyOptions,
+): Promise<string> {
   const raw = await fs.readFile(signedFile, 'utf8');
   if (!/^content-type:\s*multipart\/signed/im.test(raw.slice(0, 4096))) return raw;
   await fs.mkdir(workDir, { recursive: true });
   const scratch = await fs.mkdtemp(path.join(workDir, 'smime-'));
   try {
     const bodyFile = path.join(scratch, 'body');
-    await run(['openssl', 'smime', '-verify', '-noverify', '-nosigs', '-in', signedFile, '-out', bodyFile], { timeoutMs: options.timeoutMs ?? 60_000 });
+    await run(['openssl', 'smime', '-verify', '-noverify', '-nosigs', '-in', signedFile, '-out', bodyFile], {
+      timeoutMs: options.timeoutMs ?? 60_000,
+    });
     return await fs.readFile(bodyFile, 'utf8');
   } finally {
     await fs.rm(scratch, { recursive: true, force: true });
@@ -132,7 +177,12 @@ export interface VerifiedImageList {
  * Everything a subscription checks before it trusts a downloaded list: the signature and chain,
  * the signer against the list's endorser, then the list's own rules (identifier, dates, version).
  */
-export async function verifyImageList(run: Run, signedFile: string, workDir: string, options: VerifyOptions & { expect: ListExpectations }): Promise<VerifiedImageList> {
+export async function verifyImageList(
+  run: Run,
+  signedFile: string,
+  workDir: string,
+  options: VerifyOptions & { expect: ListExpectations },
+): Promise<VerifiedImageList> {
   const message = await verifySmime(run, signedFile, workDir, options);
   const list = parseImageList(message.body);
   if (message.signer) checkSigner(list, message.signer);

@@ -9,7 +9,16 @@ import { ApplicationFailure } from '@temporalio/activity';
 import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../common/names.js';
 import { computeSettings, type ComputeSettings } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
-import { createAttach, createPipe, createZfsStorage, replicate, type AttachDriver, type Attachment, type Pipe, type ReplicatingStorage } from '../drivers/index.js';
+import {
+  createAttach,
+  createPipe,
+  createZfsStorage,
+  replicate,
+  type AttachDriver,
+  type Attachment,
+  type Pipe,
+  type ReplicatingStorage,
+} from '../drivers/index.js';
 import { checkIqn, checkSnapshotName, DEFAULT_IQN_PREFIX } from '../drivers/naming.js';
 import { createStreamReplication } from '../drivers/storage/stream-replication.js';
 import { checkDataset } from '../drivers/storage/zfs.js';
@@ -69,7 +78,10 @@ export function createComputeActivities({ run, config, pipe, settings = computeS
 
   /** The attach kind follows the export's URL; iSCSI goes through the kernel only where configured. */
   function driverFor(url: string): AttachDriver {
-    if (url.startsWith('iscsi://')) return kernelIscsi ? createAttach({ kind: 'iscsi-kernel', run }) : createAttach({ kind: 'iscsi-direct', run, initiatorName: initiator });
+    if (url.startsWith('iscsi://'))
+      return kernelIscsi
+        ? createAttach({ kind: 'iscsi-kernel', run })
+        : createAttach({ kind: 'iscsi-direct', run, initiatorName: initiator });
     if (url.startsWith('nbd://')) return createAttach({ kind: 'nbd-direct', run });
     if (url.startsWith('/')) return createAttach({ kind: 'local', run });
     throw new InputError('url', 'iscsi://, nbd:// or an absolute path', url);
@@ -77,11 +89,24 @@ export function createComputeActivities({ run, config, pipe, settings = computeS
 
   function localStore(): ReplicatingStorage {
     const pool = settings.pool;
-    if (!pool) throw new InputError('sync', `a compute host with a ZFS pool for local copies (set IMGFLOW_COMPUTE_POOL on ${config.host})`, true);
-    return createZfsStorage({ run, pipe: pipe ?? createPipe(createLogger('imgflow-compute')), root: checkDataset('IMGFLOW_COMPUTE_POOL', pool) });
+    if (!pool)
+      throw new InputError(
+        'sync',
+        `a compute host with a ZFS pool for local copies (set IMGFLOW_COMPUTE_POOL on ${config.host})`,
+        true,
+      );
+    return createZfsStorage({
+      run,
+      pipe: pipe ?? createPipe(createLogger('imgflow-compute')),
+      root: checkDataset('IMGFLOW_COMPUTE_POOL', pool),
+    });
   }
 
-  const streams = createStreamReplication({ store: localStore, address: settings.streamAddress, logger: createLogger('imgflow-compute') });
+  const streams = createStreamReplication({
+    store: localStore,
+    address: settings.streamAddress,
+    logger: createLogger('imgflow-compute'),
+  });
 
   return {
     /** The name this host's initiator logs in with: the one the export admits. */
@@ -109,7 +134,11 @@ export function createComputeActivities({ run, config, pipe, settings = computeS
         const deadline = overallDeadline(bound);
         for (let busy = await holders(input.url); busy.length; busy = await holders(input.url)) {
           // Still busy at the deadline: another attempt would only wait again. The bound is the bound.
-          if (Date.now() > deadline) throw ApplicationFailure.nonRetryable(`${input.url} is still in use by pid ${busy.join(', ')} after ${bound / 1000}s`, 'DeviceBusy');
+          if (Date.now() > deadline)
+            throw ApplicationFailure.nonRetryable(
+              `${input.url} is still in use by pid ${busy.join(', ')} after ${bound / 1000}s`,
+              'DeviceBusy',
+            );
           heartbeat({ waiting: input.url, holders: busy });
           await sleep(500);
         }
@@ -118,15 +147,36 @@ export function createComputeActivities({ run, config, pipe, settings = computeS
     },
 
     /** Sync mode: the node's own copy, received in full from the NAS's snapshot (once), at most at the volume's download speed. */
-    async computeReceive(input: { volume: string; nas: string; nasRoot: string; snapshot: string; bytesPerSecond?: number }): Promise<LocalCopy> {
+    async computeReceive(input: {
+      volume: string;
+      nas: string;
+      nasRoot: string;
+      snapshot: string;
+      bytesPerSecond?: number;
+    }): Promise<LocalCopy> {
       const target = localStore();
       const remote = remoteRun(run, config.host, checkHost('nas', input.nas), settings.syncLocal);
       const source = createZfsStorage({ run: remote.run, root: checkDataset('nasRoot', input.nasRoot) });
       const snapshot = checkSnapshotName('snapshot', input.snapshot);
-      const rate = input.bytesPerSecond === undefined ? {} : { bytesPerSecond: checkSpeed('bytesPerSecond', input.bytesPerSecond) };
-      await replicate({ volume: checkName('volume', input.volume), source, target, sourceCommand: remote.wrap, snapshot, ...rate });
+      const rate =
+        input.bytesPerSecond === undefined
+          ? {}
+          : { bytesPerSecond: checkSpeed('bytesPerSecond', input.bytesPerSecond) };
+      await replicate({
+        volume: checkName('volume', input.volume),
+        source,
+        target,
+        sourceCommand: remote.wrap,
+        snapshot,
+        ...rate,
+      });
       const copy = (await target.describe(input.volume))!;
-      return { root: checkDataset('IMGFLOW_COMPUTE_POOL', settings.pool), devicePath: copy.devicePath, sizeBytes: copy.sizeBytes, snapshot };
+      return {
+        root: checkDataset('IMGFLOW_COMPUTE_POOL', settings.pool),
+        devicePath: copy.devicePath,
+        sizeBytes: copy.sizeBytes,
+        snapshot,
+      };
     },
 
     // Sync over the network (see stream-replication.ts): the node receives its first copy and sends its pulls.
@@ -141,7 +191,12 @@ export function createComputeActivities({ run, config, pipe, settings = computeS
       const received = await streams.receive(input);
       const copy = (await localStore().describe(input.volume))!;
       heartbeat({ received: received.bytes });
-      return { root: checkDataset('IMGFLOW_COMPUTE_POOL', settings.pool), devicePath: copy.devicePath, sizeBytes: copy.sizeBytes, snapshot: checkSnapshotName('snapshot', input.snapshot) };
+      return {
+        root: checkDataset('IMGFLOW_COMPUTE_POOL', settings.pool),
+        devicePath: copy.devicePath,
+        sizeBytes: copy.sizeBytes,
+        snapshot: checkSnapshotName('snapshot', input.snapshot),
+      };
     },
 
     /** Removes the node's copy after the final pull; one already gone is fine. */

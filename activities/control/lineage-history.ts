@@ -76,7 +76,8 @@ const PAGE_BYTES = 1 << 20;
 const RUN_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 function checkChain(value: unknown): string {
-  if (typeof value !== 'string' || !RUN_ID.test(value)) throw new InputError('chain', "the lineage's first run id", value);
+  if (typeof value !== 'string' || !RUN_ID.test(value))
+    throw new InputError('chain', "the lineage's first run id", value);
   return value;
 }
 
@@ -105,7 +106,11 @@ async function tailOf<L extends { seq: number }>(file: string, after: number): P
       }
       if (end === -1) return { last: 0, tail: [] };
       // The first line of a span that does not begin the file may be cut: it is not read.
-      const lines = buf.subarray(0, end).toString('utf8').split('\n').slice(start > 0 ? 1 : 0);
+      const lines = buf
+        .subarray(0, end)
+        .toString('utf8')
+        .split('\n')
+        .slice(start > 0 ? 1 : 0);
       const tail: L[] = [];
       let reached = start === 0;
       for (let i = lines.length - 1; i >= 0; i--) {
@@ -145,12 +150,16 @@ async function* linesOf<L>(file: string): AsyncGenerator<{ line: L; bytes: numbe
 
 export function createLineageHistoryActivities({ config }: { config: Pick<Config, 'home' | 'host'> }) {
   const root = paths(config).lineageHistory;
-  const fileOf = (image: string, chain: string, suffix = '') => path.join(root, checkName('image', image), `${checkChain(chain)}${suffix}.jsonl`);
+  const fileOf = (image: string, chain: string, suffix = '') =>
+    path.join(root, checkName('image', image), `${checkChain(chain)}${suffix}.jsonl`);
   // One append at a time per file: an attempt that timed out may still be writing when its retry starts.
   const busy = new Map<string, Promise<unknown>>();
   function serialised<T>(file: string, step: () => Promise<T>): Promise<T> {
     const next = (busy.get(file) ?? Promise.resolve()).then(step, step);
-    busy.set(file, next.catch(() => undefined));
+    busy.set(
+      file,
+      next.catch(() => undefined),
+    );
     return next;
   }
 
@@ -159,11 +168,20 @@ export function createLineageHistoryActivities({ config }: { config: Pick<Config
    * disk before it returns. Appending after a gap would lose lines for good (the archive lives on
    * another control host, or was lost): refused.
    */
-  function append<L extends { seq: number }>(what: string, image: string, file: string, after: number, fresh: (tail: L[], last: number) => L[]): Promise<{ tail: L[]; written: L[] }> {
+  function append<L extends { seq: number }>(
+    what: string,
+    image: string,
+    file: string,
+    after: number,
+    fresh: (tail: L[], last: number) => L[],
+  ): Promise<{ tail: L[]; written: L[] }> {
     return serialised(file, async () => {
       await fs.mkdir(path.dirname(file), { recursive: true });
       const { last, tail } = await tailOf<L>(file, after);
-      if (last < after) throw new Error(`the ${what} archive ${file} on ${config.host} ends at seq ${last}, but the lineage of ${image} archived through seq ${after}`);
+      if (last < after)
+        throw new Error(
+          `the ${what} archive ${file} on ${config.host} ends at seq ${last}, but the lineage of ${image} archived through seq ${after}`,
+        );
       const written = fresh(tail, last);
       if (written.length) {
         const handle = await fs.open(file, 'a');
@@ -183,7 +201,9 @@ export function createLineageHistoryActivities({ config }: { config: Pick<Config
     async archiveHistory(input: ArchiveInput): Promise<ArchiveResult> {
       const file = fileOf(input.image, input.chain);
       const after = checkInt('after', input.after, 0, Number.MAX_SAFE_INTEGER);
-      const { written } = await append<HistoryEntry>('history', input.image, file, after, (_tail, last) => input.entries.filter((e) => e.seq > last));
+      const { written } = await append<HistoryEntry>('history', input.image, file, after, (_tail, last) =>
+        input.entries.filter((e) => e.seq > last),
+      );
       return { host: config.host, path: file, written: written.length };
     },
 
@@ -199,7 +219,12 @@ export function createLineageHistoryActivities({ config }: { config: Pick<Config
         return input.records.filter((r) => !held.has(r.id)).map((record, i) => ({ seq: last + 1 + i, record }));
       });
       const lines = [...tail, ...written];
-      return { host: config.host, path: file, count: lines.at(-1)?.seq ?? after, archived: lines.map((l) => l.record.id) };
+      return {
+        host: config.host,
+        path: file,
+        count: lines.at(-1)?.seq ?? after,
+        archived: lines.map((l) => l.record.id),
+      };
     },
 
     /** Up to `limit` archived entries after the first `offset`, in seq order; [] when there is no archive. */
@@ -221,7 +246,11 @@ export function createLineageHistoryActivities({ config }: { config: Pick<Config
     },
 
     /** The archived full record of a removed version; undefined when the archive does not hold it. */
-    async readArchivedVersion(input: { image: string; chain: string; version: string }): Promise<VersionRecord | undefined> {
+    async readArchivedVersion(input: {
+      image: string;
+      chain: string;
+      version: string;
+    }): Promise<VersionRecord | undefined> {
       const file = fileOf(input.image, input.chain, '.versions');
       const version = checkName('version', input.version);
       for await (const { line } of linesOf<VersionLine>(file)) if (line.record.id === version) return line.record;

@@ -42,7 +42,8 @@ export function volumeOfTarget(prefix: string, nas: string, iqn: string): string
 const ADDRESS = /^([a-z0-9.-]+|\[[0-9a-f:]+\])(:\d{1,5})?$/i;
 
 export function checkPortal(field: string, value: unknown): string {
-  if (typeof value !== 'string' || !ADDRESS.test(value)) throw new InputError(field, 'host, IPv4 or [IPv6], with an optional :port', value);
+  if (typeof value !== 'string' || !ADDRESS.test(value))
+    throw new InputError(field, 'host, IPv4 or [IPv6], with an optional :port', value);
   return value;
 }
 
@@ -79,6 +80,7 @@ export function snapshotName(now = new Date()): string {
 
 export function checkSnapshotName(field: string, value: unknown): string {
   const name = checkName(field, value);
-  if (!name.startsWith(SNAPSHOT_PREFIX)) throw new InputError(field, `a snapshot name starting with ${SNAPSHOT_PREFIX}`, value);
+  if (!name.startsWith(SNAPSHOT_PREFIX))
+    throw new InputError(field, `a snapshot name starting with ${SNAPSHOT_PREFIX}`, value);
   return name;
 }

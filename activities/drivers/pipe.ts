@@ -18,7 +18,11 @@ export function createPipe(logger: Logger): Pipe {
     const activity = currentActivity();
     const started = performance.now();
     const common = { detached: true, reject: false, encoding: 'buffer', maxBuffer: 16 * 1024 * 1024 } as const;
-    const producer = execa(producerArgv[0]!, producerArgv.slice(1), { ...common, stdin: 'ignore', buffer: { stdout: false, stderr: true } });
+    const producer = execa(producerArgv[0]!, producerArgv.slice(1), {
+      ...common,
+      stdin: 'ignore',
+      buffer: { stdout: false, stderr: true },
+    });
     const consumer = execa(consumerArgv[0]!, consumerArgv.slice(1), { ...common, stdin: 'pipe' });
     consumer.stdin?.on('error', () => {});
     const limit = options.bytesPerSecond ? throttle(options.bytesPerSecond) : undefined;
@@ -37,14 +41,27 @@ export function createPipe(logger: Logger): Pipe {
     });
 
     const stopper = stopOnCancel([producer.pid, consumer.pid], options, activity);
-    const beat = activity ? setInterval(() => activity.heartbeat({ command: `${producerArgv[0]} | ${consumerArgv[0]}`, bytes }), HEARTBEAT_MS) : undefined;
+    const beat = activity
+      ? setInterval(
+          () => activity.heartbeat({ command: `${producerArgv[0]} | ${consumerArgv[0]}`, bytes }),
+          HEARTBEAT_MS,
+        )
+      : undefined;
 
     try {
       const [sent, received] = await Promise.all([producer, consumer]);
       const ended = stopper.ended();
       const durationMs = Math.round(performance.now() - started);
       logger.info(
-        { argv: producerArgv, into: consumerArgv, durationMs, bytes, ...(limit ? { bytesPerSecond: options.bytesPerSecond } : {}), exitCodes: [sent.exitCode, received.exitCode], ...(ended ? { ended } : {}) },
+        {
+          argv: producerArgv,
+          into: consumerArgv,
+          durationMs,
+          bytes,
+          ...(limit ? { bytesPerSecond: options.bytesPerSecond } : {}),
+          exitCodes: [sent.exitCode, received.exitCode],
+          ...(ended ? { ended } : {}),
+        },
         'pipeline',
       );
       if (activity?.cancellationSignal.aborted) throw activity.cancellationSignal.reason;
@@ -55,7 +72,13 @@ export function createPipe(logger: Logger): Pipe {
       ] as const;
       for (const [argv, result] of producerFirst ? sides : [...sides].reverse()) {
         if (!ended && result.exitCode === 0) continue;
-        const reason = ended ?? (result.signal ? `killed by ${result.signal}` : result.exitCode === undefined ? 'did not start' : `exit code ${result.exitCode}`);
+        const reason =
+          ended ??
+          (result.signal
+            ? `killed by ${result.signal}`
+            : result.exitCode === undefined
+              ? 'did not start'
+              : `exit code ${result.exitCode}`);
         throw new CommandError(argv, result.exitCode, stderrTail(Buffer.from(result.stderr ?? '').toString()), reason);
       }
     } finally {

@@ -26,7 +26,8 @@ const IPV4 = /^(\d{1,3}\.){3}\d{1,3}$/;
 
 /** This host's address for streams from other hosts (IMGFLOW_STREAM_ADDRESS), when it has one. */
 export function checkStreamAddress(address: string | undefined): string | undefined {
-  if (address !== undefined && !IPV4.test(address)) throw new InputError('IMGFLOW_STREAM_ADDRESS', "this host's IPv4 address", address);
+  if (address !== undefined && !IPV4.test(address))
+    throw new InputError('IMGFLOW_STREAM_ADDRESS', "this host's IPv4 address", address);
   return address;
 }
 
@@ -38,7 +39,8 @@ export function checkEndpoint(input: Endpoint): Endpoint {
 
 /** A one-time token: a random UUID, as the workflow's `uuid4()` makes it. */
 export function checkToken(field: string, value: unknown): string {
-  if (typeof value !== 'string' || !TOKEN.test(value)) throw new InputError(field, 'a one-time transfer token (a UUID)', '<withheld>');
+  if (typeof value !== 'string' || !TOKEN.test(value))
+    throw new InputError(field, 'a one-time transfer token (a UUID)', '<withheld>');
   return value;
 }
 
@@ -78,7 +80,12 @@ function sameToken(got: Buffer, token: string): boolean {
 }
 
 /** Runs `argv` in its own process group with `stdin` or `stdout` tied to a stream; returns the bytes that went through. */
-async function streamCommand(logger: Logger, argv: readonly string[], io: { from?: Readable; to?: NodeJS.WritableStream }, options: { timeoutMs?: number; bytesPerSecond?: number }): Promise<number> {
+async function streamCommand(
+  logger: Logger,
+  argv: readonly string[],
+  io: { from?: Readable; to?: NodeJS.WritableStream },
+  options: { timeoutMs?: number; bytesPerSecond?: number },
+): Promise<number> {
   checkArgv(argv);
   const activity = currentActivity();
   const started = performance.now();
@@ -105,10 +112,25 @@ async function streamCommand(logger: Logger, argv: readonly string[], io: { from
   try {
     const result = await child;
     const ended = stopper.ended();
-    logger.info({ argv, durationMs: Math.round(performance.now() - started), bytes, exitCode: result.exitCode, ...(ended ? { ended } : {}) }, io.from ? 'stream received' : 'stream sent');
+    logger.info(
+      {
+        argv,
+        durationMs: Math.round(performance.now() - started),
+        bytes,
+        exitCode: result.exitCode,
+        ...(ended ? { ended } : {}),
+      },
+      io.from ? 'stream received' : 'stream sent',
+    );
     if (activity?.cancellationSignal.aborted) throw activity.cancellationSignal.reason;
     if (ended || result.exitCode !== 0) {
-      const reason = ended ?? (result.signal ? `killed by ${result.signal}` : result.exitCode === undefined ? 'did not start' : `exit code ${result.exitCode}`);
+      const reason =
+        ended ??
+        (result.signal
+          ? `killed by ${result.signal}`
+          : result.exitCode === undefined
+            ? 'did not start'
+            : `exit code ${result.exitCode}`);
       throw new CommandError(argv, result.exitCode, stderrTail(Buffer.from(result.stderr ?? '').toString()), reason);
     }
     return bytes;
@@ -172,14 +194,23 @@ export function createStreamReceiver(logger: Logger) {
       return { address: input.address, port };
     },
 
-    async receive(input: { token: string; consumer: readonly string[]; timeoutMs?: number }): Promise<{ bytes: number }> {
+    async receive(input: {
+      token: string;
+      consumer: readonly string[];
+      timeoutMs?: number;
+    }): Promise<{ bytes: number }> {
       const token = checkToken('token', input.token);
       const found = pending.get(token);
       if (!found) throw new Error('no listener for this transfer here (did the worker restart?)');
       try {
         const socket = await found.sender;
         clearTimeout(found.timer);
-        const bytes = await streamCommand(logger, input.consumer, { from: socket }, input.timeoutMs ? { timeoutMs: input.timeoutMs } : {});
+        const bytes = await streamCommand(
+          logger,
+          input.consumer,
+          { from: socket },
+          input.timeoutMs ? { timeoutMs: input.timeoutMs } : {},
+        );
         socket.destroy();
         return { bytes };
       } finally {
@@ -201,20 +232,33 @@ export function createStreamReceiver(logger: Logger) {
 export type StreamReceiver = ReturnType<typeof createStreamReceiver>;
 
 /** The sending side: connects to the receiver, presents the token, and streams the command's output. */
-export async function sendStream(logger: Logger, input: Endpoint & { token: string; producer: readonly string[]; bytesPerSecond?: number; timeoutMs?: number }): Promise<{ bytes: number }> {
+export async function sendStream(
+  logger: Logger,
+  input: Endpoint & { token: string; producer: readonly string[]; bytesPerSecond?: number; timeoutMs?: number },
+): Promise<{ bytes: number }> {
   const token = checkToken('token', input.token);
   const socket = net.connect({ host: input.address, port: input.port });
   try {
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`cannot reach ${input.address}:${input.port} within ${TOKEN_WAIT_MS / 1000}s`)), TOKEN_WAIT_MS);
-      socket.once('connect', () => (clearTimeout(timer), resolve())).once('error', (error) => (clearTimeout(timer), reject(error)));
+      const timer = setTimeout(
+        () => reject(new Error(`cannot reach ${input.address}:${input.port} within ${TOKEN_WAIT_MS / 1000}s`)),
+        TOKEN_WAIT_MS,
+      );
+      socket
+        .once('connect', () => (clearTimeout(timer), resolve()))
+        .once('error', (error) => (clearTimeout(timer), reject(error)));
     });
     const lost = new Promise<never>((_, reject) => socket.once('error', reject));
     lost.catch(() => {});
     socket.write(token);
-    const options = { ...(input.bytesPerSecond ? { bytesPerSecond: input.bytesPerSecond } : {}), ...(input.timeoutMs ? { timeoutMs: input.timeoutMs } : {}) };
+    const options = {
+      ...(input.bytesPerSecond ? { bytesPerSecond: input.bytesPerSecond } : {}),
+      ...(input.timeoutMs ? { timeoutMs: input.timeoutMs } : {}),
+    };
     const bytes = await Promise.race([streamCommand(logger, input.producer, { to: socket }, options), lost]);
-    await new Promise<void>((resolve) => (socket.writableFinished ? resolve() : socket.once('finish', resolve).once('close', () => resolve())));
+    await new Promise<void>((resolve) =>
+      socket.writableFinished ? resolve() : socket.once('finish', resolve).once('close', () => resolve()),
+    );
     return { bytes };
   } finally {
     socket.destroy();

@@ -23,7 +23,8 @@ export class TokenBucket {
     readonly bytesPerSecond: number,
     private readonly clock: Clock,
   ) {
-    if (!Number.isSafeInteger(bytesPerSecond) || bytesPerSecond < 1) throw new RangeError(`bytesPerSecond must be a whole number from 1, not ${bytesPerSecond}`);
+    if (!Number.isSafeInteger(bytesPerSecond) || bytesPerSecond < 1)
+      throw new RangeError(`bytesPerSecond must be a whole number from 1, not ${bytesPerSecond}`);
     this.capacity = bytesPerSecond;
     this.tokens = this.capacity;
     this.last = clock.now();

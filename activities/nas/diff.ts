@@ -20,9 +20,18 @@ export interface DiffSide {
 export interface VersionDiff {
   from: string;
   to: string;
-  packages: { added: Package[]; removed: Package[]; changed: { name: string; arch: string; from: string; to: string }[] };
+  packages: {
+    added: Package[];
+    removed: Package[];
+    changed: { name: string; arch: string; from: string; to: string }[];
+  };
   /** Paths, each list cut at `limit` (the counts are always whole). */
-  files: { added: string[]; removed: string[]; changed: string[]; counts: { added: number; removed: number; changed: number } };
+  files: {
+    added: string[];
+    removed: string[];
+    changed: string[];
+    counts: { added: number; removed: number; changed: number };
+  };
   bytes: { from: number; to: number; delta: number };
 }
 
@@ -53,10 +62,19 @@ export function diffFiles(a: ManifestEntry[], b: ManifestEntry[], limit = 1000):
   const added = b.filter((e) => !before.has(e.path)).map((e) => e.path);
   const removed = a.filter((e) => !after.has(e.path)).map((e) => e.path);
   const changed = b.filter((e) => before.has(e.path) && before.get(e.path) !== after.get(e.path)).map((e) => e.path);
-  return { added: added.slice(0, limit), removed: removed.slice(0, limit), changed: changed.slice(0, limit), counts: { added: added.length, removed: removed.length, changed: changed.length } };
+  return {
+    added: added.slice(0, limit),
+    removed: removed.slice(0, limit),
+    changed: changed.slice(0, limit),
+    counts: { added: added.length, removed: removed.length, changed: changed.length },
+  };
 }
 
-export function diffVersions(from: { side: DiffSide; packages: Package[]; files: ManifestEntry[] }, to: { side: DiffSide; packages: Package[]; files: ManifestEntry[] }, limit?: number): VersionDiff {
+export function diffVersions(
+  from: { side: DiffSide; packages: Package[]; files: ManifestEntry[] },
+  to: { side: DiffSide; packages: Package[]; files: ManifestEntry[] },
+  limit?: number,
+): VersionDiff {
   return {
     from: from.side.id,
     to: to.side.id,
@@ -69,14 +87,20 @@ export function diffVersions(from: { side: DiffSide; packages: Package[]; files:
 /** A stored manifest, refused when it is not the one the version recorded. */
 async function checked(file: { path: string; sha256: string }): Promise<string> {
   const got = await sha256File(file.path).catch(() => undefined);
-  if (got === undefined) throw ApplicationFailure.nonRetryable(`manifest ${file.path} is not in the store (was the version removed?)`, 'InputError');
-  if (got !== file.sha256) throw ApplicationFailure.nonRetryable(`manifest ${file.path} differs from its recorded sha256`, 'ManifestChanged');
+  if (got === undefined)
+    throw ApplicationFailure.nonRetryable(
+      `manifest ${file.path} is not in the store (was the version removed?)`,
+      'InputError',
+    );
+  if (got !== file.sha256)
+    throw ApplicationFailure.nonRetryable(`manifest ${file.path} differs from its recorded sha256`, 'ManifestChanged');
   return file.path;
 }
 
 async function readEntries(file: string): Promise<ManifestEntry[]> {
   const entries: ManifestEntry[] = [];
-  for await (const line of createInterface({ input: createReadStream(file), crlfDelay: Infinity })) if (line.trim()) entries.push(JSON.parse(line) as ManifestEntry);
+  for await (const line of createInterface({ input: createReadStream(file), crlfDelay: Infinity }))
+    if (line.trim()) entries.push(JSON.parse(line) as ManifestEntry);
   return entries;
 }
 

@@ -40,7 +40,8 @@ export function createNasActivities({ run, config, settings = nasSettings({}) }:
   // Where builders on other hosts stream files to this NAS (unset: they are fetched over rsync).
   const streamAddress = checkStreamAddress(settings.streamAddress);
   const receiver = createStreamReceiver(createLogger('imgflow-nas'));
-  const storePath = (image: string, version: string, name: string) => path.join(root, 'store', checkName('image', image), checkName('version', version), checkName('file name', name));
+  const storePath = (image: string, version: string, name: string) =>
+    path.join(root, 'store', checkName('image', image), checkName('version', version), checkName('file name', name));
   const volumePath = (volume: string) => path.join(root, 'volumes', `${checkName('volume', volume)}.qcow2`);
 
   async function info(file: string): Promise<ImageInfo> {
@@ -72,7 +73,9 @@ export function createNasActivities({ run, config, settings = nasSettings({}) }:
     const got = await sha256File(partial);
     if (got !== input.sha256) {
       await fs.rm(partial, { force: true });
-      throw new Error(`sha256 of ${input.image}:${input.version} ${input.name} after transfer is ${got}, expected ${input.sha256}`);
+      throw new Error(
+        `sha256 of ${input.image}:${input.version} ${input.name} after transfer is ${got}, expected ${input.sha256}`,
+      );
     }
     await fs.chmod(partial, modes.readOnly);
     await fs.rename(partial, target);
@@ -84,12 +87,16 @@ export function createNasActivities({ run, config, settings = nasSettings({}) }:
      * over rsync and checks its digest before it takes its final name, read-only: a half-copied
      * base is never cloned from, and a stored version never changes.
      */
-    async storeFile(input: StoreRequest & { source: { host: string; path: string } }): Promise<{ host: string; path: string }> {
+    async storeFile(
+      input: StoreRequest & { source: { host: string; path: string } },
+    ): Promise<{ host: string; path: string }> {
       const target = storePath(input.image, input.version, input.name);
       if (await storedAlready(input, target)) return { host: config.host, path: target };
       const partial = await freshPartial(target);
       const from = input.source.host === config.host ? input.source.path : `${input.source.host}:${input.source.path}`;
-      await run(['rsync', '--sparse', '--times', '--info=progress2', '--', from, partial], { progress: progress.rsync });
+      await run(['rsync', '--sparse', '--times', '--info=progress2', '--', from, partial], {
+        progress: progress.rsync,
+      });
       await settle(input, partial, target);
       return { host: config.host, path: target };
     },
@@ -101,7 +108,11 @@ export function createNasActivities({ run, config, settings = nasSettings({}) }:
     async storeListen(input: StoreRequest & { token: string; waitSeconds: number }): Promise<Endpoint | null> {
       const target = storePath(input.image, input.version, input.name);
       if (!streamAddress || (await storedAlready(input, target))) return null;
-      return receiver.listen({ address: streamAddress, token: checkToken('token', input.token), timeoutMs: checkInt('waitSeconds', input.waitSeconds, 1, 3600) * 1000 });
+      return receiver.listen({
+        address: streamAddress,
+        token: checkToken('token', input.token),
+        timeoutMs: checkInt('waitSeconds', input.waitSeconds, 1, 3600) * 1000,
+      });
     },
 
     /** Receives the builder's stream into a partial file, then checks and names it as storeFile does. */
@@ -109,7 +120,11 @@ export function createNasActivities({ run, config, settings = nasSettings({}) }:
       const target = storePath(input.image, input.version, input.name);
       const token = checkToken('token', input.token);
       // The listener lives in this worker only: after a restart the workflow starts a new transfer.
-      if (!receiver.has(token)) throw ApplicationFailure.nonRetryable('no listener for this transfer on this host (the worker restarted?)', 'TransferLost');
+      if (!receiver.has(token))
+        throw ApplicationFailure.nonRetryable(
+          'no listener for this transfer on this host (the worker restarted?)',
+          'TransferLost',
+        );
       const partial = await freshPartial(target);
       await receiver.receive({ token, consumer: ['dd', `of=${partial}`, 'bs=1M', 'conv=sparse', 'status=none'] });
       await settle(input, partial, target);
@@ -121,7 +136,8 @@ export function createNasActivities({ run, config, settings = nasSettings({}) }:
       const target = volumePath(input.volume);
       if (await exists(target)) {
         const current = await info(target);
-        if (current.backingFile !== input.base) throw new Error(`volume ${input.volume} exists with another base: ${current.backingFile ?? 'none'}`);
+        if (current.backingFile !== input.base)
+          throw new Error(`volume ${input.volume} exists with another base: ${current.backingFile ?? 'none'}`);
         return current;
       }
       await privateDir(path.dirname(target), modes);
@@ -136,8 +152,13 @@ export function createNasActivities({ run, config, settings = nasSettings({}) }:
     /** Reads the clone through its backing chain and checks the base's pattern shows through. */
     async checkVolume(input: { volume: string }): Promise<ImageInfo & { readsThrough: boolean }> {
       const target = volumePath(input.volume);
-      const check = await run(['qemu-io', '-f', 'qcow2', '-r', '-c', 'read -P 0x5a 0 1M', target], { okExitCodes: [1] });
-      return { ...(await info(target)), readsThrough: !/Pattern verification failed/.test(check.stdout + check.stderr) && check.exitCode === 0 };
+      const check = await run(['qemu-io', '-f', 'qcow2', '-r', '-c', 'read -P 0x5a 0 1M', target], {
+        okExitCodes: [1],
+      });
+      return {
+        ...(await info(target)),
+        readsThrough: !/Pattern verification failed/.test(check.stdout + check.stderr) && check.exitCode === 0,
+      };
     },
   };
 }

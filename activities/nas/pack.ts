@@ -71,7 +71,9 @@ function resolveIn(entries: Map<string, Entry>, start: string): string | undefin
     if (!e) return undefined;
     if (e.type === '-') return at;
     if (e.type !== 'l' || !e.target) return undefined;
-    at = path.posix.normalize(e.target.startsWith('/') ? e.target.slice(1) : path.posix.join(path.posix.dirname(at), e.target));
+    at = path.posix.normalize(
+      e.target.startsWith('/') ? e.target.slice(1) : path.posix.join(path.posix.dirname(at), e.target),
+    );
     if (at.startsWith('..')) return undefined;
   }
   return undefined;
@@ -89,11 +91,26 @@ const INITRD = /^boot\/initrd\.img[A-Za-z0-9._+-]*$/;
 export function bootFiles(listing: string): { kernel?: string; initrd?: string } {
   const entries = parseListing(listing);
   const files = [...entries.keys()].filter((p) => entries.get(p)!.type === '-');
-  const newest = (prefix: string) => files.filter((p) => p.startsWith(prefix)).sort(byVersion).at(-1);
+  const newest = (prefix: string) =>
+    files
+      .filter((p) => p.startsWith(prefix))
+      .sort(byVersion)
+      .at(-1);
   const pick = (found: string | undefined, shape: RegExp) => (found && shape.test(found) ? found : undefined);
-  const kernel = pick(resolveIn(entries, 'vmlinuz') ?? resolveIn(entries, 'boot/vmlinuz') ?? newest('boot/vmlinuz-'), KERNEL);
-  const matching = kernel?.startsWith('boot/vmlinuz-') ? resolveIn(entries, `boot/initrd.img-${kernel.slice('boot/vmlinuz-'.length)}`) : undefined;
-  const initrd = pick(resolveIn(entries, 'initrd.img') ?? resolveIn(entries, 'boot/initrd.img') ?? matching ?? (kernel ? undefined : newest('boot/initrd.img-')), INITRD);
+  const kernel = pick(
+    resolveIn(entries, 'vmlinuz') ?? resolveIn(entries, 'boot/vmlinuz') ?? newest('boot/vmlinuz-'),
+    KERNEL,
+  );
+  const matching = kernel?.startsWith('boot/vmlinuz-')
+    ? resolveIn(entries, `boot/initrd.img-${kernel.slice('boot/vmlinuz-'.length)}`)
+    : undefined;
+  const initrd = pick(
+    resolveIn(entries, 'initrd.img') ??
+      resolveIn(entries, 'boot/initrd.img') ??
+      matching ??
+      (kernel ? undefined : newest('boot/initrd.img-')),
+    INITRD,
+  );
   return { ...(kernel ? { kernel } : {}), ...(initrd ? { initrd } : {}) };
 }
 
@@ -116,7 +133,8 @@ async function placeStored(artifact: Artifact, target: string, modes: FileModes)
     await fs.copyFile(artifact.path, target);
   }
   const got = await sha256File(target);
-  if (got !== artifact.sha256) throw new Error(`copy of ${artifact.path} has sha256 ${got}, expected ${artifact.sha256}`);
+  if (got !== artifact.sha256)
+    throw new Error(`copy of ${artifact.path} has sha256 ${got}, expected ${artifact.sha256}`);
   await fs.chmod(target, modes.readOnly);
 }
 
@@ -155,14 +173,25 @@ export function createNasPackActivities({ run, config, settings = nasSettings({}
       .then((text) => (JSON.parse(text) as { image?: unknown }).image)
       .catch(() => undefined); // none, or unreadable: a directory made by hand, moved aside as before
     if (typeof owner === 'string' && owner !== input.image) {
-      throw ApplicationFailure.nonRetryable(new InputError('as', `a name not taken by another image on ${config.host} (${input.name} is the ${kind} pack of ${owner})`, input.name).message, 'InputError');
+      throw ApplicationFailure.nonRetryable(
+        new InputError(
+          'as',
+          `a name not taken by another image on ${config.host} (${input.name} is the ${kind} pack of ${owner})`,
+          input.name,
+        ).message,
+        'InputError',
+      );
     }
   }
 
   async function refuseHashes(input: PackInput): Promise<void> {
     if (input.allowPasswordHashes) return;
     const users = usersWithPasswords(await readShadow(input.artifacts));
-    if (users.length) throw ApplicationFailure.nonRetryable(`${input.image}:${input.version} has password hashes in /etc/shadow (${users.join(', ')}); refusing to pack it (its recipe does not set allowPasswordHashes)`, 'InputError');
+    if (users.length)
+      throw ApplicationFailure.nonRetryable(
+        `${input.image}:${input.version} has password hashes in /etc/shadow (${users.join(', ')}); refusing to pack it (its recipe does not set allowPasswordHashes)`,
+        'InputError',
+      );
   }
 
   /** Copies the kernel and initrd out of the squashfs into the boot directory as `vmlinuz` and `initrd.img`. */
@@ -176,7 +205,8 @@ export function createNasPackActivities({ run, config, settings = nasSettings({}
     if (found.kernel) await fs.rename(path.join(tmp, found.kernel), path.join(fresh, 'vmlinuz'));
     if (found.initrd) await fs.rename(path.join(tmp, found.initrd), path.join(fresh, 'initrd.img'));
     // Files from the image keep the image's modes; in the pack they are as private as the rest.
-    for (const name of ['vmlinuz', 'initrd.img']) await fs.chmod(path.join(fresh, name), modes.readOnly).catch(() => undefined);
+    for (const name of ['vmlinuz', 'initrd.img'])
+      await fs.chmod(path.join(fresh, name), modes.readOnly).catch(() => undefined);
     await fs.rm(tmp, { recursive: true, force: true });
     return found;
   }
@@ -185,14 +215,20 @@ export function createNasPackActivities({ run, config, settings = nasSettings({}
    * Fills a fresh directory, then switches NAME to it and moves the previous one aside. A retry
    * after the switch finds its own directory in place and reports what it holds.
    */
-  async function publish(kind: PackKind, input: PackInput, fill: (fresh: string) => Promise<PackContents & { root?: string }>): Promise<PackResult> {
+  async function publish(
+    kind: PackKind,
+    input: PackInput,
+    fill: (fresh: string) => Promise<PackContents & { root?: string }>,
+  ): Promise<PackResult> {
     const dir = dirs[kind];
     const name = checkName('name', input.name);
     const link = path.join(dir, name);
     const fresh = path.join(dir, `.${name}.${checkName('version', input.version)}.${input.stamp}`);
     const current = await fs.readlink(link).catch(() => undefined);
     if (current === path.basename(fresh)) {
-      const { contents } = JSON.parse(await fs.readFile(path.join(fresh, 'version.json'), 'utf8')) as { contents: PackContents };
+      const { contents } = JSON.parse(await fs.readFile(path.join(fresh, 'version.json'), 'utf8')) as {
+        contents: PackContents;
+      };
       return { host: config.host, path: link, ...contents, changed: false };
     }
 
@@ -203,7 +239,11 @@ export function createNasPackActivities({ run, config, settings = nasSettings({}
     await fs.mkdir(fresh, { mode: modes.dir });
     await fs.chmod(fresh, modes.dir);
     const { root, ...contents } = await fill(fresh);
-    await fs.writeFile(path.join(fresh, 'version.json'), `${JSON.stringify({ image: input.image, version: input.version, tag: input.tag, packedAt: input.stamp, kind, contents })}\n`, { mode: modes.file });
+    await fs.writeFile(
+      path.join(fresh, 'version.json'),
+      `${JSON.stringify({ image: input.image, version: input.version, tag: input.tag, packedAt: input.stamp, kind, contents })}\n`,
+      { mode: modes.file },
+    );
 
     const aside = await freeName(`${link}.moved.aside.on.${input.stamp}`);
     const st = await fs.lstat(link).catch(() => undefined);
@@ -214,7 +254,14 @@ export function createNasPackActivities({ run, config, settings = nasSettings({}
     await fs.rename(next, link);
     if (current && (await exists(path.join(dir, current)))) await fs.rename(path.join(dir, current), aside);
     const movedAside = current || st?.isDirectory() ? aside : undefined;
-    return { host: config.host, path: link, ...contents, ...(root ? { root } : {}), ...(movedAside ? { movedAside } : {}), changed: true };
+    return {
+      host: config.host,
+      path: link,
+      ...contents,
+      ...(root ? { root } : {}),
+      ...(movedAside ? { movedAside } : {}),
+      changed: true,
+    };
   }
 
   return {
@@ -232,7 +279,11 @@ export function createNasPackActivities({ run, config, settings = nasSettings({}
     /** A read-only VM base, `base.qcow2` (or `base.raw` for a version stored only as raw). */
     async packBase(input: PackInput): Promise<PackResult> {
       const base = input.artifacts.find((a) => a.format === 'qcow2') ?? input.artifacts.find((a) => a.format === 'raw');
-      if (!base) throw ApplicationFailure.nonRetryable(`${input.image}:${input.version} has no qcow2 or raw artifact on ${config.host} to publish as a VM base`, 'InputError');
+      if (!base)
+        throw ApplicationFailure.nonRetryable(
+          `${input.image}:${input.version} has no qcow2 or raw artifact on ${config.host} to publish as a VM base`,
+          'InputError',
+        );
       const format = base.format as 'qcow2' | 'raw';
       return publish('vm', input, async (fresh) => {
         const root = path.join(fresh, `base.${format}`);

@@ -12,7 +12,10 @@ export function createNasRetentionActivities({ config }: { config: Config }) {
   const store = path.join(paths(config).nas(config.host), 'store');
   return {
     /** Deletes `store/<image>/<version>/`; returns how many files it held (0 when already gone). */
-    async removeStoredVersion(input: { image: string; version: string }): Promise<{ host: string; path: string; files: number }> {
+    async removeStoredVersion(input: {
+      image: string;
+      version: string;
+    }): Promise<{ host: string; path: string; files: number }> {
       const dir = path.join(store, checkName('image', input.image), checkName('version', input.version));
       if (!(await exists(dir))) return { host: config.host, path: dir, files: 0 };
       const files = (await fs.readdir(dir, { recursive: true })).length;

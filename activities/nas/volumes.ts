@@ -9,7 +9,20 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { checkHost, checkName, checkSpeed, InputError } from '../../common/names.js';
 import { nasSettings, paths, type Config, type NasExportSettings, type NasSettings } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
-import { createExport, createPipe, createStorage, createZfsStorage, replicate, type ExportConfig, type ExportInfo, type Pipe, type ReplicatingStorage, type StorageConfig, type StorageDriver, type VolumeInfo } from '../drivers/index.js';
+import {
+  createExport,
+  createPipe,
+  createStorage,
+  createZfsStorage,
+  replicate,
+  type ExportConfig,
+  type ExportInfo,
+  type Pipe,
+  type ReplicatingStorage,
+  type StorageConfig,
+  type StorageDriver,
+  type VolumeInfo,
+} from '../drivers/index.js';
 import { checkSnapshotName } from '../drivers/naming.js';
 import { createStreamReplication } from '../drivers/storage/stream-replication.js';
 import { checkDataset } from '../drivers/storage/zfs.js';
@@ -38,12 +51,18 @@ export interface PullResult {
 
 /** The store: qcow2 files under `<home>/nas/<host>/`, or ZFS under IMGFLOW_NAS_POOL. */
 export function nasStorageConfig(run: Run, config: Config, settings: NasSettings, pipe?: Pipe): StorageConfig {
-  if (settings.pool) return { kind: 'zfs', run, ...(pipe ? { pipe } : {}), root: checkDataset('IMGFLOW_NAS_POOL', settings.pool) };
+  if (settings.pool)
+    return { kind: 'zfs', run, ...(pipe ? { pipe } : {}), root: checkDataset('IMGFLOW_NAS_POOL', settings.pool) };
   return { kind: 'qcow2', run, root: paths(config).nas(config.host) };
 }
 
 /** The exporter: none (local path) unless IMGFLOW_NAS_EXPORT names tgt or nbd. */
-export function nasExportConfig(run: Run, config: Config, settings: NasExportSettings, storage: StorageDriver): ExportConfig {
+export function nasExportConfig(
+  run: Run,
+  config: Config,
+  settings: NasExportSettings,
+  storage: StorageDriver,
+): ExportConfig {
   switch (settings.kind) {
     case 'tgt':
       // A host's own tgtd (one per network namespace) answers on its own control port.
@@ -60,7 +79,12 @@ function rootOf(config: StorageConfig): string {
 }
 
 export function createNasVolumeActivities({ run, config, pipe, settings = nasSettings({}) }: NasVolumeDeps) {
-  const storageConfig = nasStorageConfig(run, config, settings, pipe ?? (settings.pool ? createPipe(createLogger('imgflow-nas')) : undefined));
+  const storageConfig = nasStorageConfig(
+    run,
+    config,
+    settings,
+    pipe ?? (settings.pool ? createPipe(createLogger('imgflow-nas')) : undefined),
+  );
   const storage = createStorage(storageConfig);
   const exporter = createExport(nasExportConfig(run, config, settings.export, storage));
   // Pulls on this NAS at once; more wait for a slot, so many volumes' syncs never swamp its disks.
@@ -91,32 +115,58 @@ export function createNasVolumeActivities({ run, config, pipe, settings = nasSet
   }
 
   function replicating(): ReplicatingStorage {
-    if (storage.kind !== 'zfs') throw new InputError('sync', `a NAS storing on ZFS (${config.host} stores qcow2 files; set IMGFLOW_NAS_POOL)`, true);
+    if (storage.kind !== 'zfs')
+      throw new InputError(
+        'sync',
+        `a NAS storing on ZFS (${config.host} stores qcow2 files; set IMGFLOW_NAS_POOL)`,
+        true,
+      );
     return storage as ReplicatingStorage;
   }
 
-  const streams = createStreamReplication({ store: replicating, address: settings.streamAddress, logger: createLogger('imgflow-nas'), slot: withPullSlot });
+  const streams = createStreamReplication({
+    store: replicating,
+    address: settings.streamAddress,
+    logger: createLogger('imgflow-nas'),
+    slot: withPullSlot,
+  });
 
   return {
     /**
      * The volume cloned copy-on-write from a stored version; the version's file is imported as a
      * base first (once). An existing clone of the same base is returned as it is.
      */
-    async volumeClone(input: { volume: string; image: string; version: string; source: string; sizeBytes?: number }): Promise<ClonedVolume> {
+    async volumeClone(input: {
+      volume: string;
+      image: string;
+      version: string;
+      source: string;
+      sizeBytes?: number;
+    }): Promise<ClonedVolume> {
       const base = { image: checkName('image', input.image), version: checkName('version', input.version) };
       checkName('volume', input.volume);
       const store = paths(config).nas(config.host);
       const source = path.resolve(input.source);
-      if (!source.startsWith(`${store}/store/`)) throw new InputError('source', `a stored version file under ${store}/store`, input.source);
+      if (!source.startsWith(`${store}/store/`))
+        throw new InputError('source', `a stored version file under ${store}/store`, input.source);
       if (!(await storage.describeBase(base))) await storage.importBase({ ...base, source });
-      const cloned = await storage.clone({ volume: input.volume, base, ...(input.sizeBytes === undefined ? {} : { sizeBytes: input.sizeBytes }) });
+      const cloned = await storage.clone({
+        volume: input.volume,
+        base,
+        ...(input.sizeBytes === undefined ? {} : { sizeBytes: input.sizeBytes }),
+      });
       return { ...cloned, storage: storage.kind, root: rootOf(storageConfig) };
     },
 
     /** Offers the volume to one initiator only; an export to another is narrowed to this one. */
     async volumeExport(input: { volume: string; initiator?: string }): Promise<ExportInfo> {
       const volume = await requireVolume(input.volume);
-      return exporter.export({ volume: input.volume, devicePath: volume.devicePath, format: volume.format, ...(input.initiator ? { initiator: input.initiator } : {}) });
+      return exporter.export({
+        volume: input.volume,
+        devicePath: volume.devicePath,
+        format: volume.format,
+        ...(input.initiator ? { initiator: input.initiator } : {}),
+      });
     },
 
     async volumeUnexport(input: { volume: string }): Promise<void> {
@@ -140,15 +190,39 @@ export function createNasVolumeActivities({ run, config, pipe, settings = nasSet
      * snapshot both share, then both sides pruned to imgflow's newest three. `bytesPerSecond` is
      * the volume's upload speed.
      */
-    async volumePull(input: { volume: string; computeHost: string; nodeRoot: string; snapshot: string; bytesPerSecond?: number }): Promise<PullResult> {
+    async volumePull(input: {
+      volume: string;
+      computeHost: string;
+      nodeRoot: string;
+      snapshot: string;
+      bytesPerSecond?: number;
+    }): Promise<PullResult> {
       const target = replicating();
       const remote = remoteRun(run, config.host, checkHost('computeHost', input.computeHost), settings.syncLocal);
       const source = createZfsStorage({ run: remote.run, root: checkDataset('nodeRoot', input.nodeRoot) });
       const started = Date.now();
-      const rate = input.bytesPerSecond === undefined ? {} : { bytesPerSecond: checkSpeed('bytesPerSecond', input.bytesPerSecond) };
+      const rate =
+        input.bytesPerSecond === undefined
+          ? {}
+          : { bytesPerSecond: checkSpeed('bytesPerSecond', input.bytesPerSecond) };
       const snapshot = checkSnapshotName('snapshot', input.snapshot);
-      const result = await withPullSlot(() => replicate({ volume: checkName('volume', input.volume), source, target, sourceCommand: remote.wrap, snapshot, ...rate }));
-      return { snapshot: result.snapshot, ...(result.from ? { from: result.from } : {}), sent: result.sent, durationMs: Date.now() - started, pruned: [...result.pruned.source, ...result.pruned.target] };
+      const result = await withPullSlot(() =>
+        replicate({
+          volume: checkName('volume', input.volume),
+          source,
+          target,
+          sourceCommand: remote.wrap,
+          snapshot,
+          ...rate,
+        }),
+      );
+      return {
+        snapshot: result.snapshot,
+        ...(result.from ? { from: result.from } : {}),
+        sent: result.sent,
+        durationMs: Date.now() - started,
+        pruned: [...result.pruned.source, ...result.pruned.target],
+      };
     },
 
     // Sync over the network (see stream-replication.ts): the NAS sends the node's first copy and receives its pulls.

@@ -15,7 +15,11 @@ import { MEDIA, type Descriptor, type Manifest } from './registry.js';
 import { platformArch } from '../../common/oci.js';
 
 export const ARTIFACT_TYPE = 'application/vnd.imgflow.image.v1';
-export const EMPTY_CONFIG = { mediaType: 'application/vnd.oci.empty.v1+json', digest: 'sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a', size: 2 } as const;
+export const EMPTY_CONFIG = {
+  mediaType: 'application/vnd.oci.empty.v1+json',
+  digest: 'sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a',
+  size: 2,
+} as const;
 export const EMPTY_CONFIG_BYTES = Buffer.from('{}');
 export const LAYER_TYPES = {
   qcow2: 'application/vnd.imgflow.image.layer.v1.qcow2',
@@ -68,7 +72,9 @@ export interface VersionArtifacts {
 /** The OS name and version from a record's `os` ("debian-12", "Debian GNU/Linux 12 (bookworm)"...). */
 export function osParts(os: string): { distro: string; version: string } {
   const m = /^([A-Za-z][A-Za-z0-9 ._/-]*?)[\s-]+v?(\d[\w.]*)/.exec(os);
-  return m ? { distro: m[1]!.split(/[\s/]/)[0]!.toLowerCase(), version: m[2]! } : { distro: os.toLowerCase(), version: '' };
+  return m
+    ? { distro: m[1]!.split(/[\s/]/)[0]!.toLowerCase(), version: m[2]! }
+    : { distro: os.toLowerCase(), version: '' };
 }
 
 export function layerFor(file: VersionArtifacts['files'][number]): Descriptor {
@@ -124,5 +130,11 @@ export const platformOf = (arch: string) => ({ architecture: platformArch(arch),
 
 /** The disk layers of a manifest imgflow can register (qcow2 or raw), imgflow's or another tool's. */
 export function diskLayers(manifest: Manifest): Descriptor[] {
-  return manifest.layers.filter((l) => l.mediaType === LAYER_TYPES.qcow2 || l.mediaType === LAYER_TYPES.raw || /qcow2|raw|octet-stream|disk/i.test(l.mediaType) || /\.(qcow2|img|raw)$/.test(l.annotations?.[A.title] ?? ''));
+  return manifest.layers.filter(
+    (l) =>
+      l.mediaType === LAYER_TYPES.qcow2 ||
+      l.mediaType === LAYER_TYPES.raw ||
+      /qcow2|raw|octet-stream|disk/i.test(l.mediaType) ||
+      /\.(qcow2|img|raw)$/.test(l.annotations?.[A.title] ?? ''),
+  );
 }

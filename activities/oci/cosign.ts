@@ -30,11 +30,21 @@ export function signatureTag(digest: string): string {
 
 /** The payload cosign signs for a manifest digest in a repository (`<registry>/<repository>`). */
 export function simpleSigningPayload(dockerReference: string, digest: string): Buffer {
-  return Buffer.from(JSON.stringify({ critical: { identity: { 'docker-reference': dockerReference }, image: { 'docker-manifest-digest': digest }, type: SIGNATURE_TYPE }, optional: null }));
+  return Buffer.from(
+    JSON.stringify({
+      critical: {
+        identity: { 'docker-reference': dockerReference },
+        image: { 'docker-manifest-digest': digest },
+        type: SIGNATURE_TYPE,
+      },
+      optional: null,
+    }),
+  );
 }
 
 function checkP256(key: KeyObject, file: string): KeyObject {
-  if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') throw new InputError('key', 'an ECDSA P-256 key', file);
+  if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1')
+    throw new InputError('key', 'an ECDSA P-256 key', file);
   return key;
 }
 
@@ -72,7 +82,10 @@ export async function readPrivateKey(file: string): Promise<KeyObject> {
 /** A new P-256 key pair: PKCS#8 private key and SubjectPublicKeyInfo public key, both PEM. */
 export function generateSigningKey(): { privatePem: string; publicPem: string } {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  return { privatePem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, publicPem: publicKey.export({ type: 'spki', format: 'pem' }) as string };
+  return {
+    privatePem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+    publicPem: publicKey.export({ type: 'spki', format: 'pem' }) as string,
+  };
 }
 
 export function signPayload(key: KeyObject, payload: Buffer): string {
@@ -90,7 +103,9 @@ export function verifyPayload(key: KeyObject, payload: Buffer, signature: string
 /** What a payload says, checked to be a cosign signature of `digest`. */
 function payloadNames(payload: Buffer, digest: string): boolean {
   try {
-    const body = JSON.parse(payload.toString('utf8')) as { critical?: { type?: string; image?: { 'docker-manifest-digest'?: string } } };
+    const body = JSON.parse(payload.toString('utf8')) as {
+      critical?: { type?: string; image?: { 'docker-manifest-digest'?: string } };
+    };
     return body.critical?.type === SIGNATURE_TYPE && body.critical.image?.['docker-manifest-digest'] === digest;
   } catch {
     return false;
@@ -99,14 +114,25 @@ function payloadNames(payload: Buffer, digest: string): boolean {
 
 /** The signature manifest's config: an image config naming the payloads as its layers. */
 function signatureConfig(layers: Descriptor[]): Buffer {
-  return Buffer.from(JSON.stringify({ architecture: '', os: '', config: {}, rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) } }));
+  return Buffer.from(
+    JSON.stringify({
+      architecture: '',
+      os: '',
+      config: {},
+      rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) },
+    }),
+  );
 }
 
 /**
  * Signs `digest` in the client's repository, unless a signature by this key for it is already
  * there; returns whether a new signature was pushed. Other signatures stay beside it.
  */
-export async function pushSignature(client: RegistryClient, digest: string, key: KeyObject): Promise<{ signed: boolean; tag: string }> {
+export async function pushSignature(
+  client: RegistryClient,
+  digest: string,
+  key: KeyObject,
+): Promise<{ signed: boolean; tag: string }> {
   const tag = signatureTag(digest);
   const publicKey = createPublicKey(key);
   const existing = await client.getManifest(tag, { missingOk: true });
@@ -114,15 +140,26 @@ export async function pushSignature(client: RegistryClient, digest: string, key:
   for (const layer of layers) {
     if (layer.mediaType !== SIMPLE_SIGNING || !layer.annotations?.[SIGNATURE_ANNOTATION]) continue;
     const payload = await client.getBlob(layer.digest);
-    if (payloadNames(payload, digest) && verifyPayload(publicKey, payload, layer.annotations[SIGNATURE_ANNOTATION])) return { signed: false, tag };
+    if (payloadNames(payload, digest) && verifyPayload(publicKey, payload, layer.annotations[SIGNATURE_ANNOTATION]))
+      return { signed: false, tag };
   }
   const payload = simpleSigningPayload(`${client.registry}/${client.repository}`, digest);
-  const layer: Descriptor = { mediaType: SIMPLE_SIGNING, digest: digestOf(payload), size: payload.length, annotations: { [SIGNATURE_ANNOTATION]: signPayload(key, payload) } };
+  const layer: Descriptor = {
+    mediaType: SIMPLE_SIGNING,
+    digest: digestOf(payload),
+    size: payload.length,
+    annotations: { [SIGNATURE_ANNOTATION]: signPayload(key, payload) },
+  };
   await client.pushBlob(layer.digest, payload.length, payload);
   layers.push(layer);
   const config = signatureConfig(layers);
   await client.pushBlob(digestOf(config), config.length, config);
-  const manifest: Manifest = { schemaVersion: 2, mediaType: MEDIA.ociManifest, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: digestOf(config), size: config.length }, layers };
+  const manifest: Manifest = {
+    schemaVersion: 2,
+    mediaType: MEDIA.ociManifest,
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: digestOf(config), size: config.length },
+    layers,
+  };
   await client.putManifest(tag, Buffer.from(JSON.stringify(manifest)), MEDIA.ociManifest);
   return { signed: true, tag };
 }
@@ -132,11 +169,18 @@ export async function pushSignature(client: RegistryClient, digest: string, key:
  * when there is no signature at all ("signature": unsigned) or none by this key ("signature-key").
  * Every payload's digest is checked before it is read.
  */
-export async function verifySignature(client: RegistryClient, digest: string, key: KeyObject): Promise<{ tag: string; layer: string }> {
+export async function verifySignature(
+  client: RegistryClient,
+  digest: string,
+  key: KeyObject,
+): Promise<{ tag: string; layer: string }> {
   const tag = signatureTag(digest);
   const found = await client.getManifest(tag, { missingOk: true });
-  if (!found || !('layers' in found.json)) throw new OciError('signature', `${client.repository}@${digest} is not signed (no ${tag})`);
-  const candidates = found.json.layers.filter((l) => l.mediaType === SIMPLE_SIGNING && typeof l.annotations?.[SIGNATURE_ANNOTATION] === 'string');
+  if (!found || !('layers' in found.json))
+    throw new OciError('signature', `${client.repository}@${digest} is not signed (no ${tag})`);
+  const candidates = found.json.layers.filter(
+    (l) => l.mediaType === SIMPLE_SIGNING && typeof l.annotations?.[SIGNATURE_ANNOTATION] === 'string',
+  );
   if (!candidates.length) throw new OciError('signature', `${tag} holds no cosign signature`);
   for (const layer of candidates) {
     if (layer.size > 64 * 1024) continue;
@@ -144,5 +188,8 @@ export async function verifySignature(client: RegistryClient, digest: string, ke
     if (!payloadNames(payload, digest)) continue;
     if (verifyPayload(key, payload, layer.annotations![SIGNATURE_ANNOTATION]!)) return { tag, layer: layer.digest };
   }
-  throw new OciError('signature-key', `none of the ${candidates.length} signatures of ${client.repository}@${digest} is by the given key`);
+  throw new OciError(
+    'signature-key',
+    `none of the ${candidates.length} signatures of ${client.repository}@${digest} is by the given key`,
+  );
 }

@@ -45,13 +45,16 @@ function heartbeat(details: unknown): void {
 }
 
 export function checkWorkerPath(field: string, value: unknown): string {
-  if (typeof value !== 'string' || !path.isAbsolute(value) || value.split('/').includes('..') || /[\0\n]/.test(value)) throw new InputError(field, 'an absolute path', value);
+  if (typeof value !== 'string' || !path.isAbsolute(value) || value.split('/').includes('..') || /[\0\n]/.test(value))
+    throw new InputError(field, 'an absolute path', value);
   return value;
 }
 
 function checkAccess(access: RegistryAccess | undefined): RegistryAccess {
   return {
-    ...(access?.credentialsFile !== undefined ? { credentialsFile: checkWorkerPath('credentials-file', access.credentialsFile) } : {}),
+    ...(access?.credentialsFile !== undefined
+      ? { credentialsFile: checkWorkerPath('credentials-file', access.credentialsFile) }
+      : {}),
     ...(access?.caFile !== undefined ? { caFile: checkWorkerPath('ca-file', access.caFile) } : {}),
     ...(access?.plainHttp === true ? { plainHttp: true } : {}),
   };
@@ -68,7 +71,8 @@ export function createOciPushActivities(deps: OciDeps) {
       if (!input.artifacts.length) throw new InputError('artifacts', 'at least one stored artifact', input.artifacts);
       for (const artifact of input.artifacts) {
         const file = checkWorkerPath('artifact', artifact.path);
-        if (!file.startsWith(`${store}/`)) throw new InputError('artifact', `a file in this NAS's image store (${store})`, file);
+        if (!file.startsWith(`${store}/`))
+          throw new InputError('artifact', `a file in this NAS's image store (${store})`, file);
       }
       const key = await readPrivateKey(checkWorkerPath('signing-key', input.signingKeyFile));
       let sent = 0;
@@ -82,7 +86,10 @@ export function createOciPushActivities(deps: OciDeps) {
       try {
         heartbeat({ step: 'pushing' });
         const result = await pushVersion(client, ref, input.version, input.artifacts, key);
-        deps.logger?.info({ to: input.to, digest: result.digest, uploadedBlobs: result.uploadedBlobs, signed: result.signed }, 'pushed');
+        deps.logger?.info(
+          { to: input.to, digest: result.digest, uploadedBlobs: result.uploadedBlobs, signed: result.signed },
+          'pushed',
+        );
         return result;
       } finally {
         client.close();

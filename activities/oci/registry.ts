@@ -131,7 +131,9 @@ export class RegistryClient {
     private readonly options: RegistryOptions = {},
   ) {
     this.base = `${options.plainHttp ? 'http' : 'https'}://${registry}`;
-    this.agent = options.plainHttp ? new http.Agent({ keepAlive: true }) : new https.Agent({ keepAlive: true, ...(options.ca ? { ca: options.ca } : {}) });
+    this.agent = options.plainHttp
+      ? new http.Agent({ keepAlive: true })
+      : new https.Agent({ keepAlive: true, ...(options.ca ? { ca: options.ca } : {}) });
     this.stallMs = options.stallTimeoutMs ?? 30_000;
     this.retries = options.retries ?? 3;
     this.retryDelayMs = options.retryDelayMs ?? 500;
@@ -142,15 +144,39 @@ export class RegistryClient {
   }
 
   /** One request, answered or failed; the stall timer runs until the headers and again per body chunk. */
-  private request(method: string, url: URL, headers: Record<string, string>, body?: Buffer | Readable): Promise<Answer> {
+  private request(
+    method: string,
+    url: URL,
+    headers: Record<string, string>,
+    body?: Buffer | Readable,
+  ): Promise<Answer> {
     const lib = url.protocol === 'http:' ? http : https;
     return new Promise((resolve, reject) => {
-      const req = lib.request(url, { method, headers, agent: url.origin === this.base ? this.agent : undefined, ...(url.protocol === 'https:' && this.options.ca ? { ca: this.options.ca } : {}) }, (res) => {
-        res.setTimeout(this.stallMs, () => res.destroy(new OciError('stalled', `${method} ${url.pathname}: nothing for ${this.stallMs} ms`, true)));
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, stream: res });
-      });
-      req.setTimeout(this.stallMs, () => req.destroy(new OciError('stalled', `${method} ${url.pathname}: no answer for ${this.stallMs} ms`, true)));
-      req.on('error', (error) => reject(error instanceof OciError ? error : new OciError('network', `${method} ${url.host}${url.pathname}: ${error.message}`, true)));
+      const req = lib.request(
+        url,
+        {
+          method,
+          headers,
+          agent: url.origin === this.base ? this.agent : undefined,
+          ...(url.protocol === 'https:' && this.options.ca ? { ca: this.options.ca } : {}),
+        },
+        (res) => {
+          res.setTimeout(this.stallMs, () =>
+            res.destroy(new OciError('stalled', `${method} ${url.pathname}: nothing for ${this.stallMs} ms`, true)),
+          );
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, stream: res });
+        },
+      );
+      req.setTimeout(this.stallMs, () =>
+        req.destroy(new OciError('stalled', `${method} ${url.pathname}: no answer for ${this.stallMs} ms`, true)),
+      );
+      req.on('error', (error) =>
+        reject(
+          error instanceof OciError
+            ? error
+            : new OciError('network', `${method} ${url.host}${url.pathname}: ${error.message}`, true),
+        ),
+      );
       if (body === undefined) req.end();
       else if (Buffer.isBuffer(body)) req.end(body);
       else {
@@ -177,8 +203,12 @@ export class RegistryClient {
     realm.searchParams.set('scope', params.scope ?? `repository:${this.repository}:${scope}`);
     const answer = await this.request('GET', realm, basic ? { authorization: basic } : {});
     const body = await readBody(answer.stream, 1024 * 1024, 'auth');
-    if (answer.status !== 200) throw new OciError('auth', `the token service at ${realm.host} answered ${answer.status}${basic ? '' : ' (no credentials given)'}`);
-    const token = (JSON.parse(body.toString('utf8')) as { token?: string; access_token?: string });
+    if (answer.status !== 200)
+      throw new OciError(
+        'auth',
+        `the token service at ${realm.host} answered ${answer.status}${basic ? '' : ' (no credentials given)'}`,
+      );
+    const token = JSON.parse(body.toString('utf8')) as { token?: string; access_token?: string };
     const value = token.token ?? token.access_token;
     if (!value) throw new OciError('auth', `the token service at ${realm.host} gave no token`);
     const bearer = `Bearer ${value}`;
@@ -194,7 +224,10 @@ export class RegistryClient {
   private async send(request: Send, expect: number[]): Promise<Answer> {
     const url = new URL(request.target, this.base);
     for (let attempt = 0, authed = false; ; attempt++) {
-      const headers: Record<string, string> = { ...request.headers, ...(this.authorization && url.origin === this.base ? { authorization: this.authorization } : {}) };
+      const headers: Record<string, string> = {
+        ...request.headers,
+        ...(this.authorization && url.origin === this.base ? { authorization: this.authorization } : {}),
+      };
       if (request.length !== undefined) headers['content-length'] = String(request.length);
       let answer: Answer;
       try {
@@ -223,9 +256,18 @@ export class RegistryClient {
         await new Promise((r) => setTimeout(r, this.retryDelayMs * 2 ** attempt));
         continue;
       }
-      if (answer.status === 401 || answer.status === 403) throw new OciError('auth', `${what}: the registry answered ${answer.status}${this.options.credentials ? ' to the credentials given' : ' and no credentials were given'}`);
-      if (answer.status === 404) throw new OciError('not-found', `${what}: the registry answered 404${code ? ` ${code}` : ''}`);
-      throw new OciError('registry', `${what}: the registry answered ${answer.status}${code ? ` ${code}` : ''}`, answer.status >= 500);
+      if (answer.status === 401 || answer.status === 403)
+        throw new OciError(
+          'auth',
+          `${what}: the registry answered ${answer.status}${this.options.credentials ? ' to the credentials given' : ' and no credentials were given'}`,
+        );
+      if (answer.status === 404)
+        throw new OciError('not-found', `${what}: the registry answered 404${code ? ` ${code}` : ''}`);
+      throw new OciError(
+        'registry',
+        `${what}: the registry answered ${answer.status}${code ? ` ${code}` : ''}`,
+        answer.status >= 500,
+      );
     }
   }
 
@@ -243,16 +285,26 @@ export class RegistryClient {
   async getManifest(ref: string, options: { missingOk?: boolean } = {}): Promise<FetchedManifest | undefined> {
     let answer: Answer;
     try {
-      answer = await this.send({ method: 'GET', target: this.path('manifests', ref), headers: { accept: [...MANIFEST_TYPES, ...INDEX_TYPES].join(', ') }, scope: 'pull' }, [200]);
+      answer = await this.send(
+        {
+          method: 'GET',
+          target: this.path('manifests', ref),
+          headers: { accept: [...MANIFEST_TYPES, ...INDEX_TYPES].join(', ') },
+          scope: 'pull',
+        },
+        [200],
+      );
     } catch (error) {
       if (options.missingOk && error instanceof OciError && error.check === 'not-found') return undefined;
       throw error;
     }
     const body = await readBody(answer.stream, MAX_MANIFEST_BYTES, 'manifest');
     const digest = sha256(body);
-    if (ref.startsWith('sha256:') && digest !== ref) throw new OciError('digest', `manifest ${ref} has digest ${digest}`);
+    if (ref.startsWith('sha256:') && digest !== ref)
+      throw new OciError('digest', `manifest ${ref} has digest ${digest}`);
     const said = answer.headers['docker-content-digest'];
-    if (typeof said === 'string' && said.startsWith('sha256:') && said !== digest) throw new OciError('digest', `the registry says manifest ${ref} is ${said}, its bytes are ${digest}`);
+    if (typeof said === 'string' && said.startsWith('sha256:') && said !== digest)
+      throw new OciError('digest', `the registry says manifest ${ref} is ${said}, its bytes are ${digest}`);
     let json: Manifest | Index;
     try {
       json = JSON.parse(body.toString('utf8')) as Manifest | Index;
@@ -260,14 +312,26 @@ export class RegistryClient {
       throw new OciError('manifest', `manifest ${ref} is not JSON`);
     }
     const mediaType = json.mediaType ?? String(answer.headers['content-type'] ?? '').split(';')[0];
-    if (![...MANIFEST_TYPES, ...INDEX_TYPES].includes(mediaType)) throw new OciError('media-type', `manifest ${ref} is ${mediaType || 'of no media type'}, not an OCI or Docker v2 manifest or index`);
+    if (![...MANIFEST_TYPES, ...INDEX_TYPES].includes(mediaType))
+      throw new OciError(
+        'media-type',
+        `manifest ${ref} is ${mediaType || 'of no media type'}, not an OCI or Docker v2 manifest or index`,
+      );
     return { digest, mediaType, body, json };
   }
 
   /** The digest the registry holds under a tag or digest, without its body; undefined when none. */
   async headManifest(ref: string): Promise<string | undefined> {
     try {
-      const answer = await this.send({ method: 'HEAD', target: this.path('manifests', ref), headers: { accept: [...MANIFEST_TYPES, ...INDEX_TYPES].join(', ') }, scope: 'pull' }, [200]);
+      const answer = await this.send(
+        {
+          method: 'HEAD',
+          target: this.path('manifests', ref),
+          headers: { accept: [...MANIFEST_TYPES, ...INDEX_TYPES].join(', ') },
+          scope: 'pull',
+        },
+        [200],
+      );
       answer.stream.resume();
       const digest = answer.headers['docker-content-digest'];
       return typeof digest === 'string' ? digest : (await this.getManifest(ref))?.digest;
@@ -280,16 +344,30 @@ export class RegistryClient {
   /** Puts a manifest under a tag (or its digest); returns its digest. */
   async putManifest(ref: string, body: Buffer, mediaType: string): Promise<string> {
     const digest = sha256(body);
-    const answer = await this.send({ method: 'PUT', target: this.path('manifests', ref), headers: { 'content-type': mediaType }, body, length: body.length, scope: 'push,pull' }, [201, 200]);
+    const answer = await this.send(
+      {
+        method: 'PUT',
+        target: this.path('manifests', ref),
+        headers: { 'content-type': mediaType },
+        body,
+        length: body.length,
+        scope: 'push,pull',
+      },
+      [201, 200],
+    );
     answer.stream.resume();
     const said = answer.headers['docker-content-digest'];
-    if (typeof said === 'string' && said !== digest) throw new OciError('digest', `the registry stored manifest ${digest} as ${said}`);
+    if (typeof said === 'string' && said !== digest)
+      throw new OciError('digest', `the registry stored manifest ${digest} as ${said}`);
     return digest;
   }
 
   /** Deletes a manifest by digest (and so every tag naming it), where the registry allows deletes. */
   async deleteManifest(digest: string): Promise<void> {
-    const answer = await this.send({ method: 'DELETE', target: this.path('manifests', digest), scope: 'push,pull,delete' }, [202, 200]);
+    const answer = await this.send(
+      { method: 'DELETE', target: this.path('manifests', digest), scope: 'push,pull,delete' },
+      [202, 200],
+    );
     answer.stream.resume();
   }
 
@@ -311,14 +389,28 @@ export class RegistryClient {
   async pushBlob(digest: string, size: number, body: Buffer | (() => Readable)): Promise<boolean> {
     if (await this.hasBlob(digest)) return false;
     for (let attempt = 0; ; attempt++) {
-      const opened = await this.send({ method: 'POST', target: this.path('blobs', 'uploads/'), headers: {}, length: 0, scope: 'push,pull' }, [202]);
+      const opened = await this.send(
+        { method: 'POST', target: this.path('blobs', 'uploads/'), headers: {}, length: 0, scope: 'push,pull' },
+        [202],
+      );
       opened.stream.resume();
       const location = opened.headers.location;
-      if (typeof location !== 'string') throw new OciError('registry', 'the registry opened an upload without a Location');
+      if (typeof location !== 'string')
+        throw new OciError('registry', 'the registry opened an upload without a Location');
       const target = new URL(location, this.base);
       target.searchParams.set('digest', digest);
       try {
-        const answer = await this.send({ method: 'PUT', target: target.toString(), headers: { 'content-type': 'application/octet-stream' }, body, length: size, scope: 'push,pull' }, [201]);
+        const answer = await this.send(
+          {
+            method: 'PUT',
+            target: target.toString(),
+            headers: { 'content-type': 'application/octet-stream' },
+            body,
+            length: size,
+            scope: 'push,pull',
+          },
+          [201],
+        );
         answer.stream.resume();
         return true;
       } catch (error) {
@@ -342,17 +434,26 @@ export class RegistryClient {
    * file takes its name only when its size and digest are the descriptor's. A partial file that does
    * not hash to the digest in the end is removed.
    */
-  async downloadBlob(descriptor: { digest: string; size: number }, target: string): Promise<{ path: string; sha512: string; bytes: number; resumedAt: number[]; transferred: number }> {
+  async downloadBlob(
+    descriptor: { digest: string; size: number },
+    target: string,
+  ): Promise<{ path: string; sha512: string; bytes: number; resumedAt: number[]; transferred: number }> {
     const partial = `${target}.partial`;
     await fsp.mkdir(path.dirname(target), { recursive: true });
     const resumedAt: number[] = [];
     let transferred = 0;
     for (let attempt = 0; ; attempt++) {
-      const have = await fsp.stat(partial).then((s) => s.size, () => 0);
+      const have = await fsp.stat(partial).then(
+        (s) => s.size,
+        () => 0,
+      );
       const headers: Record<string, string> = have > 0 ? { range: `bytes=${have}-` } : {};
       let answer: Answer;
       try {
-        answer = await this.send({ method: 'GET', target: this.path('blobs', descriptor.digest), headers, scope: 'pull' }, [200, 206]);
+        answer = await this.send(
+          { method: 'GET', target: this.path('blobs', descriptor.digest), headers, scope: 'pull' },
+          [200, 206],
+        );
       } catch (error) {
         if (error instanceof OciError && error.retryable && attempt < this.retries) continue;
         throw error;
@@ -368,7 +469,7 @@ export class RegistryClient {
       let filled = 0;
       const add = async (chunk: Buffer) => {
         a.update(chunk);
-        for (let at = 0; at < chunk.length; ) {
+        for (let at = 0; at < chunk.length;) {
           const copied = chunk.copy(batch, filled, at);
           filled += copied;
           at += copied;
@@ -380,17 +481,26 @@ export class RegistryClient {
         }
       };
       try {
-        if (resumed) for await (const chunk of fs.createReadStream(partial, { end: have - 1, highWaterMark: 4 * 1024 * 1024 })) await add(chunk as Buffer);
+        if (resumed)
+          for await (const chunk of fs.createReadStream(partial, { end: have - 1, highWaterMark: 4 * 1024 * 1024 }))
+            await add(chunk as Buffer);
         const counter = new Transform({
           transform: (chunk: Buffer, _enc, done) => {
             written += chunk.length;
             transferred += chunk.length;
-            if (written > descriptor.size) return done(new OciError('size', `blob ${descriptor.digest} is larger than its ${descriptor.size} bytes`));
+            if (written > descriptor.size)
+              return done(
+                new OciError('size', `blob ${descriptor.digest} is larger than its ${descriptor.size} bytes`),
+              );
             this.options.progress?.(written);
             add(chunk).then(() => done(null, chunk), done);
           },
         });
-        await pipeline(answer.stream, counter, fs.createWriteStream(partial, resumed ? { flags: 'a' } : { flags: 'w' }));
+        await pipeline(
+          answer.stream,
+          counter,
+          fs.createWriteStream(partial, resumed ? { flags: 'a' } : { flags: 'w' }),
+        );
       } catch (error) {
         b.close();
         const retry = !(error instanceof OciError) || error.retryable;
@@ -398,7 +508,11 @@ export class RegistryClient {
           await new Promise((r) => setTimeout(r, this.retryDelayMs * 2 ** attempt));
           continue;
         }
-        if (retry) throw new OciError('stalled', `blob ${descriptor.digest} stopped at ${written} of ${descriptor.size} bytes after ${attempt + 1} attempts`);
+        if (retry)
+          throw new OciError(
+            'stalled',
+            `blob ${descriptor.digest} stopped at ${written} of ${descriptor.size} bytes after ${attempt + 1} attempts`,
+          );
         await fsp.rm(partial, { force: true });
         throw error;
       }
@@ -431,7 +545,9 @@ export class RegistryClient {
         if (error instanceof OciError && error.check === 'not-found' && tags.length === 0) return [];
         throw error;
       }
-      const body = JSON.parse((await readBody(answer.stream, MAX_MANIFEST_BYTES, 'tags')).toString('utf8')) as { tags?: string[] | null };
+      const body = JSON.parse((await readBody(answer.stream, MAX_MANIFEST_BYTES, 'tags')).toString('utf8')) as {
+        tags?: string[] | null;
+      };
       tags.push(...(body.tags ?? []));
       const link = /<([^>]+)>;\s*rel="?next"?/.exec(String(answer.headers.link ?? ''));
       target = link?.[1];

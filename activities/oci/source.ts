@@ -23,7 +23,14 @@ import type { DownloadResult } from '../cloud/download.js';
 import { A, diskLayers } from './artifact.js';
 import { readPublicKey } from './cosign.js';
 import { OciError } from './errors.js';
-import { checkOciSettings, checkOciUrl, formatReference, parseReference, type OciReference, type OciSourceSettings } from '../../common/oci.js';
+import {
+  checkOciSettings,
+  checkOciUrl,
+  formatReference,
+  parseReference,
+  type OciReference,
+  type OciSourceSettings,
+} from '../../common/oci.js';
 
 export { isOciUrl, type OciSourceSettings } from '../../common/oci.js';
 import type { RegistryOptions } from './registry.js';
@@ -33,13 +40,19 @@ const COSIGN_TAG = /^sha256-[0-9a-f]{64}\.(sig|att|sbom)$/;
 const SAFE = /[^A-Za-z0-9._-]/g;
 
 function accessOf(settings: OciSourceSettings): RegistryAccess {
-  return { ...(settings.credentialsFile ? { credentialsFile: settings.credentialsFile } : {}), ...(settings.caFile ? { caFile: settings.caFile } : {}), ...(settings.plainHttp ? { plainHttp: true } : {}) };
+  return {
+    ...(settings.credentialsFile ? { credentialsFile: settings.credentialsFile } : {}),
+    ...(settings.caFile ? { caFile: settings.caFile } : {}),
+    ...(settings.plainHttp ? { plainHttp: true } : {}),
+  };
 }
 
 /** The public key's identity as a subscription's endorser records it: its SPKI's sha256. */
 export async function keyIdentity(keyFile: string): Promise<{ dn: string; ca: string; fingerprint: string }> {
   const key = await readPublicKey(keyFile);
-  const fingerprint = createHash('sha256').update(key.export({ type: 'spki', format: 'der' })).digest('hex');
+  const fingerprint = createHash('sha256')
+    .update(key.export({ type: 'spki', format: 'der' }))
+    .digest('hex');
   return { dn: `/O=cosign/CN=sha256-${fingerprint.slice(0, 32)}`, ca: '/O=cosign/CN=public key', fingerprint };
 }
 
@@ -51,11 +64,20 @@ export interface OciSourceDeps {
 }
 
 /** The sha512 of a layer: its annotation, else remembered, else hashed from the blob once. */
-async function layerSha512(deps: OciSourceDeps, client: Awaited<ReturnType<typeof clientFor>>, layer: { digest: string; size: number; annotations?: Record<string, string> }): Promise<string> {
-  const annotated = layer.annotations?.[A.sha512] ?? (layer.annotations?.[A.glanceHashAlgo] === 'sha512' ? layer.annotations[A.glanceHashValue] : undefined);
+async function layerSha512(
+  deps: OciSourceDeps,
+  client: Awaited<ReturnType<typeof clientFor>>,
+  layer: { digest: string; size: number; annotations?: Record<string, string> },
+): Promise<string> {
+  const annotated =
+    layer.annotations?.[A.sha512] ??
+    (layer.annotations?.[A.glanceHashAlgo] === 'sha512' ? layer.annotations[A.glanceHashValue] : undefined);
   if (annotated && /^[0-9a-f]{128}$/.test(annotated)) return annotated;
   const memo = path.join(deps.stateDir, 'sha512', layer.digest.replace(':', '-'));
-  const known = await fs.readFile(memo, 'utf8').then((t) => t.trim(), () => undefined);
+  const known = await fs.readFile(memo, 'utf8').then(
+    (t) => t.trim(),
+    () => undefined,
+  );
   if (known && /^[0-9a-f]{128}$/.test(known)) return known;
   const scratch = path.join(deps.stateDir, 'scratch', layer.digest.replace(':', '-'));
   try {
@@ -86,7 +108,8 @@ export async function listOciRepository(input: ListOciInput, deps: OciSourceDeps
   checkOciSettings(input.oci, insecure);
   const key = insecure || !input.oci.keyFile ? undefined : await readPublicKey(input.oci.keyFile);
   const identity = input.oci.keyFile ? await keyIdentity(input.oci.keyFile) : undefined;
-  if (!insecure && input.endorser && identity && input.endorser.dn !== identity.dn) throw new OciError('key', `the subscription recorded key ${input.endorser.dn}, the key file is ${identity.dn}`);
+  if (!insecure && input.endorser && identity && input.endorser.dn !== identity.dn)
+    throw new OciError('key', `the subscription recorded key ${input.endorser.dn}, the key file is ${identity.dn}`);
   const client = await clientFor(repo, accessOf(input.oci), deps.client);
   try {
     const tags = (await client.listTags()).filter((t) => !COSIGN_TAG.test(t)).sort();
@@ -99,15 +122,22 @@ export async function listOciRepository(input: ListOciInput, deps: OciSourceDeps
       try {
         resolved = await resolveArtifact(client, ref, input.oci.arch, key);
       } catch (error) {
-        if (error instanceof OciError) throw new OciError(error.check, `tag ${tag}: ${error.message.replace(/^oci check "[^"]+" failed: /, '')}`);
+        if (error instanceof OciError)
+          throw new OciError(error.check, `tag ${tag}: ${error.message.replace(/^oci check "[^"]+" failed: /, '')}`);
         throw error;
       }
       const disks = diskLayers(resolved.manifest);
-      if (disks.length !== 1) throw new OciError('layers', `tag ${tag}: ${disks.length} disk layers (qcow2 or raw), imgflow registers exactly one`);
+      if (disks.length !== 1)
+        throw new OciError(
+          'layers',
+          `tag ${tag}: ${disks.length} disk layers (qcow2 or raw), imgflow registers exactly one`,
+        );
       const layer = disks[0]!;
       const notes = resolved.manifest.annotations ?? {};
       const sha512 = await layerSha512(deps, client, layer);
-      const marking = key ? `signature verified (key sha256:${identity!.fingerprint.slice(0, 16)}...)` : 'UNVERIFIED: signature checks are off for this subscription';
+      const marking = key
+        ? `signature verified (key sha256:${identity!.fingerprint.slice(0, 16)}...)`
+        : 'UNVERIFIED: signature checks are off for this subscription';
       images.push({
         identifier: `${base}-${tag}`.replace(SAFE, '_').slice(0, 128),
         title: notes[A.image] ? `${notes[A.image]} ${notes[A.imageVersion] ?? ''}`.trim() : `${repo.repository}:${tag}`,
@@ -126,12 +156,19 @@ export async function listOciRepository(input: ListOciInput, deps: OciSourceDeps
       lines.push(`${tag}@${resolved.manifestDigest}`);
     }
     const listVersion = createHash('sha256').update(lines.join('\n')).digest('hex').slice(0, 16);
-    const identifier = input.expectedIdentifier ?? `oci:${repo.registry}:${repo.repository}`.replace(/[^A-Za-z0-9._:-]/g, '.').slice(0, 128);
-    const endorser = identity && !insecure ? { dn: identity.dn, ca: identity.ca } : (input.endorser ?? { dn: '/O=cosign/CN=unverified', ca: '/O=cosign/CN=unverified' });
+    const identifier =
+      input.expectedIdentifier ??
+      `oci:${repo.registry}:${repo.repository}`.replace(/[^A-Za-z0-9._:-]/g, '.').slice(0, 128);
+    const endorser =
+      identity && !insecure
+        ? { dn: identity.dn, ca: identity.ca }
+        : (input.endorser ?? { dn: '/O=cosign/CN=unverified', ca: '/O=cosign/CN=unverified' });
     const list: ImageList = {
       identifier,
       title: `OCI repository ${repo.registry}/${repo.repository}`,
-      description: key ? 'tags of an OCI repository, each signature verified' : 'tags of an OCI repository, UNVERIFIED: signature checks are off',
+      description: key
+        ? 'tags of an OCI repository, each signature verified'
+        : 'tags of an OCI repository, UNVERIFIED: signature checks are off',
       source: `oci://${repo.registry}/${repo.repository}`,
       version: listVersion,
       uri: input.url,
@@ -156,8 +193,12 @@ export async function pullOciImage(input: PullOciInput, deps: OciSourceDeps): Pr
   const ref = parseReference('uri', input.image.uri);
   if (!ref.digest) throw new InputError('uri', 'oci://<registry>/<repository>@sha256:<layer digest>', input.image.uri);
   const cached = path.join(deps.cacheDir, 'sha512', input.image.sha512);
-  const size = await fs.stat(cached).then((s) => s.size, () => undefined);
-  if (size === input.image.size) return { path: cached, sha512: input.image.sha512, bytes: size, cached: true, attempts: 0, resumedAt: [] };
+  const size = await fs.stat(cached).then(
+    (s) => s.size,
+    () => undefined,
+  );
+  if (size === input.image.size)
+    return { path: cached, sha512: input.image.sha512, bytes: size, cached: true, attempts: 0, resumedAt: [] };
   const client = await clientFor(ref, accessOf(input.oci), deps.client);
   try {
     const partialDir = path.join(deps.cacheDir, 'oci');
@@ -165,7 +206,10 @@ export async function pullOciImage(input: PullOciInput, deps: OciSourceDeps): Pr
     const got = await client.downloadBlob({ digest: ref.digest, size: input.image.size }, target);
     if (got.sha512 !== input.image.sha512) {
       await fs.rm(target, { force: true });
-      throw new OciError('digest', `layer ${ref.digest} has sha512 ${got.sha512.slice(0, 16)}..., the listing says ${input.image.sha512.slice(0, 16)}...`);
+      throw new OciError(
+        'digest',
+        `layer ${ref.digest} has sha512 ${got.sha512.slice(0, 16)}..., the listing says ${input.image.sha512.slice(0, 16)}...`,
+      );
     }
     await fs.mkdir(path.dirname(cached), { recursive: true });
     await fs.rename(target, cached);

@@ -12,11 +12,29 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { InputError } from '../../common/names.js';
-import { A, diskLayers, EMPTY_CONFIG, EMPTY_CONFIG_BYTES, versionManifest, type LayerFormat, type VersionArtifacts } from './artifact.js';
+import {
+  A,
+  diskLayers,
+  EMPTY_CONFIG,
+  EMPTY_CONFIG_BYTES,
+  versionManifest,
+  type LayerFormat,
+  type VersionArtifacts,
+} from './artifact.js';
 import { pushSignature, verifySignature } from './cosign.js';
 import { OciError } from './errors.js';
 import { formatReference, manifestRef, platformArch, type OciReference } from '../../common/oci.js';
-import { digestOf, hashFile, INDEX_TYPES, MANIFEST_TYPES, RegistryClient, type FetchedManifest, type Index, type Manifest, type RegistryOptions } from './registry.js';
+import {
+  digestOf,
+  hashFile,
+  INDEX_TYPES,
+  MANIFEST_TYPES,
+  RegistryClient,
+  type FetchedManifest,
+  type Index,
+  type Manifest,
+  type RegistryOptions,
+} from './registry.js';
 
 /** Where the registry's credentials and CA are on the worker: paths only, never their content. */
 export interface RegistryAccess {
@@ -28,7 +46,11 @@ export interface RegistryAccess {
   plainHttp?: boolean;
 }
 
-export async function clientFor(ref: OciReference, access: RegistryAccess = {}, extra: Partial<RegistryOptions> = {}): Promise<RegistryClient> {
+export async function clientFor(
+  ref: OciReference,
+  access: RegistryAccess = {},
+  extra: Partial<RegistryOptions> = {},
+): Promise<RegistryClient> {
   const options: RegistryOptions = { ...extra };
   if (access.credentialsFile) {
     const line = await fsp.readFile(access.credentialsFile, 'utf8').then(
@@ -38,7 +60,8 @@ export async function clientFor(ref: OciReference, access: RegistryAccess = {}, 
       },
     );
     const colon = line.indexOf(':');
-    if (colon <= 0) throw new InputError('credentials-file', 'a file whose first line is user:password', access.credentialsFile);
+    if (colon <= 0)
+      throw new InputError('credentials-file', 'a file whose first line is user:password', access.credentialsFile);
     options.credentials = { username: line.slice(0, colon), password: line.slice(colon + 1) };
   }
   if (access.caFile) {
@@ -47,7 +70,8 @@ export async function clientFor(ref: OciReference, access: RegistryAccess = {}, 
     });
   }
   if (access.plainHttp) {
-    if (!/^(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?$/.test(ref.registry)) throw new InputError('plain-http', 'a registry on loopback (plain http is for tests only)', ref.registry);
+    if (!/^(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?$/.test(ref.registry))
+      throw new InputError('plain-http', 'a registry on loopback (plain http is for tests only)', ref.registry);
     options.plainHttp = true;
   }
   return new RegistryClient(ref.registry, ref.repository, options);
@@ -72,7 +96,13 @@ export interface PushResult {
 }
 
 /** Pushes a version (files on this host) under `ref`'s tag and signs it with `key`. */
-export async function pushVersion(client: RegistryClient, ref: OciReference, version: Omit<VersionArtifacts, 'files'>, files: PushFile[], key: KeyObject): Promise<PushResult> {
+export async function pushVersion(
+  client: RegistryClient,
+  ref: OciReference,
+  version: Omit<VersionArtifacts, 'files'>,
+  files: PushFile[],
+  key: KeyObject,
+): Promise<PushResult> {
   if (!ref.tag) throw new InputError('to', 'a reference with a tag to push under', formatReference(ref));
   const described: VersionArtifacts['files'] = [];
   for (const file of files) {
@@ -80,14 +110,28 @@ export async function pushVersion(client: RegistryClient, ref: OciReference, ver
       throw new OciError('artifact', `${file.path} cannot be read on this host`);
     });
     // The store's copy must still be the one the version recorded.
-    if (hashed.sha256 !== `sha256:${file.sha256}` || hashed.bytes !== file.bytes) throw new OciError('digest', `${file.path} is ${hashed.sha256} (${hashed.bytes} bytes), the version recorded sha256:${file.sha256} (${file.bytes} bytes)`);
-    described.push({ format: file.format, name: `${version.image}-${version.version}.${file.format}`, digest: hashed.sha256, sha512: hashed.sha512, bytes: hashed.bytes });
+    if (hashed.sha256 !== `sha256:${file.sha256}` || hashed.bytes !== file.bytes)
+      throw new OciError(
+        'digest',
+        `${file.path} is ${hashed.sha256} (${hashed.bytes} bytes), the version recorded sha256:${file.sha256} (${file.bytes} bytes)`,
+      );
+    described.push({
+      format: file.format,
+      name: `${version.image}-${version.version}.${file.format}`,
+      digest: hashed.sha256,
+      sha512: hashed.sha512,
+      bytes: hashed.bytes,
+    });
   }
   let uploadedBlobs = 0;
   let uploadedBytes = 0;
   if (await client.pushBlob(EMPTY_CONFIG.digest, EMPTY_CONFIG.size, EMPTY_CONFIG_BYTES)) uploadedBlobs++;
   for (const [i, file] of described.entries()) {
-    if (await client.pushBlob(file.digest, file.bytes, () => fs.createReadStream(files[i]!.path, { highWaterMark: 4 * 1024 * 1024 }))) {
+    if (
+      await client.pushBlob(file.digest, file.bytes, () =>
+        fs.createReadStream(files[i]!.path, { highWaterMark: 4 * 1024 * 1024 }),
+      )
+    ) {
       uploadedBlobs++;
       uploadedBytes += file.bytes;
     }
@@ -98,7 +142,15 @@ export async function pushVersion(client: RegistryClient, ref: OciReference, ver
   const manifestPut = current !== digest;
   if (manifestPut) await client.putManifest(ref.tag, manifest, 'application/vnd.oci.image.manifest.v1+json');
   const signature = await pushSignature(client, digest, key);
-  return { reference: `${ref.registry}/${ref.repository}:${ref.tag}@${digest}`, digest, uploadedBlobs, uploadedBytes, manifestPut, signed: signature.signed, signatureTag: signature.tag };
+  return {
+    reference: `${ref.registry}/${ref.repository}:${ref.tag}@${digest}`,
+    digest,
+    uploadedBlobs,
+    uploadedBytes,
+    manifestPut,
+    signed: signature.signed,
+    signatureTag: signature.tag,
+  };
 }
 
 export interface Resolved {
@@ -120,19 +172,32 @@ function isIndex(fetched: FetchedManifest): fetched is FetchedManifest & { json:
  * platform's manifest) before any layer is read. Without a key, verification is skipped and the
  * result says so (no `verifiedDigest`).
  */
-export async function resolveArtifact(client: RegistryClient, ref: OciReference, arch: string, key: KeyObject | undefined): Promise<Resolved> {
+export async function resolveArtifact(
+  client: RegistryClient,
+  ref: OciReference,
+  arch: string,
+  key: KeyObject | undefined,
+): Promise<Resolved> {
   const top = await client.getManifest(manifestRef(ref));
   if (!top) throw new OciError('not-found', `${formatReference(ref)} is not in the registry`);
   let manifestFetched = top;
   if (isIndex(top)) {
     const wanted = platformArch(arch);
     const entries = top.json.manifests ?? [];
-    const matching = entries.filter((m) => m.platform?.architecture === wanted && (m.platform.os ?? 'linux') === 'linux');
+    const matching = entries.filter(
+      (m) => m.platform?.architecture === wanted && (m.platform.os ?? 'linux') === 'linux',
+    );
     if (matching.length !== 1) {
-      const have = entries.map((m) => (m.platform ? `${m.platform.os}/${m.platform.architecture}` : 'no platform')).join(', ');
-      throw new OciError('platform', `${formatReference(ref)} is an index of ${entries.length} manifests (${have || 'none'}): ${matching.length ? 'several are' : 'none is'} for linux/${wanted}`);
+      const have = entries
+        .map((m) => (m.platform ? `${m.platform.os}/${m.platform.architecture}` : 'no platform'))
+        .join(', ');
+      throw new OciError(
+        'platform',
+        `${formatReference(ref)} is an index of ${entries.length} manifests (${have || 'none'}): ${matching.length ? 'several are' : 'none is'} for linux/${wanted}`,
+      );
     }
-    if (!MANIFEST_TYPES.includes(matching[0]!.mediaType)) throw new OciError('media-type', `the index entry for linux/${wanted} is ${matching[0]!.mediaType}`);
+    if (!MANIFEST_TYPES.includes(matching[0]!.mediaType))
+      throw new OciError('media-type', `the index entry for linux/${wanted} is ${matching[0]!.mediaType}`);
     // Verify before reading further: a signature on the index covers the digests it lists.
     let verifiedDigest: string | undefined;
     if (key) {
@@ -144,8 +209,14 @@ export async function resolveArtifact(client: RegistryClient, ref: OciReference,
       }
     }
     manifestFetched = (await client.getManifest(matching[0]!.digest))!;
-    if (!MANIFEST_TYPES.includes(manifestFetched.mediaType)) throw new OciError('media-type', `${matching[0]!.digest} is ${manifestFetched.mediaType}`);
-    return { digest: top.digest, manifestDigest: manifestFetched.digest, manifest: manifestFetched.json as Manifest, ...(verifiedDigest ? { verifiedDigest } : {}) };
+    if (!MANIFEST_TYPES.includes(manifestFetched.mediaType))
+      throw new OciError('media-type', `${matching[0]!.digest} is ${manifestFetched.mediaType}`);
+    return {
+      digest: top.digest,
+      manifestDigest: manifestFetched.digest,
+      manifest: manifestFetched.json as Manifest,
+      ...(verifiedDigest ? { verifiedDigest } : {}),
+    };
   }
   if (key) await verifySignature(client, top.digest, key);
   const manifest = top.json as Manifest;
@@ -175,27 +246,62 @@ function layerName(layer: { digest: string; annotations?: Record<string, string>
  * Downloads the manifest's disk layers (all layers with `all`) into `dir`, keyed by digest so that a
  * digest already there is not downloaded again.
  */
-export async function pullLayers(client: RegistryClient, manifest: Manifest, dir: string, options: { all?: boolean } = {}): Promise<PulledFile[]> {
+export async function pullLayers(
+  client: RegistryClient,
+  manifest: Manifest,
+  dir: string,
+  options: { all?: boolean } = {},
+): Promise<PulledFile[]> {
   const layers = options.all ? manifest.layers : diskLayers(manifest);
-  if (!layers.length) throw new OciError('layers', `the manifest has no disk layer (qcow2 or raw): ${manifest.layers.map((l) => l.mediaType).join(', ') || 'no layers'}`);
+  if (!layers.length)
+    throw new OciError(
+      'layers',
+      `the manifest has no disk layer (qcow2 or raw): ${manifest.layers.map((l) => l.mediaType).join(', ') || 'no layers'}`,
+    );
   const out: PulledFile[] = [];
   for (const layer of layers) {
     const target = path.join(dir, layer.digest.replace(':', '-'));
     const name = layerName(layer);
     const format = layer.annotations?.[A.format] ?? (/qcow2/.test(layer.mediaType + name) ? 'qcow2' : 'raw');
-    const cachedSize = await fsp.stat(target).then((s) => s.size, () => -1);
+    const cachedSize = await fsp.stat(target).then(
+      (s) => s.size,
+      () => -1,
+    );
     if (cachedSize === layer.size) {
       const sha512 = layer.annotations?.[A.sha512] ?? (await hashFile(target)).sha512;
-      out.push({ name, format, path: target, digest: layer.digest, sha512, bytes: layer.size, cached: true, resumedAt: [], transferred: 0 });
+      out.push({
+        name,
+        format,
+        path: target,
+        digest: layer.digest,
+        sha512,
+        bytes: layer.size,
+        cached: true,
+        resumedAt: [],
+        transferred: 0,
+      });
       continue;
     }
     const got = await client.downloadBlob(layer, target);
     const claimed = layer.annotations?.[A.sha512];
     if (claimed && claimed !== got.sha512) {
       await fsp.rm(target, { force: true });
-      throw new OciError('digest', `layer ${layer.digest} has sha512 ${got.sha512.slice(0, 16)}..., its annotation says ${claimed.slice(0, 16)}...`);
+      throw new OciError(
+        'digest',
+        `layer ${layer.digest} has sha512 ${got.sha512.slice(0, 16)}..., its annotation says ${claimed.slice(0, 16)}...`,
+      );
     }
-    out.push({ name, format, path: target, digest: layer.digest, sha512: got.sha512, bytes: got.bytes, cached: false, resumedAt: got.resumedAt, transferred: got.transferred });
+    out.push({
+      name,
+      format,
+      path: target,
+      digest: layer.digest,
+      sha512: got.sha512,
+      bytes: got.bytes,
+      cached: false,
+      resumedAt: got.resumedAt,
+      transferred: got.transferred,
+    });
   }
   return out;
 }

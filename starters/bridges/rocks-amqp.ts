@@ -15,12 +15,26 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client } from '@temporalio/client';
 import { WorkflowFailedError } from '@temporalio/client';
-import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type GetMessage } from 'amqplib';
+import amqp, {
+  type Channel,
+  type ChannelModel,
+  type ConfirmChannel,
+  type ConsumeMessage,
+  type GetMessage,
+} from 'amqplib';
 import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../common/names.js';
 import { queues, WORKFLOW_QUEUE } from '../../common/queues.js';
 import type { Logger } from '../../lib/logger.js';
 import { pingWorkflow } from '../../workflows/ping.js';
-import { deleteUpdate, setAttrsUpdate, unmapUpdate, volumeQuery, type MapRequest, type VolumeAttrs, type VolumeView } from '../../workflows/volume/messages.js';
+import {
+  deleteUpdate,
+  setAttrsUpdate,
+  unmapUpdate,
+  volumeQuery,
+  type MapRequest,
+  type VolumeAttrs,
+  type VolumeView,
+} from '../../workflows/volume/messages.js';
 import { oneLine } from '../output.js';
 import { hasWorker } from '../answers.js';
 import { baseVersion, known, listVolumes, mapVolume, volumeHandle } from '../volume-client.js';
@@ -116,12 +130,14 @@ export function checkAmqpUrl(field: string, url: string): string {
   } catch {
     // reported below without the URL itself, which may carry a password
   }
-  if (protocol !== 'amqp:' && protocol !== 'amqps:') throw new InputError(field, 'an amqp:// or amqps:// URL', maskUrl(url));
+  if (protocol !== 'amqp:' && protocol !== 'amqps:')
+    throw new InputError(field, 'an amqp:// or amqps:// URL', maskUrl(url));
   return url;
 }
 
 export function checkExchange(field: string, value: string): string {
-  if (!EXCHANGE.test(value)) throw new InputError(field, 'an exchange name of letters, digits, ".", "_", ":" or "-"', value);
+  if (!EXCHANGE.test(value))
+    throw new InputError(field, 'an exchange name of letters, digits, ".", "_", ":" or "-"', value);
   return value;
 }
 
@@ -159,9 +175,15 @@ const PV_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024
 export function checkRate(field: string, v: unknown): number {
   if (typeof v === 'number') return checkSpeed(field, v);
   const m = typeof v === 'string' ? /^(\d{1,15}(?:\.\d{1,6})?)([kmgt]?)$/i.exec(v.trim()) : null;
-  if (!m) throw new InputError(field, 'bytes per second as pv -L takes them: a number, or one with k, M, G or T (512k, 10M)', v);
+  if (!m)
+    throw new InputError(
+      field,
+      'bytes per second as pv -L takes them: a number, or one with k, M, G or T (512k, 10M)',
+      v,
+    );
   const bytes = Math.floor(Number(m[1]) * PV_UNITS[m[2]!.toLowerCase()]!);
-  if (!Number.isSafeInteger(bytes) || bytes < 1 || bytes > 100 * 1024 ** 3) throw new InputError(field, 'a rate from 1 byte to 100G per second', v);
+  if (!Number.isSafeInteger(bytes) || bytes < 1 || bytes > 100 * 1024 ** 3)
+    throw new InputError(field, 'a rate from 1 byte to 100G per second', v);
   return bytes;
 }
 
@@ -182,14 +204,17 @@ class RocksActions {
   /** Nothing runs a volume while no orchestrator polls: refused at once rather than left waiting. */
   async orchestrated(): Promise<void> {
     if (!(await hasWorker(this.o.client, this.o.namespace, WORKFLOW_QUEUE, 'workflow'))) {
-      throw new Error(`no imgflow orchestrator polls task queue ${WORKFLOW_QUEUE} in namespace ${this.o.namespace} yet (start imgflow worker --role orchestrator); nothing was done`);
+      throw new Error(
+        `no imgflow orchestrator polls task queue ${WORKFLOW_QUEUE} in namespace ${this.o.namespace} yet (start imgflow worker --role orchestrator); nothing was done`,
+      );
     }
   }
 
   /** The volume's view, refused when it lives on another NAS (this queue speaks for one NAS only). */
   private async ownView(zvol: string): Promise<VolumeView> {
     const view = await known(zvol, () => volumeHandle(this.o.client, zvol).query(volumeQuery));
-    if (view.nas && view.nas !== this.o.nas) throw new InputError('zvol', `a volume on ${this.o.nas} (${zvol} is on ${view.nas})`, zvol);
+    if (view.nas && view.nas !== this.o.nas)
+      throw new InputError('zvol', `a volume on ${this.o.nas} (${zvol} is on ${view.nas})`, zvol);
     return view;
   }
 
@@ -197,16 +222,24 @@ class RocksActions {
   private async ask(queue: string, ask: 'initiator' | 'export') {
     const waitSeconds = Math.max(1, Math.min(30, Math.floor(this.o.timeoutSeconds / 4)));
     return this.o.client.workflow
-      .execute(pingWorkflow, { taskQueue: WORKFLOW_QUEUE, workflowId: `ping-${queue}-${randomUUID().slice(0, 8)}`, args: [{ queue, waitSeconds, ask }], workflowExecutionTimeout: `${waitSeconds + 30}s` })
+      .execute(pingWorkflow, {
+        taskQueue: WORKFLOW_QUEUE,
+        workflowId: `ping-${queue}-${randomUUID().slice(0, 8)}`,
+        args: [{ queue, waitSeconds, ask }],
+        workflowExecutionTimeout: `${waitSeconds + 30}s`,
+      })
       .catch((err: unknown) => {
-        throw err instanceof WorkflowFailedError ? new Error(`no imgflow worker answered on ${queue} within ${waitSeconds}s`) : err;
+        throw err instanceof WorkflowFailedError
+          ? new Error(`no imgflow worker answered on ${queue} within ${waitSeconds}s`)
+          : err;
       });
   }
 
   /** A compute host's answer about itself, from its own worker: its initiator name and how it attaches. */
   async computeFacts(host: string): Promise<{ initiator: string; attach: string }> {
     const facts = await this.ask(queues.compute(host), 'initiator');
-    if (!facts.initiator || !facts.attach) throw new Error(`${queues.compute(host)} is served by a ${facts.role} worker, not a compute host's`);
+    if (!facts.initiator || !facts.attach)
+      throw new Error(`${queues.compute(host)} is served by a ${facts.role} worker, not a compute host's`);
     return { initiator: facts.initiator, attach: facts.attach };
   }
 
@@ -224,10 +257,17 @@ class RocksActions {
   private async checkBlockDevice(host: string, sync: boolean): Promise<void> {
     if (this.o.bdev === 'any' || sync) return;
     const exported = await this.nasExport();
-    if (exported !== 'tgt') throw new Error(`bdev: ${this.o.nas} exports volumes as ${exported} (${exported === 'none' ? 'a file path' : 'an nbd:// URL'}), not a block device Rocks can use as phy: (set IMGFLOW_NAS_EXPORT=tgt on its worker, or run the bridge with --bdev any)`);
+    if (exported !== 'tgt')
+      throw new Error(
+        `bdev: ${this.o.nas} exports volumes as ${exported} (${exported === 'none' ? 'a file path' : 'an nbd:// URL'}), not a block device Rocks can use as phy: (set IMGFLOW_NAS_EXPORT=tgt on its worker, or run the bridge with --bdev any)`,
+      );
     const { attach } = await this.computeFacts(host);
     if (attach !== 'iscsi-kernel') {
-      throw new InputError('remotehost', `a compute host that attaches iSCSI as a block device (IMGFLOW_COMPUTE_ATTACH=iscsi-kernel; ${host} attaches ${attach}, whose bdev is a URL Rocks cannot use as phy:)`, host);
+      throw new InputError(
+        'remotehost',
+        `a compute host that attaches iSCSI as a block device (IMGFLOW_COMPUTE_ATTACH=iscsi-kernel; ${host} attaches ${attach}, whose bdev is a URL Rocks cannot use as phy:)`,
+        host,
+      );
     }
   }
 
@@ -237,13 +277,20 @@ class RocksActions {
     const zpool = optionalName('zpool', m.zpool);
     const remotepool = optionalName('remotepool', m.remotepool);
     // imgflow asks the compute host for its initiator itself; a given one is only checked.
-    if (given(m.initiator) && (typeof m.initiator !== 'string' || !IQN.test(m.initiator))) throw new InputError('initiator', 'an iSCSI initiator name', m.initiator);
+    if (given(m.initiator) && (typeof m.initiator !== 'string' || !IQN.test(m.initiator)))
+      throw new InputError('initiator', 'an iSCSI initiator name', m.initiator);
     const sizeGiB = given(m.size) ? checkInt('size', m.size, 1, 65_536) : undefined;
     const sync = checkFlag('sync', m.sync);
     const { client, namespace, nas } = this.o;
     await this.orchestrated();
-    if (!(await hasWorker(client, namespace, queues.compute(computeHost)))) throw new InputError('remotehost', `a compute host whose worker is running (nothing polls ${queues.compute(computeHost)})`, computeHost);
-    if (!(await hasWorker(client, namespace, queues.nas(nas)))) throw new Error(`no imgflow worker polls ${queues.nas(nas)}`);
+    if (!(await hasWorker(client, namespace, queues.compute(computeHost))))
+      throw new InputError(
+        'remotehost',
+        `a compute host whose worker is running (nothing polls ${queues.compute(computeHost)})`,
+        computeHost,
+      );
+    if (!(await hasWorker(client, namespace, queues.nas(nas))))
+      throw new Error(`no imgflow worker polls ${queues.nas(nas)}`);
     await this.checkBlockDevice(computeHost, sync);
     const request: MapRequest = {
       by: BY,
@@ -299,7 +346,9 @@ class RocksActions {
     const zvol = checkName('zvol', m.zvol);
     // imgflow schedules the next pull from the frequency; it cannot be set on its own (None, the default, is fine).
     if (given(m.nextsync)) throw new InputError('nextsync', 'None (the next pull follows from frequency)', m.nextsync);
-    const reset = (Object.keys(RESET_FIELDS) as (keyof typeof RESET_FIELDS)[]).filter((f) => resets(m, f)).map((f) => RESET_FIELDS[f]);
+    const reset = (Object.keys(RESET_FIELDS) as (keyof typeof RESET_FIELDS)[])
+      .filter((f) => resets(m, f))
+      .map((f) => RESET_FIELDS[f]);
     const attrs: VolumeAttrs = {
       by: BY,
       ...(given(m.frequency) ? { frequencySeconds: checkInt('frequency', m.frequency, 10, 86_400) } : {}),
@@ -307,10 +356,18 @@ class RocksActions {
       ...(given(m.downloadspeed) ? { downloadSpeed: checkRate('downloadspeed', m.downloadspeed) } : {}),
       ...(reset.length ? { reset } : {}),
     };
-    if (Object.keys(attrs).length === 1 && !resets(m, 'nextsync')) throw new InputError('attrs', 'one of frequency, uploadspeed, downloadspeed or nextsync (None resets it)', Object.keys(m).filter((k) => k !== 'action' && k !== 'zvol'));
+    if (Object.keys(attrs).length === 1 && !resets(m, 'nextsync'))
+      throw new InputError(
+        'attrs',
+        'one of frequency, uploadspeed, downloadspeed or nextsync (None resets it)',
+        Object.keys(m).filter((k) => k !== 'action' && k !== 'zvol'),
+      );
     await this.orchestrated();
     await this.ownView(zvol);
-    const view = Object.keys(attrs).length > 1 ? await volumeHandle(this.o.client, zvol).executeUpdate(setAttrsUpdate, { args: [attrs] }) : await this.ownView(zvol);
+    const view =
+      Object.keys(attrs).length > 1
+        ? await volumeHandle(this.o.client, zvol).executeUpdate(setAttrsUpdate, { args: [attrs] })
+        : await this.ownView(zvol);
     return { body: zvolAttrs(view) };
   }
 }
@@ -330,7 +387,9 @@ class ComputeActions {
   /** The host's volumes as the compute daemon listed its devices: by volume, its target, device and kind. */
   async list_dev(host: string): Promise<Record<string, unknown>> {
     await this.nas.orchestrated();
-    const views = (await listVolumes(this.o.client, { compute: host })).filter((v) => v.computeHost === host && v.phase !== 'unmapped' && v.phase !== 'deleted');
+    const views = (await listVolumes(this.o.client, { compute: host })).filter(
+      (v) => v.computeHost === host && v.phase !== 'unmapped' && v.phase !== 'deleted',
+    );
     const body: Record<string, unknown> = {};
     for (const v of views) {
       body[v.volume] = {
@@ -346,7 +405,9 @@ class ComputeActions {
   /** What an old NAS daemon asked of a compute host is refused: imgflow maps through its own workflows. */
   private fromOldNas(action: string, host: string, m: Request): Promise<never> {
     const zvol = optionalName('zvol', m.zvol);
-    throw new Error(`${action}: ${host} is served by imgflow, which an img-storage-nas daemon cannot drive; map ${zvol ?? 'the volume'} through the imgflow bridge of its NAS`);
+    throw new Error(
+      `${action}: ${host} is served by imgflow, which an img-storage-nas daemon cannot drive; map ${zvol ?? 'the volume'} through the imgflow bridge of its NAS`,
+    );
   }
 
   map_zvol(host: string, m: Request) {
@@ -371,7 +432,13 @@ class ComputeActions {
 export function zvolRow(v: VolumeView): Record<string, unknown> {
   const onHost = v.phase !== 'unmapped' && v.phase !== 'deleted';
   const [sending, deleteRemote] =
-    v.phase === 'syncing-to-node' ? [1, 1] : v.phase === 'syncing-to-nas' ? [0, 0] : v.phase === 'unmapping' && v.sync ? [0, 1] : [null, null];
+    v.phase === 'syncing-to-node'
+      ? [1, 1]
+      : v.phase === 'syncing-to-nas'
+        ? [0, 0]
+        : v.phase === 'unmapping' && v.sync
+          ? [0, 1]
+          : [null, null];
   return {
     zvol: v.volume,
     zpool: v.pools?.zpool ?? v.storage?.root ?? null,
@@ -405,7 +472,10 @@ function zvolAttrs(v: VolumeView): Record<string, unknown> {
 function withinSeconds<T>(seconds: number, what: string, work: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${seconds}s; it may still complete (see list_zvols)`)), seconds * 1000);
+    timer = setTimeout(
+      () => reject(new Error(`${what}: no answer within ${seconds}s; it may still complete (see list_zvols)`)),
+      seconds * 1000,
+    );
   });
   return Promise.race([work, late]).finally(() => clearTimeout(timer));
 }
@@ -417,7 +487,8 @@ function parseRequest(content: Buffer): Request | Reply {
   } catch {
     return { action: UNSUPPORTED, status: 'error', error: 'request: expected a JSON object, got malformed JSON' };
   }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) return { action: UNSUPPORTED, status: 'error', error: 'request: expected a JSON object with "action"' };
+  if (typeof body !== 'object' || body === null || Array.isArray(body))
+    return { action: UNSUPPORTED, status: 'error', error: 'request: expected a JSON object with "action"' };
   return body as Request;
 }
 
@@ -432,16 +503,31 @@ function actionOf(role: Role, request: Request): string | Reply {
   const action = request.action;
   const replies = repliesOf(role);
   if (typeof action === 'string' && Object.hasOwn(replies, action)) return action;
-  return { action: UNSUPPORTED, status: 'error', error: `action: expected one of ${Object.keys(replies).join(', ')}, got ${JSON.stringify(action ?? null)}` };
+  return {
+    action: UNSUPPORTED,
+    status: 'error',
+    error: `action: expected one of ${Object.keys(replies).join(', ')}, got ${JSON.stringify(action ?? null)}`,
+  };
 }
 
 /** The reply to one request; never throws, always within the bound. */
-async function answer(nas: RocksActions, compute: ComputeActions, role: Role, request: Request, action: string, timeoutSeconds: number): Promise<Reply> {
+async function answer(
+  nas: RocksActions,
+  compute: ComputeActions,
+  role: Role,
+  request: Request,
+  action: string,
+  timeoutSeconds: number,
+): Promise<Reply> {
   const reply = repliesOf(role)[action]!;
   // The compute daemon's replies to an old NAS daemon named the target they were about.
-  const echo = role.kind === 'compute' && FROM_OLD_NAS.has(action) ? { target: request.target ?? null, zvol: request.zvol ?? null } : {};
+  const echo =
+    role.kind === 'compute' && FROM_OLD_NAS.has(action)
+      ? { target: request.target ?? null, zvol: request.zvol ?? null }
+      : {};
   try {
-    const work = role.kind === 'nas' ? nas[action as NasAction](request) : compute[action as ComputeAction](role.host, request);
+    const work =
+      role.kind === 'nas' ? nas[action as NasAction](request) : compute[action as ComputeAction](role.host, request);
     const fields = await withinSeconds(timeoutSeconds, action, work);
     return { action: reply, status: 'success', ...echo, ...fields };
   } catch (err) {
@@ -469,7 +555,10 @@ async function connectBroker(url: string): Promise<ChannelModel> {
 }
 
 /** Runs a passive check on a channel of its own: a failed check closes its channel, and that is an answer. */
-async function probe<T>(connection: ChannelModel, check: (channel: Channel) => Promise<T>): Promise<{ ok: true; value: T } | { ok: false; code?: number }> {
+async function probe<T>(
+  connection: ChannelModel,
+  check: (channel: Channel) => Promise<T>,
+): Promise<{ ok: true; value: T } | { ok: false; code?: number }> {
   const channel = await connection.createChannel();
   channel.on('error', () => undefined);
   try {
@@ -504,11 +593,17 @@ function routed(channel: ConfirmChannel, exchange: string, key: string, action: 
   channel.on('return', onReturn);
   return new Promise<boolean>((resolve, reject) => {
     // The broker sends a return before the confirm of the same message.
-    channel.publish(exchange, key, Buffer.from(JSON.stringify({ action })), { mandatory: true, messageId: id, appId: PROBE_APP }, (err) => {
-      channel.off('return', onReturn);
-      if (err) reject(err instanceof Error ? err : new Error(String(err)));
-      else resolve(!returned);
-    });
+    channel.publish(
+      exchange,
+      key,
+      Buffer.from(JSON.stringify({ action })),
+      { mandatory: true, messageId: id, appId: PROBE_APP },
+      (err) => {
+        channel.off('return', onReturn);
+        if (err) reject(err instanceof Error ? err : new Error(String(err)));
+        else resolve(!returned);
+      },
+    );
   });
 }
 
@@ -524,23 +619,42 @@ export interface QueueClaim {
  * starting; a shared durable one that an earlier bridge left is emptied (its requests are handed
  * back to be refused, not run) and replaced.
  */
-async function claimQueue(connection: ChannelModel, channel: ConfirmChannel, host: string, exchange: string, ttlMs: number, probeAction: string): Promise<QueueClaim> {
+async function claimQueue(
+  connection: ChannelModel,
+  channel: ConfirmChannel,
+  host: string,
+  exchange: string,
+  ttlMs: number,
+  probeAction: string,
+): Promise<QueueClaim> {
   const stale: GetMessage[] = [];
   const existing = await probe(connection, (c) => c.checkQueue(host));
   if (existing.ok) {
-    if (existing.value.consumerCount > 0) throw new Error(`queue ${host} has ${existing.value.consumerCount} consumer(s): another bridge or an img-storage daemon serves ${host}; stop it first`);
+    if (existing.value.consumerCount > 0)
+      throw new Error(
+        `queue ${host} has ${existing.value.consumerCount} consumer(s): another bridge or an img-storage daemon serves ${host}; stop it first`,
+      );
     for (let m = await channel.get(host); m; m = await channel.get(host)) stale.push(m);
     await channel.deleteQueue(host);
   } else if (existing.code === 405) {
-    throw new Error(`queue ${host} is held by another connection: an img-storage daemon or another bridge serves ${host}; stop it first`);
+    throw new Error(
+      `queue ${host} is held by another connection: an img-storage daemon or another bridge serves ${host}; stop it first`,
+    );
   }
-  if (await routed(channel, exchange, host, probeAction)) throw new Error(`requests to ${host} on ${exchange} already reach a queue: an img-storage daemon or another bridge serves ${host}; stop it first`);
+  if (await routed(channel, exchange, host, probeAction))
+    throw new Error(
+      `requests to ${host} on ${exchange} already reach a queue: an img-storage daemon or another bridge serves ${host}; stop it first`,
+    );
   await channel.assertQueue(expiredQueue(host), { exclusive: true, autoDelete: true, durable: false });
   await channel.assertQueue(host, {
     exclusive: true,
     autoDelete: true,
     durable: false,
-    arguments: { 'x-message-ttl': ttlMs, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': expiredQueue(host) },
+    arguments: {
+      'x-message-ttl': ttlMs,
+      'x-dead-letter-exchange': '',
+      'x-dead-letter-routing-key': expiredQueue(host),
+    },
   });
   await channel.bindQueue(host, exchange, host);
   return { queue: host, stale };
@@ -551,21 +665,38 @@ async function claimQueue(connection: ChannelModel, channel: ConfirmChannel, hos
  * bridge from starting (asked of its worker, when an orchestrator and that worker run; each map is
  * checked again anyway).
  */
-async function checkComputeHosts(o: RocksBridgeOptions, nas: RocksActions, hosts: string[], log: Logger): Promise<void> {
+async function checkComputeHosts(
+  o: RocksBridgeOptions,
+  nas: RocksActions,
+  hosts: string[],
+  log: Logger,
+): Promise<void> {
   if ((o.bdev ?? 'block') !== 'block') return;
   if (!(await hasWorker(o.client, o.namespace, WORKFLOW_QUEUE, 'workflow'))) {
-    log.warn({ compute: hosts }, 'no orchestrator polls yet: the hosts\' export and attach modes are checked at each map');
+    log.warn(
+      { compute: hosts },
+      "no orchestrator polls yet: the hosts' export and attach modes are checked at each map",
+    );
     return;
   }
   if (await hasWorker(o.client, o.namespace, queues.nas(o.nas))) {
     const exported = await nas.nasExport();
-    if (exported !== 'tgt') throw new InputError('--bdev', `any, or a NAS that exports over iSCSI (${o.nas} exports ${exported}: its bdev would be ${exported === 'none' ? 'a file path' : 'an nbd:// URL'}, which Rocks cannot use as phy:; set IMGFLOW_NAS_EXPORT=tgt on its worker)`, 'block');
+    if (exported !== 'tgt')
+      throw new InputError(
+        '--bdev',
+        `any, or a NAS that exports over iSCSI (${o.nas} exports ${exported}: its bdev would be ${exported === 'none' ? 'a file path' : 'an nbd:// URL'}, which Rocks cannot use as phy:; set IMGFLOW_NAS_EXPORT=tgt on its worker)`,
+        'block',
+      );
   }
   for (const host of hosts) {
     if (!(await hasWorker(o.client, o.namespace, queues.compute(host)))) continue;
     const { attach } = await nas.computeFacts(host);
     if (attach !== 'iscsi-kernel') {
-      throw new InputError('--bdev', `any, or compute hosts that attach iSCSI as block devices (${host} attaches ${attach}: its bdev would be a URL Rocks cannot use as phy:; run its worker with IMGFLOW_COMPUTE_ATTACH=iscsi-kernel)`, 'block');
+      throw new InputError(
+        '--bdev',
+        `any, or compute hosts that attach iSCSI as block devices (${host} attaches ${attach}: its bdev would be a URL Rocks cannot use as phy:; run its worker with IMGFLOW_COMPUTE_ATTACH=iscsi-kernel)`,
+        'block',
+      );
     }
   }
 }
@@ -583,7 +714,10 @@ export async function startRocksBridge(o: RocksBridgeOptions): Promise<RocksBrid
   const inFlight = new Set<Promise<void>>();
   const consumers: string[] = [];
   let stopping = false;
-  const roles: [string, Role][] = [[o.nas, { kind: 'nas' }], ...computeHosts.map((h): [string, Role] => [h, { kind: 'compute', host: h }])];
+  const roles: [string, Role][] = [
+    [o.nas, { kind: 'nas' }],
+    ...computeHosts.map((h): [string, Role] => [h, { kind: 'compute', host: h }]),
+  ];
 
   try {
     await ensureExchange(connection, channel, o.exchange);
@@ -598,13 +732,20 @@ export async function startRocksBridge(o: RocksBridgeOptions): Promise<RocksBrid
       } catch {
         action = undefined;
       }
-      log.warn({ replyTo: msg.fields.routingKey, action, correlationId: msg.properties.correlationId as unknown }, 'reply not delivered: nobody waits on its reply queue');
+      log.warn(
+        { replyTo: msg.fields.routingKey, action, correlationId: msg.properties.correlationId as unknown },
+        'reply not delivered: nobody waits on its reply queue',
+      );
     });
 
     const publish = (exchange: string, routingKey: string, reply: Reply, correlationId: string | undefined) =>
       new Promise<void>((resolve, reject) => {
-        channel.publish(exchange, routingKey, Buffer.from(JSON.stringify(reply)), { contentType: 'application/json', mandatory: true, ...(correlationId ? { correlationId } : {}) }, (err) =>
-          err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(),
+        channel.publish(
+          exchange,
+          routingKey,
+          Buffer.from(JSON.stringify(reply)),
+          { contentType: 'application/json', mandatory: true, ...(correlationId ? { correlationId } : {}) },
+          (err) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve()),
         );
       });
 
@@ -615,7 +756,11 @@ export async function startRocksBridge(o: RocksBridgeOptions): Promise<RocksBrid
     };
 
     const reply = async (role: Role, msg: ConsumeMessage | GetMessage, action: string, r: Reply) => {
-      const { replyTo, correlationId, messageId } = msg.properties as { replyTo?: string; correlationId?: string; messageId?: string };
+      const { replyTo, correlationId, messageId } = msg.properties as {
+        replyTo?: string;
+        correlationId?: string;
+        messageId?: string;
+      };
       if (!replyTo) return;
       // The compute daemon answered an old NAS daemon through the exchange, with its host name as the key.
       const viaExchange = role.kind === 'compute' && FROM_OLD_NAS.has(action);
@@ -638,18 +783,41 @@ export async function startRocksBridge(o: RocksBridgeOptions): Promise<RocksBrid
         channel.ack(msg);
         return;
       }
-      const { replyTo, correlationId, messageId } = msg.properties as { replyTo?: string; correlationId?: string; messageId?: string };
+      const { replyTo, correlationId, messageId } = msg.properties as {
+        replyTo?: string;
+        correlationId?: string;
+        messageId?: string;
+      };
       const parsed = parseRequest(msg.content);
       const action = typeof parsed.status === 'string' ? (parsed as Reply) : actionOf(role, parsed);
       if (!replyTo) {
-        log.warn({ action: typeof action === 'string' ? action : undefined, messageId }, 'request without reply_to dropped unrun: nobody could be answered');
+        log.warn(
+          { action: typeof action === 'string' ? action : undefined, messageId },
+          'request without reply_to dropped unrun: nobody could be answered',
+        );
       } else if (typeof action !== 'string') {
         await reply(role, msg, UNSUPPORTED, action);
-      } else if (CHANGES.has(action) && !(role.kind === 'compute' && FROM_OLD_NAS.has(action)) && !(await senderWaits(replyTo))) {
-        log.warn({ action, replyTo, correlationId }, 'request dropped unrun: its sender gave up (its reply queue is gone)');
+      } else if (
+        CHANGES.has(action) &&
+        !(role.kind === 'compute' && FROM_OLD_NAS.has(action)) &&
+        !(await senderWaits(replyTo))
+      ) {
+        log.warn(
+          { action, replyTo, correlationId },
+          'request dropped unrun: its sender gave up (its reply queue is gone)',
+        );
       } else {
         const r = await answer(nas, compute, role, parsed, action, o.timeoutSeconds);
-        log.info({ action: r.action, status: r.status, correlationId, ...(role.kind === 'compute' ? { host: role.host } : {}), ...(r.error ? { error: r.error } : {}) }, 'request answered');
+        log.info(
+          {
+            action: r.action,
+            status: r.status,
+            correlationId,
+            ...(role.kind === 'compute' ? { host: role.host } : {}),
+            ...(r.error ? { error: r.error } : {}),
+          },
+          'request answered',
+        );
         await reply(role, msg, action, r);
       }
       channel.ack(msg);
@@ -662,7 +830,14 @@ export async function startRocksBridge(o: RocksBridgeOptions): Promise<RocksBrid
     };
 
     for (const [host, role] of roles) {
-      const { queue, stale } = await claimQueue(connection, channel, host, o.exchange, o.timeoutSeconds * 1000, role.kind === 'nas' ? 'list_zvols' : 'list_dev');
+      const { queue, stale } = await claimQueue(
+        connection,
+        channel,
+        host,
+        o.exchange,
+        o.timeoutSeconds * 1000,
+        role.kind === 'nas' ? 'list_zvols' : 'list_dev',
+      );
       for (const m of stale) {
         await refuse(role, m, `it waited in a shared queue ${host} with nobody consuming`);
         channel.ack(m);
@@ -672,7 +847,13 @@ export async function startRocksBridge(o: RocksBridgeOptions): Promise<RocksBrid
         (
           await channel.consume(expiredQueue(host), (msg) => {
             if (!msg) return;
-            track(refuse(role, msg, `it waited in queue ${host} past its bound (the sender's expiration, else ${o.timeoutSeconds}s)`).then(() => channel.ack(msg)));
+            track(
+              refuse(
+                role,
+                msg,
+                `it waited in queue ${host} past its bound (the sender's expiration, else ${o.timeoutSeconds}s)`,
+              ).then(() => channel.ack(msg)),
+            );
           })
         ).consumerTag,
       );
@@ -684,10 +865,15 @@ export async function startRocksBridge(o: RocksBridgeOptions): Promise<RocksBrid
 
   const closed = new Promise<void>((resolve, reject) => {
     connection.on('error', (err: Error) => log.error({ err: oneLine(err) }, 'broker connection error'));
-    connection.on('close', () => (stopping ? resolve() : reject(new Error(`lost the connection to RabbitMQ at ${maskUrl(o.url)}`))));
+    connection.on('close', () =>
+      stopping ? resolve() : reject(new Error(`lost the connection to RabbitMQ at ${maskUrl(o.url)}`)),
+    );
   });
   closed.catch(() => undefined);
-  log.info({ url: maskUrl(o.url), queue: o.nas, compute: computeHosts, image: o.image, bdev: o.bdev ?? 'block' }, 'bridge ready');
+  log.info(
+    { url: maskUrl(o.url), queue: o.nas, compute: computeHosts, image: o.image, bdev: o.bdev ?? 'block' },
+    'bridge ready',
+  );
 
   return {
     closed,
@@ -701,7 +887,12 @@ export async function startRocksBridge(o: RocksBridgeOptions): Promise<RocksBrid
       for (;;) {
         await Promise.allSettled([...inFlight]);
         let waiting = 0;
-        for (const [host] of roles) for (const queue of [host, expiredQueue(host)]) waiting += await channel.checkQueue(queue).then((q) => q.messageCount, () => 0);
+        for (const [host] of roles)
+          for (const queue of [host, expiredQueue(host)])
+            waiting += await channel.checkQueue(queue).then(
+              (q) => q.messageCount,
+              () => 0,
+            );
         if ((waiting === 0 && inFlight.size === 0) || Date.now() > deadline) break;
         await sleep(100);
       }

@@ -36,14 +36,22 @@ export function uiCacheDir(): string {
 
 function findGo(): string {
   const go = findOnPath('go') ?? (fs.existsSync('/usr/local/go/bin/go') ? '/usr/local/go/bin/go' : undefined);
-  if (!go) throw new Error(`no Go toolchain: install Go so imgflow can build the Temporal server ${TEMPORAL_SERVER_VERSION} from the module proxy`);
+  if (!go)
+    throw new Error(
+      `no Go toolchain: install Go so imgflow can build the Temporal server ${TEMPORAL_SERVER_VERSION} from the module proxy`,
+    );
   return go;
 }
 
 function goInstall(go: string, into: string, packages: string[]): void {
   fs.mkdirSync(into, { recursive: true });
-  const built = spawnSync(go, ['install', ...packages], { env: { ...process.env, GOBIN: into }, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
-  if (built.status !== 0) throw new Error(`go install ${packages.join(' ')} failed: ${built.stderr.trim().split('\n').slice(-1)[0]}`);
+  const built = spawnSync(go, ['install', ...packages], {
+    env: { ...process.env, GOBIN: into },
+    stdio: ['ignore', 'ignore', 'pipe'],
+    encoding: 'utf8',
+  });
+  if (built.status !== 0)
+    throw new Error(`go install ${packages.join(' ')} failed: ${built.stderr.trim().split('\n').slice(-1)[0]}`);
 }
 
 /** The binaries as they are in the cache now, without building anything. */
@@ -59,8 +67,13 @@ export function findServerBinaries(): ServerBinaries | undefined {
 export function ensureServerBinaries(say: (line: string) => void = () => {}): ServerBinaries {
   const dir = serverCacheDir();
   if (!fs.existsSync(path.join(dir, 'server')) || !fs.existsSync(path.join(dir, 'sql'))) {
-    say(`building the Temporal server ${TEMPORAL_SERVER_VERSION} and its SQL tool into ${dir} (once; about 15 minutes)`);
-    goInstall(findGo(), dir, [`${SERVER_MODULE}/cmd/server@${TEMPORAL_SERVER_VERSION}`, `${SERVER_MODULE}/cmd/tools/sql@${TEMPORAL_SERVER_VERSION}`]);
+    say(
+      `building the Temporal server ${TEMPORAL_SERVER_VERSION} and its SQL tool into ${dir} (once; about 15 minutes)`,
+    );
+    goInstall(findGo(), dir, [
+      `${SERVER_MODULE}/cmd/server@${TEMPORAL_SERVER_VERSION}`,
+      `${SERVER_MODULE}/cmd/tools/sql@${TEMPORAL_SERVER_VERSION}`,
+    ]);
   }
   return findServerBinaries()!;
 }

@@ -15,8 +15,27 @@ import { ensureServerBinaries, findServerBinaries, type ServerBinaries } from '.
 import { databasesOf, DEFAULT_POSTGRES_URL, dropDatabases, migrateDatabases, parsePostgresUrl } from './database.js';
 import { ensurePki, FRONTEND_TLS_NAME, issueClientCert, type CertPair, type SiteCertificates } from './pki.js';
 import { writeServerConfig, writeUiConfig } from './server-config.js';
-import { listening, pidOf, startKeysServer, startService, startUi, startUiFront, stopProcess, waitListening } from './services.js';
-import { checkClusterName, freePorts, readState, stateFile, TEMPORAL_SERVICES, tokenFile, writeState, type ClusterState, type TemporalService } from './state.js';
+import {
+  listening,
+  pidOf,
+  startKeysServer,
+  startService,
+  startUi,
+  startUiFront,
+  stopProcess,
+  waitListening,
+} from './services.js';
+import {
+  checkClusterName,
+  freePorts,
+  readState,
+  stateFile,
+  TEMPORAL_SERVICES,
+  tokenFile,
+  writeState,
+  type ClusterState,
+  type TemporalService,
+} from './state.js';
 import { ensureSigningKey, mintToken, writeTokenFile, type TokenRole } from './tokens.js';
 
 export interface UpOptions {
@@ -46,14 +65,30 @@ function postgresUrlFile(dir: string): string {
 async function choosePorts(listen: string): Promise<ClusterState['ports']> {
   const [frontendGrpc] = await freePorts(1, listen);
   const local = await freePorts(2 * TEMPORAL_SERVICES.length + 2);
-  const ports = Object.fromEntries(TEMPORAL_SERVICES.map((s, i) => [s, { grpc: i === 0 ? frontendGrpc! : local[2 * i]!, membership: local[2 * i + 1]! }]));
+  const ports = Object.fromEntries(
+    TEMPORAL_SERVICES.map((s, i) => [
+      s,
+      { grpc: i === 0 ? frontendGrpc! : local[2 * i]!, membership: local[2 * i + 1]! },
+    ]),
+  );
   // local[0] would have been the frontend's: it serves the key set instead.
-  return { ...(ports as Record<TemporalService, { grpc: number; membership: number }>), keys: local[0]!, ui: local.at(-2)!, uiServer: local.at(-1)! };
+  return {
+    ...(ports as Record<TemporalService, { grpc: number; membership: number }>),
+    keys: local[0]!,
+    ui: local.at(-2)!,
+    uiServer: local.at(-1)!,
+  };
 }
 
 /** Connection settings of a client of this cluster: its certificate and a token file. */
 export function clientTls(state: ClusterState, client: CertPair): TlsSettings {
-  return { enabled: true, certPath: client.cert, keyPath: client.key, caPath: state.pki.caCert, serverName: FRONTEND_TLS_NAME };
+  return {
+    enabled: true,
+    certPath: client.cert,
+    keyPath: client.key,
+    caPath: state.pki.caCert,
+    serverName: FRONTEND_TLS_NAME,
+  };
 }
 
 export function frontendAddress(state: ClusterState): string {
@@ -61,16 +96,31 @@ export function frontendAddress(state: ClusterState): string {
 }
 
 /** A token minted into a private file under the state directory; returns its path. */
-export function tokenFor(state: ClusterState, role: TokenRole, subject: string, ttlSeconds: number, name: string = role): string {
+export function tokenFor(
+  state: ClusterState,
+  role: TokenRole,
+  subject: string,
+  ttlSeconds: number,
+  name: string = role,
+): string {
   const file = tokenFile(state, name);
   writeTokenFile(file, mintToken(state.signingKey, { role, namespace: state.namespace, subject, ttlSeconds }));
   return file;
 }
 
 /** A short-lived client connection of this machine's operator, with a token of `role` (admin: namespace and search attribute registration). */
-export async function clusterConnection(state: ClusterState, timeoutMs: number, role: TokenRole = 'admin'): Promise<Connection> {
+export async function clusterConnection(
+  state: ClusterState,
+  timeoutMs: number,
+  role: TokenRole = 'admin',
+): Promise<Connection> {
   const client = issueClientCert(state.pki, OPERATOR);
-  const apiKey = mintToken(state.signingKey, { role, namespace: state.namespace, subject: `imgflow-cluster-${role}`, ttlSeconds: 600 });
+  const apiKey = mintToken(state.signingKey, {
+    role,
+    namespace: state.namespace,
+    subject: `imgflow-cluster-${role}`,
+    ttlSeconds: 600,
+  });
   return connectOrFail(
     connectionSettings({ address: frontendAddress(state), tls: clientTls(state, client), apiKey }),
     timeoutMs,
@@ -84,9 +134,11 @@ async function ensureNamespace(connection: Connection, namespace: string): Promi
     () => false,
   );
   if (!exists) {
-    await connection.workflowService.registerNamespace({ namespace, workflowExecutionRetentionPeriod: msToTs('7 days') }).catch((err: Error) => {
-      if (!/already exists/i.test(err.message)) throw err;
-    });
+    await connection.workflowService
+      .registerNamespace({ namespace, workflowExecutionRetentionPeriod: msToTs('7 days') })
+      .catch((err: Error) => {
+        if (!/already exists/i.test(err.message)) throw err;
+      });
   }
   await waitForNamespace(connection, namespace, 60_000);
 }
@@ -102,7 +154,11 @@ export interface UpResult {
 export async function clusterUp(o: UpOptions): Promise<UpResult> {
   const say = o.say ?? (() => {});
   checkClusterName(o.name);
-  const pgUrl = o.postgresUrl ?? (fs.existsSync(postgresUrlFile(o.dir)) ? fs.readFileSync(postgresUrlFile(o.dir), 'utf8').trim() : DEFAULT_POSTGRES_URL);
+  const pgUrl =
+    o.postgresUrl ??
+    (fs.existsSync(postgresUrlFile(o.dir))
+      ? fs.readFileSync(postgresUrlFile(o.dir), 'utf8').trim()
+      : DEFAULT_POSTGRES_URL);
   const pg = parsePostgresUrl(pgUrl);
   const bins = ensureServerBinaries(say);
   const previous = fs.existsSync(stateFile(o.dir)) ? readState(o.dir) : undefined;
@@ -123,7 +179,9 @@ export async function clusterUp(o: UpOptions): Promise<UpResult> {
   fs.writeFileSync(postgresUrlFile(o.dir), `${pgUrl}\n`, { mode: 0o600 });
   // Recorded before the databases are made, so that `down --drop-databases` finds them even when a migration fails.
   writeState(state);
-  say(`databases ${state.databases.temporal} and ${state.databases.visibility} on ${pg.host}:${pg.port}: creating and migrating`);
+  say(
+    `databases ${state.databases.temporal} and ${state.databases.visibility} on ${pg.host}:${pg.port}: creating and migrating`,
+  );
   migrateDatabases(bins.sql, pg, state.databases);
   writeServerConfig(state, pg);
 
@@ -133,7 +191,11 @@ export async function clusterUp(o: UpOptions): Promise<UpResult> {
   if (!pidOf(state, 'keys')) started.push('keys');
   startKeysServer(state);
   // The frontend reads the key set when it starts.
-  await until(`the key set server on 127.0.0.1:${state.ports.keys}`, () => listening('127.0.0.1', state.ports.keys), 30_000);
+  await until(
+    `the key set server on 127.0.0.1:${state.ports.keys}`,
+    () => listening('127.0.0.1', state.ports.keys),
+    30_000,
+  );
   for (const service of START_ORDER) {
     if (!pidOf(state, service)) {
       say(`starting ${service}`);
@@ -155,7 +217,12 @@ export async function clusterUp(o: UpOptions): Promise<UpResult> {
   const operatorCert = issueClientCert(state.pki, OPERATOR);
   const apiKeyFile = tokenFor(state, 'operator', `${OPERATOR}@${state.name}`, 30 * 86_400);
   const uiUrl = startUiFor(state, bins, started);
-  return { state, started, operator: { tls: clientTls(state, operatorCert), apiKeyFile, address: frontendAddress(state) }, ...(uiUrl ? { uiUrl } : {}) };
+  return {
+    state,
+    started,
+    operator: { tls: clientTls(state, operatorCert), apiKeyFile, address: frontendAddress(state) },
+    ...(uiUrl ? { uiUrl } : {}),
+  };
 }
 
 /** The Web UI server with its own client certificate, behind a front door that adds a viewer's token. */
@@ -171,7 +238,11 @@ function startUiFor(state: ClusterState, bins: ServerBinaries, started: string[]
 export const uiUrl = (state: Pick<ClusterState, 'ports'>) => `http://127.0.0.1:${state.ports.ui}`;
 
 /** Kills one Temporal service (SIGKILL by default, as a crash would) and starts it again. */
-export async function restartService(dir: string, service: TemporalService, o: { signal?: NodeJS.Signals } = {}): Promise<number> {
+export async function restartService(
+  dir: string,
+  service: TemporalService,
+  o: { signal?: NodeJS.Signals } = {},
+): Promise<number> {
   const state = readState(dir);
   const bins = findServerBinaries();
   if (!bins) throw new Error('the Temporal server binaries are missing: run scripts/setup.sh');
@@ -185,7 +256,16 @@ export async function restartService(dir: string, service: TemporalService, o: {
 export async function clusterDown(dir: string, o: { dropDatabases?: boolean } = {}): Promise<string[]> {
   const state = readState(dir);
   const stopped: string[] = [];
-  for (const name of ['ui-front', 'ui', 'frontend', 'worker', 'internal-frontend', 'matching', 'history', 'keys'] as const) {
+  for (const name of [
+    'ui-front',
+    'ui',
+    'frontend',
+    'worker',
+    'internal-frontend',
+    'matching',
+    'history',
+    'keys',
+  ] as const) {
     if (await stopProcess(state, name)) stopped.push(name);
   }
   if (o.dropDatabases) {

@@ -30,11 +30,21 @@ export function parsePostgresUrl(url: string): Postgres {
     throw new InputError('--postgres-url', 'postgres://USER[:PASSWORD]@HOST[:PORT]');
   }
   const host = u.hostname.replace(/^\[|\]$/g, '');
-  if (!/^postgres(ql)?:$/.test(u.protocol) || !host || !u.username || !/^[A-Za-z0-9_.-]{1,63}$/.test(decodeURIComponent(u.username))) {
+  if (
+    !/^postgres(ql)?:$/.test(u.protocol) ||
+    !host ||
+    !u.username ||
+    !/^[A-Za-z0-9_.-]{1,63}$/.test(decodeURIComponent(u.username))
+  ) {
     // The URL may hold a password: it is never echoed.
     throw new InputError('--postgres-url', 'postgres://USER[:PASSWORD]@HOST[:PORT]');
   }
-  return { host, port: u.port ? Number(u.port) : 5432, user: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
+  return {
+    host,
+    port: u.port ? Number(u.port) : 5432,
+    user: decodeURIComponent(u.username),
+    password: decodeURIComponent(u.password),
+  };
 }
 
 /** `imgflow_<cluster>_temporal` and `..._visibility`; the cluster name is a checked host name. */
@@ -46,7 +56,14 @@ export function databasesOf(cluster: string): Databases {
 function sqlTool(sql: string, pg: Postgres, database: string, args: string[]): void {
   try {
     execFileSync(sql, ['--plugin', 'postgres12', ...args], {
-      env: { ...process.env, SQL_HOST: pg.host, SQL_PORT: String(pg.port), SQL_USER: pg.user, SQL_PASSWORD: pg.password, SQL_DATABASE: database },
+      env: {
+        ...process.env,
+        SQL_HOST: pg.host,
+        SQL_PORT: String(pg.port),
+        SQL_USER: pg.user,
+        SQL_PASSWORD: pg.password,
+        SQL_DATABASE: database,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
       encoding: 'utf8',
       timeout: 300_000,

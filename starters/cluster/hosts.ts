@@ -225,8 +225,13 @@ function tail(file: string, lines = 5): string {
 
 /** The imgflow CLI beside this module: compiled JavaScript, or the TypeScript sources through tsx. */
 function imgflowCommand(): { argv: string[]; cwd: string } {
-  const entry = ['imgflow.js', 'imgflow.ts'].map((file) => fileURLToPath(new URL(`../${file}`, import.meta.url))).find((file) => fs.existsSync(file))!;
-  return { argv: [process.execPath, ...(entry.endsWith('.ts') ? ['--import', 'tsx'] : []), entry], cwd: path.dirname(path.dirname(entry)) };
+  const entry = ['imgflow.js', 'imgflow.ts']
+    .map((file) => fileURLToPath(new URL(`../${file}`, import.meta.url)))
+    .find((file) => fs.existsSync(file))!;
+  return {
+    argv: [process.execPath, ...(entry.endsWith('.ts') ? ['--import', 'tsx'] : []), entry],
+    cwd: path.dirname(path.dirname(entry)),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,8 +251,12 @@ async function ensureTgtd(run: Run, state: HostsState, nas: HostEntry): Promise<
   state.tgt.pid = spawnOn(nas, argv, state.tgt.log, {});
   saveState(state);
   const deadline = Date.now() + 30_000;
-  while ((await run(tgtadm(state, '--lld', 'iscsi', '--op', 'show', '--mode', 'target'), { okExitCodes: [1, 22, 107] })).exitCode !== 0) {
-    if (!running(state.tgt.pid, 'tgtd') || Date.now() > deadline) throw new Error(`tgtd on ${nas.name} did not start: ${tail(state.tgt.log)}`);
+  while (
+    (await run(tgtadm(state, '--lld', 'iscsi', '--op', 'show', '--mode', 'target'), { okExitCodes: [1, 22, 107] }))
+      .exitCode !== 0
+  ) {
+    if (!running(state.tgt.pid, 'tgtd') || Date.now() > deadline)
+      throw new Error(`tgtd on ${nas.name} did not start: ${tail(state.tgt.log)}`);
     await sleep(200);
   }
 }
@@ -265,7 +274,8 @@ async function stopTgtd(run: Run, state: HostsState): Promise<void> {
   delete state.tgt.pid;
   // tgtd leaves its control socket and lock file behind.
   if (state.tgt.controlPort !== undefined && !running(pid, 'tgtd')) {
-    for (const file of [tgtSocket(state.tgt.controlPort), `${tgtSocket(state.tgt.controlPort)}.lock`]) fs.rmSync(file, { force: true });
+    for (const file of [tgtSocket(state.tgt.controlPort), `${tgtSocket(state.tgt.controlPort)}.lock`])
+      fs.rmSync(file, { force: true });
   }
 }
 
@@ -278,13 +288,23 @@ async function ensureMirrorProxy(state: HostsState): Promise<void> {
   const mirrors = [new URL(mirror).host];
   const port = state.mirrorProxy?.port ?? (await freePorts(1, state.gateway))[0]!;
   const log = path.join(state.dir, 'logs', 'mirror-proxy.log');
-  const script = fileURLToPath(new URL(`./mirror-proxy${path.extname(fileURLToPath(import.meta.url))}`, import.meta.url));
-  const argv = [process.execPath, ...(script.endsWith('.ts') ? ['--import', 'tsx'] : []), script, state.gateway, String(port), mirrors.join(',')];
+  const script = fileURLToPath(
+    new URL(`./mirror-proxy${path.extname(fileURLToPath(import.meta.url))}`, import.meta.url),
+  );
+  const argv = [
+    process.execPath,
+    ...(script.endsWith('.ts') ? ['--import', 'tsx'] : []),
+    script,
+    state.gateway,
+    String(port),
+    mirrors.join(','),
+  ];
   state.mirrorProxy = { port, mirrors, log, pid: spawnLogged(argv, log, {}, imgflowCommand().cwd) };
   saveState(state);
   const deadline = Date.now() + 30_000;
   while (!(await listening(state.gateway, port))) {
-    if (!running(state.mirrorProxy.pid, 'node') || Date.now() > deadline) throw new Error(`the mirror proxy did not start: ${tail(log)}`);
+    if (!running(state.mirrorProxy.pid, 'node') || Date.now() > deadline)
+      throw new Error(`the mirror proxy did not start: ${tail(log)}`);
     await sleep(100);
   }
 }
@@ -307,17 +327,37 @@ async function stopMirrorProxy(state: HostsState): Promise<void> {
  */
 function roleEnv(state: HostsState, host: HostEntry, role: Role): Record<string, string> {
   const streams = { IMGFLOW_STREAM_ADDRESS: host.address };
-  if (role === 'builder') return state.mirrorProxy ? { IMGFLOW_MIRROR_PROXY: `http://${state.gateway}:${state.mirrorProxy.port}` } : {};
+  if (role === 'builder')
+    return state.mirrorProxy ? { IMGFLOW_MIRROR_PROXY: `http://${state.gateway}:${state.mirrorProxy.port}` } : {};
   if (role === 'compute') return streams;
   if (role !== 'nas') return {};
-  return { ...streams, IMGFLOW_NAS_EXPORT: 'tgt', IMGFLOW_NAS_PORTAL: `${host.address}:${ISCSI_PORT}`, IMGFLOW_TGT_CONTROL_PORT: String(state.tgt.controlPort) };
+  return {
+    ...streams,
+    IMGFLOW_NAS_EXPORT: 'tgt',
+    IMGFLOW_NAS_PORTAL: `${host.address}:${ISCSI_PORT}`,
+    IMGFLOW_TGT_CONTROL_PORT: String(state.tgt.controlPort),
+  };
 }
 
 function startWorker(state: HostsState, host: HostEntry, role: Role, extraEnv: Record<string, string>): WorkerEntry {
   const { argv, cwd } = imgflowCommand();
   const log = path.join(state.dir, 'logs', `${host.name}.${role}.log`);
   const metrics = `${host.address}:${METRICS_PORT + host.roles.indexOf(role)}`;
-  const args = ['--address', state.frontend, '--namespace', state.namespace, '--home', hostHome(state, host.name), 'worker', '--role', role, '--host', host.name, '--metrics', metrics];
+  const args = [
+    '--address',
+    state.frontend,
+    '--namespace',
+    state.namespace,
+    '--home',
+    hostHome(state, host.name),
+    'worker',
+    '--role',
+    role,
+    '--host',
+    host.name,
+    '--metrics',
+    metrics,
+  ];
   const env = { IMGFLOW_LOG_PRETTY: '0', ...roleEnv(state, host, role), ...extraEnv };
   fs.mkdirSync(hostHome(state, host.name), { recursive: true, mode: 0o700 });
   return { host: host.name, role, pid: spawnOn(host, [...argv, ...args], log, env, cwd), log };
@@ -328,9 +368,16 @@ async function waitStarted(worker: WorkerEntry): Promise<void> {
   const deadline = Date.now() + WORKER_START_MS;
   for (;;) {
     const text = fs.existsSync(worker.log) ? fs.readFileSync(worker.log, 'utf8') : '';
-    if (text.split('\n').some((line) => line.includes('"msg":"worker started"') && line.includes(`"pid":${worker.pid},`))) return;
-    if (!running(worker.pid, 'node')) throw new Error(`the ${worker.role} worker on ${worker.host} exited: ${tail(worker.log)}`);
-    if (Date.now() > deadline) throw new Error(`the ${worker.role} worker on ${worker.host} did not start in ${WORKER_START_MS / 1000}s: ${tail(worker.log)}`);
+    if (
+      text.split('\n').some((line) => line.includes('"msg":"worker started"') && line.includes(`"pid":${worker.pid},`))
+    )
+      return;
+    if (!running(worker.pid, 'node'))
+      throw new Error(`the ${worker.role} worker on ${worker.host} exited: ${tail(worker.log)}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `the ${worker.role} worker on ${worker.host} did not start in ${WORKER_START_MS / 1000}s: ${tail(worker.log)}`,
+      );
     await sleep(250);
   }
 }
@@ -356,14 +403,21 @@ function quietRunner(): Run {
  * address, tgtd inside `nas-0`, and the workers of `spec.workers` (all by default). Safe to run
  * again: what is there is kept, what is missing is made.
  */
-export async function upHosts(spec: HostsSpec, say: (line: string) => void = () => {}, run: Run = quietRunner()): Promise<HostsState> {
+export async function upHosts(
+  spec: HostsSpec,
+  say: (line: string) => void = () => {},
+  run: Run = quietRunner(),
+): Promise<HostsState> {
   const dir = path.resolve(spec.dir);
   // Checked before anything is made: a wrong host name changes nothing.
   const plan = hostPlan(spec.compute).map((h) => h.name);
   const wanted = spec.workers ?? plan;
-  for (const name of wanted) if (!plan.includes(name)) throw new InputError('workers', `hosts among ${plan.join(', ')}`, name);
-  const frontendPort = spec.frontendPort === undefined ? undefined : checkInt('frontendPort', spec.frontendPort, 1, 65_535);
-  if (wanted.length && frontendPort === undefined) throw new InputError('frontendPort', "the Temporal frontend's port on the gateway (the workers dial it)");
+  for (const name of wanted)
+    if (!plan.includes(name)) throw new InputError('workers', `hosts among ${plan.join(', ')}`, name);
+  const frontendPort =
+    spec.frontendPort === undefined ? undefined : checkInt('frontendPort', spec.frontendPort, 1, 65_535);
+  if (wanted.length && frontendPort === undefined)
+    throw new InputError('frontendPort', "the Temporal frontend's port on the gateway (the workers dial it)");
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const state = readHostsState(dir) ?? newState(dir, spec);
   saveState(state);
@@ -375,7 +429,12 @@ export async function upHosts(spec: HostsSpec, say: (line: string) => void = () 
   if (frontendPort !== undefined) state.frontend = `${state.gateway}:${frontendPort}`;
   const planned = placeHosts(state, spec.compute);
   const dropped = state.hosts.filter((h) => !planned.some((p) => p.name === h.name));
-  if (dropped.length) throw new InputError('compute', `at least the ${state.hosts.length - 4} compute hosts already up (imgflow cluster down first)`, spec.compute);
+  if (dropped.length)
+    throw new InputError(
+      'compute',
+      `at least the ${state.hosts.length - 4} compute hosts already up (imgflow cluster down first)`,
+      spec.compute,
+    );
   state.hosts = planned;
   saveState(state);
 
@@ -386,7 +445,10 @@ export async function upHosts(spec: HostsSpec, say: (line: string) => void = () 
   await ensureTgtd(run, state, nas);
   say(`tgtd on nas-0 serves ${nas.address}:${ISCSI_PORT} (control port ${state.tgt.controlPort})`);
   await ensureMirrorProxy(state);
-  if (state.mirrorProxy) say(`builders reach ${state.mirrorProxy.mirrors.join(', ')} through http://${state.gateway}:${state.mirrorProxy.port}`);
+  if (state.mirrorProxy)
+    say(
+      `builders reach ${state.mirrorProxy.mirrors.join(', ')} through http://${state.gateway}:${state.mirrorProxy.port}`,
+    );
 
   const started: WorkerEntry[] = [];
   for (const host of state.hosts.filter((h) => wanted.includes(h.name))) {
@@ -411,7 +473,11 @@ export async function upHosts(spec: HostsSpec, say: (line: string) => void = () 
  * any process left in a namespace, the namespaces with their veths, the bridge with its address,
  * and the claims on subnet and control port. Logs and the hosts' homes stay in the cluster's dir.
  */
-export async function downHosts(state: HostsState, say: (line: string) => void = () => {}, run: Run = quietRunner()): Promise<void> {
+export async function downHosts(
+  state: HostsState,
+  say: (line: string) => void = () => {},
+  run: Run = quietRunner(),
+): Promise<void> {
   await Promise.all(state.workers.map(stopWorker));
   state.workers = [];
   await stopTgtd(run, state);
@@ -420,7 +486,11 @@ export async function downHosts(state: HostsState, say: (line: string) => void =
   const hosts = state.hosts;
   for (const host of hosts) {
     // Commands the workers left running: each had a process group of its own.
-    for (let left = await pidsIn(run, host.netns), tries = 0; left.length && tries < 50; left = await pidsIn(run, host.netns), tries++) {
+    for (
+      let left = await pidsIn(run, host.netns), tries = 0;
+      left.length && tries < 50;
+      left = await pidsIn(run, host.netns), tries++
+    ) {
       for (const pid of left) signal(pid, 'SIGKILL');
       await sleep(100);
     }
@@ -452,13 +522,28 @@ export function hostStatus(state: HostsState): HostStatus[] {
     address: host.address,
     up: fs.existsSync(netnsPath(host.netns)),
     link: linkState(host.veth),
-    workers: state.workers.filter((w) => w.host === host.name).map((w) => ({ role: w.role, pid: w.pid, running: running(w.pid, 'node') })),
-    ...(host.name === 'nas-0' ? { tgtd: { ...(state.tgt.pid ? { pid: state.tgt.pid } : {}), running: running(state.tgt.pid, 'tgtd'), ...(state.tgt.controlPort ? { controlPort: state.tgt.controlPort } : {}) } } : {}),
+    workers: state.workers
+      .filter((w) => w.host === host.name)
+      .map((w) => ({ role: w.role, pid: w.pid, running: running(w.pid, 'node') })),
+    ...(host.name === 'nas-0'
+      ? {
+          tgtd: {
+            ...(state.tgt.pid ? { pid: state.tgt.pid } : {}),
+            running: running(state.tgt.pid, 'tgtd'),
+            ...(state.tgt.controlPort ? { controlPort: state.tgt.controlPort } : {}),
+          },
+        }
+      : {}),
   }));
 }
 
 /** Plugs or unplugs a host's cable (its veth on the bridge): down, the host reaches nothing and nothing reaches it. */
-export async function setLink(state: HostsState, host: string, updown: 'up' | 'down', run: Run = quietRunner()): Promise<void> {
+export async function setLink(
+  state: HostsState,
+  host: string,
+  updown: 'up' | 'down',
+  run: Run = quietRunner(),
+): Promise<void> {
   if (updown !== 'up' && updown !== 'down') throw new InputError('link', 'up or down', updown);
   await run(['ip', 'link', 'set', hostOf(state, host).veth, updown]);
 }
@@ -470,6 +555,11 @@ export function onHost(state: HostsState, host: string, run: Run = quietRunner()
 }
 
 /** Runs one command (argv, never a shell) inside the host's network namespace. */
-export function runOn(state: HostsState, host: string, argv: readonly string[], options?: CommandOptions): Promise<CommandResult> {
+export function runOn(
+  state: HostsState,
+  host: string,
+  argv: readonly string[],
+  options?: CommandOptions,
+): Promise<CommandResult> {
   return onHost(state, host)(argv, options);
 }

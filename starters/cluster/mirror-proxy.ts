@@ -13,7 +13,17 @@ if (!bind || !port || !allowed) {
   process.exit(2);
 }
 const mirrors = new Set(allowed.split(','));
-const HOP_BY_HOP = new Set(['host', 'connection', 'proxy-connection', 'proxy-authorization', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+const HOP_BY_HOP = new Set([
+  'host',
+  'connection',
+  'proxy-connection',
+  'proxy-authorization',
+  'keep-alive',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
 
 /** The upstream URL of a proxied request, when it is one this proxy forwards. */
 function upstream(req: http.IncomingMessage): URL | undefined {
@@ -29,7 +39,8 @@ function upstream(req: http.IncomingMessage): URL | undefined {
 http
   .createServer((req, res) => {
     const url = upstream(req);
-    if (!url) return void res.writeHead(403).end(`only GET and HEAD of http://{${[...mirrors].join(',')}}/ are forwarded\n`);
+    if (!url)
+      return void res.writeHead(403).end(`only GET and HEAD of http://{${[...mirrors].join(',')}}/ are forwarded\n`);
     // Hop-by-hop headers stay here; the upstream gets its own Host.
     const headers = Object.fromEntries(Object.entries(req.headers).filter(([h]) => !HOP_BY_HOP.has(h)));
     const forward = http.request(url, { method: req.method, headers }, (answer) => {

@@ -28,7 +28,8 @@ export function checkPrefix(value: unknown): string {
 
 /** The first three octets of subnet `index`: 198.18.0 .. 198.19.255. */
 export function subnetBase(index: number): string {
-  if (!Number.isInteger(index) || index < 0 || index >= SUBNETS) throw new InputError('subnet', `a whole number from 0 to ${SUBNETS - 1}`, index);
+  if (!Number.isInteger(index) || index < 0 || index >= SUBNETS)
+    throw new InputError('subnet', `a whole number from 0 to ${SUBNETS - 1}`, index);
   return `198.${18 + Math.floor(index / 256)}.${index % 256}`;
 }
 
@@ -107,12 +108,22 @@ export function releaseClaim(kind: 'subnet' | 'tgt', n: number, owner: string): 
 
 export async function claimSubnet(run: Run, owner: string): Promise<number> {
   const used = await subnetsInUse(run);
-  return claim('subnet', Array.from({ length: SUBNETS }, (_, i) => i), owner, (n) => used.has(n));
+  return claim(
+    'subnet',
+    Array.from({ length: SUBNETS }, (_, i) => i),
+    owner,
+    (n) => used.has(n),
+  );
 }
 
 /** tgtd's control port names its socket under /var/run/tgtd: one that nobody's socket uses. */
 export function claimTgtControlPort(owner: string): number {
-  return claim('tgt', Array.from({ length: 1000 }, (_, i) => 4000 + i), owner, (n) => fs.existsSync(`/var/run/tgtd/socket.${n}`));
+  return claim(
+    'tgt',
+    Array.from({ length: 1000 }, (_, i) => 4000 + i),
+    owner,
+    (n) => fs.existsSync(`/var/run/tgtd/socket.${n}`),
+  );
 }
 
 export async function ensureBridge(run: Run, bridge: string, gateway: string): Promise<void> {

@@ -58,7 +58,23 @@ function makeCa(dir: string, name: string, cn: string): CertPair {
   if (fs.existsSync(pair.cert) && fs.existsSync(pair.key)) return pair;
   newKey(pair.key, dir);
   const ext = ['-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'];
-  openssl(['req', '-x509', '-new', '-key', pair.key, '-subj', `/O=imgflow/CN=${cn}`, '-days', String(CA_DAYS), ...ext, '-out', pair.cert], dir);
+  openssl(
+    [
+      'req',
+      '-x509',
+      '-new',
+      '-key',
+      pair.key,
+      '-subj',
+      `/O=imgflow/CN=${cn}`,
+      '-days',
+      String(CA_DAYS),
+      ...ext,
+      '-out',
+      pair.cert,
+    ],
+    dir,
+  );
   return pair;
 }
 
@@ -94,7 +110,26 @@ export function issueCert(ca: CertPair, dir: string, name: string, req: CertRequ
   );
   openssl(['req', '-new', '-key', pair.key, '-subj', `/O=imgflow/CN=${req.cn}`, '-out', csr], dir);
   const days = String(req.days ?? CERT_DAYS);
-  openssl(['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-days', days, '-extfile', extFile, '-out', pair.cert], dir);
+  openssl(
+    [
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      ca.cert,
+      '-CAkey',
+      ca.key,
+      '-CAcreateserial',
+      '-days',
+      days,
+      '-extfile',
+      extFile,
+      '-out',
+      pair.cert,
+    ],
+    dir,
+  );
   fs.rmSync(csr);
   fs.rmSync(extFile);
   return pair;
@@ -104,12 +139,25 @@ export function issueCert(ca: CertPair, dir: string, name: string, req: CertRequ
 export function ensurePki(dir: string, o: { sans: string[]; site?: SiteCertificates }): ClusterPki {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const internodeCa = makeCa(dir, 'internode-ca', 'imgflow internode CA');
-  const internode = issueCert(internodeCa, dir, 'internode', { cn: 'internode', sans: ['localhost', '127.0.0.1'], usage: 'both' });
+  const internode = issueCert(internodeCa, dir, 'internode', {
+    cn: 'internode',
+    sans: ['localhost', '127.0.0.1'],
+    usage: 'both',
+  });
   if (o.site) {
-    for (const [field, file] of Object.entries({ '--tls-ca': o.site.caPath, '--tls-server-cert': o.site.certPath, '--tls-server-key': o.site.keyPath })) {
+    for (const [field, file] of Object.entries({
+      '--tls-ca': o.site.caPath,
+      '--tls-server-cert': o.site.certPath,
+      '--tls-server-key': o.site.keyPath,
+    })) {
       if (!fs.existsSync(file)) throw new InputError(field, 'an existing PEM file', file);
     }
-    return { dir, caCert: o.site.caPath, frontend: { cert: o.site.certPath, key: o.site.keyPath }, internode: { ...internode, caCert: internodeCa.cert } };
+    return {
+      dir,
+      caCert: o.site.caPath,
+      frontend: { cert: o.site.certPath, key: o.site.keyPath },
+      internode: { ...internode, caCert: internodeCa.cert },
+    };
   }
   const ca = makeCa(dir, 'ca', 'imgflow cluster CA');
   const sans = [...new Set([FRONTEND_TLS_NAME, 'localhost', ...o.sans])];
@@ -126,6 +174,14 @@ export function ensurePki(dir: string, o: { sans: string[]; site?: SiteCertifica
 /** A client certificate for a host or role (`clients/<name>.pem`), its name in the CN. */
 export function issueClientCert(pki: ClusterPki, name: string, days?: number): CertPair {
   checkHost('client name', name);
-  if (!pki.caKey) throw new InputError('client name', "a site CA's client certificate: this cluster uses the site's own CA, which issues them");
-  return issueCert({ cert: pki.caCert, key: pki.caKey }, path.join(pki.dir, 'clients'), name, { cn: name, usage: 'client', ...(days !== undefined ? { days } : {}) });
+  if (!pki.caKey)
+    throw new InputError(
+      'client name',
+      "a site CA's client certificate: this cluster uses the site's own CA, which issues them",
+    );
+  return issueCert({ cert: pki.caCert, key: pki.caKey }, path.join(pki.dir, 'clients'), name, {
+    cn: name,
+    usage: 'client',
+    ...(days !== undefined ? { days } : {}),
+  });
 }

@@ -35,7 +35,12 @@ function datastore(pg: Postgres, database: string, maxConns: number) {
 
 export function serverConfig(state: ClusterState, pg: Postgres): Record<string, unknown> {
   const { pki } = state;
-  const internodeServer = { certFile: pki.internode.cert, keyFile: pki.internode.key, requireClientAuth: true, clientCaFiles: [pki.internode.caCert] };
+  const internodeServer = {
+    certFile: pki.internode.cert,
+    keyFile: pki.internode.key,
+    requireClientAuth: true,
+    clientCaFiles: [pki.internode.caCert],
+  };
   const internodeClient = { serverName: 'localhost', rootCaFiles: [pki.internode.caCert] };
   const services = Object.fromEntries(
     TEMPORAL_SERVICES.map((name) => {
@@ -51,7 +56,10 @@ export function serverConfig(state: ClusterState, pg: Postgres): Record<string, 
       defaultStore: 'default',
       visibilityStore: 'visibility',
       numHistoryShards: 4,
-      datastores: { default: datastore(pg, state.databases.temporal, 10), visibility: datastore(pg, state.databases.visibility, 4) },
+      datastores: {
+        default: datastore(pg, state.databases.temporal, 10),
+        visibility: datastore(pg, state.databases.visibility, 4),
+      },
     },
     global: {
       membership: { maxJoinDuration: '30s', broadcastAddress: '127.0.0.1' },
@@ -60,7 +68,14 @@ export function serverConfig(state: ClusterState, pg: Postgres): Record<string, 
         refreshInterval: '1m',
         internode: { server: internodeServer, client: internodeClient },
         // The system worker reaches the internal frontend as a peer, with the internode certificate.
-        frontend: { server: { certFile: pki.frontend.cert, keyFile: pki.frontend.key, requireClientAuth: true, clientCaFiles: [pki.caCert] } },
+        frontend: {
+          server: {
+            certFile: pki.frontend.cert,
+            keyFile: pki.frontend.key,
+            requireClientAuth: true,
+            clientCaFiles: [pki.caCert],
+          },
+        },
       },
       authorization: {
         jwtKeyProvider: { keySourceURIs: [`http://127.0.0.1:${state.ports.keys}/jwks.json`], refreshInterval: '1m' },
@@ -75,7 +90,14 @@ export function serverConfig(state: ClusterState, pg: Postgres): Record<string, 
       failoverVersionIncrement: 10,
       masterClusterName: 'active',
       currentClusterName: 'active',
-      clusterInformation: { active: { enabled: true, initialFailoverVersion: 1, rpcName: 'frontend', rpcAddress: `${state.listen}:${state.ports.frontend.grpc}` } },
+      clusterInformation: {
+        active: {
+          enabled: true,
+          initialFailoverVersion: 1,
+          rpcName: 'frontend',
+          rpcAddress: `${state.listen}:${state.ports.frontend.grpc}`,
+        },
+      },
     },
     dcRedirectionPolicy: { policy: 'noop' },
     dynamicConfigClient: { filepath: path.join(configDir(state), 'dynamicconfig.yaml'), pollInterval: '10s' },
@@ -115,7 +137,13 @@ export function writeUiConfig(state: ClusterState, client: { cert: string; key: 
     // It acts with a viewer's token: offer no action the frontend would refuse.
     disableWriteActions: true,
     defaultNamespace: state.namespace,
-    tls: { caFile: state.pki.caCert, certFile: client.cert, keyFile: client.key, enableHostVerification: true, serverName: FRONTEND_TLS_NAME },
+    tls: {
+      caFile: state.pki.caCert,
+      certFile: client.cert,
+      keyFile: client.key,
+      enableHostVerification: true,
+      serverName: FRONTEND_TLS_NAME,
+    },
     cors: { cookieInsecure: true },
   };
   fs.writeFileSync(path.join(dir, `${SERVER_ENV}.yaml`), stringify(ui), { mode: 0o600 });

@@ -11,7 +11,14 @@ import { fileURLToPath } from 'node:url';
 import { processRunning } from '../../lib/processes.js';
 import type { ServerBinaries } from './build.js';
 import { configDir, SERVER_ENV } from './server-config.js';
-import { logFile, runFile, TEMPORAL_SERVICES, type ClusterState, type ProcessName, type TemporalService } from './state.js';
+import {
+  logFile,
+  runFile,
+  TEMPORAL_SERVICES,
+  type ClusterState,
+  type ProcessName,
+  type TemporalService,
+} from './state.js';
 
 function spawnLogged(state: ClusterState, name: ProcessName, command: string, args: string[], cwd = state.dir): number {
   fs.mkdirSync(path.dirname(logFile(state, name)), { recursive: true, mode: 0o700 });
@@ -45,7 +52,17 @@ function isZombie(pid: number): boolean {
 export function startService(state: ClusterState, bins: ServerBinaries, service: TemporalService): number {
   const existing = pidOf(state, service);
   if (existing) return existing;
-  return spawnLogged(state, service, bins.server, ['--root', state.dir, '--config', path.relative(state.dir, configDir(state)), '--env', SERVER_ENV, 'start', '--service', service]);
+  return spawnLogged(state, service, bins.server, [
+    '--root',
+    state.dir,
+    '--config',
+    path.relative(state.dir, configDir(state)),
+    '--env',
+    SERVER_ENV,
+    'start',
+    '--service',
+    service,
+  ]);
 }
 
 const HERE = fileURLToPath(import.meta.url);
@@ -69,11 +86,27 @@ export function startUiFront(state: ClusterState, tokenFile: string): number {
 
 export function startUi(state: ClusterState, bins: ServerBinaries, uiConfigDir: string): number | undefined {
   if (!bins.ui) return undefined;
-  return pidOf(state, 'ui') ?? spawnLogged(state, 'ui', bins.ui, ['--root', state.dir, '--config', path.relative(state.dir, uiConfigDir), '--env', SERVER_ENV, 'start']);
+  return (
+    pidOf(state, 'ui') ??
+    spawnLogged(state, 'ui', bins.ui, [
+      '--root',
+      state.dir,
+      '--config',
+      path.relative(state.dir, uiConfigDir),
+      '--env',
+      SERVER_ENV,
+      'start',
+    ])
+  );
 }
 
 /** Ends a process by its recorded pid: SIGTERM, then SIGKILL after `graceMs`. */
-export async function stopProcess(state: ClusterState, name: ProcessName, signal: NodeJS.Signals = 'SIGTERM', graceMs = 15_000): Promise<boolean> {
+export async function stopProcess(
+  state: ClusterState,
+  name: ProcessName,
+  signal: NodeJS.Signals = 'SIGTERM',
+  graceMs = 15_000,
+): Promise<boolean> {
   const pid = pidOf(state, name);
   fs.rmSync(runFile(state, name), { force: true });
   if (!pid) return false;
@@ -122,7 +155,10 @@ export async function waitListening(state: ClusterState, name: TemporalService, 
   const deadline = Date.now() + timeoutMs;
   while (!(await listening(host, port))) {
     if (!pidOf(state, name)) throw new Error(`the ${name} service exited; see ${logFile(state, name)}`);
-    if (Date.now() > deadline) throw new Error(`the ${name} service did not listen on ${host}:${port} within ${timeoutMs / 1000}s; see ${logFile(state, name)}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `the ${name} service did not listen on ${host}:${port} within ${timeoutMs / 1000}s; see ${logFile(state, name)}`,
+      );
     await new Promise((r) => setTimeout(r, 250));
   }
 }
@@ -142,7 +178,10 @@ export async function processStatuses(state: ClusterState): Promise<ProcessStatu
       const pid = pidOf(state, name) ?? null;
       const { host, port } =
         name === 'keys' || name === 'ui' || name === 'ui-front'
-          ? { host: '127.0.0.1', port: { keys: state.ports.keys, ui: state.ports.uiServer, 'ui-front': state.ports.ui }[name] }
+          ? {
+              host: '127.0.0.1',
+              port: { keys: state.ports.keys, ui: state.ports.uiServer, 'ui-front': state.ports.ui }[name],
+            }
           : serviceAddress(state, name);
       const up = pid !== null && (await listening(host, port));
       return { name, state: up ? ('up' as const) : ('down' as const), pid, port, address: `${host}:${port}` };

@@ -15,7 +15,15 @@ import { checkDataset } from '../../activities/drivers/storage/zfs.js';
 import { CONTROL_QUEUE, queues, WORKFLOW_QUEUE, type Role } from '../../common/queues.js';
 import { CONNECTION_ENV } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
-import { clientTls, clusterConnection, clusterDown, clusterUp, tokenFor, type UpOptions, type UpResult } from './cluster.js';
+import {
+  clientTls,
+  clusterConnection,
+  clusterDown,
+  clusterUp,
+  tokenFor,
+  type UpOptions,
+  type UpResult,
+} from './cluster.js';
 import { downHosts, hostPlan, hostStatus, readHostsState, upHosts, type HostsState } from './hosts.js';
 import { issueClientCert } from './pki.js';
 import type { ClusterState } from './state.js';
@@ -45,10 +53,21 @@ export interface SiteUp {
 
 const e = CONNECTION_ENV;
 /** The settings every worker of a cluster gets (docker-compose.yml and the systemd unit give the same). */
-export const WORKER_SETTINGS = [e.certPath, e.keyPath, e.caPath, e.serverName, e.apiKeyFile, 'IMGFLOW_CODEC_KEYS'] as const;
+export const WORKER_SETTINGS = [
+  e.certPath,
+  e.keyPath,
+  e.caPath,
+  e.serverName,
+  e.apiKeyFile,
+  'IMGFLOW_CODEC_KEYS',
+] as const;
 
 /** What a host's worker needs to reach the cluster: the Temporal CLI's TLS names and imgflow's. */
-export function workerEnv(state: ClusterState, host: string, codecKeys: string): Record<(typeof WORKER_SETTINGS)[number], string> {
+export function workerEnv(
+  state: ClusterState,
+  host: string,
+  codecKeys: string,
+): Record<(typeof WORKER_SETTINGS)[number], string> {
   const tls = clientTls(state, issueClientCert(state.pki, host));
   return {
     [e.certPath]: tls.certPath!,
@@ -68,14 +87,33 @@ export async function siteUp(o: SiteOptions): Promise<SiteUp> {
   const network = await upHosts({ dir: o.dir, compute: o.compute, workers: [] }, say);
   const cluster = await clusterUp({ ...o, listen: network.gateway });
   const env = Object.fromEntries(
-    hostPlan(o.compute).map(({ name }) => [name, { ...workerEnv(cluster.state, name, o.codecKeys), ...(name === 'nas-0' ? { IMGFLOW_NAS_POOL: pool } : {}), ...o.hostEnv?.[name] }]),
+    hostPlan(o.compute).map(({ name }) => [
+      name,
+      {
+        ...workerEnv(cluster.state, name, o.codecKeys),
+        ...(name === 'nas-0' ? { IMGFLOW_NAS_POOL: pool } : {}),
+        ...o.hostEnv?.[name],
+      },
+    ]),
   );
-  const hosts = await upHosts({ dir: o.dir, compute: o.compute, frontendPort: cluster.state.ports.frontend.grpc, env, ...(o.workers ? { workers: o.workers } : {}) }, say);
+  const hosts = await upHosts(
+    {
+      dir: o.dir,
+      compute: o.compute,
+      frontendPort: cluster.state.ports.frontend.grpc,
+      env,
+      ...(o.workers ? { workers: o.workers } : {}),
+    },
+    say,
+  );
   return { cluster, hosts, pool };
 }
 
 /** Stops the hosts, destroys the pool made for the NAS, and stops the cluster (dropping its databases if asked). */
-export async function siteDown(dir: string, o: { dropDatabases?: boolean; say?: (line: string) => void } = {}): Promise<string[]> {
+export async function siteDown(
+  dir: string,
+  o: { dropDatabases?: boolean; say?: (line: string) => void } = {},
+): Promise<string[]> {
   const say = o.say ?? (() => {});
   const run = createRunner(createLogger('imgflow-site', process.env.IMGFLOW_LOG_LEVEL ?? 'warn'));
   const hosts = readHostsState(dir);
@@ -94,7 +132,8 @@ export async function siteDown(dir: string, o: { dropDatabases?: boolean; say?: 
  * cluster name under two homes), and the second site then took, and its `down` destroyed, the
  * first one's pool.
  */
-export const sitePoolName = (dir: string) => `imgflow-${createHash('sha256').update(path.resolve(dir)).digest('hex').slice(0, 12)}`;
+export const sitePoolName = (dir: string) =>
+  `imgflow-${createHash('sha256').update(path.resolve(dir)).digest('hex').slice(0, 12)}`;
 
 const poolMountpoint = (dir: string) => path.join(path.resolve(dir), 'nas-0.zfs');
 
@@ -154,8 +193,12 @@ async function destroyWhenIdle(run: Run, name: string, mountpoint: string): Prom
     const destroyed = await run(['zpool', 'destroy', '-f', name], { okExitCodes: [1] });
     if (destroyed.exitCode === 0) return;
     if (!/pool is busy/.test(destroyed.stderr) || Date.now() > deadline) {
-      const holders = (await run(['fuser', '-vm', mountpoint], { okExitCodes: [1] }).catch(() => undefined))?.stderr.trim();
-      throw new Error(`zpool destroy -f ${name}: ${destroyed.stderr.trim()}${holders ? `; held by: ${holders.replace(/\s+/g, ' ')}` : ''}`);
+      const holders = (
+        await run(['fuser', '-vm', mountpoint], { okExitCodes: [1] }).catch(() => undefined)
+      )?.stderr.trim();
+      throw new Error(
+        `zpool destroy -f ${name}: ${destroyed.stderr.trim()}${holders ? `; held by: ${holders.replace(/\s+/g, ' ')}` : ''}`,
+      );
     }
     await sleep(500);
   }
@@ -178,11 +221,19 @@ export function hostQueues(hosts: HostsState, arch: string): { host: string; rol
 }
 
 /** How many workers poll each queue now, as the frontend sees them. */
-export async function pollerCounts(connection: Connection, namespace: string, taskQueues: string[]): Promise<Record<string, number>> {
+export async function pollerCounts(
+  connection: Connection,
+  namespace: string,
+  taskQueues: string[],
+): Promise<Record<string, number>> {
   const counts = await Promise.all(
     taskQueues.map(async (name) => {
       const workflowQueue = name === WORKFLOW_QUEUE;
-      const answer = await connection.workflowService.describeTaskQueue({ namespace, taskQueue: { name }, taskQueueType: workflowQueue ? 1 : 2 });
+      const answer = await connection.workflowService.describeTaskQueue({
+        namespace,
+        taskQueue: { name },
+        taskQueueType: workflowQueue ? 1 : 2,
+      });
       return [name, answer.pollers?.length ?? 0] as const;
     }),
   );
@@ -219,7 +270,14 @@ export async function siteStatus(cluster: ClusterState, arch: string): Promise<H
   return wanted.map(({ host, role, queue }) => {
     const status = statuses.find((s) => s.host === host)!;
     const worker = status.workers.find((w) => w.role === role);
-    return { host, address: status.address, link: status.link, queue, worker: worker?.running ? 'up' : 'down', pollers: counts?.[queue] ?? null };
+    return {
+      host,
+      address: status.address,
+      link: status.link,
+      queue,
+      worker: worker?.running ? 'up' : 'down',
+      pollers: counts?.[queue] ?? null,
+    };
   });
 }
 

@@ -83,7 +83,10 @@ export async function freePorts(n: number, host = '127.0.0.1'): Promise<number[]
   return ports;
 }
 
-export const runFile = (state: Pick<ClusterState, 'dir'>, name: ProcessName) => path.join(state.dir, 'run', `${name}.pid`);
-export const logFile = (state: Pick<ClusterState, 'dir'>, name: ProcessName) => path.join(state.dir, 'log', `${name}.log`);
+export const runFile = (state: Pick<ClusterState, 'dir'>, name: ProcessName) =>
+  path.join(state.dir, 'run', `${name}.pid`);
+export const logFile = (state: Pick<ClusterState, 'dir'>, name: ProcessName) =>
+  path.join(state.dir, 'log', `${name}.log`);
 /** Tokens `up` minted for its own use and for this machine's operator. */
-export const tokenFile = (state: Pick<ClusterState, 'dir'>, name: string) => path.join(state.dir, 'tokens', `${name}.token`);
+export const tokenFile = (state: Pick<ClusterState, 'dir'>, name: string) =>
+  path.join(state.dir, 'tokens', `${name}.token`);

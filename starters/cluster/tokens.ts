@@ -43,7 +43,8 @@ export function ensureSigningKey(dir: string): SigningKey {
 }
 
 export function checkRole(value: string): TokenRole {
-  if (!(TOKEN_ROLES as readonly string[]).includes(value)) throw new InputError('--role', TOKEN_ROLES.join(', '), value);
+  if (!(TOKEN_ROLES as readonly string[]).includes(value))
+    throw new InputError('--role', TOKEN_ROLES.join(', '), value);
   return value as TokenRole;
 }
 
@@ -83,7 +84,8 @@ const b64url = (data: Buffer | string) => Buffer.from(data).toString('base64url'
 
 /** A signed token (RS256). */
 export function mintToken(key: SigningKey, req: TokenRequest, now = Date.now()): string {
-  if (!SUBJECT.test(req.subject)) throw new InputError('--sub', 'a name of 1-128 letters, digits, "@", ".", "_", ":" or "-"', req.subject);
+  if (!SUBJECT.test(req.subject))
+    throw new InputError('--sub', 'a name of 1-128 letters, digits, "@", ".", "_", ":" or "-"', req.subject);
   const issuedAt = Math.floor(now / 1000);
   const header = { alg: 'RS256', typ: 'JWT', kid: key.kid };
   const claims = {

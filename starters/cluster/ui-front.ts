@@ -22,10 +22,13 @@ http
       return void res.writeHead(503).end('no viewer token\n');
     }
     const headers = { ...req.headers, authorization: `Bearer ${token}` };
-    const upstream = http.request({ host: '127.0.0.1', port: Number(upstreamPort), method: req.method, path: req.url, headers }, (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(res);
-    });
+    const upstream = http.request(
+      { host: '127.0.0.1', port: Number(upstreamPort), method: req.method, path: req.url, headers },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
     upstream.on('error', () => res.headersSent || res.writeHead(502).end());
     req.pipe(upstream);
   })

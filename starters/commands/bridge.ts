@@ -33,7 +33,14 @@ function stopSignal(): Promise<string> {
 }
 
 async function runRocksAmqp(opts: RocksFlags, cmd: Command): Promise<void> {
-  const [{ withClient }, { hasWorker }, { baseVersion }, { checkAmqpUrl, checkBdevMode, checkExchange, startRocksBridge }, { WORKFLOW_QUEUE }, { createLogger }] = await Promise.all([
+  const [
+    { withClient },
+    { hasWorker },
+    { baseVersion },
+    { checkAmqpUrl, checkBdevMode, checkExchange, startRocksBridge },
+    { WORKFLOW_QUEUE },
+    { createLogger },
+  ] = await Promise.all([
     import('../client.js'),
     import('../answers.js'),
     import('../volume-client.js'),
@@ -54,8 +61,23 @@ async function runRocksAmqp(opts: RocksFlags, cmd: Command): Promise<void> {
     // With an orchestrator, an image with no version stored on this NAS fails fast (exit 2); without
     // one the bridge serves anyway, answering each request with that error until one polls.
     if (await hasWorker(client, config.namespace, WORKFLOW_QUEUE, 'workflow')) await baseVersion(client, image, nas);
-    else logger.warn({ queue: WORKFLOW_QUEUE, namespace: config.namespace }, 'no orchestrator polls yet: requests are answered with an error until one does');
-    const bridge = await startRocksBridge({ url, nas, image, exchange, client, namespace: config.namespace, logger, timeoutSeconds, computeHosts, bdev });
+    else
+      logger.warn(
+        { queue: WORKFLOW_QUEUE, namespace: config.namespace },
+        'no orchestrator polls yet: requests are answered with an error until one does',
+      );
+    const bridge = await startRocksBridge({
+      url,
+      nas,
+      image,
+      exchange,
+      client,
+      namespace: config.namespace,
+      logger,
+      timeoutSeconds,
+      computeHosts,
+      bdev,
+    });
     const signal = await Promise.race([stopSignal(), bridge.closed.then(() => undefined)]);
     if (signal) logger.info({ signal }, 'stopping: requests in flight finish first');
     await bridge.stop();
@@ -66,13 +88,28 @@ export function registerBridge(program: Command): void {
   const bridge = program.command('bridge').description('serve clients of older image storage systems from imgflow');
   bridge
     .command('rocks-amqp')
-    .description("answer a Rocks cluster's NAS requests (map_zvol, unmap_zvol, del_zvol, list_zvols, zvol attrs) and its compute hosts' (list_initiator, list_dev) from RabbitMQ; runs until SIGINT/SIGTERM")
+    .description(
+      "answer a Rocks cluster's NAS requests (map_zvol, unmap_zvol, del_zvol, list_zvols, zvol attrs) and its compute hosts' (list_initiator, list_dev) from RabbitMQ; runs until SIGINT/SIGTERM",
+    )
     .option('--url <amqp-url>', 'the RabbitMQ URL (env IMGFLOW_BRIDGE_URL; the password is never logged)')
     .requiredOption('--nas <host>', 'the NAS host name this bridge answers for: its queue and routing key')
     .option('--image <ref>', `what map_zvol clones: ${BASE_REF} (env IMGFLOW_BRIDGE_IMAGE)`)
     .option('--exchange <name>', 'the direct exchange the frontend publishes to', 'rocks.vm-manage')
-    .option('--timeout <seconds>', 'the bound on each request: its wait in the queue (then refused unrun) and its answer', '300')
-    .option('--compute <host>', "also answer this compute host's requests (list_initiator, list_dev) as its old daemon did; repeatable", (h: string, all: string[]) => [...all, h], [] as string[])
-    .option('--bdev <mode>', `block: map only where bdev is a block device Rocks can use (kernel iSCSI or sync mode); any: pass on files and URLs too (${BDEV_MODES.join(', ')})`, 'block')
+    .option(
+      '--timeout <seconds>',
+      'the bound on each request: its wait in the queue (then refused unrun) and its answer',
+      '300',
+    )
+    .option(
+      '--compute <host>',
+      "also answer this compute host's requests (list_initiator, list_dev) as its old daemon did; repeatable",
+      (h: string, all: string[]) => [...all, h],
+      [] as string[],
+    )
+    .option(
+      '--bdev <mode>',
+      `block: map only where bdev is a block device Rocks can use (kernel iSCSI or sync mode); any: pass on files and URLs too (${BDEV_MODES.join(', ')})`,
+      'block',
+    )
     .action(runRocksAmqp);
 }

@@ -7,7 +7,11 @@ import { parseImageRef } from '../image-refs.js';
 import { formatTable, humanBytes, printJson } from '../output.js';
 
 /** What the actions need, loaded when one runs (never for --help). */
-const clients = async () => ({ ...(await import('../client.js')), ...(await import('../build-client.js')), ...(await import('../lineage-client.js')) });
+const clients = async () => ({
+  ...(await import('../client.js')),
+  ...(await import('../build-client.js')),
+  ...(await import('../lineage-client.js')),
+});
 
 function printVersion(v: VersionRecord, format: (v: VersionRecord) => string, json: boolean | undefined): void {
   if (json) printJson(v);
@@ -17,36 +21,50 @@ function printVersion(v: VersionRecord, format: (v: VersionRecord) => string, js
 export function registerBuild(program: Command): void {
   program
     .command('build')
-    .description("build an image from a recipe into a new version of its lineage, and print the build report")
+    .description('build an image from a recipe into a new version of its lineage, and print the build report')
     .argument('<recipe>', 'the recipe file (YAML)')
     .option('-m, --message <text>', 'why this build', 'build')
-    .option('--store <nas>', "the NAS whose image store keeps the version (default: this host)")
+    .option('--store <nas>', 'the NAS whose image store keeps the version (default: this host)')
     .option('--builder-wait <seconds>', 'fail when no builder of the arch takes the build within this long', '300')
     .option('--no-wait', 'print the build id and return')
-    .action(async (file: string, opts: { message: string; store?: string; builderWait: string; wait: boolean }, cmd: Command) => {
-      const flags = cmd.optsWithGlobals<GlobalFlags>();
-      const config = configFrom(flags);
-      const [{ machineMirror, readRecipe, recipeDigest }, { checkText }, c] = await Promise.all([import('../../activities/builder/recipe.js'), import('../../common/limits.js'), clients()]);
-      const mirror = machineMirror();
-      const recipe = readRecipe(file, mirror ? { defaultMirror: mirror } : {});
-      const request = {
-        recipe,
-        recipeDigest: recipeDigest(recipe),
-        by: currentUser(),
-        message: checkText('--message', opts.message, 'message'),
-        store: checkHost('--store', opts.store ?? config.host),
-        builderWaitSeconds: checkInt('--builder-wait', opts.builderWait, 1, 86_400),
-      };
-      await c.withClient(config, async ({ client }) => {
-        const ticket = await c.requestBuild(client, config.namespace, request);
-        if (!opts.wait) {
-          if (flags.json) printJson(ticket);
-          else process.stdout.write(`${ticket.buildId}\n`);
-          return;
-        }
-        printVersion(await c.waitForBuild(client, recipe.image, ticket.buildId, ticket.ahead, config.connectTimeoutMs), c.formatVersion, flags.json);
-      });
-    });
+    .action(
+      async (
+        file: string,
+        opts: { message: string; store?: string; builderWait: string; wait: boolean },
+        cmd: Command,
+      ) => {
+        const flags = cmd.optsWithGlobals<GlobalFlags>();
+        const config = configFrom(flags);
+        const [{ machineMirror, readRecipe, recipeDigest }, { checkText }, c] = await Promise.all([
+          import('../../activities/builder/recipe.js'),
+          import('../../common/limits.js'),
+          clients(),
+        ]);
+        const mirror = machineMirror();
+        const recipe = readRecipe(file, mirror ? { defaultMirror: mirror } : {});
+        const request = {
+          recipe,
+          recipeDigest: recipeDigest(recipe),
+          by: currentUser(),
+          message: checkText('--message', opts.message, 'message'),
+          store: checkHost('--store', opts.store ?? config.host),
+          builderWaitSeconds: checkInt('--builder-wait', opts.builderWait, 1, 86_400),
+        };
+        await c.withClient(config, async ({ client }) => {
+          const ticket = await c.requestBuild(client, config.namespace, request);
+          if (!opts.wait) {
+            if (flags.json) printJson(ticket);
+            else process.stdout.write(`${ticket.buildId}\n`);
+            return;
+          }
+          printVersion(
+            await c.waitForBuild(client, recipe.image, ticket.buildId, ticket.ahead, config.connectTimeoutMs),
+            c.formatVersion,
+            flags.json,
+          );
+        });
+      },
+    );
 
   program
     .command('report')
@@ -54,7 +72,9 @@ export function registerBuild(program: Command): void {
     .argument('<image>', '<image>[:<version or tag>]')
     .action(async (ref: string, _opts: unknown, cmd: Command) => {
       const { image, ref: which } = parseImageRef(ref);
-      await connected(cmd, clients, async ({ c, client, flags }) => printVersion(await c.fullVersion(client, image, which), c.formatVersion, flags.json));
+      await connected(cmd, clients, async ({ c, client, flags }) =>
+        printVersion(await c.fullVersion(client, image, which), c.formatVersion, flags.json),
+      );
     });
 
   program
@@ -65,7 +85,11 @@ export function registerBuild(program: Command): void {
       await connected(cmd, clients, async ({ c: { describeLineage }, client, flags }) => {
         const view = await describeLineage(client, parseImageRef(image).image);
         if (flags.json) return printJson(view.versions);
-        const tagsOf = (id: string) => Object.entries(view.tags).filter(([, t]) => t.version === id).map(([name]) => name).join(',');
+        const tagsOf = (id: string) =>
+          Object.entries(view.tags)
+            .filter(([, t]) => t.version === id)
+            .map(([name]) => name)
+            .join(',');
         const rows = view.versions.map((v) => ({
           version: v.id,
           created: v.createdAt,
@@ -78,7 +102,9 @@ export function registerBuild(program: Command): void {
           state: v.removed ? 'removed' : v.revoked ? `revoked: ${v.revoked.reason}` : 'ok',
           message: v.message,
         }));
-        process.stdout.write(`${formatTable(rows, ['version', 'created', 'by', 'packages', 'size', 'outputs', 'tags', 'state', 'message'])}\n`);
+        process.stdout.write(
+          `${formatTable(rows, ['version', 'created', 'by', 'packages', 'size', 'outputs', 'tags', 'state', 'message'])}\n`,
+        );
         if (view.builds.length) say(`building: ${view.builds.map((b) => `${b.id} (${b.by})`).join(', ')}`);
       });
     });

@@ -24,7 +24,8 @@ function clusterDir(cmd: Command, dir?: string): string {
 
 async function requireState(dir: string): Promise<HostsState> {
   const state = (await hostsModule()).readHostsState(dir);
-  if (!state) throw new InputError('--dir', `a cluster directory whose hosts are up (no ${path.join(dir, 'hosts.json')})`, dir);
+  if (!state)
+    throw new InputError('--dir', `a cluster directory whose hosts are up (no ${path.join(dir, 'hosts.json')})`, dir);
   return state;
 }
 
@@ -35,34 +36,52 @@ async function printStatus(state: HostsState, json: boolean | undefined): Promis
     ...row,
     namespace: row.up ? 'up' : 'absent',
     workers: row.workers.map((w) => `${w.role}:${w.pid}${w.running ? '' : ' (exited)'}`).join(' ') || '-',
-    tgtd: row.tgtd ? `${row.tgtd.running ? `pid ${row.tgtd.pid}` : 'down'} -C ${row.tgtd.controlPort ?? '?'}` : undefined,
+    tgtd: row.tgtd
+      ? `${row.tgtd.running ? `pid ${row.tgtd.pid}` : 'down'} -C ${row.tgtd.controlPort ?? '?'}`
+      : undefined,
   }));
   process.stdout.write(`bridge ${state.bridge}, gateway ${state.gateway}, frontend ${state.frontend}\n`);
   process.stdout.write(`${formatTable(table, ['host', 'address', 'namespace', 'link', 'workers', 'tgtd'])}\n`);
 }
 
 export function registerClusterHosts(cluster: Command): void {
-  const hosts = cluster.command('hosts').description("the cluster's hosts: a network namespace each, with its own address and worker");
+  const hosts = cluster
+    .command('hosts')
+    .description("the cluster's hosts: a network namespace each, with its own address and worker");
 
   hosts
     .command('up')
-    .description('bring up the bridge, one namespace per host, tgtd in nas-0 and the hosts\' workers (again: finishes what is missing)')
+    .description(
+      "bring up the bridge, one namespace per host, tgtd in nas-0 and the hosts' workers (again: finishes what is missing)",
+    )
     .option('--dir <dir>', "the cluster's directory (default: the cluster's)")
     .option('--compute <n>', 'compute hosts', '3')
     .option('--frontend-port <port>', "Temporal frontend's port on the bridge's gateway", '7233')
     .option('--workers <hosts>', 'comma-separated hosts whose workers start (default: all)')
     .option('--no-workers', 'the network and tgtd only')
-    .action(async (opts: { dir?: string; compute: string; frontendPort: string; workers?: string | boolean }, cmd: Command) => {
-      const compute = checkInt('--compute', opts.compute, 1, MAX_COMPUTE);
-      const frontendPort = checkInt('--frontend-port', opts.frontendPort, 1, 65_535);
-      const workers = opts.workers === false ? [] : typeof opts.workers === 'string' ? opts.workers.split(',').map((h) => checkHost('--workers', h)) : undefined;
-      const state = await (await hostsModule()).upHosts({ dir: clusterDir(cmd, opts.dir), compute, frontendPort, ...(workers ? { workers } : {}) }, say);
-      await printStatus(state, cmd.optsWithGlobals<GlobalFlags>().json);
-    });
+    .action(
+      async (
+        opts: { dir?: string; compute: string; frontendPort: string; workers?: string | boolean },
+        cmd: Command,
+      ) => {
+        const compute = checkInt('--compute', opts.compute, 1, MAX_COMPUTE);
+        const frontendPort = checkInt('--frontend-port', opts.frontendPort, 1, 65_535);
+        const workers =
+          opts.workers === false
+            ? []
+            : typeof opts.workers === 'string'
+              ? opts.workers.split(',').map((h) => checkHost('--workers', h))
+              : undefined;
+        const state = await (
+          await hostsModule()
+        ).upHosts({ dir: clusterDir(cmd, opts.dir), compute, frontendPort, ...(workers ? { workers } : {}) }, say);
+        await printStatus(state, cmd.optsWithGlobals<GlobalFlags>().json);
+      },
+    );
 
   hosts
     .command('down')
-    .description('stop every worker and tgtd, remove the namespaces, veths and bridge the hosts\' up made')
+    .description("stop every worker and tgtd, remove the namespaces, veths and bridge the hosts' up made")
     .option('--dir <dir>', "the cluster's directory (default: the cluster's)")
     .action(async (opts: { dir?: string }, cmd: Command) => {
       const { readHostsState, downHosts } = await hostsModule();
@@ -87,7 +106,9 @@ export function registerClusterHosts(cluster: Command): void {
     .option('--dir <dir>', "the cluster's directory (default: the cluster's)")
     .action(async (host: string, updown: string, opts: { dir?: string }, cmd: Command) => {
       if (updown !== 'up' && updown !== 'down') throw new InputError('state', 'up or down', updown);
-      await (await hostsModule()).setLink(await requireState(clusterDir(cmd, opts.dir)), checkHost('host', host), updown);
+      await (
+        await hostsModule()
+      ).setLink(await requireState(clusterDir(cmd, opts.dir)), checkHost('host', host), updown);
     });
 
   hosts
@@ -97,7 +118,11 @@ export function registerClusterHosts(cluster: Command): void {
     .argument('<argv...>', 'the command and its arguments')
     .option('--dir <dir>', "the cluster's directory (default: the cluster's)")
     .action(async (host: string, argv: string[], opts: { dir?: string }, cmd: Command) => {
-      const result = await (await hostsModule()).runOn(await requireState(clusterDir(cmd, opts.dir)), checkHost('host', host), argv, { okExitCodes: Array.from({ length: 255 }, (_, i) => i + 1) });
+      const result = await (
+        await hostsModule()
+      ).runOn(await requireState(clusterDir(cmd, opts.dir)), checkHost('host', host), argv, {
+        okExitCodes: Array.from({ length: 255 }, (_, i) => i + 1),
+      });
       process.stdout.write(result.stdout);
       process.stderr.write(result.stderr);
       process.exitCode = result.exitCode;

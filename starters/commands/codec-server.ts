@@ -22,12 +22,18 @@ function checkOrigin(value: string): string {
   } catch {
     /* refused below */
   }
-  if (!url || !/^https?:$/.test(url.protocol) || `${url.origin}` !== value.replace(/\/$/, '')) throw new InputError('--cors-origin', 'an origin such as http://127.0.0.1:8233', value);
+  if (!url || !/^https?:$/.test(url.protocol) || `${url.origin}` !== value.replace(/\/$/, ''))
+    throw new InputError('--cors-origin', 'an origin such as http://127.0.0.1:8233', value);
   return url.origin;
 }
 
 async function runCodecServer(opts: CodecServerFlags, cmd: Command): Promise<void> {
-  const [host, port] = [checkAddress(opts.listen).replace(/:\d+$/, '').replace(/^\[|\]$/g, ''), Number(opts.listen.split(':').at(-1))];
+  const [host, port] = [
+    checkAddress(opts.listen)
+      .replace(/:\d+$/, '')
+      .replace(/^\[|\]$/g, ''),
+    Number(opts.listen.split(':').at(-1)),
+  ];
   const origins = opts.corsOrigin.map(checkOrigin);
   const [{ AesGcmCodec }, { createCodecServer }, { readJwks }, { readKeyring }, { createLogger }] = await Promise.all([
     import('../../lib/codec.js'),
@@ -45,7 +51,9 @@ async function runCodecServer(opts: CodecServerFlags, cmd: Command): Promise<voi
   const server = createCodecServer({ codec: new AesGcmCodec(keyring), jwks, corsOrigins: origins, logger });
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, host, resolve));
   const { address, port: bound } = server.address() as AddressInfo;
-  say(`codec server on http://${address.includes(':') ? `[${address}]` : address}:${bound} (keys: ${keyring.keys.map((k) => k.id).join(', ')}; CORS: ${origins.join(', ') || 'none'})`);
+  say(
+    `codec server on http://${address.includes(':') ? `[${address}]` : address}:${bound} (keys: ${keyring.keys.map((k) => k.id).join(', ')}; CORS: ${origins.join(', ') || 'none'})`,
+  );
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
@@ -56,9 +64,16 @@ async function runCodecServer(opts: CodecServerFlags, cmd: Command): Promise<voi
 export function registerCodecServer(program: Command): void {
   program
     .command('codec-server')
-    .description('decode payloads for the Temporal Web UI, for holders of a token that grants read on the namespace; until SIGINT/SIGTERM')
+    .description(
+      'decode payloads for the Temporal Web UI, for holders of a token that grants read on the namespace; until SIGINT/SIGTERM',
+    )
     .option('--listen <host:port>', 'where to listen', '127.0.0.1:8888')
-    .option('--cors-origin <url>', "the Web UI's origin allowed to call it (repeatable)", (v: string, all: string[]) => [...all, v], [] as string[])
+    .option(
+      '--cors-origin <url>',
+      "the Web UI's origin allowed to call it (repeatable)",
+      (v: string, all: string[]) => [...all, v],
+      [] as string[],
+    )
     .option('--jwks <file>', 'the JSON Web Key Set that verifies bearer tokens (env IMGFLOW_JWKS)')
     .action(runCodecServer);
 }

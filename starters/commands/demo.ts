@@ -30,7 +30,10 @@ export function registerDemo(program: Command): void {
     .command('demo')
     .description('run the main job end to end on the embedded defaults and print a summary')
     .option('--size-mib <n>', 'virtual size of the storage pipeline base image', '64')
-    .option('--cluster <name>', "run on the hosts of this cluster (imgflow cluster up --compute N) with their workers; use with cluster env's settings")
+    .option(
+      '--cluster <name>',
+      "run on the hosts of this cluster (imgflow cluster up --compute N) with their workers; use with cluster env's settings",
+    )
     .action(async (opts: { sizeMib: string; cluster?: string }, cmd: Command) => {
       const flags = cmd.optsWithGlobals<GlobalFlags>();
       const config = configFrom(flags);

@@ -19,7 +19,10 @@ export function registerDev(program: Command): void {
     .description('start or reuse the dev server, run one worker per role for this host until Ctrl-C')
     .action(async (_opts: unknown, cmd: Command) => {
       const { config, uiUrl } = await ensureServerUp(cmd.optsWithGlobals<GlobalFlags>());
-      const [{ startLocalWorkers }, { createLogger }] = await Promise.all([import('../local-workers.js'), import('../../lib/logger.js')]);
+      const [{ startLocalWorkers }, { createLogger }] = await Promise.all([
+        import('../local-workers.js'),
+        import('../../lib/logger.js'),
+      ]);
       const local = await startLocalWorkers(config, ROLES, createLogger('imgflow-dev'));
       say(`Temporal at ${config.address}, namespace ${config.namespace}; Web UI: ${uiUrl ?? 'not managed by imgflow'}`);
       say(`workers: ${local.workers.map((w) => w.options.taskQueue).join(', ')} (Ctrl-C to stop)`);
@@ -44,7 +47,9 @@ export function registerDev(program: Command): void {
     });
   server
     .command('install-cli')
-    .description(`find the Temporal CLI, or build ${TEMPORAL_CLI_VERSION} with Go into the per-user cache; prints its path`)
+    .description(
+      `find the Temporal CLI, or build ${TEMPORAL_CLI_VERSION} with Go into the per-user cache; prints its path`,
+    )
     .action(() => {
       process.stdout.write(`${ensureTemporalCli(say)}\n`);
     });

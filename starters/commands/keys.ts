@@ -8,7 +8,10 @@ import { configFrom, say, type GlobalFlags } from '../context.js';
 import { formatTable, printJson } from '../output.js';
 
 function printKeys(keyring: Keyring, json: boolean | undefined): void {
-  const rows = keyring.keys.map((k) => ({ ...k, use: k.id === keyring.current.id ? 'encrypts, decrypts' : 'decrypts' }));
+  const rows = keyring.keys.map((k) => ({
+    ...k,
+    use: k.id === keyring.current.id ? 'encrypts, decrypts' : 'decrypts',
+  }));
   if (json) printJson({ file: keyring.file, current: keyring.current.id, keys: rows });
   else process.stdout.write(`${formatTable(rows, ['id', 'created', 'use'])}\n`);
 }
@@ -16,7 +19,9 @@ function printKeys(keyring: Keyring, json: boolean | undefined): void {
 export function registerKeys(program: Command): void {
   const keys = program
     .command('keys')
-    .description('the payload keyring: the newest key encrypts, every listed key decrypts (--codec-keys or env IMGFLOW_CODEC_KEYS)');
+    .description(
+      'the payload keyring: the newest key encrypts, every listed key decrypts (--codec-keys or env IMGFLOW_CODEC_KEYS)',
+    );
   keys
     .command('new')
     .description('make the keyring with one key (refused if it exists); clients and workers also make it on first use')
@@ -32,7 +37,9 @@ export function registerKeys(program: Command): void {
     .action((_opts: unknown, cmd: Command) => {
       const flags = cmd.optsWithGlobals<GlobalFlags>();
       const keyring = rotateKeyring(configFrom(flags).codecKeys);
-      say(`key ${keyring.current.id} encrypts from now on; copy ${keyring.file} to every host (running workers take it up when they meet it)`);
+      say(
+        `key ${keyring.current.id} encrypts from now on; copy ${keyring.file} to every host (running workers take it up when they meet it)`,
+      );
       printKeys(keyring, flags.json);
     });
   keys

@@ -33,11 +33,15 @@ function onImage<O>(action: Action<O>, show: (result: never) => string) {
     const { image } = parseImageRef(ref);
     const c = await clients();
     const run = action(image, opts, c);
-    await connected(cmd, async () => c, async ({ client, flags }) => {
-      const result = await run(client);
-      if (flags.json) printJson(result);
-      else process.stdout.write(`${show(result as never)}\n`);
-    });
+    await connected(
+      cmd,
+      async () => c,
+      async ({ client, flags }) => {
+        const result = await run(client);
+        if (flags.json) printJson(result);
+        else process.stdout.write(`${show(result as never)}\n`);
+      },
+    );
   };
 }
 
@@ -73,13 +77,14 @@ export function registerLineage(program: Command): void {
     .option('--version <v>', 'the version to tag')
     .option('--name <tag>', 'the tag name')
     .action(
-      onImage<{ version?: string; name?: string }>(
-        (image, o, c) => {
-          const input = { by: currentUser(), ...(o.version !== undefined ? { version: c.checkName('--version', o.version) } : {}), ...(o.name !== undefined ? { name: c.checkTag('--name', o.name) } : {}) };
-          return (client) => c.tagVersion(client, image, input);
-        },
-        pairs,
-      ),
+      onImage<{ version?: string; name?: string }>((image, o, c) => {
+        const input = {
+          by: currentUser(),
+          ...(o.version !== undefined ? { version: c.checkName('--version', o.version) } : {}),
+          ...(o.name !== undefined ? { name: c.checkTag('--name', o.name) } : {}),
+        };
+        return (client) => c.tagVersion(client, image, input);
+      }, pairs),
     );
 
   program
@@ -88,7 +93,8 @@ export function registerLineage(program: Command): void {
     .argument('<image>', 'the image')
     .action(
       onImage(
-        (image, _o, c) => async (client) => Object.entries((await c.describeLineage(client, image)).tags).map(([name, t]) => ({ tag: name, ...t })),
+        (image, _o, c) => async (client) =>
+          Object.entries((await c.describeLineage(client, image)).tags).map(([name, t]) => ({ tag: name, ...t })),
         table(['tag', 'version', 'at', 'by']),
       ),
     );
@@ -103,8 +109,16 @@ export function registerLineage(program: Command): void {
     .option('--reason <text>', 'why (required with --force)')
     .action(
       onImage<{ tag: string; to: string; force?: boolean; reason?: string }>((image, o, c) => {
-        const reason = o.force ? c.checkReason('--reason', o.reason) : c.checkOptionalText('--reason', o.reason, 'reason');
-        const input = { by: currentUser(), tag: c.checkTag('--tag', o.tag), channel: c.checkChannel('--to', o.to), ...(o.force ? { force: true } : {}), ...(reason ? { reason } : {}) };
+        const reason = o.force
+          ? c.checkReason('--reason', o.reason)
+          : c.checkOptionalText('--reason', o.reason, 'reason');
+        const input = {
+          by: currentUser(),
+          tag: c.checkTag('--tag', o.tag),
+          channel: c.checkChannel('--to', o.to),
+          ...(o.force ? { force: true } : {}),
+          ...(reason ? { reason } : {}),
+        };
         return (client) => c.promoteTag(client, image, input);
       }, pairs),
     );
@@ -116,12 +130,18 @@ export function registerLineage(program: Command): void {
     .option('--channels <list>', 'comma-separated channel names, e.g. staging,prod')
     .option('--none', 'no channel is gated')
     .action(
-      onImage<{ channels?: string; none?: boolean }>((image, o, c) => {
-        if ((o.channels === undefined) === !o.none) throw new InputError('--channels/--none', 'exactly one of them', o.channels);
-        const channels = o.none ? [] : o.channels!.split(',').map((name) => c.checkChannel('--channels', name.trim()));
-        const input = { by: currentUser(), channels };
-        return (client) => c.setGate(client, image, input);
-      }, (gated: string[]) => `gated: ${gated.join(', ') || 'none'}`),
+      onImage<{ channels?: string; none?: boolean }>(
+        (image, o, c) => {
+          if ((o.channels === undefined) === !o.none)
+            throw new InputError('--channels/--none', 'exactly one of them', o.channels);
+          const channels = o.none
+            ? []
+            : o.channels!.split(',').map((name) => c.checkChannel('--channels', name.trim()));
+          const input = { by: currentUser(), channels };
+          return (client) => c.setGate(client, image, input);
+        },
+        (gated: string[]) => `gated: ${gated.join(', ') || 'none'}`,
+      ),
     );
 
   program
@@ -131,13 +151,14 @@ export function registerLineage(program: Command): void {
     .requiredOption('--channel <channel>', 'the channel')
     .option('--reason <text>', 'why')
     .action(
-      onImage<{ channel: string; reason?: string }>(
-        (image, o, c) => {
-          const input = { by: currentUser(), channel: c.checkChannel('--channel', o.channel), ...(o.reason !== undefined ? { reason: c.checkReason('--reason', o.reason) } : {}) };
-          return (client) => c.rollbackChannel(client, image, input);
-        },
-        pairs,
-      ),
+      onImage<{ channel: string; reason?: string }>((image, o, c) => {
+        const input = {
+          by: currentUser(),
+          channel: c.checkChannel('--channel', o.channel),
+          ...(o.reason !== undefined ? { reason: c.checkReason('--reason', o.reason) } : {}),
+        };
+        return (client) => c.rollbackChannel(client, image, input);
+      }, pairs),
     );
 
   program
@@ -150,7 +171,12 @@ export function registerLineage(program: Command): void {
           const { channels, gated } = await c.describeLineage(client, image);
           // Gated channels nothing was promoted to yet are listed too: they are part of the policy.
           const names = [...new Set([...Object.keys(channels), ...gated])];
-          return names.map((name) => ({ channel: name, gated: gated.includes(name) ? 'yes' : 'no', ...channels[name]?.current, entries: channels[name]?.entries ?? 0 }));
+          return names.map((name) => ({
+            channel: name,
+            gated: gated.includes(name) ? 'yes' : 'no',
+            ...channels[name]?.current,
+            entries: channels[name]?.entries ?? 0,
+          }));
         },
         table(['channel', 'gated', 'tag', 'version', 'action', 'at', 'by', 'reason', 'entries']),
       ),
@@ -166,8 +192,14 @@ export function registerLineage(program: Command): void {
     .option('--note <text>', 'what was tested')
     .action(
       onImage<{ tag: string; passed?: boolean; failed?: boolean; note?: string }>((image, o, c) => {
-        if (Boolean(o.passed) === Boolean(o.failed)) throw new InputError('--passed/--failed', 'exactly one of them', undefined);
-        const input = { by: currentUser(), tag: c.checkTag('--tag', o.tag), passed: Boolean(o.passed), ...(o.note !== undefined ? { note: c.checkText('--note', o.note, 'note') } : {}) };
+        if (Boolean(o.passed) === Boolean(o.failed))
+          throw new InputError('--passed/--failed', 'exactly one of them', undefined);
+        const input = {
+          by: currentUser(),
+          tag: c.checkTag('--tag', o.tag),
+          passed: Boolean(o.passed),
+          ...(o.note !== undefined ? { note: c.checkText('--note', o.note, 'note') } : {}),
+        };
         return (client) => c.recordTestResult(client, image, input);
       }, pairs),
     );
@@ -178,10 +210,13 @@ export function registerLineage(program: Command): void {
     .argument('<image>', 'the image')
     .option('--last <n>', 'only the newest N entries')
     .action(
-      onImage<{ last?: string }>((image, o, c) => {
-        const last = o.last === undefined ? undefined : checkInt('--last', o.last, 1, Number.MAX_SAFE_INTEGER);
-        return (client) => c.lineageHistory(client, image, last);
-      }, table(['seq', 'at', 'by', 'op', 'detail'])),
+      onImage<{ last?: string }>(
+        (image, o, c) => {
+          const last = o.last === undefined ? undefined : checkInt('--last', o.last, 1, Number.MAX_SAFE_INTEGER);
+          return (client) => c.lineageHistory(client, image, last);
+        },
+        table(['seq', 'at', 'by', 'op', 'detail']),
+      ),
     );
 
   program
@@ -193,7 +228,11 @@ export function registerLineage(program: Command): void {
     .action(
       onImage<{ version: string; reason: string }>(
         (image, o, c) => {
-          const input = { by: currentUser(), version: c.checkName('--version', o.version), reason: c.checkReason('--reason', o.reason) };
+          const input = {
+            by: currentUser(),
+            version: c.checkName('--version', o.version),
+            reason: c.checkReason('--reason', o.reason),
+          };
           return (client) => c.revokeVersion(client, image, input);
         },
         ({ id, revoked }: { id: string; revoked: object }) => pairs({ version: id, ...revoked }),
@@ -206,52 +245,67 @@ export function registerLineage(program: Command): void {
     .argument('<image>', 'the image')
     .argument('<from>', 'a version or tag')
     .argument('<to>', 'a version or tag')
-    .action(async (ref: string, a: string, b: string, _o: unknown, cmd: Command) => onImage((image, _o, c) => (client) => c.diffVersions(client, image, a, b), showDiff)(ref, {}, cmd));
+    .action(async (ref: string, a: string, b: string, _o: unknown, cmd: Command) =>
+      onImage((image, _o, c) => (client) => c.diffVersions(client, image, a, b), showDiff)(ref, {}, cmd),
+    );
 
   program
     .command('gc')
-    .description('remove versions retention does not keep: the newest N and every version a tag, channel, pack or volume refers to')
+    .description(
+      'remove versions retention does not keep: the newest N and every version a tag, channel, pack or volume refers to',
+    )
     .argument('<image>', 'the image')
     .option('--keep <n>', 'how many of the newest versions to keep')
     .option('--dry-run', 'only say what would be removed')
     .action(
       onImage<{ keep?: string; dryRun?: boolean }>((image, o, c) => {
-        const input = { by: currentUser(), ...(o.keep !== undefined ? { keep: checkInt('--keep', o.keep, 1, 10_000) } : {}), ...(o.dryRun ? { dryRun: true } : {}) };
+        const input = {
+          by: currentUser(),
+          ...(o.keep !== undefined ? { keep: checkInt('--keep', o.keep, 1, 10_000) } : {}),
+          ...(o.dryRun ? { dryRun: true } : {}),
+        };
         return (client) => c.collectGarbage(client, image, input);
       }, showGc),
     );
 
   program
     .command('remove')
-    .description('delete a version (or, with no version, every version) from the store, unless something still refers to it')
+    .description(
+      'delete a version (or, with no version, every version) from the store, unless something still refers to it',
+    )
     .argument('<image>', '<image>[:<version or tag>]')
     .action(async (ref: string, _o: unknown, cmd: Command) => {
       const which = parseImageRef(ref).ref;
-      await onImage((image, _o, c) => (client) => c.removeVersions(client, image, currentUser(), which), pairs)(ref, {}, cmd);
+      await onImage((image, _o, c) => (client) => c.removeVersions(client, image, currentUser(), which), pairs)(
+        ref,
+        {},
+        cmd,
+      );
     });
 
   program
     .command('pack')
-    .description('publish a tagged version under a name (default: the image), the previous one moved aside: a netboot boot directory (root.squashfs, kernel, initrd) or a read-only VM base that volumes are cloned from')
+    .description(
+      'publish a tagged version under a name (default: the image), the previous one moved aside: a netboot boot directory (root.squashfs, kernel, initrd) or a read-only VM base that volumes are cloned from',
+    )
     .argument('<image>', 'the image')
     .requiredOption('--tag <tag>', 'the tag to pack')
     .option('--as <name>', 'the name to publish under (a test name tries a tag before production)')
     .option('--kind <kind>', 'netboot or vm (default: netboot for a version with a squashfs artifact, else vm)')
     .option('--max-root-bytes <n>', 'refuse a root image larger than this')
     .action(
-      onImage<{ tag: string; as?: string; kind?: string; maxRootBytes?: string }>(
-        (image, o, c) => {
-          const input = {
-            by: currentUser(),
-            tag: c.checkTag('--tag', o.tag),
-            ...(o.as !== undefined ? { as: c.checkName('--as', o.as) } : {}),
-            ...(o.kind !== undefined ? { kind: c.checkPackKind('--kind', o.kind) } : {}),
-            ...(o.maxRootBytes !== undefined ? { maxRootBytes: checkInt('--max-root-bytes', o.maxRootBytes, 1, Number.MAX_SAFE_INTEGER) } : {}),
-          };
-          return (client) => c.packTag(client, image, input);
-        },
-        pairs,
-      ),
+      onImage<{ tag: string; as?: string; kind?: string; maxRootBytes?: string }>((image, o, c) => {
+        const input = {
+          by: currentUser(),
+          tag: c.checkTag('--tag', o.tag),
+          ...(o.as !== undefined ? { as: c.checkName('--as', o.as) } : {}),
+          ...(o.kind !== undefined ? { kind: c.checkPackKind('--kind', o.kind) } : {}),
+          ...(o.maxRootBytes !== undefined
+            ? { maxRootBytes: checkInt('--max-root-bytes', o.maxRootBytes, 1, Number.MAX_SAFE_INTEGER) }
+            : {}),
+        };
+        return (client) => c.packTag(client, image, input);
+      }, pairs),
     );
 
   program
@@ -261,10 +315,14 @@ export function registerLineage(program: Command): void {
     .argument('<new-image>', 'the new image')
     .option('--version <v>', 'the version or tag to clone')
     .action(async (ref: string, target: string, o: { version?: string }, cmd: Command) =>
-      onImage((image, _o, c) => {
-        const newImage = c.checkImageName('new-image', target);
-        const originTag = c.checkTag('new-image', `cloned-to-${newImage}`);
-        return (client) => c.cloneImage(client, image, newImage, originTag, currentUser(), o.version);
-      }, (r: VersionRecord) => pairs({ image: target, version: r.id, origin: `${r.origin?.image}:${r.origin?.version}` }))(ref, {}, cmd),
+      onImage(
+        (image, _o, c) => {
+          const newImage = c.checkImageName('new-image', target);
+          const originTag = c.checkTag('new-image', `cloned-to-${newImage}`);
+          return (client) => c.cloneImage(client, image, newImage, originTag, currentUser(), o.version);
+        },
+        (r: VersionRecord) =>
+          pairs({ image: target, version: r.id, origin: `${r.origin?.image}:${r.origin?.version}` }),
+      )(ref, {}, cmd),
     );
 }

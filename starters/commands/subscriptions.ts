@@ -14,7 +14,11 @@ import type { SubscribeOptions } from '../subscription-client.js';
 const clients = async () => ({ ...(await import('../client.js')), ...(await import('../subscription-client.js')) });
 
 /** A sync's outcome as JSON or for people; exit 1 when it failed. */
-function printOutcome(outcome: SyncOutcome, c: { formatOutcome: (o: SyncOutcome) => string; syncFailed: (o: SyncOutcome) => boolean }, json: boolean | undefined): void {
+function printOutcome(
+  outcome: SyncOutcome,
+  c: { formatOutcome: (o: SyncOutcome) => string; syncFailed: (o: SyncOutcome) => boolean },
+  json: boolean | undefined,
+): void {
   if (json) printJson(outcome);
   else process.stdout.write(`${c.formatOutcome(outcome)}\n`);
   if (c.syncFailed(outcome)) process.exitCode = 1;
@@ -24,16 +28,25 @@ function registerSubscribe(program: Command): void {
   program
     .command('subscribe')
     .description('subscribe to a signed image list; a schedule syncs it into the cloud registry')
-    .argument('<url>', 'the image list URL (http or https), or oci://<registry>/<repository> (every tag an image, signatures checked with --key)')
+    .argument(
+      '<url>',
+      'the image list URL (http or https), or oci://<registry>/<repository> (every tag an image, signatures checked with --key)',
+    )
     .option('--endorser-dn <dn>', 'the endorser the list must be signed by, /C=../O=../CN=..')
     .option('--endorser-ca <dn>', "the endorser's CA, in the same slash form")
-    .option('--ca-dir <dir>', 'hashed CA directory to verify against (default: the worker\'s, /etc/grid-security/certificates)')
+    .option(
+      '--ca-dir <dir>',
+      "hashed CA directory to verify against (default: the worker's, /etc/grid-security/certificates)",
+    )
     .option('--every <interval>', 'how often to sync: 30m, 6h, 1d', '6h')
     .option('--new-images <policy>', 'new images: accept (register), subscribe (offer until adopt), refuse', 'accept')
-    .option('--registry <kind>', 'catalog or opennebula (as the site\'s cloud worker is configured)', 'catalog')
+    .option('--registry <kind>', "catalog or opennebula (as the site's cloud worker is configured)", 'catalog')
     .option('--username <user>', 'registry user (opennebula)')
     .option('--password-file <file>', 'file holding the registry password, read on the cloud worker only')
-    .option('--credentials-file <file>', "file holding user:token for the list's host (what a URL's TOKEN:x-oauth-basic@ carries), read by the control and cloud workers only")
+    .option(
+      '--credentials-file <file>',
+      "file holding user:token for the list's host (what a URL's TOKEN:x-oauth-basic@ carries), read by the control and cloud workers only",
+    )
     .option('--format <format>', 'disk format in the registry: qcow2 or raw', 'qcow2')
     .option('--stage', 'syncs stage new and changed images as <id>+STAGED and report; imgflow adopt applies')
     .option('--identifier <id>', "the list's dc:identifier (default: fixed by the first verified list)")
@@ -51,7 +64,10 @@ function registerSubscribe(program: Command): void {
       await withClient(settings, async ({ client }) => {
         const workflowId = await startSubscription(client, config);
         if (flags.json) printJson({ subscription: config.name, workflowId, config });
-        else say(`subscribed ${config.name} to ${config.url}, syncing every ${config.every}${config.stage ? ' (staged: adopt applies)' : ''}; imgflow sync ${config.name} syncs now`);
+        else
+          say(
+            `subscribed ${config.name} to ${config.url}, syncing every ${config.every}${config.stage ? ' (staged: adopt applies)' : ''}; imgflow sync ${config.name} syncs now`,
+          );
       });
     });
 }
@@ -74,7 +90,9 @@ function registerList(program: Command): void {
           images: v.images,
           last: v.lastSync ? `${v.lastSync.status} ${v.lastSync.at}` : undefined,
         }));
-        process.stdout.write(`${formatTable(rows, ['name', 'url', 'every', 'registry', 'applied', 'staged', 'images', 'last'])}\n`);
+        process.stdout.write(
+          `${formatTable(rows, ['name', 'url', 'every', 'registry', 'applied', 'staged', 'images', 'last'])}\n`,
+        );
       });
     });
 }
@@ -90,7 +108,9 @@ function registerSyncAndAdopt(program: Command): void {
       .argument('<subscription>', 'the subscription name')
       .action(async (subscription: string, _opts: unknown, cmd: Command) => {
         checkName('subscription', subscription);
-        await connected(cmd, clients, async ({ c, client, flags }) => printOutcome(await c.syncSubscription(client, subscription, verb), c, flags.json));
+        await connected(cmd, clients, async ({ c, client, flags }) =>
+          printOutcome(await c.syncSubscription(client, subscription, verb), c, flags.json),
+        );
       });
   }
 }
@@ -126,7 +146,14 @@ function registerAppliances(program: Command): void {
 }
 
 /** vmcatcher's events that mean the registry should change. */
-const VMCATCHER_EVENTS = ['AvailablePrefix', 'AvailablePostfix', 'ExpirePrefix', 'ExpirePostfix', 'ProcessPrefix', 'ProcessPostfix'];
+const VMCATCHER_EVENTS = [
+  'AvailablePrefix',
+  'AvailablePostfix',
+  'ExpirePrefix',
+  'ExpirePostfix',
+  'ProcessPrefix',
+  'ProcessPostfix',
+];
 const ACTED_ON = ['AvailablePostfix', 'ExpirePostfix'];
 
 function registerVmcatcherEvent(program: Command): void {
@@ -138,11 +165,19 @@ function registerVmcatcherEvent(program: Command): void {
       const env = process.env;
       const { withClient, oneOf, checkListIdentifier, requestSync } = await clients();
       const type = oneOf('VMCATCHER_EVENT_TYPE', VMCATCHER_EVENTS, env.VMCATCHER_EVENT_TYPE);
-      const listId = env.VMCATCHER_EVENT_IL_DC_IDENTIFIER === undefined ? undefined : checkListIdentifier('VMCATCHER_EVENT_IL_DC_IDENTIFIER', env.VMCATCHER_EVENT_IL_DC_IDENTIFIER);
-      const image = env.VMCATCHER_EVENT_DC_IDENTIFIER === undefined ? undefined : checkListIdentifier('VMCATCHER_EVENT_DC_IDENTIFIER', env.VMCATCHER_EVENT_DC_IDENTIFIER);
+      const listId =
+        env.VMCATCHER_EVENT_IL_DC_IDENTIFIER === undefined
+          ? undefined
+          : checkListIdentifier('VMCATCHER_EVENT_IL_DC_IDENTIFIER', env.VMCATCHER_EVENT_IL_DC_IDENTIFIER);
+      const image =
+        env.VMCATCHER_EVENT_DC_IDENTIFIER === undefined
+          ? undefined
+          : checkListIdentifier('VMCATCHER_EVENT_DC_IDENTIFIER', env.VMCATCHER_EVENT_DC_IDENTIFIER);
       const subscription = checkName('--subscription', opts.subscription ?? listId?.toLowerCase());
       if (!ACTED_ON.includes(type)) return; // the prefix events come before the files exist
-      await withClient(configFrom(cmd.optsWithGlobals<GlobalFlags>()), ({ client }) => requestSync(client, subscription, { by: 'vmcatcher', reason: `vmcatcher ${type}${image ? ` ${image}` : ''}` }));
+      await withClient(configFrom(cmd.optsWithGlobals<GlobalFlags>()), ({ client }) =>
+        requestSync(client, subscription, { by: 'vmcatcher', reason: `vmcatcher ${type}${image ? ` ${image}` : ''}` }),
+      );
     });
 }
 

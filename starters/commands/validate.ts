@@ -34,7 +34,8 @@ interface ValidateFlags {
 
 /** The rules to check, from the flags; private directories and sharing come from the version. */
 function prepareFrom(opts: ValidateFlags, checkPrepareInput: Clients['checkPrepareInput']): PrepareOptions {
-  if (opts.removeNetwork && opts.keepNetwork) throw new InputError('--remove-network', 'either --remove-network or --keep-network, not both', true);
+  if (opts.removeNetwork && opts.keepNetwork)
+    throw new InputError('--remove-network', 'either --remove-network or --keep-network, not both', true);
   if (opts.hostname !== undefined) checkHost('--hostname', opts.hostname);
   const services = opts.removeServices === undefined ? [] : opts.removeServices.split(',').filter(Boolean);
   return checkPrepareInput({
@@ -47,29 +48,40 @@ function prepareFrom(opts: ValidateFlags, checkPrepareInput: Clients['checkPrepa
   });
 }
 
-function printResult(result: ValidateResult, registered: VersionRecord | undefined, formatBreaches: Clients['formatBreaches']): void {
+function printResult(
+  result: ValidateResult,
+  registered: VersionRecord | undefined,
+  formatBreaches: Clients['formatBreaches'],
+): void {
   const where = `${result.image}:${result.version}`;
   if (result.breaches.length) process.stdout.write(`${formatBreaches(result.breaches)}\n`);
   if (!result.fixed) {
-    process.stdout.write(result.breaches.length ? `${where}: ${result.breaches.length} breaches\n` : `${where}: ok, no breaches\n`);
+    process.stdout.write(
+      result.breaches.length ? `${where}: ${result.breaches.length} breaches\n` : `${where}: ok, no breaches\n`,
+    );
     return;
   }
   const { fixed, remaining } = result.fixed;
   if (remaining.length) process.stdout.write(`still broken after the fix:\n${formatBreaches(remaining)}\n`);
-  process.stdout.write(`${where}: ${fixed.length} of ${result.breaches.length} breaches repaired in ${result.image}:${registered?.id ?? '?'}\n`);
+  process.stdout.write(
+    `${where}: ${fixed.length} of ${result.breaches.length} breaches repaired in ${result.image}:${registered?.id ?? '?'}\n`,
+  );
 }
 
 export function registerValidate(program: Command): void {
   program
     .command('validate')
-    .description("check a version against the preparation rules; --fix records a repaired copy as a new version")
+    .description('check a version against the preparation rules; --fix records a repaired copy as a new version')
     .argument('<image>', '<image>[:<version or tag>] (default: the newest version)')
     .option('--fix', 'prepare a copy again and register it as a new version')
     .option('--hostname <name>', 'the hostname the image must have')
     .option('--remove-network', 'per-host network identity must be gone (machine-id, host keys, leases)')
     .option('--keep-network', 'per-host network identity may stay (the default)')
     .option('--remove-services <units>', 'comma-separated services that must be disabled and masked')
-    .option('--allow-password-hashes', "accept password hashes in /etc/shadow (the default when the version's recipe allowed them)")
+    .option(
+      '--allow-password-hashes',
+      "accept password hashes in /etc/shadow (the default when the version's recipe allowed them)",
+    )
     .option('--store <nas>', "the NAS whose image store keeps a repaired copy (default: the version's)")
     .option('-m, --message <text>', 'message of a repaired version')
     .action(async (ref: string, opts: ValidateFlags, cmd: Command) => {
@@ -77,12 +89,24 @@ export function registerValidate(program: Command): void {
       const c = await clients();
       const prepare = prepareFrom(opts, c.checkPrepareInput);
       const by = currentUser();
-      await connected(cmd, async () => c, async ({ client, flags }) => {
-        const { result, registered } = await c.validateVersion(client, { image, ...(which ? { ref: which } : {}), prepare, fix: opts.fix ?? false, by, ...(opts.message !== undefined ? { message: opts.message } : {}), ...(opts.store !== undefined ? { store: opts.store } : {}) });
-        if (flags.json) printJson({ ...result, ...(registered ? { registered } : {}) });
-        else printResult(result, registered, c.formatBreaches);
-        const left = result.fixed ? result.fixed.remaining : result.breaches;
-        if (left.length) process.exitCode = 1;
-      });
+      await connected(
+        cmd,
+        async () => c,
+        async ({ client, flags }) => {
+          const { result, registered } = await c.validateVersion(client, {
+            image,
+            ...(which ? { ref: which } : {}),
+            prepare,
+            fix: opts.fix ?? false,
+            by,
+            ...(opts.message !== undefined ? { message: opts.message } : {}),
+            ...(opts.store !== undefined ? { store: opts.store } : {}),
+          });
+          if (flags.json) printJson({ ...result, ...(registered ? { registered } : {}) });
+          else printResult(result, registered, c.formatBreaches);
+          const left = result.fixed ? result.fixed.remaining : result.breaches;
+          if (left.length) process.exitCode = 1;
+        },
+      );
     });
 }

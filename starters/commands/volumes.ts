@@ -14,7 +14,11 @@ import { formatPairs, formatTable, printJson } from '../output.js';
 const GiB = 1024 ** 3;
 
 /** The Temporal side, loaded when a command runs (never for --help). */
-const clients = async () => ({ ...(await import('../client.js')), ...(await import('../volume-client.js')), ...(await import('../answers.js')) });
+const clients = async () => ({
+  ...(await import('../client.js')),
+  ...(await import('../volume-client.js')),
+  ...(await import('../answers.js')),
+});
 
 /** A change's outcome: JSON for scripts, its message for people. */
 function printChange(result: { message: string }, json: boolean | undefined): void {
@@ -46,7 +50,9 @@ function printView(view: VolumeView, json: boolean | undefined): void {
 export function registerVolumes(program: Command): void {
   program
     .command('map')
-    .description('clone a version copy-on-write on a NAS, export it to one compute host and attach it there; prints the device or URL')
+    .description(
+      'clone a version copy-on-write on a NAS, export it to one compute host and attach it there; prints the device or URL',
+    )
     .argument('<volume>', 'the volume name')
     .requiredOption('--image <ref>', BASE_REF)
     .requiredOption('--nas <nas>', 'the NAS storing the version')
@@ -55,34 +61,60 @@ export function registerVolumes(program: Command): void {
     .option('--sync', 'keep a copy on the compute host and pull it back to the NAS periodically')
     .option('--frequency <seconds>', 'seconds between pulls in sync mode')
     .option('--wait <seconds>', 'fail when a host takes no step within this long', '60')
-    .action(async (volume: string, opts: { image: string; nas: string; compute: string; size?: string; sync?: boolean; frequency?: string; wait: string }, cmd: Command) => {
-      checkName('volume', volume);
-      const nas = checkHost('--nas', opts.nas);
-      const computeHost = checkHost('--compute', opts.compute);
-      const sizeGiB = opts.size === undefined ? undefined : checkInt('--size', opts.size, 1, 65_536);
-      const waitSeconds = checkInt('--wait', opts.wait, 1, 3600);
-      const frequencySeconds = opts.frequency === undefined ? undefined : checkInt('--frequency', opts.frequency, 10, 86_400);
-      if (frequencySeconds !== undefined && !opts.sync) throw new InputError('--frequency', 'to be given with --sync (only sync mode pulls)', opts.frequency);
-      await connected(cmd, clients, async ({ c: { baseVersion, hasWorker, mapVolume }, client, flags, config: { namespace } }) => {
-        const base = await baseVersion(client, opts.image, nas);
-        if (!(await hasWorker(client, namespace, queues.nas(nas)))) throw new InputError('--nas', `a NAS whose worker is running (nothing polls ${queues.nas(nas)})`, nas);
-        if (!(await hasWorker(client, namespace, queues.compute(computeHost)))) throw new InputError('--compute', `a compute host whose worker is running (nothing polls ${queues.compute(computeHost)})`, computeHost);
-        const request: MapRequest = {
-          by: currentUser(),
-          base,
-          nas,
-          computeHost,
-          waitSeconds,
-          ...(sizeGiB ? { sizeBytes: sizeGiB * GiB } : {}),
-          ...(opts.sync ? { sync: true } : {}),
-          ...(frequencySeconds ? { frequencySeconds } : {}),
-        };
-        const result = await mapVolume(client, volume, request);
-        if (flags.json) return printJson(result);
-        if (!result.changed) say(`${volume} was already mapped so`);
-        process.stdout.write(`${result.target}\n`);
-      });
-    });
+    .action(
+      async (
+        volume: string,
+        opts: {
+          image: string;
+          nas: string;
+          compute: string;
+          size?: string;
+          sync?: boolean;
+          frequency?: string;
+          wait: string;
+        },
+        cmd: Command,
+      ) => {
+        checkName('volume', volume);
+        const nas = checkHost('--nas', opts.nas);
+        const computeHost = checkHost('--compute', opts.compute);
+        const sizeGiB = opts.size === undefined ? undefined : checkInt('--size', opts.size, 1, 65_536);
+        const waitSeconds = checkInt('--wait', opts.wait, 1, 3600);
+        const frequencySeconds =
+          opts.frequency === undefined ? undefined : checkInt('--frequency', opts.frequency, 10, 86_400);
+        if (frequencySeconds !== undefined && !opts.sync)
+          throw new InputError('--frequency', 'to be given with --sync (only sync mode pulls)', opts.frequency);
+        await connected(
+          cmd,
+          clients,
+          async ({ c: { baseVersion, hasWorker, mapVolume }, client, flags, config: { namespace } }) => {
+            const base = await baseVersion(client, opts.image, nas);
+            if (!(await hasWorker(client, namespace, queues.nas(nas))))
+              throw new InputError('--nas', `a NAS whose worker is running (nothing polls ${queues.nas(nas)})`, nas);
+            if (!(await hasWorker(client, namespace, queues.compute(computeHost))))
+              throw new InputError(
+                '--compute',
+                `a compute host whose worker is running (nothing polls ${queues.compute(computeHost)})`,
+                computeHost,
+              );
+            const request: MapRequest = {
+              by: currentUser(),
+              base,
+              nas,
+              computeHost,
+              waitSeconds,
+              ...(sizeGiB ? { sizeBytes: sizeGiB * GiB } : {}),
+              ...(opts.sync ? { sync: true } : {}),
+              ...(frequencySeconds ? { frequencySeconds } : {}),
+            };
+            const result = await mapVolume(client, volume, request);
+            if (flags.json) return printJson(result);
+            if (!result.changed) say(`${volume} was already mapped so`);
+            process.stdout.write(`${result.target}\n`);
+          },
+        );
+      },
+    );
 
   program
     .command('unmap')
@@ -92,7 +124,9 @@ export function registerVolumes(program: Command): void {
     .action(async (volume: string, opts: { wait: string }, cmd: Command) => {
       checkName('volume', volume);
       const waitSeconds = checkInt('--wait', opts.wait, 0, 86_400);
-      await connected(cmd, clients, async ({ c: { unmapVolume }, client, flags }) => printChange(await unmapVolume(client, volume, { by: currentUser(), waitSeconds }), flags.json));
+      await connected(cmd, clients, async ({ c: { unmapVolume }, client, flags }) =>
+        printChange(await unmapVolume(client, volume, { by: currentUser(), waitSeconds }), flags.json),
+      );
     });
 
   program
@@ -101,7 +135,9 @@ export function registerVolumes(program: Command): void {
     .argument('<volume>', 'the volume name')
     .action(async (volume: string, _opts: unknown, cmd: Command) => {
       checkName('volume', volume);
-      await connected(cmd, clients, async ({ c: { deleteVolume }, client, flags }) => printChange(await deleteVolume(client, volume, { by: currentUser() }), flags.json));
+      await connected(cmd, clients, async ({ c: { deleteVolume }, client, flags }) =>
+        printChange(await deleteVolume(client, volume, { by: currentUser() }), flags.json),
+      );
     });
 
   program
@@ -125,7 +161,9 @@ export function registerVolumes(program: Command): void {
           next: v.sync?.frozen ? 'frozen' : v.sync?.nextSyncAt,
           locked: v.locked ? 'yes' : 'no',
         }));
-        process.stdout.write(`${formatTable(rows, ['volume', 'nas', 'pool', 'compute', 'base', 'target', 'state', 'since', 'next', 'locked'], ['VOLUME', 'NAS', 'POOL', 'COMPUTE', 'BASE', 'TARGET', 'STATE', 'SINCE', 'NEXT SYNC', 'LOCKED'])}\n`);
+        process.stdout.write(
+          `${formatTable(rows, ['volume', 'nas', 'pool', 'compute', 'base', 'target', 'state', 'since', 'next', 'locked'], ['VOLUME', 'NAS', 'POOL', 'COMPUTE', 'BASE', 'TARGET', 'STATE', 'SINCE', 'NEXT SYNC', 'LOCKED'])}\n`,
+        );
       });
     });
 
@@ -138,18 +176,30 @@ export function registerVolumes(program: Command): void {
     .option('--download-speed <bytes/s>', "rate limit of the node's copy from the NAS when a sync-mode map begins")
     .option('--freeze', 'skip scheduled pulls')
     .option('--thaw', 'resume scheduled pulls')
-    .action(async (volume: string, opts: { frequency?: string; uploadSpeed?: string; downloadSpeed?: string; freeze?: boolean; thaw?: boolean }, cmd: Command) => {
-      checkName('volume', volume);
-      if (opts.freeze && opts.thaw) throw new InputError('--freeze', 'either --freeze or --thaw', true);
-      const attrs: VolumeAttrs = {
-        by: currentUser(),
-        ...(opts.frequency !== undefined ? { frequencySeconds: checkInt('--frequency', opts.frequency, 10, 86_400) } : {}),
-        ...(opts.uploadSpeed !== undefined ? { uploadSpeed: checkSpeed('--upload-speed', opts.uploadSpeed) } : {}),
-        ...(opts.downloadSpeed !== undefined ? { downloadSpeed: checkSpeed('--download-speed', opts.downloadSpeed) } : {}),
-        ...(opts.freeze ? { frozen: true } : opts.thaw ? { frozen: false } : {}),
-      };
-      await connected(cmd, clients, async ({ c: { volumeAttrs }, client, flags }) => printView(await volumeAttrs(client, volume, attrs), flags.json));
-    });
+    .action(
+      async (
+        volume: string,
+        opts: { frequency?: string; uploadSpeed?: string; downloadSpeed?: string; freeze?: boolean; thaw?: boolean },
+        cmd: Command,
+      ) => {
+        checkName('volume', volume);
+        if (opts.freeze && opts.thaw) throw new InputError('--freeze', 'either --freeze or --thaw', true);
+        const attrs: VolumeAttrs = {
+          by: currentUser(),
+          ...(opts.frequency !== undefined
+            ? { frequencySeconds: checkInt('--frequency', opts.frequency, 10, 86_400) }
+            : {}),
+          ...(opts.uploadSpeed !== undefined ? { uploadSpeed: checkSpeed('--upload-speed', opts.uploadSpeed) } : {}),
+          ...(opts.downloadSpeed !== undefined
+            ? { downloadSpeed: checkSpeed('--download-speed', opts.downloadSpeed) }
+            : {}),
+          ...(opts.freeze ? { frozen: true } : opts.thaw ? { frozen: false } : {}),
+        };
+        await connected(cmd, clients, async ({ c: { volumeAttrs }, client, flags }) =>
+          printView(await volumeAttrs(client, volume, attrs), flags.json),
+        );
+      },
+    );
 
   program
     .command('sync-now')
@@ -172,7 +222,17 @@ export function registerVolumes(program: Command): void {
     .requiredOption('--reason <text>', 'why, for the history')
     .action(async (volume: string, opts: { force?: boolean; reason: string }, cmd: Command) => {
       checkName('volume', volume);
-      if (!opts.force) throw new InputError('--force', '--force: clean skips the compute host and may leave it holding the volume', false);
-      await connected(cmd, clients, async ({ c: { cleanVolume }, client, flags }) => printChange(await cleanVolume(client, volume, { by: currentUser(), force: true, reason: opts.reason }), flags.json));
+      if (!opts.force)
+        throw new InputError(
+          '--force',
+          '--force: clean skips the compute host and may leave it holding the volume',
+          false,
+        );
+      await connected(cmd, clients, async ({ c: { cleanVolume }, client, flags }) =>
+        printChange(
+          await cleanVolume(client, volume, { by: currentUser(), force: true, reason: opts.reason }),
+          flags.json,
+        ),
+      );
     });
 }

@@ -15,9 +15,20 @@ import { volumeQuery, volumeWorkflowId } from '../../workflows/volume/messages.j
 import { volumeWorkflow } from '../../workflows/volume/workflow.js';
 import { imgflow, imgflowAsync } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
-import { NAMESPACE, ownDevServer, testClient, testDataConverter, uniqueQueue, withWorkers } from '../support/temporal.js';
+import {
+  NAMESPACE,
+  ownDevServer,
+  testClient,
+  testDataConverter,
+  uniqueQueue,
+  withWorkers,
+} from '../support/temporal.js';
 
-function expectOneLine(result: { status: number | null; stdout: string; stderr: string }, pattern: RegExp, status: number): void {
+function expectOneLine(
+  result: { status: number | null; stdout: string; stderr: string },
+  pattern: RegExp,
+  status: number,
+): void {
   expect(result.stdout).toBe('');
   const lines = result.stderr.trim().split('\n');
   expect(lines).toHaveLength(1);
@@ -27,7 +38,8 @@ function expectOneLine(result: { status: number | null; stdout: string; stderr: 
 
 describe('a listing no orchestrator answers', () => {
   const home = tempDir();
-  const cli = (...args: string[]) => imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args]);
+  const cli = (...args: string[]) =>
+    imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args]);
 
   /** A volume's workflow on `queue`, on a NAS of its own so that `maps --nas` lists it alone. */
   async function volumeOn(client: Client, queue: string) {
@@ -54,11 +66,17 @@ describe('a listing no orchestrator answers', () => {
     await withWorkers({ workflowQueue: queue }, async () => {
       expect((await handle.query(volumeQuery)).phase).toBe('unmapped');
       // While it runs, the map lists the volume.
-      await expect.poll(async () => (await cli('--json', 'maps', '--nas', nas)).stdout, { timeout: 15_000, interval: 500 }).toContain(`"volume": "${volume}"`);
+      await expect
+        .poll(async () => (await cli('--json', 'maps', '--nas', nas)).stdout, { timeout: 15_000, interval: 500 })
+        .toContain(`"volume": "${volume}"`);
     });
 
     const down = await cli('--answer-timeout', '2', 'maps', '--nas', nas);
-    expectOneLine(down, /^imgflow: the storage map is unavailable: no orchestrator answered within 2s, the --answer-timeout bound \(is a worker of role orchestrator running\?/, 1);
+    expectOneLine(
+      down,
+      /^imgflow: the storage map is unavailable: no orchestrator answered within 2s, the --answer-timeout bound \(is a worker of role orchestrator running\?/,
+      1,
+    );
     await handle.terminate('test over');
     await connection.close();
   });
@@ -67,12 +85,22 @@ describe('a listing no orchestrator answers', () => {
     const { client, connection } = await testClient();
     const queue = uniqueQueue('nobody');
     const { handle, nas, volume } = await volumeOn(client, queue);
-    await expect.poll(async () => (await client.workflow.count(`${SA.nas.name} = '${nas}'`)).count, { timeout: 15_000 }).toBe(1);
+    await expect
+      .poll(async () => (await client.workflow.count(`${SA.nas.name} = '${nas}'`)).count, { timeout: 15_000 })
+      .toBe(1);
     // The answer bound is far off: only the queue's missing poller can explain the refusal.
     const listed = await cli('--answer-timeout', '600', 'maps', '--nas', nas);
-    expectOneLine(listed, new RegExp(`^imgflow: the storage map is unavailable: no orchestrator polls the ${queue} queue`), 1);
+    expectOneLine(
+      listed,
+      new RegExp(`^imgflow: the storage map is unavailable: no orchestrator polls the ${queue} queue`),
+      1,
+    );
     const attrs = await cli('--answer-timeout', '600', 'volume-attrs', volume);
-    expectOneLine(attrs, new RegExp(`^imgflow: volume ${volume} is unavailable: no orchestrator polls the ${queue} queue`), 1);
+    expectOneLine(
+      attrs,
+      new RegExp(`^imgflow: volume ${volume} is unavailable: no orchestrator polls the ${queue} queue`),
+      1,
+    );
     await handle.terminate('test over');
     await connection.close();
   });
@@ -83,7 +111,11 @@ describe('connecting', () => {
 
   it('names its bound when nothing answers', () => {
     const result = imgflow(['--home', home, '--address', '127.0.0.1:1', '--connect-timeout', '1', 'maps']);
-    expectOneLine(result, /^imgflow: --address: expected a Temporal server answering within 1s, the --connect-timeout bound \(.*; start it with 'imgflow dev'.*\), got "127\.0\.0\.1:1"/, 2);
+    expectOneLine(
+      result,
+      /^imgflow: --address: expected a Temporal server answering within 1s, the --connect-timeout bound \(.*; start it with 'imgflow dev'.*\), got "127\.0\.0\.1:1"/,
+      2,
+    );
     const fromEnv = imgflow(['--home', home, '--address', '127.0.0.1:1', 'maps'], { IMGFLOW_CONNECT_TIMEOUT: '1' });
     expectOneLine(fromEnv, /within 1s, the --connect-timeout bound/, 2);
   });
@@ -102,7 +134,17 @@ describe('a server that goes away while a command waits', () => {
     // Until then the port is held by a listener that drops every connection, so no other test takes it.
     const holder = net.createServer((socket) => socket.destroy());
     await new Promise<void>((resolve) => holder.listen(own.port, '127.0.0.1', resolve));
-    const early = imgflowAsync(['--home', path.join(dir, 'home'), '--address', address, '--namespace', namespace, '--connect-timeout', '120', 'maps']);
+    const early = imgflowAsync([
+      '--home',
+      path.join(dir, 'home'),
+      '--address',
+      address,
+      '--namespace',
+      namespace,
+      '--connect-timeout',
+      '120',
+      'maps',
+    ]);
     await new Promise((r) => setTimeout(r, 6000));
     await new Promise((resolve) => holder.close(resolve));
     await own.start();
@@ -110,10 +152,18 @@ describe('a server that goes away while a command waits', () => {
     expect(listed.stderr).toBe('');
     expect(listed.status).toBe(0);
 
-    const client = new Client({ connection: await Connection.connect({ address }), namespace, dataConverter: testDataConverter() });
+    const client = new Client({
+      connection: await Connection.connect({ address }),
+      namespace,
+      dataConverter: testDataConverter(),
+    });
     const workflowQueue = uniqueQueue('orchestrator');
     const hostQueue = uniqueQueue('nas');
-    const handle = await client.workflow.start(pingWorkflow, { taskQueue: workflowQueue, workflowId: uniqueQueue('ping'), args: [{ queue: hostQueue, waitSeconds: 600 }] });
+    const handle = await client.workflow.start(pingWorkflow, {
+      taskQueue: workflowQueue,
+      workflowId: uniqueQueue('ping'),
+      args: [{ queue: hostQueue, waitSeconds: 600 }],
+    });
     const outcome = outcomeOf<{ host: string }>(handle, 120_000, 'the ping').catch((err: unknown) => err);
 
     // The server goes away for longer than the client's own retries cover, and comes back.
@@ -122,9 +172,16 @@ describe('a server that goes away while a command waits', () => {
     await own.start();
 
     const testServer = { settings: { address, tls: false as const }, namespace };
-    await withWorkers({ server: testServer, workflowQueue, activities: { [hostQueue]: { hostFacts: async () => ({ host: 'the-answer' }) } } }, async () => {
-      expect(await outcome).toEqual({ host: 'the-answer' });
-    });
+    await withWorkers(
+      {
+        server: testServer,
+        workflowQueue,
+        activities: { [hostQueue]: { hostFacts: async () => ({ host: 'the-answer' }) } },
+      },
+      async () => {
+        expect(await outcome).toEqual({ host: 'the-answer' });
+      },
+    );
     await client.connection.close();
     // The server's database, with every workflow's history, is its owner's only.
     expect(fs.statSync(own.dbFile).mode & 0o777).toBe(0o600);

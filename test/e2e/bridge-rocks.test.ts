@@ -33,7 +33,10 @@ const MiB = 1024 * 1024;
 /** Resolves once the process has written a line matching `pattern` to stderr. */
 function waitForLine(child: ChildProcess, output: () => string, pattern: RegExp, timeoutMs = 60_000): Promise<void> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${pattern} within ${timeoutMs} ms; stderr: ${output()}`)), timeoutMs);
+    const timer = setTimeout(
+      () => reject(new Error(`no ${pattern} within ${timeoutMs} ms; stderr: ${output()}`)),
+      timeoutMs,
+    );
     const check = () => {
       if (pattern.test(output())) {
         clearTimeout(timer);
@@ -61,8 +64,14 @@ describe('the Rocks bridge over RabbitMQ', () => {
   const nasConfig = loadConfig({ home, host: nasHost }, {});
   const nodeConfig = loadConfig({ home, host: nodeHost }, {});
   const activities = {
-    [queues.nas(nasHost)]: { ...createHostActivities({ role: 'nas', config: nasConfig, arch: 'x86_64', run }), ...createNasVolumeActivities({ run, config: nasConfig }) },
-    [queues.compute(nodeHost)]: { ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }), ...createComputeActivities({ run, config: nodeConfig }) },
+    [queues.nas(nasHost)]: {
+      ...createHostActivities({ role: 'nas', config: nasConfig, arch: 'x86_64', run }),
+      ...createNasVolumeActivities({ run, config: nasConfig }),
+    },
+    [queues.compute(nodeHost)]: {
+      ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }),
+      ...createComputeActivities({ run, config: nodeConfig }),
+    },
   };
   let frontend: Frontend;
 
@@ -83,14 +92,38 @@ describe('the Rocks bridge over RabbitMQ', () => {
     await run(['qemu-img', 'create', '-q', '-f', 'qcow2', file, `${64 * MiB}`]);
     fs.chmodSync(file, 0o444);
     const { client, connection } = await testClient();
-    await updateLineage(client, image, registerVersionUpdate, { ...newVersion(1), artifacts: [{ format: 'qcow2', host: nasHost, path: file, sha256: await sha256File(file), bytes: fs.statSync(file).size }] });
+    await updateLineage(client, image, registerVersionUpdate, {
+      ...newVersion(1),
+      artifacts: [
+        { format: 'qcow2', host: nasHost, path: file, sha256: await sha256File(file), bytes: fs.statSync(file).size },
+      ],
+    });
     await connection.close();
   }
 
   it('maps, lists, sets attributes, unmaps and deletes as the NAS daemon did, and refuses bad requests', async () => {
     await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities }, async () => {
       await storedVersion();
-      const args = ['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, 'bridge', 'rocks-amqp', '--url', URL, '--nas', nasHost, '--image', `${image}:v1`, '--timeout', '60', '--bdev', 'any'];
+      const args = [
+        '--address',
+        inject('temporalAddress'),
+        '--namespace',
+        NAMESPACE,
+        '--home',
+        home,
+        'bridge',
+        'rocks-amqp',
+        '--url',
+        URL,
+        '--nas',
+        nasHost,
+        '--image',
+        `${image}:v1`,
+        '--timeout',
+        '60',
+        '--bdev',
+        'any',
+      ];
       const bridge = spawnImgflow(args, { IMGFLOW_LOG_PRETTY: '0' });
       let stderr = '';
       bridge.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -100,48 +133,183 @@ describe('the Rocks bridge over RabbitMQ', () => {
         const send = (request: object | string) => frontend.send(exchange, nasHost, request);
 
         // As `rocks add host storagemap` sends it: the size as typed, no remote pool, no initiator.
-        const mapped = await send({ action: 'map_zvol', zpool: 'tank', zvol: 'vm-1', remotehost: nodeHost, size: '1', remotepool: null, sync: false });
+        const mapped = await send({
+          action: 'map_zvol',
+          zpool: 'tank',
+          zvol: 'vm-1',
+          remotehost: nodeHost,
+          size: '1',
+          remotepool: null,
+          sync: false,
+        });
         const device = path.join(home, 'nas', nasHost, 'volumes', 'vm-1.qcow2');
         expect(mapped).toEqual({ action: 'zvol_mapped', status: 'success', zvol: 'vm-1', bdev: device });
         expect(fs.existsSync(device)).toBe(true);
 
         await expect
-          .poll(async () => ((await send({ action: 'list_zvols' })).body as Record<string, unknown>[]).map((r) => [r.zvol, r.remotehost, r.iscsi_target, r.state]), { timeout: 15_000, interval: 500 })
+          .poll(
+            async () =>
+              ((await send({ action: 'list_zvols' })).body as Record<string, unknown>[]).map((r) => [
+                r.zvol,
+                r.remotehost,
+                r.iscsi_target,
+                r.state,
+              ]),
+            { timeout: 15_000, interval: 500 },
+          )
           .toEqual([['vm-1', nodeHost, device, 'mapped']]);
         const list = await send({ action: 'list_zvols' });
         expect(list).toMatchObject({ action: 'zvol_list', status: 'success' });
-        expect(Object.keys((list.body as Record<string, unknown>[])[0]!)).toEqual(expect.arrayContaining(['zvol', 'zpool', 'iscsi_target', 'remotehost', 'remotepool', 'is_sending', 'is_delete_remote', 'time', 'nextsync', 'frequency', 'locked']));
+        expect(Object.keys((list.body as Record<string, unknown>[])[0]!)).toEqual(
+          expect.arrayContaining([
+            'zvol',
+            'zpool',
+            'iscsi_target',
+            'remotehost',
+            'remotepool',
+            'is_sending',
+            'is_delete_remote',
+            'time',
+            'nextsync',
+            'frequency',
+            'locked',
+          ]),
+        );
 
-        expect(await send({ action: 'set_zvol_attrs', zvol: 'vm-1', uploadspeed: 1000, downloadspeed: '2000' })).toMatchObject({ action: 'set_zvol_attrs', status: 'success' });
-        expect(await send({ action: 'get_zvol_attrs', zvol: 'vm-1' })).toEqual({ action: 'get_zvol_attrs', status: 'success', body: { zvol: 'vm-1', frequency: null, nextsync: null, uploadspeed: 1000, downloadspeed: 2000 } });
-        expect(await send({ action: 'set_zvol_attrs', zvol: 'vm-1', frequency: 5 })).toMatchObject({ action: 'set_zvol_attrs', status: 'error', error: expect.stringMatching(/^frequency: expected a whole number from 10/) });
-        expect(await send({ action: 'set_zvol_attrs', zvol: 'vm-1', nextsync: 1700000000 })).toMatchObject({ action: 'set_zvol_attrs', status: 'error', error: expect.stringMatching(/^nextsync: /) });
-        expect(await send({ action: 'get_zvol_attrs', zvol: 'vm-never' })).toMatchObject({ action: 'get_zvol_attrs', status: 'error', error: expect.stringMatching(/^volume: expected a volume known to imgflow/) });
+        expect(
+          await send({ action: 'set_zvol_attrs', zvol: 'vm-1', uploadspeed: 1000, downloadspeed: '2000' }),
+        ).toMatchObject({ action: 'set_zvol_attrs', status: 'success' });
+        expect(await send({ action: 'get_zvol_attrs', zvol: 'vm-1' })).toEqual({
+          action: 'get_zvol_attrs',
+          status: 'success',
+          body: { zvol: 'vm-1', frequency: null, nextsync: null, uploadspeed: 1000, downloadspeed: 2000 },
+        });
+        expect(await send({ action: 'set_zvol_attrs', zvol: 'vm-1', frequency: 5 })).toMatchObject({
+          action: 'set_zvol_attrs',
+          status: 'error',
+          error: expect.stringMatching(/^frequency: expected a whole number from 10/),
+        });
+        expect(await send({ action: 'set_zvol_attrs', zvol: 'vm-1', nextsync: 1700000000 })).toMatchObject({
+          action: 'set_zvol_attrs',
+          status: 'error',
+          error: expect.stringMatching(/^nextsync: /),
+        });
+        expect(await send({ action: 'get_zvol_attrs', zvol: 'vm-never' })).toMatchObject({
+          action: 'get_zvol_attrs',
+          status: 'error',
+          error: expect.stringMatching(/^volume: expected a volume known to imgflow/),
+        });
 
         const refused = await send({ action: 'del_zvol', zvol: 'vm-1', zpool: 'tank' });
-        expect(refused).toMatchObject({ action: 'zvol_deleted', status: 'error', error: expect.stringMatching(/^volume: expected an unmapped volume to delete .*mapped/) });
+        expect(refused).toMatchObject({
+          action: 'zvol_deleted',
+          status: 'error',
+          error: expect.stringMatching(/^volume: expected an unmapped volume to delete .*mapped/),
+        });
         expect(fs.existsSync(device)).toBe(true);
 
-        expect(await send({ action: 'unmap_zvol', zvol: 'vm-1' })).toEqual({ action: 'zvol_unmapped', status: 'success', zvol: 'vm-1' });
-        expect(await send({ action: 'del_zvol', zvol: 'vm-1', zpool: 'tank' })).toEqual({ action: 'zvol_deleted', status: 'success', zvol: 'vm-1' });
+        expect(await send({ action: 'unmap_zvol', zvol: 'vm-1' })).toEqual({
+          action: 'zvol_unmapped',
+          status: 'success',
+          zvol: 'vm-1',
+        });
+        expect(await send({ action: 'del_zvol', zvol: 'vm-1', zpool: 'tank' })).toEqual({
+          action: 'zvol_deleted',
+          status: 'success',
+          zvol: 'vm-1',
+        });
         expect(fs.existsSync(device)).toBe(false);
 
         // Bad requests: one line naming the field, nothing started.
-        expect(await send('{"action": "map_zvol", ')).toMatchObject({ action: 'action_unsupported', status: 'error', error: expect.stringMatching(/malformed JSON/) });
-        expect(await send({ action: 'resize_zvol', zvol: 'vm-1' })).toMatchObject({ action: 'action_unsupported', status: 'error', error: expect.stringMatching(/^action: expected one of map_zvol/) });
-        expect(await send({ zvol: 'vm-1' })).toMatchObject({ action: 'action_unsupported', status: 'error', error: expect.stringMatching(/^action: expected one of/) });
-        expect(await send('["map_zvol"]')).toMatchObject({ action: 'action_unsupported', status: 'error', error: expect.stringMatching(/^request: expected a JSON object/) });
-        const badInitiator = await send({ action: 'map_zvol', zpool: 'tank', zvol: 'vm-2', remotehost: nodeHost, size: 1, sync: false, initiator: 'iqn x; reboot' });
-        expect(badInitiator).toMatchObject({ action: 'zvol_mapped', status: 'error', error: expect.stringMatching(/^initiator: expected an iSCSI initiator name/) });
-        const badSize = await send({ action: 'map_zvol', zpool: 'tank', zvol: 'vm-2', remotehost: nodeHost, size: 'big', sync: false });
-        expect(badSize).toMatchObject({ action: 'zvol_mapped', status: 'error', error: expect.stringMatching(/^size: /) });
-        const badName = await send({ action: 'map_zvol', zpool: 'tank', zvol: '../etc', remotehost: nodeHost, size: 1, sync: false });
-        expect(badName).toMatchObject({ action: 'zvol_mapped', status: 'error', error: expect.stringMatching(/^zvol: expected a name/) });
-        const badHost = await send({ action: 'map_zvol', zpool: 'tank', zvol: 'vm-2', remotehost: 'node;rm -rf', size: 1, sync: false });
-        expect(badHost).toMatchObject({ status: 'error', error: expect.stringMatching(/^remotehost: expected a host name/) });
-        const downHost = await send({ action: 'map_zvol', zpool: 'tank', zvol: 'vm-2', remotehost: 'node-nowhere', size: 1, sync: false });
-        expect(downHost).toMatchObject({ status: 'error', error: expect.stringMatching(/^remotehost: expected a compute host whose worker is running/) });
-        expect(await send({ action: 'unmap_zvol', zvol: 'vm-never' })).toMatchObject({ action: 'zvol_unmapped', status: 'error', error: expect.stringMatching(/^volume: expected a volume known to imgflow/) });
+        expect(await send('{"action": "map_zvol", ')).toMatchObject({
+          action: 'action_unsupported',
+          status: 'error',
+          error: expect.stringMatching(/malformed JSON/),
+        });
+        expect(await send({ action: 'resize_zvol', zvol: 'vm-1' })).toMatchObject({
+          action: 'action_unsupported',
+          status: 'error',
+          error: expect.stringMatching(/^action: expected one of map_zvol/),
+        });
+        expect(await send({ zvol: 'vm-1' })).toMatchObject({
+          action: 'action_unsupported',
+          status: 'error',
+          error: expect.stringMatching(/^action: expected one of/),
+        });
+        expect(await send('["map_zvol"]')).toMatchObject({
+          action: 'action_unsupported',
+          status: 'error',
+          error: expect.stringMatching(/^request: expected a JSON object/),
+        });
+        const badInitiator = await send({
+          action: 'map_zvol',
+          zpool: 'tank',
+          zvol: 'vm-2',
+          remotehost: nodeHost,
+          size: 1,
+          sync: false,
+          initiator: 'iqn x; reboot',
+        });
+        expect(badInitiator).toMatchObject({
+          action: 'zvol_mapped',
+          status: 'error',
+          error: expect.stringMatching(/^initiator: expected an iSCSI initiator name/),
+        });
+        const badSize = await send({
+          action: 'map_zvol',
+          zpool: 'tank',
+          zvol: 'vm-2',
+          remotehost: nodeHost,
+          size: 'big',
+          sync: false,
+        });
+        expect(badSize).toMatchObject({
+          action: 'zvol_mapped',
+          status: 'error',
+          error: expect.stringMatching(/^size: /),
+        });
+        const badName = await send({
+          action: 'map_zvol',
+          zpool: 'tank',
+          zvol: '../etc',
+          remotehost: nodeHost,
+          size: 1,
+          sync: false,
+        });
+        expect(badName).toMatchObject({
+          action: 'zvol_mapped',
+          status: 'error',
+          error: expect.stringMatching(/^zvol: expected a name/),
+        });
+        const badHost = await send({
+          action: 'map_zvol',
+          zpool: 'tank',
+          zvol: 'vm-2',
+          remotehost: 'node;rm -rf',
+          size: 1,
+          sync: false,
+        });
+        expect(badHost).toMatchObject({
+          status: 'error',
+          error: expect.stringMatching(/^remotehost: expected a host name/),
+        });
+        const downHost = await send({
+          action: 'map_zvol',
+          zpool: 'tank',
+          zvol: 'vm-2',
+          remotehost: 'node-nowhere',
+          size: 1,
+          sync: false,
+        });
+        expect(downHost).toMatchObject({
+          status: 'error',
+          error: expect.stringMatching(/^remotehost: expected a compute host whose worker is running/),
+        });
+        expect(await send({ action: 'unmap_zvol', zvol: 'vm-never' })).toMatchObject({
+          action: 'zvol_unmapped',
+          status: 'error',
+          error: expect.stringMatching(/^volume: expected a volume known to imgflow/),
+        });
         expect(fs.readdirSync(path.join(home, 'nas', nasHost, 'volumes'))).toEqual([]);
 
         // A request nobody can be answered for is dropped, and the bridge goes on answering.
@@ -149,7 +317,9 @@ describe('the Rocks bridge over RabbitMQ', () => {
         expect(await send({ action: 'list_zvols' })).toEqual({ action: 'zvol_list', status: 'success', body: [] });
       } finally {
         process.kill(-bridge.pid!, 'SIGTERM');
-        const code = await new Promise<number | null>((resolve) => (bridge.exitCode !== null ? resolve(bridge.exitCode) : bridge.on('exit', resolve)));
+        const code = await new Promise<number | null>((resolve) =>
+          bridge.exitCode !== null ? resolve(bridge.exitCode) : bridge.on('exit', resolve),
+        );
         expect({ code, stopped: /bridge stopped/.test(stderr) }).toEqual({ code: 0, stopped: true });
       }
       // The NAS's queue was the bridge's alone and went with it, as the NAS daemon's did.
@@ -170,17 +340,47 @@ describe('the Rocks bridge over RabbitMQ', () => {
     let open!: () => void;
     const gate = new Promise<void>((resolve) => (open = resolve));
     const compute = createComputeActivities({ run, config: nodeConfig });
-    const gated = { ...activities, [queues.compute(nodeHost)]: { ...activities[queues.compute(nodeHost)]!, computeInitiator: async () => gate.then(() => compute.computeInitiator()) } };
+    const gated = {
+      ...activities,
+      [queues.compute(nodeHost)]: {
+        ...activities[queues.compute(nodeHost)]!,
+        computeInitiator: async () => gate.then(() => compute.computeInitiator()),
+      },
+    };
     await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities: gated }, async () => {
       const logger = memoryLogger().logger;
-      const bridge = await startRocksBridge({ url: URL, nas: nasHost, image: `${image}:v1`, exchange: daemonExchange, client, namespace: NAMESPACE, logger, timeoutSeconds: 3, bdev: 'any' });
+      const bridge = await startRocksBridge({
+        url: URL,
+        nas: nasHost,
+        image: `${image}:v1`,
+        exchange: daemonExchange,
+        client,
+        namespace: NAMESPACE,
+        logger,
+        timeoutSeconds: 3,
+        bdev: 'any',
+      });
       try {
-        const reply = await frontend.send(daemonExchange, nasHost, { action: 'map_zvol', zpool: 'tank', zvol: 'vm-3', remotehost: nodeHost, size: 1, sync: false });
-        expect(reply).toMatchObject({ action: 'zvol_mapped', status: 'error', error: expect.stringMatching(/^map_zvol: no answer within 3s/) });
+        const reply = await frontend.send(daemonExchange, nasHost, {
+          action: 'map_zvol',
+          zpool: 'tank',
+          zvol: 'vm-3',
+          remotehost: nodeHost,
+          size: 1,
+          sync: false,
+        });
+        expect(reply).toMatchObject({
+          action: 'zvol_mapped',
+          status: 'error',
+          error: expect.stringMatching(/^map_zvol: no answer within 3s/),
+        });
       } finally {
         open();
         await bridge.stop();
-        await client.workflow.getHandle(volumeWorkflowId('vm-3')).terminate('test done').catch(() => undefined);
+        await client.workflow
+          .getHandle(volumeWorkflowId('vm-3'))
+          .terminate('test done')
+          .catch(() => undefined);
         await connection.close();
       }
     });

@@ -28,16 +28,23 @@ describe('imgflow build', () => {
   const config = loadConfig({ home: path.join(dir, 'home'), host }, {});
   const run = createRunner(memoryLogger().logger);
   const activities = {
-    'builder.x86_64': { ...createHostActivities({ role: 'builder', config, arch: 'x86_64', run }), ...createBuilderActivities({ run, config }) },
+    'builder.x86_64': {
+      ...createHostActivities({ role: 'builder', config, arch: 'x86_64', run }),
+      ...createBuilderActivities({ run, config }),
+    },
     [`nas.${host}`]: createNasActivities({ run, config }),
   };
-  const cli = (...args: string[]) => imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', config.home, ...args], { IMGFLOW_USER: 'alice' });
+  const cli = (...args: string[]) =>
+    imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', config.home, ...args], {
+      IMGFLOW_USER: 'alice',
+    });
 
   async function recipe(image: string, arch = 'x86_64'): Promise<string> {
     const tree = path.join(dir, `tree-${image}`);
     for (const [file, content] of Object.entries({
       'etc/os-release': 'ID=debian\n',
-      'var/lib/dpkg/status': 'Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4\n\nPackage: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2\n',
+      'var/lib/dpkg/status':
+        'Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4\n\nPackage: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2\n',
       'var/log/syslog': 'old log lines\n',
     })) {
       fs.mkdirSync(path.dirname(path.join(tree, file)), { recursive: true });
@@ -96,11 +103,16 @@ describe('imgflow build', () => {
       expect(tag).toMatch(/^\d{4}(-\d{2}){5}-RELEASE-by-alice$/);
       expect((await cli('tag', 'tarred', '--version', 'v1', '--name', 'golden')).status).toBe(0);
       const duplicate = await cli('tag', 'tarred', '--name', 'golden');
-      expect([duplicate.status, duplicate.stderr.trim()]).toEqual([2, 'imgflow: name: expected a tag name not yet used (golden is v1), got "golden"']);
+      expect([duplicate.status, duplicate.stderr.trim()]).toEqual([
+        2,
+        'imgflow: name: expected a tag name not yet used (golden is v1), got "golden"',
+      ]);
 
       expect((await cli('promote', 'tarred', '--tag', 'golden', '--to', 'test')).status).toBe(0);
       const gated = await cli('promote', 'tarred', '--tag', 'golden', '--to', 'prod');
-      expect(gated.stderr).toMatch(/^imgflow: tag: expected a tag with a passed test result to promote to gated channel prod/);
+      expect(gated.stderr).toMatch(
+        /^imgflow: tag: expected a tag with a passed test result to promote to gated channel prod/,
+      );
       expect((await cli('test-result', 'tarred', '--tag', 'golden', '--passed', '--note', 'booted c1')).status).toBe(0);
       expect((await cli('promote', 'tarred', '--tag', 'golden', '--to', 'prod')).status).toBe(0);
       const noHistory = await cli('rollback', 'tarred', '--channel', 'prod');
@@ -109,7 +121,12 @@ describe('imgflow build', () => {
       // A site gates its own channels: staging now needs a passed test, prod no longer does.
       expect((await cli('gate', 'tarred', '--channels', 'staging')).stdout.trim()).toBe('gated: staging');
       const staging = await cli('promote', 'tarred', '--tag', tag, '--to', 'staging');
-      expect([staging.status, staging.stderr]).toEqual([2, expect.stringMatching(/^imgflow: tag: expected a tag with a passed test result to promote to gated channel staging/)]);
+      expect([staging.status, staging.stderr]).toEqual([
+        2,
+        expect.stringMatching(
+          /^imgflow: tag: expected a tag with a passed test result to promote to gated channel staging/,
+        ),
+      ]);
       expect((await cli('promote', 'tarred', '--tag', tag, '--to', 'prod')).status).toBe(0);
       for (const args of [['--channels', 'Prod!'], [], ['--none', '--channels', 'prod']]) {
         const refused = await cli('gate', 'tarred', ...args);
@@ -123,7 +140,10 @@ describe('imgflow build', () => {
       const tags = await cli('tags', 'tarred');
       expect(tags.stdout.trim().split('\n')).toHaveLength(3);
       const bad = await cli('promote', 'tarred', '--tag', 'golden', '--to', 'Prod!');
-      expect([bad.status, bad.stderr.trim()]).toEqual([2, 'imgflow: --to: expected a channel name of 1-32 lower-case letters, digits or "-", got "Prod!"']);
+      expect([bad.status, bad.stderr.trim()]).toEqual([
+        2,
+        'imgflow: --to: expected a channel name of 1-32 lower-case letters, digits or "-", got "Prod!"',
+      ]);
     });
     await connection.close();
   });
@@ -132,9 +152,14 @@ describe('imgflow build', () => {
     const file = await recipe('queued');
     const { client, connection } = await testClient();
     await withWorkers({ workflowQueue: 'imgflow', activities }, async () => {
-      const [a, b] = await Promise.all([cli('build', file, '-m', 'one', '--store', host), cli('build', file, '-m', 'two', '--store', host)]);
+      const [a, b] = await Promise.all([
+        cli('build', file, '-m', 'one', '--store', host),
+        cli('build', file, '-m', 'two', '--store', host),
+      ]);
       expect([a.status, b.status]).toEqual([0, 0]);
-      expect(`${a.stderr}${b.stderr}`).toMatch(/queued is already building: waiting for build-queued-\d+ to finish first/);
+      expect(`${a.stderr}${b.stderr}`).toMatch(
+        /queued is already building: waiting for build-queued-\d+ to finish first/,
+      );
       const { entries: history } = await client.workflow.getHandle(lineageWorkflowId('queued')).query(historyQuery, {});
       expect(history.filter((e) => e.op === 'register').map((e) => e.detail.split(' ')[0])).toEqual(['v1', 'v2']);
       await saveHistory('lineageWorkflow-builds', client.workflow.getHandle(lineageWorkflowId('queued')));
@@ -159,8 +184,13 @@ describe('imgflow build', () => {
     await withWorkers({ workflowQueue: 'imgflow', activities }, async () => {
       const result = await cli('build', file, '--store', 'nas-without-worker');
       expect(result.status).toBe(2);
-      expect(result.stderr.trim()).toMatch(/^imgflow: --store: expected a NAS whose worker is running \(nothing polls nas\.nas-without-worker\), got "nas-without-worker"$/);
-      const started = await client.workflow.getHandle(lineageWorkflowId('nowhere')).describe().catch((e: Error) => e.name);
+      expect(result.stderr.trim()).toMatch(
+        /^imgflow: --store: expected a NAS whose worker is running \(nothing polls nas\.nas-without-worker\), got "nas-without-worker"$/,
+      );
+      const started = await client.workflow
+        .getHandle(lineageWorkflowId('nowhere'))
+        .describe()
+        .catch((e: Error) => e.name);
       expect(started).toBe('WorkflowNotFoundError');
     });
     await connection.close();
@@ -168,7 +198,10 @@ describe('imgflow build', () => {
 
   it('refuses a bad recipe in one line and starts nothing', async () => {
     const file = path.join(dir, 'bad.yaml');
-    fs.writeFileSync(file, 'image: ../etc\narch: x86_64\nos: debian-12\nsource:\n  debootstrap: {suite: bookworm}\ncolour: blue\n');
+    fs.writeFileSync(
+      file,
+      'image: ../etc\narch: x86_64\nos: debian-12\nsource:\n  debootstrap: {suite: bookworm}\ncolour: blue\n',
+    );
     const result = await cli('build', file);
     expect(result.status).toBe(2);
     const lines = result.stderr.trim().split('\n');
@@ -181,7 +214,10 @@ describe('imgflow build', () => {
     const excludes = `['/[!e]*', '/e[!t]*', '/etc/[!h]*', '/etc/h[!o]*', '/etc/ho[!s]*']`;
     const capture = (image: string, allow: string) => {
       const file = path.join(dir, `${image}.yaml`);
-      fs.writeFileSync(file, `image: ${image}\narch: x86_64\nos: debian-12\nsource:\n  capture:\n    from: /./\n    excludes: ${excludes}\n${allow}outputs: [qcow2]\n`);
+      fs.writeFileSync(
+        file,
+        `image: ${image}\narch: x86_64\nos: debian-12\nsource:\n  capture:\n    from: /./\n    excludes: ${excludes}\n${allow}outputs: [qcow2]\n`,
+      );
       return file;
     };
     const refused = await cli('build', capture('builder-self', ''), '--store', host);
@@ -192,7 +228,13 @@ describe('imgflow build', () => {
 
     const { connection } = await testClient();
     await withWorkers({ workflowQueue: 'imgflow', activities }, async () => {
-      const built = await cli('--json', 'build', capture('builder-self', '    allowBuilderRoot: true\n'), '--store', host);
+      const built = await cli(
+        '--json',
+        'build',
+        capture('builder-self', '    allowBuilderRoot: true\n'),
+        '--store',
+        host,
+      );
       expect(built.status, built.stderr).toBe(0);
       const version = JSON.parse(built.stdout) as VersionRecord;
       expect(version).toMatchObject({ id: 'v1', capturedBuilderRoot: true, provenance: { source: 'capture of /./' } });

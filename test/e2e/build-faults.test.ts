@@ -32,7 +32,11 @@ const PENDING_ACTIVITY_STARTED = temporal.api.enums.v1.PendingActivityState.PEND
 /** Attempts of each activity type that ran to its end, from the workflow's history. */
 async function attemptsByType(handle: WorkflowHandle): Promise<Record<string, number[]>> {
   const events = (await handle.fetchHistory()).events ?? [];
-  const typeOf = new Map(events.filter((e) => e.activityTaskScheduledEventAttributes).map((e) => [String(e.eventId), e.activityTaskScheduledEventAttributes!.activityType!.name!]));
+  const typeOf = new Map(
+    events
+      .filter((e) => e.activityTaskScheduledEventAttributes)
+      .map((e) => [String(e.eventId), e.activityTaskScheduledEventAttributes!.activityType!.name!]),
+  );
   const attempts: Record<string, number[]> = {};
   for (const e of events) {
     const started = e.activityTaskStartedEventAttributes;
@@ -58,11 +62,17 @@ describe('debootstrap builds through the CLI, and their faults', () => {
 
   const globals = ['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home];
   const cli = (...args: string[]) => imgflowAsync([...globals, ...args], { IMGFLOW_USER: 'alice' }, BUILD_TIMEOUT);
-  const withOrchestration = <T>(fn: () => Promise<T>) => withWorkers({ workflowQueue: 'imgflow', activities: { [`nas.${host}`]: createNasActivities({ run, config }) } }, fn);
+  const withOrchestration = <T>(fn: () => Promise<T>) =>
+    withWorkers(
+      { workflowQueue: 'imgflow', activities: { [`nas.${host}`]: createNasActivities({ run, config }) } },
+      fn,
+    );
 
   /** A real builder worker process, named like the store's host so artifacts are copied locally. */
   function startBuilder(): ChildProcess {
-    const child = spawnImgflow([...globals, 'worker', '--role', 'builder', '--host', host, '--metrics', ''], { IMGFLOW_LOG_PRETTY: '0' });
+    const child = spawnImgflow([...globals, 'worker', '--role', 'builder', '--host', host, '--metrics', ''], {
+      IMGFLOW_LOG_PRETTY: '0',
+    });
     // Drained so a chatty worker never blocks on a full pipe.
     child.stdout!.resume();
     child.stderr!.resume();
@@ -73,7 +83,10 @@ describe('debootstrap builds through the CLI, and their faults', () => {
   function recipe(image: string, mirror?: string): string {
     const file = path.join(dir, `${image}.yaml`);
     const source = `  debootstrap:\n    suite: bookworm\n    variant: minbase\n${mirror ? `    mirror: ${mirror}\n` : ''}`;
-    fs.writeFileSync(file, `image: ${image}\narch: x86_64\nos: debian-12\nsource:\n${source}packages: [less]\noutputs: [qcow2]\n`);
+    fs.writeFileSync(
+      file,
+      `image: ${image}\narch: x86_64\nos: debian-12\nsource:\n${source}packages: [less]\noutputs: [qcow2]\n`,
+    );
     return file;
   }
 
@@ -90,10 +103,14 @@ describe('debootstrap builds through the CLI, and their faults', () => {
 
   /** Resolves once a builder has taken the activity (its attempt is running). */
   async function activityRunning(handle: WorkflowHandle, type: string): Promise<void> {
-    await until(`${type} to start`, async () => {
-      const pending = (await handle.describe()).raw.pendingActivities ?? [];
-      return pending.some((a) => a.activityType?.name === type && a.state === PENDING_ACTIVITY_STARTED);
-    }, 10 * 60_000);
+    await until(
+      `${type} to start`,
+      async () => {
+        const pending = (await handle.describe()).raw.pendingActivities ?? [];
+        return pending.some((a) => a.activityType?.name === type && a.state === PENDING_ACTIVITY_STARTED);
+      },
+      10 * 60_000,
+    );
   }
 
   /** What a debugfs request prints about the ext4 inside a stored qcow2. */
@@ -136,7 +153,9 @@ describe('debootstrap builds through the CLI, and their faults', () => {
 
         const report = await cli('report', `${image}:v1`);
         expect(report.status).toBe(0);
-        expect(report.stdout).toMatch(new RegExp(`^packages\\s+\\S+\\s+\\+${stored - rows.bootstrap!.packages}\\s+.*\\s${stored}\\s`, 'm'));
+        expect(report.stdout).toMatch(
+          new RegExp(`^packages\\s+\\S+\\s+\\+${stored - rows.bootstrap!.packages}\\s+.*\\s${stored}\\s`, 'm'),
+        );
         expect(report.stdout).toMatch(new RegExp(`^TOTAL\\s+\\S+\\s+\\+${stored}\\s+\\S+ \\S+\\s+${stored}\\s`, 'm'));
         expect(fs.readdirSync(builds)).toEqual([]);
       });
@@ -176,7 +195,10 @@ describe('debootstrap builds through the CLI, and their faults', () => {
         const sbin = await debugfsInArtifact(version.artifacts[0]!.path, 'ls /usr/sbin');
         expect(sbin).toContain('chroot');
         expect(/policy-rc\.d|imgflow-/.test(sbin), 'policy-rc.d or a temporary file left in /usr/sbin').toBe(false);
-        expect(/imgflow-/.test(await debugfsInArtifact(version.artifacts[0]!.path, 'ls /etc')), 'a temporary file left in /etc').toBe(false);
+        expect(
+          /imgflow-/.test(await debugfsInArtifact(version.artifacts[0]!.path, 'ls /etc')),
+          'a temporary file left in /etc',
+        ).toBe(false);
         expect(fs.readdirSync(builds)).toEqual([]);
         expect(await mountsUnder(home)).toEqual([]);
       });
@@ -218,7 +240,9 @@ describe('debootstrap builds through the CLI, and their faults', () => {
         expect(result.status).toBe(1);
         const lines = result.stderr.trim().split('\n');
         expect(lines).toHaveLength(1);
-        expect(lines[0]).toMatch(/^imgflow: .*debootstrap .*Failed getting release file http:\/\/127\.0\.0\.1:9\/debian/);
+        expect(lines[0]).toMatch(
+          /^imgflow: .*debootstrap .*Failed getting release file http:\/\/127\.0\.0\.1:9\/debian/,
+        );
         expect(seconds).toBeLessThan(120);
 
         const { client } = await testClient();

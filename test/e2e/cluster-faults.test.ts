@@ -31,7 +31,13 @@ import { pidOf } from '../../starters/cluster/services.js';
 import { siteDown, siteUp, type SiteOptions, type SiteUp } from '../../starters/cluster/site.js';
 import { updateLineage } from '../../starters/lineage-client.js';
 import { historyQuery, lineageWorkflowId, registerVersionUpdate } from '../../workflows/lineage/messages.js';
-import { describeQuery, subscriptionWorkflowId, syncUpdate, type SubscriptionConfig, type SyncOutcome } from '../../workflows/subscription/messages.js';
+import {
+  describeQuery,
+  subscriptionWorkflowId,
+  syncUpdate,
+  type SubscriptionConfig,
+  type SyncOutcome,
+} from '../../workflows/subscription/messages.js';
 import { subscriptionWorkflow } from '../../workflows/subscription/workflow.js';
 import { volumeQuery, volumeWorkflowId } from '../../workflows/volume/messages.js';
 import { hostsCensus } from '../support/census.js';
@@ -57,7 +63,13 @@ const PENDING_ACTIVITY_STARTED = temporal.api.enums.v1.PendingActivityState.PEND
 const HELD_VOLUME = 'vm-held';
 
 /** How many times each activity type was scheduled and completed, and the attempt each ended on, from a workflow's history. */
-async function activityRuns(handle: WorkflowHandle): Promise<{ scheduled: Record<string, number>; completed: Record<string, number>; attempts: Record<string, number[]> }> {
+async function activityRuns(
+  handle: WorkflowHandle,
+): Promise<{
+  scheduled: Record<string, number>;
+  completed: Record<string, number>;
+  attempts: Record<string, number[]>;
+}> {
   const events = (await handle.fetchHistory()).events ?? [];
   const scheduled: Record<string, number> = {};
   const completed: Record<string, number> = {};
@@ -101,7 +113,8 @@ describe('faults across a site: history, PostgreSQL and a NAS worker', () => {
   let operatorEnv: Record<string, string>;
 
   const hosts = (): HostsState => readHostsState(dir)!;
-  const imgflow = (args: string[], timeoutMs = 300_000) => imgflowAsync(['--home', path.join(home, 'cli'), ...args], { IMGFLOW_USER: 'alice', ...operatorEnv }, timeoutMs);
+  const imgflow = (args: string[], timeoutMs = 300_000) =>
+    imgflowAsync(['--home', path.join(home, 'cli'), ...args], { IMGFLOW_USER: 'alice', ...operatorEnv }, timeoutMs);
   const ok = (r: CliResult) => {
     expect(r.status, r.stderr).toBe(0);
     return r.stdout;
@@ -109,7 +122,10 @@ describe('faults across a site: history, PostgreSQL and a NAS worker', () => {
   /** The catalog cloud-0's worker registers into. */
   const catalog = () => new CatalogRegistry({ dir: path.join(hostHome(hosts(), 'cloud-0'), 'catalog') });
   /** Clones, targets and mounts on the hosts, and the images in cloud-0's registry. */
-  const census = async () => ({ ...(await hostsCensus(run, hosts(), store)), registry: (await catalog().list()).length });
+  const census = async () => ({
+    ...(await hostsCensus(run, hosts(), store)),
+    registry: (await catalog().list()).length,
+  });
 
   beforeAll(async () => {
     requireClusterBinaries();
@@ -155,7 +171,9 @@ describe('faults across a site: history, PostgreSQL and a NAS worker', () => {
       [e.serverName]: operator.tls.serverName!,
       [e.apiKeyFile]: operator.apiKeyFile,
     };
-    connection = await Connection.connect(connectionSettings({ address: operator.address, tls: operator.tls, apiKeyFile: operator.apiKeyFile }));
+    connection = await Connection.connect(
+      connectionSettings({ address: operator.address, tls: operator.tls, apiKeyFile: operator.apiKeyFile }),
+    );
     client = new Client({ connection, namespace: NAMESPACE, dataConverter: testDataConverter() });
     // The NAS's dataset is made by its first volume; it mounts below its pool's mountpoint.
     const [pool, ...below] = site.pool.split('/');
@@ -177,20 +195,36 @@ describe('faults across a site: history, PostgreSQL and a NAS worker', () => {
     // The hook holds until the test releases it, then leaves its mark in the image: once per run.
     const hook = path.join(home, 'hooks', 'hold.sh');
     fs.mkdirSync(path.dirname(hook), { recursive: true });
-    fs.writeFileSync(hook, '#!/bin/sh\nwhile [ ! -e /tmp/imgflow-release ]; do sleep 0.2; done\necho ran >> /etc/hook-runs\n', { mode: 0o755 });
+    fs.writeFileSync(
+      hook,
+      '#!/bin/sh\nwhile [ ! -e /tmp/imgflow-release ]; do sleep 0.2; done\necho ran >> /etc/hook-runs\n',
+      { mode: 0o755 },
+    );
     const recipe = path.join(home, `${image}.yaml`);
     fs.writeFileSync(
       recipe,
       `image: ${image}\narch: x86_64\nos: debian-12\nsource:\n  tarball:\n    path: ${tarball.file}\n    sha256: ${tarball.sha256}\nhooks:\n  image:\n    - name: hold\n      file: hooks/hold.sh\nprepare:\n  hostname: node\noutputs: [raw]\n`,
     );
-    const { buildId } = JSON.parse(ok(await imgflow(['--json', 'build', recipe, '-m', 'history killed', '--store', 'nas-0', '--no-wait']))) as { buildId: string };
+    const { buildId } = JSON.parse(
+      ok(await imgflow(['--json', 'build', recipe, '-m', 'history killed', '--store', 'nas-0', '--no-wait'])),
+    ) as { buildId: string };
     const handle = client.workflow.getHandle(buildId);
     await until(
       'the hook to run on builder-0',
-      async () => ((await handle.describe()).raw.pendingActivities ?? []).some((a) => a.activityType?.name === 'runHook' && a.state === PENDING_ACTIVITY_STARTED),
+      async () =>
+        ((await handle.describe()).raw.pendingActivities ?? []).some(
+          (a) => a.activityType?.name === 'runHook' && a.state === PENDING_ACTIVITY_STARTED,
+        ),
       180_000,
     );
-    const root = path.join(hostHome(hosts(), 'builder-0'), 'builder', 'x86_64', 'builds', buildId.replace(/^build-/, '').slice(0, 64), 'root');
+    const root = path.join(
+      hostHome(hosts(), 'builder-0'),
+      'builder',
+      'x86_64',
+      'builds',
+      buildId.replace(/^build-/, '').slice(0, 64),
+      'root',
+    );
     expect(fs.existsSync(path.join(root, 'etc'))).toBe(true);
 
     const killed = pidOf(site.cluster.state, 'history')!;
@@ -216,7 +250,9 @@ describe('faults across a site: history, PostgreSQL and a NAS worker', () => {
       .trim()
       .split('\n')
       .map((line) => JSON.parse(line) as { path: string; sha256?: string });
-    expect(manifest.find((f) => f.path === '/etc/hook-runs')?.sha256).toBe(createHash('sha256').update('ran\n').digest('hex'));
+    expect(manifest.find((f) => f.path === '/etc/hook-runs')?.sha256).toBe(
+      createHash('sha256').update('ran\n').digest('hex'),
+    );
     expect(await sha256File(result.record.artifacts[0]!.path)).toBe(result.record.artifacts[0]!.sha256);
 
     const { entries } = await client.workflow.getHandle(lineageWorkflowId(image)).query(historyQuery, {});
@@ -230,7 +266,10 @@ describe('faults across a site: history, PostgreSQL and a NAS worker', () => {
     const server = await startFileServer({ host: hosts().gateway });
     try {
       const listId = 'list-faults';
-      const bodies = { '1.0': patternedQcow2(path.join(home, 'a1.qcow2'), '0x11'), '2.0': patternedQcow2(path.join(home, 'a2.qcow2'), '0x22') };
+      const bodies = {
+        '1.0': patternedQcow2(path.join(home, 'a1.qcow2'), '0x11'),
+        '2.0': patternedQcow2(path.join(home, 'a2.qcow2'), '0x22'),
+      };
       const publish = oneImageList(server, pki, listId, bodies, 'faults');
       const ofList = async () => catalog().list({ imageList: listId });
 
@@ -248,7 +287,11 @@ describe('faults across a site: history, PostgreSQL and a NAS worker', () => {
         site: 'cloud-0',
         workerWaitSeconds: 120,
       };
-      const handle = await client.workflow.start(subscriptionWorkflow, { taskQueue: WORKFLOW_QUEUE, workflowId: subscriptionWorkflowId(config.name), args: [{ config }] });
+      const handle = await client.workflow.start(subscriptionWorkflow, {
+        taskQueue: WORKFLOW_QUEUE,
+        workflowId: subscriptionWorkflowId(config.name),
+        args: [{ config }],
+      });
       expect(await handle.executeUpdate(syncUpdate, { args: [{ by: 'alice' }] })).toMatchObject({ status: 'applied' });
       const old = (await ofList())[0]!;
       // The site's access to the image, which the swap must hand on (or leave in place).
@@ -284,7 +327,9 @@ describe('faults across a site: history, PostgreSQL and a NAS worker', () => {
           300_000,
         ));
       expect(['applied', 'partial']).toContain(outcome.status);
-      console.log(`the swap across the restart: ${outcome.status}, ${JSON.stringify(outcome.outcomes?.map((o) => `${o.identifier} ${o.ok ? 'ok' : 'failed'}: ${o.note ?? ''}`))}`);
+      console.log(
+        `the swap across the restart: ${outcome.status}, ${JSON.stringify(outcome.outcomes?.map((o) => `${o.identifier} ${o.ok ? 'ok' : 'failed'}: ${o.note ?? ''}`))}`,
+      );
 
       const images = await ofList();
       const current = images.filter((i) => i.name === 'img-a');
@@ -296,7 +341,16 @@ describe('faults across a site: history, PostgreSQL and a NAS worker', () => {
         // Complete: the old one parked, locked and disabled, the new one in its place with the old access.
         expect(outcome.status).toBe('applied');
         expect(current[0]!.template.IMGFLOW_VERSION).toBe('2.0');
-        expect(parked).toEqual([expect.objectContaining({ id: old.id, name: expect.stringMatching(/^img-a_EXPIRED_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_UTC$/), ownerId: 0, groupId: 0, mode: '700', state: 'DISABLED' })]);
+        expect(parked).toEqual([
+          expect.objectContaining({
+            id: old.id,
+            name: expect.stringMatching(/^img-a_EXPIRED_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_UTC$/),
+            ownerId: 0,
+            groupId: 0,
+            mode: '700',
+            state: 'DISABLED',
+          }),
+        ]);
         expect(await census()).toEqual({ ...before, registry: before.registry + 1 });
       } else {
         // Undone: the old image back under its name, with its access.
@@ -315,15 +369,33 @@ describe('faults across a site: history, PostgreSQL and a NAS worker', () => {
     fs.mkdirSync(path.dirname(file), { recursive: true });
     await run(['qemu-img', 'create', '-q', '-f', 'raw', file, `${32 * MiB}`]);
     await run(['qemu-io', '-f', 'raw', '-c', 'write -P 0x5a 0 1M', file]);
-    await updateLineage(client, image, registerVersionUpdate, { ...newVersion(1), artifacts: [{ format: 'raw', host: 'nas-0', path: file, sha256: await sha256File(file), bytes: 32 * MiB }] });
+    await updateLineage(client, image, registerVersionUpdate, {
+      ...newVersion(1),
+      artifacts: [{ format: 'raw', host: 'nas-0', path: file, sha256: await sha256File(file), bytes: 32 * MiB }],
+    });
     const before = await census();
     const clonesOf = async (volume: string) =>
-      (await run(['zfs', 'list', '-H', '-r', '-t', 'filesystem', '-o', 'name', `${store.dataset}/volumes`])).stdout.split('\n').filter((name) => name === `${store.dataset}/volumes/${volume}`).length;
+      (await run(['zfs', 'list', '-H', '-r', '-t', 'filesystem', '-o', 'name', `${store.dataset}/volumes`])).stdout
+        .split('\n')
+        .filter((name) => name === `${store.dataset}/volumes/${volume}`).length;
 
-    const map = imgflow(['map', HELD_VOLUME, '--image', `${image}:v1`, '--nas', 'nas-0', '--compute', 'compute-0', '--size', '1']);
+    const map = imgflow([
+      'map',
+      HELD_VOLUME,
+      '--image',
+      `${image}:v1`,
+      '--nas',
+      'nas-0',
+      '--compute',
+      'compute-0',
+      '--size',
+      '1',
+    ]);
     await until("nas-0's zfs clone to be under way", () => fs.existsSync(cloneHeld), 180_000);
     const worker = hosts().workers.find((w) => w.host === 'nas-0' && w.role === 'nas')!;
-    const others = hosts().workers.filter((w) => w.host !== 'nas-0').map((w) => w.pid);
+    const others = hosts()
+      .workers.filter((w) => w.host !== 'nas-0')
+      .map((w) => w.pid);
     process.kill(worker.pid, 'SIGKILL');
     await until('the killed worker to be gone', () => !alive(worker.pid));
     fs.writeFileSync(cloneRelease, '');
@@ -333,11 +405,18 @@ describe('faults across a site: history, PostgreSQL and a NAS worker', () => {
     const again = await siteUp(options);
     const restarted = again.hosts.workers.find((w) => w.host === 'nas-0' && w.role === 'nas')!;
     expect(restarted.pid).not.toBe(worker.pid);
-    expect(again.hosts.workers.filter((w) => w.host !== 'nas-0').map((w) => w.pid).sort()).toEqual(others.sort());
+    expect(
+      again.hosts.workers
+        .filter((w) => w.host !== 'nas-0')
+        .map((w) => w.pid)
+        .sort(),
+    ).toEqual(others.sort());
 
     const mapped = await map;
     expect(mapped.stderr).toBe('');
-    expect(ok(mapped)).toBe(`iscsi://${again.hosts.hosts.find((h) => h.name === 'nas-0')!.address}:3260/iqn.2026-01.org.imgflow:nas-0.${HELD_VOLUME}/1\n`);
+    expect(ok(mapped)).toBe(
+      `iscsi://${again.hosts.hosts.find((h) => h.name === 'nas-0')!.address}:3260/iqn.2026-01.org.imgflow:nas-0.${HELD_VOLUME}/1\n`,
+    );
     const volume = client.workflow.getHandle(volumeWorkflowId(HELD_VOLUME));
     expect((await volume.query(volumeQuery)).phase).toBe('mapped');
     // One clone asked for, finished by a later attempt on the new worker, which found the clone made.
@@ -346,7 +425,12 @@ describe('faults across a site: history, PostgreSQL and a NAS worker', () => {
     expect(completed.volumeClone).toBe(1);
     expect(attempts.volumeClone![0]).toBeGreaterThan(1);
     expect(await clonesOf(HELD_VOLUME)).toBe(1);
-    expect(await census()).toEqual({ ...before, targets: before.targets + 1, clones: before.clones + 1, mounts: before.mounts + 1 });
+    expect(await census()).toEqual({
+      ...before,
+      targets: before.targets + 1,
+      clones: before.clones + 1,
+      mounts: before.mounts + 1,
+    });
 
     ok(await imgflow(['unmap', HELD_VOLUME]));
     ok(await imgflow(['delete-volume', HELD_VOLUME]));

@@ -12,7 +12,14 @@ import { createHostActivities } from '../../activities/host.js';
 import { createRunner } from '../../activities/runner.js';
 import { loadConfig } from '../../lib/config.js';
 import { connectionSettings, type ConnectionSettings } from '../../lib/connection.js';
-import { clientTls, clusterDown, clusterUp, frontendAddress, restartService, type UpResult } from '../../starters/cluster/cluster.js';
+import {
+  clientTls,
+  clusterDown,
+  clusterUp,
+  frontendAddress,
+  restartService,
+  type UpResult,
+} from '../../starters/cluster/cluster.js';
 import { ensurePki, FRONTEND_TLS_NAME, issueCert, issueClientCert, type CertPair } from '../../starters/cluster/pki.js';
 import { pidOf } from '../../starters/cluster/services.js';
 import { mintToken, writeTokenFile, type TokenRole } from '../../starters/cluster/tokens.js';
@@ -42,17 +49,29 @@ describe('a Temporal cluster behind mutual TLS and tokens', () => {
     if (fs.existsSync(path.join(dir, 'cluster.json'))) await clusterDown(dir, { dropDatabases: true });
   });
 
-  const token = (role: TokenRole, ttlSeconds = 600) => mintToken(up.state.signingKey, { role, namespace: NAMESPACE, subject: `test-${role}`, ttlSeconds });
+  const token = (role: TokenRole, ttlSeconds = 600) =>
+    mintToken(up.state.signingKey, { role, namespace: NAMESPACE, subject: `test-${role}`, ttlSeconds });
 
   /** A client of the cluster with this certificate (none: TLS without one) and this token. */
   const settingsFor = (o: { cert?: CertPair; role?: TokenRole }): ConnectionSettings => {
-    const tls = o.cert ? clientTls(up.state, o.cert) : { enabled: true, caPath: up.state.pki.caCert, serverName: FRONTEND_TLS_NAME };
-    return connectionSettings({ address: frontendAddress(up.state), tls, ...(o.role ? { apiKey: token(o.role) } : {}) });
+    const tls = o.cert
+      ? clientTls(up.state, o.cert)
+      : { enabled: true, caPath: up.state.pki.caCert, serverName: FRONTEND_TLS_NAME };
+    return connectionSettings({
+      address: frontendAddress(up.state),
+      tls,
+      ...(o.role ? { apiKey: token(o.role) } : {}),
+    });
   };
-  const server = (o: { cert?: CertPair; role?: TokenRole }): TestServer => ({ settings: settingsFor(o), namespace: NAMESPACE });
+  const server = (o: { cert?: CertPair; role?: TokenRole }): TestServer => ({
+    settings: settingsFor(o),
+    namespace: NAMESPACE,
+  });
 
   async function asOperator<T>(fn: (client: Client) => Promise<T>): Promise<T> {
-    const connection = await Connection.connect(settingsFor({ cert: issueClientCert(up.state.pki, 'operator'), role: 'operator' }));
+    const connection = await Connection.connect(
+      settingsFor({ cert: issueClientCert(up.state.pki, 'operator'), role: 'operator' }),
+    );
     try {
       return await fn(new Client({ connection, namespace: NAMESPACE, dataConverter: testDataConverter() }));
     } finally {
@@ -60,7 +79,8 @@ describe('a Temporal cluster behind mutual TLS and tokens', () => {
     }
   }
 
-  const pingCount = () => asOperator((client) => client.workflow.count('WorkflowType = "pingWorkflow"').then((c) => c.count));
+  const pingCount = () =>
+    asOperator((client) => client.workflow.count('WorkflowType = "pingWorkflow"').then((c) => c.count));
   const exists = (workflowId: string) =>
     asOperator((client) =>
       client.workflow
@@ -81,8 +101,16 @@ describe('a Temporal cluster behind mutual TLS and tokens', () => {
     const host = uniqueQueue('n');
     const workflowQueue = uniqueQueue('wf');
     const worker = server({ cert: issueClientCert(up.state.pki, host), role: 'worker' });
-    const facts = await withWorkers({ workflowQueue, activities: { [`nas.${host}`]: hostActivities(host) }, server: worker }, () =>
-      asOperator((client) => client.workflow.execute(pingWorkflow, { taskQueue: workflowQueue, workflowId: uniqueQueue('ping'), args: [{ queue: `nas.${host}` }] })),
+    const facts = await withWorkers(
+      { workflowQueue, activities: { [`nas.${host}`]: hostActivities(host) }, server: worker },
+      () =>
+        asOperator((client) =>
+          client.workflow.execute(pingWorkflow, {
+            taskQueue: workflowQueue,
+            workflowId: uniqueQueue('ping'),
+            args: [{ queue: `nas.${host}` }],
+          }),
+        ),
     );
     expect(facts).toMatchObject({ host, role: 'nas', pid: process.pid });
   });
@@ -94,7 +122,11 @@ describe('a Temporal cluster behind mutual TLS and tokens', () => {
     };
     const expired = () => {
       const pki = up.state.pki;
-      return issueCert({ cert: pki.caCert, key: pki.caKey! }, path.join(root, 'expired'), 'expired', { cn: 'expired', usage: 'client', days: -1 });
+      return issueCert({ cert: pki.caCert, key: pki.caKey! }, path.join(root, 'expired'), 'expired', {
+        cn: 'expired',
+        usage: 'client',
+        days: -1,
+      });
     };
     const cases: [string, () => { cert?: CertPair; role?: TokenRole }][] = [
       ['a client with no certificate', () => ({ role: 'operator' })],
@@ -109,7 +141,10 @@ describe('a Temporal cluster behind mutual TLS and tokens', () => {
         const attempt = async () => {
           const connection = await Connection.connect({ ...settingsFor(client()), connectTimeout: 5000 });
           try {
-            await new Client({ connection, namespace: NAMESPACE, dataConverter: testDataConverter() }).workflow.start(pingWorkflow, { taskQueue: 'nobody', workflowId, args: [{ queue: 'nas.nobody' }] });
+            await new Client({ connection, namespace: NAMESPACE, dataConverter: testDataConverter() }).workflow.start(
+              pingWorkflow,
+              { taskQueue: 'nobody', workflowId, args: [{ queue: 'nas.nobody' }] },
+            );
           } finally {
             await connection.close();
           }
@@ -133,9 +168,13 @@ describe('a Temporal cluster behind mutual TLS and tokens', () => {
 
       const before = await pingCount();
       const workflowId = uniqueQueue('viewer');
-      const error = (await client.workflow.start(pingWorkflow, { taskQueue: 'nobody', workflowId, args: [{ queue: 'nas.nobody' }] }).catch((e: unknown) => e)) as Error;
+      const error = (await client.workflow
+        .start(pingWorkflow, { taskQueue: 'nobody', workflowId, args: [{ queue: 'nas.nobody' }] })
+        .catch((e: unknown) => e)) as Error;
       expect(error).toBeInstanceOf(Error);
-      expect(`${error.message} ${(error.cause as Error | undefined)?.message ?? ''}`).toMatch(/unauthorized|permission/i);
+      expect(`${error.message} ${(error.cause as Error | undefined)?.message ?? ''}`).toMatch(
+        /unauthorized|permission/i,
+      );
       expect(await exists(workflowId)).toBe(false);
       expect(await pingCount()).toBe(before);
     } finally {
@@ -158,7 +197,9 @@ describe('a Temporal cluster behind mutual TLS and tokens', () => {
       IMGFLOW_API_KEY_FILE: tokenPath,
     });
     expect(result.status).toBe(1);
-    expect(result.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^imgflow: refused by the Temporal server/)]);
+    expect(result.stderr.trim().split('\n')).toEqual([
+      expect.stringMatching(/^imgflow: refused by the Temporal server/),
+    ]);
     expect(result.stderr).not.toMatch(/eyJ[\w-]+\./);
     expect(await pingCount()).toBe(before);
   });
@@ -171,16 +212,24 @@ describe('a Temporal cluster behind mutual TLS and tokens', () => {
     // Only the workflow worker runs: the activity waits on the host's queue while history dies.
     await withWorkers({ workflowQueue, server: worker }, async () => {
       await asOperator(async (client) => {
-        const handle = await client.workflow.start(pingWorkflow, { taskQueue: workflowQueue, workflowId, args: [{ queue: `nas.${host}`, waitSeconds: 300 }] });
-        await until('the activity to be scheduled', async () => ((await handle.describe()).raw.pendingActivities?.length ?? 0) > 0);
+        const handle = await client.workflow.start(pingWorkflow, {
+          taskQueue: workflowQueue,
+          workflowId,
+          args: [{ queue: `nas.${host}`, waitSeconds: 300 }],
+        });
+        await until(
+          'the activity to be scheduled',
+          async () => ((await handle.describe()).raw.pendingActivities?.length ?? 0) > 0,
+        );
       });
       const killed = pidOf(up.state, 'history');
       const restarted = await restartService(dir, 'history');
       expect(restarted).not.toBe(killed);
     });
     const nas = server({ cert: issueClientCert(up.state.pki, host), role: 'worker' });
-    const facts = await withWorkers({ workflowQueue, activities: { [`nas.${host}`]: hostActivities(host) }, server: nas }, () =>
-      asOperator((client) => client.workflow.getHandle<typeof pingWorkflow>(workflowId).result()),
+    const facts = await withWorkers(
+      { workflowQueue, activities: { [`nas.${host}`]: hostActivities(host) }, server: nas },
+      () => asOperator((client) => client.workflow.getHandle<typeof pingWorkflow>(workflowId).result()),
     );
     expect(facts).toMatchObject({ host, role: 'nas' });
     expect(await pingCount()).toBeGreaterThan(0);

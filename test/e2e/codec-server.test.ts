@@ -20,7 +20,10 @@ import { until } from '../support/wait.js';
 const UI = 'http://127.0.0.1:8233';
 const MARKER = 'image list hepix-7c21 endorsed by CN=site-admin';
 const b64 = (bytes: Uint8Array | null | undefined) => Buffer.from(bytes ?? []).toString('base64');
-const asJson = (p: Payload) => ({ metadata: Object.fromEntries(Object.entries(p.metadata ?? {}).map(([k, v]) => [k, b64(v)])), data: b64(p.data) });
+const asJson = (p: Payload) => ({
+  metadata: Object.fromEntries(Object.entries(p.metadata ?? {}).map(([k, v]) => [k, b64(v)])),
+  data: b64(p.data),
+});
 const fromJson = (p: { metadata: Record<string, string>; data: string }): Payload => ({
   metadata: Object.fromEntries(Object.entries(p.metadata).map(([k, v]) => [k, Buffer.from(v, 'base64')])),
   data: Buffer.from(p.data, 'base64'),
@@ -41,11 +44,28 @@ describe('imgflow codec-server', () => {
   beforeAll(async () => {
     const port = await freePort();
     url = `http://127.0.0.1:${port}`;
-    const child = spawnImgflow(['--codec-keys', keysFile, 'codec-server', '--listen', `127.0.0.1:${port}`, '--cors-origin', UI, '--jwks', jwksFile], { IMGFLOW_LOG_PRETTY: '0' });
+    const child = spawnImgflow(
+      [
+        '--codec-keys',
+        keysFile,
+        'codec-server',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--cors-origin',
+        UI,
+        '--jwks',
+        jwksFile,
+      ],
+      { IMGFLOW_LOG_PRETTY: '0' },
+    );
     pid = child.pid;
     child.stdout!.resume();
     child.stderr!.resume();
-    await until('the codec server', async () => (await fetch(`${url}/decode`, { method: 'POST' })).status === 401, 30_000);
+    await until(
+      'the codec server',
+      async () => (await fetch(`${url}/decode`, { method: 'POST' })).status === 401,
+      30_000,
+    );
     sealed = (await codec.encode([defaultPayloadConverter.toPayload({ list: MARKER })]))[0]!;
   });
   afterAll(() => killGroup(pid));
@@ -53,7 +73,12 @@ describe('imgflow codec-server', () => {
   async function call(route: string, token: string | undefined, namespace = 'imgflow', payloads: Payload[] = [sealed]) {
     const res = await fetch(`${url}${route}`, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json', 'X-Namespace': namespace, Origin: UI, ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+      headers: {
+        'Content-Type': 'application/json',
+        'X-Namespace': namespace,
+        Origin: UI,
+        ...(token ? { Authorization: `Bearer ${token}` } : {}),
+      },
       body: JSON.stringify({ payloads: payloads.map(asJson) }),
     });
     const text = await res.text();
@@ -63,13 +88,20 @@ describe('imgflow codec-server', () => {
   it("answers the Web UI's preflight for its origin only", async () => {
     const ok = await fetch(`${url}/decode`, {
       method: 'OPTIONS',
-      headers: { Origin: UI, 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'authorization,content-type,x-namespace' },
+      headers: {
+        Origin: UI,
+        'Access-Control-Request-Method': 'POST',
+        'Access-Control-Request-Headers': 'authorization,content-type,x-namespace',
+      },
     });
     expect(ok.status).toBe(204);
     expect(ok.headers.get('access-control-allow-origin')).toBe(UI);
     expect(ok.headers.get('access-control-allow-headers')).toMatch(/Authorization/);
     expect(ok.headers.get('access-control-allow-headers')).toMatch(/X-Namespace/);
-    const other = await fetch(`${url}/decode`, { method: 'OPTIONS', headers: { Origin: 'http://evil.example', 'Access-Control-Request-Method': 'POST' } });
+    const other = await fetch(`${url}/decode`, {
+      method: 'OPTIONS',
+      headers: { Origin: 'http://evil.example', 'Access-Control-Request-Method': 'POST' },
+    });
     expect(other.status).toBe(403);
     expect(other.headers.get('access-control-allow-origin')).toBeNull();
   });
@@ -79,7 +111,8 @@ describe('imgflow codec-server', () => {
       const res = await call('/decode', mintToken(keys, { permissions: [permission] }));
       expect(res.status).toBe(200);
       expect(res.headers.get('access-control-allow-origin')).toBe(UI);
-      const [payload] = (JSON.parse(res.text) as { payloads: { metadata: Record<string, string>; data: string }[] }).payloads;
+      const [payload] = (JSON.parse(res.text) as { payloads: { metadata: Record<string, string>; data: string }[] })
+        .payloads;
       expect(defaultPayloadConverter.fromPayload(fromJson(payload!))).toEqual({ list: MARKER });
     }
   });
@@ -101,7 +134,13 @@ describe('imgflow codec-server', () => {
       ['expired', mintToken(keys, { ...read, exp: now - 60 }), 'imgflow', 401, /expired/],
       ['not yet valid', mintToken(keys, { ...read, nbf: now + 600 }), 'imgflow', 401, /not valid yet/],
       ['unsigned', unsigned, 'imgflow', 401, /three base64url parts|alg/],
-      ['another namespace', mintToken(keys, { permissions: ['other:admin'] }), 'imgflow', 403, /does not grant read on namespace imgflow/],
+      [
+        'another namespace',
+        mintToken(keys, { permissions: ['other:admin'] }),
+        'imgflow',
+        403,
+        /does not grant read on namespace imgflow/,
+      ],
       ['worker role only', mintToken(keys, { permissions: ['imgflow:worker'] }), 'imgflow', 403, /does not grant read/],
       ['asks for another namespace', mintToken(keys, read), 'other', 403, /does not grant read on namespace other/],
     ];
@@ -116,11 +155,16 @@ describe('imgflow codec-server', () => {
 
   it('encodes only for a token that grants write', async () => {
     const plain = defaultPayloadConverter.toPayload({ list: MARKER });
-    expect((await call('/encode', mintToken(keys, { permissions: ['imgflow:read'] }), 'imgflow', [plain])).status).toBe(403);
+    expect((await call('/encode', mintToken(keys, { permissions: ['imgflow:read'] }), 'imgflow', [plain])).status).toBe(
+      403,
+    );
     const res = await call('/encode', mintToken(keys, { permissions: ['imgflow:write'] }), 'imgflow', [plain]);
     expect(res.status).toBe(200);
-    const [payload] = (JSON.parse(res.text) as { payloads: { metadata: Record<string, string>; data: string }[] }).payloads;
+    const [payload] = (JSON.parse(res.text) as { payloads: { metadata: Record<string, string>; data: string }[] })
+      .payloads;
     expect(Buffer.from(payload!.data, 'base64').includes(Buffer.from('hepix-7c21'))).toBe(false);
-    expect(defaultPayloadConverter.fromPayload((await codec.decode([fromJson(payload!)]))[0]!)).toEqual({ list: MARKER });
+    expect(defaultPayloadConverter.fromPayload((await codec.decode([fromJson(payload!)]))[0]!)).toEqual({
+      list: MARKER,
+    });
   });
 });

@@ -69,7 +69,9 @@ describe('demo workflow', () => {
         .execute(demoWorkflow, {
           taskQueue: workflowQueue,
           workflowId: uniqueQueue('demo'),
-          args: [{ image: 'demo-base', volume: 'vm-2', arch: 's390x', nas: 'nowhere', sizeMiB: 16, workerWaitSeconds: 2 }],
+          args: [
+            { image: 'demo-base', volume: 'vm-2', arch: 's390x', nas: 'nowhere', sizeMiB: 16, workerWaitSeconds: 2 },
+          ],
         })
         .catch((e: unknown) => e),
     );

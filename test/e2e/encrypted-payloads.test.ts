@@ -34,18 +34,35 @@ describe('encrypted payloads', () => {
     const image = uniqueQueue('enc');
     const plainImage = uniqueQueue('plain');
     await withWorkers({ workflowQueue: taskQueue }, async () => {
-      const h = await client.workflow.start(lineageWorkflow, { taskQueue, workflowId: `lineage-${image}`, args: [{ image }] });
-      const version = { ...newVersion(1), message: `built from ${marker}`, provenance: { ...newVersion(1).provenance, source: `tarball ${marker}` } };
+      const h = await client.workflow.start(lineageWorkflow, {
+        taskQueue,
+        workflowId: `lineage-${image}`,
+        args: [{ image }],
+      });
+      const version = {
+        ...newVersion(1),
+        message: `built from ${marker}`,
+        provenance: { ...newVersion(1).provenance, source: `tarball ${marker}` },
+      };
       await h.executeUpdate(registerVersionUpdate, { args: [version] });
       await h.executeUpdate(revokeUpdate, { args: [{ by: 'alice', version: 'v1', reason: `leaks ${marker}` }] });
       const view = await h.query(describeQuery);
-      expect(view.versions[0]).toMatchObject({ message: `built from ${marker}`, revoked: { reason: `leaks ${marker}` } });
+      expect(view.versions[0]).toMatchObject({
+        message: `built from ${marker}`,
+        revoked: { reason: `leaks ${marker}` },
+      });
 
       // The same through a client without the codec: its input stays plain (workers pass plain
       // payloads through), and it cannot read the result the worker sealed.
       const plainClient = new Client({ connection, namespace: NAMESPACE });
-      const p = await plainClient.workflow.start(lineageWorkflow, { taskQueue, workflowId: `lineage-${plainImage}`, args: [{ image: plainImage }] });
-      await expect(p.executeUpdate(registerVersionUpdate, { args: [{ ...newVersion(1), message: `built from ${plainMarker}` }] })).rejects.toThrow(/Unknown encoding: binary\/encrypted/);
+      const p = await plainClient.workflow.start(lineageWorkflow, {
+        taskQueue,
+        workflowId: `lineage-${plainImage}`,
+        args: [{ image: plainImage }],
+      });
+      await expect(
+        p.executeUpdate(registerVersionUpdate, { args: [{ ...newVersion(1), message: `built from ${plainMarker}` }] }),
+      ).rejects.toThrow(/Unknown encoding: binary\/encrypted/);
       await h.terminate('test done');
       await p.terminate('test done');
     });

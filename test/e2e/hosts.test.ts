@@ -18,9 +18,24 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRunner } from '../../activities/runner.js';
 import { sha256File } from '../../lib/files.js';
 import { findOnPath } from '../../lib/which.js';
-import { downHosts, hostHome, hostOf, readHostsState, runOn, setLink, upHosts, type HostsState } from '../../starters/cluster/hosts.js';
+import {
+  downHosts,
+  hostHome,
+  hostOf,
+  readHostsState,
+  runOn,
+  setLink,
+  upHosts,
+  type HostsState,
+} from '../../starters/cluster/hosts.js';
 import { updateLineage } from '../../starters/lineage-client.js';
-import { connectWithin, ensureSearchAttributes, ensureTemporalCli, spawnDevServer, waitForNamespace } from '../../starters/temporal-server.js';
+import {
+  connectWithin,
+  ensureSearchAttributes,
+  ensureTemporalCli,
+  spawnDevServer,
+  waitForNamespace,
+} from '../../starters/temporal-server.js';
 import { registerVersionUpdate } from '../../workflows/lineage/messages.js';
 import { syncNowUpdate, volumeQuery, volumeWorkflowId } from '../../workflows/volume/messages.js';
 import { hostsCensus } from '../support/census.js';
@@ -62,19 +77,28 @@ describe('hosts on their own addresses', () => {
   let closeRelay: (() => Promise<void>) | undefined;
   let client: Client;
 
-  const cli = (...args: string[]) => imgflowAsync(['--address', state.frontend, '--namespace', NAMESPACE, '--home', path.join(dir, 'cli'), ...args], { IMGFLOW_USER: 'alice' });
+  const cli = (...args: string[]) =>
+    imgflowAsync(['--address', state.frontend, '--namespace', NAMESPACE, '--home', path.join(dir, 'cli'), ...args], {
+      IMGFLOW_USER: 'alice',
+    });
   const nasAddress = () => hostOf(state, 'nas-0').address;
   const volumeUrl = (volume: string) => `iscsi://${nasAddress()}:3260/${IQN}:nas-0.${volume}/1`;
 
   /** What the hosts hold, to compare before and after. */
-  const census = () => hostsCensus(run, state, { dataset: `${pool.name}/imgflow`, mountpoint: `${pool.mountpoint}/imgflow` });
+  const census = () =>
+    hostsCensus(run, state, { dataset: `${pool.name}/imgflow`, mountpoint: `${pool.mountpoint}/imgflow` });
 
   /** Reads the volume's first MiB through libiscsi from inside `host`, as that host's initiator. */
   const readFrom = (host: string, volume: string) =>
-    runOn(state, host, ['iscsi-readcapacity16', '-s', `--initiator-name=${IQN}:${host}`, volumeUrl(volume)], { okExitCodes: REFUSED, timeoutMs: 30_000 });
+    runOn(state, host, ['iscsi-readcapacity16', '-s', `--initiator-name=${IQN}:${host}`, volumeUrl(volume)], {
+      okExitCodes: REFUSED,
+      timeoutMs: 30_000,
+    });
 
   const pattern = async (file: string, byte: string, offset: string) => {
-    const r = await run(['qemu-io', '-f', 'raw', '-r', '-U', '-c', `read -P ${byte} ${offset} 1M`, file], { okExitCodes: [1] });
+    const r = await run(['qemu-io', '-f', 'raw', '-r', '-U', '-c', `read -P ${byte} ${offset} 1M`, file], {
+      okExitCodes: [1],
+    });
     return r.exitCode === 0 && !/Pattern verification failed/.test(r.stdout + r.stderr);
   };
 
@@ -84,13 +108,20 @@ describe('hosts on their own addresses', () => {
    */
   async function onNas(volume: string, byte: string, offset: string): Promise<boolean> {
     const dataset = `${pool.name}/imgflow/volumes/${volume}`;
-    const snaps = (await run(['zfs', 'list', '-H', '-t', 'snapshot', '-o', 'name', '-d', '1', dataset])).stdout.split('\n').filter((n) => n.includes('@imgflow-')).sort();
+    const snaps = (await run(['zfs', 'list', '-H', '-t', 'snapshot', '-o', 'name', '-d', '1', dataset])).stdout
+      .split('\n')
+      .filter((n) => n.includes('@imgflow-'))
+      .sort();
     const check = `${pool.name}/check-${volume}`;
     await run(['zfs', 'clone', snaps.at(-1)!, check]);
     try {
       return await pattern(path.join(pool.mountpoint, `check-${volume}`, 'disk.raw'), byte, offset);
     } finally {
-      await until('the check clone to go', async () => (await run(['zfs', 'destroy', check], { okExitCodes: [1] })).exitCode === 0, 30_000);
+      await until(
+        'the check clone to go',
+        async () => (await run(['zfs', 'destroy', check], { okExitCodes: [1] })).exitCode === 0,
+        30_000,
+      );
     }
   }
 
@@ -115,8 +146,17 @@ describe('hosts on their own addresses', () => {
     };
     // The network first: the frontend listens on its gateway, and only then do the workers start.
     state = await upHosts({ ...spec, workers: [] });
-    server = spawnDevServer({ cli: ensureTemporalCli(), port: await freePort(), dbFile: path.join(dir, 'temporal.sqlite'), logFile: path.join(dir, 'temporal.log'), namespace: NAMESPACE });
-    closeRelay = await relayTcp({ host: state.gateway, port: frontendPort }, { host: '127.0.0.1', port: Number(server.address.split(':')[1]) });
+    server = spawnDevServer({
+      cli: ensureTemporalCli(),
+      port: await freePort(),
+      dbFile: path.join(dir, 'temporal.sqlite'),
+      logFile: path.join(dir, 'temporal.log'),
+      namespace: NAMESPACE,
+    });
+    closeRelay = await relayTcp(
+      { host: state.gateway, port: frontendPort },
+      { host: '127.0.0.1', port: Number(server.address.split(':')[1]) },
+    );
     connection = await connectWithin(server.address, 60_000);
     if (!connection) throw new Error(`the dev server on ${server.address} did not start; see ${dir}/temporal.log`);
     await waitForNamespace(connection, NAMESPACE, 30_000);
@@ -129,7 +169,10 @@ describe('hosts on their own addresses', () => {
     fs.mkdirSync(path.dirname(file), { recursive: true });
     await run(['qemu-img', 'create', '-q', '-f', 'raw', file, `${32 * MiB}`]);
     await run(['qemu-io', '-f', 'raw', '-c', 'write -P 0x5a 0 1M', file]);
-    await updateLineage(client, image, registerVersionUpdate, { ...newVersion(1), artifacts: [{ format: 'raw', host: 'nas-0', path: file, sha256: await sha256File(file), bytes: 32 * MiB }] });
+    await updateLineage(client, image, registerVersionUpdate, {
+      ...newVersion(1),
+      artifacts: [{ format: 'raw', host: 'nas-0', path: file, sha256: await sha256File(file), bytes: 32 * MiB }],
+    });
   }, 400_000);
 
   afterAll(async () => {
@@ -143,18 +186,36 @@ describe('hosts on their own addresses', () => {
 
   it('maps from nas-0 to compute-1 across the bridge: readable from compute-1, refused from compute-2', async () => {
     const before = await census();
-    const mapped = await cli('map', 'vm-1', '--image', `${image}:v1`, '--nas', 'nas-0', '--compute', 'compute-1', '--size', '1');
+    const mapped = await cli(
+      'map',
+      'vm-1',
+      '--image',
+      `${image}:v1`,
+      '--nas',
+      'nas-0',
+      '--compute',
+      'compute-1',
+      '--size',
+      '1',
+    );
     expect(mapped.stderr).toBe('');
     expect(mapped.status).toBe(0);
     expect(mapped.stdout).toBe(`${volumeUrl('vm-1')}\n`);
-    expect(await census()).toEqual({ ...before, targets: before.targets + 1, clones: before.clones + 1, mounts: before.mounts + 1 });
+    expect(await census()).toEqual({
+      ...before,
+      targets: before.targets + 1,
+      clones: before.clones + 1,
+      mounts: before.mounts + 1,
+    });
 
     const fromCompute1 = await readFrom('compute-1', 'vm-1');
     expect(fromCompute1.exitCode).toBe(0);
     expect(Number(fromCompute1.stdout.trim())).toBe(1024 * MiB);
     // The clone's bytes, read through the target from inside compute-1.
     const opts = `driver=iscsi,transport=tcp,portal=${nasAddress()}:3260,target=${IQN}:nas-0.vm-1,lun=1,initiator-name=${IQN}:compute-1`;
-    const read = await runOn(state, 'compute-1', ['qemu-io', '-r', '--image-opts', opts, '-c', 'read -P 0x5a 0 1M'], { okExitCodes: [1] });
+    const read = await runOn(state, 'compute-1', ['qemu-io', '-r', '--image-opts', opts, '-c', 'read -P 0x5a 0 1M'], {
+      okExitCodes: [1],
+    });
     expect(read.exitCode).toBe(0);
     expect(read.stdout).not.toMatch(/Pattern verification failed/);
     const fromCompute2 = await readFrom('compute-2', 'vm-1');
@@ -167,7 +228,19 @@ describe('hosts on their own addresses', () => {
 
   it("sync mode across the bridge: nas-0 streams the node's copy to compute-1, compute-1 streams its writes back", async () => {
     const before = await census();
-    const mapped = await cli('map', 'vm-s', '--image', `${image}:v1`, '--nas', 'nas-0', '--compute', 'compute-1', '--sync', '--frequency', '3600');
+    const mapped = await cli(
+      'map',
+      'vm-s',
+      '--image',
+      `${image}:v1`,
+      '--nas',
+      'nas-0',
+      '--compute',
+      'compute-1',
+      '--sync',
+      '--frequency',
+      '3600',
+    );
     expect(mapped.stderr).toBe('');
     expect(mapped.status).toBe(0);
     const nodeCopy = path.join(nodePool.mountpoint, 'imgflow', 'volumes', 'vm-s', 'disk.raw');
@@ -182,11 +255,23 @@ describe('hosts on their own addresses', () => {
     expect(await onNas('vm-s', '0xa5', '2M')).toBe(true);
 
     // Each side ran its own command: the NAS's worker sent the first copy and received the pull, compute-1's the reverse.
-    const steps = (await handle.fetchHistory()).events!.map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name).filter(Boolean);
-    expect(steps).toEqual(expect.arrayContaining(['computeStreamListen', 'computeStreamReceive', 'volumeStreamSend', 'volumeStreamListen', 'volumeStreamReceive', 'computeStreamSend']));
+    const steps = (await handle.fetchHistory())
+      .events!.map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name)
+      .filter(Boolean);
+    expect(steps).toEqual(
+      expect.arrayContaining([
+        'computeStreamListen',
+        'computeStreamReceive',
+        'volumeStreamSend',
+        'volumeStreamListen',
+        'volumeStreamReceive',
+        'computeStreamSend',
+      ]),
+    );
     expect(steps).not.toContain('volumePull');
     expect(steps).not.toContain('computeReceive');
-    const logOf = (host: string, role: string) => fs.readFileSync(state.workers.find((w) => w.host === host && w.role === role)!.log, 'utf8');
+    const logOf = (host: string, role: string) =>
+      fs.readFileSync(state.workers.find((w) => w.host === host && w.role === role)!.log, 'utf8');
     expect(logOf('nas-0', 'nas')).toMatch(/"argv":\["zfs","send",[^\n]*"msg":"stream sent"/);
     expect(logOf('compute-1', 'compute')).toMatch(/"argv":\["zfs","recv",[^\n]*"msg":"stream received"/);
 
@@ -200,7 +285,18 @@ describe('hosts on their own addresses', () => {
 
   it('a compute host cut off while it attaches: the map fails and the NAS keeps no clone and no target', async () => {
     const before = await census();
-    const map = cli('map', 'vm-cut', '--image', `${image}:v1`, '--nas', 'nas-0', '--compute', 'compute-1', '--wait', '5');
+    const map = cli(
+      'map',
+      'vm-cut',
+      '--image',
+      `${image}:v1`,
+      '--nas',
+      'nas-0',
+      '--compute',
+      'compute-1',
+      '--wait',
+      '5',
+    );
     await until('compute-1 to start attaching', () => fs.existsSync(attaching), 120_000);
     // The NAS has cloned and exported by now.
     expect(await census()).toMatchObject({ targets: before.targets + 1, clones: before.clones + 1 });

@@ -11,7 +11,18 @@ import { createLineageHistoryActivities } from '../../activities/control/lineage
 import { jsonBytes, TEXT_LIMITS } from '../../common/limits.js';
 import { CONTROL_QUEUE, WORKFLOW_QUEUE } from '../../common/queues.js';
 import { lineageHandle, lineageHistory, updateLineage } from '../../starters/lineage-client.js';
-import { describeQuery, gcUpdate, promoteUpdate, registerVersionUpdate, requestBuildUpdate, revokeUpdate, rollbackUpdate, stateQuery, tagUpdate, testResultUpdate } from '../../workflows/lineage/messages.js';
+import {
+  describeQuery,
+  gcUpdate,
+  promoteUpdate,
+  registerVersionUpdate,
+  requestBuildUpdate,
+  revokeUpdate,
+  rollbackUpdate,
+  stateQuery,
+  tagUpdate,
+  testResultUpdate,
+} from '../../workflows/lineage/messages.js';
 import { lineageWorkflow } from '../../workflows/lineage/workflow.js';
 import { tempDir } from '../support/dirs.js';
 import { saveHistory } from '../support/histories.js';
@@ -40,32 +51,77 @@ describe('lineage state', () => {
     const { client, connection } = await testClient();
     await withWorkers({ workflowQueue: taskQueue }, async () => {
       const image = uniqueQueue('img');
-      const h = await client.workflow.start(lineageWorkflow, { taskQueue, workflowId: `lineage-${image}`, args: [{ image }] });
+      const h = await client.workflow.start(lineageWorkflow, {
+        taskQueue,
+        workflowId: `lineage-${image}`,
+        args: [{ image }],
+      });
       await h.executeUpdate(registerVersionUpdate, { args: [newVersion(1)] });
       await h.executeUpdate(tagUpdate, { args: [{ by: 'alice', name: 't1' }] });
       await h.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: 't1', channel: 'test' }] });
       const tooLong = /expected a \w+ of 1-\d+ characters, got "x{20,}\.\.\. \(130000 characters\)/;
 
-      await expectRejected(h, () => h.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: 't1', channel: 'test', reason: huge }] }), tooLong);
-      await expectRejected(h, () => h.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: 't1', channel: 'prod', force: true, reason: huge }] }), tooLong);
-      await expectRejected(h, () => h.executeUpdate(rollbackUpdate, { args: [{ by: 'alice', channel: 'test', reason: huge }] }), tooLong);
-      await expectRejected(h, () => h.executeUpdate(revokeUpdate, { args: [{ by: 'alice', version: 'v1', reason: huge }] }), tooLong);
-      await expectRejected(h, () => h.executeUpdate(testResultUpdate, { args: [{ by: 'ci', tag: 't1', passed: true, note: huge }] }), /note: expected at most 500 characters/);
-      await expectRejected(h, () => h.executeUpdate(registerVersionUpdate, { args: [{ ...newVersion(2), message: huge }] }), /message: expected a message of 1-1000 characters/);
-      await expectRejected(h, () => h.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: 't1', channel: 'test', reason: '   ' }] }), /reason: expected a reason of 1-500/);
+      await expectRejected(
+        h,
+        () => h.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: 't1', channel: 'test', reason: huge }] }),
+        tooLong,
+      );
+      await expectRejected(
+        h,
+        () =>
+          h.executeUpdate(promoteUpdate, {
+            args: [{ by: 'alice', tag: 't1', channel: 'prod', force: true, reason: huge }],
+          }),
+        tooLong,
+      );
+      await expectRejected(
+        h,
+        () => h.executeUpdate(rollbackUpdate, { args: [{ by: 'alice', channel: 'test', reason: huge }] }),
+        tooLong,
+      );
+      await expectRejected(
+        h,
+        () => h.executeUpdate(revokeUpdate, { args: [{ by: 'alice', version: 'v1', reason: huge }] }),
+        tooLong,
+      );
+      await expectRejected(
+        h,
+        () => h.executeUpdate(testResultUpdate, { args: [{ by: 'ci', tag: 't1', passed: true, note: huge }] }),
+        /note: expected at most 500 characters/,
+      );
+      await expectRejected(
+        h,
+        () => h.executeUpdate(registerVersionUpdate, { args: [{ ...newVersion(2), message: huge }] }),
+        /message: expected a message of 1-1000 characters/,
+      );
+      await expectRejected(
+        h,
+        () => h.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: 't1', channel: 'test', reason: '   ' }] }),
+        /reason: expected a reason of 1-500/,
+      );
       const build = { recipe: { image }, recipeDigest: 'd'.repeat(64), by: 'alice', message: huge, store: 'nas1' };
-      await expectRejected(h, () => h.executeUpdate(requestBuildUpdate, { args: [build as never] }), /message: expected a message of 1-1000/);
+      await expectRejected(
+        h,
+        () => h.executeUpdate(requestBuildUpdate, { args: [build as never] }),
+        /message: expected a message of 1-1000/,
+      );
 
-      const error = (await h.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: 't1', channel: 'test', reason: huge }] }).catch((e: Error) => e)) as Error & { cause: Error };
+      const error = (await h
+        .executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: 't1', channel: 'test', reason: huge }] })
+        .catch((e: Error) => e)) as Error & { cause: Error };
       expect(error.cause.message).toMatch(/^reason: expected a reason of 1-500 characters/);
       expect(error.cause.message.length).toBeLessThan(300);
       expect(error.cause.message).not.toContain('\n');
       // Identical promotions at once record one entry.
-      const [first, second] = await Promise.all([0, 1].map(() => h.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: 't1', channel: 'staging' }] })));
+      const [first, second] = await Promise.all(
+        [0, 1].map(() => h.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: 't1', channel: 'staging' }] })),
+      );
       expect(second).toEqual(first);
       expect((await h.query(describeQuery)).channels.staging?.entries).toBe(1);
       // A reason at the bound is accepted and kept whole.
-      const entry = await h.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: 't1', channel: 'qa', reason: 'r'.repeat(TEXT_LIMITS.reason) }] });
+      const entry = await h.executeUpdate(promoteUpdate, {
+        args: [{ by: 'alice', tag: 't1', channel: 'qa', reason: 'r'.repeat(TEXT_LIMITS.reason) }],
+      });
       expect(entry.reason).toHaveLength(TEXT_LIMITS.reason);
       await h.terminate('test done');
     });
@@ -80,7 +136,11 @@ describe('lineage state', () => {
       await withWorkers({ workflowQueue: taskQueue }, async () => {
         const image = uniqueQueue('img');
         const budget = { shedAt: 48_000, refuseAt: 64_000 };
-        const h = await client.workflow.start(lineageWorkflow, { taskQueue, workflowId: `lineage-${image}`, args: [{ image, budget }] });
+        const h = await client.workflow.start(lineageWorkflow, {
+          taskQueue,
+          workflowId: `lineage-${image}`,
+          args: [{ image, budget }],
+        });
         await h.executeUpdate(registerVersionUpdate, { args: [newVersion(1)] });
         await h.executeUpdate(tagUpdate, { args: [{ by: 'alice', name: 't1' }] });
         await h.executeUpdate(tagUpdate, { args: [{ by: 'alice', name: 't2' }] });
@@ -91,12 +151,18 @@ describe('lineage state', () => {
         let refusal: Error | undefined;
         while (!refusal && promoted < 400) {
           // Two tags in turn: each promotion is a change (the same one twice records nothing).
-          refusal = await latest.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: `t${(promoted % 2) + 1}`, channel: 'test', reason }] }).then(
-            () => void promoted++,
-            (e: Error) => e,
-          );
+          refusal = await latest
+            .executeUpdate(promoteUpdate, {
+              args: [{ by: 'alice', tag: `t${(promoted % 2) + 1}`, channel: 'test', reason }],
+            })
+            .then(
+              () => void promoted++,
+              (e: Error) => e,
+            );
         }
-        expect((refusal as Error & { cause?: Error })?.cause?.message).toMatch(/state: expected the lineage of .* to have room below 64000 bytes \(it holds \d+, near Temporal's 2097152-byte payload limit; remove or gc/);
+        expect((refusal as Error & { cause?: Error })?.cause?.message).toMatch(
+          /state: expected the lineage of .* to have room below 64000 bytes \(it holds \d+, near Temporal's 2097152-byte payload limit; remove or gc/,
+        );
         expect(await runCount(client, h.workflowId, h.firstExecutionRunId)).toBeGreaterThanOrEqual(2);
 
         // Past the refusal bound by one change at most: what it hands on always fits.
@@ -126,7 +192,12 @@ describe('lineage state', () => {
       const image = uniqueQueue('img');
       await updateLineage(client, image, registerVersionUpdate, newVersion(1));
       await updateLineage(client, image, tagUpdate, { by: 'alice', name: 'first' });
-      await updateLineage(client, image, promoteUpdate, { by: 'alice', tag: 'first', channel: 'test', reason: 'smoke test' });
+      await updateLineage(client, image, promoteUpdate, {
+        by: 'alice',
+        tag: 'first',
+        channel: 'test',
+        reason: 'smoke test',
+      });
       const ended = await lineageHandle(client, image).describe();
       await lineageHandle(client, image).terminate('payload too large (as the server ends a run it cannot continue)');
 
@@ -157,7 +228,11 @@ describe('lineage state', () => {
     const ended = await lineageHandle(client, image).describe();
     // No worker can replay it now.
     const error = await updateLineage(client, image, tagUpdate, { by: 'bob' }).catch((e: Error) => e);
-    expect((error as Error).message).toMatch(new RegExp(`the lineage of ${image} ended TERMINATED at .* without handing on its state, and its last run \\(${ended.runId}\\) could not be read back within 10 s: .*nothing was started`));
+    expect((error as Error).message).toMatch(
+      new RegExp(
+        `the lineage of ${image} ended TERMINATED at .* without handing on its state, and its last run \\(${ended.runId}\\) could not be read back within 10 s: .*nothing was started`,
+      ),
+    );
     const after = await lineageHandle(client, image).describe();
     expect(after.runId).toBe(ended.runId);
     expect(after.status.name).toBe('TERMINATED');

@@ -15,11 +15,20 @@ describe('ping', () => {
   it('gets the facts of the worker on the queue', async () => {
     const host = uniqueQueue('n');
     const config = loadConfig({ home, host }, {});
-    const hostActivities = createHostActivities({ role: 'nas', config, arch: 'x86_64', run: createRunner(memoryLogger().logger) });
+    const hostActivities = createHostActivities({
+      role: 'nas',
+      config,
+      arch: 'x86_64',
+      run: createRunner(memoryLogger().logger),
+    });
     const workflowQueue = uniqueQueue('wf');
     const { client, connection } = await testClient();
     const facts = await withWorkers({ workflowQueue, activities: { [`nas.${host}`]: hostActivities } }, async () => {
-      const handle = await client.workflow.start(pingWorkflow, { taskQueue: workflowQueue, workflowId: uniqueQueue('ping'), args: [{ queue: `nas.${host}` }] });
+      const handle = await client.workflow.start(pingWorkflow, {
+        taskQueue: workflowQueue,
+        workflowId: uniqueQueue('ping'),
+        args: [{ queue: `nas.${host}` }],
+      });
       const result = await handle.result();
       await saveHistory('pingWorkflow', handle);
       return result;
@@ -34,7 +43,13 @@ describe('ping', () => {
     const { client, connection } = await testClient();
     const started = Date.now();
     const error = await withWorkers({ workflowQueue }, () =>
-      client.workflow.execute(pingWorkflow, { taskQueue: workflowQueue, workflowId: uniqueQueue('ping'), args: [{ queue: 'nas.nobody', waitSeconds: 1 }] }).catch((e: unknown) => e),
+      client.workflow
+        .execute(pingWorkflow, {
+          taskQueue: workflowQueue,
+          workflowId: uniqueQueue('ping'),
+          args: [{ queue: 'nas.nobody', waitSeconds: 1 }],
+        })
+        .catch((e: unknown) => e),
     );
     await connection.close();
     expect(error).toBeInstanceOf(Error);

@@ -24,7 +24,8 @@ import { newVersion } from '../support/versions.js';
 const home = tempDir('imgflow-push-');
 const host = uniqueQueue('nas').replace(/[^a-z0-9-]/g, '-');
 let registry: TestRegistry;
-const cli = (...args: string[]) => imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, '--json', ...args]);
+const cli = (...args: string[]) =>
+  imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, '--json', ...args]);
 
 beforeAll(async () => {
   registry = await startRegistry(path.join(home, 'registry'));
@@ -50,9 +51,17 @@ describe('imgflow push', () => {
     const { client, connection } = await testClient();
     const nas = createOciPushActivities({ config: { home, host } });
     await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities: { [`nas.${host}`]: nas } }, async () => {
-      const h = await client.workflow.start(lineageWorkflow, { taskQueue: WORKFLOW_QUEUE, workflowId: `lineage-${image}`, args: [{ image }] });
-      await h.executeUpdate(registerVersionUpdate, { args: [{ ...newVersion(1), artifacts: [storedFile(image, 'v1', 300_000, 1)] }] });
-      await h.executeUpdate(registerVersionUpdate, { args: [{ ...newVersion(2), artifacts: [storedFile(image, 'v2', 200_000, 2)] }] });
+      const h = await client.workflow.start(lineageWorkflow, {
+        taskQueue: WORKFLOW_QUEUE,
+        workflowId: `lineage-${image}`,
+        args: [{ image }],
+      });
+      await h.executeUpdate(registerVersionUpdate, {
+        args: [{ ...newVersion(1), artifacts: [storedFile(image, 'v1', 300_000, 1)] }],
+      });
+      await h.executeUpdate(registerVersionUpdate, {
+        args: [{ ...newVersion(2), artifacts: [storedFile(image, 'v2', 200_000, 2)] }],
+      });
       await h.executeUpdate(tagUpdate, { args: [{ by: 'alice', version: 'v1', name: 'first' }] });
       await h.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: 'first', channel: 'test' }] });
 
@@ -68,12 +77,32 @@ describe('imgflow push', () => {
       const first = await cli('push', `${image}@test`, '--to', repo, '--key', key, ...access);
       expect(first.stderr).toBe('');
       const pushed = JSON.parse(first.stdout) as Record<string, unknown>;
-      expect(pushed).toMatchObject({ reference: expect.stringMatching(new RegExp(`^${repo}:v1@sha256:[0-9a-f]{64}$`)) as unknown, uploadedBlobs: 2, uploadedBytes: 300_000, manifestPut: true, signed: true });
+      expect(pushed).toMatchObject({
+        reference: expect.stringMatching(new RegExp(`^${repo}:v1@sha256:[0-9a-f]{64}$`)) as unknown,
+        uploadedBlobs: 2,
+        uploadedBytes: 300_000,
+        manifestPut: true,
+        signed: true,
+      });
       await saveHistory('pushWorkflow', client.workflow.getHandle(pushWorkflowId(image, 'v1', `${repo}:v1`)));
-      const again = JSON.parse((await cli('push', `${image}:first`, '--to', repo, '--key', key, ...access)).stdout) as Record<string, unknown>;
-      expect(again).toMatchObject({ digest: pushed.digest, uploadedBlobs: 0, uploadedBytes: 0, manifestPut: false, signed: false });
-      const latest = JSON.parse((await cli('push', image, '--to', `${repo}:latest`, '--key', key, ...access)).stdout) as Record<string, unknown>;
-      expect(latest).toMatchObject({ reference: expect.stringMatching(/:latest@/) as unknown, uploadedBytes: 200_000, signed: true });
+      const again = JSON.parse(
+        (await cli('push', `${image}:first`, '--to', repo, '--key', key, ...access)).stdout,
+      ) as Record<string, unknown>;
+      expect(again).toMatchObject({
+        digest: pushed.digest,
+        uploadedBlobs: 0,
+        uploadedBytes: 0,
+        manifestPut: false,
+        signed: false,
+      });
+      const latest = JSON.parse(
+        (await cli('push', image, '--to', `${repo}:latest`, '--key', key, ...access)).stdout,
+      ) as Record<string, unknown>;
+      expect(latest).toMatchObject({
+        reference: expect.stringMatching(/:latest@/) as unknown,
+        uploadedBytes: 200_000,
+        signed: true,
+      });
 
       const out = path.join(home, 'pulled');
       const verified = await cli('oci-verify', `${repo}:v1`, '--key', pub, '--arch', 'x86_64', '--out', out, ...access);
@@ -84,12 +113,23 @@ describe('imgflow push', () => {
       const other = path.join(home, 'keys', 'other');
       await cli('signing-key', other);
       const refused = await cli('oci-verify', `${repo}:v1`, '--key', `${other}.pub`, '--arch', 'x86_64', ...access);
-      expect([refused.status, refused.stderr.trim()]).toEqual([1, expect.stringMatching(/^imgflow: oci check "signature-key" failed: none of the 1 signatures of sites\/.* is by the given key$/)]);
+      expect([refused.status, refused.stderr.trim()]).toEqual([
+        1,
+        expect.stringMatching(
+          /^imgflow: oci check "signature-key" failed: none of the 1 signatures of sites\/.* is by the given key$/,
+        ),
+      ]);
 
       const bad = await cli('push', image, '--to', 'no-registry', '--key', key);
-      expect([bad.status, bad.stderr.trim()]).toEqual([2, expect.stringMatching(/^imgflow: --to: expected <registry host\[:port\]>\/<repository>/)]);
+      expect([bad.status, bad.stderr.trim()]).toEqual([
+        2,
+        expect.stringMatching(/^imgflow: --to: expected <registry host\[:port\]>\/<repository>/),
+      ]);
       const wrongNas = await cli('push', image, '--to', repo, '--key', key, '--nas', 'elsewhere', ...access);
-      expect([wrongNas.status, wrongNas.stderr.trim()]).toEqual([2, expect.stringMatching(new RegExp(`^imgflow: nas: expected a NAS storing ${image}:v2 \\(${host}\\)`))]);
+      expect([wrongNas.status, wrongNas.stderr.trim()]).toEqual([
+        2,
+        expect.stringMatching(new RegExp(`^imgflow: nas: expected a NAS storing ${image}:v2 \\(${host}\\)`)),
+      ]);
     });
     await connection.close();
   });

@@ -53,7 +53,8 @@ describe('a site on one machine: cluster up --compute', () => {
   let operator: Record<string, string> = {};
   let hosts: HostsState;
 
-  const imgflow = (args: string[], env: Record<string, string> = {}) => imgflowAsync(['--home', home, ...args], { IMGFLOW_USER: 'alice', ...env }, 600_000);
+  const imgflow = (args: string[], env: Record<string, string> = {}) =>
+    imgflowAsync(['--home', home, ...args], { IMGFLOW_USER: 'alice', ...env }, 600_000);
   const cluster = (...args: string[]) => imgflow(['cluster', '--name', name, ...args]);
   const asOperator = (...args: string[]) => imgflow(args, operator);
   const ok = (r: CliResult) => {
@@ -61,9 +62,13 @@ describe('a site on one machine: cluster up --compute', () => {
     expect(r.status, r.stderr).toBe(0);
     return r.stdout;
   };
-  const volumeUrl = (volume: string) => `iscsi://${hosts.hosts.find((h) => h.name === 'nas-0')!.address}:3260/${IQN}:nas-0.${volume}/1`;
+  const volumeUrl = (volume: string) =>
+    `iscsi://${hosts.hosts.find((h) => h.name === 'nas-0')!.address}:3260/${IQN}:nas-0.${volume}/1`;
   const readFrom = (host: string, volume: string) =>
-    runOn(hosts, host, ['iscsi-readcapacity16', '-s', `--initiator-name=${IQN}:${host}`, volumeUrl(volume)], { okExitCodes: REFUSED, timeoutMs: 30_000 });
+    runOn(hosts, host, ['iscsi-readcapacity16', '-s', `--initiator-name=${IQN}:${host}`, volumeUrl(volume)], {
+      okExitCodes: REFUSED,
+      timeoutMs: 30_000,
+    });
 
   beforeAll(async () => {
     requireClusterBinaries();
@@ -77,9 +82,19 @@ describe('a site on one machine: cluster up --compute', () => {
   }, 300_000);
 
   it("shows every host's worker polling its own queue", async () => {
-    const status = JSON.parse(ok(await cluster('--json', 'status'))) as { hosts: { host: string; queue: string; worker: string; pollers: number }[] };
+    const status = JSON.parse(ok(await cluster('--json', 'status'))) as {
+      hosts: { host: string; queue: string; worker: string; pollers: number }[];
+    };
     expect(status.hosts.map((h) => `${h.host} ${h.queue}`).sort()).toEqual(
-      ['builder-0 builder.x86_64', 'nas-0 nas.nas-0', 'compute-0 compute.compute-0', 'compute-1 compute.compute-1', 'cloud-0 cloud.cloud-0', 'control-0 control', 'control-0 imgflow'].sort(),
+      [
+        'builder-0 builder.x86_64',
+        'nas-0 nas.nas-0',
+        'compute-0 compute.compute-0',
+        'compute-1 compute.compute-1',
+        'cloud-0 cloud.cloud-0',
+        'control-0 control',
+        'control-0 imgflow',
+      ].sort(),
     );
     for (const h of status.hosts) {
       expect(h.worker, h.host).toBe('up');
@@ -90,18 +105,38 @@ describe('a site on one machine: cluster up --compute', () => {
   it("builds on builder-0 into nas-0's store over the bridge, then maps to compute-1 only", async () => {
     const tarball = await tinyImageTarball(run, home);
     const recipe = path.join(home, 'site.yaml');
-    fs.writeFileSync(recipe, `image: siteimg\narch: x86_64\nos: debian-12\nsource:\n  tarball:\n    path: ${tarball.file}\n    sha256: ${tarball.sha256}\nprepare:\n  hostname: node\noutputs: [raw]\n`);
+    fs.writeFileSync(
+      recipe,
+      `image: siteimg\narch: x86_64\nos: debian-12\nsource:\n  tarball:\n    path: ${tarball.file}\n    sha256: ${tarball.sha256}\nprepare:\n  hostname: node\noutputs: [raw]\n`,
+    );
     const built = await asOperator('build', recipe, '-m', 'across the bridge', '--store', 'nas-0');
     expect(ok(built)).toMatch(/^version\s+v1 .* by alice: across the bridge$/m);
-    const v1 = JSON.parse(ok(await asOperator('--json', 'report', 'siteimg'))) as { artifacts: { host: string; path: string }[]; provenance: { builder: string } };
+    const v1 = JSON.parse(ok(await asOperator('--json', 'report', 'siteimg'))) as {
+      artifacts: { host: string; path: string }[];
+      provenance: { builder: string };
+    };
     expect(v1.provenance.builder).toBe('builder-0');
-    expect(v1.artifacts[0]).toMatchObject({ host: 'nas-0', path: path.join(dir, 'hosts', 'nas-0', 'nas', 'nas-0', 'store', 'siteimg', 'v1', 'siteimg-v1.raw') });
+    expect(v1.artifacts[0]).toMatchObject({
+      host: 'nas-0',
+      path: path.join(dir, 'hosts', 'nas-0', 'nas', 'nas-0', 'store', 'siteimg', 'v1', 'siteimg-v1.raw'),
+    });
     // The file went as a stream: the NAS received it, and no rsync ran.
     const nasLog = fs.readFileSync(path.join(dir, 'logs', 'nas-0.nas.log'), 'utf8');
     expect(nasLog).toMatch(/"argv":\["dd","of=[^"]*siteimg-v1\.raw[^"]*"/);
     expect(nasLog).not.toMatch(/"argv":\["rsync"/);
 
-    const mapped = await asOperator('map', 'site-vm', '--image', 'siteimg:v1', '--nas', 'nas-0', '--compute', 'compute-1', '--size', '1');
+    const mapped = await asOperator(
+      'map',
+      'site-vm',
+      '--image',
+      'siteimg:v1',
+      '--nas',
+      'nas-0',
+      '--compute',
+      'compute-1',
+      '--size',
+      '1',
+    );
     expect(ok(mapped)).toBe(`${volumeUrl('site-vm')}\n`);
     expect((await readFrom('compute-1', 'site-vm')).exitCode).toBe(0);
     expect((await readFrom('compute-0', 'site-vm')).exitCode).not.toBe(0);
@@ -113,18 +148,43 @@ describe('a site on one machine: cluster up --compute', () => {
     const mirror = machineMirror();
     expect(mirror, 'the machine names a Debian mirror').toBeDefined();
     const proxy = `http://${hosts.gateway}:${hosts.mirrorProxy!.port}`;
-    const fetch = (url: string) => runOn(hosts, 'builder-0', ['env', `http_proxy=${proxy}`, 'wget', '-q', '-O', '/dev/null', '--tries=1', '--timeout=30', url], { okExitCodes: REFUSED, timeoutMs: 60_000 });
+    const fetch = (url: string) =>
+      runOn(
+        hosts,
+        'builder-0',
+        ['env', `http_proxy=${proxy}`, 'wget', '-q', '-O', '/dev/null', '--tries=1', '--timeout=30', url],
+        { okExitCodes: REFUSED, timeoutMs: 60_000 },
+      );
     expect((await fetch(`${mirror!.replace(/\/$/, '')}/dists/bookworm/Release`)).exitCode).toBe(0);
     expect((await fetch('http://example.org/')).exitCode).not.toBe(0);
     // Without the proxy, builder-0 has no way out.
-    const direct = await runOn(hosts, 'builder-0', ['wget', '-q', '-O', '/dev/null', '--tries=1', '--timeout=5', `${mirror!.replace(/\/$/, '')}/dists/bookworm/Release`], { okExitCodes: REFUSED, timeoutMs: 30_000 });
+    const direct = await runOn(
+      hosts,
+      'builder-0',
+      [
+        'wget',
+        '-q',
+        '-O',
+        '/dev/null',
+        '--tries=1',
+        '--timeout=5',
+        `${mirror!.replace(/\/$/, '')}/dists/bookworm/Release`,
+      ],
+      { okExitCodes: REFUSED, timeoutMs: 30_000 },
+    );
     expect(direct.exitCode).not.toBe(0);
   }, 120_000);
 
   it("refuses a viewer's map in one line and starts nothing", async () => {
-    const viewer = JSON.parse(ok(await cluster('--json', 'env', '--client', 'viewer', '--role', 'viewer'))) as Record<string, string>;
+    const viewer = JSON.parse(ok(await cluster('--json', 'env', '--client', 'viewer', '--role', 'viewer'))) as Record<
+      string,
+      string
+    >;
     const before = ok(await asOperator('--json', 'maps'));
-    const refused = await imgflow(['map', 'viewer-vm', '--image', 'siteimg:v1', '--nas', 'nas-0', '--compute', 'compute-0'], viewer);
+    const refused = await imgflow(
+      ['map', 'viewer-vm', '--image', 'siteimg:v1', '--nas', 'nas-0', '--compute', 'compute-0'],
+      viewer,
+    );
     expect(refused.status).not.toBe(0);
     expect(refused.stderr.trim().split('\n')).toHaveLength(1);
     expect(refused.stderr).toMatch(/^imgflow: refused by the Temporal server: this token does not allow that here/);
@@ -135,7 +195,11 @@ describe('a site on one machine: cluster up --compute', () => {
     // Without the cluster's settings the demo would reach another server, where no host's worker polls.
     const elsewhere = await imgflow(['demo', '--cluster', name]);
     expect(elsewhere.status).toBe(2);
-    expect(elsewhere.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^imgflow: --address: expected the frontend of cluster s-[0-9a-f]+, 198\.18\.\d+\.1:\d+ \(eval/)]);
+    expect(elsewhere.stderr.trim().split('\n')).toEqual([
+      expect.stringMatching(
+        /^imgflow: --address: expected the frontend of cluster s-[0-9a-f]+, 198\.18\.\d+\.1:\d+ \(eval/,
+      ),
+    ]);
     const demo = JSON.parse(ok(await asOperator('--json', 'demo', '--cluster', name))) as SiteDemo;
     const { step1: built, step2: promoted, step3: mapped, step4: listed } = demo;
     expect(built.provenance.builder).toBe('builder-0');
@@ -145,8 +209,13 @@ describe('a site on one machine: cluster up --compute', () => {
     expect(listed.syncs.map((s) => s.status)).toEqual(['applied', 'applied']);
     // cloud-0's registry: the changed image under its name with the access the site gave the old one.
     expect(listed.registry.current).toMatchObject({ name: 'demo-appliance', mode: '644', version: '2' });
-    expect(listed.registry.parked).toMatchObject({ name: expect.stringMatching(/^demo-appliance_EXPIRED_/), state: 'DISABLED' });
-    const images = await cloudRegistry({ home: path.join(dir, 'hosts', 'cloud-0') }, {}).list({ imageList: 'imgflow-demo' });
+    expect(listed.registry.parked).toMatchObject({
+      name: expect.stringMatching(/^demo-appliance_EXPIRED_/),
+      state: 'DISABLED',
+    });
+    const images = await cloudRegistry({ home: path.join(dir, 'hosts', 'cloud-0') }, {}).list({
+      imageList: 'imgflow-demo',
+    });
     expect(images.map((i) => i.id).sort()).toEqual([listed.registry.current!.id, listed.registry.parked!.id].sort());
     // The volume the demo mapped is gone again.
     expect(JSON.parse(ok(await asOperator('--json', 'maps')))).toEqual([]);
@@ -159,13 +228,26 @@ describe('a site on one machine: cluster up --compute', () => {
     const pools = async () => (await run(['zpool', 'list', '-H', '-o', 'name'])).stdout.split('\n');
     expect(await pools()).toContain(sitePoolName(dir));
     ok(await cluster('down', '--drop-databases'));
-    const alive = (pid: number) => fs.existsSync(`/proc/${pid}`) && !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const alive = (pid: number) =>
+      fs.existsSync(`/proc/${pid}`) && !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
     expect(pids.filter(alive)).toEqual([]);
     expect((await run(['ip', 'netns', 'list'])).stdout).not.toContain(prefix);
     expect(fs.readdirSync('/sys/class/net').filter((l) => l.startsWith(prefix))).toEqual([]);
     expect(await pools()).not.toContain(sitePoolName(dir));
     expect(fs.existsSync(dir)).toBe(false);
-    const databases = (await run(['psql', '-h', state.postgres.host, '-p', String(state.postgres.port), '-U', state.postgres.user, '-Atc', 'select datname from pg_database'])).stdout;
+    const databases = (
+      await run([
+        'psql',
+        '-h',
+        state.postgres.host,
+        '-p',
+        String(state.postgres.port),
+        '-U',
+        state.postgres.user,
+        '-Atc',
+        'select datname from pg_database',
+      ])
+    ).stdout;
     expect(databases).not.toContain(state.databases.temporal);
     expect(databases).not.toContain(state.databases.visibility);
   }, 300_000);

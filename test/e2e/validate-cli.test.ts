@@ -34,10 +34,16 @@ describe('imgflow validate', () => {
     for (const mount of await mountsUnder(dir)) await run(['umount', '-l', mount]);
   });
   const activities = {
-    'builder.x86_64': { ...createHostActivities({ role: 'builder', config, arch: 'x86_64', run }), ...createBuilderActivities({ run, config }) },
+    'builder.x86_64': {
+      ...createHostActivities({ role: 'builder', config, arch: 'x86_64', run }),
+      ...createBuilderActivities({ run, config }),
+    },
     [`nas.${host}`]: createNasActivities({ run, config }),
   };
-  const cli = (...args: string[]) => imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', config.home, ...args], { IMGFLOW_USER: 'alice' });
+  const cli = (...args: string[]) =>
+    imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', config.home, ...args], {
+      IMGFLOW_USER: 'alice',
+    });
 
   /** A host's tree as a tarball: logs, a machine-id, an ssh host key and leftovers in /tmp. */
   async function recipe(): Promise<string> {
@@ -57,7 +63,10 @@ describe('imgflow validate', () => {
     const tarball = path.join(dir, 'golden.tar.gz');
     await run(['tar', '--numeric-owner', '-C', tree, '-czf', tarball, '.']);
     const file = path.join(dir, 'lax.yaml');
-    fs.writeFileSync(file, `image: ${image}\narch: x86_64\nos: debian-12\nsource:\n  tarball:\n    path: ${tarball}\n    sha256: ${await sha256File(tarball)}\nprepare:\n  network: keep\noutputs: [qcow2]\n`);
+    fs.writeFileSync(
+      file,
+      `image: ${image}\narch: x86_64\nos: debian-12\nsource:\n  tarball:\n    path: ${tarball}\n    sha256: ${await sha256File(tarball)}\nprepare:\n  network: keep\noutputs: [qcow2]\n`,
+    );
     return file;
   }
 
@@ -100,11 +109,22 @@ describe('imgflow validate', () => {
       const fixed = await cli('--json', 'validate', `${image}:v1`, '--fix', ...STRICT, '-m', 'strict fix');
       expect(fixed.stderr).toBe('');
       expect(fixed.status).toBe(0);
-      const result = JSON.parse(fixed.stdout) as { breaches: unknown[]; fixed: { fixed: unknown[]; remaining: unknown[] }; registered: VersionRecord };
+      const result = JSON.parse(fixed.stdout) as {
+        breaches: unknown[];
+        fixed: { fixed: unknown[]; remaining: unknown[] };
+        registered: VersionRecord;
+      };
       expect(result.breaches).toHaveLength(3);
       expect(result.fixed.fixed).toHaveLength(3);
       expect(result.fixed.remaining).toEqual([]);
-      expect(result.registered).toMatchObject({ id: 'v2', by: 'alice', message: 'strict fix', packages: 1, os: 'debian-12', recipeDigest: v1.recipeDigest });
+      expect(result.registered).toMatchObject({
+        id: 'v2',
+        by: 'alice',
+        message: 'strict fix',
+        packages: 1,
+        os: 'debian-12',
+        recipeDigest: v1.recipeDigest,
+      });
       expect(result.registered.report.map((r) => r.phase)).toEqual(['open', 'fix', 'pack']);
       expect(result.registered.provenance.source).toMatch(new RegExp(`^fix of ${image}:v1 \\(qcow2 [0-9a-f]{12}\\)$`));
 

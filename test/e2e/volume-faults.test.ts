@@ -28,14 +28,29 @@ import { findOnPath } from '../../lib/which.js';
 import { updateLineage } from '../../starters/lineage-client.js';
 import { hasWorker } from '../../starters/answers.js';
 import { registerVersionUpdate } from '../../workflows/lineage/messages.js';
-import { deleteUpdate, mapUpdate, unmapUpdate, volumeQuery, volumeWorkflowId, type MapRequest, type VolumeView } from '../../workflows/volume/messages.js';
+import {
+  deleteUpdate,
+  mapUpdate,
+  unmapUpdate,
+  volumeQuery,
+  volumeWorkflowId,
+  type MapRequest,
+  type VolumeView,
+} from '../../workflows/volume/messages.js';
 import { volumeWorkflow } from '../../workflows/volume/workflow.js';
 import { imgflowAsync, logLines, spawnWorker } from '../support/cli.js';
 import { throwawayPool, useTgtd, useZfsFuse } from '../support/daemons.js';
 import { tempDir } from '../support/dirs.js';
 import { memoryLogger } from '../support/logger.js';
 import { alive, killGroup } from '../support/processes.js';
-import { NAMESPACE, ownDevServer, testClient, testDataConverter, uniqueQueue, withWorkers } from '../support/temporal.js';
+import {
+  NAMESPACE,
+  ownDevServer,
+  testClient,
+  testDataConverter,
+  uniqueQueue,
+  withWorkers,
+} from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
 import { newVersion } from '../support/versions.js';
 import { until } from '../support/wait.js';
@@ -61,17 +76,34 @@ function stallingShim(dir: string, tool: string, pattern: string, marker: string
 }
 
 /** A version stored on the NAS as a build leaves it and registered in its lineage; returns the file. */
-async function storedVersion(client: Client, run: Run, o: { home: string; nas: string; image: string; format: 'qcow2' | 'raw' }): Promise<string> {
+async function storedVersion(
+  client: Client,
+  run: Run,
+  o: { home: string; nas: string; image: string; format: 'qcow2' | 'raw' },
+): Promise<string> {
   const file = path.join(o.home, 'nas', o.nas, 'store', o.image, 'v1', `${o.image}-v1.${o.format}`);
   fs.mkdirSync(path.dirname(file), { recursive: true });
   await run(['qemu-img', 'create', '-q', '-f', o.format, file, `${32 * MiB}`]);
   await run(['qemu-io', '-f', o.format, '-c', 'write -P 0x5a 0 1M', file]);
-  const artifact = { format: o.format, host: o.nas, path: file, sha256: await sha256File(file), bytes: fs.statSync(file).size };
+  const artifact = {
+    format: o.format,
+    host: o.nas,
+    path: file,
+    sha256: await sha256File(file),
+    bytes: fs.statSync(file).size,
+  };
   await updateLineage(client, o.image, registerVersionUpdate, { ...newVersion(1), artifacts: [artifact] });
   return file;
 }
 
-function mapRequest(o: { image: string; nas: string; node: string; file: string; format: 'qcow2' | 'raw'; sync?: boolean }): MapRequest {
+function mapRequest(o: {
+  image: string;
+  nas: string;
+  node: string;
+  file: string;
+  format: 'qcow2' | 'raw';
+  sync?: boolean;
+}): MapRequest {
   return {
     by: 'alice',
     base: { image: o.image, version: 'v1', artifact: { format: o.format, host: o.nas, path: o.file } },
@@ -92,7 +124,9 @@ async function startVolume(client: Client, volume: string) {
 }
 
 /** How many times each activity type was scheduled, and the most attempts any of its runs took. */
-async function activityRuns(handle: WorkflowHandle): Promise<Record<string, { scheduled: number; maxAttempt: number }>> {
+async function activityRuns(
+  handle: WorkflowHandle,
+): Promise<Record<string, { scheduled: number; maxAttempt: number }>> {
   const runs: Record<string, { scheduled: number; maxAttempt: number }> = {};
   const typeOf = new Map<string, string>();
   for (const e of (await handle.fetchHistory()).events ?? []) {
@@ -140,37 +174,45 @@ describe('NAS worker killed between clone and export', () => {
     };
 
     const { client, connection } = await testClient();
-    await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities: { [queues.compute(nodeHost)]: createComputeActivities({ run, config: nodeConfig }) } }, async () => {
-      const file = await storedVersion(client, run, { home, nas: nasHost, image, format: 'qcow2' });
-      const before = await nas.volumeList();
-      expect(before).toEqual({ volumes: [], exports: [] });
+    await withWorkers(
+      {
+        workflowQueue: WORKFLOW_QUEUE,
+        activities: { [queues.compute(nodeHost)]: createComputeActivities({ run, config: nodeConfig }) },
+      },
+      async () => {
+        const file = await storedVersion(client, run, { home, nas: nasHost, image, format: 'qcow2' });
+        const before = await nas.volumeList();
+        expect(before).toEqual({ volumes: [], exports: [] });
 
-      const first = startNasWorker();
-      const handle = await startVolume(client, 'vm-9');
-      const mapped = handle.executeUpdate(mapUpdate, { args: [mapRequest({ image, nas: nasHost, node: nodeHost, file, format: 'qcow2' })] });
-      await until('the clone to be made on the first worker', () => fs.existsSync(calls));
-      const stalled = Number(fs.readFileSync(calls, 'utf8').trim());
-      expect(fs.readdirSync(volumesDir)).toEqual(['vm-9.qcow2']);
-      expect((await handle.query(volumeQuery)).phase).toBe('mapping');
-      process.kill(first.pid!, 'SIGKILL');
+        const first = startNasWorker();
+        const handle = await startVolume(client, 'vm-9');
+        const mapped = handle.executeUpdate(mapUpdate, {
+          args: [mapRequest({ image, nas: nasHost, node: nodeHost, file, format: 'qcow2' })],
+        });
+        await until('the clone to be made on the first worker', () => fs.existsSync(calls));
+        const stalled = Number(fs.readFileSync(calls, 'utf8').trim());
+        expect(fs.readdirSync(volumesDir)).toEqual(['vm-9.qcow2']);
+        expect((await handle.query(volumeQuery)).phase).toBe('mapping');
+        process.kill(first.pid!, 'SIGKILL');
 
-      startNasWorker();
-      const result = await mapped;
-      expect(result).toMatchObject({ phase: 'mapped', target: path.join(volumesDir, 'vm-9.qcow2'), changed: true });
-      // The new worker ended the command the dead one had left running.
-      expect(alive(stalled)).toBe(false);
-      expect(fs.readdirSync(volumesDir)).toEqual(['vm-9.qcow2']);
-      const clones = (await activityRuns(handle)).volumeClone!;
-      expect(clones.scheduled).toBe(1);
-      expect(clones.maxAttempt).toBeGreaterThan(1);
+        startNasWorker();
+        const result = await mapped;
+        expect(result).toMatchObject({ phase: 'mapped', target: path.join(volumesDir, 'vm-9.qcow2'), changed: true });
+        // The new worker ended the command the dead one had left running.
+        expect(alive(stalled)).toBe(false);
+        expect(fs.readdirSync(volumesDir)).toEqual(['vm-9.qcow2']);
+        const clones = (await activityRuns(handle)).volumeClone!;
+        expect(clones.scheduled).toBe(1);
+        expect(clones.maxAttempt).toBeGreaterThan(1);
 
-      await handle.executeUpdate(unmapUpdate, { args: [{ by: 'alice' }] });
-      // Unmap keeps the clone (with no exporter, a stored volume is listed as usable in place).
-      expect((await nas.volumeList()).volumes).toEqual(['vm-9']);
-      await handle.executeUpdate(deleteUpdate, { args: [{ by: 'alice' }] });
-      expect(await nas.volumeList()).toEqual(before);
-      expect(fs.readdirSync(volumesDir)).toEqual([]);
-    });
+        await handle.executeUpdate(unmapUpdate, { args: [{ by: 'alice' }] });
+        // Unmap keeps the clone (with no exporter, a stored volume is listed as usable in place).
+        expect((await nas.volumeList()).volumes).toEqual(['vm-9']);
+        await handle.executeUpdate(deleteUpdate, { args: [{ by: 'alice' }] });
+        expect(await nas.volumeList()).toEqual(before);
+        expect(fs.readdirSync(volumesDir)).toEqual([]);
+      },
+    );
     await connection.close();
   }, 180_000);
 });
@@ -196,11 +238,24 @@ describe('compute worker killed during attach', () => {
     const { logger } = memoryLogger();
     const run = createRunner(logger);
     const nasConfig = loadConfig({ home, host: nasHost }, {});
-    const nas = createNasVolumeActivities({ run, config: nasConfig, pipe: createPipe(logger), settings: nasSettings({ IMGFLOW_NAS_POOL: `${nasPool.name}/imgflow`, IMGFLOW_NAS_EXPORT: 'tgt' }) });
+    const nas = createNasVolumeActivities({
+      run,
+      config: nasConfig,
+      pipe: createPipe(logger),
+      settings: nasSettings({ IMGFLOW_NAS_POOL: `${nasPool.name}/imgflow`, IMGFLOW_NAS_EXPORT: 'tgt' }),
+    });
     // This NAS's targets only: other test files share tgtd.
-    const targets = async () => parseTgtShow((await run(['tgtadm', '--lld', 'iscsi', '--op', 'show', '--mode', 'target'])).stdout).filter((t) => t.iqn.includes(`:${nasHost}.`));
+    const targets = async () =>
+      parseTgtShow((await run(['tgtadm', '--lld', 'iscsi', '--op', 'show', '--mode', 'target'])).stdout).filter((t) =>
+        t.iqn.includes(`:${nasHost}.`),
+      );
     const startComputeWorker = () => {
-      const child = spawnWorker({ home, role: 'compute', host: nodeHost, env: { PATH: `${shims}:${process.env.PATH}` } });
+      const child = spawnWorker({
+        home,
+        role: 'compute',
+        host: nodeHost,
+        env: { PATH: `${shims}:${process.env.PATH}` },
+      });
       logLines(child);
       children.push(child);
       return child;
@@ -215,7 +270,9 @@ describe('compute worker killed during attach', () => {
 
       const first = startComputeWorker();
       const handle = await startVolume(client, 'vm-a');
-      const mapped = handle.executeUpdate(mapUpdate, { args: [mapRequest({ image, nas: nasHost, node: nodeHost, file, format: 'raw' })] });
+      const mapped = handle.executeUpdate(mapUpdate, {
+        args: [mapRequest({ image, nas: nasHost, node: nodeHost, file, format: 'raw' })],
+      });
       await until('the attach to begin on the first compute worker', () => fs.existsSync(started), 180_000);
       const stalled = Number(fs.readFileSync(started, 'utf8').trim());
       expect((await nas.volumeList()).volumes).toEqual(['vm-a']);
@@ -229,7 +286,9 @@ describe('compute worker killed during attach', () => {
       expect(alive(stalled)).toBe(false);
       const runs = await activityRuns(handle);
       expect(runs.computeAttach!.maxAttempt).toBeGreaterThan(1);
-      expect([runs.volumeClone!.scheduled, runs.volumeExport!.scheduled, runs.computeAttach!.scheduled]).toEqual([1, 1, 1]);
+      expect([runs.volumeClone!.scheduled, runs.volumeExport!.scheduled, runs.computeAttach!.scheduled]).toEqual([
+        1, 1, 1,
+      ]);
       expect((await handle.query(volumeQuery)).attachment).toEqual({ kind: 'iscsi-direct', url, sizeBytes: 32 * MiB });
       // One clone, one target open to this compute host alone, and no session left behind by the dead attach.
       expect((await nas.volumeList()).volumes).toEqual(['vm-a']);
@@ -272,7 +331,11 @@ describe('Temporal server restarted in the middle of a map', () => {
     const { address, namespace } = own;
     await own.start();
     // One client throughout, as a long-lived starter would have: it reconnects to the restarted server.
-    const client = new Client({ connection: await Connection.connect({ address }), namespace, dataConverter: testDataConverter() });
+    const client = new Client({
+      connection: await Connection.connect({ address }),
+      namespace,
+      dataConverter: testDataConverter(),
+    });
     const nasHost = uniqueQueue('nas');
     const nodeHost = uniqueQueue('node');
     const image = `vs${nasHost.slice(-6)}`;
@@ -284,10 +347,29 @@ describe('Temporal server restarted in the middle of a map', () => {
       children.push(child);
       return child;
     };
-    const workers = [worker('orchestrator', 'orch'), worker('nas', nasHost), worker('compute', nodeHost, { PATH: `${shims}:${process.env.PATH}` })];
+    const workers = [
+      worker('orchestrator', 'orch'),
+      worker('nas', nasHost),
+      worker('compute', nodeHost, { PATH: `${shims}:${process.env.PATH}` }),
+    ];
     const polled = (queue: string, type: number) => async () =>
-      ((await client.workflowService.describeTaskQueue({ namespace, taskQueue: { name: queue, kind: 1 }, taskQueueType: type })).pollers ?? []).length > 0;
-    await until('the workers to poll', async () => (await polled(WORKFLOW_QUEUE, 1)()) && (await polled(queues.nas(nasHost), 2)()) && (await polled(queues.compute(nodeHost), 2)()), 180_000);
+      (
+        (
+          await client.workflowService.describeTaskQueue({
+            namespace,
+            taskQueue: { name: queue, kind: 1 },
+            taskQueueType: type,
+          })
+        ).pollers ?? []
+      ).length > 0;
+    await until(
+      'the workers to poll',
+      async () =>
+        (await polled(WORKFLOW_QUEUE, 1)()) &&
+        (await polled(queues.nas(nasHost), 2)()) &&
+        (await polled(queues.compute(nodeHost), 2)()),
+      180_000,
+    );
 
     const file = await storedVersion(client, run, { home, nas: nasHost, image, format: 'qcow2' });
     const request = mapRequest({ image, nas: nasHost, node: nodeHost, file, format: 'qcow2' });
@@ -305,12 +387,15 @@ describe('Temporal server restarted in the middle of a map', () => {
     const device = path.join(volumesDir, 'vm-s.qcow2');
     expect(again).toMatchObject({ phase: 'mapped', target: device });
     const first = await asked;
-    if (!(first instanceof Error)) expect(first).toEqual({ volume: 'vm-s', phase: 'mapped', target: device, changed: true });
+    if (!(first instanceof Error))
+      expect(first).toEqual({ volume: 'vm-s', phase: 'mapped', target: device, changed: true });
     // The workers outlived the server's restart.
     expect(workers.every((w) => alive(w.pid!))).toBe(true);
     expect(await handle.query(volumeQuery)).toMatchObject({ phase: 'mapped', attachment: { kind: 'local', device } });
     const runs = await activityRuns(handle);
-    expect([runs.volumeClone!.scheduled, runs.volumeExport!.scheduled, runs.computeAttach!.scheduled]).toEqual([1, 1, 1]);
+    expect([runs.volumeClone!.scheduled, runs.volumeExport!.scheduled, runs.computeAttach!.scheduled]).toEqual([
+      1, 1, 1,
+    ]);
     expect(fs.readdirSync(volumesDir)).toEqual(['vm-s.qcow2']);
 
     await handle.executeUpdate(unmapUpdate, { args: [{ by: 'alice' }] });
@@ -342,13 +427,20 @@ describe('a sync pull that fails', () => {
     };
     const nasLog = worker('nas', nasHost, { IMGFLOW_NAS_POOL: `${nasPool.name}/imgflow` });
     const nodeLog = worker('compute', nodeHost, { IMGFLOW_COMPUTE_POOL: `${nodePool.name}/imgflow` });
-    const cli = (...args: string[]) => imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], { IMGFLOW_USER: 'alice' });
+    const cli = (...args: string[]) =>
+      imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], {
+        IMGFLOW_USER: 'alice',
+      });
     const nodeVolume = `${nodePool.name}/imgflow/volumes/vm-c`;
     const pipelines = (log: () => Record<string, unknown>[]) => log().filter((l) => l.msg === 'pipeline');
     // zfs-fuse refuses to rename a mounted dataset ("dataset is busy"), and may call it busy to
     // an unmount for a moment after it was last used.
     const rename = async (from: string, to: string) => {
-      await until(`zfs unmount ${from}`, async () => (await run(['zfs', 'unmount', from], { okExitCodes: [1] })).exitCode === 0, 30_000);
+      await until(
+        `zfs unmount ${from}`,
+        async () => (await run(['zfs', 'unmount', from], { okExitCodes: [1] })).exitCode === 0,
+        30_000,
+      );
       await run(['zfs', 'rename', from, to]);
       await run(['zfs', 'mount', to]);
     };
@@ -356,19 +448,45 @@ describe('a sync pull that fails', () => {
     const { client, connection } = await testClient();
     await withWorkers({ workflowQueue: WORKFLOW_QUEUE }, async () => {
       await storedVersion(client, run, { home, nas: nasHost, image, format: 'raw' });
-      await until('the workers to poll', async () => (await hasWorker(client, NAMESPACE, queues.nas(nasHost))) && hasWorker(client, NAMESPACE, queues.compute(nodeHost)), 180_000);
+      await until(
+        'the workers to poll',
+        async () =>
+          (await hasWorker(client, NAMESPACE, queues.nas(nasHost))) &&
+          hasWorker(client, NAMESPACE, queues.compute(nodeHost)),
+        180_000,
+      );
       const handle = await startVolume(client, 'vm-c');
       // The volume's speeds limit its transfers: download the node's copy, upload the pulls.
-      expect((await cli('volume-attrs', 'vm-c', '--upload-speed', `${8 * MiB}`, '--download-speed', `${16 * MiB}`)).status).toBe(0);
-      const mapped = await cli('map', 'vm-c', '--image', `${image}:v1`, '--nas', nasHost, '--compute', nodeHost, '--sync', '--frequency', '3600', '--wait', '120');
+      expect(
+        (await cli('volume-attrs', 'vm-c', '--upload-speed', `${8 * MiB}`, '--download-speed', `${16 * MiB}`)).status,
+      ).toBe(0);
+      const mapped = await cli(
+        'map',
+        'vm-c',
+        '--image',
+        `${image}:v1`,
+        '--nas',
+        nasHost,
+        '--compute',
+        nodeHost,
+        '--sync',
+        '--frequency',
+        '3600',
+        '--wait',
+        '120',
+      );
       expect(mapped.stderr).toBe('');
       expect(mapped.status).toBe(0);
       const nodeCopy = mapped.stdout.trim();
-      await expect.poll(() => pipelines(nodeLog)).toEqual([expect.objectContaining({ bytesPerSecond: 16 * MiB, exitCodes: [0, 0] })]);
+      await expect
+        .poll(() => pipelines(nodeLog))
+        .toEqual([expect.objectContaining({ bytesPerSecond: 16 * MiB, exitCodes: [0, 0] })]);
 
       await run(['qemu-io', '-f', 'raw', '-c', 'write -P 0xa5 2M 1M', nodeCopy]);
       expect((await cli('sync-now', 'vm-c')).status).toBe(0);
-      await expect.poll(() => pipelines(nasLog)).toEqual([expect.objectContaining({ bytesPerSecond: 8 * MiB, exitCodes: [0, 0] })]);
+      await expect
+        .poll(() => pipelines(nasLog))
+        .toEqual([expect.objectContaining({ bytesPerSecond: 8 * MiB, exitCodes: [0, 0] })]);
       const good = (await handle.query(volumeQuery)).sync!;
       expect(good.lastSyncAt).toBeDefined();
 
@@ -382,29 +500,49 @@ describe('a sync pull that fails', () => {
       expect((await activityRuns(handle)).volumePull!.maxAttempt).toBe(5);
       let view = await handle.query(volumeQuery);
       expect(view.phase).toBe('mapped');
-      expect(view.sync).toMatchObject({ failures: 1, lastSyncAt: good.lastSyncAt, lastSnapshot: good.lastSnapshot, lastError: expect.stringMatching(/does not exist/) });
+      expect(view.sync).toMatchObject({
+        failures: 1,
+        lastSyncAt: good.lastSyncAt,
+        lastSnapshot: good.lastSnapshot,
+        lastError: expect.stringMatching(/does not exist/),
+      });
       expect(view.history.at(-1)).toMatchObject({ by: 'alice', action: 'sync-failed' });
       expect(view.history.filter((h) => h.action === 'sync')).toHaveLength(1);
 
       // Shown as failed, with the reason, to people and to scripts.
-      await expect.poll(async () => (await cli('maps', '--nas', nasHost)).stdout, { timeout: 30_000, interval: 1000 }).toMatch(/^vm-c\s.*\smapped \(sync failed: .*does not exist.*\)/m);
+      await expect
+        .poll(async () => (await cli('maps', '--nas', nasHost)).stdout, { timeout: 30_000, interval: 1000 })
+        .toMatch(/^vm-c\s.*\smapped \(sync failed: .*does not exist.*\)/m);
       const listed = JSON.parse((await cli('--json', 'maps', '--nas', nasHost)).stdout) as VolumeView[];
-      expect(listed).toEqual([expect.objectContaining({ volume: 'vm-c', sync: expect.objectContaining({ lastError: view.sync!.lastError, lastSyncAt: good.lastSyncAt }) })]);
+      expect(listed).toEqual([
+        expect.objectContaining({
+          volume: 'vm-c',
+          sync: expect.objectContaining({ lastError: view.sync!.lastError, lastSyncAt: good.lastSyncAt }),
+        }),
+      ]);
 
       // The schedule retries sooner than the frequency, and fails again while the copy is away.
-      view = await until('a scheduled retry to fail too', async () => {
-        const v = await handle.query(volumeQuery);
-        return v.sync!.failures >= 2 && v;
-      }, 120_000);
+      view = await until(
+        'a scheduled retry to fail too',
+        async () => {
+          const v = await handle.query(volumeQuery);
+          return v.sync!.failures >= 2 && v;
+        },
+        120_000,
+      );
       expect(view.history.at(-1)).toMatchObject({ by: 'imgflow', action: 'sync-failed' });
       expect(view.sync!.lastSyncAt).toBe(good.lastSyncAt);
 
       // The copy is back: the next scheduled pull succeeds and clears the failure.
       await rename(`${nodeVolume}-away`, nodeVolume);
-      view = await until('a scheduled pull to succeed', async () => {
-        const v = await handle.query(volumeQuery);
-        return v.sync!.lastSyncAt !== good.lastSyncAt && v;
-      }, 120_000);
+      view = await until(
+        'a scheduled pull to succeed',
+        async () => {
+          const v = await handle.query(volumeQuery);
+          return v.sync!.lastSyncAt !== good.lastSyncAt && v;
+        },
+        120_000,
+      );
       expect(view.sync).toMatchObject({ failures: 0 });
       expect(view.sync!.lastError).toBeUndefined();
       expect(view.sync!.lastSnapshot).not.toBe(good.lastSnapshot);
@@ -413,7 +551,10 @@ describe('a sync pull that fails', () => {
 
       expect((await cli('unmap', 'vm-c')).status).toBe(0);
       expect((await cli('delete-volume', 'vm-c')).status).toBe(0);
-      const left = async (pool: string) => (await run(['zfs', 'list', '-H', '-r', '-o', 'name', `${pool}/imgflow/volumes`])).stdout.split('\n').filter(Boolean);
+      const left = async (pool: string) =>
+        (await run(['zfs', 'list', '-H', '-r', '-o', 'name', `${pool}/imgflow/volumes`])).stdout
+          .split('\n')
+          .filter(Boolean);
       expect(await left(nodePool.name)).toEqual([`${nodePool.name}/imgflow/volumes`]);
       expect(await left(nasPool.name)).toEqual([`${nasPool.name}/imgflow/volumes`]);
     });

@@ -42,10 +42,19 @@ describe('volumes on qcow2 with local attach', () => {
   const nodeConfig = loadConfig({ home, host: nodeHost }, {});
   const run = createRunner(memoryLogger().logger);
   const activities = {
-    [queues.nas(nasHost)]: { ...createHostActivities({ role: 'nas', config: nasConfig, arch: 'x86_64', run }), ...createNasVolumeActivities({ run, config: nasConfig }) },
-    [queues.compute(nodeHost)]: { ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }), ...createComputeActivities({ run, config: nodeConfig }) },
+    [queues.nas(nasHost)]: {
+      ...createHostActivities({ role: 'nas', config: nasConfig, arch: 'x86_64', run }),
+      ...createNasVolumeActivities({ run, config: nasConfig }),
+    },
+    [queues.compute(nodeHost)]: {
+      ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }),
+      ...createComputeActivities({ run, config: nodeConfig }),
+    },
   };
-  const cli = (...args: string[]) => imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], { IMGFLOW_USER: 'alice' });
+  const cli = (...args: string[]) =>
+    imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], {
+      IMGFLOW_USER: 'alice',
+    });
   const volumesDir = path.join(home, 'nas', nasHost, 'volumes');
   const volumeFiles = () => (fs.existsSync(volumesDir) ? fs.readdirSync(volumesDir).sort() : []);
 
@@ -58,7 +67,12 @@ describe('volumes on qcow2 with local attach', () => {
     fs.chmodSync(file, 0o444);
     const { client, connection } = await testClient();
     const record = newVersion(n);
-    await updateLineage(client, image, registerVersionUpdate, { ...record, artifacts: [{ format: 'qcow2', host: nasHost, path: file, sha256: await sha256File(file), bytes: fs.statSync(file).size }] });
+    await updateLineage(client, image, registerVersionUpdate, {
+      ...record,
+      artifacts: [
+        { format: 'qcow2', host: nasHost, path: file, sha256: await sha256File(file), bytes: fs.statSync(file).size },
+      ],
+    });
     await connection.close();
     return file;
   }
@@ -67,19 +81,46 @@ describe('volumes on qcow2 with local attach', () => {
     const { client, connection } = await testClient();
     await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities }, async () => {
       const base = await storedVersion(1);
-      const mapped = await cli('map', 'vm-1', '--image', `${image}:v1`, '--nas', nasHost, '--compute', nodeHost, '--size', '1');
+      const mapped = await cli(
+        'map',
+        'vm-1',
+        '--image',
+        `${image}:v1`,
+        '--nas',
+        nasHost,
+        '--compute',
+        nodeHost,
+        '--size',
+        '1',
+      );
       expect(mapped.stderr).toBe('');
       expect(mapped.status).toBe(0);
       const device = path.join(volumesDir, 'vm-1.qcow2');
       expect(mapped.stdout).toBe(`${device}\n`);
-      const info = JSON.parse((await run(['qemu-img', 'info', '-U', '--output=json', device])).stdout) as Record<string, unknown>;
+      const info = JSON.parse((await run(['qemu-img', 'info', '-U', '--output=json', device])).stdout) as Record<
+        string,
+        unknown
+      >;
       expect(info['virtual-size']).toBe(1024 * MiB);
-      expect(String(info['full-backing-filename'] ?? info['backing-filename'])).toContain(path.join('bases', image, 'v1.qcow2'));
+      expect(String(info['full-backing-filename'] ?? info['backing-filename'])).toContain(
+        path.join('bases', image, 'v1.qcow2'),
+      );
       const read = await run(['qemu-io', '-f', 'qcow2', '-r', '-U', '-c', 'read -P 0x5a 0 1M', device]);
       expect(read.stdout).not.toMatch(/Pattern verification failed/);
       expect(fs.existsSync(base)).toBe(true);
 
-      const again = await cli('map', 'vm-1', '--image', `${image}:v1`, '--nas', nasHost, '--compute', nodeHost, '--size', '1');
+      const again = await cli(
+        'map',
+        'vm-1',
+        '--image',
+        `${image}:v1`,
+        '--nas',
+        nasHost,
+        '--compute',
+        nodeHost,
+        '--size',
+        '1',
+      );
       expect(again.status).toBe(0);
       expect(again.stdout).toBe(`${device}\n`);
       expect(again.stderr).toMatch(/already mapped/);
@@ -87,7 +128,12 @@ describe('volumes on qcow2 with local attach', () => {
       // Pull settings on a volume without pulls would be kept and do nothing: refused.
       for (const flag of [['--freeze'], ['--frequency', '60']]) {
         const attrs = await cli('volume-attrs', 'vm-1', ...flag);
-        expect([attrs.status, attrs.stderr]).toEqual([2, expect.stringMatching(/^imgflow: (freeze|frequency): expected a volume mapped in sync mode \(vm-1 is not: map it with --sync\)/)]);
+        expect([attrs.status, attrs.stderr]).toEqual([
+          2,
+          expect.stringMatching(
+            /^imgflow: (freeze|frequency): expected a volume mapped in sync mode \(vm-1 is not: map it with --sync\)/,
+          ),
+        ]);
       }
 
       const refused = await cli('delete-volume', 'vm-1');
@@ -96,8 +142,22 @@ describe('volumes on qcow2 with local attach', () => {
       expect(volumeFiles()).toEqual(['vm-1.qcow2']);
 
       const view = await client.workflow.getHandle(volumeWorkflowId('vm-1')).query(volumeQuery);
-      expect(view).toMatchObject({ phase: 'mapped', nas: nasHost, computeHost: nodeHost, base: { image, version: 'v1' }, target: device, locked: false });
-      await expect.poll(async () => (await cli('maps', '--nas', nasHost)).stdout, { timeout: 15_000, interval: 500 }).toMatch(new RegExp(`^vm-1\\s+${nasHost}\\s+\\S+\\s+${nodeHost}\\s+${image}:v1\\s+${device.replace(/[.]/g, '\\.')}\\s+mapped\\s`, 'm'));
+      expect(view).toMatchObject({
+        phase: 'mapped',
+        nas: nasHost,
+        computeHost: nodeHost,
+        base: { image, version: 'v1' },
+        target: device,
+        locked: false,
+      });
+      await expect
+        .poll(async () => (await cli('maps', '--nas', nasHost)).stdout, { timeout: 15_000, interval: 500 })
+        .toMatch(
+          new RegExp(
+            `^vm-1\\s+${nasHost}\\s+\\S+\\s+${nodeHost}\\s+${image}:v1\\s+${device.replace(/[.]/g, '\\.')}\\s+mapped\\s`,
+            'm',
+          ),
+        );
       const listed = await cli('--json', 'maps', '--compute', nodeHost);
       expect((JSON.parse(listed.stdout) as { volume: string }[]).map((v) => v.volume)).toEqual(['vm-1']);
       const header = (await cli('maps', '--nas', nasHost)).stdout.split('\n')[0];
@@ -112,7 +172,9 @@ describe('volumes on qcow2 with local attach', () => {
       expect(noop.stderr).toBe('vm-1 is not mapped: nothing to do\n');
 
       // A re-map of the kept clone attaches it again without a new clone.
-      expect((await cli('map', 'vm-1', '--image', `${image}:v1`, '--nas', nasHost, '--compute', nodeHost)).status).toBe(0);
+      expect((await cli('map', 'vm-1', '--image', `${image}:v1`, '--nas', nasHost, '--compute', nodeHost)).status).toBe(
+        0,
+      );
       expect((await cli('unmap', 'vm-1')).status).toBe(0);
 
       const deleted = await cli('delete-volume', 'vm-1');
@@ -133,7 +195,9 @@ describe('volumes on qcow2 with local attach', () => {
       expect([a.status, b.status]).toEqual([0, 0]);
       expect(a.stdout).toBe(b.stdout);
       const history = await client.workflow.getHandle(volumeWorkflowId('vm-2')).fetchHistory();
-      const clones = history.events!.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'volumeClone');
+      const clones = history.events!.filter(
+        (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'volumeClone',
+      );
       expect(clones).toHaveLength(1);
       expect(volumeFiles()).toEqual(['vm-2.qcow2']);
       expect((await cli('unmap', 'vm-2')).status).toBe(0);
@@ -163,18 +227,29 @@ describe('volumes on qcow2 with local attach', () => {
         await until('the holder to hold the device', () => fs.readdirSync(`/proc/${holder.pid}/fd`).length > 0);
         const busy = await cli('unmap', 'vm-5', '--wait', '1');
         expect(busy.stdout).toBe('');
-        expect(busy.stderr).toMatch(new RegExp(`^imgflow: unmap of vm-5 failed: .*vm-5\\.qcow2 is still in use by pid ${holder.pid} after 1s\n$`));
+        expect(busy.stderr).toMatch(
+          new RegExp(`^imgflow: unmap of vm-5 failed: .*vm-5\\.qcow2 is still in use by pid ${holder.pid} after 1s\n$`),
+        );
         expect(busy.status).toBe(1);
         // One attempt: a retry would only wait the bound again.
         const history = await client.workflow.getHandle(volumeWorkflowId('vm-5')).fetchHistory();
-        const scheduled = history.events!.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'computeDetach').map((e) => e.eventId!.toString());
-        const attempts = history.events!.filter((e) => scheduled.includes(e.activityTaskStartedEventAttributes?.scheduledEventId?.toString() ?? '')).map((e) => e.activityTaskStartedEventAttributes!.attempt);
+        const scheduled = history
+          .events!.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'computeDetach')
+          .map((e) => e.eventId!.toString());
+        const attempts = history
+          .events!.filter((e) =>
+            scheduled.includes(e.activityTaskStartedEventAttributes?.scheduledEventId?.toString() ?? ''),
+          )
+          .map((e) => e.activityTaskStartedEventAttributes!.attempt);
         expect(attempts).toEqual([1]);
         expect((await client.workflow.getHandle(volumeWorkflowId('vm-5')).query(volumeQuery)).phase).toBe('mapped');
       } finally {
         holder.kill('SIGKILL');
       }
-      await until('the holder to let go', () => !fs.existsSync(`/proc/${holder.pid}/fd`) || fs.readdirSync(`/proc/${holder.pid}/fd`).length === 0);
+      await until(
+        'the holder to let go',
+        () => !fs.existsSync(`/proc/${holder.pid}/fd`) || fs.readdirSync(`/proc/${holder.pid}/fd`).length === 0,
+      );
       expect((await cli('unmap', 'vm-5', '--wait', '5')).status).toBe(0);
       expect((await cli('delete-volume', 'vm-5')).status).toBe(0);
     });
@@ -191,17 +266,33 @@ describe('volumes on qcow2 with local attach', () => {
         [['map', 'vm;rm', ...ok], /^imgflow: volume: expected a name/],
         [['map', 'vm-3', ...ok, '--size', '0'], /^imgflow: --size: expected a whole number/],
         [['map', 'vm-3', ...ok, '--size', '99999999'], /^imgflow: --size: expected a whole number/],
-        [['map', 'vm-3', '--image', `${image}:v1`, '--nas', 'nas-nowhere', '--compute', nodeHost], /^imgflow: --nas: expected a NAS storing/],
-        [['map', 'vm-3', '--image', `${image}:v1`, '--nas', 'bad/nas', '--compute', nodeHost], /^imgflow: --nas: expected a host name/],
-        [['map', 'vm-3', '--image', `${image}:v1`, '--nas', nasHost, '--compute', 'node-nowhere'], /^imgflow: --compute: expected a compute host whose worker is running/],
-        [['map', 'vm-3', '--image', `${image}:v9`, '--nas', nasHost, '--compute', nodeHost], /^imgflow: version: expected a version or tag/],
+        [
+          ['map', 'vm-3', '--image', `${image}:v1`, '--nas', 'nas-nowhere', '--compute', nodeHost],
+          /^imgflow: --nas: expected a NAS storing/,
+        ],
+        [
+          ['map', 'vm-3', '--image', `${image}:v1`, '--nas', 'bad/nas', '--compute', nodeHost],
+          /^imgflow: --nas: expected a host name/,
+        ],
+        [
+          ['map', 'vm-3', '--image', `${image}:v1`, '--nas', nasHost, '--compute', 'node-nowhere'],
+          /^imgflow: --compute: expected a compute host whose worker is running/,
+        ],
+        [
+          ['map', 'vm-3', '--image', `${image}:v9`, '--nas', nasHost, '--compute', nodeHost],
+          /^imgflow: version: expected a version or tag/,
+        ],
         [['map', 'vm-3', ...ok, '--frequency', '60'], /^imgflow: --frequency: expected to be given with --sync/],
         [['unmap', 'vm-never'], /^imgflow: volume: expected a volume known to imgflow/],
         [['clean', 'vm-never', '--reason', 'gone'], /^imgflow: --force: expected --force/],
       ];
       for (const [args, error] of cases) {
         const r = await cli(...args);
-        expect({ args, status: r.status, lines: r.stderr.trim().split('\n').length }).toEqual({ args, status: 2, lines: 1 });
+        expect({ args, status: r.status, lines: r.stderr.trim().split('\n').length }).toEqual({
+          args,
+          status: 2,
+          lines: 1,
+        });
         expect(r.stderr).toMatch(error);
         expect(r.stdout).toBe('');
       }
@@ -222,8 +313,18 @@ describe('volumes on qcow2 with local attach', () => {
     await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities }, async () => {
       const file = path.join(home, 'nas', nasHost, 'store', image, 'v1', `${image}-v1.qcow2`);
       const started = Date.now();
-      const request = { by: 'alice', base: { image, version: 'v1', artifact: { format: 'qcow2', host: nasHost, path: file } }, nas: nasHost, computeHost: 'node-down', waitSeconds: 3 };
-      const handle = await client.workflow.start(volumeWorkflow, { taskQueue: WORKFLOW_QUEUE, workflowId: volumeWorkflowId('vm-4'), args: [{ volume: 'vm-4' }] });
+      const request = {
+        by: 'alice',
+        base: { image, version: 'v1', artifact: { format: 'qcow2', host: nasHost, path: file } },
+        nas: nasHost,
+        computeHost: 'node-down',
+        waitSeconds: 3,
+      };
+      const handle = await client.workflow.start(volumeWorkflow, {
+        taskQueue: WORKFLOW_QUEUE,
+        workflowId: volumeWorkflowId('vm-4'),
+        args: [{ volume: 'vm-4' }],
+      });
       await expect(handle.executeUpdate(mapUpdate, { args: [request] })).rejects.toThrow();
       expect(Date.now() - started).toBeLessThan(20_000);
       const view = await handle.query(volumeQuery);

@@ -50,13 +50,31 @@ describe('volumes on zfs-fuse, exported by tgt or synced to the node', () => {
   const nasEnv = { IMGFLOW_NAS_POOL: `${nasPool.name}/imgflow`, IMGFLOW_NAS_EXPORT: 'tgt', IMGFLOW_SYNC_LOCAL: '1' };
   const nodeEnv = { IMGFLOW_COMPUTE_POOL: `${nodePool.name}/imgflow`, IMGFLOW_SYNC_LOCAL: '1' };
   const activities = {
-    [queues.nas(nasHost)]: { ...createHostActivities({ role: 'nas', config: nasConfig, arch: 'x86_64', run }), ...createNasVolumeActivities({ run, config: nasConfig, pipe, settings: nasSettings(nasEnv) }) },
-    [queues.compute(nodeHost)]: { ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }), ...createComputeActivities({ run, config: nodeConfig, pipe, settings: computeSettings(nodeEnv) }) },
+    [queues.nas(nasHost)]: {
+      ...createHostActivities({ role: 'nas', config: nasConfig, arch: 'x86_64', run }),
+      ...createNasVolumeActivities({ run, config: nasConfig, pipe, settings: nasSettings(nasEnv) }),
+    },
+    [queues.compute(nodeHost)]: {
+      ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }),
+      ...createComputeActivities({ run, config: nodeConfig, pipe, settings: computeSettings(nodeEnv) }),
+    },
   };
-  const cli = (...args: string[]) => imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], { IMGFLOW_USER: 'alice' });
-  const datasets = async (pool: string) => (await run(['zfs', 'list', '-H', '-r', '-t', 'filesystem', '-o', 'name', `${pool}/imgflow/volumes`], { okExitCodes: [1] })).stdout.split('\n').filter(Boolean);
+  const cli = (...args: string[]) =>
+    imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], {
+      IMGFLOW_USER: 'alice',
+    });
+  const datasets = async (pool: string) =>
+    (
+      await run(['zfs', 'list', '-H', '-r', '-t', 'filesystem', '-o', 'name', `${pool}/imgflow/volumes`], {
+        okExitCodes: [1],
+      })
+    ).stdout
+      .split('\n')
+      .filter(Boolean);
   const pattern = async (file: string, byte: string, offset: string) => {
-    const r = await run(['qemu-io', '-f', 'raw', '-r', '-U', '-c', `read -P ${byte} ${offset} 1M`, file], { okExitCodes: [1] });
+    const r = await run(['qemu-io', '-f', 'raw', '-r', '-U', '-c', `read -P ${byte} ${offset} 1M`, file], {
+      okExitCodes: [1],
+    });
     return r.exitCode === 0 && !/Pattern verification failed/.test(r.stdout + r.stderr);
   };
 
@@ -67,7 +85,10 @@ describe('volumes on zfs-fuse, exported by tgt or synced to the node', () => {
    */
   async function onNas(byte: string, offset: string): Promise<boolean> {
     const volume = `${nasPool.name}/imgflow/volumes/vm-2`;
-    const snaps = (await run(['zfs', 'list', '-H', '-t', 'snapshot', '-o', 'name', '-d', '1', volume])).stdout.split('\n').filter((n) => n.includes('@imgflow-')).sort();
+    const snaps = (await run(['zfs', 'list', '-H', '-t', 'snapshot', '-o', 'name', '-d', '1', volume])).stdout
+      .split('\n')
+      .filter((n) => n.includes('@imgflow-'))
+      .sort();
     const check = `${nasPool.name}/check${++checks}`;
     await run(['zfs', 'clone', snaps.at(-1)!, check]);
     try {
@@ -91,7 +112,10 @@ describe('volumes on zfs-fuse, exported by tgt or synced to the node', () => {
     await run(['qemu-img', 'create', '-q', '-f', 'raw', file, `${32 * MiB}`]);
     await run(['qemu-io', '-f', 'raw', '-c', 'write -P 0x5a 0 1M', file]);
     const { client, connection } = await testClient();
-    await updateLineage(client, image, registerVersionUpdate, { ...newVersion(1), artifacts: [{ format: 'raw', host: nasHost, path: file, sha256: await sha256File(file), bytes: 32 * MiB }] });
+    await updateLineage(client, image, registerVersionUpdate, {
+      ...newVersion(1),
+      artifacts: [{ format: 'raw', host: nasHost, path: file, sha256: await sha256File(file), bytes: 32 * MiB }],
+    });
     await connection.close();
   }
 
@@ -99,16 +123,34 @@ describe('volumes on zfs-fuse, exported by tgt or synced to the node', () => {
     await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities }, async () => {
       await storedVersion();
       const before = tgtTargetCount();
-      const mapped = await cli('map', 'vm-1', '--image', `${image}:v1`, '--nas', nasHost, '--compute', nodeHost, '--size', '1');
+      const mapped = await cli(
+        'map',
+        'vm-1',
+        '--image',
+        `${image}:v1`,
+        '--nas',
+        nasHost,
+        '--compute',
+        nodeHost,
+        '--size',
+        '1',
+      );
       expect(mapped.stderr).toBe('');
       expect(mapped.status).toBe(0);
       const url = `iscsi://127.0.0.1/iqn.2026-01.org.imgflow:${nasHost}.vm-1/1`;
       expect(mapped.stdout).toBe(`${url}\n`);
       expect(tgtTargetCount()).toBe(before + 1);
 
-      const node = await run(['iscsi-readcapacity16', '-s', `--initiator-name=iqn.2026-01.org.imgflow:${nodeHost}`, url]);
+      const node = await run([
+        'iscsi-readcapacity16',
+        '-s',
+        `--initiator-name=iqn.2026-01.org.imgflow:${nodeHost}`,
+        url,
+      ]);
       expect(Number(node.stdout.trim())).toBe(1024 * MiB);
-      const intruder = await run(['iscsi-readcapacity16', '-s', `--initiator-name=${INTRUDER}`, url], { okExitCodes: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 255] });
+      const intruder = await run(['iscsi-readcapacity16', '-s', `--initiator-name=${INTRUDER}`, url], {
+        okExitCodes: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 255],
+      });
       expect(intruder.exitCode).not.toBe(0);
 
       expect((await cli('unmap', 'vm-1')).status).toBe(0);
@@ -124,7 +166,19 @@ describe('volumes on zfs-fuse, exported by tgt or synced to the node', () => {
     const { client, connection } = await testClient();
     await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities }, async () => {
       await storedVersion();
-      const mapped = await cli('map', 'vm-2', '--image', `${image}:v1`, '--nas', nasHost, '--compute', nodeHost, '--sync', '--frequency', '3600');
+      const mapped = await cli(
+        'map',
+        'vm-2',
+        '--image',
+        `${image}:v1`,
+        '--nas',
+        nasHost,
+        '--compute',
+        nodeHost,
+        '--sync',
+        '--frequency',
+        '3600',
+      );
       expect(mapped.stderr).toBe('');
       expect(mapped.status).toBe(0);
       const nodeCopy = path.join(nodePool.mountpoint, 'imgflow', 'volumes', 'vm-2', 'disk.raw');
@@ -140,7 +194,9 @@ describe('volumes on zfs-fuse, exported by tgt or synced to the node', () => {
       // A scheduled pull: the timer is re-armed by the new frequency.
       await run(['qemu-io', '-f', 'raw', '-c', 'write -P 0x3c 4M 1M', nodeCopy]);
       await handle.executeUpdate(setAttrsUpdate, { args: [{ by: 'alice', frequencySeconds: 10 }] });
-      await expect.poll(async () => (await handle.query(volumeQuery)).sync?.lastSnapshot, { timeout: 40_000, interval: 1000 }).not.toBe(pulled.snapshot);
+      await expect
+        .poll(async () => (await handle.query(volumeQuery)).sync?.lastSnapshot, { timeout: 40_000, interval: 1000 })
+        .not.toBe(pulled.snapshot);
       expect(await onNas('0x3c', '4M')).toBe(true);
 
       // Someone else's snapshot survives pruning.
@@ -152,7 +208,22 @@ describe('volumes on zfs-fuse, exported by tgt or synced to the node', () => {
       expect(unmapped.status).toBe(0);
       expect(await onNas('0xc3', '6M')).toBe(true);
       expect(await datasets(nodePool.name)).toEqual([`${nodePool.name}/imgflow/volumes`]);
-      const snaps = (await run(['zfs', 'list', '-H', '-t', 'snapshot', '-o', 'name', '-d', '1', `${nasPool.name}/imgflow/volumes/vm-2`])).stdout.split('\n').filter(Boolean);
+      const snaps = (
+        await run([
+          'zfs',
+          'list',
+          '-H',
+          '-t',
+          'snapshot',
+          '-o',
+          'name',
+          '-d',
+          '1',
+          `${nasPool.name}/imgflow/volumes/vm-2`,
+        ])
+      ).stdout
+        .split('\n')
+        .filter(Boolean);
       expect(snaps.filter((s) => /@imgflow-/.test(s)).length).toBeLessThanOrEqual(3);
       expect(snaps).toContain(`${nasPool.name}/imgflow/volumes/vm-2@manual`);
       const view = await handle.query(volumeQuery);
@@ -169,14 +240,35 @@ describe('volumes on zfs-fuse, exported by tgt or synced to the node', () => {
     const { client, connection } = await testClient();
     await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities }, async () => {
       await storedVersion();
-      expect((await cli('map', 'vm-3', '--image', `${image}:v1`, '--nas', nasHost, '--compute', nodeHost, '--sync', '--frequency', '3600')).status).toBe(0);
+      expect(
+        (
+          await cli(
+            'map',
+            'vm-3',
+            '--image',
+            `${image}:v1`,
+            '--nas',
+            nasHost,
+            '--compute',
+            nodeHost,
+            '--sync',
+            '--frequency',
+            '3600',
+          )
+        ).status,
+      ).toBe(0);
       const handle = client.workflow.getHandle(volumeWorkflowId('vm-3'));
-      const pulls = async () => (await handle.fetchHistory()).events!.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'volumePull').length;
+      const pulls = async () =>
+        (await handle.fetchHistory()).events!.filter(
+          (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'volumePull',
+        ).length;
 
       const frozen = await cli('volume-attrs', 'vm-3', '--freeze', '--frequency', '10');
       expect(frozen.status).toBe(0);
       expect(frozen.stdout).toMatch(/^frequency\s+10s \(frozen\)$/m);
-      await expect.poll(async () => (await cli('maps', '--nas', nasHost)).stdout, { timeout: 15_000, interval: 500 }).toMatch(/^vm-3\s.*\smapped\s+\S+\s+frozen\s+no$/m);
+      await expect
+        .poll(async () => (await cli('maps', '--nas', nasHost)).stdout, { timeout: 15_000, interval: 500 })
+        .toMatch(/^vm-3\s.*\smapped\s+\S+\s+frozen\s+no$/m);
       // Longer than the frequency: no scheduled pull came.
       await new Promise((done) => setTimeout(done, 15_000));
       expect(await pulls()).toBe(0);
@@ -184,7 +276,8 @@ describe('volumes on zfs-fuse, exported by tgt or synced to the node', () => {
       expect(await pulls()).toBe(1);
 
       expect((await cli('volume-attrs', 'vm-3', '--thaw')).status).toBe(0);
-      const synced = async () => (await handle.query(volumeQuery)).history.filter((h) => h.action === 'sync').map((h) => h.by);
+      const synced = async () =>
+        (await handle.query(volumeQuery)).history.filter((h) => h.action === 'sync').map((h) => h.by);
       await expect.poll(synced, { timeout: 60_000, interval: 1000 }).toEqual(['alice', 'imgflow']);
       expect((await cli('unmap', 'vm-3')).status).toBe(0);
       expect((await cli('delete-volume', 'vm-3')).status).toBe(0);

@@ -27,7 +27,11 @@ describe('worker killed in the middle of an activity', () => {
   const shims = tempDir();
   const calls = path.join(shims, 'rsync-calls');
   // A slow rsync, so the kill lands while the transfer runs; it logs each start.
-  fs.writeFileSync(path.join(shims, 'rsync'), `#!/bin/sh\necho $$ >> ${calls}\nsleep 4\nexec ${findOnPath('rsync')} "$@"\n`, { mode: 0o755 });
+  fs.writeFileSync(
+    path.join(shims, 'rsync'),
+    `#!/bin/sh\necho $$ >> ${calls}\nsleep 4\nexec ${findOnPath('rsync')} "$@"\n`,
+    { mode: 0o755 },
+  );
   const children: ChildProcess[] = [];
   afterAll(() => children.forEach((c) => killGroup(c.pid)));
 
@@ -43,26 +47,31 @@ describe('worker killed in the middle of an activity', () => {
     const { client, connection } = await testClient();
     const run = createRunner(memoryLogger().logger);
 
-    const summary = await withWorkers({ workflowQueue, activities: { [queues.builder('x86_64')]: createBuilderActivities({ run, config }) } }, async () => {
-      const first = startNasWorker();
-      const handle = await client.workflow.start(demoWorkflow, {
-        taskQueue: workflowQueue,
-        workflowId: uniqueQueue('crash'),
-        args: [{ image: 'crash-base', volume: 'vm-1', arch: 'x86_64', nas: nasHost, sizeMiB: 16 }],
-      });
-      await until('the transfer to start on the first worker', () => fs.existsSync(calls));
-      const orphan = Number(fs.readFileSync(calls, 'utf8').trim());
-      process.kill(first.pid!, 'SIGKILL');
+    const summary = await withWorkers(
+      { workflowQueue, activities: { [queues.builder('x86_64')]: createBuilderActivities({ run, config }) } },
+      async () => {
+        const first = startNasWorker();
+        const handle = await client.workflow.start(demoWorkflow, {
+          taskQueue: workflowQueue,
+          workflowId: uniqueQueue('crash'),
+          args: [{ image: 'crash-base', volume: 'vm-1', arch: 'x86_64', nas: nasHost, sizeMiB: 16 }],
+        });
+        await until('the transfer to start on the first worker', () => fs.existsSync(calls));
+        const orphan = Number(fs.readFileSync(calls, 'utf8').trim());
+        process.kill(first.pid!, 'SIGKILL');
 
-      startNasWorker();
-      const result = await handle.result();
-      // The new worker ended the transfer the dead one had left running.
-      expect(alive(orphan)).toBe(false);
-      const history = await handle.fetchHistory();
-      const attempts = history.events!.filter((e) => e.activityTaskStartedEventAttributes).map((e) => e.activityTaskStartedEventAttributes!.attempt ?? 0);
-      expect(Math.max(...attempts)).toBe(2);
-      return result;
-    });
+        startNasWorker();
+        const result = await handle.result();
+        // The new worker ended the transfer the dead one had left running.
+        expect(alive(orphan)).toBe(false);
+        const history = await handle.fetchHistory();
+        const attempts = history
+          .events!.filter((e) => e.activityTaskStartedEventAttributes)
+          .map((e) => e.activityTaskStartedEventAttributes!.attempt ?? 0);
+        expect(Math.max(...attempts)).toBe(2);
+        return result;
+      },
+    );
     await connection.close();
 
     expect(summary.volume.readsThrough).toBe(true);

@@ -30,14 +30,18 @@ import { until } from '../support/wait.js';
 /** A shim for `tool` that does the real work, logs its pid, then hangs: the kill lands after the bytes are written. */
 function hangingShim(dir: string, tool: string): { dir: string; calls: string } {
   const calls = path.join(dir, `${tool}-calls`);
-  fs.writeFileSync(path.join(dir, tool), `#!/bin/sh\n${findOnPath(tool)} "$@"\necho $$ >> ${calls}\nexec sleep 600\n`, { mode: 0o755 });
+  fs.writeFileSync(path.join(dir, tool), `#!/bin/sh\n${findOnPath(tool)} "$@"\necho $$ >> ${calls}\nexec sleep 600\n`, {
+    mode: 0o755,
+  });
   return { dir, calls };
 }
 
 /** Partial files and trees (`.<name>.partial.<pid>`) anywhere under `dir`, image roots excluded. */
 function partialsUnder(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
-  return (fs.readdirSync(dir, { recursive: true }) as string[]).filter((p) => /(^|\/)\.[^/]+\.partial\.\d+/.test(p) && !/\.partial\.\d+[^/]*\//.test(p)).sort();
+  return (fs.readdirSync(dir, { recursive: true }) as string[])
+    .filter((p) => /(^|\/)\.[^/]+\.partial\.\d+/.test(p) && !/\.partial\.\d+[^/]*\//.test(p))
+    .sort();
 }
 
 const pidOf = (calls: string) => Number(fs.readFileSync(calls, 'utf8').trim().split('\n')[0]);
@@ -70,21 +74,26 @@ describe('the next worker removes what a killed worker left', () => {
     const { client, connection } = await testClient();
 
     const workflowQueue = uniqueQueue('wf');
-    await withWorkers({ workflowQueue, activities: { [queues.builder('x86_64')]: createBuilderActivities({ run, config }) } }, async () => {
-      const first = worker(home, 'nas', nasHost, rsync.dir);
-      const handle = await client.workflow.start(demoWorkflow, {
-        taskQueue: workflowQueue,
-        workflowId: uniqueQueue('import'),
-        args: [{ image: 'left-base', volume: 'vm-1', arch: 'x86_64', nas: nasHost, sizeMiB: 16 }],
-      });
-      await until('the base to be copied into its partial file', () => fs.existsSync(rsync.calls));
-      process.kill(first.child.pid!, 'SIGKILL');
-      await handle.terminate('nobody retries the import');
-    });
+    await withWorkers(
+      { workflowQueue, activities: { [queues.builder('x86_64')]: createBuilderActivities({ run, config }) } },
+      async () => {
+        const first = worker(home, 'nas', nasHost, rsync.dir);
+        const handle = await client.workflow.start(demoWorkflow, {
+          taskQueue: workflowQueue,
+          workflowId: uniqueQueue('import'),
+          args: [{ image: 'left-base', volume: 'vm-1', arch: 'x86_64', nas: nasHost, sizeMiB: 16 }],
+        });
+        await until('the base to be copied into its partial file', () => fs.existsSync(rsync.calls));
+        process.kill(first.child.pid!, 'SIGKILL');
+        await handle.terminate('nobody retries the import');
+      },
+    );
     await connection.close();
 
     const [partial] = partialsUnder(nasDir);
-    expect(partialsUnder(nasDir)).toEqual([expect.stringMatching(/^store\/left-base\/[^/]+\/\.left-base-[^/]+\.qcow2\.partial\.\d+$/)]);
+    expect(partialsUnder(nasDir)).toEqual([
+      expect.stringMatching(/^store\/left-base\/[^/]+\/\.left-base-[^/]+\.qcow2\.partial\.\d+$/),
+    ]);
     const version = partial!.split('/')[2]!;
     const base = path.join(home, 'builder', 'x86_64', 'left-base', `${version}.qcow2`);
     expect(fs.statSync(path.join(nasDir, partial!)).size).toBe(fs.statSync(base).size);
@@ -93,8 +102,13 @@ describe('the next worker removes what a killed worker left', () => {
     fs.writeFileSync(live, 'in progress\n');
 
     const next = worker(home, 'nas', nasHost);
-    await until('the next NAS worker to remove the partial', () => said(next.logs, 'removed a partial file left by a worker that died').length > 0);
-    expect(said(next.logs, 'removed a partial file left by a worker that died').map((l) => l.path)).toEqual([path.join(nasDir, partial!)]);
+    await until(
+      'the next NAS worker to remove the partial',
+      () => said(next.logs, 'removed a partial file left by a worker that died').length > 0,
+    );
+    expect(said(next.logs, 'removed a partial file left by a worker that died').map((l) => l.path)).toEqual([
+      path.join(nasDir, partial!),
+    ]);
     expect(partialsUnder(nasDir)).toEqual([`store/left-base/${version}/.other.qcow2.partial.${process.pid}`]);
     expect(alive(pidOf(rsync.calls))).toBe(false);
   });
@@ -107,12 +121,18 @@ describe('the next worker removes what a killed worker left', () => {
     const tar = hangingShim(fs.mkdtempSync(path.join(dir, 'shims-')), 'tar');
     const tarball = await tinyImageTarball(run, dir);
     const { client, connection } = await testClient();
-    const cli = (...args: string[]) => imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], { IMGFLOW_USER: 'alice' });
+    const cli = (...args: string[]) =>
+      imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], {
+        IMGFLOW_USER: 'alice',
+      });
 
     function recipe(image: string): string {
       const file = path.join(dir, `${image}.yaml`);
       const hooks = `hooks:\n  image:\n    - name: sleeper\n      run: [/usr/bin/sleep, '600']\n`;
-      fs.writeFileSync(file, `image: ${image}\narch: x86_64\nos: debian-12\nsource:\n  tarball:\n    path: ${tarball.file}\n    sha256: ${tarball.sha256}\n${hooks}outputs: [qcow2]\n`);
+      fs.writeFileSync(
+        file,
+        `image: ${image}\narch: x86_64\nos: debian-12\nsource:\n  tarball:\n    path: ${tarball.file}\n    sha256: ${tarball.sha256}\n${hooks}outputs: [qcow2]\n`,
+      );
       return file;
     }
     async function startBuild(image: string): Promise<string> {
@@ -122,40 +142,53 @@ describe('the next worker removes what a killed worker left', () => {
     }
     const workOf = (buildId: string) => path.join(builds, buildId.replace(/^build-/, ''));
 
-    await withWorkers({ workflowQueue: 'imgflow', activities: { [`nas.${host}`]: createNasActivities({ run, config }) } }, async () => {
-      // Killed while it unpacks: the whole tree is in `.root.partial.<pid>`, not yet renamed.
-      const first = worker(home, 'builder', host, tar.dir);
-      const unpacking = await startBuild(uniqueQueue('unpacked'));
-      await until('the root to be unpacked into its partial tree', () => fs.existsSync(tar.calls));
-      process.kill(first.child.pid!, 'SIGKILL');
-      await client.workflow.getHandle(unpacking).terminate('nobody retries the unpack');
-      const [partialRoot] = partialsUnder(builds);
-      expect(partialsUnder(builds)).toEqual([expect.stringMatching(/^[^/]+\/\.root\.partial\.\d+$/)]);
-      expect(fs.existsSync(path.join(builds, partialRoot!, 'bin', 'sh'))).toBe(true);
+    await withWorkers(
+      { workflowQueue: 'imgflow', activities: { [`nas.${host}`]: createNasActivities({ run, config }) } },
+      async () => {
+        // Killed while it unpacks: the whole tree is in `.root.partial.<pid>`, not yet renamed.
+        const first = worker(home, 'builder', host, tar.dir);
+        const unpacking = await startBuild(uniqueQueue('unpacked'));
+        await until('the root to be unpacked into its partial tree', () => fs.existsSync(tar.calls));
+        process.kill(first.child.pid!, 'SIGKILL');
+        await client.workflow.getHandle(unpacking).terminate('nobody retries the unpack');
+        const [partialRoot] = partialsUnder(builds);
+        expect(partialsUnder(builds)).toEqual([expect.stringMatching(/^[^/]+\/\.root\.partial\.\d+$/)]);
+        expect(fs.existsSync(path.join(builds, partialRoot!, 'bin', 'sh'))).toBe(true);
 
-      const second = worker(home, 'builder', host);
-      await until('the next builder to remove the partial root', () => said(second.logs, 'removed a partial file left by a worker that died').length > 0);
-      expect(partialsUnder(builds)).toEqual([]);
-      expect(alive(pidOf(tar.calls))).toBe(false);
+        const second = worker(home, 'builder', host);
+        await until(
+          'the next builder to remove the partial root',
+          () => said(second.logs, 'removed a partial file left by a worker that died').length > 0,
+        );
+        expect(partialsUnder(builds)).toEqual([]);
+        expect(alive(pidOf(tar.calls))).toBe(false);
 
-      // Killed while a hook runs: the hook goes on, isolated; the host sees no mount of it.
-      const hooked = await startBuild(uniqueQueue('hooked'));
-      const root = path.join(workOf(hooked), 'root');
-      const hook = await until('the hook to run in the image', () => processesRootedIn(root).at(0), 120_000);
-      process.kill(second.child.pid!, 'SIGKILL');
-      await client.workflow.getHandle(hooked).terminate('nobody retries the hook');
-      expect(await mountsUnder(home)).toEqual([]);
-      expect(alive(hook)).toBe(true);
-      // The /proc a build without namespaces left mounted in its tree.
-      await run(['mount', '-t', 'proc', 'proc', path.join(root, 'proc')]);
-      expect(await mountsUnder(home)).toEqual([path.join(root, 'proc')]);
+        // Killed while a hook runs: the hook goes on, isolated; the host sees no mount of it.
+        const hooked = await startBuild(uniqueQueue('hooked'));
+        const root = path.join(workOf(hooked), 'root');
+        const hook = await until('the hook to run in the image', () => processesRootedIn(root).at(0), 120_000);
+        process.kill(second.child.pid!, 'SIGKILL');
+        await client.workflow.getHandle(hooked).terminate('nobody retries the hook');
+        expect(await mountsUnder(home)).toEqual([]);
+        expect(alive(hook)).toBe(true);
+        // The /proc a build without namespaces left mounted in its tree.
+        await run(['mount', '-t', 'proc', 'proc', path.join(root, 'proc')]);
+        expect(await mountsUnder(home)).toEqual([path.join(root, 'proc')]);
 
-      const third = worker(home, 'builder', host);
-      await until('the next builder to unmount it', () => said(third.logs, 'unmounted what a worker that died left mounted').length > 0);
-      expect(await mountsUnder(home)).toEqual([]);
-      await until('the dead builder\'s hook to be ended', () => processesRootedIn(root).length === 0);
-      expect(said(third.logs, 'ended a command left running by a worker that died').map((l) => (l.argv as string[]).at(-1))).toEqual(['600']);
-    });
+        const third = worker(home, 'builder', host);
+        await until(
+          'the next builder to unmount it',
+          () => said(third.logs, 'unmounted what a worker that died left mounted').length > 0,
+        );
+        expect(await mountsUnder(home)).toEqual([]);
+        await until("the dead builder's hook to be ended", () => processesRootedIn(root).length === 0);
+        expect(
+          said(third.logs, 'ended a command left running by a worker that died').map((l) =>
+            (l.argv as string[]).at(-1),
+          ),
+        ).toEqual(['600']);
+      },
+    );
     await connection.close();
   });
 });

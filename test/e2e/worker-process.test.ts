@@ -11,7 +11,6 @@ import { NAMESPACE, testClient, uniqueQueue } from '../support/temporal.js';
 import { freePort } from '../support/ports.js';
 import { until } from '../support/wait.js';
 
-
 describe('imgflow worker process', () => {
   const home = tempDir();
   let pid: number | undefined;
@@ -21,7 +20,21 @@ describe('imgflow worker process', () => {
     const port = await freePort();
     const host = uniqueQueue('c');
     const child = spawnImgflow(
-      ['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, 'worker', '--role', 'compute', '--host', host, '--metrics', `127.0.0.1:${port}`],
+      [
+        '--address',
+        inject('temporalAddress'),
+        '--namespace',
+        NAMESPACE,
+        '--home',
+        home,
+        'worker',
+        '--role',
+        'compute',
+        '--host',
+        host,
+        '--metrics',
+        `127.0.0.1:${port}`,
+      ],
       { IMGFLOW_LOG_PRETTY: '0' },
     );
     pid = child.pid;
@@ -51,7 +64,10 @@ describe('imgflow worker process', () => {
 
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
-    const lines = stderr.trim().split('\n').map((l) => JSON.parse(l) as { msg: string; component?: string });
+    const lines = stderr
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { msg: string; component?: string });
     expect(lines.map((l) => l.msg)).toContain('worker started');
     expect(lines.map((l) => l.msg)).toContain('worker drained and stopped');
     expect(lines.some((l) => l.component === 'temporal')).toBe(true);

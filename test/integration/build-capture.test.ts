@@ -23,7 +23,8 @@ function hostTree(dir: string): string {
   const src = path.join(dir, 'host-root');
   write(src, 'etc/hostname', 'node001\n');
   write(src, 'etc/os-release', 'ID=debian\n');
-  for (const runtime of ['proc/cpuinfo', 'sys/kernel/mm', 'dev/sda', 'run/lock/pid', 'tmp/scratch']) write(src, runtime);
+  for (const runtime of ['proc/cpuinfo', 'sys/kernel/mm', 'dev/sda', 'run/lock/pid', 'tmp/scratch'])
+    write(src, runtime);
   write(src, 'var/cache/apt/pkgcache.bin', 'big cache\n');
   write(src, 'home/user/notes.txt.swp', 'swap\n');
   const data = write(src, 'srv/data', 'shared bytes\n');
@@ -60,12 +61,28 @@ describe('capture over rsync', () => {
   });
   afterAll(async () => sshd?.stop());
 
-  const activities = () => createBuilderActivities({ run: createRunner(memoryLogger().logger), config, ssh: { identityFile: sshd.identityFile, knownHostsFile: sshd.knownHostsFile } });
-  const remote = (port: number): CaptureSource => ({ kind: 'capture', user: 'root', host: '127.0.0.1', port, path: src, excludes });
+  const activities = () =>
+    createBuilderActivities({
+      run: createRunner(memoryLogger().logger),
+      config,
+      ssh: { identityFile: sshd.identityFile, knownHostsFile: sshd.knownHostsFile },
+    });
+  const remote = (port: number): CaptureSource => ({
+    kind: 'capture',
+    user: 'root',
+    host: '127.0.0.1',
+    port,
+    path: src,
+    excludes,
+  });
 
   it('copies a remote host over ssh, honouring the excludes and keeping links, owners and modes', async () => {
     const { logger, lines } = memoryLogger();
-    const builder = createBuilderActivities({ run: createRunner(logger), config, ssh: { identityFile: sshd.identityFile, knownHostsFile: sshd.knownHostsFile } });
+    const builder = createBuilderActivities({
+      run: createRunner(logger),
+      config,
+      ssh: { identityFile: sshd.identityFile, knownHostsFile: sshd.knownHostsFile },
+    });
     const result = await builder.capture({ build: 'remote', arch: 'x86_64', source: remote(sshd.port) });
     expect(result).toMatchObject({ phase: 'capture', from: `root@127.0.0.1:${src}`, resumed: false, packages: 0 });
     expect(result.bytes).toBeGreaterThan(0);
@@ -73,15 +90,32 @@ describe('capture over rsync', () => {
     expectCaptured(root);
 
     const argv = lines.find((l) => l.msg === 'command' && (l.argv as string[])[0] === 'rsync')!.argv as string[];
-    expect(argv).toEqual(expect.arrayContaining(['-aHAX', '--numeric-ids', '--delete', '--exclude=/proc/*', '--exclude=/tmp/*', '--exclude=/var/cache/*', '--exclude=*.swp', '-e']));
-    expect(argv[argv.indexOf('-e') + 1]).toMatch(/^ssh -o BatchMode=yes .* -p \d+ -i \S+client_key .*StrictHostKeyChecking=yes$/);
+    expect(argv).toEqual(
+      expect.arrayContaining([
+        '-aHAX',
+        '--numeric-ids',
+        '--delete',
+        '--exclude=/proc/*',
+        '--exclude=/tmp/*',
+        '--exclude=/var/cache/*',
+        '--exclude=*.swp',
+        '-e',
+      ]),
+    );
+    expect(argv[argv.indexOf('-e') + 1]).toMatch(
+      /^ssh -o BatchMode=yes .* -p \d+ -i \S+client_key .*StrictHostKeyChecking=yes$/,
+    );
 
     const again = await builder.capture({ build: 'remote', arch: 'x86_64', source: remote(sshd.port) });
     expect(again.resumed).toBe(true);
   });
 
   it('copies a local path the same way', async () => {
-    const result = await activities().capture({ build: 'local', arch: 'x86_64', source: { kind: 'capture', path: src, excludes } });
+    const result = await activities().capture({
+      build: 'local',
+      arch: 'x86_64',
+      source: { kind: 'capture', path: src, excludes },
+    });
     expect(result.from).toBe(src);
     expectCaptured(path.join(config.home, 'builder/x86_64/builds/local/root'));
   });
@@ -93,7 +127,9 @@ describe('capture over rsync', () => {
       .capture({ build: 'refused', arch: 'x86_64', source: remote(closed), attempts: 2, connectTimeoutSeconds: 2 })
       .catch((e: unknown) => e as Error);
     expect(error).toBeInstanceOf(Error);
-    expect((error as Error).message).toMatch(new RegExp(`^capture: cannot reach 127\\.0\\.0\\.1 port ${closed} after 2 attempts: .*Connection refused`));
+    expect((error as Error).message).toMatch(
+      new RegExp(`^capture: cannot reach 127\\.0\\.0\\.1 port ${closed} after 2 attempts: .*Connection refused`),
+    );
     expect(Date.now() - started).toBeLessThan(15_000);
   });
 
@@ -106,7 +142,9 @@ describe('capture over rsync', () => {
       const error = await activities()
         .capture({ build: 'silent', arch: 'x86_64', source: remote(port), attempts: 2, connectTimeoutSeconds: 2 })
         .catch((e: unknown) => e as Error);
-      expect((error as Error).message).toMatch(new RegExp(`^capture: cannot reach 127\\.0\\.0\\.1 port ${port} after 2 attempts`));
+      expect((error as Error).message).toMatch(
+        new RegExp(`^capture: cannot reach 127\\.0\\.0\\.1 port ${port} after 2 attempts`),
+      );
       expect(Date.now() - started).toBeLessThan(20_000);
     } finally {
       silent.close();
@@ -114,7 +152,11 @@ describe('capture over rsync', () => {
   });
 
   it('refuses a source that did not pass the recipe rules', async () => {
-    await expect(activities().capture({ build: 'bad', arch: 'x86_64', source: { ...remote(sshd.port), path: '/srv; rm -rf /' } })).rejects.toThrow(/^source\.capture\.from: expected an absolute path/);
-    await expect(activities().capture({ build: '../escape', arch: 'x86_64', source: remote(sshd.port) })).rejects.toThrow(/^build: expected a name/);
+    await expect(
+      activities().capture({ build: 'bad', arch: 'x86_64', source: { ...remote(sshd.port), path: '/srv; rm -rf /' } }),
+    ).rejects.toThrow(/^source\.capture\.from: expected an absolute path/);
+    await expect(
+      activities().capture({ build: '../escape', arch: 'x86_64', source: remote(sshd.port) }),
+    ).rejects.toThrow(/^build: expected a name/);
   });
 });

@@ -79,24 +79,39 @@ describe('debootstrap build, end to end', () => {
       const prepared = await builder.prepare({ ...ref, prepare: recipe.prepare });
       rows.push(prepared);
       expect(await builder.validate({ ...ref, prepare: recipe.prepare })).toEqual({ ok: true, breaches: [] });
-      const image = JSON.parse(fs.readFileSync(path.join(path.dirname(rootOf('first')), 'image.json'), 'utf8')) as { private: unknown; shared: boolean };
+      const image = JSON.parse(fs.readFileSync(path.join(path.dirname(rootOf('first')), 'image.json'), 'utf8')) as {
+        private: unknown;
+        shared: boolean;
+      };
       expect(image).toMatchObject({ private: [{ dir: '/var/lib/private', exclude: ['*.tmp'] }], shared: true });
 
       const measured = await builder.measure(ref);
       expect(measured.packages).toBe(await dpkgInstalledCount(rootOf('first')));
       expect(measured.packages).toBe(prepared.packages);
       expect(measured.manifest.entries).toBeGreaterThan(1000);
-      const firstLine = JSON.parse(fs.readFileSync(measured.manifest.path, 'utf8').split('\n')[0]!) as Record<string, unknown>;
+      const firstLine = JSON.parse(fs.readFileSync(measured.manifest.path, 'utf8').split('\n')[0]!) as Record<
+        string,
+        unknown
+      >;
       expect(firstLine).toMatchObject({ path: '/bin', type: 'link', mode: expect.stringMatching(/^\d{4}$/) });
-      const passwd = fs.readFileSync(measured.manifest.path, 'utf8').split('\n').find((l) => l.includes('"/etc/passwd"'));
-      expect(JSON.parse(passwd!)).toMatchObject({ type: 'file', mode: '0644', sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+      const passwd = fs
+        .readFileSync(measured.manifest.path, 'utf8')
+        .split('\n')
+        .find((l) => l.includes('"/etc/passwd"'));
+      expect(JSON.parse(passwd!)).toMatchObject({
+        type: 'file',
+        mode: '0644',
+        sha256: expect.stringMatching(/^[0-9a-f]{64}$/),
+      });
 
       const packed = await builder.packOutputs({ ...ref, image: recipe.image, version: '1', outputs: recipe.outputs });
       rows.push(packed);
       expect(packed.outputs).toHaveLength(1);
       const qcow2 = packed.outputs[0]!;
       expect(qcow2).toMatchObject({ format: 'qcow2', sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
-      const info = JSON.parse((await run(['qemu-img', 'info', '--output=json', qcow2.path])).stdout) as { format: string };
+      const info = JSON.parse((await run(['qemu-img', 'info', '--output=json', qcow2.path])).stdout) as {
+        format: string;
+      };
       expect(info.format).toBe('qcow2');
       // The filesystem inside holds the prepared tree.
       const raw = path.join(dir, 'check.raw');
@@ -107,8 +122,19 @@ describe('debootstrap build, end to end', () => {
       const report = formatReport(rows.map(toReportRow));
       console.log(`first build:\n${report}`);
       const total = report.split('\n').at(-1)!;
-      expect(total).toMatch(new RegExp(`^TOTAL\\s+\\S+\\s+\\+${measured.packages}\\s+\\S+ \\S+\\s+${measured.packages}\\s`));
-      expect(report.split('\n').map((l) => l.split(/\s+/)[0])).toEqual(['PHASE', 'bootstrap', 'packages', 'hook-site-motd', 'hook-image-marker', 'prepare', 'pack', 'TOTAL']);
+      expect(total).toMatch(
+        new RegExp(`^TOTAL\\s+\\S+\\s+\\+${measured.packages}\\s+\\S+ \\S+\\s+${measured.packages}\\s`),
+      );
+      expect(report.split('\n').map((l) => l.split(/\s+/)[0])).toEqual([
+        'PHASE',
+        'bootstrap',
+        'packages',
+        'hook-site-motd',
+        'hook-image-marker',
+        'prepare',
+        'pack',
+        'TOTAL',
+      ]);
     },
     BUILD_TIMEOUT,
   );
@@ -119,7 +145,12 @@ describe('debootstrap build, end to end', () => {
       const ref = { build: 'second', arch: recipe.arch };
       const bootstrap = await builder.bootstrap({ ...ref, source });
       timings.cachedBootstrapMs = bootstrap.durationMs;
-      expect(bootstrap).toMatchObject({ cacheHit: true, note: BOOTSTRAP_REUSED, packages: firstBootstrapPackages, resumed: false });
+      expect(bootstrap).toMatchObject({
+        cacheHit: true,
+        note: BOOTSTRAP_REUSED,
+        packages: firstBootstrapPackages,
+        resumed: false,
+      });
       expect(await dpkgInstalledCount(rootOf('second'))).toBe(firstBootstrapPackages);
 
       const prepared = await builder.prepare({ ...ref, prepare: recipe.prepare });

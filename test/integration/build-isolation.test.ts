@@ -73,21 +73,30 @@ describe('builds are isolated from the build host', () => {
     // The writes landed, in the image: its pid 1 is the hook, rooted in the image.
     const inImage = fs.readdirSync(path.join(rootOf('escape'), 'tmp')).filter((n) => n.startsWith(name));
     expect(inImage).toEqual(expect.arrayContaining([`${name}-1`, `${name}-child`, `${name}-pids`]));
-    const pids = fs.readFileSync(path.join(rootOf('escape'), 'tmp', `${name}-pids`), 'utf8').trim().split('\n').map(Number);
+    const pids = fs
+      .readFileSync(path.join(rootOf('escape'), 'tmp', `${name}-pids`), 'utf8')
+      .trim()
+      .split('\n')
+      .map(Number);
     expect(pids).toContain(1);
     expect(pids.length).toBeLessThanOrEqual(3);
     expect(pids).not.toContain(process.pid);
     expect(await mountsUnder(config.home)).toEqual([]);
 
     const failing = await unpacked('escape-fails');
-    await expect(builder.runHook({ ...failing, hook: await escapeHook([name, String(process.pid), '3']) })).rejects.toThrow(/exit code 3/);
+    await expect(
+      builder.runHook({ ...failing, hook: await escapeHook([name, String(process.pid), '3']) }),
+    ).rejects.toThrow(/exit code 3/);
     expect(hostMarkers()).toEqual([]);
   });
 
   it('a hook killed mid-run leaves nothing mounted on the host and no process behind', async () => {
     const ref = await unpacked('killed');
     const root = rootOf('killed');
-    const running = builder.runHook({ ...ref, hook: { name: 'sleeper', layer: 'image', argv: ['/usr/bin/sleep', '600'] } });
+    const running = builder.runHook({
+      ...ref,
+      hook: { name: 'sleeper', layer: 'image', argv: ['/usr/bin/sleep', '600'] },
+    });
     const hook = await until('the hook to run in the image', () => processesRootedIn(root).at(0));
     // Its /proc is mounted in its own namespace only.
     expect(fs.readFileSync(`/proc/${hook}/mountinfo`, 'utf8')).toMatch(/ \/proc rw,nosuid,nodev,noexec/);
@@ -103,17 +112,28 @@ describe('builds are isolated from the build host', () => {
     requireTools('rsync');
     const link = path.join(dir, 'host-root');
     fs.symlinkSync('/', link);
-    const source = (from: string, allowBuilderRoot?: true): CaptureSource => ({ kind: 'capture', path: from, excludes: [], ...(allowBuilderRoot ? { allowBuilderRoot } : {}) });
+    const source = (from: string, allowBuilderRoot?: true): CaptureSource => ({
+      kind: 'capture',
+      path: from,
+      excludes: [],
+      ...(allowBuilderRoot ? { allowBuilderRoot } : {}),
+    });
     for (const from of [link, `${link}/.`]) {
-      const error = await builder.capture({ build: 'self', arch: 'x86_64', source: source(from) }).catch((e: unknown) => e);
+      const error = await builder
+        .capture({ build: 'self', arch: 'x86_64', source: source(from) })
+        .catch((e: unknown) => e);
       expect(error).toBeInstanceOf(InputError);
-      expect((error as Error).message).toBe(`source.capture.allowBuilderRoot: expected true to capture the builder host itself (source.capture.from ${JSON.stringify(from)} resolves to its root filesystem)`);
+      expect((error as Error).message).toBe(
+        `source.capture.allowBuilderRoot: expected true to capture the builder host itself (source.capture.from ${JSON.stringify(from)} resolves to its root filesystem)`,
+      );
     }
     const bound = path.join(dir, 'bound-root');
     fs.mkdirSync(bound);
     await run(['mount', '--bind', '/', bound]);
     try {
-      await expect(builder.capture({ build: 'self', arch: 'x86_64', source: source(bound) })).rejects.toThrow(/^source\.capture\.allowBuilderRoot: expected true/);
+      await expect(builder.capture({ build: 'self', arch: 'x86_64', source: source(bound) })).rejects.toThrow(
+        /^source\.capture\.allowBuilderRoot: expected true/,
+      );
     } finally {
       await run(['umount', bound]);
     }
@@ -123,9 +143,15 @@ describe('builds are isolated from the build host', () => {
     const { logger, lines } = memoryLogger();
     const allowed = createBuilderActivities({ run: createRunner(logger), config });
     const only = ['/[!e]*', '/e[!t]*', '/etc/[!h]*', '/etc/h[!o]*', '/etc/ho[!s]*'];
-    const captured = await allowed.capture({ build: 'self', arch: 'x86_64', source: { ...source(link, true), excludes: only } });
+    const captured = await allowed.capture({
+      build: 'self',
+      arch: 'x86_64',
+      source: { ...source(link, true), excludes: only },
+    });
     expect(captured).toMatchObject({ phase: 'capture', from: link, builderRoot: true, resumed: false });
-    expect(fs.readFileSync(path.join(rootOf('self'), 'etc/hostname'), 'utf8')).toBe(fs.readFileSync('/etc/hostname', 'utf8'));
+    expect(fs.readFileSync(path.join(rootOf('self'), 'etc/hostname'), 'utf8')).toBe(
+      fs.readFileSync('/etc/hostname', 'utf8'),
+    );
     expect(fs.readdirSync(rootOf('self'))).toEqual(['etc']);
     const argv = lines.find((l) => l.msg === 'command' && (l.argv as string[])[0] === 'rsync')!.argv as string[];
     expect(argv).toContain(`--exclude=${config.home}`);

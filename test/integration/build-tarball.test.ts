@@ -28,7 +28,11 @@ describe('tarball source and raw/squashfs outputs', () => {
     const tree = path.join(dir, 'tree');
     write(tree, 'etc/hostname', 'tarred\n');
     write(tree, 'etc/os-release', 'ID=debian\n');
-    write(tree, 'var/lib/dpkg/status', 'Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4\n');
+    write(
+      tree,
+      'var/lib/dpkg/status',
+      'Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4\n',
+    );
     write(tree, 'tmp/leftover', 'x\n');
     const file = path.join(dir, 'rootfs.tar.gz');
     await run(['tar', '--numeric-owner', '-C', tree, '-czf', file, '.']);
@@ -41,7 +45,9 @@ describe('tarball source and raw/squashfs outputs', () => {
     const source: TarballSource = { kind: 'tarball', path: file, sha256: wrong };
     const error = await builder.unpackTarball({ build: 'wrong', arch: 'x86_64', source }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(InputError);
-    expect((error as Error).message).toBe(`source.tarball.sha256: expected the digest of ${file} (${sha256}), got "${wrong}"`);
+    expect((error as Error).message).toBe(
+      `source.tarball.sha256: expected the digest of ${file} (${sha256}), got "${wrong}"`,
+    );
     expect(fs.existsSync(path.join(config.home, 'builder/x86_64/builds/wrong/root'))).toBe(false);
   });
 
@@ -53,7 +59,10 @@ describe('tarball source and raw/squashfs outputs', () => {
     const root = path.join(config.home, 'builder/x86_64/builds/good/root');
     expect(fs.readFileSync(path.join(root, 'etc/hostname'), 'utf8')).toBe('tarred\n');
 
-    await builder.prepare({ ...ref, prepare: { network: 'remove', removeServices: [], private: [], shared: false, allowPasswordHashes: false } });
+    await builder.prepare({
+      ...ref,
+      prepare: { network: 'remove', removeServices: [], private: [], shared: false, allowPasswordHashes: false },
+    });
     expect(fs.readdirSync(path.join(root, 'tmp'))).toEqual([]);
 
     const packed = await builder.packOutputs({ ...ref, image: 'tarred', version: '1', outputs: ['raw', 'squashfs'] });
@@ -64,14 +73,22 @@ describe('tarball source and raw/squashfs outputs', () => {
     expect(squashfs!.sha256).toBe(await sha256File(squashfs!.path));
   });
 
-  it('a new root clears the later phases\' markers; unchanged inputs resume', async () => {
+  it("a new root clears the later phases' markers; unchanged inputs resume", async () => {
     const { file, sha256 } = await makeTarball();
     const ref = { build: 'markers', arch: 'x86_64' };
-    const prepare = { network: 'keep' as const, removeServices: [], private: [], shared: false, allowPasswordHashes: false };
+    const prepare = {
+      network: 'keep' as const,
+      removeServices: [],
+      private: [],
+      shared: false,
+      allowPasswordHashes: false,
+    };
     await builder.unpackTarball({ ...ref, source: { kind: 'tarball', path: file, sha256 } });
     expect((await builder.prepare({ ...ref, prepare })).resumed).toBe(false);
     expect((await builder.prepare({ ...ref, prepare })).resumed).toBe(true);
-    expect((await builder.unpackTarball({ ...ref, source: { kind: 'tarball', path: file, sha256 } })).resumed).toBe(true);
+    expect((await builder.unpackTarball({ ...ref, source: { kind: 'tarball', path: file, sha256 } })).resumed).toBe(
+      true,
+    );
 
     const other = path.join(dir, 'other.tar');
     await run(['tar', '--numeric-owner', '-C', path.join(dir, 'tree'), '-cf', other, './etc']);
@@ -82,7 +99,13 @@ describe('tarball source and raw/squashfs outputs', () => {
   it('after a worker died mid-chroot, the retried phase releases the /proc it left mounted', async () => {
     const { file, sha256 } = await makeTarball();
     const ref = { build: 'crashed', arch: 'x86_64' };
-    const prepare = { network: 'remove' as const, removeServices: [], private: [], shared: false, allowPasswordHashes: false };
+    const prepare = {
+      network: 'remove' as const,
+      removeServices: [],
+      private: [],
+      shared: false,
+      allowPasswordHashes: false,
+    };
     await builder.unpackTarball({ ...ref, source: { kind: 'tarball', path: file, sha256 } });
     const proc = path.join(config.home, 'builder/x86_64/builds/crashed/root/proc');
     fs.mkdirSync(proc, { recursive: true });
@@ -98,15 +121,24 @@ describe('tarball source and raw/squashfs outputs', () => {
     await builder.unpackTarball({ ...ref, source: { kind: 'tarball', path: file, sha256 } });
     const script = path.join(dir, 'hook.sh');
     fs.writeFileSync(script, '#!/bin/sh\ntrue\n');
-    const hook = { name: 'h', layer: 'image' as const, argv: [], file: { path: script, sha256: await sha256File(script) } };
+    const hook = {
+      name: 'h',
+      layer: 'image' as const,
+      argv: [],
+      file: { path: script, sha256: await sha256File(script) },
+    };
     fs.appendFileSync(script, 'echo changed\n');
-    await expect(builder.runHook({ ...ref, hook })).rejects.toThrow(/^hooks\.h\.file: expected the script checked with the recipe/);
+    await expect(builder.runHook({ ...ref, hook })).rejects.toThrow(
+      /^hooks\.h\.file: expected the script checked with the recipe/,
+    );
 
     const hostDir = fs.mkdtempSync(path.join(dir, 'host-'));
     const root = path.join(config.home, 'builder/x86_64/builds/hooks/root');
     fs.rmSync(path.join(root, 'tmp'), { recursive: true });
     fs.symlinkSync(hostDir, path.join(root, 'tmp'));
-    await expect(builder.runHook({ ...ref, hook: { ...hook, file: { path: script, sha256: await sha256File(script) } } })).rejects.toThrow(/reached through a symlink/);
+    await expect(
+      builder.runHook({ ...ref, hook: { ...hook, file: { path: script, sha256: await sha256File(script) } } }),
+    ).rejects.toThrow(/reached through a symlink/);
     expect(fs.readdirSync(hostDir)).toEqual([]);
   });
 });

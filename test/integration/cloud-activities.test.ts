@@ -32,7 +32,16 @@ describe('cloud activities: a list applied to the catalog, then an image swapped
   function publish(version: string, imageVersion: string, body: Buffer) {
     const list = listDocument(
       { identifier: LIST_ID, version, source: server.url('/'), uri: server.url('/list.smime'), endorser: pki.endorser },
-      [{ identifier: 'img-a', title: 'Image A', description: `Image A ${imageVersion}`, ...digestOf(body), uri: server.url(`/img-a-${imageVersion}.qcow2`), version: imageVersion }],
+      [
+        {
+          identifier: 'img-a',
+          title: 'Image A',
+          description: `Image A ${imageVersion}`,
+          ...digestOf(body),
+          uri: server.url(`/img-a-${imageVersion}.qcow2`),
+          version: imageVersion,
+        },
+      ],
     );
     server.setFile(`/img-a-${imageVersion}.qcow2`, body);
     server.setFile('/list.smime', fs.readFileSync(pki.sign(list, pki.endorser, `list-${version}`)));
@@ -57,7 +66,12 @@ describe('cloud activities: a list applied to the catalog, then an image swapped
   afterAll(() => server.close());
 
   async function fetchAndPrepare(lastAppliedVersion?: string) {
-    const { list } = await cloud.fetchImageList({ subscription: 'site-list', url: server.url('/list.smime'), expectedIdentifier: LIST_ID, lastAppliedVersion });
+    const { list } = await cloud.fetchImageList({
+      subscription: 'site-list',
+      url: server.url('/list.smime'),
+      expectedIdentifier: LIST_ID,
+      lastAppliedVersion,
+    });
     const plan = await cloud.planListUpdate({ list });
     const image = list.images[0]!;
     const downloaded = await cloud.downloadImage({ image });
@@ -72,7 +86,11 @@ describe('cloud activities: a list applied to the catalog, then an image swapped
     const id = await cloud.registerImage({ list, image, path: converted.path });
     expect(await cloud.registerImage({ list, image, path: converted.path })).toBe(id); // a retry finds it
     const ready = await cloud.waitImageReady({ id, timeoutMs: 5000 });
-    expect(ready).toMatchObject({ name: 'img-a', state: 'READY', template: { IMGFLOW_IMAGELIST: LIST_ID, IMGFLOW_VERSION: '1.0', DESCRIPTION: 'Image A 1.0' } });
+    expect(ready).toMatchObject({
+      name: 'img-a',
+      state: 'READY',
+      template: { IMGFLOW_IMAGELIST: LIST_ID, IMGFLOW_VERSION: '1.0', DESCRIPTION: 'Image A 1.0' },
+    });
     // The site's own choices, which a swap must carry over.
     await catalog.chown(id, { userId: 7, groupId: 70 });
     await catalog.chmod(id, '644');
@@ -95,9 +113,24 @@ describe('cloud activities: a list applied to the catalog, then an image swapped
     await cloud.waitImageReady({ id, timeoutMs: 5000 });
     await cloud.applySnapshot({ id, snapshot });
 
-    expect(await catalog.info(id)).toMatchObject({ name: 'img-a', state: 'READY', ownerId: 7, groupId: 70, mode: '644', template: { IMGFLOW_VERSION: '2.0' } });
-    expect(await catalog.info(old.id)).toMatchObject({ name: parked, state: 'DISABLED', ownerId: 0, groupId: 0, mode: '700' });
-    execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x22 0 64k', await catalog.diskPath(id)], { stdio: 'ignore' });
+    expect(await catalog.info(id)).toMatchObject({
+      name: 'img-a',
+      state: 'READY',
+      ownerId: 7,
+      groupId: 70,
+      mode: '644',
+      template: { IMGFLOW_VERSION: '2.0' },
+    });
+    expect(await catalog.info(old.id)).toMatchObject({
+      name: parked,
+      state: 'DISABLED',
+      ownerId: 0,
+      groupId: 0,
+      mode: '700',
+    });
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x22 0 64k', await catalog.diskPath(id)], {
+      stdio: 'ignore',
+    });
     expect((await cloud.planListUpdate({ list })).unchanged).toEqual(['img-a']);
   });
 
@@ -112,18 +145,32 @@ describe('cloud activities: a list applied to the catalog, then an image swapped
     const taken = (await catalog.list({ imageList: LIST_ID })).find((i) => i.name.includes('_EXPIRED_'))!.name;
     expect(await cloud.renameImage({ id: old.id, name: taken, free: true })).toBe(`${taken}.2`);
     expect(await cloud.renameImage({ id: old.id, name: taken, free: true })).toBe(`${taken}.2`);
-    await expect(cloud.registerImage({ list, image, path: path.join(dir, 'vanished.qcow2') })).rejects.toThrow(/no file at/);
+    await expect(cloud.registerImage({ list, image, path: path.join(dir, 'vanished.qcow2') })).rejects.toThrow(
+      /no file at/,
+    );
 
     await cloud.applySnapshot({ id: old.id, snapshot, name: snapshot.name });
     await cloud.applySnapshot({ id: old.id, snapshot, name: snapshot.name }); // undo is safe to retry
-    expect(await catalog.info(old.id)).toMatchObject({ name: 'img-a', state: 'READY', ownerId: 7, groupId: 70, mode: '644', template: { IMGFLOW_VERSION: '2.0' } });
+    expect(await catalog.info(old.id)).toMatchObject({
+      name: 'img-a',
+      state: 'READY',
+      ownerId: 7,
+      groupId: 70,
+      mode: '644',
+      template: { IMGFLOW_VERSION: '2.0' },
+    });
   });
 
   it('refuses to go back to an older list (a replay)', async () => {
     publish('1', '1.0', images.v1!);
-    await expect(cloud.fetchImageList({ subscription: 'site-list', url: server.url('/list.smime'), expectedIdentifier: LIST_ID, lastAppliedVersion: '3' })).rejects.toThrow(
-      /image list check "version" failed/,
-    );
+    await expect(
+      cloud.fetchImageList({
+        subscription: 'site-list',
+        url: server.url('/list.smime'),
+        expectedIdentifier: LIST_ID,
+        lastAppliedVersion: '3',
+      }),
+    ).rejects.toThrow(/image list check "version" failed/);
   });
 
   it('deletes parked images, and a second delete is harmless', async () => {

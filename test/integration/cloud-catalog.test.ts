@@ -22,7 +22,9 @@ describe('built-in catalog registry', () => {
     const image = await catalog.waitReady(id, { timeoutMs: 2000 });
     expect(image).toMatchObject({ id, name: 'img-a', state: 'READY', ownerId: 0, groupId: 0, mode: '600', template });
     expect(fs.readFileSync(await catalog.diskPath(id), 'utf8')).toBe('disk bytes');
-    const record = JSON.parse(fs.readFileSync(path.join(catalogDir, 'images', `${id}.json`), 'utf8')) as { state: string };
+    const record = JSON.parse(fs.readFileSync(path.join(catalogDir, 'images', `${id}.json`), 'utf8')) as {
+      state: string;
+    };
     expect(record.state).toBe('READY');
     // Only finished records and disks: no temporary files left behind.
     expect(fs.readdirSync(path.join(catalogDir, 'images')).every((n) => /^\d+\.json$/.test(n))).toBe(true);
@@ -45,12 +47,23 @@ describe('built-in catalog registry', () => {
     await catalog.chmod(image!.id, '700');
     await catalog.setEnabled(image!.id, false);
     await catalog.rename(image!.id, 'img-a_EXPIRED_2026-01-02_03-04-05_UTC');
-    expect(await catalog.info(image!.id)).toMatchObject({ name: 'img-a_EXPIRED_2026-01-02_03-04-05_UTC', state: 'DISABLED', ownerId: 0, mode: '700' });
+    expect(await catalog.info(image!.id)).toMatchObject({
+      name: 'img-a_EXPIRED_2026-01-02_03-04-05_UTC',
+      state: 'DISABLED',
+      ownerId: 0,
+      mode: '700',
+    });
     await catalog.rename(image!.id, remembered.name);
     await catalog.setEnabled(image!.id, true);
     await catalog.chown(image!.id, { userId: remembered.ownerId, groupId: remembered.groupId });
     await catalog.chmod(image!.id, remembered.mode);
-    expect(await catalog.info(image!.id)).toMatchObject({ name: 'img-a', state: 'READY', ownerId: 7, groupId: 70, mode: '644' });
+    expect(await catalog.info(image!.id)).toMatchObject({
+      name: 'img-a',
+      state: 'READY',
+      ownerId: 7,
+      groupId: 70,
+      mode: '644',
+    });
     await catalog.chown(image!.id, { userId: -1, groupId: 71 });
     expect(await catalog.info(image!.id)).toMatchObject({ ownerId: 7, groupId: 71 });
   });
@@ -62,17 +75,22 @@ describe('built-in catalog registry', () => {
     const before = await catalog.info(id);
     const diskFile = await catalog.diskPath(id);
     await catalog.updateTemplate(id, { DESCRIPTION: 'Alma 9.1', IMGFLOW_TITLE: 'Alma' });
-    expect(await catalog.info(id)).toEqual({ ...before, template: { ...template, DESCRIPTION: 'Alma 9.1', IMGFLOW_TITLE: 'Alma' } });
+    expect(await catalog.info(id)).toEqual({
+      ...before,
+      template: { ...template, DESCRIPTION: 'Alma 9.1', IMGFLOW_TITLE: 'Alma' },
+    });
     expect(await catalog.diskPath(id)).toBe(diskFile);
     await expect(catalog.updateTemplate(id, { 'bad key': 'x' })).rejects.toThrow(/^template: expected/);
   });
 
   it('refuses a name the owner already uses', async () => {
     await catalog.register({ name: 'dup', path: disk, format: 'qcow2', template });
-    await expect(catalog.register({ name: 'dup', path: disk, format: 'qcow2', template })).rejects.toThrow(/name dup is already taken/);
+    await expect(catalog.register({ name: 'dup', path: disk, format: 'qcow2', template })).rejects.toThrow(
+      /name dup is already taken/,
+    );
   });
 
-  it('keeps OpenNebula\'s rules: no disable or delete while in use, no enable while LOCKED-like states', async () => {
+  it("keeps OpenNebula's rules: no disable or delete while in use, no enable while LOCKED-like states", async () => {
     const id = await catalog.register({ name: 'busy', path: disk, format: 'qcow2', template });
     await catalog.setRunning(id, 2);
     expect((await catalog.info(id)).state).toBe('USED');
@@ -89,17 +107,29 @@ describe('built-in catalog registry', () => {
   });
 
   it('refuses unsafe names, modes, template keys and missing files', async () => {
-    await expect(catalog.register({ name: '../escape', path: disk, format: 'qcow2', template })).rejects.toThrow(/^name: expected/);
-    await expect(catalog.register({ name: 'ok', path: disk, format: 'qcow2', template: { 'bad key': 'x' } })).rejects.toThrow(/^template: expected/);
-    await expect(catalog.register({ name: 'ok', path: path.join(dir, 'missing'), format: 'qcow2', template })).rejects.toThrow(/no file at/);
+    await expect(catalog.register({ name: '../escape', path: disk, format: 'qcow2', template })).rejects.toThrow(
+      /^name: expected/,
+    );
+    await expect(
+      catalog.register({ name: 'ok', path: disk, format: 'qcow2', template: { 'bad key': 'x' } }),
+    ).rejects.toThrow(/^template: expected/);
+    await expect(
+      catalog.register({ name: 'ok', path: path.join(dir, 'missing'), format: 'qcow2', template }),
+    ).rejects.toThrow(/no file at/);
     await expect(catalog.chmod(0, '9')).rejects.toThrow(/^mode: expected/);
     await expect(catalog.info(-1)).rejects.toThrow(/^id: expected/);
   });
 
   it('serialises concurrent changes so none is lost', async () => {
-    const ids = await Promise.all(['c1', 'c2', 'c3', 'c4'].map((name) => catalog.register({ name, path: disk, format: 'qcow2', template })));
+    const ids = await Promise.all(
+      ['c1', 'c2', 'c3', 'c4'].map((name) => catalog.register({ name, path: disk, format: 'qcow2', template })),
+    );
     expect(new Set(ids).size).toBe(4);
-    await Promise.all([catalog.chmod(ids[0]!, '640'), catalog.chown(ids[0]!, { userId: 3, groupId: 4 }), catalog.setEnabled(ids[0]!, false)]);
+    await Promise.all([
+      catalog.chmod(ids[0]!, '640'),
+      catalog.chown(ids[0]!, { userId: 3, groupId: 4 }),
+      catalog.setEnabled(ids[0]!, false),
+    ]);
     expect(await catalog.info(ids[0]!)).toMatchObject({ mode: '640', ownerId: 3, groupId: 4, state: 'DISABLED' });
   });
 });

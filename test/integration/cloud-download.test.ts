@@ -26,13 +26,19 @@ describe('image download over HTTP', () => {
 
   it('downloads, checks size and sha512, and keeps the file in the cache by digest', async () => {
     server.setFile('/ok.img', image);
-    const result = await download({ url: server.url('/ok.img'), sha512: sha512(image), size: image.length }, { cacheDir: cacheDir('ok'), ...fast });
+    const result = await download(
+      { url: server.url('/ok.img'), sha512: sha512(image), size: image.length },
+      { cacheDir: cacheDir('ok'), ...fast },
+    );
     expect(result).toMatchObject({ sha512: sha512(image), bytes: image.length, cached: false, attempts: 1 });
     expect(result.path).toBe(cachedPath(cacheDir('ok'), sha512(image)));
     expect(fs.readFileSync(result.path).equals(image)).toBe(true);
 
     const before = server.requests.length;
-    const again = await download({ url: server.url('/ok.img'), sha512: sha512(image), size: image.length }, { cacheDir: cacheDir('ok'), ...fast });
+    const again = await download(
+      { url: server.url('/ok.img'), sha512: sha512(image), size: image.length },
+      { cacheDir: cacheDir('ok'), ...fast },
+    );
     expect(again.cached).toBe(true);
     expect(server.requests.length).toBe(before);
   });
@@ -45,7 +51,10 @@ describe('image download over HTTP', () => {
     const cut = `/cut-${image.length}.img`;
     server.setFile(cut, image, 'truncate-once');
     const { logger, lines } = memoryLogger();
-    const result = await download({ url: server.url(cut), sha512: sha512(image), size: image.length }, { cacheDir: cacheDir(`cut-${image.length}`), logger, ...fast });
+    const result = await download(
+      { url: server.url(cut), sha512: sha512(image), size: image.length },
+      { cacheDir: cacheDir(`cut-${image.length}`), logger, ...fast },
+    );
     expect(result.attempts).toBe(2);
     expect(result.resumedAt).toHaveLength(1);
     expect(result.resumedAt[0]).toBeGreaterThan(0);
@@ -62,7 +71,10 @@ describe('image download over HTTP', () => {
     const partialDir = path.join(cacheDir('norange'), 'partial');
     fs.mkdirSync(partialDir, { recursive: true });
     fs.writeFileSync(path.join(partialDir, `${sha512(body)}.partial`), Buffer.from('stale bytes from another attempt'));
-    const result = await download({ url: server.url('/norange.img'), sha512: sha512(body), size: body.length }, { cacheDir: cacheDir('norange'), ...fast });
+    const result = await download(
+      { url: server.url('/norange.img'), sha512: sha512(body), size: body.length },
+      { cacheDir: cacheDir('norange'), ...fast },
+    );
     const served = server.requests.filter((r) => r.path === '/norange.img');
     expect(served).toEqual([{ path: '/norange.img', range: 'bytes=32-', status: 200 }]);
     expect(result.resumedAt).toEqual([]);
@@ -71,7 +83,10 @@ describe('image download over HTTP', () => {
 
   it('gives up on a connection that is always cut, naming truncation', async () => {
     server.setFile('/always-cut.img', image, 'truncated');
-    const error = await download({ url: server.url('/always-cut.img'), sha512: sha512(image), size: image.length }, { cacheDir: cacheDir('always'), retries: 2, ...fast }).catch((e: unknown) => e);
+    const error = await download(
+      { url: server.url('/always-cut.img'), sha512: sha512(image), size: image.length },
+      { cacheDir: cacheDir('always'), retries: 2, ...fast },
+    ).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(DownloadError);
     expect((error as DownloadError).kind).toBe('truncated');
     expect(server.requests.filter((r) => r.path === '/always-cut.img')).toHaveLength(3);
@@ -79,7 +94,10 @@ describe('image download over HTTP', () => {
 
   it('refuses a file whose sha512 differs and removes it', async () => {
     server.setFile('/wrong-sha.img', image);
-    const error = await download({ url: server.url('/wrong-sha.img'), sha512: 'ab'.repeat(64), size: image.length }, { cacheDir: cacheDir('sha'), ...fast }).catch((e: unknown) => e);
+    const error = await download(
+      { url: server.url('/wrong-sha.img'), sha512: 'ab'.repeat(64), size: image.length },
+      { cacheDir: cacheDir('sha'), ...fast },
+    ).catch((e: unknown) => e);
     expect((error as DownloadError).kind).toBe('sha512');
     expect((error as Error).message).toMatch(/download sha512: the file hashes to/);
     expect(fs.readdirSync(path.join(cacheDir('sha'), 'partial'))).toEqual([]);
@@ -87,13 +105,19 @@ describe('image download over HTTP', () => {
 
   it('refuses a file whose size differs from the list', async () => {
     server.setFile('/wrong-size.img', image);
-    const error = await download({ url: server.url('/wrong-size.img'), sha512: sha512(image), size: image.length + 1 }, { cacheDir: cacheDir('size'), ...fast }).catch((e: unknown) => e);
+    const error = await download(
+      { url: server.url('/wrong-size.img'), sha512: sha512(image), size: image.length + 1 },
+      { cacheDir: cacheDir('size'), ...fast },
+    ).catch((e: unknown) => e);
     expect((error as DownloadError).kind).toBe('size');
     expect((error as Error).message).toMatch(/announces \d+ bytes, the list says \d+/);
   });
 
   it('fails at once on 404, without retrying', async () => {
-    const error = await download({ url: server.url('/missing.img'), sha512: sha512(image) }, { cacheDir: cacheDir('404'), retries: 3, ...fast }).catch((e: unknown) => e);
+    const error = await download(
+      { url: server.url('/missing.img'), sha512: sha512(image) },
+      { cacheDir: cacheDir('404'), retries: 3, ...fast },
+    ).catch((e: unknown) => e);
     expect((error as DownloadError).kind).toBe('not-found');
     expect((error as Error).message).toMatch(/HTTP 404/);
     expect(server.requests.filter((r) => r.path === '/missing.img')).toHaveLength(1);
@@ -102,7 +126,10 @@ describe('image download over HTTP', () => {
   it('drops a stalled connection after the stall timeout, retries a bounded number of times, then fails', async () => {
     server.setFile('/stall.img', image, 'stall');
     const started = Date.now();
-    const error = await download({ url: server.url('/stall.img'), sha512: sha512(image), size: image.length }, { cacheDir: cacheDir('stall'), retries: 1, retryDelayMs: 10, stallTimeoutMs: 300 }).catch((e: unknown) => e);
+    const error = await download(
+      { url: server.url('/stall.img'), sha512: sha512(image), size: image.length },
+      { cacheDir: cacheDir('stall'), retries: 1, retryDelayMs: 10, stallTimeoutMs: 300 },
+    ).catch((e: unknown) => e);
     const elapsed = Date.now() - started;
     expect((error as DownloadError).kind).toBe('stalled');
     expect((error as Error).message).toMatch(/no data from 127\.0\.0\.1:\d+ for 300 ms/);
@@ -119,8 +146,12 @@ describe('image download over HTTP', () => {
   });
 
   it('refuses URLs that are not http(s) and malformed digests, naming the field', async () => {
-    await expect(download({ url: 'file:///etc/passwd' }, { cacheDir: cacheDir('bad') })).rejects.toThrow(/^url: expected an http\(s\) URL/);
-    await expect(download({ url: server.url('/x'), sha512: '../../x' }, { cacheDir: cacheDir('bad') })).rejects.toThrow(/^sha512: expected 128 hex digits/);
+    await expect(download({ url: 'file:///etc/passwd' }, { cacheDir: cacheDir('bad') })).rejects.toThrow(
+      /^url: expected an http\(s\) URL/,
+    );
+    await expect(download({ url: server.url('/x'), sha512: '../../x' }, { cacheDir: cacheDir('bad') })).rejects.toThrow(
+      /^sha512: expected 128 hex digits/,
+    );
   });
 
   it('heartbeats progress when it runs inside an activity', async () => {
@@ -128,7 +159,11 @@ describe('image download over HTTP', () => {
     const env = new MockActivityEnvironment(undefined, { logger: new DefaultLogger('ERROR') });
     const beats: unknown[] = [];
     env.on('heartbeat', (details: unknown) => beats.push(details));
-    const result: Awaited<ReturnType<typeof download>> = await env.run(download, { url: server.url('/beat.img'), sha512: sha512(image), size: image.length }, { cacheDir: cacheDir('beat'), ...fast });
+    const result: Awaited<ReturnType<typeof download>> = await env.run(
+      download,
+      { url: server.url('/beat.img'), sha512: sha512(image), size: image.length },
+      { cacheDir: cacheDir('beat'), ...fast },
+    );
     expect(result.bytes).toBe(image.length);
     expect(beats[0]).toMatchObject({ bytes: expect.any(Number), total: image.length, percent: expect.any(Number) });
   });
@@ -136,7 +171,11 @@ describe('image download over HTTP', () => {
   it('ends a transfer at once when the activity is cancelled', async () => {
     server.setFile('/cancel.img', image, 'stall');
     const env = new MockActivityEnvironment(undefined, { logger: new DefaultLogger('ERROR') });
-    const running = env.run(download, { url: server.url('/cancel.img'), sha512: sha512(image), size: image.length }, { cacheDir: cacheDir('cancel'), retries: 3, stallTimeoutMs: 30_000 });
+    const running = env.run(
+      download,
+      { url: server.url('/cancel.img'), sha512: sha512(image), size: image.length },
+      { cacheDir: cacheDir('cancel'), retries: 3, stallTimeoutMs: 30_000 },
+    );
     await new Promise((r) => setTimeout(r, 200));
     const started = Date.now();
     env.cancel();

@@ -8,16 +8,23 @@ import { ERROR, OpenNebulaContract, STATE } from '../support/opennebula-contract
 describe('XML-RPC encoding', () => {
   it('round-trips calls and responses with escaping', () => {
     const call = encodeCall('one.image.rename', ['user:p<&>"w', 7, true, ['a', 1.5], { k: 'v' }]);
-    expect(decodeCall(call)).toEqual({ method: 'one.image.rename', params: ['user:p<&>"w', 7, true, ['a', 1.5], { k: 'v' }] });
+    expect(decodeCall(call)).toEqual({
+      method: 'one.image.rename',
+      params: ['user:p<&>"w', 7, true, ['a', 1.5], { k: 'v' }],
+    });
     expect(decodeResponse(encodeResponse([true, '<IMAGE/>', 0]))).toEqual({ ok: true, value: [true, '<IMAGE/>', 0] });
   });
 
   it('refuses documents with a DOCTYPE (no entity expansion)', () => {
-    expect(() => decodeResponse('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><methodResponse/>')).toThrow(/DOCTYPE/);
+    expect(() => decodeResponse('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><methodResponse/>')).toThrow(
+      /DOCTYPE/,
+    );
   });
 
   it('renders templates with quotes and backslashes escaped, and refuses odd attribute names', () => {
-    expect(renderTemplate({ NAME: 'a', DESCRIPTION: 'say "hi" \\o/' })).toBe('NAME="a"\nDESCRIPTION="say \\"hi\\" \\\\o/"');
+    expect(renderTemplate({ NAME: 'a', DESCRIPTION: 'say "hi" \\o/' })).toBe(
+      'NAME="a"\nDESCRIPTION="say \\"hi\\" \\\\o/"',
+    );
     expect(() => renderTemplate({ 'BAD"]\nX': 'v' })).toThrow(/template: expected attribute names/);
   });
 });
@@ -30,7 +37,13 @@ describe('OpenNebula registry adapter against the XML-RPC contract', () => {
 
   beforeAll(async () => {
     await contract.start();
-    one = new OpenNebulaRegistry({ endpoint: contract.url, user: 'oneadmin', password: PASSWORD, datastoreId: 1, logger });
+    one = new OpenNebulaRegistry({
+      endpoint: contract.url,
+      user: 'oneadmin',
+      password: PASSWORD,
+      datastoreId: 1,
+      logger,
+    });
   });
   afterAll(() => contract.stop());
 
@@ -50,7 +63,12 @@ describe('OpenNebula registry adapter against the XML-RPC contract', () => {
   });
 
   it('lists images, filtered by the image list attribute', async () => {
-    const other = await one.register({ name: 'unrelated', path: '/var/tmp/x.qcow2', format: 'qcow2', template: { DESCRIPTION: 'not ours' } });
+    const other = await one.register({
+      name: 'unrelated',
+      path: '/var/tmp/x.qcow2',
+      format: 'qcow2',
+      template: { DESCRIPTION: 'not ours' },
+    });
     expect((await one.list()).map((i) => i.name)).toContain('unrelated');
     expect((await one.list({ imageList: 'list-1' })).map((i) => i.name)).toEqual(['img-1']);
     await one.waitReady(other, { intervalMs: 50 });
@@ -67,7 +85,13 @@ describe('OpenNebula registry adapter against the XML-RPC contract', () => {
     await one.chmod(image.id, '700');
     await one.setEnabled(image.id, false);
     await one.rename(image.id, 'img-swap_EXPIRED_2026-01-02_03-04-05_UTC');
-    expect(await one.info(image.id)).toMatchObject({ name: 'img-swap_EXPIRED_2026-01-02_03-04-05_UTC', state: 'DISABLED', ownerId: 0, groupId: 0, mode: '700' });
+    expect(await one.info(image.id)).toMatchObject({
+      name: 'img-swap_EXPIRED_2026-01-02_03-04-05_UTC',
+      state: 'DISABLED',
+      ownerId: 0,
+      groupId: 0,
+      mode: '700',
+    });
     expect(contract.images.get(image.id)!.permissions).toEqual([1, 1, 1, 0, 0, 0, 0, 0, 0]);
 
     // Undo: back to what was remembered.
@@ -75,7 +99,13 @@ describe('OpenNebula registry adapter against the XML-RPC contract', () => {
     await one.setEnabled(image.id, true);
     await one.chown(image.id, { userId: remembered.ownerId, groupId: remembered.groupId });
     await one.chmod(image.id, remembered.mode);
-    expect(await one.info(image.id)).toMatchObject({ name: 'img-swap', state: 'READY', ownerId: 5, groupId: 100, mode: '644' });
+    expect(await one.info(image.id)).toMatchObject({
+      name: 'img-swap',
+      state: 'READY',
+      ownerId: 5,
+      groupId: 100,
+      mode: '644',
+    });
   });
 
   it('updates the template in place: merged, in any state, owner, permissions, name and state untouched', async () => {
@@ -87,22 +117,51 @@ describe('OpenNebula registry adapter against the XML-RPC contract', () => {
     await one.updateTemplate(image.id, { DESCRIPTION: 'Alma "9.1" base', IMGFLOW_TITLE: 'Alma 9' });
     expect(contract.calls.slice(callsBefore)).toEqual(['one.image.update']);
     const updated = await one.info(image.id);
-    expect(updated).toMatchObject({ id: image.id, name: 'img-meta', state: 'DISABLED', ownerId: 5, groupId: 100, mode: '640' });
+    expect(updated).toMatchObject({
+      id: image.id,
+      name: 'img-meta',
+      state: 'DISABLED',
+      ownerId: 5,
+      groupId: 100,
+      mode: '640',
+    });
     // Merged: the attributes allocate set and those not named stay.
-    expect(updated.template).toMatchObject({ ...template, DESCRIPTION: 'Alma "9.1" base', IMGFLOW_TITLE: 'Alma 9', PATH: '/var/tmp/img.qcow2', FORMAT: 'qcow2' });
+    expect(updated.template).toMatchObject({
+      ...template,
+      DESCRIPTION: 'Alma "9.1" base',
+      IMGFLOW_TITLE: 'Alma 9',
+      PATH: '/var/tmp/img.qcow2',
+      FORMAT: 'qcow2',
+    });
   });
 
   it('follows one.image.update as documented: type 0 replaces, another type is refused, MANAGE is needed', async () => {
     const image = await registerReady('img-update-contract');
     const call = async (method: string, ...params: (string | number)[]) => {
-      const response = await fetch(contract.url, { method: 'POST', headers: { 'content-type': 'text/xml' }, body: encodeCall(method, [`oneadmin:${PASSWORD}`, ...params]) });
+      const response = await fetch(contract.url, {
+        method: 'POST',
+        headers: { 'content-type': 'text/xml' },
+        body: encodeCall(method, [`oneadmin:${PASSWORD}`, ...params]),
+      });
       return decodeResponse(await response.text());
     };
-    expect(await call('one.image.update', image.id, 'ONLY="this"', 0)).toEqual({ ok: true, value: [true, image.id, 0] });
+    expect(await call('one.image.update', image.id, 'ONLY="this"', 0)).toEqual({
+      ok: true,
+      value: [true, image.id, 0],
+    });
     expect(contract.images.get(image.id)!.template).toEqual({ ONLY: 'this' });
-    expect(await call('one.image.update', image.id, 'X="y"', 2)).toMatchObject({ value: [false, expect.stringMatching(/update type must be 0/), ERROR.XML_RPC_API] });
-    const alice = new OpenNebulaRegistry({ endpoint: contract.url, user: 'alice', password: 'alicepass', datastoreId: 1 });
-    await expect(alice.updateTemplate(image.id, { DESCRIPTION: 'mine now' })).rejects.toMatchObject({ code: ERROR.AUTHORIZATION });
+    expect(await call('one.image.update', image.id, 'X="y"', 2)).toMatchObject({
+      value: [false, expect.stringMatching(/update type must be 0/), ERROR.XML_RPC_API],
+    });
+    const alice = new OpenNebulaRegistry({
+      endpoint: contract.url,
+      user: 'alice',
+      password: 'alicepass',
+      datastoreId: 1,
+    });
+    await expect(alice.updateTemplate(image.id, { DESCRIPTION: 'mine now' })).rejects.toMatchObject({
+      code: ERROR.AUTHORIZATION,
+    });
     await expect(one.updateTemplate(image.id, { 'bad key': 'x' })).rejects.toThrow(/^template: expected/);
   });
 
@@ -151,7 +210,13 @@ describe('OpenNebula registry adapter against the XML-RPC contract', () => {
   });
 
   it('reports an authentication failure without revealing the password', async () => {
-    const wrong = new OpenNebulaRegistry({ endpoint: contract.url, user: 'oneadmin', password: 'not-the-password', datastoreId: 1, logger });
+    const wrong = new OpenNebulaRegistry({
+      endpoint: contract.url,
+      user: 'oneadmin',
+      password: 'not-the-password',
+      datastoreId: 1,
+      logger,
+    });
     const error = await wrong.list().catch((e: unknown) => e);
     expect((error as RegistryError).code).toBe(ERROR.AUTHENTICATION);
     expect((error as Error).message).not.toContain('not-the-password');
@@ -160,11 +225,18 @@ describe('OpenNebula registry adapter against the XML-RPC contract', () => {
     expect(JSON.stringify(one)).not.toContain(PASSWORD);
   });
 
-  it('lets a user without MANAGE rights do nothing to another owner\'s image', async () => {
+  it("lets a user without MANAGE rights do nothing to another owner's image", async () => {
     const image = await registerReady('img-private');
-    const alice = new OpenNebulaRegistry({ endpoint: contract.url, user: 'alice', password: 'alicepass', datastoreId: 1 });
+    const alice = new OpenNebulaRegistry({
+      endpoint: contract.url,
+      user: 'alice',
+      password: 'alicepass',
+      datastoreId: 1,
+    });
     await expect(alice.rename(image.id, 'stolen')).rejects.toMatchObject({ code: ERROR.AUTHORIZATION });
-    await expect(alice.chown(image.id, { userId: 5, groupId: -1 })).rejects.toMatchObject({ code: ERROR.AUTHORIZATION });
+    await expect(alice.chown(image.id, { userId: 5, groupId: -1 })).rejects.toMatchObject({
+      code: ERROR.AUTHORIZATION,
+    });
   });
 
   it('surfaces an injected failure of the n-th call of a method, then works again', async () => {
@@ -186,7 +258,9 @@ describe('OpenNebula registry adapter against the XML-RPC contract', () => {
   });
 
   it('logs each call by method without the session', () => {
-    expect(lines).toContainEqual(expect.objectContaining({ msg: 'opennebula call', method: 'one.image.allocate', ok: true }));
+    expect(lines).toContainEqual(
+      expect.objectContaining({ msg: 'opennebula call', method: 'one.image.allocate', ok: true }),
+    );
     expect(JSON.stringify(lines)).not.toContain(`oneadmin:${PASSWORD}`);
   });
 });

@@ -42,14 +42,30 @@ describe('publishing a signed image list', () => {
       expires: new Date(Date.now() + 3_600_000).toISOString(),
       endorser: { dn: NAMES.endorser, ca: NAMES.ca, email: 'e@example.org', creator: 'E' },
       images: [
-        { identifier: 'img', title: 'I', description: 'd', ...(await fileDigest(disk)), uri: 'http://127.0.0.1/disk.img', version: '1', hypervisor: 'KVM', format: 'raw', arch: 'x86_64', os: 'Linux', osVersion: '1', comments: '' },
+        {
+          identifier: 'img',
+          title: 'I',
+          description: 'd',
+          ...(await fileDigest(disk)),
+          uri: 'http://127.0.0.1/disk.img',
+          version: '1',
+          hypervisor: 'KVM',
+          format: 'raw',
+          arch: 'x86_64',
+          os: 'Linux',
+          osVersion: '1',
+          comments: '',
+        },
       ],
     };
     const signed = path.join(dir, 'list.smime');
     await signImageList(run, list, endorsement.endorser, signed);
     expect(fs.readFileSync(signed, 'utf8')).toMatch(/^MIME-Version: 1.0\nContent-Type: multipart\/signed/);
 
-    const verified = await verifyImageList(run, signed, path.join(dir, 'work'), { caDir: endorsement.caDir, expect: {} });
+    const verified = await verifyImageList(run, signed, path.join(dir, 'work'), {
+      caDir: endorsement.caDir,
+      expect: {},
+    });
     expect(verified.signer).toEqual({ subject: NAMES.endorser, issuer: NAMES.ca });
     expect(verified.list).toEqual(list);
     expect(verified.list.images[0]!.size).toBe(17);

@@ -14,7 +14,11 @@ const NOW = new Date();
 const day = 24 * 3600 * 1000;
 const iso = (offsetMs: number) => new Date(NOW.getTime() + offsetMs).toISOString();
 
-function listJson(endorser: Identity, overrides: Record<string, unknown> = {}, imageOverrides: Record<string, unknown> = {}): string {
+function listJson(
+  endorser: Identity,
+  overrides: Record<string, unknown> = {},
+  imageOverrides: Record<string, unknown> = {},
+): string {
   return JSON.stringify(
     {
       'hv:imagelist': {
@@ -26,7 +30,14 @@ function listJson(endorser: Identity, overrides: Record<string, unknown> = {}, i
         'dc:source': 'https://lists.example.org/',
         'hv:version': '5',
         'hv:uri': 'https://lists.example.org/list.smime',
-        'hv:endorser': { 'hv:x509': { 'hv:dn': endorser.dn, 'hv:ca': endorser.caDn, 'hv:email': 'endorser@example.org', 'dc:creator': 'Endorser' } },
+        'hv:endorser': {
+          'hv:x509': {
+            'hv:dn': endorser.dn,
+            'hv:ca': endorser.caDn,
+            'hv:email': 'endorser@example.org',
+            'dc:creator': 'Endorser',
+          },
+        },
         'hv:images': [
           {
             'hv:image': {
@@ -67,7 +78,11 @@ describe('S/MIME image lists verified with openssl', () => {
   });
 
   const verify = (file: string, extra: { insecure?: boolean; lastAppliedVersion?: string } = {}) =>
-    verifyImageList(run, file, work, { caDir: pki.caDir, insecure: extra.insecure, expect: { ...expect_, ...(extra.lastAppliedVersion ? { lastAppliedVersion: extra.lastAppliedVersion } : {}) } });
+    verifyImageList(run, file, work, {
+      caDir: pki.caDir,
+      insecure: extra.insecure,
+      expect: { ...expect_, ...(extra.lastAppliedVersion ? { lastAppliedVersion: extra.lastAppliedVersion } : {}) },
+    });
 
   async function refusal(promise: Promise<unknown>): Promise<ImageListError> {
     const error = await promise.catch((e: unknown) => e);
@@ -79,7 +94,10 @@ describe('S/MIME image lists verified with openssl', () => {
     const file = pki.sign(listJson(pki.endorser), pki.endorser, 'good');
     const result = await verify(file);
     expect(result.verified).toBe(true);
-    expect(result.signer).toEqual({ subject: '/C=CH/O=imgflow test/OU=endorsers/CN=Image Endorser', issuer: '/C=CH/O=imgflow test/CN=imgflow Test CA' });
+    expect(result.signer).toEqual({
+      subject: '/C=CH/O=imgflow test/OU=endorsers/CN=Image Endorser',
+      issuer: '/C=CH/O=imgflow test/CN=imgflow Test CA',
+    });
     expect(result.list.images.map((i) => i.identifier)).toEqual(['c0ffee00-img']);
     expect(fs.readdirSync(work)).toEqual([]);
   });
@@ -149,12 +167,20 @@ describe('S/MIME image lists verified with openssl', () => {
   });
 
   it('refuses an image identifier with path characters', async () => {
-    const file = pki.sign(listJson(pki.endorser, {}, { 'dc:identifier': '../../etc/cron.d/x' }), pki.endorser, 'path-id');
+    const file = pki.sign(
+      listJson(pki.endorser, {}, { 'dc:identifier': '../../etc/cron.d/x' }),
+      pki.endorser,
+      'path-id',
+    );
     expect((await refusal(verify(file))).check).toBe('image-identifier');
   });
 
   it('refuses a list for another subscription', async () => {
-    const file = pki.sign(listJson(pki.endorser, { 'dc:identifier': 'someone-elses-list' }), pki.endorser, 'other-list');
+    const file = pki.sign(
+      listJson(pki.endorser, { 'dc:identifier': 'someone-elses-list' }),
+      pki.endorser,
+      'other-list',
+    );
     expect((await refusal(verify(file))).check).toBe('identifier');
   });
 

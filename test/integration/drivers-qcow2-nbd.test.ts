@@ -74,7 +74,12 @@ describe('qcow2 volumes, attached locally and over NBD', () => {
     expect(await none.find('vm-1')).toEqual(exported);
     const local = createLocalAttach({ run });
     const request = { volume: 'vm-1', url: exported.url };
-    expect(await local.attach(request)).toEqual({ kind: 'local', volume: 'vm-1', device: volume.devicePath, sizeBytes: 64 * MiB });
+    expect(await local.attach(request)).toEqual({
+      kind: 'local',
+      volume: 'vm-1',
+      device: volume.devicePath,
+      sizeBytes: 64 * MiB,
+    });
     expect(await local.isAttached(request)).toBe(true);
     const check = await run(['qemu-io', '-f', 'qcow2', '-r', '-c', 'read -P 0x5a 0 1M', volume.devicePath]);
     expect(check.stdout).not.toMatch(/Pattern verification failed/);
@@ -91,8 +96,16 @@ describe('qcow2 volumes, attached locally and over NBD', () => {
     expect(await nbd.list()).toEqual([exported]);
 
     const client = createNbdDirectAttach({ run });
-    expect(await client.attach({ volume: 'vm-1', url: exported.url })).toEqual({ kind: 'nbd-direct', volume: 'vm-1', url: exported.url, sizeBytes: 64 * MiB });
-    const info = JSON.parse((await run(['qemu-img', 'info', '--output=json', exported.url])).stdout) as Record<string, unknown>;
+    expect(await client.attach({ volume: 'vm-1', url: exported.url })).toEqual({
+      kind: 'nbd-direct',
+      volume: 'vm-1',
+      url: exported.url,
+      sizeBytes: 64 * MiB,
+    });
+    const info = JSON.parse((await run(['qemu-img', 'info', '--output=json', exported.url])).stdout) as Record<
+      string,
+      unknown
+    >;
     expect(info['virtual-size']).toBe(64 * MiB);
   });
 
@@ -101,7 +114,9 @@ describe('qcow2 volumes, attached locally and over NBD', () => {
     const exported = await nbd.export({ volume: 'vm-2', devicePath: second.devicePath, format: 'qcow2' });
     const first = (await nbd.find('vm-1'))!;
     expect(exported.url).not.toBe(first.url);
-    expect(await createNbdDirectAttach({ run }).attach({ volume: 'vm-2', url: exported.url })).toMatchObject({ sizeBytes: 48 * MiB });
+    expect(await createNbdDirectAttach({ run }).attach({ volume: 'vm-2', url: exported.url })).toMatchObject({
+      sizeBytes: 48 * MiB,
+    });
   });
 
   it('unexport stops qemu-nbd and leaves no process, twice without error', async () => {
@@ -115,13 +130,21 @@ describe('qcow2 volumes, attached locally and over NBD', () => {
   });
 
   it('snapshots inside the qcow2, prunes to the newest three of its own, destroys twice', async () => {
-    const names = ['imgflow-20260101t000000000z', 'imgflow-20260102t000000000z', 'imgflow-20260103t000000000z', 'imgflow-20260104t000000000z', 'imgflow-20260105t000000000z'];
+    const names = [
+      'imgflow-20260101t000000000z',
+      'imgflow-20260102t000000000z',
+      'imgflow-20260103t000000000z',
+      'imgflow-20260104t000000000z',
+      'imgflow-20260105t000000000z',
+    ];
     for (const name of names) await storage.snapshot('vm-1', name);
     await storage.snapshot('vm-1', names[0]);
     await run(['qemu-img', 'snapshot', '-c', 'by-hand', (await storage.describe('vm-1'))!.devicePath]);
     expect(await storage.pruneSnapshots('vm-1')).toEqual(names.slice(0, 2));
     expect(await storage.listSnapshots('vm-1')).toEqual(names.slice(2));
-    const all = JSON.parse((await run(['qemu-img', 'info', '--output=json', (await storage.describe('vm-1'))!.devicePath])).stdout) as { snapshots: { name: string }[] };
+    const all = JSON.parse(
+      (await run(['qemu-img', 'info', '--output=json', (await storage.describe('vm-1'))!.devicePath])).stdout,
+    ) as { snapshots: { name: string }[] };
     expect(all.snapshots.map((s) => s.name)).toContain('by-hand');
     await expect(storage.snapshot('vm-1', 'nightly')).rejects.toThrow(/imgflow-/);
 

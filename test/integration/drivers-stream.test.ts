@@ -29,7 +29,15 @@ describe('streams between hosts over TCP with a one-time token', () => {
   const run = createRunner(logger);
   const receiver = createStreamReceiver(logger);
   const refused = (address: string, port: number) =>
-    new Promise<boolean>((resolve) => net.connect({ host: address, port }).once('connect', function (this: net.Socket) { this.destroy(); resolve(false); }).once('error', () => resolve(true)));
+    new Promise<boolean>((resolve) =>
+      net
+        .connect({ host: address, port })
+        .once('connect', function (this: net.Socket) {
+          this.destroy();
+          resolve(false);
+        })
+        .once('error', () => resolve(true)),
+    );
 
   it('carries a zfs send into a zfs recv, byte for byte', async () => {
     await run(['zfs', 'create', `${from.name}/vol`]);
@@ -55,7 +63,11 @@ describe('streams between hosts over TCP with a one-time token', () => {
     const endpoint = await receiver.listen({ address: '127.0.0.1', token });
     const out = path.join(dir, 'received.bin');
     const receiving = receiver.receive({ token, consumer: ['dd', `of=${out}`, 'status=none'] });
-    const intruder = sendStream(logger, { ...endpoint, token: randomUUID(), producer: ['head', '-c', `${64 * MiB}`, '/dev/zero'] });
+    const intruder = sendStream(logger, {
+      ...endpoint,
+      token: randomUUID(),
+      producer: ['head', '-c', `${64 * MiB}`, '/dev/zero'],
+    });
     await expect(intruder).rejects.toThrow();
     expect(receiver.listening()).toBe(1);
     const source = path.join(dir, 'source.bin');
@@ -70,9 +82,13 @@ describe('streams between hosts over TCP with a one-time token', () => {
   it('a receiver nobody comes to fails within its bound and closes its port', async () => {
     const token = randomUUID();
     const endpoint = await receiver.listen({ address: '127.0.0.1', token, timeoutMs: 1000 });
-    await expect(receiver.receive({ token, consumer: ['dd', 'of=/dev/null', 'status=none'] })).rejects.toThrow(/no sender came/);
+    await expect(receiver.receive({ token, consumer: ['dd', 'of=/dev/null', 'status=none'] })).rejects.toThrow(
+      /no sender came/,
+    );
     expect(receiver.listening()).toBe(0);
     expect(await refused(endpoint.address, endpoint.port)).toBe(true);
-    await expect(receiver.listen({ address: '127.0.0.1', token: 'not-a-token' })).rejects.toThrow(/token: expected a one-time transfer token/);
+    await expect(receiver.listen({ address: '127.0.0.1', token: 'not-a-token' })).rejects.toThrow(
+      /token: expected a one-time transfer token/,
+    );
   });
 });

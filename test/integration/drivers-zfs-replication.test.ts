@@ -62,7 +62,15 @@ describe('incremental snapshots between a NAS pool and a node pool', () => {
     }
     const onNas = (await nas.describe('vm-7'))!;
     for (let pass = 2; pass <= 5; pass++) {
-      const check = await run(['qemu-io', '-f', 'raw', '-r', '-c', `read -P 0x${pass}${pass} ${pass}M 1M`, onNas.devicePath]);
+      const check = await run([
+        'qemu-io',
+        '-f',
+        'raw',
+        '-r',
+        '-c',
+        `read -P 0x${pass}${pass} ${pass}M 1M`,
+        onNas.devicePath,
+      ]);
       expect(check.stdout).not.toMatch(/Pattern verification failed/);
     }
     expect(await nas.listSnapshots('vm-7')).toEqual([snap(3), snap(4), snap(5)]);
@@ -84,27 +92,40 @@ describe('incremental snapshots between a NAS pool and a node pool', () => {
     // Read through a clone of the received snapshot: zfs-fuse can leave the rolled-back file's
     // old pages in the kernel's cache for the dataset's existing mount.
     await run(['zfs', 'clone', `${nasPool.name}/imgflow/volumes/vm-7@${snap(6)}`, `${nasPool.name}/check`]);
-    const check = await run(['qemu-io', '-f', 'raw', '-r', '-c', 'read -P 0x00 20M 4k', path.join(nasPool.mountpoint, 'check', 'disk.raw')], { okExitCodes: [1] });
+    const check = await run(
+      ['qemu-io', '-f', 'raw', '-r', '-c', 'read -P 0x00 20M 4k', path.join(nasPool.mountpoint, 'check', 'disk.raw')],
+      { okExitCodes: [1] },
+    );
     expect(check.stdout).not.toMatch(/Pattern verification failed/);
   });
 
   it("a pass limited to the volume's speed delivers the same bytes", async () => {
     const copy = (await node.describe('vm-7'))!;
     await run(['qemu-io', '-f', 'raw', '-c', 'write -P 0x77 8M 3M', copy.devicePath]);
-    const result = await replicate({ volume: 'vm-7', source: node, target: nas, snapshot: snap(7), bytesPerSecond: 1024 * 1024 });
+    const result = await replicate({
+      volume: 'vm-7',
+      source: node,
+      target: nas,
+      snapshot: snap(7),
+      bytesPerSecond: 1024 * 1024,
+    });
     expect(result).toMatchObject({ snapshot: snap(7), from: snap(6), sent: true });
     const limited = lines.filter((l) => l.msg === 'pipeline' && l.bytesPerSecond === 1024 * 1024);
     expect(limited).toEqual([expect.objectContaining({ exitCodes: [0, 0] })]);
     expect(Number(limited[0]!.bytes)).toBeGreaterThan(3 * MiB);
     // The received snapshot, read through a clone (see above), matches the node's copy byte for byte.
     await run(['zfs', 'clone', `${nasPool.name}/imgflow/volumes/vm-7@${snap(7)}`, `${nasPool.name}/check7`]);
-    expect(await sha256File(path.join(nasPool.mountpoint, 'check7', 'disk.raw'))).toBe(await sha256File(copy.devicePath));
+    expect(await sha256File(path.join(nasPool.mountpoint, 'check7', 'disk.raw'))).toBe(
+      await sha256File(copy.devicePath),
+    );
   });
 
   it('refuses a full copy over a target that shares no snapshot', async () => {
     await nas.clone({ volume: 'vm-8', base });
     await node.importBase({ ...base, source: (await nas.describeBase(base))!.devicePath });
     await node.clone({ volume: 'vm-8', base });
-    await expect(replicate({ volume: 'vm-8', source: node, target: nas, snapshot: snap(1) })).rejects.toThrow(/share no snapshot/);
+    await expect(replicate({ volume: 'vm-8', source: node, target: nas, snapshot: snap(1) })).rejects.toThrow(
+      /share no snapshot/,
+    );
   });
 });

@@ -62,7 +62,12 @@ describe('zfs-fuse volume exported by tgt', () => {
   it('exports to one initiator: it reads the capacity, another initiator name is refused', async () => {
     const volume = (await storage.describe('vm-101'))!;
     const before = tgtTargetCount();
-    const exported = await exporter.export({ volume: 'vm-101', devicePath: volume.devicePath, format: 'raw', initiator: NODE });
+    const exported = await exporter.export({
+      volume: 'vm-101',
+      devicePath: volume.devicePath,
+      format: 'raw',
+      initiator: NODE,
+    });
     expect(exported).toMatchObject({
       kind: 'tgt',
       target: `iqn.2026-01.org.imgflow:${nas}.vm-101`,
@@ -72,13 +77,20 @@ describe('zfs-fuse volume exported by tgt', () => {
     });
     expect(tgtTargetCount()).toBe(before + 1);
     // The second export finds the target and changes nothing.
-    expect(await exporter.export({ volume: 'vm-101', devicePath: volume.devicePath, initiator: NODE })).toEqual(exported);
+    expect(await exporter.export({ volume: 'vm-101', devicePath: volume.devicePath, initiator: NODE })).toEqual(
+      exported,
+    );
     expect(tgtTargetCount()).toBe(before + 1);
     expect(await exporter.find('vm-101')).toEqual(exported);
     expect(await exporter.list()).toEqual([exported]);
 
     const request = { volume: 'vm-101', url: exported.url };
-    expect(await node.attach(request)).toEqual({ kind: 'iscsi-direct', volume: 'vm-101', url: exported.url, sizeBytes: 96 * MiB });
+    expect(await node.attach(request)).toEqual({
+      kind: 'iscsi-direct',
+      volume: 'vm-101',
+      url: exported.url,
+      sizeBytes: 96 * MiB,
+    });
     expect(await node.isAttached(request)).toBe(true);
     await expect(intruder.attach(request)).rejects.toThrow(/iscsi-readcapacity16/);
     expect(await intruder.isAttached(request)).toBe(false);
@@ -104,13 +116,22 @@ describe('zfs-fuse volume exported by tgt', () => {
   });
 
   it('refuses names that could reach a command or path unchecked', async () => {
-    await expect(exporter.export({ volume: '../x', devicePath: '/dev/null', initiator: NODE })).rejects.toThrow(/volume/);
-    await expect(exporter.export({ volume: 'vm-102', devicePath: '/dev/null', initiator: 'ALL' })).rejects.toThrow(/initiator/);
+    await expect(exporter.export({ volume: '../x', devicePath: '/dev/null', initiator: NODE })).rejects.toThrow(
+      /volume/,
+    );
+    await expect(exporter.export({ volume: 'vm-102', devicePath: '/dev/null', initiator: 'ALL' })).rejects.toThrow(
+      /initiator/,
+    );
     await expect(storage.clone({ volume: 'a b', base })).rejects.toThrow(/volume/);
   });
 
   it('snapshots, prunes to the newest three of its own, and destroys twice', async () => {
-    const names = ['imgflow-20260101t000000000z', 'imgflow-20260102t000000000z', 'imgflow-20260103t000000000z', 'imgflow-20260104t000000000z'];
+    const names = [
+      'imgflow-20260101t000000000z',
+      'imgflow-20260102t000000000z',
+      'imgflow-20260103t000000000z',
+      'imgflow-20260104t000000000z',
+    ];
     for (const name of names) {
       expect(await storage.snapshot('vm-101', name)).toBe(name);
       expect(await storage.snapshot('vm-101', name)).toBe(name);
@@ -118,7 +139,9 @@ describe('zfs-fuse volume exported by tgt', () => {
     await run(['zfs', 'snapshot', `${pool.name}/imgflow/volumes/vm-101@manual`]);
     expect(await storage.pruneSnapshots('vm-101')).toEqual([names[0]]);
     expect(await storage.listSnapshots('vm-101')).toEqual(names.slice(1));
-    const all = (await run(['zfs', 'list', '-H', '-t', 'snapshot', '-o', 'name', '-r', `${pool.name}/imgflow/volumes/vm-101`])).stdout;
+    const all = (
+      await run(['zfs', 'list', '-H', '-t', 'snapshot', '-o', 'name', '-r', `${pool.name}/imgflow/volumes/vm-101`])
+    ).stdout;
     expect(all).toMatch(/@manual$/m);
 
     await storage.destroy('vm-101');

@@ -34,8 +34,16 @@ describe('pack names on a NAS', () => {
     return { format: 'raw', host: 'nas1', path: file, sha256: await sha256File(file), bytes: fs.statSync(file).size };
   }
 
-  const request = async (image: string, version: string, stamp: string): Promise<PackInput> => ({ image, version, tag: `${version}-tag`, name: 'web', stamp, artifacts: [await stored(image, version)] });
-  const owner = () => (JSON.parse(fs.readFileSync(path.join(vm, 'web', 'version.json'), 'utf8')) as { image: string; version: string });
+  const request = async (image: string, version: string, stamp: string): Promise<PackInput> => ({
+    image,
+    version,
+    tag: `${version}-tag`,
+    name: 'web',
+    stamp,
+    artifacts: [await stored(image, version)],
+  });
+  const owner = () =>
+    JSON.parse(fs.readFileSync(path.join(vm, 'web', 'version.json'), 'utf8')) as { image: string; version: string };
 
   it("refuses another image's NAME and leaves it as it was; the owner packs under it again", async () => {
     const first = await packs.packBase(await request('alpha', 'v1', '2026-01-01-00-00-00'));

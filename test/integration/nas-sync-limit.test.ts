@@ -51,7 +51,12 @@ describe('concurrent sync pulls on one NAS', () => {
   const real = createPipe(logger);
   const nasConfig = loadConfig({ home, host: 'nas-limit' }, {});
   const nasEnv = { IMGFLOW_NAS_POOL: `${nasPool.name}/imgflow`, IMGFLOW_SYNC_LOCAL: '1' };
-  const node = createComputeActivities({ run, config: loadConfig({ home, host: 'node-limit' }, {}), pipe: real, settings: computeSettings({ IMGFLOW_COMPUTE_POOL: `${nodePool.name}/imgflow`, IMGFLOW_SYNC_LOCAL: '1' }) });
+  const node = createComputeActivities({
+    run,
+    config: loadConfig({ home, host: 'node-limit' }, {}),
+    pipe: real,
+    settings: computeSettings({ IMGFLOW_COMPUTE_POOL: `${nodePool.name}/imgflow`, IMGFLOW_SYNC_LOCAL: '1' }),
+  });
   const devices = new Map<string, string>();
 
   beforeAll(async () => {
@@ -62,7 +67,12 @@ describe('concurrent sync pulls on one NAS', () => {
     for (const volume of VOLUMES) {
       await nas.volumeClone({ volume, image: 'img', version: 'v1', source });
       await nas.volumeSnapshot({ volume, name: snap(1) });
-      const copy = await node.computeReceive({ volume, nas: 'nas-limit', nasRoot: `${nasPool.name}/imgflow`, snapshot: snap(1) });
+      const copy = await node.computeReceive({
+        volume,
+        nas: 'nas-limit',
+        nasRoot: `${nasPool.name}/imgflow`,
+        snapshot: snap(1),
+      });
       devices.set(volume, copy.devicePath);
     }
   });
@@ -70,17 +80,38 @@ describe('concurrent sync pulls on one NAS', () => {
   for (const limit of [1, 2]) {
     it(`streams at most ${limit} at once with IMGFLOW_NAS_SYNC_LIMIT=${limit}, and every pull completes`, async () => {
       const { pipe, counts } = countingPipe(real, limit);
-      const nas = createNasVolumeActivities({ run, config: nasConfig, pipe, settings: nasSettings({ ...nasEnv, IMGFLOW_NAS_SYNC_LIMIT: String(limit) }) });
-      for (const volume of VOLUMES) await run(['qemu-io', '-f', 'raw', '-c', `write -P 0x${limit}${limit} ${limit}M 1M`, devices.get(volume)!]);
+      const nas = createNasVolumeActivities({
+        run,
+        config: nasConfig,
+        pipe,
+        settings: nasSettings({ ...nasEnv, IMGFLOW_NAS_SYNC_LIMIT: String(limit) }),
+      });
+      for (const volume of VOLUMES)
+        await run(['qemu-io', '-f', 'raw', '-c', `write -P 0x${limit}${limit} ${limit}M 1M`, devices.get(volume)!]);
       const results = await Promise.all(
-        VOLUMES.map((volume) => nas.volumePull({ volume, computeHost: 'node-limit', nodeRoot: `${nodePool.name}/imgflow`, snapshot: snap(limit + 1) })),
+        VOLUMES.map((volume) =>
+          nas.volumePull({
+            volume,
+            computeHost: 'node-limit',
+            nodeRoot: `${nodePool.name}/imgflow`,
+            snapshot: snap(limit + 1),
+          }),
+        ),
       );
-      expect(results.map((r) => [r.snapshot, r.from, r.sent])).toEqual(VOLUMES.map(() => [snap(limit + 1), snap(limit), true]));
+      expect(results.map((r) => [r.snapshot, r.from, r.sent])).toEqual(
+        VOLUMES.map(() => [snap(limit + 1), snap(limit), true]),
+      );
       expect(counts.most).toBe(limit);
     });
   }
 
   it('refuses a limit that is not a whole number from 1', () => {
-    expect(() => createNasVolumeActivities({ run, config: nasConfig, settings: nasSettings({ ...nasEnv, IMGFLOW_NAS_SYNC_LIMIT: '0' }) })).toThrow(/IMGFLOW_NAS_SYNC_LIMIT: expected a whole number from 1 to 100/);
+    expect(() =>
+      createNasVolumeActivities({
+        run,
+        config: nasConfig,
+        settings: nasSettings({ ...nasEnv, IMGFLOW_NAS_SYNC_LIMIT: '0' }),
+      }),
+    ).toThrow(/IMGFLOW_NAS_SYNC_LIMIT: expected a whole number from 1 to 100/);
   });
 });

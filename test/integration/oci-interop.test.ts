@@ -36,8 +36,23 @@ beforeAll(async () => {
   // Both clients read credentials from a Docker config and trust the registry's CA through Go's SSL_CERT_FILE.
   const docker = path.join(dir, 'docker');
   fs.mkdirSync(docker);
-  fs.writeFileSync(path.join(docker, 'config.json'), JSON.stringify({ auths: { [registry.address]: { auth: Buffer.from(`${registry.username}:${registry.password}`).toString('base64') } } }));
-  env = { PATH: process.env.PATH, HOME: dir, DOCKER_CONFIG: docker, SSL_CERT_FILE: registry.caFile, TUF_ROOT: path.join(dir, 'tuf'), COSIGN_PASSWORD: 'interop', COSIGN_YES: 'true' };
+  fs.writeFileSync(
+    path.join(docker, 'config.json'),
+    JSON.stringify({
+      auths: {
+        [registry.address]: { auth: Buffer.from(`${registry.username}:${registry.password}`).toString('base64') },
+      },
+    }),
+  );
+  env = {
+    PATH: process.env.PATH,
+    HOME: dir,
+    DOCKER_CONFIG: docker,
+    SSL_CERT_FILE: registry.caFile,
+    TUF_ROOT: path.join(dir, 'tuf'),
+    COSIGN_PASSWORD: 'interop',
+    COSIGN_YES: 'true',
+  };
   fs.writeFileSync(path.join(dir, 'imgflow.pub'), keys.publicPem);
   fs.writeFileSync(path.join(dir, 'other.pub'), other.publicPem);
 });
@@ -57,7 +72,17 @@ describe('oras and cosign', () => {
     const pushed = await pushVersion(
       client,
       ref,
-      { image: 'node', version: 'v1', arch: 'x86_64', os: 'debian-12', createdAt: '2026-12-01T00:00:00Z', by: 'alice', message: 'm', recipeDigest: 'c'.repeat(64), provenance: { builder: 'b', source: 's', tools: {}, workflowId: 'w' } },
+      {
+        image: 'node',
+        version: 'v1',
+        arch: 'x86_64',
+        os: 'debian-12',
+        createdAt: '2026-12-01T00:00:00Z',
+        by: 'alice',
+        message: 'm',
+        recipeDigest: 'c'.repeat(64),
+        provenance: { builder: 'b', source: 's', tools: {}, workflowId: 'w' },
+      },
       [{ format: 'qcow2', path: file, sha256: createHash('sha256').update(data).digest('hex'), bytes: data.length }],
       createPrivateKey(keys.privatePem),
     );
@@ -68,13 +93,31 @@ describe('oras and cosign', () => {
     expect(pulled.status, pulled.stderr).toBe(0);
     expect(fs.readFileSync(path.join(out, 'node-v1.qcow2')).equals(data)).toBe(true);
     const fetched = tool(oras, ['manifest', 'fetch', `${registry.address}/interop/node:v1`]);
-    expect(JSON.parse(fetched.stdout)).toMatchObject({ annotations: { [A.image]: 'node', [A.imageVersion]: 'v1', [A.glanceArch]: 'x86_64' } });
+    expect(JSON.parse(fetched.stdout)).toMatchObject({
+      annotations: { [A.image]: 'node', [A.imageVersion]: 'v1', [A.glanceArch]: 'x86_64' },
+    });
 
     const target = `${registry.address}/interop/node@${pushed.digest}`;
-    const verified = tool(cosign, ['verify', '--key', path.join(dir, 'imgflow.pub'), '--insecure-ignore-tlog=true', target]);
+    const verified = tool(cosign, [
+      'verify',
+      '--key',
+      path.join(dir, 'imgflow.pub'),
+      '--insecure-ignore-tlog=true',
+      target,
+    ]);
     expect(verified.status, verified.stderr).toBe(0);
-    expect(JSON.parse(verified.stdout)).toEqual([expect.objectContaining({ critical: expect.objectContaining({ image: { 'docker-manifest-digest': pushed.digest } }) as unknown })]);
-    const refused = tool(cosign, ['verify', '--key', path.join(dir, 'other.pub'), '--insecure-ignore-tlog=true', target]);
+    expect(JSON.parse(verified.stdout)).toEqual([
+      expect.objectContaining({
+        critical: expect.objectContaining({ image: { 'docker-manifest-digest': pushed.digest } }) as unknown,
+      }),
+    ]);
+    const refused = tool(cosign, [
+      'verify',
+      '--key',
+      path.join(dir, 'other.pub'),
+      '--insecure-ignore-tlog=true',
+      target,
+    ]);
     expect(refused.status).not.toBe(0);
     expect(refused.stderr).toMatch(/no matching signatures/);
   });
@@ -85,11 +128,25 @@ describe('oras and cosign', () => {
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(work, 'appliance.qcow2'), '2M']);
     const data = fs.readFileSync(path.join(work, 'appliance.qcow2'));
     const repo = `${registry.address}/interop/appliance`;
-    const pushed = tool(oras, ['push', '--artifact-type', 'application/vnd.example.vm', `${repo}:1.0`, 'appliance.qcow2:application/vnd.example.disk.qcow2'], work);
+    const pushed = tool(
+      oras,
+      [
+        'push',
+        '--artifact-type',
+        'application/vnd.example.vm',
+        `${repo}:1.0`,
+        'appliance.qcow2:application/vnd.example.disk.qcow2',
+      ],
+      work,
+    );
     expect(pushed.status, pushed.stderr).toBe(0);
     const digest = /Digest: (sha256:[0-9a-f]{64})/.exec(pushed.stdout)![1]!;
     expect(tool(cosign, ['generate-key-pair'], work).status).toBe(0);
-    const signed = tool(cosign, ['sign', '--key', path.join(work, 'cosign.key'), '--tlog-upload=false', `${repo}@${digest}`], work);
+    const signed = tool(
+      cosign,
+      ['sign', '--key', path.join(work, 'cosign.key'), '--tlog-upload=false', `${repo}@${digest}`],
+      work,
+    );
     expect(signed.status, signed.stderr).toBe(0);
 
     const cosignPub = publicKeyFrom(fs.readFileSync(path.join(work, 'cosign.pub'), 'utf8'));
@@ -97,16 +154,29 @@ describe('oras and cosign', () => {
     const client = await clientFor(ref, access());
     const resolved = await resolveArtifact(client, ref, 'x86_64', cosignPub);
     expect(resolved).toMatchObject({ digest, verifiedDigest: digest });
-    await expect(resolveArtifact(client, ref, 'x86_64', publicKeyFrom(keys.publicPem))).rejects.toThrow(/^oci check "signature-key" failed/);
+    await expect(resolveArtifact(client, ref, 'x86_64', publicKeyFrom(keys.publicPem))).rejects.toThrow(
+      /^oci check "signature-key" failed/,
+    );
     const [file] = await pullLayers(client, resolved.manifest, path.join(dir, 'imgflow-out'));
     expect(fs.readFileSync(file!.path).equals(data)).toBe(true);
     client.close();
 
     const listed = await listOciRepository(
-      { subscription: 'interop', url: `oci://${repo}`, oci: { arch: 'x86_64', keyFile: path.join(work, 'cosign.pub'), ...access() } },
+      {
+        subscription: 'interop',
+        url: `oci://${repo}`,
+        oci: { arch: 'x86_64', keyFile: path.join(work, 'cosign.pub'), ...access() },
+      },
       { stateDir: path.join(dir, 'state'), cacheDir: path.join(dir, 'cache') },
     );
     expect(listed.verified).toBe(true);
-    expect(listed.list.images).toEqual([expect.objectContaining({ identifier: 'appliance-1.0', size: data.length, sha512: createHash('sha512').update(data).digest('hex'), format: 'qcow2' })]);
+    expect(listed.list.images).toEqual([
+      expect.objectContaining({
+        identifier: 'appliance-1.0',
+        size: data.length,
+        sha512: createHash('sha512').update(data).digest('hex'),
+        format: 'qcow2',
+      }),
+    ]);
   });
 });

@@ -35,7 +35,8 @@ describe('replay of saved histories', () => {
       saved.map(({ file, history }) => ({ workflowId: file, history })),
     );
     const failures: string[] = [];
-    for await (const result of results) if (result.error) failures.push(`${result.workflowId}: ${result.error.message}`);
+    for await (const result of results)
+      if (result.error) failures.push(`${result.workflowId}: ${result.error.message}`);
     expect(failures).toEqual([]);
     expect(saved.length).toBeGreaterThan(0);
   });

@@ -16,16 +16,40 @@ export interface HostsCensus {
 }
 
 /** `store` is nas-0's dataset (its IMGFLOW_NAS_POOL); volumes are cloned below `<store>/volumes`. */
-export async function hostsCensus(run: Run, state: HostsState, store: { dataset: string; mountpoint: string }): Promise<HostsCensus> {
-  const tgt = (await runOn(state, 'nas-0', ['tgtadm', '-C', String(state.tgt.controlPort), '--lld', 'iscsi', '--op', 'show', '--mode', 'target'])).stdout;
+export async function hostsCensus(
+  run: Run,
+  state: HostsState,
+  store: { dataset: string; mountpoint: string },
+): Promise<HostsCensus> {
+  const tgt = (
+    await runOn(state, 'nas-0', [
+      'tgtadm',
+      '-C',
+      String(state.tgt.controlPort),
+      '--lld',
+      'iscsi',
+      '--op',
+      'show',
+      '--mode',
+      'target',
+    ])
+  ).stdout;
   const volumes = `${store.dataset}/volumes`;
-  const clones = (await run(['zfs', 'list', '-H', '-r', '-t', 'filesystem', '-o', 'name', volumes], { okExitCodes: [1] })).stdout.split('\n').filter((name) => name.startsWith(`${volumes}/`));
+  const clones = (
+    await run(['zfs', 'list', '-H', '-r', '-t', 'filesystem', '-o', 'name', volumes], { okExitCodes: [1] })
+  ).stdout
+    .split('\n')
+    .filter((name) => name.startsWith(`${volumes}/`));
   return {
-    namespaces: (await run(['ip', 'netns', 'list'])).stdout.split('\n').filter((l) => l.startsWith(`${state.prefix}-`)).length,
+    namespaces: (await run(['ip', 'netns', 'list'])).stdout.split('\n').filter((l) => l.startsWith(`${state.prefix}-`))
+      .length,
     links: fs.readdirSync('/sys/class/net').filter((l) => l.startsWith(state.prefix)).length,
     targets: (tgt.match(/^Target \d+:/gm) ?? []).length,
     clones: clones.length,
     // The clones' mounts and the namespaces' (bases and the volumes' parent stay once made).
-    mounts: fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(`${store.mountpoint}/volumes/`) || l.includes(`/run/netns/${state.prefix}-`)).length,
+    mounts: fs
+      .readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .filter((l) => l.includes(`${store.mountpoint}/volumes/`) || l.includes(`/run/netns/${state.prefix}-`)).length,
   };
 }

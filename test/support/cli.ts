@@ -19,19 +19,33 @@ export interface CliResult {
 
 /** Runs `imgflow args...` to completion. */
 export function imgflow(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 60_000): CliResult {
-  const r = spawnSync(process.execPath, nodeArgs(args), { cwd: ROOT, env: { ...process.env, ...env }, encoding: 'utf8', timeout: timeoutMs });
+  const r = spawnSync(process.execPath, nodeArgs(args), {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+    timeout: timeoutMs,
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** Starts `imgflow args...` in the background, in its own process group. */
 export function spawnImgflow(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
-  return spawn(process.execPath, nodeArgs(args), { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  return spawn(process.execPath, nodeArgs(args), {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
 }
 
 /** Runs `imgflow args...` without blocking this process (its workers keep working meanwhile). */
 export function imgflowAsync(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 300_000): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, nodeArgs(args), { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, nodeArgs(args), {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -48,7 +62,14 @@ export function imgflowAsync(args: string[], env: NodeJS.ProcessEnv = {}, timeou
  * Starts a real `imgflow worker` of one role, logging JSON lines: against the run's server unless
  * a test's own server is named.
  */
-export function spawnWorker(o: { home: string; role: string; host: string; env?: NodeJS.ProcessEnv; address?: string; namespace?: string }): ChildProcess {
+export function spawnWorker(o: {
+  home: string;
+  role: string;
+  host: string;
+  env?: NodeJS.ProcessEnv;
+  address?: string;
+  namespace?: string;
+}): ChildProcess {
   const server = ['--address', o.address ?? inject('temporalAddress'), '--namespace', o.namespace ?? NAMESPACE];
   const args = [...server, '--home', o.home, 'worker', '--role', o.role, '--host', o.host, '--metrics', ''];
   return spawnImgflow(args, { IMGFLOW_LOG_PRETTY: '0', ...o.env });

@@ -17,7 +17,13 @@ const STATE = '/tmp/imgflow-test-daemons';
 const SBIN_PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin`;
 
 function sh(argv: string[], timeoutMs = 60_000): string {
-  return execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL', env: { ...process.env, PATH: SBIN_PATH }, stdio: ['ignore', 'pipe', 'pipe'] });
+  return execFileSync(argv[0]!, argv.slice(1), {
+    encoding: 'utf8',
+    timeout: timeoutMs,
+    killSignal: 'SIGKILL',
+    env: { ...process.env, PATH: SBIN_PATH },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
 }
 
 function succeeds(argv: string[], timeoutMs = 10_000): boolean {

@@ -8,7 +8,13 @@ import path from 'node:path';
 import Long from 'long';
 import type { TestProject } from 'vitest/node';
 import { bundleWorkflowCode } from '@temporalio/worker';
-import { connectWithin, ensureSearchAttributes, ensureTemporalCli, spawnDevServer, waitForNamespace } from '../../starters/temporal-server.js';
+import {
+  connectWithin,
+  ensureSearchAttributes,
+  ensureTemporalCli,
+  spawnDevServer,
+  waitForNamespace,
+} from '../../starters/temporal-server.js';
 import { createKeyring } from '../../lib/keyring.js';
 import { workflowsPath } from '../../workers/worker.js';
 import { freePort } from './ports.js';
@@ -26,7 +32,6 @@ declare module 'vitest' {
     temporalDbFile: string;
   }
 }
-
 
 export default async function setup(project: TestProject) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imgflow-test-temporal-'));
@@ -46,13 +51,18 @@ export default async function setup(project: TestProject) {
   if (!connection) throw new Error(`the Temporal dev server for the tests did not start; see ${dir}/server.log`);
   // One namespace per vitest worker: files running at once never share a task queue.
   for (const namespace of TEST_NAMESPACES) {
-    await connection.workflowService.registerNamespace({ namespace, workflowExecutionRetentionPeriod: { seconds: Long.fromNumber(86400) } }).catch(() => undefined);
+    await connection.workflowService
+      .registerNamespace({ namespace, workflowExecutionRetentionPeriod: { seconds: Long.fromNumber(86400) } })
+      .catch(() => undefined);
     await waitForNamespace(connection, namespace, 30_000);
     await ensureSearchAttributes(connection, namespace);
   }
   await connection.close();
 
-  const bundle = await bundleWorkflowCode({ workflowsPath, logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error() {} } });
+  const bundle = await bundleWorkflowCode({
+    workflowsPath,
+    logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error() {} },
+  });
   const bundlePath = path.join(dir, 'workflow-bundle.js');
   fs.writeFileSync(bundlePath, bundle.code);
 

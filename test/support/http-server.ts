@@ -30,7 +30,10 @@ interface Served {
 }
 
 /** Parses `bytes=N-` or `bytes=N-M`; anything else is served whole. */
-function parseRange(header: string | undefined, size: number): { start: number; end: number } | 'unsatisfiable' | undefined {
+function parseRange(
+  header: string | undefined,
+  size: number,
+): { start: number; end: number } | 'unsatisfiable' | undefined {
   const m = header ? /^bytes=(\d+)-(\d*)$/.exec(header) : null;
   if (!m) return undefined;
   const start = Number(m[1]);
@@ -52,7 +55,13 @@ export async function startFileServer(o: { host?: string; authorization?: string
   const server = http.createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     const file = files.get(path);
-    const record = (status: number) => requests.push({ path, range: req.headers.range, status, ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}) });
+    const record = (status: number) =>
+      requests.push({
+        path,
+        range: req.headers.range,
+        status,
+        ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}),
+      });
     if (o.authorization !== undefined && req.headers.authorization !== o.authorization) {
       record(401);
       res.writeHead(401, { 'www-authenticate': 'Basic realm="lists"' }).end('unauthorized');

@@ -13,7 +13,10 @@ import type { Pki } from './pki.js';
 
 export type TestImage = Pick<ListedImage, 'identifier' | 'size' | 'sha512' | 'uri' | 'version'> & Partial<ListedImage>;
 
-export interface TestList extends Pick<ImageList, 'identifier' | 'version' | 'source' | 'uri'>, Partial<Pick<ImageList, 'title' | 'description' | 'created' | 'expires'>> {
+export interface TestList
+  extends
+    Pick<ImageList, 'identifier' | 'version' | 'source' | 'uri'>,
+    Partial<Pick<ImageList, 'title' | 'description' | 'created' | 'expires'>> {
   /** Who the list says endorses it: the subject and issuer of a test PKI identity. */
   endorser: { dn: string; caDn: string };
 }
@@ -60,7 +63,13 @@ export function patternedQcow2(file: string, pattern: string, size = { virtual: 
  * `bodies`): signed by the PKI's endorser and served at /list.smime, as a swap test goes from one
  * to the other. `tag` names the signed files.
  */
-export function oneImageList(server: FileServer, pki: Pki, listId: string, bodies: Record<'1.0' | '2.0', Buffer>, tag: string) {
+export function oneImageList(
+  server: FileServer,
+  pki: Pki,
+  listId: string,
+  bodies: Record<'1.0' | '2.0', Buffer>,
+  tag: string,
+) {
   return (version: string, imageVersion: '1.0' | '2.0'): void => {
     const body = bodies[imageVersion];
     server.setFile(`/a-${imageVersion}.qcow2`, body);

@@ -23,7 +23,10 @@ export async function tinyImageTarball(run: Run, dir: string): Promise<{ file: s
   }
   for (const d of ['tmp', 'proc', 'etc', 'var/lib/dpkg']) fs.mkdirSync(path.join(tree, d), { recursive: true });
   fs.writeFileSync(path.join(tree, 'etc/os-release'), 'ID=debian\n');
-  fs.writeFileSync(path.join(tree, 'var/lib/dpkg/status'), 'Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4\n');
+  fs.writeFileSync(
+    path.join(tree, 'var/lib/dpkg/status'),
+    'Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4\n',
+  );
   const file = path.join(dir, `${path.basename(tree)}.tar`);
   await run(['tar', '--numeric-owner', '-C', tree, '-cf', file, '.']);
   return { file, sha256: await sha256File(file) };

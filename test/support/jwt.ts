@@ -13,13 +13,21 @@ export interface TestKeySet {
 
 export function makeKeySet(kid = 'test-key-1'): TestKeySet {
   const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  return { jwks: { keys: [{ ...publicKey.export({ format: 'jwk' }), kid, use: 'sig', alg: 'RS256' }] }, kid, privateKey };
+  return {
+    jwks: { keys: [{ ...publicKey.export({ format: 'jwk' }), kid, use: 'sig', alg: 'RS256' }] },
+    kid,
+    privateKey,
+  };
 }
 
 const part = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
 
 /** A signed token: valid for an hour from now unless the claims say otherwise. */
-export function mintToken(keys: Pick<TestKeySet, 'kid' | 'privateKey'>, claims: Record<string, unknown>, header: Record<string, unknown> = {}): string {
+export function mintToken(
+  keys: Pick<TestKeySet, 'kid' | 'privateKey'>,
+  claims: Record<string, unknown>,
+  header: Record<string, unknown> = {},
+): string {
   const now = Math.floor(Date.now() / 1000);
   const signed = `${part({ alg: 'RS256', typ: 'JWT', kid: keys.kid, ...header })}.${part({ sub: 'tester', iat: now, exp: now + 3600, ...claims })}`;
   return `${signed}.${sign('RSA-SHA256', Buffer.from(signed), keys.privateKey).toString('base64url')}`;

@@ -35,7 +35,10 @@ export function orasBinary(): string {
 }
 
 export function cosignBinary(): string {
-  return need(path.join(os.homedir(), '.cache/imgflow', `cosign-${COSIGN_VERSION}`, 'cosign'), `cosign ${COSIGN_VERSION}`);
+  return need(
+    path.join(os.homedir(), '.cache/imgflow', `cosign-${COSIGN_VERSION}`, 'cosign'),
+    `cosign ${COSIGN_VERSION}`,
+  );
 }
 
 function run(argv: string[], cwd: string): string {
@@ -50,10 +53,68 @@ function makeCerts(dir: string): { ca: string; cert: string; key: string } {
   const csr = path.join(dir, 'server.csr');
   const cert = path.join(dir, 'server.pem');
   const ext = path.join(dir, 'server.ext');
-  run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', caKey, '-out', ca, '-days', '2', '-subj', '/CN=imgflow test registry CA'], dir);
-  run(['openssl', 'req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', csr, '-subj', '/CN=127.0.0.1'], dir);
+  run(
+    [
+      'openssl',
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      caKey,
+      '-out',
+      ca,
+      '-days',
+      '2',
+      '-subj',
+      '/CN=imgflow test registry CA',
+    ],
+    dir,
+  );
+  run(
+    [
+      'openssl',
+      'req',
+      '-new',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      csr,
+      '-subj',
+      '/CN=127.0.0.1',
+    ],
+    dir,
+  );
   fs.writeFileSync(ext, 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
-  run(['openssl', 'x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext], dir);
+  run(
+    [
+      'openssl',
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      ca,
+      '-CAkey',
+      caKey,
+      '-CAcreateserial',
+      '-out',
+      cert,
+      '-days',
+      '2',
+      '-extfile',
+      ext,
+    ],
+    dir,
+  );
   return { ca, cert, key };
 }
 
@@ -102,7 +163,10 @@ export async function startRegistry(dir: string): Promise<TestRegistry> {
   const address = `127.0.0.1:${port}`;
   const deadline = Date.now() + 20_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`docker-registry exited (${child.exitCode}): ${fs.readFileSync(path.join(dir, 'registry.log'), 'utf8').slice(-500)}`);
+    if (child.exitCode !== null)
+      throw new Error(
+        `docker-registry exited (${child.exitCode}): ${fs.readFileSync(path.join(dir, 'registry.log'), 'utf8').slice(-500)}`,
+      );
     const up = await fetch(`https://${address}/v2/`).then(
       () => true,
       (error: Error & { cause?: { code?: string } }) => error.cause?.code !== 'ECONNREFUSED',

@@ -18,8 +18,26 @@ import type { AddressInfo } from 'node:net';
 import { decodeCall, encodeFault, encodeResponse, type XmlRpcValue } from '../../activities/cloud/registry/xmlrpc.js';
 import { escapeXml } from '../../activities/cloud/registry/xml.js';
 
-export const STATE = { INIT: 0, READY: 1, USED: 2, DISABLED: 3, LOCKED: 4, ERROR: 5, USED_PERS: 8, LOCKED_USED: 9, LOCKED_USED_PERS: 10 } as const;
-export const ERROR = { AUTHENTICATION: 0x100, AUTHORIZATION: 0x200, NO_EXISTS: 0x400, ACTION: 0x800, XML_RPC_API: 0x1000, INTERNAL: 0x2000, ALLOCATE: 0x4000 } as const;
+export const STATE = {
+  INIT: 0,
+  READY: 1,
+  USED: 2,
+  DISABLED: 3,
+  LOCKED: 4,
+  ERROR: 5,
+  USED_PERS: 8,
+  LOCKED_USED: 9,
+  LOCKED_USED_PERS: 10,
+} as const;
+export const ERROR = {
+  AUTHENTICATION: 0x100,
+  AUTHORIZATION: 0x200,
+  NO_EXISTS: 0x400,
+  ACTION: 0x800,
+  XML_RPC_API: 0x1000,
+  INTERNAL: 0x2000,
+  ALLOCATE: 0x4000,
+} as const;
 
 interface User {
   password: string;
@@ -69,7 +87,19 @@ function imageXml(image: ContractImage): string {
   );
 }
 
-const STATE_NAMES = ['INIT', 'READY', 'USED', 'DISABLED', 'LOCKED', 'ERROR', 'CLONE', 'DELETE', 'USED_PERS', 'LOCKED_USED', 'LOCKED_USED_PERS'];
+const STATE_NAMES = [
+  'INIT',
+  'READY',
+  'USED',
+  'DISABLED',
+  'LOCKED',
+  'ERROR',
+  'CLONE',
+  'DELETE',
+  'USED_PERS',
+  'LOCKED_USED',
+  'LOCKED_USED_PERS',
+];
 const IN_USE: number[] = [STATE.USED, STATE.USED_PERS, STATE.LOCKED_USED, STATE.LOCKED_USED_PERS];
 
 export class OpenNebulaContract {
@@ -149,7 +179,8 @@ export class OpenNebulaContract {
   private authenticate(session: XmlRpcValue | undefined): User {
     const [name, ...rest] = typeof session === 'string' ? session.split(':') : [];
     const user = name ? this.users.get(name) : undefined;
-    if (!user || user.password !== rest.join(':')) throw new Refusal(ERROR.AUTHENTICATION, 'User couldn\'t be authenticated, aborting call.');
+    if (!user || user.password !== rest.join(':'))
+      throw new Refusal(ERROR.AUTHENTICATION, "User couldn't be authenticated, aborting call.");
     return user;
   }
 
@@ -167,13 +198,17 @@ export class OpenNebulaContract {
     if (user.uid === 0) return;
     const base = user.uid === image.uid ? 0 : user.gid === image.gid ? 3 : 6;
     if (image.permissions[base + right] !== 1) {
-      throw new Refusal(ERROR.AUTHORIZATION, `[${method}] User [${user.uid}] : Not authorized to perform ${right === 1 ? 'MANAGE' : 'ADMIN'} IMAGE [${image.id}].`);
+      throw new Refusal(
+        ERROR.AUTHORIZATION,
+        `[${method}] User [${user.uid}] : Not authorized to perform ${right === 1 ? 'MANAGE' : 'ADMIN'} IMAGE [${image.id}].`,
+      );
     }
   }
 
   private execute(method: string, user: User, p: XmlRpcValue[]): XmlRpcValue {
     const num = (i: number) => {
-      if (typeof p[i] !== 'number') throw new Refusal(ERROR.XML_RPC_API, `[${method}] parameter ${i + 1} must be an int`);
+      if (typeof p[i] !== 'number')
+        throw new Refusal(ERROR.XML_RPC_API, `[${method}] parameter ${i + 1} must be an int`);
       return p[i];
     };
     switch (method) {
@@ -189,7 +224,11 @@ export class OpenNebulaContract {
       case 'one.image.chown':
         return this.chown(user, num(0), num(1), num(2));
       case 'one.image.chmod':
-        return this.chmod(user, num(0), p.slice(1, 10).map((v) => Number(v)));
+        return this.chmod(
+          user,
+          num(0),
+          p.slice(1, 10).map((v) => Number(v)),
+        );
       case 'one.image.enable':
         return this.enable(user, num(0), p[1] === true);
       case 'one.image.update':
@@ -206,12 +245,22 @@ export class OpenNebulaContract {
     const name = template.NAME;
     if (!name) throw new Refusal(ERROR.ALLOCATE, '[one.image.allocate] No NAME in template.');
     if (!template.PATH) throw new Refusal(ERROR.ALLOCATE, '[one.image.allocate] No PATH in template.');
-    if (datastore < 0) throw new Refusal(ERROR.NO_EXISTS, `[one.image.allocate] Error getting datastore [${datastore}].`);
+    if (datastore < 0)
+      throw new Refusal(ERROR.NO_EXISTS, `[one.image.allocate] Error getting datastore [${datastore}].`);
     this.refuseDuplicate(name, user.uid, 'one.image.allocate');
     const id = this.nextId++;
     const rest = { ...template };
     delete rest.NAME;
-    const image: ContractImage = { id, name, uid: user.uid, gid: user.gid, permissions: [1, 1, 0, 0, 0, 0, 0, 0, 0], state: STATE.INIT, runningVms: 0, template: rest };
+    const image: ContractImage = {
+      id,
+      name,
+      uid: user.uid,
+      gid: user.gid,
+      permissions: [1, 1, 0, 0, 0, 0, 0, 0, 0],
+      state: STATE.INIT,
+      runningVms: 0,
+      template: rest,
+    };
     this.images.set(id, image);
     const broken = this.failNextAllocation;
     this.failNextAllocation = false;
@@ -247,7 +296,8 @@ export class OpenNebulaContract {
     const image = this.get(id);
     this.authorize(user, image, 1, 'one.image.chmod');
     // Granting ADMIN bits takes ADMIN rights, as in OpenNebula.
-    if (bits.some((b, i) => i % 3 === 2 && b === 1 && image.permissions[i] !== 1)) this.authorize(user, image, 2, 'one.image.chmod');
+    if (bits.some((b, i) => i % 3 === 2 && b === 1 && image.permissions[i] !== 1))
+      this.authorize(user, image, 2, 'one.image.chmod');
     bits.forEach((bit, i) => {
       if (bit !== -1) image.permissions[i] = bit ? 1 : 0;
     });
@@ -257,9 +307,14 @@ export class OpenNebulaContract {
   private enable(user: User, id: number, enable: boolean): number {
     const image = this.get(id);
     this.authorize(user, image, 1, 'one.image.enable');
-    const from: number[] = enable ? [STATE.DISABLED, STATE.ERROR, STATE.READY] : [STATE.READY, STATE.ERROR, STATE.DISABLED];
+    const from: number[] = enable
+      ? [STATE.DISABLED, STATE.ERROR, STATE.READY]
+      : [STATE.READY, STATE.ERROR, STATE.DISABLED];
     if (!from.includes(image.state)) {
-      throw new Refusal(ERROR.ACTION, `[one.image.enable] Image cannot be ${enable ? 'enabled' : 'disabled'} in state ${STATE_NAMES[image.state]}.`);
+      throw new Refusal(
+        ERROR.ACTION,
+        `[one.image.enable] Image cannot be ${enable ? 'enabled' : 'disabled'} in state ${STATE_NAMES[image.state]}.`,
+      );
     }
     image.state = enable ? STATE.READY : STATE.DISABLED;
     return id;
@@ -268,7 +323,11 @@ export class OpenNebulaContract {
   private updateTemplate(user: User, id: number, templateText: string, type: number): number {
     const image = this.get(id);
     this.authorize(user, image, 1, 'one.image.update');
-    if (type !== 0 && type !== 1) throw new Refusal(ERROR.XML_RPC_API, `[one.image.update] update type must be 0 (replace) or 1 (merge), got ${type}`);
+    if (type !== 0 && type !== 1)
+      throw new Refusal(
+        ERROR.XML_RPC_API,
+        `[one.image.update] update type must be 0 (replace) or 1 (merge), got ${type}`,
+      );
     const attributes = parseTemplate(templateText);
     image.template = type === 0 ? attributes : { ...image.template, ...attributes };
     return id;
@@ -278,7 +337,10 @@ export class OpenNebulaContract {
     const image = this.get(id);
     this.authorize(user, image, 1, 'one.image.delete');
     if (IN_USE.includes(image.state) || image.runningVms > 0) {
-      throw new Refusal(ERROR.ACTION, `[one.image.delete] Cannot delete image in state ${STATE_NAMES[image.state]}, it is used by ${image.runningVms} VMs.`);
+      throw new Refusal(
+        ERROR.ACTION,
+        `[one.image.delete] Cannot delete image in state ${STATE_NAMES[image.state]}, it is used by ${image.runningVms} VMs.`,
+      );
     }
     this.images.delete(id);
     return id;

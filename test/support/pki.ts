@@ -66,12 +66,26 @@ export function createPki(root: string): Pki {
   fs.mkdirSync(people, { recursive: true });
   const endorser = makeEndorser(ca, people, 'endorser', '/C=CH/O=imgflow test/OU=endorsers/CN=Image Endorser');
   const otherEndorser = makeEndorser(ca, people, 'other', '/C=CH/O=imgflow test/OU=endorsers/CN=Someone Else');
-  const hostEndorser = makeEndorser(ca, people, 'host', '/C=CH/O=imgflow test/CN=host\\/vmcaster.example.org', '/C=CH/O=imgflow test/CN=host/vmcaster.example.org');
+  const hostEndorser = makeEndorser(
+    ca,
+    people,
+    'host',
+    '/C=CH/O=imgflow test/CN=host\\/vmcaster.example.org',
+    '/C=CH/O=imgflow test/CN=host/vmcaster.example.org',
+  );
   const revokedEndorser = makeEndorser(ca, people, 'revoked', '/C=CH/O=imgflow test/OU=endorsers/CN=Revoked Endorser');
-  const wrongCaSigner = makeEndorser(wrongCa, people, 'wrong-ca-signer', '/C=CH/O=imgflow test/OU=endorsers/CN=Image Endorser');
+  const wrongCaSigner = makeEndorser(
+    wrongCa,
+    people,
+    'wrong-ca-signer',
+    '/C=CH/O=imgflow test/OU=endorsers/CN=Image Endorser',
+  );
 
   const config = path.join(caHome, 'ca.cnf');
-  openssl(['openssl', 'ca', '-config', config, '-keyfile', ca.key, '-cert', ca.cert, '-revoke', revokedEndorser.cert], caHome);
+  openssl(
+    ['openssl', 'ca', '-config', config, '-keyfile', ca.key, '-cert', ca.cert, '-revoke', revokedEndorser.cert],
+    caHome,
+  );
   const crl = path.join(caHome, 'crl.pem');
   openssl(['openssl', 'ca', '-config', config, '-keyfile', ca.key, '-cert', ca.cert, '-gencrl', '-out', crl], caHome);
 

@@ -32,7 +32,9 @@ function binDir(): string {
   const onPath = findOnPath('initdb');
   if (onPath && findOnPath('pg_ctl')) return path.dirname(fs.realpathSync(onPath));
   const root = '/usr/lib/postgresql';
-  const versions = fs.existsSync(root) ? fs.readdirSync(root).filter((v) => fs.existsSync(path.join(root, v, 'bin', 'initdb'))) : [];
+  const versions = fs.existsSync(root)
+    ? fs.readdirSync(root).filter((v) => fs.existsSync(path.join(root, v, 'bin', 'initdb')))
+    : [];
   const newest = versions.sort((a, b) => Number(b) - Number(a))[0];
   if (!newest) throw new Error('PostgreSQL server binaries (initdb, pg_ctl) are missing: install postgresql');
   return path.join(root, newest, 'bin');
@@ -52,10 +54,16 @@ function asPostgres(argv: string[], timeoutMs = 120_000): string {
   const runuser = findOnPath('runuser', `${process.env.PATH ?? ''}:/usr/sbin:/sbin`);
   if (!runuser) throw new Error('runuser is missing (util-linux)');
   try {
-    return execFileSync(runuser, ['-u', 'postgres', '--', ...argv], { encoding: 'utf8', timeout: timeoutMs, stdio: ['ignore', 'pipe', 'pipe'] });
+    return execFileSync(runuser, ['-u', 'postgres', '--', ...argv], {
+      encoding: 'utf8',
+      timeout: timeoutMs,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
   } catch (err) {
     const e = err as { stderr?: string; stdout?: string };
-    throw new Error(`${path.basename(argv[0]!)} failed: ${`${e.stderr ?? ''}${e.stdout ?? ''}`.trim().slice(-500) || String(err)}`);
+    throw new Error(
+      `${path.basename(argv[0]!)} failed: ${`${e.stderr ?? ''}${e.stdout ?? ''}`.trim().slice(-500) || String(err)}`,
+    );
   }
 }
 
@@ -73,11 +81,30 @@ export async function startPostgres(): Promise<TestPostgres & { destroy(): void 
   }
   const logFile = path.join(runDir, 'postgres.log');
   const port = await freePort();
-  asPostgres([path.join(bin, 'initdb'), '-D', dataDir, '-U', 'postgres', '--auth=trust', '--encoding=UTF8', '--no-sync']);
+  asPostgres([
+    path.join(bin, 'initdb'),
+    '-D',
+    dataDir,
+    '-U',
+    'postgres',
+    '--auth=trust',
+    '--encoding=UTF8',
+    '--no-sync',
+  ]);
   // A Temporal cluster holds about 70 connections; durability is not what these tests are about.
   fs.appendFileSync(
     path.join(dataDir, 'postgresql.conf'),
-    [`port = ${port}`, "listen_addresses = '127.0.0.1'", `unix_socket_directories = '${runDir}'`, 'max_connections = 200', 'shared_buffers = 32MB', 'fsync = off', 'synchronous_commit = off', 'full_page_writes = off', ''].join('\n'),
+    [
+      `port = ${port}`,
+      "listen_addresses = '127.0.0.1'",
+      `unix_socket_directories = '${runDir}'`,
+      'max_connections = 200',
+      'shared_buffers = 32MB',
+      'fsync = off',
+      'synchronous_commit = off',
+      'full_page_writes = off',
+      '',
+    ].join('\n'),
   );
   const pgCtl = (...args: string[]) => asPostgres([path.join(bin, 'pg_ctl'), '-D', dataDir, ...args]);
   const pid = () => {

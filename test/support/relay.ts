@@ -6,7 +6,10 @@
  */
 import net from 'node:net';
 
-export async function relayTcp(listen: { host: string; port: number }, target: { host: string; port: number }): Promise<() => Promise<void>> {
+export async function relayTcp(
+  listen: { host: string; port: number },
+  target: { host: string; port: number },
+): Promise<() => Promise<void>> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((inbound) => {
     const outbound = net.connect(target);

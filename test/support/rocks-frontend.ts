@@ -33,16 +33,37 @@ export class RocksFrontend {
   }
 
   private properties(replyTo: string, extra: Options.Publish = {}): Options.Publish {
-    return { appId: 'rocks.RabbitMQClient', replyTo, messageId: String(this.nonce++), deliveryMode: 1, type: '', timestamp: Math.floor(Date.now() / 1000), mandatory: true, ...extra };
+    return {
+      appId: 'rocks.RabbitMQClient',
+      replyTo,
+      messageId: String(this.nonce++),
+      deliveryMode: 1,
+      type: '',
+      timestamp: Math.floor(Date.now() / 1000),
+      mandatory: true,
+      ...extra,
+    };
   }
 
   /** Sends a request (an object as JSON, a string as is) and waits for the reply; `extra` adds publish properties (an expiration). */
-  async send(exchange: string, host: string, request: object | string, extra: Options.Publish = {}, timeoutMs = 90_000): Promise<RocksReply> {
+  async send(
+    exchange: string,
+    host: string,
+    request: object | string,
+    extra: Options.Publish = {},
+    timeoutMs = 90_000,
+  ): Promise<RocksReply> {
     return (await this.post(exchange, host, request, extra, timeoutMs)).reply;
   }
 
   /** Publishes a request and returns once the broker has confirmed it (routed to a queue), with its reply to come. */
-  async post(exchange: string, host: string, request: object | string, extra: Options.Publish = {}, timeoutMs = 90_000): Promise<{ reply: Promise<RocksReply> }> {
+  async post(
+    exchange: string,
+    host: string,
+    request: object | string,
+    extra: Options.Publish = {},
+    timeoutMs = 90_000,
+  ): Promise<{ reply: Promise<RocksReply> }> {
     const body = Buffer.from(typeof request === 'string' ? request : JSON.stringify(request));
     const channel = await this.connection.createConfirmChannel();
     let timer: NodeJS.Timeout | undefined;
@@ -55,10 +76,16 @@ export class RocksFrontend {
       const reply = new Promise<RocksReply>((resolve, reject) => {
         timer = setTimeout(() => reject(new Error(`no reply to ${body.toString()} within ${timeoutMs} ms`)), timeoutMs);
         channel.on('return', () => reject(new Error(`no queue is bound to ${exchange} for ${host}`)));
-        void channel.consume(queue, (msg) => msg && resolve(JSON.parse(msg.content.toString()) as RocksReply), { noAck: true });
+        void channel.consume(queue, (msg) => msg && resolve(JSON.parse(msg.content.toString()) as RocksReply), {
+          noAck: true,
+        });
       });
       reply.catch(() => undefined);
-      await new Promise<void>((resolve, reject) => channel.publish(exchange, host, body, this.properties(queue, extra), (err) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve())));
+      await new Promise<void>((resolve, reject) =>
+        channel.publish(exchange, host, body, this.properties(queue, extra), (err) =>
+          err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(),
+        ),
+      );
       return { reply: reply.finally(done) };
     } catch (err) {
       await done();
@@ -71,7 +98,11 @@ export class RocksFrontend {
     const channel = await this.connection.createConfirmChannel();
     const { queue } = await channel.assertQueue('', { exclusive: true, autoDelete: true });
     const { consumerTag } = await channel.consume(queue, () => undefined, { noAck: true });
-    await new Promise<void>((resolve, reject) => channel.publish(exchange, host, Buffer.from(JSON.stringify(request)), this.properties(queue), (err) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      channel.publish(exchange, host, Buffer.from(JSON.stringify(request)), this.properties(queue), (err) =>
+        err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(),
+      ),
+    );
     await channel.cancel(consumerTag);
     await channel.close();
     if (await this.queueExists(queue)) throw new Error(`reply queue ${queue} outlived its sender`);
@@ -81,7 +112,11 @@ export class RocksFrontend {
   async sendUnanswerable(exchange: string, host: string, request: object, replyTo?: string): Promise<void> {
     const channel = await this.connection.createConfirmChannel();
     const props: Options.Publish = replyTo ? this.properties(replyTo) : { mandatory: true };
-    await new Promise<void>((resolve, reject) => channel.publish(exchange, host, Buffer.from(JSON.stringify(request)), props, (err) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      channel.publish(exchange, host, Buffer.from(JSON.stringify(request)), props, (err) =>
+        err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(),
+      ),
+    );
     await channel.close();
   }
 

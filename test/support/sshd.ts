@@ -19,9 +19,10 @@ export interface TestSshd {
   stop(): Promise<void>;
 }
 
-
 function keygen(file: string): string {
-  const result = spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'imgflow-test', '-f', file], { encoding: 'utf8' });
+  const result = spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'imgflow-test', '-f', file], {
+    encoding: 'utf8',
+  });
   if (result.status !== 0) throw new Error(`ssh-keygen failed: ${result.stderr || result.error?.message}`);
   return fs.readFileSync(`${file}.pub`, 'utf8').trim();
 }
@@ -40,7 +41,12 @@ async function banner(port: number): Promise<boolean> {
   });
 }
 
-async function waitForBanner(port: number, child: ChildProcess, stderr: () => string, timeoutMs = 15_000): Promise<void> {
+async function waitForBanner(
+  port: number,
+  child: ChildProcess,
+  stderr: () => string,
+  timeoutMs = 15_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`sshd exited with code ${child.exitCode}: ${stderr()}`);

@@ -8,7 +8,13 @@ import { expect, inject } from 'vitest';
 import { AesGcmCodec, imgflowDataConverter } from '../../lib/codec.js';
 import type { ConnectionSettings } from '../../lib/connection.js';
 import { readKeyring } from '../../lib/keyring.js';
-import { connectWithin, ensureSearchAttributes, ensureTemporalCli, spawnDevServer, waitForNamespace } from '../../starters/temporal-server.js';
+import {
+  connectWithin,
+  ensureSearchAttributes,
+  ensureTemporalCli,
+  spawnDevServer,
+  waitForNamespace,
+} from '../../starters/temporal-server.js';
 import { freePort } from './ports.js';
 import { alive, killGroup } from './processes.js';
 import { until } from './wait.js';
@@ -48,9 +54,14 @@ function runServer(): TestServer {
   return { settings: { address: inject('temporalAddress'), tls: false }, namespace: NAMESPACE };
 }
 
-export async function testClient(server: TestServer = runServer()): Promise<{ client: Client; connection: Connection }> {
+export async function testClient(
+  server: TestServer = runServer(),
+): Promise<{ client: Client; connection: Connection }> {
   const connection = await Connection.connect(server.settings);
-  return { connection, client: new Client({ connection, namespace: server.namespace, dataConverter: testDataConverter() }) };
+  return {
+    connection,
+    client: new Client({ connection, namespace: server.namespace, dataConverter: testDataConverter() }),
+  };
 }
 
 /**
@@ -58,7 +69,11 @@ export async function testClient(server: TestServer = runServer()): Promise<{ cl
  * any activity workers given, each on its own task queue.
  */
 export async function withWorkers<T>(
-  spec: { workflowQueue?: string; activities?: Record<string, Record<string, (...args: never[]) => Promise<unknown>>>; server?: TestServer },
+  spec: {
+    workflowQueue?: string;
+    activities?: Record<string, Record<string, (...args: never[]) => Promise<unknown>>>;
+    server?: TestServer;
+  },
   fn: () => Promise<T>,
 ): Promise<T> {
   quietRuntime();
@@ -77,7 +92,15 @@ export async function withWorkers<T>(
     );
   }
   for (const [taskQueue, activities] of Object.entries(spec.activities ?? {})) {
-    workers.push(await Worker.create({ connection, namespace: server.namespace, taskQueue, activities, dataConverter: testDataConverter() }));
+    workers.push(
+      await Worker.create({
+        connection,
+        namespace: server.namespace,
+        taskQueue,
+        activities,
+        dataConverter: testDataConverter(),
+      }),
+    );
   }
   const running = workers.map((w) => w.run());
   try {
@@ -94,7 +117,11 @@ async function eventCount(handle: WorkflowHandle): Promise<number> {
 }
 
 /** Rejected by a validator: the request fails with the reason and the workflow's history does not grow. */
-export async function expectRejected(handle: WorkflowHandle, attempt: () => Promise<unknown>, reason: RegExp): Promise<void> {
+export async function expectRejected(
+  handle: WorkflowHandle,
+  attempt: () => Promise<unknown>,
+  reason: RegExp,
+): Promise<void> {
   const before = await eventCount(handle);
   const error = (await attempt().catch((e: unknown) => e)) as Error & { cause?: Error };
   expect(error).toBeInstanceOf(Error);
@@ -108,7 +135,13 @@ export async function expectRejected(handle: WorkflowHandle, attempt: () => Prom
  */
 export async function ownDevServer(dir: string) {
   const namespace = 'imgflow';
-  const server = { cli: ensureTemporalCli(), port: await freePort(), dbFile: path.join(dir, 'server', 'db.sqlite'), logFile: path.join(dir, 'server', 'server.log'), namespace };
+  const server = {
+    cli: ensureTemporalCli(),
+    port: await freePort(),
+    dbFile: path.join(dir, 'server', 'db.sqlite'),
+    logFile: path.join(dir, 'server', 'server.log'),
+    namespace,
+  };
   const address = `127.0.0.1:${server.port}`;
   let pid: number | undefined;
   return {

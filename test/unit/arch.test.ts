@@ -5,8 +5,25 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { elfArch, ensureEmulation, handlerMatches, parseHandlerStatus, parseRegistration, resolveInRoot, treeArch } from '../../activities/builder/arch.js';
-import { ARCHES, archFromDebian, archFromElf, archFromNode, archFromUname, buildMode, debianArch, describePlatform } from '../../common/arch.js';
+import {
+  elfArch,
+  ensureEmulation,
+  handlerMatches,
+  parseHandlerStatus,
+  parseRegistration,
+  resolveInRoot,
+  treeArch,
+} from '../../activities/builder/arch.js';
+import {
+  ARCHES,
+  archFromDebian,
+  archFromElf,
+  archFromNode,
+  archFromUname,
+  buildMode,
+  debianArch,
+  describePlatform,
+} from '../../common/arch.js';
 import { checkArch } from '../../common/names.js';
 import { tempDir } from '../support/dirs.js';
 
@@ -14,7 +31,8 @@ import { tempDir } from '../support/dirs.js';
 const AARCH64_CONF =
   ':qemu-aarch64:M::\\x7f\\x45\\x4c\\x46\\x02\\x01\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02\\x00\\xb7\\x00:\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xfe\\xff\\xff\\xff:/usr/libexec/qemu-binfmt/aarch64-binfmt-P:OPF';
 /** The same handler as the kernel shows it once registered. */
-const AARCH64_STATUS = 'enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POF\noffset 0\nmagic 7f454c460201010000000000000000000200b700\nmask ffffffffffffff00fffffffffffffffffeffffff\n';
+const AARCH64_STATUS =
+  'enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POF\noffset 0\nmagic 7f454c460201010000000000000000000200b700\nmask ffffffffffffff00fffffffffffffffffeffffff\n';
 
 /** The first 20 bytes of an ELF executable: class, byte order, e_type EXEC and e_machine. */
 function elfHeader(machine: number, elfClass: 1 | 2, data: 1 | 2 = 1): Buffer {
@@ -36,9 +54,24 @@ function elfHeader(machine: number, elfClass: 1 | 2, data: 1 | 2 = 1): Buffer {
 describe('architecture names', () => {
   it('maps imgflow names to Debian, Node and uname names and back', () => {
     expect([debianArch('x86_64'), debianArch('i686'), debianArch('aarch64')]).toEqual(['amd64', 'i386', 'arm64']);
-    expect([archFromDebian('amd64'), archFromDebian('i386'), archFromDebian('arm64'), archFromDebian('armhf')]).toEqual(['x86_64', 'i686', 'aarch64', undefined]);
-    expect([archFromNode('x64'), archFromNode('ia32'), archFromNode('arm64'), archFromNode('mips')]).toEqual(['x86_64', 'i686', 'aarch64', 'mips']);
-    expect(['x86_64', 'i386', 'i586', 'i686', 'aarch64', 'arm64', 'armv7l'].map(archFromUname)).toEqual(['x86_64', 'i686', 'i686', 'i686', 'aarch64', 'aarch64', 'armv7l']);
+    expect([archFromDebian('amd64'), archFromDebian('i386'), archFromDebian('arm64'), archFromDebian('armhf')]).toEqual(
+      ['x86_64', 'i686', 'aarch64', undefined],
+    );
+    expect([archFromNode('x64'), archFromNode('ia32'), archFromNode('arm64'), archFromNode('mips')]).toEqual([
+      'x86_64',
+      'i686',
+      'aarch64',
+      'mips',
+    ]);
+    expect(['x86_64', 'i386', 'i586', 'i686', 'aarch64', 'arm64', 'armv7l'].map(archFromUname)).toEqual([
+      'x86_64',
+      'i686',
+      'i686',
+      'i686',
+      'aarch64',
+      'aarch64',
+      'armv7l',
+    ]);
     for (const arch of ARCHES) expect(archFromDebian(debianArch(arch))).toBe(arch);
   });
 
@@ -68,7 +101,14 @@ describe('architecture names', () => {
 
   it('describes a build platform in one line', () => {
     expect(describePlatform({ arch: 'i686', machine: 'x86_64', mode: 'native' })).toBe('i686, native on x86_64');
-    expect(describePlatform({ arch: 'aarch64', machine: 'x86_64', mode: 'emulated', emulator: 'qemu-aarch64: qemu-aarch64 version 7.2.22' })).toBe('aarch64, emulated on x86_64 (qemu-aarch64: qemu-aarch64 version 7.2.22)');
+    expect(
+      describePlatform({
+        arch: 'aarch64',
+        machine: 'x86_64',
+        mode: 'emulated',
+        emulator: 'qemu-aarch64: qemu-aarch64 version 7.2.22',
+      }),
+    ).toBe('aarch64, emulated on x86_64 (qemu-aarch64: qemu-aarch64 version 7.2.22)');
   });
 });
 
@@ -76,17 +116,32 @@ describe('binfmt_misc handlers', () => {
   it('reads a registration line and the kernel status of the same handler alike', () => {
     const defined = parseRegistration(AARCH64_CONF);
     const shown = parseHandlerStatus('qemu-aarch64', AARCH64_STATUS)!;
-    expect(defined).toMatchObject({ name: 'qemu-aarch64', interpreter: '/usr/libexec/qemu-binfmt/aarch64-binfmt-P', flags: 'OPF', offset: 0 });
-    expect(shown).toMatchObject({ name: 'qemu-aarch64', enabled: true, interpreter: '/usr/libexec/qemu-binfmt/aarch64-binfmt-P', flags: 'POF', offset: 0 });
+    expect(defined).toMatchObject({
+      name: 'qemu-aarch64',
+      interpreter: '/usr/libexec/qemu-binfmt/aarch64-binfmt-P',
+      flags: 'OPF',
+      offset: 0,
+    });
+    expect(shown).toMatchObject({
+      name: 'qemu-aarch64',
+      enabled: true,
+      interpreter: '/usr/libexec/qemu-binfmt/aarch64-binfmt-P',
+      flags: 'POF',
+      offset: 0,
+    });
     expect(defined.magic.toString('hex')).toBe(shown.magic.toString('hex'));
     expect(defined.mask!.toString('hex')).toBe(shown.mask!.toString('hex'));
     expect(parseHandlerStatus('qemu-aarch64', AARCH64_STATUS.replace('enabled', 'disabled'))!.enabled).toBe(false);
     // An extension handler has no magic: it never takes an ELF binary.
-    expect(parseHandlerStatus('python3.11', 'enabled\ninterpreter /usr/bin/python3.11\nflags: \nextension .pyc\n')).toBeUndefined();
+    expect(
+      parseHandlerStatus('python3.11', 'enabled\ninterpreter /usr/bin/python3.11\nflags: \nextension .pyc\n'),
+    ).toBeUndefined();
   });
 
   it('refuses what is no magic registration line, in one line', () => {
-    expect(() => parseRegistration(':python:E::pyc::/usr/bin/python3:')).toThrow(/^binfmt_misc: expected a magic-type registration line/);
+    expect(() => parseRegistration(':python:E::pyc::/usr/bin/python3:')).toThrow(
+      /^binfmt_misc: expected a magic-type registration line/,
+    );
   });
 
   it('matches aarch64 executables and shared objects, and no other arch', () => {
@@ -106,7 +161,10 @@ describe('setting up emulation (on a stand-in for /proc/sys/fs/binfmt_misc)', ()
   const run = async (argv: readonly string[]) => {
     throw new Error(`no command expected here, got ${argv.join(' ')}`);
   };
-  function binfmt(name: string, handlers: Record<string, string>): { binfmtDir: string; definitionDirs: string[]; registered: () => string } {
+  function binfmt(
+    name: string,
+    handlers: Record<string, string>,
+  ): { binfmtDir: string; definitionDirs: string[]; registered: () => string } {
     const binfmtDir = path.join(dir, name, 'binfmt_misc');
     const defs = path.join(dir, name, 'binfmt.d');
     fs.mkdirSync(binfmtDir, { recursive: true });
@@ -115,11 +173,18 @@ describe('setting up emulation (on a stand-in for /proc/sys/fs/binfmt_misc)', ()
     fs.writeFileSync(path.join(binfmtDir, 'status'), 'enabled\n');
     fs.writeFileSync(path.join(defs, 'qemu-aarch64.conf'), `# qemu-user-static\n${AARCH64_CONF}\n`);
     for (const [handler, text] of Object.entries(handlers)) fs.writeFileSync(path.join(binfmtDir, handler), text);
-    return { binfmtDir, definitionDirs: [defs], registered: () => fs.readFileSync(path.join(binfmtDir, 'register'), 'utf8') };
+    return {
+      binfmtDir,
+      definitionDirs: [defs],
+      registered: () => fs.readFileSync(path.join(binfmtDir, 'register'), 'utf8'),
+    };
   }
 
   it('uses an enabled handler another registered for the arch as it is, registering nothing', async () => {
-    const machine = binfmt('theirs', { aarch64: AARCH64_STATUS.replace('aarch64-binfmt-P', 'qemu-aarch64-other'), python: 'enabled\ninterpreter /usr/bin/python3\nflags: \nextension .pyc\n' });
+    const machine = binfmt('theirs', {
+      aarch64: AARCH64_STATUS.replace('aarch64-binfmt-P', 'qemu-aarch64-other'),
+      python: 'enabled\ninterpreter /usr/bin/python3\nflags: \nextension .pyc\n',
+    });
     const handler = await ensureEmulation('aarch64', { run, ...machine });
     expect(handler).toMatchObject({ name: 'aarch64', interpreter: '/usr/libexec/qemu-binfmt/qemu-aarch64-other' });
     expect(machine.registered()).toBe('');
@@ -127,16 +192,22 @@ describe('setting up emulation (on a stand-in for /proc/sys/fs/binfmt_misc)', ()
 
   it('refuses, naming it, a handler without the F flag, and one that is disabled, and changes neither', async () => {
     const noF = binfmt('nof', { 'qemu-aarch64': AARCH64_STATUS.replace('flags: POF', 'flags: P') });
-    await expect(ensureEmulation('aarch64', { run, ...noF })).rejects.toThrow(/^builder for aarch64: the binfmt_misc handler qemu-aarch64 .* lacks the F flag/);
+    await expect(ensureEmulation('aarch64', { run, ...noF })).rejects.toThrow(
+      /^builder for aarch64: the binfmt_misc handler qemu-aarch64 .* lacks the F flag/,
+    );
     const disabled = binfmt('disabled', { 'qemu-aarch64': AARCH64_STATUS.replace('enabled', 'disabled') });
-    await expect(ensureEmulation('aarch64', { run, ...disabled })).rejects.toThrow(/^builder for aarch64: the binfmt_misc handler qemu-aarch64 is there but disabled/);
+    await expect(ensureEmulation('aarch64', { run, ...disabled })).rejects.toThrow(
+      /^builder for aarch64: the binfmt_misc handler qemu-aarch64 is there but disabled/,
+    );
     expect([noF.registered(), disabled.registered()]).toEqual(['', '']);
   });
 
   it('says in one line that qemu-user-static is missing when it has no definition for the arch', async () => {
     const machine = binfmt('bare', {});
     fs.rmSync(path.join(machine.definitionDirs[0]!, 'qemu-aarch64.conf'));
-    await expect(ensureEmulation('aarch64', { run, ...machine })).rejects.toThrow(/^builder for aarch64: qemu-user-static is not installed \(no qemu-aarch64\.conf in .*\); run scripts\/setup\.sh/);
+    await expect(ensureEmulation('aarch64', { run, ...machine })).rejects.toThrow(
+      /^builder for aarch64: qemu-user-static is not installed \(no qemu-aarch64\.conf in .*\); run scripts\/setup\.sh/,
+    );
   });
 });
 

@@ -1,7 +1,15 @@
 /** The names and addresses of a cluster's hosts: within the kernel's limits and the benchmark range. */
 import { describe, expect, it } from 'vitest';
 import { hostPlan, MAX_COMPUTE } from '../../starters/cluster/hosts.js';
-import { checkPrefix, gatewayOf, hostAddress, names, newPrefix, SUBNETS, subnetBase } from '../../starters/cluster/network.js';
+import {
+  checkPrefix,
+  gatewayOf,
+  hostAddress,
+  names,
+  newPrefix,
+  SUBNETS,
+  subnetBase,
+} from '../../starters/cluster/network.js';
 
 describe('cluster network names', () => {
   it('keeps every interface name within 15 characters, with the cluster prefix', () => {
@@ -30,7 +38,14 @@ describe('cluster network names', () => {
   });
 
   it('plans the hosts a site has, control-0 also running the orchestrator', () => {
-    expect(hostPlan(2).map((h) => `${h.name}:${h.roles.join('+')}`)).toEqual(['builder-0:builder', 'nas-0:nas', 'compute-0:compute', 'compute-1:compute', 'cloud-0:cloud', 'control-0:control+orchestrator']);
+    expect(hostPlan(2).map((h) => `${h.name}:${h.roles.join('+')}`)).toEqual([
+      'builder-0:builder',
+      'nas-0:nas',
+      'compute-0:compute',
+      'compute-1:compute',
+      'cloud-0:cloud',
+      'control-0:control+orchestrator',
+    ]);
     expect(() => hostPlan(0)).toThrow(/compute: expected a whole number from 1 to 64/);
   });
 });

@@ -12,7 +12,9 @@ const text = (b: Uint8Array | null | undefined) => Buffer.from(b ?? []).toString
 const payloadOf = (value: unknown): Payload => defaultPayloadConverter.toPayload(value);
 /** A payload's metadata and data as base64, to compare payloads whatever class holds their bytes. */
 const bytesOf = (p: Payload) => ({
-  metadata: Object.fromEntries(Object.entries(p.metadata ?? {}).map(([k, v]) => [k, Buffer.from(v).toString('base64')])),
+  metadata: Object.fromEntries(
+    Object.entries(p.metadata ?? {}).map(([k, v]) => [k, Buffer.from(v).toString('base64')]),
+  ),
   data: Buffer.from(p.data ?? []).toString('base64'),
 });
 
@@ -53,7 +55,8 @@ describe('payload codec', () => {
     const [fresh] = await after.encode([payloadOf(MARKER)]);
     expect(text(fresh!.metadata![KEY_ID_METADATA])).toBe(rotated.keys[1]!.id);
     expect(text(old!.metadata![KEY_ID_METADATA])).toBe(rotated.keys[0]!.id);
-    for (const sealed of [old!, fresh!]) expect(defaultPayloadConverter.fromPayload((await after.decode([sealed]))[0]!)).toBe(MARKER);
+    for (const sealed of [old!, fresh!])
+      expect(defaultPayloadConverter.fromPayload((await after.decode([sealed]))[0]!)).toBe(MARKER);
   });
 
   it('takes up a key added to its keyring file by a rotation elsewhere, then seals with it', async () => {
@@ -73,7 +76,8 @@ describe('payload codec', () => {
     const codec = new AesGcmCodec(readKeyring(keysFile('round-trip')), () => readKeyring(keysFile('round-trip')));
     const error = (await codec.decode([sealed!]).catch((e: unknown) => e)) as Error;
     expect(error.message).toContain(`key id "${id}"`);
-    const stored = (JSON.parse(fs.readFileSync(keysFile('round-trip'), 'utf8')) as { keys: { key: string }[] }).keys[0]!.key;
+    const stored = (JSON.parse(fs.readFileSync(keysFile('round-trip'), 'utf8')) as { keys: { key: string }[] }).keys[0]!
+      .key;
     expect(error.message).not.toContain(stored);
   });
 
@@ -87,7 +91,9 @@ describe('payload codec', () => {
     const otherId = readKeyring(file).keys[0]!.id;
     const swapped = { ...sealed!, metadata: { ...sealed!.metadata!, [KEY_ID_METADATA]: Buffer.from(otherId) } };
     await expect(codec.decode([swapped])).rejects.toThrow(/failed authentication/);
-    await expect(codec.decode([{ ...sealed!, data: Buffer.from(sealed!.data!).subarray(0, 10) }])).rejects.toThrow(/truncated/);
+    await expect(codec.decode([{ ...sealed!, data: Buffer.from(sealed!.data!).subarray(0, 10) }])).rejects.toThrow(
+      /truncated/,
+    );
   });
 
   it('passes a payload that is not encrypted through unchanged (histories recorded in plain text)', async () => {
@@ -122,7 +128,9 @@ describe('payload keyring', () => {
 
   it('names the field of a broken keyring without showing key material', () => {
     const file = path.join(dir, 'broken.json');
-    fs.writeFileSync(file, JSON.stringify({ keys: [{ id: 'k1', created: '2026-01-01T00:00:00Z', key: 'c2hvcnQ=' }] }), { mode: 0o600 });
+    fs.writeFileSync(file, JSON.stringify({ keys: [{ id: 'k1', created: '2026-01-01T00:00:00Z', key: 'c2hvcnQ=' }] }), {
+      mode: 0o600,
+    });
     let message = '';
     try {
       readKeyring(file);

@@ -23,9 +23,12 @@ interface Service {
   depends_on?: Record<string, unknown> | string[];
 }
 
-const compose = parse(fs.readFileSync(new URL('../../docker-compose.yml', import.meta.url), 'utf8'), { merge: true }) as { services: Record<string, Service> };
+const compose = parse(fs.readFileSync(new URL('../../docker-compose.yml', import.meta.url), 'utf8'), {
+  merge: true,
+}) as { services: Record<string, Service> };
 const services = compose.services;
-const roleOf = (s: Service) => (Array.isArray(s.command) && s.command[0] === 'worker' ? s.command[s.command.indexOf('--role') + 1] : undefined);
+const roleOf = (s: Service) =>
+  Array.isArray(s.command) && s.command[0] === 'worker' ? s.command[s.command.indexOf('--role') + 1] : undefined;
 
 describe('docker-compose.yml', () => {
   it('runs Temporal on PostgreSQL with the Web UI, at pinned versions', () => {
@@ -66,7 +69,9 @@ describe('docker-compose.yml', () => {
 
   it('gives every imgflow service the one payload keyring as a secret, and the Web UI the codec server', () => {
     // Every imgflow service that talks to Temporal; temporal-keys only serves the token key set.
-    const imgflowServices = Object.entries(services).filter(([name, s]) => s.image === 'imgflow:0.1.0' && name !== 'temporal-keys').map(([, s]) => s);
+    const imgflowServices = Object.entries(services)
+      .filter(([name, s]) => s.image === 'imgflow:0.1.0' && name !== 'temporal-keys')
+      .map(([, s]) => s);
     expect(imgflowServices.length).toBeGreaterThan(ROLES.length);
     for (const s of imgflowServices) {
       expect(s.environment?.IMGFLOW_CODEC_KEYS).toBe('/run/secrets/imgflow-codec-keys');
@@ -116,7 +121,8 @@ describe('deploy/imgflow-worker@.service', () => {
 
   it('gives the worker the settings `cluster up --compute` gives its hosts, never a token itself', () => {
     const e = CONNECTION_ENV;
-    for (const name of [e.certPath, e.keyPath, e.caPath, e.apiKeyFile]) expect(unit).toMatch(new RegExp(`^Environment=${name}=/etc/imgflow/tls/`, 'm'));
+    for (const name of [e.certPath, e.keyPath, e.caPath, e.apiKeyFile])
+      expect(unit).toMatch(new RegExp(`^Environment=${name}=/etc/imgflow/tls/`, 'm'));
     for (const name of WORKER_SETTINGS) expect(unit).toMatch(new RegExp(`^Environment=${name}=\\S`, 'm'));
     expect(unit).toMatch(new RegExp(`^Environment=${e.serverName}=${FRONTEND_TLS_NAME}$`, 'm'));
     expect(unit).not.toMatch(new RegExp(`^Environment=${e.apiKey}=`, 'm'));

@@ -22,8 +22,13 @@ function recordingRun(reply: (argv: readonly string[]) => Reply) {
   const run: Run = async (argv: readonly string[], options: CommandOptions = {}): Promise<CommandResult> => {
     calls.push([...argv]);
     const answer = reply(argv);
-    const { exitCode, stdout = '', stderr = '' } = typeof answer === 'string' ? { exitCode: 0, stdout: answer } : answer;
-    if (exitCode !== 0 && !options.okExitCodes?.includes(exitCode)) throw new CommandError(argv, exitCode, stderr, `exit code ${exitCode}`);
+    const {
+      exitCode,
+      stdout = '',
+      stderr = '',
+    } = typeof answer === 'string' ? { exitCode: 0, stdout: answer } : answer;
+    if (exitCode !== 0 && !options.okExitCodes?.includes(exitCode))
+      throw new CommandError(argv, exitCode, stderr, `exit code ${exitCode}`);
     return { argv, exitCode, stdout, stderr, durationMs: 0 };
   };
   return { run, calls };
@@ -48,7 +53,10 @@ describe('zfs zvol layout', () => {
       if (verb === 'get') {
         const props = datasets.get(last);
         if (!props) return { exitCode: 1, stderr: `cannot open '${last}': dataset does not exist` };
-        return argv[6]!.split(',').map((p) => `${p}\t${props[p] ?? '-'}`).join('\n');
+        return argv[6]!
+          .split(',')
+          .map((p) => `${p}\t${props[p] ?? '-'}`)
+          .join('\n');
       }
       if (verb === 'create') addZvol(last, Number(/^(\d+)G$/.exec(argv[argv.indexOf('-V') + 1]!)![1]) * GiB);
       if (verb === 'snapshot') datasets.set(last, { type: 'snapshot' });
@@ -56,7 +64,8 @@ describe('zfs zvol layout', () => {
         addZvol(last, Number(datasets.get(argv[argv.length - 2]!.split('@')[0]!)!.volsize));
         datasets.get(last)!.origin = argv[argv.length - 2]!;
       }
-      if (verb === 'set' && argv[2]!.startsWith('volsize=')) datasets.get(last)!.volsize = argv[2]!.slice('volsize='.length);
+      if (verb === 'set' && argv[2]!.startsWith('volsize='))
+        datasets.get(last)!.volsize = argv[2]!.slice('volsize='.length);
       if (verb === 'destroy') datasets.delete(last);
       return '';
     });
@@ -67,19 +76,66 @@ describe('zfs zvol layout', () => {
   it('imports a base into a zvol and clones it, then does nothing the second time', async () => {
     const devices = tempDir('imgflow-zvol-');
     const { run, calls } = fakeZfs(devices);
-    const storage = createZfsStorage({ run, root: 'tank/imgflow', layout: 'zvol', zvolDevices: devices, deviceTimeoutMs: 1000 });
+    const storage = createZfsStorage({
+      run,
+      root: 'tank/imgflow',
+      layout: 'zvol',
+      zvolDevices: devices,
+      deviceTimeoutMs: 1000,
+    });
     const base = { image: 'rocky', version: '9.4' };
 
     const imported = await storage.importBase({ ...base, source: '/srv/images/rocky-9.4.qcow2' });
-    expect(imported).toEqual({ ...base, devicePath: `${devices}/tank/imgflow/bases/rocky/9.4`, origin: 'tank/imgflow/bases/rocky/9.4@imgflow-base', sizeBytes: 3 * GiB });
+    expect(imported).toEqual({
+      ...base,
+      devicePath: `${devices}/tank/imgflow/bases/rocky/9.4`,
+      origin: 'tank/imgflow/bases/rocky/9.4@imgflow-base',
+      sizeBytes: 3 * GiB,
+    });
     const volume = await storage.clone({ volume: 'vm-7', base, sizeBytes: 10 * GiB + 1 });
-    expect(volume).toMatchObject({ devicePath: `${devices}/tank/imgflow/volumes/vm-7`, format: 'raw', origin: 'tank/imgflow/bases/rocky/9.4@imgflow-base' });
+    expect(volume).toMatchObject({
+      devicePath: `${devices}/tank/imgflow/volumes/vm-7`,
+      format: 'raw',
+      origin: 'tank/imgflow/bases/rocky/9.4@imgflow-base',
+    });
     expect(changes(calls)).toEqual([
       ['qemu-img', 'info', '--output=json', '--', '/srv/images/rocky-9.4.qcow2'],
-      ['zfs', 'create', '-p', '-V', '3G', '-o', 'volblocksize=128K', '-o', 'primarycache=metadata', '-o', 'org.imgflow:base=rocky/9.4', 'tank/imgflow/bases/rocky/9.4'],
-      ['qemu-img', 'convert', '-n', '-O', 'raw', '--', '/srv/images/rocky-9.4.qcow2', `${devices}/tank/imgflow/bases/rocky/9.4`],
+      [
+        'zfs',
+        'create',
+        '-p',
+        '-V',
+        '3G',
+        '-o',
+        'volblocksize=128K',
+        '-o',
+        'primarycache=metadata',
+        '-o',
+        'org.imgflow:base=rocky/9.4',
+        'tank/imgflow/bases/rocky/9.4',
+      ],
+      [
+        'qemu-img',
+        'convert',
+        '-n',
+        '-O',
+        'raw',
+        '--',
+        '/srv/images/rocky-9.4.qcow2',
+        `${devices}/tank/imgflow/bases/rocky/9.4`,
+      ],
       ['zfs', 'snapshot', 'tank/imgflow/bases/rocky/9.4@imgflow-base'],
-      ['zfs', 'clone', '-p', '-o', 'org.imgflow:volume=vm-7', '-o', 'primarycache=metadata', 'tank/imgflow/bases/rocky/9.4@imgflow-base', 'tank/imgflow/volumes/vm-7'],
+      [
+        'zfs',
+        'clone',
+        '-p',
+        '-o',
+        'org.imgflow:volume=vm-7',
+        '-o',
+        'primarycache=metadata',
+        'tank/imgflow/bases/rocky/9.4@imgflow-base',
+        'tank/imgflow/volumes/vm-7',
+      ],
       // Rounded up to a whole 128K volblocksize.
       ['zfs', 'set', `volsize=${10 * GiB + 128 * 1024}`, 'tank/imgflow/volumes/vm-7'],
     ]);
@@ -93,18 +149,40 @@ describe('zfs zvol layout', () => {
   it('redoes a half-imported base: a dataset without its base snapshot is destroyed first', async () => {
     const devices = tempDir('imgflow-zvol-');
     const { run, calls } = fakeZfs(devices);
-    const storage = createZfsStorage({ run, root: 'tank/imgflow', layout: 'zvol', zvolDevices: devices, deviceTimeoutMs: 1000 });
+    const storage = createZfsStorage({
+      run,
+      root: 'tank/imgflow',
+      layout: 'zvol',
+      zvolDevices: devices,
+      deviceTimeoutMs: 1000,
+    });
     await run(['zfs', 'create', '-V', '3G', 'tank/imgflow/bases/rocky/9.4']);
     calls.length = 0;
     await storage.importBase({ image: 'rocky', version: '9.4', source: '/srv/images/rocky-9.4.qcow2' });
     expect(changes(calls)[0]).toEqual(['zfs', 'destroy', '-r', 'tank/imgflow/bases/rocky/9.4']);
-    expect(changes(calls).map((argv) => argv.slice(0, 2).join(' '))).toEqual(['zfs destroy', 'qemu-img info', 'zfs create', 'qemu-img convert', 'zfs snapshot']);
+    expect(changes(calls).map((argv) => argv.slice(0, 2).join(' '))).toEqual([
+      'zfs destroy',
+      'qemu-img info',
+      'zfs create',
+      'qemu-img convert',
+      'zfs snapshot',
+    ]);
   });
 
   it('streams snapshots with zfs send, incrementally from a shared snapshot', () => {
     const storage = createZfsStorage({ run: recordingRun(() => '').run, root: 'tank/imgflow' });
-    expect(storage.sendArgv('vm-7', { to: 'imgflow-2' })).toEqual(['zfs', 'send', 'tank/imgflow/volumes/vm-7@imgflow-2']);
-    expect(storage.sendArgv('vm-7', { from: 'imgflow-1', to: 'imgflow-2' })).toEqual(['zfs', 'send', '-i', 'tank/imgflow/volumes/vm-7@imgflow-1', 'tank/imgflow/volumes/vm-7@imgflow-2']);
+    expect(storage.sendArgv('vm-7', { to: 'imgflow-2' })).toEqual([
+      'zfs',
+      'send',
+      'tank/imgflow/volumes/vm-7@imgflow-2',
+    ]);
+    expect(storage.sendArgv('vm-7', { from: 'imgflow-1', to: 'imgflow-2' })).toEqual([
+      'zfs',
+      'send',
+      '-i',
+      'tank/imgflow/volumes/vm-7@imgflow-1',
+      'tank/imgflow/volumes/vm-7@imgflow-2',
+    ]);
     expect(() => storage.sendArgv('vm-7', { to: 'manual' })).toThrow(/imgflow-/);
   });
 });
@@ -124,14 +202,20 @@ describe('LIO export through targetcli', () => {
       const hba = backstore && (backstore[1] === 'block' ? 'iblock_0' : 'fileio_1');
       if (hba && verb === 'create') {
         mkdir('core', hba, arg('name')!);
-        fs.writeFileSync(path.join(configfs, 'core', hba, arg('name')!, 'udev_path'), `${arg('dev') ?? arg('file_or_dev')}\n`);
+        fs.writeFileSync(
+          path.join(configfs, 'core', hba, arg('name')!, 'udev_path'),
+          `${arg('dev') ?? arg('file_or_dev')}\n`,
+        );
       }
       if (hba && verb === 'delete') rm('core', hba, args[0]!);
       if (where === '/iscsi' && verb === 'create') mkdir('iscsi', args[0]!, 'tpgt_1', 'acls');
       if (where === '/iscsi' && verb === 'delete') rm('iscsi', args[0]!);
-      if (where?.endsWith('/tpg1/luns') && verb === 'create') mkdir('iscsi', where.split('/')[2]!, 'tpgt_1', 'lun', 'lun_0');
-      if (where?.endsWith('/tpg1/acls') && verb === 'create') mkdir('iscsi', where.split('/')[2]!, 'tpgt_1', 'acls', args[0]!);
-      if (where?.endsWith('/tpg1/acls') && verb === 'delete') rm('iscsi', where.split('/')[2]!, 'tpgt_1', 'acls', args[0]!);
+      if (where?.endsWith('/tpg1/luns') && verb === 'create')
+        mkdir('iscsi', where.split('/')[2]!, 'tpgt_1', 'lun', 'lun_0');
+      if (where?.endsWith('/tpg1/acls') && verb === 'create')
+        mkdir('iscsi', where.split('/')[2]!, 'tpgt_1', 'acls', args[0]!);
+      if (where?.endsWith('/tpg1/acls') && verb === 'delete')
+        rm('iscsi', where.split('/')[2]!, 'tpgt_1', 'acls', args[0]!);
       return '';
     });
   }
@@ -140,7 +224,11 @@ describe('LIO export through targetcli', () => {
     const configfs = tempDir('imgflow-configfs-');
     const { run, calls } = fakeTargetcli(configfs);
     const lio = createLioExport({ run, nas: 'nas1', portal: '10.20.0.5', configfs });
-    const exported = await lio.export({ volume: 'vm-7', devicePath: '/dev/zvol/tank/imgflow/volumes/vm-7', initiator: NODE });
+    const exported = await lio.export({
+      volume: 'vm-7',
+      devicePath: '/dev/zvol/tank/imgflow/volumes/vm-7',
+      initiator: NODE,
+    });
     expect(calls).toEqual([
       ['targetcli', '/backstores/block', 'create', 'name=imgflow-vm-7', 'dev=/dev/zvol/tank/imgflow/volumes/vm-7'],
       ['targetcli', '/iscsi', 'create', IQN],
@@ -148,11 +236,20 @@ describe('LIO export through targetcli', () => {
       ['targetcli', `/iscsi/${IQN}/tpg1/acls`, 'create', NODE],
       ['targetcli', 'saveconfig'],
     ]);
-    expect(exported).toEqual({ kind: 'lio', volume: 'vm-7', target: IQN, url: `iscsi://10.20.0.5/${IQN}/0`, devicePath: '/dev/zvol/tank/imgflow/volumes/vm-7', initiators: [NODE] });
+    expect(exported).toEqual({
+      kind: 'lio',
+      volume: 'vm-7',
+      target: IQN,
+      url: `iscsi://10.20.0.5/${IQN}/0`,
+      devicePath: '/dev/zvol/tank/imgflow/volumes/vm-7',
+      initiators: [NODE],
+    });
     expect(await lio.list()).toEqual([exported]);
 
     calls.length = 0;
-    expect(await lio.export({ volume: 'vm-7', devicePath: '/dev/zvol/tank/imgflow/volumes/vm-7', initiator: NODE })).toEqual(exported);
+    expect(
+      await lio.export({ volume: 'vm-7', devicePath: '/dev/zvol/tank/imgflow/volumes/vm-7', initiator: NODE }),
+    ).toEqual(exported);
     expect(calls).toEqual([['targetcli', 'saveconfig']]);
   });
 
@@ -161,9 +258,19 @@ describe('LIO export through targetcli', () => {
     const { run, calls } = fakeTargetcli(configfs);
     const lio = createLioExport({ run, nas: 'nas1', portal: '10.20.0.5', configfs, persist: false });
     await lio.export({ volume: 'vm-7', devicePath: '/tank/imgflow/volumes/vm-7/disk.raw', initiator: NODE });
-    expect(calls[0]).toEqual(['targetcli', '/backstores/fileio', 'create', 'name=imgflow-vm-7', 'file_or_dev=/tank/imgflow/volumes/vm-7/disk.raw']);
+    expect(calls[0]).toEqual([
+      'targetcli',
+      '/backstores/fileio',
+      'create',
+      'name=imgflow-vm-7',
+      'file_or_dev=/tank/imgflow/volumes/vm-7/disk.raw',
+    ]);
     calls.length = 0;
-    await lio.export({ volume: 'vm-7', devicePath: '/tank/imgflow/volumes/vm-7/disk.raw', initiator: 'iqn.2026-01.org.imgflow:cn043' });
+    await lio.export({
+      volume: 'vm-7',
+      devicePath: '/tank/imgflow/volumes/vm-7/disk.raw',
+      initiator: 'iqn.2026-01.org.imgflow:cn043',
+    });
     expect(calls).toEqual([
       ['targetcli', `/iscsi/${IQN}/tpg1/acls`, 'create', 'iqn.2026-01.org.imgflow:cn043'],
       ['targetcli', `/iscsi/${IQN}/tpg1/acls`, 'delete', NODE],
@@ -192,7 +299,9 @@ describe('LIO export through targetcli', () => {
   it('refuses an initiator that is not one IQN', async () => {
     const { run, calls } = fakeTargetcli(tempDir('imgflow-configfs-'));
     const lio = createLioExport({ run, nas: 'nas1', portal: '10.20.0.5', configfs: '/nonexistent' });
-    await expect(lio.export({ volume: 'vm-7', devicePath: '/dev/zvol/x', initiator: 'iqn.2026-01.org.imgflow:a b' })).rejects.toThrow(/initiator/);
+    await expect(
+      lio.export({ volume: 'vm-7', devicePath: '/dev/zvol/x', initiator: 'iqn.2026-01.org.imgflow:a b' }),
+    ).rejects.toThrow(/initiator/);
     expect(calls).toEqual([]);
   });
 });
@@ -235,7 +344,12 @@ describe('kernel iSCSI attach through iscsiadm', () => {
   it('discovers, logs in, waits for the disk and reads its size', async () => {
     const { run, calls } = fakeIscsiadm();
     const kernel = createIscsiKernelAttach({ run, pollMs: 1 });
-    expect(await kernel.attach({ volume: 'vm-7', url: URL })).toEqual({ kind: 'iscsi-kernel', volume: 'vm-7', device: '/dev/sde', sizeBytes: 10 * GiB });
+    expect(await kernel.attach({ volume: 'vm-7', url: URL })).toEqual({
+      kind: 'iscsi-kernel',
+      volume: 'vm-7',
+      device: '/dev/sde',
+      sizeBytes: 10 * GiB,
+    });
     expect(calls).toEqual([
       ['iscsiadm', '-m', 'session', '-P', '3'],
       ['iscsiadm', '-m', 'discovery', '-t', 'sendtargets', '-p', '10.20.0.5:3260'],
@@ -269,7 +383,9 @@ describe('kernel iSCSI attach through iscsiadm', () => {
   });
 
   it('gives up when the disk never appears', async () => {
-    const { run } = recordingRun((argv) => (argv[2] === 'session' ? session.replace(/\t+Attached scsi disk.*\n/, '') : ''));
+    const { run } = recordingRun((argv) =>
+      argv[2] === 'session' ? session.replace(/\t+Attached scsi disk.*\n/, '') : '',
+    );
     const kernel = createIscsiKernelAttach({ run, pollMs: 1, deviceTimeoutMs: 20 });
     await expect(kernel.attach({ volume: 'vm-7', url: URL })).rejects.toThrow(/no disk for LUN 1/);
   });
@@ -294,8 +410,32 @@ describe('tgt target ids', () => {
     const tgt = createTgtExport({ run, nas: 'nas1', portal: '127.0.0.1' });
     await tgt.export({ volume: 'vm-7', devicePath: '/tank/v/disk.raw', initiator: 'iqn.2026-01.org.imgflow:cn042' });
     expect(calls.filter((argv) => argv.includes('new') && argv.includes('target'))).toEqual([
-      ['tgtadm', '--lld', 'iscsi', '--op', 'new', '--mode', 'target', '--tid', '1', '-T', 'iqn.2026-01.org.imgflow:nas1.vm-7'],
-      ['tgtadm', '--lld', 'iscsi', '--op', 'new', '--mode', 'target', '--tid', '2', '-T', 'iqn.2026-01.org.imgflow:nas1.vm-7'],
+      [
+        'tgtadm',
+        '--lld',
+        'iscsi',
+        '--op',
+        'new',
+        '--mode',
+        'target',
+        '--tid',
+        '1',
+        '-T',
+        'iqn.2026-01.org.imgflow:nas1.vm-7',
+      ],
+      [
+        'tgtadm',
+        '--lld',
+        'iscsi',
+        '--op',
+        'new',
+        '--mode',
+        'target',
+        '--tid',
+        '2',
+        '-T',
+        'iqn.2026-01.org.imgflow:nas1.vm-7',
+      ],
     ]);
   });
 });

@@ -2,7 +2,16 @@
 import { describe, expect, it } from 'vitest';
 import { parseSessions, withPort } from '../../activities/drivers/attach/iscsi-kernel.js';
 import { freeTid, parseTgtShow } from '../../activities/drivers/export/tgt.js';
-import { checkIqn, iscsiUrl, nbdUrl, parseIscsiUrl, parseNbdUrl, snapshotName, targetIqn, volumeOfTarget } from '../../activities/drivers/naming.js';
+import {
+  checkIqn,
+  iscsiUrl,
+  nbdUrl,
+  parseIscsiUrl,
+  parseNbdUrl,
+  snapshotName,
+  targetIqn,
+  volumeOfTarget,
+} from '../../activities/drivers/naming.js';
 import { newestCommon, viaSsh } from '../../activities/drivers/storage/replication.js';
 import { snapshotsToPrune } from '../../activities/drivers/storage/snapshots.js';
 import { checkDataset } from '../../activities/drivers/storage/zfs.js';
@@ -126,8 +135,20 @@ Target 3: iqn.2001-04.com.example:other
 describe('iscsiadm -m session -P 3', () => {
   it('finds each target, its portal, state and the disk of each LUN', () => {
     const [first, second] = parseSessions(SESSION_P3);
-    expect(first).toEqual({ iqn: 'iqn.2026-01.org.imgflow:nas1.vm-7', portal: '10.20.0.5:3260', sid: 3, loggedIn: true, disks: new Map([[1, 'sdc']]) });
-    expect(second).toEqual({ iqn: 'iqn.2026-01.org.imgflow:nas2.vm-9', portal: '[fd00::5]:3260', sid: 4, loggedIn: false, disks: new Map([[0, 'sdd']]) });
+    expect(first).toEqual({
+      iqn: 'iqn.2026-01.org.imgflow:nas1.vm-7',
+      portal: '10.20.0.5:3260',
+      sid: 3,
+      loggedIn: true,
+      disks: new Map([[1, 'sdc']]),
+    });
+    expect(second).toEqual({
+      iqn: 'iqn.2026-01.org.imgflow:nas2.vm-9',
+      portal: '[fd00::5]:3260',
+      sid: 4,
+      loggedIn: false,
+      disks: new Map([[0, 'sdd']]),
+    });
   });
 
   it('reads nothing from no output', () => {
@@ -184,13 +205,18 @@ describe('names', () => {
     expect(url).toBe('iscsi://10.20.0.5:3260/iqn.2026-01.org.imgflow:nas1.vm-7/1');
     expect(parseIscsiUrl(url)).toEqual({ portal: '10.20.0.5:3260', iqn: 'iqn.2026-01.org.imgflow:nas1.vm-7', lun: 1 });
     expect(() => parseIscsiUrl('iscsi://user%pw@host/iqn.2026-01.org.x:y/1')).toThrow(/url/);
-    expect(parseNbdUrl(nbdUrl('127.0.0.1', 10809, 'vm-7'))).toEqual({ address: '127.0.0.1', port: 10809, exportName: 'vm-7' });
+    expect(parseNbdUrl(nbdUrl('127.0.0.1', 10809, 'vm-7'))).toEqual({
+      address: '127.0.0.1',
+      port: 10809,
+      exportName: 'vm-7',
+    });
     expect(() => parseNbdUrl('nbd://127.0.0.1:10809/..')).toThrow(/export/);
   });
 
   it('checks dataset names', () => {
     expect(checkDataset('root', 'tank/imgflow')).toBe('tank/imgflow');
-    for (const bad of ['/tank', 'tank//x', 'tank/../x', 'tank/x y', '-tank']) expect(() => checkDataset('root', bad)).toThrow(/root/);
+    for (const bad of ['/tank', 'tank//x', 'tank/../x', 'tank/x y', '-tank'])
+      expect(() => checkDataset('root', bad)).toThrow(/root/);
   });
 });
 
@@ -201,7 +227,15 @@ describe('snapshots', () => {
   });
 
   it('prunes only imgflow snapshots beyond the newest three, never the base snapshot', () => {
-    const names = ['hourly-1', 'imgflow-base', 'imgflow-20260104t0z', 'imgflow-20260101t0z', 'imgflow-20260103t0z', 'imgflow-20260102t0z', 'manual'];
+    const names = [
+      'hourly-1',
+      'imgflow-base',
+      'imgflow-20260104t0z',
+      'imgflow-20260101t0z',
+      'imgflow-20260103t0z',
+      'imgflow-20260102t0z',
+      'manual',
+    ];
     expect(snapshotsToPrune(names)).toEqual(['imgflow-20260101t0z']);
     expect(snapshotsToPrune(names, 1)).toEqual(['imgflow-20260101t0z', 'imgflow-20260102t0z', 'imgflow-20260103t0z']);
     expect(snapshotsToPrune(['imgflow-a', 'manual'])).toEqual([]);
@@ -218,7 +252,16 @@ describe('remote commands', () => {
   it('wraps argv in ssh and refuses words a remote shell would interpret', () => {
     const remote = viaSsh('cn042');
     expect(remote(['zfs', 'send', '-i', 'tank/v@imgflow-1', 'tank/v@imgflow-2'])).toEqual([
-      'ssh', '-o', 'BatchMode=yes', '--', 'cn042', 'zfs', 'send', '-i', 'tank/v@imgflow-1', 'tank/v@imgflow-2',
+      'ssh',
+      '-o',
+      'BatchMode=yes',
+      '--',
+      'cn042',
+      'zfs',
+      'send',
+      '-i',
+      'tank/v@imgflow-1',
+      'tank/v@imgflow-2',
     ]);
     expect(() => remote(['zfs', 'send', 'tank/v@x;reboot'])).toThrow(/remote argv/);
     expect(() => viaSsh('cn042 reboot')(['true'])).toThrow(/remote argv/);

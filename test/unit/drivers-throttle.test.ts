@@ -56,7 +56,10 @@ describe('throttled stream', () => {
   it('delivers the same bytes, never ahead of the limit, in the time the limit implies', async () => {
     const clock = virtualClock();
     const input = crypto.randomBytes(10_000);
-    const seen = await drain(Readable.from([input.subarray(0, 3000), input.subarray(3000)]).pipe(throttle(1000, clock)), clock);
+    const seen = await drain(
+      Readable.from([input.subarray(0, 3000), input.subarray(3000)]).pipe(throttle(1000, clock)),
+      clock,
+    );
     let sent = 0;
     let ahead = 0;
     for (const { chunk, at } of seen) {
@@ -73,7 +76,9 @@ describe('throttled stream', () => {
 
   it('cuts large chunks so a slow limit flows smoothly', async () => {
     const clock = virtualClock();
-    const sizes = (await drain(Readable.from([Buffer.alloc(64 * 1024)]).pipe(throttle(2048, clock)), clock)).map((s) => s.chunk.length);
+    const sizes = (await drain(Readable.from([Buffer.alloc(64 * 1024)]).pipe(throttle(2048, clock)), clock)).map(
+      (s) => s.chunk.length,
+    );
     expect(sizes.length).toBe(64);
     expect(Math.max(...sizes)).toBe(1024);
   });

@@ -4,7 +4,13 @@ import { formatBytes, formatReport } from '../../activities/builder/report.js';
 
 describe('build report', () => {
   const rows = [
-    { phase: 'bootstrap', durationMs: 31_200, packages: 88, bytes: 250 * 1024 * 1024, note: 'bootstrap reused: same suite, variant, mirror, packages' },
+    {
+      phase: 'bootstrap',
+      durationMs: 31_200,
+      packages: 88,
+      bytes: 250 * 1024 * 1024,
+      note: 'bootstrap reused: same suite, variant, mirror, packages',
+    },
     { phase: 'packages', durationMs: 12_000, packages: 95, bytes: 270 * 1024 * 1024 },
     { phase: 'prepare', durationMs: 100, packages: 95, bytes: 268 * 1024 * 1024 },
   ];
@@ -13,7 +19,9 @@ describe('build report', () => {
     const lines = formatReport(rows).split('\n');
     expect(lines).toHaveLength(5);
     expect(lines[0]).toMatch(/^PHASE\s+TIME\s+\+\/- PACKAGES\s+\+\/- SIZE\s+PACKAGES\s+SIZE\s+NOTE$/);
-    expect(lines[1]).toMatch(/^bootstrap\s+31\.2s\s+\+88\s+\+250\.0 MiB\s+88\s+250\.0 MiB\s+bootstrap reused: same suite, variant, mirror, packages$/);
+    expect(lines[1]).toMatch(
+      /^bootstrap\s+31\.2s\s+\+88\s+\+250\.0 MiB\s+88\s+250\.0 MiB\s+bootstrap reused: same suite, variant, mirror, packages$/,
+    );
     expect(lines[2]).toMatch(/^packages\s+12\.0s\s+\+7\s+\+20\.0 MiB\s+95\s+270\.0 MiB$/);
     expect(lines[3]).toMatch(/^prepare\s+0\.1s\s+0\s+-2\.0 MiB\s+95\s+268\.0 MiB$/);
     expect(lines[4]).toMatch(/^TOTAL\s+43\.3s\s+\+95\s+\+268\.0 MiB\s+95\s+268\.0 MiB$/);

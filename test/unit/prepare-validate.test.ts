@@ -63,7 +63,11 @@ function brokenImage(): { root: string; outside: string } {
   write(root, 'var/lib/dhcp/dhclient.eth0.leases', 'lease {}\n');
   link(root, 'etc/systemd/system/multi-user.target.wants/cron.service', '/lib/systemd/system/cron.service');
   link(root, 'etc/systemd/system/sockets.target.wants/ssh.socket', '/lib/systemd/system/ssh.socket');
-  write(root, 'etc/shadow', 'root:$6$salt$hashhashhash:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\nnobody:!:19000::::::\n');
+  write(
+    root,
+    'etc/shadow',
+    'root:$6$salt$hashhashhash:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\nnobody:!:19000::::::\n',
+  );
   return { root, outside };
 }
 
@@ -110,7 +114,8 @@ describe('prepare and validate on a synthetic root', () => {
     expect(fs.readFileSync(outside, 'utf8')).toBe('host data\n');
     expect(fs.readFileSync(path.join(path.dirname(root), 'host-dir', 'keep'), 'utf8')).toBe('keep\n');
     expect(fs.lstatSync(path.join(root, 'mnt')).isDirectory()).toBe(true);
-    for (const dir of ['proc', 'sys', 'dev', 'run', 'tmp', 'mnt']) expect(fs.readdirSync(path.join(root, dir))).toEqual([]);
+    for (const dir of ['proc', 'sys', 'dev', 'run', 'tmp', 'mnt'])
+      expect(fs.readdirSync(path.join(root, dir))).toEqual([]);
     expect(fs.statSync(path.join(root, 'tmp')).mode & 0o7777).toBe(0o1777);
     expect(fs.statSync(path.join(root, 'var/log/syslog')).size).toBe(0);
     expect(fs.readlinkSync(path.join(root, 'etc/mtab'))).toBe('/proc/self/mounts');
@@ -131,7 +136,13 @@ describe('prepare and validate on a synthetic root', () => {
 
   it('keeps identity and password hashes when the recipe says so', async () => {
     const { root } = brokenImage();
-    const keep: PrepareOptions = { network: 'keep', removeServices: [], private: [], shared: true, allowPasswordHashes: true };
+    const keep: PrepareOptions = {
+      network: 'keep',
+      removeServices: [],
+      private: [],
+      shared: true,
+      allowPasswordHashes: true,
+    };
     await prepareRoot(root, keep);
     expect(await validateRoot(root, keep)).toEqual([]);
     expect(fs.readFileSync(path.join(root, 'etc/machine-id'), 'utf8')).toMatch(/^0123/);

@@ -47,16 +47,25 @@ describe('zvol_list rows as Rocks reads them', () => {
       ['unmapping', false, 'mapped'],
       ['deleted', false, 'unmapped'],
     ];
-    expect(cases.map(([phase, sync]) => rocksState(zvolRow(view(phase, sync))))).toEqual(cases.map(([, , state]) => state));
+    expect(cases.map(([phase, sync]) => rocksState(zvolRow(view(phase, sync))))).toEqual(
+      cases.map(([, , state]) => state),
+    );
   });
 
   it('gives null, not false, for the sync fields when nothing syncs, and the pool that was asked for', () => {
     const row = zvolRow(view('mapped', false));
     expect(row).toMatchObject({ zpool: 'tank', is_sending: null, is_delete_remote: null, remotehost: 'compute-0-0' });
-    expect(zvolRow({ ...view('mapped', true), pools: undefined })).toMatchObject({ zpool: 'tank/imgflow', remotepool: 'local/imgflow' });
+    expect(zvolRow({ ...view('mapped', true), pools: undefined })).toMatchObject({
+      zpool: 'tank/imgflow',
+      remotepool: 'local/imgflow',
+    });
   });
 
   it('keeps a volume in error on its host and says why', () => {
-    expect(zvolRow({ ...view('error', false), reason: 'unmap failed: no worker took the step' })).toMatchObject({ remotehost: 'compute-0-0', state: 'error', error: 'unmap failed: no worker took the step' });
+    expect(zvolRow({ ...view('error', false), reason: 'unmap failed: no worker took the step' })).toMatchObject({
+      remotehost: 'compute-0-0',
+      state: 'error',
+      error: 'unmap failed: no worker took the step',
+    });
   });
 });

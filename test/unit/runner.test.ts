@@ -19,7 +19,9 @@ describe('command runner', () => {
   it('logs every command with argv, duration and exit code', async () => {
     const { logger, lines } = memoryLogger();
     await createRunner(logger)(['true']);
-    expect(lines).toContainEqual(expect.objectContaining({ msg: 'command', argv: ['true'], exitCode: 0, durationMs: expect.any(Number) }));
+    expect(lines).toContainEqual(
+      expect.objectContaining({ msg: 'command', argv: ['true'], exitCode: 0, durationMs: expect.any(Number) }),
+    );
   });
 
   it('fails with the exit code and the tail of stderr', async () => {
@@ -43,7 +45,9 @@ describe('command runner', () => {
   it('ends the whole process tree on timeout, children included', async () => {
     const pidFile = path.join(dir, 'child.pid');
     const run = createRunner(memoryLogger().logger);
-    const error = await run(['sh', '-c', `sleep 30 & echo $! > ${pidFile}; wait`], { timeoutMs: 500 }).catch((e: unknown) => e);
+    const error = await run(['sh', '-c', `sleep 30 & echo $! > ${pidFile}; wait`], { timeoutMs: 500 }).catch(
+      (e: unknown) => e,
+    );
     expect((error as Error).message).toMatch(/timed out after 500 ms/);
     const child = Number(fs.readFileSync(pidFile, 'utf8'));
     await new Promise((r) => setTimeout(r, 200));
@@ -53,7 +57,9 @@ describe('command runner', () => {
   it('ends the command when its abort signal fires', async () => {
     const controller = new AbortController();
     setTimeout(() => controller.abort(), 200);
-    const error = await createRunner(memoryLogger().logger)(['sleep', '30'], { signal: controller.signal }).catch((e: unknown) => e);
+    const error = await createRunner(memoryLogger().logger)(['sleep', '30'], { signal: controller.signal }).catch(
+      (e: unknown) => e,
+    );
     expect((error as Error).message).toMatch(/cancelled/);
   });
 

@@ -23,7 +23,9 @@ export async function streamToStore(
     // When one side fails, the other is cancelled rather than left waiting for its peer.
     const pair = new CancellationScope();
     try {
-      const [received] = await pair.run(() => Promise.all([nas.storeReceive({ ...stored, token }), builder.sendFile({ ...endpoint, arch, path, token })]));
+      const [received] = await pair.run(() =>
+        Promise.all([nas.storeReceive({ ...stored, token }), builder.sendFile({ ...endpoint, arch, path, token })]),
+      );
       return received;
     } catch (err) {
       pair.cancel();

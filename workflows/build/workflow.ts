@@ -4,7 +4,14 @@
  * It returns the version record for the lineage to register; the lineage runs one build at a
  * time per image.
  */
-import { ApplicationFailure, CancellationScope, patched, proxyActivities, setCurrentDetails, workflowInfo } from '@temporalio/workflow';
+import {
+  ApplicationFailure,
+  CancellationScope,
+  patched,
+  proxyActivities,
+  setCurrentDetails,
+  workflowInfo,
+} from '@temporalio/workflow';
 import type { BuilderActivities } from '../../activities/builder/index.js';
 import type { Recipe } from '../../activities/builder/recipe.js';
 import type { HostActivities } from '../../activities/host.js';
@@ -23,7 +30,13 @@ interface PhaseOutcome {
   note?: string;
 }
 
-const row = (r: PhaseOutcome): PhaseRow => ({ phase: r.phase, durationMs: r.durationMs, packages: r.packages, bytes: r.bytes, ...(r.note ? { note: r.note } : {}) });
+const row = (r: PhaseOutcome): PhaseRow => ({
+  phase: r.phase,
+  durationMs: r.durationMs,
+  packages: r.packages,
+  bytes: r.bytes,
+  ...(r.note ? { note: r.note } : {}),
+});
 
 function describeSource(recipe: Recipe): string {
   const s = recipe.source;
@@ -34,7 +47,9 @@ function describeSource(recipe: Recipe): string {
 
 export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
   const { recipe, version } = input;
-  const build = workflowInfo().workflowId.replace(/^build-/, '').slice(0, 64);
+  const build = workflowInfo()
+    .workflowId.replace(/^build-/, '')
+    .slice(0, 64);
   const ref = { build, arch: recipe.arch };
   const options = {
     taskQueue: queues.builder(recipe.arch),
@@ -44,11 +59,26 @@ export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
     retry: { maximumAttempts: 3, nonRetryableErrorTypes: ['InputError', 'RecipeError'] },
   };
   const builder = proxyActivities<BuilderActivities & HostActivities>(options);
-  const nas = proxyActivities<NasActivities>({ taskQueue: queues.nas(input.store), scheduleToStartTimeout: '10m', startToCloseTimeout: '2h', heartbeatTimeout: '2m', retry: { maximumAttempts: 5 } });
+  const nas = proxyActivities<NasActivities>({
+    taskQueue: queues.nas(input.store),
+    scheduleToStartTimeout: '10m',
+    startToCloseTimeout: '2h',
+    heartbeatTimeout: '2m',
+    retry: { maximumAttempts: 5 },
+  });
   // One attempt each: a transfer that fails is started again, whole, with a new token.
-  const transfers = proxyActivities<NasActivities>({ taskQueue: queues.nas(input.store), scheduleToStartTimeout: '10m', startToCloseTimeout: '2h', heartbeatTimeout: '2m', retry: { maximumAttempts: 1 } });
+  const transfers = proxyActivities<NasActivities>({
+    taskQueue: queues.nas(input.store),
+    scheduleToStartTimeout: '10m',
+    startToCloseTimeout: '2h',
+    heartbeatTimeout: '2m',
+    retry: { maximumAttempts: 1 },
+  });
   const report: PhaseRow[] = [];
-  const step = (what: string) => setCurrentDetails(`**${recipe.image}:${version}** ${what}\n\n${report.map((r) => `- ${r.phase}: ${Math.round(r.durationMs / 1000)}s, ${r.packages} packages`).join('\n')}`);
+  const step = (what: string) =>
+    setCurrentDetails(
+      `**${recipe.image}:${version}** ${what}\n\n${report.map((r) => `- ${r.phase}: ${Math.round(r.durationMs / 1000)}s, ${r.packages} packages`).join('\n')}`,
+    );
 
   try {
     step('waiting for a builder');
@@ -91,7 +121,13 @@ export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
     const artifacts: Artifact[] = [];
     for (const out of packed.outputs) {
       const stored = await store(`${recipe.image}-${version}.${out.format}`, out.path, out.sha256);
-      artifacts.push({ format: out.format, host: stored.host, path: stored.path, sha256: out.sha256, bytes: out.bytes });
+      artifacts.push({
+        format: out.format,
+        host: stored.host,
+        path: stored.path,
+        sha256: out.sha256,
+        bytes: out.bytes,
+      });
     }
     const packagesFile = await store('packages.json', measured.packagesFile, measured.packagesFileSha256);
     const filesManifest = await store('manifest.jsonl', measured.manifest.path, measured.manifest.sha256);
@@ -112,11 +148,20 @@ export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
         artifacts,
         packages: measured.packages,
         bytes: measured.bytes,
-        manifests: { packages: { path: packagesFile.path, sha256: measured.packagesFileSha256 }, files: { path: filesManifest.path, sha256: measured.manifest.sha256 } },
+        manifests: {
+          packages: { path: packagesFile.path, sha256: measured.packagesFileSha256 },
+          files: { path: filesManifest.path, sha256: measured.manifest.sha256 },
+        },
         private: measured.private ?? [],
         shared: measured.shared ?? false,
         report,
-        provenance: { builder: facts.host, source: describeSource(recipe), tools: { 'qemu-img': facts.qemuImg, kernel: facts.kernel }, workflowId: workflowInfo().workflowId, ...(facts.build ? { build: facts.build } : {}) },
+        provenance: {
+          builder: facts.host,
+          source: describeSource(recipe),
+          tools: { 'qemu-img': facts.qemuImg, kernel: facts.kernel },
+          workflowId: workflowInfo().workflowId,
+          ...(facts.build ? { build: facts.build } : {}),
+        },
         ...(log && storedLog ? { log: { path: storedLog.path, sha256: log.sha256 } } : {}),
         ...(recipe.prepare.allowPasswordHashes ? { allowPasswordHashes: true } : {}),
         ...(capturedBuilderRoot ? { capturedBuilderRoot: true } : {}),
@@ -125,7 +170,10 @@ export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
   } catch (err) {
     // A builder that never took the task: no builder of the arch is running.
     if (noWorkerTook(err)) {
-      throw ApplicationFailure.nonRetryable(`no builder for ${recipe.arch} is running (nothing took the build from builder.${recipe.arch})`, 'NoBuilder');
+      throw ApplicationFailure.nonRetryable(
+        `no builder for ${recipe.arch} is running (nothing took the build from builder.${recipe.arch})`,
+        'NoBuilder',
+      );
     }
     // A cancelled or failed build leaves nothing behind on the builder.
     await CancellationScope.nonCancellable(() => builder.removeBuild(ref)).catch(() => undefined);

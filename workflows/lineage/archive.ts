@@ -10,7 +10,12 @@ const ARCHIVE_BATCH = 500;
 /** Version records per archive request (each up to a few KB). */
 const VERSION_BATCH = 200;
 
-const control = proxyActivities<LineageHistoryActivities>({ taskQueue: CONTROL_QUEUE, scheduleToStartTimeout: '5m', startToCloseTimeout: '2m', retry: { maximumAttempts: 3, nonRetryableErrorTypes: ['InputError'] } });
+const control = proxyActivities<LineageHistoryActivities>({
+  taskQueue: CONTROL_QUEUE,
+  scheduleToStartTimeout: '5m',
+  startToCloseTimeout: '2m',
+  retry: { maximumAttempts: 3, nonRetryableErrorTypes: ['InputError'] },
+});
 
 /**
  * Hands all but the newest `keep` history entries to the archive on the control host, a batch at
@@ -25,10 +30,18 @@ export async function archiveOlderHistory(lineage: Lineage, keep: number): Promi
   for (let i = 0; i < older.length; i += ARCHIVE_BATCH) {
     const batch = older.slice(i, i + ARCHIVE_BATCH);
     try {
-      const done = await control.archiveHistory({ image: s.image, chain, after: s.archive?.throughSeq ?? 0, entries: batch });
+      const done = await control.archiveHistory({
+        image: s.image,
+        chain,
+        after: s.archive?.throughSeq ?? 0,
+        entries: batch,
+      });
       lineage.archived(batch, done, chain);
     } catch (err) {
-      log.warn('history not archived: it stays in the state until the next continue-as-new', { image: s.image, error: failureMessage(err) });
+      log.warn('history not archived: it stays in the state until the next continue-as-new', {
+        image: s.image,
+        error: failureMessage(err),
+      });
       return;
     }
   }
@@ -45,10 +58,18 @@ export async function archiveRemovedVersions(lineage: Lineage): Promise<void> {
   const pending = lineage.unarchived();
   for (let i = 0; i < pending.length; i += VERSION_BATCH) {
     try {
-      const done = await control.archiveVersions({ image: s.image, chain, after: s.versionArchive?.count ?? 0, records: pending.slice(i, i + VERSION_BATCH) });
+      const done = await control.archiveVersions({
+        image: s.image,
+        chain,
+        after: s.versionArchive?.count ?? 0,
+        records: pending.slice(i, i + VERSION_BATCH),
+      });
       lineage.versionsArchived(done, chain);
     } catch (err) {
-      log.warn('removed versions not archived: their records stay in the state until the next continue-as-new', { image: s.image, error: failureMessage(err) });
+      log.warn('removed versions not archived: their records stay in the state until the next continue-as-new', {
+        image: s.image,
+        error: failureMessage(err),
+      });
       return;
     }
   }

@@ -1,23 +1,69 @@
 /** The rules of a lineage, as plain code over its state: every check and change an update makes. */
 import type { ArchiveResult, VersionArchiveResult } from '../../activities/control/lineage-history.js';
 import type { PackResult } from '../../activities/nas/pack.js';
-import { checkChannel, checkPackKind, checkReason, checkTag, checkUser, defaultTagName, isStub, packNote, stubOf, type Artifact, type ChannelEntry, type HistoryEntry, type NewVersion, type PackKind, type PackRecord, type StoredVersion, type TagRecord, type TestResult, type VersionRecord } from '../../common/lineage.js';
+import {
+  checkChannel,
+  checkPackKind,
+  checkReason,
+  checkTag,
+  checkUser,
+  defaultTagName,
+  isStub,
+  packNote,
+  stubOf,
+  type Artifact,
+  type ChannelEntry,
+  type HistoryEntry,
+  type NewVersion,
+  type PackKind,
+  type PackRecord,
+  type StoredVersion,
+  type TagRecord,
+  type TestResult,
+  type VersionRecord,
+} from '../../common/lineage.js';
 import { checkText, jsonBytes, TEXT_LIMITS } from '../../common/limits.js';
 import { checkInt, checkName, InputError } from '../../common/names.js';
 import type { BuildRequest } from '../build/messages.js';
 import { appendHistory } from '../support/history.js';
-import { DEFAULT_MAX_ROOT_BYTES, type BuildTicket, type GcInput, type HistoryView, type LineageState, type LineageView, type PackInput, type RemoveInput, type TestResultInput } from './messages.js';
+import {
+  DEFAULT_MAX_ROOT_BYTES,
+  type BuildTicket,
+  type GcInput,
+  type HistoryView,
+  type LineageState,
+  type LineageView,
+  type PackInput,
+  type RemoveInput,
+  type TestResultInput,
+} from './messages.js';
 
 export function newLineageState(image: string): LineageState {
-  return { image: checkName('image', image), versions: [], tags: {}, channels: {}, tests: {}, gated: ['prod'], history: [], seq: 0, builds: [], packs: {}, volumes: {} };
+  return {
+    image: checkName('image', image),
+    versions: [],
+    tags: {},
+    channels: {},
+    tests: {},
+    gated: ['prod'],
+    history: [],
+    seq: 0,
+    builds: [],
+    packs: {},
+    volumes: {},
+  };
 }
 
-export const volumeMap = (list: { volume: string; version: string }[]) => Object.fromEntries(list.map((v) => [v.volume, v.version]));
+export const volumeMap = (list: { volume: string; version: string }[]) =>
+  Object.fromEntries(list.map((v) => [v.volume, v.version]));
 
 function checkVolumes(field: string, value: unknown): { volume: string; version: string }[] | undefined {
   if (value === undefined) return undefined;
   if (!Array.isArray(value)) throw new InputError(field, 'a list of {volume, version}', value);
-  return value.map((v: { volume?: unknown; version?: unknown }, i) => ({ volume: checkName(`${field}[${i}].volume`, v?.volume), version: checkName(`${field}[${i}].version`, v?.version) }));
+  return value.map((v: { volume?: unknown; version?: unknown }, i) => ({
+    volume: checkName(`${field}[${i}].volume`, v?.volume),
+    version: checkName(`${field}[${i}].version`, v?.version),
+  }));
 }
 
 /** The rules of a lineage, as pure functions of its state: the workflow only wires them up. */
@@ -36,12 +82,18 @@ export class Lineage {
 
   /** Each channel keeps its newest `keep` entries; the history still names every promotion and rollback. */
   trimChannels(keep: number): void {
-    for (const [name, entries] of Object.entries(this.state.channels)) if (entries.length > keep) this.state.channels[name] = entries.slice(-keep);
+    for (const [name, entries] of Object.entries(this.state.channels))
+      if (entries.length > keep) this.state.channels[name] = entries.slice(-keep);
   }
 
   version(id: string): StoredVersion {
     const v = this.state.versions.find((x) => x.id === id);
-    if (!v) throw new InputError('version', `a version of ${this.state.image} (${this.state.versions.map((x) => x.id).join(', ') || 'none yet'})`, id);
+    if (!v)
+      throw new InputError(
+        'version',
+        `a version of ${this.state.image} (${this.state.versions.map((x) => x.id).join(', ') || 'none yet'})`,
+        id,
+      );
     return v;
   }
 
@@ -52,8 +104,18 @@ export class Lineage {
   }
 
   usable(v: StoredVersion, action: string): VersionRecord {
-    if (v.removed) throw new InputError('version', `a version whose files are still stored (${v.id} was removed by ${v.removed.by}: ${v.removed.reason}) to ${action}`, v.id);
-    if (v.revoked) throw new InputError('version', `a version that is not revoked (${v.id} was revoked by ${v.revoked.by}: ${v.revoked.reason}) to ${action}`, v.id);
+    if (v.removed)
+      throw new InputError(
+        'version',
+        `a version whose files are still stored (${v.id} was removed by ${v.removed.by}: ${v.removed.reason}) to ${action}`,
+        v.id,
+      );
+    if (v.revoked)
+      throw new InputError(
+        'version',
+        `a version that is not revoked (${v.id} was revoked by ${v.revoked.by}: ${v.revoked.reason}) to ${action}`,
+        v.id,
+      );
     // Only removed versions become stubs.
     return v as VersionRecord;
   }
@@ -76,20 +138,31 @@ export class Lineage {
     checkUser('by', v.by);
     checkText('message', v.message, 'message');
     if (!v.artifacts?.length) throw new InputError('artifacts', 'at least one verified artifact', v.artifacts);
-    if (v.origin && this.state.versions.length) throw new InputError('image', `a new image to clone into (${this.state.image} already has ${this.state.versions.length} versions)`, this.state.image);
+    if (v.origin && this.state.versions.length)
+      throw new InputError(
+        'image',
+        `a new image to clone into (${this.state.image} already has ${this.state.versions.length} versions)`,
+        this.state.image,
+      );
   }
 
   register(v: NewVersion, at: string): VersionRecord {
     const record: VersionRecord = { ...v, id: this.nextVersionId() };
     this.state.versions.push(record);
-    this.record(v.by, 'register', `${record.id} (${record.artifacts.map((a) => `${a.format} ${a.sha256.slice(0, 12)}`).join(', ')}): ${v.message}`, at);
+    this.record(
+      v.by,
+      'register',
+      `${record.id} (${record.artifacts.map((a) => `${a.format} ${a.sha256.slice(0, 12)}`).join(', ')}): ${v.message}`,
+      at,
+    );
     return record;
   }
 
   validateBuild(request: BuildRequest): void {
     checkUser('by', request.by);
     checkText('message', request.message, 'message');
-    if (request.recipe?.image !== this.state.image) throw new InputError('recipe.image', `${this.state.image} (this lineage)`, request.recipe?.image);
+    if (request.recipe?.image !== this.state.image)
+      throw new InputError('recipe.image', `${this.state.image} (this lineage)`, request.recipe?.image);
     checkName('store', request.store);
   }
 
@@ -97,14 +170,23 @@ export class Lineage {
     const ahead = this.state.builds.map((b) => b.id);
     const id = `build-${this.state.image}-${++this.state.seq}`;
     this.state.builds.push({ id, requestedAt: at, request });
-    this.record(request.by, 'build-requested', `${id}${ahead.length ? ` (after ${ahead.join(', ')})` : ''}: ${request.message}`, at);
+    this.record(
+      request.by,
+      'build-requested',
+      `${id}${ahead.length ? ` (after ${ahead.join(', ')})` : ''}: ${request.message}`,
+      at,
+    );
     return { buildId: id, ahead };
   }
 
   validateTag(input: { by: string; version?: string; name?: string }): void {
     checkUser('by', input.by);
     if (input.name !== undefined && this.state.tags[checkTag('name', input.name)]) {
-      throw new InputError('name', `a tag name not yet used (${input.name} is ${this.state.tags[input.name]!.version})`, input.name);
+      throw new InputError(
+        'name',
+        `a tag name not yet used (${input.name} is ${this.state.tags[input.name]!.version})`,
+        input.name,
+      );
     }
     this.usable(input.version ? this.version(input.version) : this.latest(), 'tag');
   }
@@ -133,7 +215,11 @@ export class Lineage {
     if (this.state.gated.includes(input.channel)) {
       const test = this.state.tests[input.tag];
       if (!test?.passed) {
-        throw new InputError('tag', `a tag with a passed test result to promote to gated channel ${input.channel} (${input.tag} has ${test ? 'a failed one' : 'none'}; --force --reason overrides)`, input.tag);
+        throw new InputError(
+          'tag',
+          `a tag with a passed test result to promote to gated channel ${input.channel} (${input.tag} has ${test ? 'a failed one' : 'none'}; --force --reason overrides)`,
+          input.tag,
+        );
       }
     }
   }
@@ -144,12 +230,26 @@ export class Lineage {
     return current?.action === 'promote' && current.tag === input.tag ? current : undefined;
   }
 
-  promote(input: { by: string; tag: string; channel: string; force?: boolean; reason?: string }, at: string): ChannelEntry {
-    const entry: ChannelEntry = { version: this.tagged(input.tag).version.id, tag: input.tag, at, by: input.by, action: 'promote' };
+  promote(
+    input: { by: string; tag: string; channel: string; force?: boolean; reason?: string },
+    at: string,
+  ): ChannelEntry {
+    const entry: ChannelEntry = {
+      version: this.tagged(input.tag).version.id,
+      tag: input.tag,
+      at,
+      by: input.by,
+      action: 'promote',
+    };
     if (input.reason) entry.reason = input.reason;
     if (input.force) entry.forced = true;
     (this.state.channels[input.channel] ??= []).push(entry);
-    this.record(input.by, 'promote', `${input.channel} -> ${input.tag} (${entry.version})${input.force ? ` forced: ${input.reason}` : ''}`, at);
+    this.record(
+      input.by,
+      'promote',
+      `${input.channel} -> ${input.tag} (${entry.version})${input.force ? ` forced: ${input.reason}` : ''}`,
+      at,
+    );
     return entry;
   }
 
@@ -157,8 +257,17 @@ export class Lineage {
   previous(channel: string): ChannelEntry {
     const entries = this.state.channels[checkChannel('channel', channel)] ?? [];
     const current = entries.at(-1);
-    const before = [...entries.slice(0, -1)].reverse().find((e) => e.version !== current?.version && !this.version(e.version).revoked && !this.version(e.version).removed);
-    if (!before) throw new InputError('channel', `a channel with an earlier entry to roll back to (${channel} has ${entries.length ? 'none usable' : 'no history'})`, channel);
+    const before = [...entries.slice(0, -1)]
+      .reverse()
+      .find(
+        (e) => e.version !== current?.version && !this.version(e.version).revoked && !this.version(e.version).removed,
+      );
+    if (!before)
+      throw new InputError(
+        'channel',
+        `a channel with an earlier entry to roll back to (${channel} has ${entries.length ? 'none usable' : 'no history'})`,
+        channel,
+      );
     return before;
   }
 
@@ -170,7 +279,14 @@ export class Lineage {
 
   rollback(input: { by: string; channel: string; reason?: string }, at: string): ChannelEntry {
     const to = this.previous(input.channel);
-    const entry: ChannelEntry = { version: to.version, tag: to.tag, at, by: input.by, action: 'rollback', ...(input.reason ? { reason: input.reason } : {}) };
+    const entry: ChannelEntry = {
+      version: to.version,
+      tag: to.tag,
+      at,
+      by: input.by,
+      action: 'rollback',
+      ...(input.reason ? { reason: input.reason } : {}),
+    };
     this.state.channels[input.channel]!.push(entry);
     this.record(input.by, 'rollback', `${input.channel} -> ${to.tag} (${to.version})`, at);
     return entry;
@@ -180,19 +296,26 @@ export class Lineage {
     checkUser('by', input.by);
     this.tagged(input.tag);
     if (typeof input.passed !== 'boolean') throw new InputError('passed', 'true or false', input.passed);
-    if (input.note !== undefined && (typeof input.note !== 'string' || input.note.length > TEXT_LIMITS.note)) throw new InputError('note', `at most ${TEXT_LIMITS.note} characters`, input.note);
+    if (input.note !== undefined && (typeof input.note !== 'string' || input.note.length > TEXT_LIMITS.note))
+      throw new InputError('note', `at most ${TEXT_LIMITS.note} characters`, input.note);
   }
 
   testResult(input: TestResultInput, at: string): TestResult {
     const result: TestResult = { passed: input.passed, at, by: input.by, ...(input.note ? { note: input.note } : {}) };
     this.state.tests[input.tag] = result;
-    this.record(input.by, 'test-result', `${input.tag} ${input.passed ? 'passed' : 'failed'}${input.note ? `: ${input.note}` : ''}`, at);
+    this.record(
+      input.by,
+      'test-result',
+      `${input.tag} ${input.passed ? 'passed' : 'failed'}${input.note ? `: ${input.note}` : ''}`,
+      at,
+    );
     return result;
   }
 
   validateGate(input: { by: string; channels: string[] }): void {
     checkUser('by', input.by);
-    if (!Array.isArray(input.channels) || input.channels.length > 32) throw new InputError('channels', 'a list of at most 32 channel names', input.channels);
+    if (!Array.isArray(input.channels) || input.channels.length > 32)
+      throw new InputError('channels', 'a list of at most 32 channel names', input.channels);
     input.channels.forEach((c, i) => checkChannel(`channels[${i}]`, c));
   }
 
@@ -220,15 +343,26 @@ export class Lineage {
   references(id: string, volumes: Record<string, string> = this.state.volumes!): string[] {
     const s = this.state;
     return [
-      ...Object.entries(s.tags).filter(([, t]) => t.version === id).map(([name]) => `tag ${name}`),
-      ...Object.entries(s.channels).filter(([, e]) => e.at(-1)?.version === id).map(([name]) => `channel ${name}`),
-      ...Object.entries(s.packs!).filter(([, p]) => p.version === id).map(([name]) => `pack ${name}`),
-      ...Object.entries(volumes).filter(([, v]) => v === id).map(([name]) => `volume ${name}`),
+      ...Object.entries(s.tags)
+        .filter(([, t]) => t.version === id)
+        .map(([name]) => `tag ${name}`),
+      ...Object.entries(s.channels)
+        .filter(([, e]) => e.at(-1)?.version === id)
+        .map(([name]) => `channel ${name}`),
+      ...Object.entries(s.packs!)
+        .filter(([, p]) => p.version === id)
+        .map(([name]) => `pack ${name}`),
+      ...Object.entries(volumes)
+        .filter(([, v]) => v === id)
+        .map(([name]) => `volume ${name}`),
     ];
   }
 
   /** Retention: the newest `keep` stored versions and every referenced one stay; the rest go. */
-  retention(keep: number, volumes: Record<string, string> = this.state.volumes!): { remove: VersionRecord[]; kept: { version: string; why: string[] }[] } {
+  retention(
+    keep: number,
+    volumes: Record<string, string> = this.state.volumes!,
+  ): { remove: VersionRecord[]; kept: { version: string; why: string[] }[] } {
     const stored = this.state.versions.filter(isStored);
     const newest = new Set(stored.slice(-keep).map((v) => v.id));
     const kept: { version: string; why: string[] }[] = [];
@@ -244,7 +378,8 @@ export class Lineage {
   validateGc(input: GcInput): void {
     checkUser('by', input.by);
     if (input.keep !== undefined) checkInt('keep', input.keep, 1, 10_000);
-    if (input.dryRun !== undefined && typeof input.dryRun !== 'boolean') throw new InputError('dryRun', 'true or false', input.dryRun);
+    if (input.dryRun !== undefined && typeof input.dryRun !== 'boolean')
+      throw new InputError('dryRun', 'true or false', input.dryRun);
     checkVolumes('volumes', input.volumes);
   }
 
@@ -263,12 +398,18 @@ export class Lineage {
     checkUser('by', input.by);
     const volumes = checkVolumes('volumes', input.volumes);
     const one = input.version !== undefined ? this.version(input.version) : undefined;
-    if (one?.removed) throw new InputError('version', `a stored version (${one.id} was removed ${one.removed.at})`, one.id);
+    if (one?.removed)
+      throw new InputError('version', `a stored version (${one.id} was removed ${one.removed.at})`, one.id);
     const targets = (one ? [one] : this.state.versions).filter(isStored);
     const known = volumes ? volumeMap(volumes) : this.state.volumes!;
     for (const v of targets) {
       const all = this.references(v.id, known);
-      if (all.length) throw new InputError(input.version !== undefined ? 'version' : 'image', `something no longer referenced (${this.state.image}:${v.id} is still referenced by ${all.join(', ')})`, input.version ?? this.state.image);
+      if (all.length)
+        throw new InputError(
+          input.version !== undefined ? 'version' : 'image',
+          `something no longer referenced (${this.state.image}:${v.id} is still referenced by ${all.join(', ')})`,
+          input.version ?? this.state.image,
+        );
     }
     return targets;
   }
@@ -278,21 +419,47 @@ export class Lineage {
     checkUser('by', input.by);
     const version = this.usable(this.tagged(input.tag).version, 'pack');
     const name = checkName('as', input.as ?? this.state.image);
-    const cap = input.maxRootBytes === undefined ? DEFAULT_MAX_ROOT_BYTES : checkInt('maxRootBytes', input.maxRootBytes, 1, Number.MAX_SAFE_INTEGER);
+    const cap =
+      input.maxRootBytes === undefined
+        ? DEFAULT_MAX_ROOT_BYTES
+        : checkInt('maxRootBytes', input.maxRootBytes, 1, Number.MAX_SAFE_INTEGER);
     const squash = version.artifacts.find((a) => a.format === 'squashfs');
-    const disk = version.artifacts.find((a) => a.format === 'qcow2') ?? version.artifacts.find((a) => a.format === 'raw');
+    const disk =
+      version.artifacts.find((a) => a.format === 'qcow2') ?? version.artifacts.find((a) => a.format === 'raw');
     const kind = input.kind === undefined ? (squash ? 'netboot' : 'vm') : checkPackKind('kind', input.kind);
     const root = kind === 'netboot' ? squash : disk;
-    if (!root) throw new InputError('kind', `a kind ${version.id} can be packed as (it has ${version.artifacts.map((a) => a.format).join(', ')}: netboot needs squashfs, vm qcow2 or raw)`, kind);
+    if (!root)
+      throw new InputError(
+        'kind',
+        `a kind ${version.id} can be packed as (it has ${version.artifacts.map((a) => a.format).join(', ')}: netboot needs squashfs, vm qcow2 or raw)`,
+        kind,
+      );
     // One name, one kind: a boot directory and a VM base under one name would leave one unrecorded.
     const existing = this.state.packs![name];
     const taken = existing && (existing.kind ?? 'netboot');
-    if (taken && taken !== kind) throw new InputError('as', `a name free for a ${kind} pack (${name} is a ${taken} pack of ${this.state.image})`, name);
-    if (root.bytes > cap) throw new InputError('tag', `a version whose root image fits the cap of ${cap} bytes (${version.id}'s ${root.format} is ${root.bytes})`, input.tag);
+    if (taken && taken !== kind)
+      throw new InputError(
+        'as',
+        `a name free for a ${kind} pack (${name} is a ${taken} pack of ${this.state.image})`,
+        name,
+      );
+    if (root.bytes > cap)
+      throw new InputError(
+        'tag',
+        `a version whose root image fits the cap of ${cap} bytes (${version.id}'s ${root.format} is ${root.bytes})`,
+        input.tag,
+      );
     return { version, name, kind, root };
   }
 
-  recordPack(input: PackInput, name: string, version: VersionRecord, kind: PackKind, done: PackResult, at: string): PackRecord {
+  recordPack(
+    input: PackInput,
+    name: string,
+    version: VersionRecord,
+    kind: PackKind,
+    done: PackResult,
+    at: string,
+  ): PackRecord {
     const record: PackRecord = {
       version: version.id,
       tag: input.tag,
@@ -307,7 +474,12 @@ export class Lineage {
     };
     this.state.packs![name] = record;
     const note = packNote(record);
-    this.record(input.by, 'pack', `${name} -> ${input.tag} (${version.id}) as ${kind} at ${done.host}:${done.path}${done.movedAside ? `, previous moved aside to ${done.movedAside}` : ''}${note ? `; ${note}` : ''}`, at);
+    this.record(
+      input.by,
+      'pack',
+      `${name} -> ${input.tag} (${version.id}) as ${kind} at ${done.host}:${done.path}${done.movedAside ? `, previous moved aside to ${done.movedAside}` : ''}${note ? `; ${note}` : ''}`,
+      at,
+    );
     return record;
   }
 
@@ -321,7 +493,13 @@ export class Lineage {
   archived(entries: HistoryEntry[], done: ArchiveResult, chain: string): void {
     const throughSeq = entries.at(-1)!.seq;
     this.state.history = this.state.history.filter((e) => e.seq > throughSeq);
-    this.state.archive = { chain, host: done.host, path: done.path, count: (this.state.archive?.count ?? 0) + entries.length, throughSeq };
+    this.state.archive = {
+      chain,
+      host: done.host,
+      path: done.path,
+      count: (this.state.archive?.count ?? 0) + entries.length,
+      throughSeq,
+    };
   }
 
   /** Removed versions whose full record is still in the state: the next to archive. */
@@ -332,7 +510,9 @@ export class Lineage {
   /** Versions the archive now holds leave a stub in the state; the archive counts them. */
   versionsArchived(done: VersionArchiveResult, chain: string): void {
     const archived = new Set(done.archived);
-    this.state.versions = this.state.versions.map((v) => (!isStub(v) && v.removed && archived.has(v.id) ? stubOf({ ...v, removed: v.removed }) : v));
+    this.state.versions = this.state.versions.map((v) =>
+      !isStub(v) && v.removed && archived.has(v.id) ? stubOf({ ...v, removed: v.removed }) : v,
+    );
     this.state.versionArchive = { chain, host: done.host, path: done.path, count: done.count };
   }
 
@@ -342,7 +522,12 @@ export class Lineage {
       image: s.image,
       versions: s.versions.map((v) => (isStub(v) ? v : listed(v))),
       tags: s.tags,
-      channels: Object.fromEntries(Object.entries(s.channels).map(([name, entries]) => [name, { current: entries.at(-1), entries: entries.length }])),
+      channels: Object.fromEntries(
+        Object.entries(s.channels).map(([name, entries]) => [
+          name,
+          { current: entries.at(-1), entries: entries.length },
+        ]),
+      ),
       tests: s.tests,
       gated: s.gated,
       historyEntries: (s.archive?.count ?? 0) + s.history.length,

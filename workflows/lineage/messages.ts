@@ -3,7 +3,18 @@
  * CLI imports to talk to it. The rules behind them are in lineage.ts, the wiring in workflow.ts.
  */
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { ChannelEntry, HistoryEntry, NewVersion, PackKind, PackRecord, StoredVersion, TagRecord, TestResult, VersionRecord, VersionStub } from '../../common/lineage.js';
+import type {
+  ChannelEntry,
+  HistoryEntry,
+  NewVersion,
+  PackKind,
+  PackRecord,
+  StoredVersion,
+  TagRecord,
+  TestResult,
+  VersionRecord,
+  VersionStub,
+} from '../../common/lineage.js';
 import type { StateBudget } from '../../common/limits.js';
 import { checkName } from '../../common/names.js';
 import type { BuildRequest } from '../build/messages.js';
@@ -122,9 +133,16 @@ export const DEFAULT_MAX_ROOT_BYTES = 8 * 1024 ** 3;
 export const lineageWorkflowId = (image: string) => `lineage-${checkName('image', image)}`;
 
 export const registerVersionUpdate = defineUpdate<VersionRecord, [NewVersion]>('registerVersion');
-export const tagUpdate = defineUpdate<TagRecord & { name: string }, [{ by: string; version?: string; name?: string }]>('tag');
-export const promoteUpdate = defineUpdate<ChannelEntry, [{ by: string; tag: string; channel: string; force?: boolean; reason?: string }]>('promote');
-export const rollbackUpdate = defineUpdate<ChannelEntry, [{ by: string; channel: string; reason?: string }]>('rollback');
+export const tagUpdate = defineUpdate<TagRecord & { name: string }, [{ by: string; version?: string; name?: string }]>(
+  'tag',
+);
+export const promoteUpdate = defineUpdate<
+  ChannelEntry,
+  [{ by: string; tag: string; channel: string; force?: boolean; reason?: string }]
+>('promote');
+export const rollbackUpdate = defineUpdate<ChannelEntry, [{ by: string; channel: string; reason?: string }]>(
+  'rollback',
+);
 export const testResultUpdate = defineUpdate<TestResult, [TestResultInput]>('testResult');
 export const testResultSignal = defineSignal<[TestResultInput]>('testResult');
 /** The channels whose promotions need a passed test result of the tag (prod when a lineage starts). */

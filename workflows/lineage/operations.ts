@@ -5,17 +5,30 @@ import type { NasRetentionActivities } from '../../activities/nas/retention.js';
 import { packNote, timeStamp, type VersionRecord } from '../../common/lineage.js';
 import { queues } from '../../common/queues.js';
 import { volumeMap, type Lineage } from './lineage.js';
-import { DEFAULT_KEEP, type GcInput, type GcResult, type PackInput, type PackOutcome, type RemoveInput } from './messages.js';
+import {
+  DEFAULT_KEEP,
+  type GcInput,
+  type GcResult,
+  type PackInput,
+  type PackOutcome,
+  type RemoveInput,
+} from './messages.js';
 
-const nasOptions = { scheduleToStartTimeout: '10m', startToCloseTimeout: '1h', retry: { maximumAttempts: 5, nonRetryableErrorTypes: ['InputError'] } };
-const retentionOn = (host: string) => proxyActivities<NasRetentionActivities>({ taskQueue: queues.nas(host), ...nasOptions });
+const nasOptions = {
+  scheduleToStartTimeout: '10m',
+  startToCloseTimeout: '1h',
+  retry: { maximumAttempts: 5, nonRetryableErrorTypes: ['InputError'] },
+};
+const retentionOn = (host: string) =>
+  proxyActivities<NasRetentionActivities>({ taskQueue: queues.nas(host), ...nasOptions });
 const packOn = (host: string) => proxyActivities<NasPackActivities>({ taskQueue: queues.nas(host), ...nasOptions });
 
 /** Deletes the stored files of versions already marked removed, on each NAS that holds them. */
 async function deleteStored(image: string, versions: VersionRecord[]): Promise<number> {
   let files = 0;
   for (const v of versions) {
-    for (const host of new Set(v.artifacts.map((a) => a.host))) files += (await retentionOn(host).removeStoredVersion({ image, version: v.id })).files;
+    for (const host of new Set(v.artifacts.map((a) => a.host)))
+      files += (await retentionOn(host).removeStoredVersion({ image, version: v.id })).files;
   }
   return files;
 }
@@ -23,7 +36,13 @@ async function deleteStored(image: string, versions: VersionRecord[]): Promise<n
 export async function gc(lineage: Lineage, input: GcInput, at: string): Promise<GcResult> {
   const keep = input.keep ?? DEFAULT_KEEP;
   const plan = lineage.retention(keep, input.volumes ? volumeMap(input.volumes) : undefined);
-  const result = { keep, dryRun: Boolean(input.dryRun), removed: plan.remove.map((v) => v.id), kept: plan.kept, files: 0 };
+  const result = {
+    keep,
+    dryRun: Boolean(input.dryRun),
+    removed: plan.remove.map((v) => v.id),
+    kept: plan.kept,
+    files: 0,
+  };
   if (input.dryRun) return result;
   lineage.noteVolumes(input.volumes);
   if (!plan.remove.length) return result;
@@ -31,7 +50,11 @@ export async function gc(lineage: Lineage, input: GcInput, at: string): Promise<
   return { ...result, files: await deleteStored(lineage.state.image, plan.remove) };
 }
 
-export async function remove(lineage: Lineage, input: RemoveInput, at: string): Promise<{ removed: string[]; files: number }> {
+export async function remove(
+  lineage: Lineage,
+  input: RemoveInput,
+  at: string,
+): Promise<{ removed: string[]; files: number }> {
   const targets = lineage.validateRemove(input);
   lineage.noteVolumes(input.volumes);
   lineage.markRemoved(targets, input.by, 'imgflow remove', at);
@@ -55,5 +78,11 @@ export async function pack(lineage: Lineage, input: PackInput, at: string): Prom
   });
   const record = lineage.recordPack(input, name, version, vm ? 'vm' : 'netboot', done, at);
   const note = packNote(record);
-  return { name, ...record, ...(done.movedAside ? { movedAside: done.movedAside } : {}), ...(done.root ? { root: done.root } : {}), ...(note ? { note } : {}) };
+  return {
+    name,
+    ...record,
+    ...(done.movedAside ? { movedAside: done.movedAside } : {}),
+    ...(done.root ? { root: done.root } : {}),
+    ...(note ? { note } : {}),
+  };
 }

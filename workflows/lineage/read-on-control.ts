@@ -5,13 +5,24 @@ import { CONTROL_QUEUE } from '../../common/queues.js';
 import { noWorkerTook } from '../support/failures.js';
 
 /** Runs a read of a lineage archive on the control queue; no control worker to take it is said so. */
-export async function readOnControl<T>(what: string, read: (reader: LineageHistoryActivities) => Promise<T>): Promise<T> {
-  const reader = proxyActivities<LineageHistoryActivities>({ taskQueue: CONTROL_QUEUE, scheduleToStartTimeout: '1m', startToCloseTimeout: '1m', retry: { maximumAttempts: 3, nonRetryableErrorTypes: ['InputError'] } });
+export async function readOnControl<T>(
+  what: string,
+  read: (reader: LineageHistoryActivities) => Promise<T>,
+): Promise<T> {
+  const reader = proxyActivities<LineageHistoryActivities>({
+    taskQueue: CONTROL_QUEUE,
+    scheduleToStartTimeout: '1m',
+    startToCloseTimeout: '1m',
+    retry: { maximumAttempts: 3, nonRetryableErrorTypes: ['InputError'] },
+  });
   try {
     return await read(reader);
   } catch (err) {
     if (noWorkerTook(err)) {
-      throw ApplicationFailure.nonRetryable(`no worker on queue ${CONTROL_QUEUE} read ${what} within a minute: is a worker of role control running?`, 'NoControlWorker');
+      throw ApplicationFailure.nonRetryable(
+        `no worker on queue ${CONTROL_QUEUE} read ${what} within a minute: is a worker of role control running?`,
+        'NoControlWorker',
+      );
     }
     throw err;
   }

@@ -8,7 +8,15 @@
  * one that waits on an activity (gc, remove, pack) never interleaves with another.
  */
 import type { UpdateDefinition } from '@temporalio/common';
-import { allHandlersFinished, condition, continueAsNew, log, patched, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import {
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  log,
+  patched,
+  setHandler,
+  upsertSearchAttributes,
+} from '@temporalio/workflow';
 import { checkRoom, DEFAULT_STATE_BUDGET } from '../../common/limits.js';
 import { SA } from '../../common/search-attributes.js';
 import { historyFull } from '../support/continue-as-new.js';
@@ -50,7 +58,13 @@ const SHED_KEEP_CHANNEL = 100;
  * Validator and handler for one update: the validator rejects before anything is written; the
  * handler checks again under the lock, since another handler may have changed the state meanwhile.
  */
-function handle<I, O>(lock: Lock, def: UpdateDefinition<O, [I]>, validate: (i: I) => void, apply: (i: I, at: string) => O | Promise<O>, after: () => void) {
+function handle<I, O>(
+  lock: Lock,
+  def: UpdateDefinition<O, [I]>,
+  validate: (i: I) => void,
+  apply: (i: I, at: string) => O | Promise<O>,
+  after: () => void,
+) {
   handleUpdate(def, validate, (input: I) =>
     lock.hold(async () => {
       validate(input);
@@ -67,16 +81,28 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
   const maxHistory = input.maxHistoryEvents ?? 10_000;
   const keepHistory = input.keepHistory ?? DEFAULT_KEEP_HISTORY;
   const budget = input.budget ?? DEFAULT_STATE_BUDGET;
-  if (input.recoveredFrom) lineage.record('imgflow', 'recovered', `the state of run ${input.recoveredFrom.runId}, which ended ${input.recoveredFrom.status} without handing it on`, new Date().toISOString());
+  if (input.recoveredFrom)
+    lineage.record(
+      'imgflow',
+      'recovered',
+      `the state of run ${input.recoveredFrom.runId}, which ended ${input.recoveredFrom.status} without handing it on`,
+      new Date().toISOString(),
+    );
   const startBytes = lineage.measure();
   // Shed once the state has grown by a quarter of the gap between the bounds in this run: a state
   // that stays large after shedding does not continue as new over and over.
-  const mustShed = () => lineage.bytes >= budget.shedAt && lineage.bytes - startBytes >= (budget.refuseAt - budget.shedAt) / 4;
+  const mustShed = () =>
+    lineage.bytes >= budget.shedAt && lineage.bytes - startBytes >= (budget.refuseAt - budget.shedAt) / 4;
   /** Refuses a request that would grow a state already at its refusal bound. */
   const grows =
     <I>(validate: (i: I) => void) =>
     (i: I) => {
-      checkRoom(`the lineage of ${lineage.state.image}`, lineage.bytes, budget, 'remove or gc versions it no longer needs');
+      checkRoom(
+        `the lineage of ${lineage.state.image}`,
+        lineage.bytes,
+        budget,
+        'remove or gc versions it no longer needs',
+      );
       validate(i);
     };
   const publish = () => {
@@ -84,14 +110,29 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
     upsertSearchAttributes([
       { key: SA.kind, value: 'lineage' },
       { key: SA.image, value: lineage.state.image },
-      { key: SA.channels, value: Object.entries(lineage.state.channels).map(([name, entries]) => `${name}=${entries.at(-1)?.tag ?? ''}`) },
+      {
+        key: SA.channels,
+        value: Object.entries(lineage.state.channels).map(([name, entries]) => `${name}=${entries.at(-1)?.tag ?? ''}`),
+      },
       ...(lineage.state.versions.length ? [{ key: SA.version, value: lineage.state.versions.at(-1)!.id }] : []),
     ]);
   };
   publish();
 
-  handle(lock, registerVersionUpdate, grows((v) => lineage.validateRegister(v)), (v, at) => lineage.register(v, at), publish);
-  handle(lock, tagUpdate, grows((i) => lineage.validateTag(i)), (i, at) => lineage.tag(i, at), publish);
+  handle(
+    lock,
+    registerVersionUpdate,
+    grows((v) => lineage.validateRegister(v)),
+    (v, at) => lineage.register(v, at),
+    publish,
+  );
+  handle(
+    lock,
+    tagUpdate,
+    grows((i) => lineage.validateTag(i)),
+    (i, at) => lineage.tag(i, at),
+    publish,
+  );
   handle(
     lock,
     promoteUpdate,
@@ -103,14 +144,56 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
     },
     publish,
   );
-  handle(lock, rollbackUpdate, grows((i) => lineage.validateRollback(i)), (i, at) => lineage.rollback(i, at), publish);
-  handle(lock, testResultUpdate, grows((i) => lineage.validateTestResult(i)), (i, at) => lineage.testResult(i, at), publish);
-  handle(lock, gateUpdate, grows((i) => lineage.validateGate(i)), (i, at) => lineage.gate(i, at), publish);
-  handle(lock, revokeUpdate, grows((i) => lineage.validateRevoke(i)), (i, at) => lineage.revoke(i, at), publish);
+  handle(
+    lock,
+    rollbackUpdate,
+    grows((i) => lineage.validateRollback(i)),
+    (i, at) => lineage.rollback(i, at),
+    publish,
+  );
+  handle(
+    lock,
+    testResultUpdate,
+    grows((i) => lineage.validateTestResult(i)),
+    (i, at) => lineage.testResult(i, at),
+    publish,
+  );
+  handle(
+    lock,
+    gateUpdate,
+    grows((i) => lineage.validateGate(i)),
+    (i, at) => lineage.gate(i, at),
+    publish,
+  );
+  handle(
+    lock,
+    revokeUpdate,
+    grows((i) => lineage.validateRevoke(i)),
+    (i, at) => lineage.revoke(i, at),
+    publish,
+  );
   // gc and remove shrink the state: they stay open when it is full.
-  handle(lock, gcUpdate, (i) => lineage.validateGc(i), (i, at) => gc(lineage, i, at), publish);
-  handle(lock, removeUpdate, (i) => void lineage.validateRemove(i), (i, at) => remove(lineage, i, at), publish);
-  handle(lock, packUpdate, grows((i) => void lineage.validatePack(i)), (i, at) => pack(lineage, i, at), publish);
+  handle(
+    lock,
+    gcUpdate,
+    (i) => lineage.validateGc(i),
+    (i, at) => gc(lineage, i, at),
+    publish,
+  );
+  handle(
+    lock,
+    removeUpdate,
+    (i) => void lineage.validateRemove(i),
+    (i, at) => remove(lineage, i, at),
+    publish,
+  );
+  handle(
+    lock,
+    packUpdate,
+    grows((i) => void lineage.validatePack(i)),
+    (i, at) => pack(lineage, i, at),
+    publish,
+  );
   // Other systems (a CI job that booted a test node) report by signal; a bad one is dropped and
   // recorded, unless the state is full, when it is only logged.
   setHandler(testResultSignal, (i) => {
@@ -119,8 +202,15 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
       grows((r: TestResultInput) => lineage.validateTestResult(r))(i);
       lineage.testResult(i, at);
     } catch (err) {
-      if (lineage.bytes >= budget.refuseAt) log.warn('testResult signal dropped', { image: lineage.state.image, error: (err as Error).message });
-      else lineage.record(typeof i?.by === 'string' ? i.by : 'unknown', 'rejected-signal', `testResult: ${(err as Error).message}`, at);
+      if (lineage.bytes >= budget.refuseAt)
+        log.warn('testResult signal dropped', { image: lineage.state.image, error: (err as Error).message });
+      else
+        lineage.record(
+          typeof i?.by === 'string' ? i.by : 'unknown',
+          'rejected-signal',
+          `testResult: ${(err as Error).message}`,
+          at,
+        );
     }
     lineage.measure();
   });
@@ -142,7 +232,13 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
   setHandler(historyQuery, ({ last }) => lineage.historyView(last));
   setHandler(stateQuery, () => lineage.state);
 
-  handle(lock, requestBuildUpdate, grows((r) => lineage.validateBuild(r)), (r, at) => lineage.enqueueBuild(r, at), publish);
+  handle(
+    lock,
+    requestBuildUpdate,
+    grows((r) => lineage.validateBuild(r)),
+    (r, at) => lineage.enqueueBuild(r, at),
+    publish,
+  );
 
   // One build at a time per image, in the order asked; continue as new only between builds.
   for (;;) {

@@ -23,14 +23,17 @@ export interface PushInput {
   workerWaitSeconds?: number;
 }
 
-export const pushWorkflowId = (image: string, version: string, to: string) => `push-${checkName('image', image)}-${checkName('version', version)}-${to.replace(/[^A-Za-z0-9._-]/g, '_')}`;
+export const pushWorkflowId = (image: string, version: string, to: string) =>
+  `push-${checkName('image', image)}-${checkName('version', version)}-${to.replace(/[^A-Za-z0-9._-]/g, '_')}`;
 
 export function checkPushInput(input: PushInput): PushInput {
   if (typeof input !== 'object' || input === null) throw new InputError('push', 'the push settings', input);
   checkHost('host', input.host);
   checkName('image', input.version?.image);
   checkName('version', input.version?.version);
-  if (!Array.isArray(input.artifacts) || !input.artifacts.length) throw new InputError('artifacts', 'at least one stored artifact', input.artifacts);
-  if (typeof input.signingKeyFile !== 'string' || !input.signingKeyFile.startsWith('/')) throw new InputError('signing-key', 'an absolute path on the NAS', input.signingKeyFile);
+  if (!Array.isArray(input.artifacts) || !input.artifacts.length)
+    throw new InputError('artifacts', 'at least one stored artifact', input.artifacts);
+  if (typeof input.signingKeyFile !== 'string' || !input.signingKeyFile.startsWith('/'))
+    throw new InputError('signing-key', 'an absolute path on the NAS', input.signingKeyFile);
   return input;
 }

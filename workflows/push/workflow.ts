@@ -28,6 +28,8 @@ export async function pushWorkflow(input: PushInput): Promise<PushResult> {
     signingKeyFile: input.signingKeyFile,
     ...(input.access ? { access: input.access } : {}),
   });
-  setCurrentDetails(`**pushed** ${result.reference}: ${result.uploadedBlobs} blobs uploaded, ${result.signed ? 'signed' : 'signature already there'}`);
+  setCurrentDetails(
+    `**pushed** ${result.reference}: ${result.uploadedBlobs} blobs uploaded, ${result.signed ? 'signed' : 'signature already there'}`,
+  );
   return result;
 }

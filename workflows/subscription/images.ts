@@ -23,18 +23,35 @@ export async function park(act: Proxies, id: number, name: string): Promise<stri
  * Downloads (or finds in the cache) and converts one listed image; returns the disk to register,
  * and a note when the list declared another format than the file has.
  */
-export async function prepareDisk(act: Proxies, image: ListedImage, format: SubscriptionConfig['format']): Promise<{ disk: string; note?: string }> {
+export async function prepareDisk(
+  act: Proxies,
+  image: ListedImage,
+  format: SubscriptionConfig['format'],
+): Promise<{ disk: string; note?: string }> {
   setCurrentDetails(`**downloading** ${image.identifier} ${image.version}`);
   const downloaded = await act.download.downloadImage({ image });
   setCurrentDetails(`**converting** ${image.identifier} ${image.version}`);
-  const converted = await act.convert.convertForRegistry({ sha512: downloaded.sha512, path: downloaded.path, ...(image.format ? { declared: image.format } : {}) });
+  const converted = await act.convert.convertForRegistry({
+    sha512: downloaded.sha512,
+    path: downloaded.path,
+    ...(image.format ? { declared: image.format } : {}),
+  });
   // The worker's registry decides the format; a subscription that expects another one is misconfigured.
-  if (converted.format !== format) throw ApplicationFailure.nonRetryable(`format: the registry takes ${converted.format}, the subscription asks for ${format}`, 'InputError');
+  if (converted.format !== format)
+    throw ApplicationFailure.nonRetryable(
+      `format: the registry takes ${converted.format}, the subscription asks for ${format}`,
+      'InputError',
+    );
   return { disk: converted.path, ...(converted.formatNote ? { note: converted.formatNote } : {}) };
 }
 
 /** Removes whatever registration was made (or half made) for this entry, under `name` when staged. */
-export async function removeRegistered(act: Proxies, owner: ListOwner, image: ListedImage, name?: string): Promise<void> {
+export async function removeRegistered(
+  act: Proxies,
+  owner: ListOwner,
+  image: ListedImage,
+  name?: string,
+): Promise<void> {
   const id = await act.undo.findRegisteredImage({ list: owner, image, ...(name !== undefined ? { name } : {}) });
   if (id !== null) await act.undo.deleteImage({ id });
 }
@@ -61,9 +78,24 @@ export async function undoAll(undo: UndoStep[]): Promise<string | undefined> {
  * A first-ever image: registered (or its staged copy renamed), ready, and private to the admin
  * until the site opens it.
  */
-export async function addImage(act: Proxies, owner: ListOwner, image: ListedImage, format: SubscriptionConfig['format'], staged?: RegistryImage): Promise<ImageOutcome> {
-  const outcome = { identifier: image.identifier, action: 'add' as const, title: image.title, imageVersion: image.version };
-  const undo: UndoStep[] = [staged ? { what: 'restage', run: () => restage(act, staged.id, image.identifier) } : { what: 'remove the registration', run: () => removeRegistered(act, owner, image) }];
+export async function addImage(
+  act: Proxies,
+  owner: ListOwner,
+  image: ListedImage,
+  format: SubscriptionConfig['format'],
+  staged?: RegistryImage,
+): Promise<ImageOutcome> {
+  const outcome = {
+    identifier: image.identifier,
+    action: 'add' as const,
+    title: image.title,
+    imageVersion: image.version,
+  };
+  const undo: UndoStep[] = [
+    staged
+      ? { what: 'restage', run: () => restage(act, staged.id, image.identifier) }
+      : { what: 'remove the registration', run: () => removeRegistered(act, owner, image) },
+  ];
   try {
     let id: number;
     let formatNote: string | undefined;
@@ -79,7 +111,13 @@ export async function addImage(act: Proxies, owner: ListOwner, image: ListedImag
     }
     await act.ready.waitImageReady({ id, timeoutMs: READY_TIMEOUT_MS });
     await act.registry.lockImage({ id });
-    return { ...outcome, ok: true, registryId: id, registryName: image.identifier, ...notes(staged && `adopted staged image ${staged.id}`, formatNote) };
+    return {
+      ...outcome,
+      ok: true,
+      registryId: id,
+      registryName: image.identifier,
+      ...notes(staged && `adopted staged image ${staged.id}`, formatNote),
+    };
   } catch (error) {
     const undone = await undoAll(undo);
     return { ...outcome, ok: false, note: undone ?? message(error) };
@@ -116,7 +154,9 @@ export async function swapImage(
   } catch (error) {
     return { ...outcome, ok: false, registryId: old.id, registryName: old.name, note: message(error) };
   }
-  const undo: UndoStep[] = [{ what: 'restore the old image', run: () => act.undo.applySnapshot({ id: old.id, snapshot, name: snapshot.name }) }];
+  const undo: UndoStep[] = [
+    { what: 'restore the old image', run: () => act.undo.applySnapshot({ id: old.id, snapshot, name: snapshot.name }) },
+  ];
   let parked = parkedName(image.identifier, when);
   try {
     setCurrentDetails(`**swapping** ${image.identifier}: parking image ${old.id} as ${parked}`);
@@ -136,11 +176,27 @@ export async function swapImage(
     }
     await act.ready.waitImageReady({ id, timeoutMs: READY_TIMEOUT_MS });
     await act.registry.applySnapshot({ id, snapshot });
-    return { ...outcome, ok: true, registryId: id, registryName: image.identifier, ...notes(`replaced image ${old.id}, parked as ${parked}`, staged && `adopted staged image ${staged.id}`, formatNote) };
+    return {
+      ...outcome,
+      ok: true,
+      registryId: id,
+      registryName: image.identifier,
+      ...notes(
+        `replaced image ${old.id}, parked as ${parked}`,
+        staged && `adopted staged image ${staged.id}`,
+        formatNote,
+      ),
+    };
   } catch (error) {
     setCurrentDetails(`**undoing** the swap of ${image.identifier}: ${message(error)}`);
     const undone = await undoAll(undo);
-    return { ...outcome, ok: false, registryId: old.id, registryName: old.name, note: undone ?? `${message(error)}; image ${old.id} restored` };
+    return {
+      ...outcome,
+      ok: false,
+      registryId: old.id,
+      registryName: old.name,
+      note: undone ?? `${message(error)}; image ${old.id} restored`,
+    };
   }
 }
 
@@ -150,7 +206,14 @@ export async function swapImage(
  */
 export async function updateMetadata(act: Proxies, owner: ListOwner, change: ImageChange): Promise<ImageOutcome> {
   const { image, current } = change;
-  const outcome = { identifier: image.identifier, action: 'metadata' as const, title: image.title, imageVersion: image.version, registryId: current.id, registryName: current.name };
+  const outcome = {
+    identifier: image.identifier,
+    action: 'metadata' as const,
+    title: image.title,
+    imageVersion: image.version,
+    registryId: current.id,
+    registryName: current.name,
+  };
   try {
     setCurrentDetails(`**updating metadata** of ${image.identifier}: ${change.changed.join(', ')}`);
     await act.registry.updateImageMetadata({ id: current.id, list: owner, image });
@@ -171,7 +234,11 @@ export async function tryDelete(act: Proxies, image: ParkedImage): Promise<boole
 }
 
 /** Expire: park under the `_EXPIRED_` name, lock, disable (an image in use cannot be), then delete once unused. */
-export async function expireImage(act: Proxies, old: RegistryImage, when: Date): Promise<{ outcome: ImageOutcome; parked?: ParkedImage }> {
+export async function expireImage(
+  act: Proxies,
+  old: RegistryImage,
+  when: Date,
+): Promise<{ outcome: ImageOutcome; parked?: ParkedImage }> {
   const identifier = old.template.IMGFLOW_IMAGE ?? old.name;
   try {
     const name = await park(act, old.id, parkedName(identifier, when));
@@ -181,10 +248,25 @@ export async function expireImage(act: Proxies, old: RegistryImage, when: Date):
       () => false,
     );
     const parked = { id: old.id, name, identifier };
-    if (await tryDelete(act, parked)) return { outcome: { identifier, action: 'expire', ok: true, registryId: old.id, registryName: name, note: 'deleted' } };
+    if (await tryDelete(act, parked))
+      return {
+        outcome: { identifier, action: 'expire', ok: true, registryId: old.id, registryName: name, note: 'deleted' },
+      };
     const note = `parked as ${name}${disabled ? '' : ', left enabled (in use)'}; deleted once unused`;
-    return { outcome: { identifier, action: 'expire', ok: true, registryId: old.id, registryName: name, note }, parked };
+    return {
+      outcome: { identifier, action: 'expire', ok: true, registryId: old.id, registryName: name, note },
+      parked,
+    };
   } catch (error) {
-    return { outcome: { identifier, action: 'expire', ok: false, registryId: old.id, registryName: old.name, note: message(error) } };
+    return {
+      outcome: {
+        identifier,
+        action: 'expire',
+        ok: false,
+        registryId: old.id,
+        registryName: old.name,
+        note: message(error),
+      },
+    };
   }
 }

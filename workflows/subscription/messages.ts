@@ -13,7 +13,8 @@ export type { SubscriptionConfig } from '../../common/subscription.js';
 export const subscriptionWorkflowId = (name: string) => `subscription-${checkName('subscription', name)}`;
 export const subscriptionScheduleId = subscriptionWorkflowId;
 
-export type ImageAction = 'add' | 'update' | 'metadata' | 'expire' | 'offer' | 'refuse' | 'delete' | 'stage' | 'unstage';
+export type ImageAction =
+  'add' | 'update' | 'metadata' | 'expire' | 'offer' | 'refuse' | 'delete' | 'stage' | 'unstage';
 
 export interface ImageOutcome {
   identifier: string;

@@ -5,11 +5,27 @@ import { checkUser } from '../../common/lineage.js';
 import { InputError } from '../../common/names.js';
 import { checkSubscriptionConfig, type SubscriptionConfig } from '../../common/subscription.js';
 import { appendHistory } from '../support/history.js';
-import type { Appliance, ApplianceState, ImageAction, ImageOutcome, PlanReport, SubscriptionState, SubscriptionView, SyncInput, SyncOutcome, SyncResult, SyncStatus } from './messages.js';
+import type {
+  Appliance,
+  ApplianceState,
+  ImageAction,
+  ImageOutcome,
+  PlanReport,
+  SubscriptionState,
+  SubscriptionView,
+  SyncInput,
+  SyncOutcome,
+  SyncResult,
+  SyncStatus,
+} from './messages.js';
 
 /** Whether the registry holds the appliance under its identifier now (a failed swap leaves the old image there). */
 function inRegistry(a: Appliance): boolean {
-  return a.registryId !== undefined && a.registryName === a.identifier && (a.state === 'registered' || a.state === 'updated' || a.state === 'failed');
+  return (
+    a.registryId !== undefined &&
+    a.registryName === a.identifier &&
+    (a.state === 'registered' || a.state === 'updated' || a.state === 'failed')
+  );
 }
 
 /** Staging outcomes leave the site's appliances as they are. */
@@ -38,7 +54,12 @@ export class Subscription {
   validateAdopt(input: { by: string }): void {
     checkUser('by', input?.by);
     const offered = Object.values(this.state.images).some((i) => i.state === 'offered');
-    if (!this.state.staged && !offered) throw new InputError('subscription', `a staged report or offered images to adopt (${this.state.config.name} has none: run sync first)`, this.state.config.name);
+    if (!this.state.staged && !offered)
+      throw new InputError(
+        'subscription',
+        `a staged report or offered images to adopt (${this.state.config.name} has none: run sync first)`,
+        this.state.config.name,
+      );
   }
 
   syncInput(mode: 'apply' | 'dry-run', adopting: boolean): SyncInput {
@@ -66,7 +87,12 @@ export class Subscription {
     this.state.parked = result.parked;
     delete this.state.staged;
     const failed = result.outcomes.filter((o) => !o.ok);
-    this.record(by, 'unstaged', `${reason}: ${result.outcomes.map((o) => `${o.identifier} ${o.note ?? ''}`.trim()).join(', ')}${failed.length ? `; failed: ${failed.length}` : ''}`, at);
+    this.record(
+      by,
+      'unstaged',
+      `${reason}: ${result.outcomes.map((o) => `${o.identifier} ${o.note ?? ''}`.trim()).join(', ')}${failed.length ? `; failed: ${failed.length}` : ''}`,
+      at,
+    );
   }
 
   applyResult(run: number, by: string, result: SyncResult, at: string): SyncOutcome {
@@ -74,24 +100,65 @@ export class Subscription {
     const failed = result.outcomes.filter((o) => !o.ok);
     const failures = failed.length ? `; failed: ${failed.map((f) => `${f.identifier} (${f.note})`).join(', ')}` : '';
     if (!result.applied) {
-      s.staged = { listVersion: result.listVersion, listIdentifier: result.listIdentifier, at, report: result.report, images: result.staged ?? [] };
+      s.staged = {
+        listVersion: result.listVersion,
+        listIdentifier: result.listIdentifier,
+        at,
+        report: result.report,
+        images: result.staged ?? [],
+      };
       s.parked = result.parked;
-      this.record(by, 'staged', `list ${result.listVersion}: ${summary(result.report)}; ${result.staged?.length ?? 0} images staged${failures}`, at);
-      return { run, at, by, status: 'staged', listVersion: result.listVersion, report: result.report, ...(result.outcomes.length ? { outcomes: result.outcomes } : {}) };
+      this.record(
+        by,
+        'staged',
+        `list ${result.listVersion}: ${summary(result.report)}; ${result.staged?.length ?? 0} images staged${failures}`,
+        at,
+      );
+      return {
+        run,
+        at,
+        by,
+        status: 'staged',
+        listVersion: result.listVersion,
+        report: result.report,
+        ...(result.outcomes.length ? { outcomes: result.outcomes } : {}),
+      };
     }
     s.config = { ...s.config, identifier: s.config.identifier ?? result.listIdentifier };
     s.lastAppliedVersion = result.listVersion;
     s.parked = result.parked;
     // A swap that failed put its staged image back: a second adopt tries again.
-    if (result.staged?.length) s.staged = { listVersion: result.listVersion, listIdentifier: result.listIdentifier, at, report: result.report, images: result.staged };
+    if (result.staged?.length)
+      s.staged = {
+        listVersion: result.listVersion,
+        listIdentifier: result.listIdentifier,
+        at,
+        report: result.report,
+        images: result.staged,
+      };
     else delete s.staged;
-    for (const outcome of result.outcomes) if (outcome.action !== 'stage' && outcome.action !== 'unstage') this.applyOutcome({ ...outcome, action: outcome.action }, result.listVersion, at);
+    for (const outcome of result.outcomes)
+      if (outcome.action !== 'stage' && outcome.action !== 'unstage')
+        this.applyOutcome({ ...outcome, action: outcome.action }, result.listVersion, at);
     const status: SyncStatus = failed.length ? 'partial' : result.expired ? 'expired' : 'applied';
     this.record(by, status, `list ${result.listVersion}: ${summary(result.report)}${failures}`, at);
-    return { run, at, by, status, listVersion: result.listVersion, report: result.report, outcomes: result.outcomes, ...(result.expired ? { reason: result.expired } : {}) };
+    return {
+      run,
+      at,
+      by,
+      status,
+      listVersion: result.listVersion,
+      report: result.report,
+      outcomes: result.outcomes,
+      ...(result.expired ? { reason: result.expired } : {}),
+    };
   }
 
-  private applyOutcome(outcome: ImageOutcome & { action: keyof typeof APPLIED_STATE }, listVersion: string, at: string): void {
+  private applyOutcome(
+    outcome: ImageOutcome & { action: keyof typeof APPLIED_STATE },
+    listVersion: string,
+    at: string,
+  ): void {
     const before = this.state.images[outcome.identifier];
     const appliance: Appliance = {
       ...before,

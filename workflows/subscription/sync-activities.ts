@@ -16,19 +16,37 @@ export function cloudProxies(input: SyncInput) {
     // Short enough that a step lost with its worker is retried soon on another.
     startToCloseTimeout: '90s',
     ...overrides,
-    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE, ...overrides.retry },
+    retry: {
+      initialInterval: '1s',
+      backoffCoefficient: 2,
+      maximumInterval: '30s',
+      maximumAttempts: 5,
+      nonRetryableErrorTypes: NON_RETRYABLE,
+      ...overrides.retry,
+    },
   });
   const taskQueue = queues.cloud(input.subscription.site);
   return {
-    control: proxyActivities<CloudActivities>(base({ taskQueue: CONTROL_QUEUE, startToCloseTimeout: '5m', retry: { maximumAttempts: 3 } })),
+    control: proxyActivities<CloudActivities>(
+      base({ taskQueue: CONTROL_QUEUE, startToCloseTimeout: '5m', retry: { maximumAttempts: 3 } }),
+    ),
     registry: proxyActivities<CloudActivities>(base({ taskQueue })),
     /** Undo steps: more patience, since giving up leaves the registry half changed. */
     undo: proxyActivities<CloudActivities>(base({ taskQueue, retry: { maximumAttempts: 20 } })),
     /** Tried once per sync; a refusal (image in use) waits for the next sync. */
     once: proxyActivities<CloudActivities>(base({ taskQueue, retry: { maximumAttempts: 1 } })),
-    download: withCredentials(input.subscription, proxyActivities<CloudActivities>(base({ taskQueue, startToCloseTimeout: '2h', heartbeatTimeout: '60s', retry: { maximumAttempts: 3 } }))),
-    convert: proxyActivities<CloudActivities>(base({ taskQueue, startToCloseTimeout: '1h', retry: { maximumAttempts: 2 } })),
-    ready: proxyActivities<CloudActivities>(base({ taskQueue, startToCloseTimeout: '20m', retry: { maximumAttempts: 2 } })),
+    download: withCredentials(
+      input.subscription,
+      proxyActivities<CloudActivities>(
+        base({ taskQueue, startToCloseTimeout: '2h', heartbeatTimeout: '60s', retry: { maximumAttempts: 3 } }),
+      ),
+    ),
+    convert: proxyActivities<CloudActivities>(
+      base({ taskQueue, startToCloseTimeout: '1h', retry: { maximumAttempts: 2 } }),
+    ),
+    ready: proxyActivities<CloudActivities>(
+      base({ taskQueue, startToCloseTimeout: '20m', retry: { maximumAttempts: 2 } }),
+    ),
   };
 }
 
@@ -36,6 +54,9 @@ export type Proxies = ReturnType<typeof cloudProxies>;
 
 /** Image downloads carry where the subscription's credentials are (the worker sends them to the list's host only). */
 function withCredentials(sub: SubscriptionConfig, download: CloudActivities) {
-  const credentials = { ...(sub.credentialsFile === undefined ? {} : { credentials: { file: sub.credentialsFile, listUrl: sub.url } }), ...(sub.oci ? { oci: sub.oci } : {}) };
+  const credentials = {
+    ...(sub.credentialsFile === undefined ? {} : { credentials: { file: sub.credentialsFile, listUrl: sub.url } }),
+    ...(sub.oci ? { oci: sub.oci } : {}),
+  };
   return { downloadImage: (input: { image: ListedImage }) => download.downloadImage({ ...input, ...credentials }) };
 }

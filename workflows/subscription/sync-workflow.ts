@@ -39,7 +39,14 @@ function takenOutcome({ image, holderId, holderList, holderSubscription }: Taken
     : holderList
       ? `image ${holderId} of list ${holderList}`
       : `image ${holderId}, which no list brought`;
-  return { identifier: image.identifier, action: 'add', ok: false, title: image.title, imageVersion: image.version, note: `not added: the name ${image.identifier} is taken by ${holder}` };
+  return {
+    identifier: image.identifier,
+    action: 'add',
+    ok: false,
+    title: image.title,
+    imageVersion: image.version,
+    note: `not added: the name ${image.identifier} is taken by ${holder}`,
+  };
 }
 
 async function fetchVerified(act: Proxies, input: SyncInput) {
@@ -65,7 +72,15 @@ function ownerOf(sub: SubscriptionConfig, identifier: string, verified: boolean)
   return { identifier, subscription: sub.name, ...(verified ? { endorserDn: sub.endorser.dn } : {}) };
 }
 
-const emptyReport = (): PlanReport => ({ add: [], update: [], metadata: [], expire: [], unchanged: [], offered: [], refused: [] });
+const emptyReport = (): PlanReport => ({
+  add: [],
+  update: [],
+  metadata: [],
+  expire: [],
+  unchanged: [],
+  offered: [],
+  refused: [],
+});
 
 /** Removes every staged image of a list: on unsubscribe, or when a list was refused. */
 async function discardStagedRun(act: Proxies, input: SyncInput): Promise<SyncResult> {
@@ -79,7 +94,16 @@ async function discardStagedRun(act: Proxies, input: SyncInput): Promise<SyncRes
   const result: StagingResult = { outcomes: [], staged: [], parked: [] };
   const owner = ownerOf(input.subscription, listIdentifier, input.subscription.insecure !== true);
   await discardAll(act, stagedImagesOf(await act.registry.listImagesOf({ listIdentifier, owner })), new Date(), result);
-  return { listIdentifier, listVersion: '', verified: false, applied: false, report: emptyReport(), outcomes: result.outcomes, parked: [...input.parked, ...result.parked], staged: [] };
+  return {
+    listIdentifier,
+    listVersion: '',
+    verified: false,
+    applied: false,
+    report: emptyReport(),
+    outcomes: result.outcomes,
+    parked: [...input.parked, ...result.parked],
+    staged: [],
+  };
 }
 
 /** One sync of one subscription: verify, reconcile, then apply (or stage, in a dry run). */
@@ -95,33 +119,73 @@ export async function subscriptionSyncWorkflow(input: SyncInput): Promise<SyncRe
   }
   const { list } = verified;
   if (input.expectVersion !== undefined && list.version !== input.expectVersion) {
-    throw ApplicationFailure.nonRetryable(`list not applied: image list check "staged-version" failed: the list is now version ${list.version}, ${input.expectVersion} was staged; sync to stage it again`, 'ListRefused');
+    throw ApplicationFailure.nonRetryable(
+      `list not applied: image list check "staged-version" failed: the list is now version ${list.version}, ${input.expectVersion} was staged; sync to stage it again`,
+      'ListRefused',
+    );
   }
   const when = new Date(); // workflow time: replays give the same names
-  const expired = Date.parse(list.expires) <= when.getTime() ? `image list check "expires" failed: the list expired at ${list.expires}` : undefined;
+  const expired =
+    Date.parse(list.expires) <= when.getTime()
+      ? `image list check "expires" failed: the list expired at ${list.expires}`
+      : undefined;
   const owner = ownerOf(sub, list.identifier, verified.verified);
   const planned = await act.registry.planListUpdate({ list, owner });
-  const diff: ListDiff = expired ? { add: [], update: [], metadata: [], expire: planned.expire, unchanged: [], taken: [] } : planned;
+  const diff: ListDiff = expired
+    ? { add: [], update: [], metadata: [], expire: planned.expire, unchanged: [], taken: [] }
+    : planned;
   const report = planReport(diff, sub.newImages, input.adoptOffered === true);
-  const result: SyncResult = { listIdentifier: list.identifier, listVersion: list.version, verified: verified.verified, applied: false, report, outcomes: [], parked: input.parked, ...(expired ? { expired } : {}) };
+  const result: SyncResult = {
+    listIdentifier: list.identifier,
+    listVersion: list.version,
+    verified: verified.verified,
+    applied: false,
+    report,
+    outcomes: [],
+    parked: input.parked,
+    ...(expired ? { expired } : {}),
+  };
   if (input.mode === 'dry-run') {
     if (!patched('stage-images')) return result;
     const staging = await stageAll(act, owner, diff, report, sub.format, when);
     const failed = staging.outcomes.filter((o) => !o.ok).length;
-    setCurrentDetails(`**staged** list ${list.identifier} version ${list.version}: ${staging.staged.length} images staged${failed ? `, ${failed} failed` : ''}`);
-    return { ...result, outcomes: [...takenNames(diff).map((taken) => takenOutcome(taken, owner)), ...staging.outcomes], staged: staging.staged, parked: [...input.parked, ...staging.parked] };
+    setCurrentDetails(
+      `**staged** list ${list.identifier} version ${list.version}: ${staging.staged.length} images staged${failed ? `, ${failed} failed` : ''}`,
+    );
+    return {
+      ...result,
+      outcomes: [...takenNames(diff).map((taken) => takenOutcome(taken, owner)), ...staging.outcomes],
+      staged: staging.staged,
+      parked: [...input.parked, ...staging.parked],
+    };
   }
 
   // Adopting: the images staged for this list's bytes are swapped in instead of registered anew.
-  const staged = input.useStaged ? stagedImagesOf(await act.registry.listImagesOf({ listIdentifier: list.identifier, owner })) : [];
+  const staged = input.useStaged
+    ? stagedImagesOf(await act.registry.listImagesOf({ listIdentifier: list.identifier, owner }))
+    : [];
   const outcomes: ImageOutcome[] = takenNames(diff).map((taken) => takenOutcome(taken, owner));
   for (const image of diff.add) {
-    if (report.add.includes(image.identifier)) outcomes.push(await addImage(act, owner, image, sub.format, stagedCopyOf(staged, image)));
-    else outcomes.push({ identifier: image.identifier, action: sub.newImages === 'refuse' ? 'refuse' : 'offer', ok: true, title: image.title, imageVersion: image.version });
+    if (report.add.includes(image.identifier))
+      outcomes.push(await addImage(act, owner, image, sub.format, stagedCopyOf(staged, image)));
+    else
+      outcomes.push({
+        identifier: image.identifier,
+        action: sub.newImages === 'refuse' ? 'refuse' : 'offer',
+        ok: true,
+        title: image.title,
+        imageVersion: image.version,
+      });
   }
-  for (const change of diff.update) outcomes.push(await swapImage(act, owner, change, 'update', when, sub.format, stagedCopyOf(staged, change.image)));
+  for (const change of diff.update)
+    outcomes.push(await swapImage(act, owner, change, 'update', when, sub.format, stagedCopyOf(staged, change.image)));
   const inPlace = patched('metadata-in-place');
-  for (const change of diff.metadata) outcomes.push(inPlace ? await updateMetadata(act, owner, change) : await swapImage(act, owner, change, 'metadata', when, sub.format));
+  for (const change of diff.metadata)
+    outcomes.push(
+      inPlace
+        ? await updateMetadata(act, owner, change)
+        : await swapImage(act, owner, change, 'metadata', when, sub.format),
+    );
   const parked: ParkedImage[] = [];
   for (const old of diff.expire) {
     const expired = await expireImage(act, old, when);
@@ -129,7 +193,14 @@ export async function subscriptionSyncWorkflow(input: SyncInput): Promise<SyncRe
     if (expired.parked) parked.push(expired.parked);
   }
   for (const image of input.parked) {
-    if (await tryDelete(act, image)) outcomes.push({ identifier: image.identifier, action: 'delete', ok: true, registryId: image.id, registryName: image.name });
+    if (await tryDelete(act, image))
+      outcomes.push({
+        identifier: image.identifier,
+        action: 'delete',
+        ok: true,
+        registryId: image.id,
+        registryName: image.name,
+      });
     else parked.push(image);
   }
   const left: StagedImage[] = [];
@@ -137,13 +208,21 @@ export async function subscriptionSyncWorkflow(input: SyncInput): Promise<SyncRe
     // Staged images a failed swap put back stay for the next adopt; any other is no longer wanted.
     const retry = new Set(outcomes.filter((o) => !o.ok).map((o) => o.identifier));
     const leftovers = stagedImagesOf(await act.registry.listImagesOf({ listIdentifier: list.identifier, owner }));
-    const keptFor = (image: RegistryImage) => list.images.find((listed) => retry.has(listed.identifier) && stagedCopyOf([image], listed));
-    await discardAll(act, leftovers.filter((image) => !keptFor(image)), when, { outcomes, staged: [], parked });
+    const keptFor = (image: RegistryImage) =>
+      list.images.find((listed) => retry.has(listed.identifier) && stagedCopyOf([image], listed));
+    await discardAll(
+      act,
+      leftovers.filter((image) => !keptFor(image)),
+      when,
+      { outcomes, staged: [], parked },
+    );
     for (const image of leftovers) {
       const listed = keptFor(image);
       if (listed) left.push(stagedRecord(listed, image.id));
     }
   }
-  setCurrentDetails(`**done** list ${list.identifier} version ${list.version}: ${outcomes.filter((o) => !o.ok).length} failed of ${outcomes.length} changes`);
+  setCurrentDetails(
+    `**done** list ${list.identifier} version ${list.version}: ${outcomes.filter((o) => !o.ok).length} failed of ${outcomes.length} changes`,
+  );
   return { ...result, applied: true, outcomes, parked, ...(input.useStaged ? { staged: left } : {}) };
 }

@@ -9,12 +9,31 @@
  * done is undone in reverse when a later one fails, so the old image is back under its name with
  * its access and no half-registered successor is left.
  */
-import { allHandlersFinished, condition, continueAsNew, executeChild, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import {
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  executeChild,
+  setHandler,
+  upsertSearchAttributes,
+} from '@temporalio/workflow';
 import { checkReason, checkUser } from '../../common/lineage.js';
 import { SA } from '../../common/search-attributes.js';
 import { historyFull } from '../support/continue-as-new.js';
 import { handleUpdate } from '../support/updates.js';
-import { adoptUpdate, appliancesQuery, describeQuery, historyQuery, subscriptionWorkflowId, syncRequestSignal, syncUpdate, unsubscribeUpdate, type SubscriptionInput, type SubscriptionView, type SyncOutcome } from './messages.js';
+import {
+  adoptUpdate,
+  appliancesQuery,
+  describeQuery,
+  historyQuery,
+  subscriptionWorkflowId,
+  syncRequestSignal,
+  syncUpdate,
+  unsubscribeUpdate,
+  type SubscriptionInput,
+  type SubscriptionView,
+  type SyncOutcome,
+} from './messages.js';
 import { message } from './notes.js';
 import { startingState, Subscription } from './subscription.js';
 import { subscriptionSyncWorkflow } from './sync-workflow.js';
@@ -88,14 +107,17 @@ export async function subscriptionWorkflow(input: SubscriptionInput): Promise<Su
     try {
       const by = checkUser('by', request?.by);
       const reason = checkReason('reason', request?.reason);
-      if (request.skipIfBusy && (running || queue.length)) sub.record(by, 'skipped', `${reason}: a sync is already running`, at);
+      if (request.skipIfBusy && (running || queue.length))
+        sub.record(by, 'skipped', `${reason}: a sync is already running`, at);
       else enqueue(by, reason, false);
     } catch (err) {
       sub.record('unknown', 'rejected-signal', `syncRequest: ${(err as Error).message}`, at);
     }
   });
   setHandler(describeQuery, () => sub.view(running !== undefined));
-  setHandler(appliancesQuery, () => Object.values(sub.state.images).sort((a, b) => a.identifier.localeCompare(b.identifier)));
+  setHandler(appliancesQuery, () =>
+    Object.values(sub.state.images).sort((a, b) => a.identifier.localeCompare(b.identifier)),
+  );
   setHandler(historyQuery, ({ last }) => sub.state.history.slice(-(last ?? sub.state.history.length)));
 
   /** Removes what is staged, in a run of its own; nothing happens (no command) when nothing is. */
@@ -148,7 +170,14 @@ export async function subscriptionWorkflow(input: SubscriptionInput): Promise<Su
     running = undefined;
   }
   // Runs still queued will not happen: their callers learn so instead of waiting forever.
-  for (const request of queue.splice(0)) finished.set(request.id, { run: 0, at: now(), by: request.by, status: 'skipped', reason: 'the subscription was removed' });
+  for (const request of queue.splice(0))
+    finished.set(request.id, {
+      run: 0,
+      at: now(),
+      by: request.by,
+      status: 'skipped',
+      reason: 'the subscription was removed',
+    });
   await discardStaged(stoppedBy, 'unsubscribed');
   stopped = true;
   await condition(allHandlersFinished);

@@ -21,7 +21,10 @@ export interface UndoFailure {
  * a failure would do harm (a subscription's swap: the old image cannot take its name back while
  * the new one still holds it). Everything after the failed step is left for a person.
  */
-export async function compensate(steps: UndoStep[], options: { stopAtFirstFailure?: boolean } = {}): Promise<UndoFailure[]> {
+export async function compensate(
+  steps: UndoStep[],
+  options: { stopAtFirstFailure?: boolean } = {},
+): Promise<UndoFailure[]> {
   return CancellationScope.nonCancellable(async () => {
     const failed: UndoFailure[] = [];
     for (const step of [...steps].reverse()) {

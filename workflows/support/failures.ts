@@ -30,5 +30,9 @@ export function firstLine(message: string): string {
 
 /** No worker took the activity within its schedule-to-start timeout: no worker of its queue is running. */
 export function noWorkerTook(err: unknown): boolean {
-  return err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === TimeoutType.SCHEDULE_TO_START;
+  return (
+    err instanceof ActivityFailure &&
+    err.cause instanceof TimeoutFailure &&
+    err.cause.timeoutType === TimeoutType.SCHEDULE_TO_START
+  );
 }

@@ -8,7 +8,11 @@ import { failureOf } from './failures.js';
  * only, as a non-retryable failure with the message and type of what was thrown (reached through
  * an activity's failure); any other error thrown in a handler would fail the workflow task.
  */
-export function handleUpdate<I, O>(def: UpdateDefinition<O, [I]>, validate: (input: I) => void, apply: (input: I) => Promise<O> | O): void {
+export function handleUpdate<I, O>(
+  def: UpdateDefinition<O, [I]>,
+  validate: (input: I) => void,
+  apply: (input: I) => Promise<O> | O,
+): void {
   setHandler(
     def,
     async (input: I) => {

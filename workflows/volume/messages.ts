@@ -9,7 +9,8 @@ import { checkName } from '../../common/names.js';
 
 export type { BaseVersion, MapRequest, VolumeAttrs } from '../../common/volume.js';
 
-export type VolumePhase = 'unmapped' | 'mapping' | 'mapped' | 'syncing-to-node' | 'syncing-to-nas' | 'unmapping' | 'error' | 'deleted';
+export type VolumePhase =
+  'unmapped' | 'mapping' | 'mapped' | 'syncing-to-node' | 'syncing-to-nas' | 'unmapping' | 'error' | 'deleted';
 
 export interface SyncState {
   frequencySeconds: number;

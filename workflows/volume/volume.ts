@@ -1,5 +1,11 @@
 /** The rules of a volume as code over its state: its checks, the map saga, pulls, unmap, delete, clean and the sync timer. */
-import { ApplicationFailure, patched, proxyActivities, setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
+import {
+  ApplicationFailure,
+  patched,
+  proxyActivities,
+  setCurrentDetails,
+  upsertSearchAttributes,
+} from '@temporalio/workflow';
 import type { ComputeActivities } from '../../activities/compute/index.js';
 import type { Attachment, ExportInfo } from '../../activities/drivers/types.js';
 import type { HostActivities } from '../../activities/host.js';
@@ -72,9 +78,16 @@ export class Volume {
       { key: SA.state, value: s.phase },
       ...(s.nas ? [{ key: SA.nas, value: s.nas }] : []),
       ...(s.computeHost ? [{ key: SA.computeHost, value: s.computeHost }] : []),
-      ...(s.base ? [{ key: SA.image, value: s.base.image }, { key: SA.version, value: s.base.version }] : []),
+      ...(s.base
+        ? [
+            { key: SA.image, value: s.base.image },
+            { key: SA.version, value: s.base.version },
+          ]
+        : []),
     ]);
-    setCurrentDetails(`**${s.volume}** ${s.phase}${s.reason ? `: ${s.reason}` : ''}${s.computeHost ? ` on ${s.computeHost}` : ''}${s.nas ? ` from ${s.nas}` : ''}`);
+    setCurrentDetails(
+      `**${s.volume}** ${s.phase}${s.reason ? `: ${s.reason}` : ''}${s.computeHost ? ` on ${s.computeHost}` : ''}${s.nas ? ` from ${s.nas}` : ''}`,
+    );
   }
 
   /** Runs `fn` holding the volume. */
@@ -104,26 +117,50 @@ export class Volume {
 
   sameMapping(r: MapRequest): boolean {
     const s = this.s;
-    return s.nas === r.nas && s.computeHost === r.computeHost && s.base?.image === r.base.image && s.base?.version === r.base.version && !!s.sync === !!r.sync;
+    return (
+      s.nas === r.nas &&
+      s.computeHost === r.computeHost &&
+      s.base?.image === r.base.image &&
+      s.base?.version === r.base.version &&
+      !!s.sync === !!r.sync
+    );
   }
 
   /** `locked`: under the lock the phase is settled, so a busy volume gets no benefit of the doubt. */
   validateMap(r: MapRequest, locked = false): void {
     checkMapRequest(r);
     const s = this.s;
-    if (s.phase === 'error') throw new InputError('volume', `a volume not in error (${s.volume}: ${s.reason ?? 'error'}; see imgflow clean)`, s.volume);
+    if (s.phase === 'error')
+      throw new InputError(
+        'volume',
+        `a volume not in error (${s.volume}: ${s.reason ?? 'error'}; see imgflow clean)`,
+        s.volume,
+      );
     if (s.phase === 'deleted') throw new InputError('volume', 'a volume not being deleted', s.volume);
     if (s.phase !== 'unmapped' && (locked || !this.busy) && !this.sameMapping(r)) {
-      throw new InputError('volume', `an unmapped volume (${s.volume} is ${s.phase} on ${s.computeHost ?? '?'}; unmap it first)`, s.volume);
+      throw new InputError(
+        'volume',
+        `an unmapped volume (${s.volume} is ${s.phase} on ${s.computeHost ?? '?'}; unmap it first)`,
+        s.volume,
+      );
     }
     // Once cloned, a volume stays on its NAS and base: a new base needs a new volume.
-    if (s.storage && s.base && (s.nas !== r.nas || s.base.image !== r.base.image || s.base.version !== r.base.version)) {
-      throw new InputError('volume', `a new volume name (${s.volume} is a clone of ${s.base.image}:${s.base.version} on ${s.nas})`, s.volume);
+    if (
+      s.storage &&
+      s.base &&
+      (s.nas !== r.nas || s.base.image !== r.base.image || s.base.version !== r.base.version)
+    ) {
+      throw new InputError(
+        'volume',
+        `a new volume name (${s.volume} is a clone of ${s.base.image}:${s.base.version} on ${s.nas})`,
+        s.volume,
+      );
     }
   }
 
   async map(r: MapRequest): Promise<MapResult> {
-    if (this.s.phase === 'mapped' && this.sameMapping(r)) return { volume: this.s.volume, phase: this.s.phase, target: this.view().target ?? '', changed: false };
+    if (this.s.phase === 'mapped' && this.sameMapping(r))
+      return { volume: this.s.volume, phase: this.s.phase, target: this.view().target ?? '', changed: false };
     this.validateMap(r, true);
     const s = this.s;
     s.waitSeconds = r.waitSeconds ?? s.waitSeconds;
@@ -132,9 +169,18 @@ export class Volume {
     s.base = { image: r.base.image, version: r.base.version };
     if (r.sizeBytes !== undefined) s.sizeBytes = r.sizeBytes;
     if (r.pools) s.pools = { ...r.pools };
-    if (r.sync) s.sync = { frequencySeconds: r.frequencySeconds ?? s.sync?.frequencySeconds ?? DEFAULT_FREQUENCY, failures: 0, frozen: s.sync?.frozen ?? false };
+    if (r.sync)
+      s.sync = {
+        frequencySeconds: r.frequencySeconds ?? s.sync?.frequencySeconds ?? DEFAULT_FREQUENCY,
+        failures: 0,
+        frozen: s.sync?.frozen ?? false,
+      };
     else delete s.sync;
-    this.record(r.by, 'map', `${r.base.image}:${r.base.version} from ${r.nas} to ${r.computeHost}${r.sync ? ' (sync)' : ''}`);
+    this.record(
+      r.by,
+      'map',
+      `${r.base.image}:${r.base.version} from ${r.nas} to ${r.computeHost}${r.sync ? ' (sync)' : ''}`,
+    );
     this.enter('mapping');
 
     const nas = this.nas(r.nas);
@@ -145,9 +191,19 @@ export class Volume {
       const { initiator } = await compute.computeInitiator();
       queue = queues.nas(r.nas);
       const hadClone = !!s.storage;
-      const cloned: ClonedVolume = await nas.volumeClone({ volume: s.volume, image: r.base.image, version: r.base.version, source: r.base.artifact.path, ...(s.sizeBytes ? { sizeBytes: s.sizeBytes } : {}) });
+      const cloned: ClonedVolume = await nas.volumeClone({
+        volume: s.volume,
+        image: r.base.image,
+        version: r.base.version,
+        source: r.base.artifact.path,
+        ...(s.sizeBytes ? { sizeBytes: s.sizeBytes } : {}),
+      });
       s.storage = { kind: cloned.storage, devicePath: cloned.devicePath, root: cloned.root };
-      if (!hadClone) undo.push({ what: 'destroy clone', run: async () => nas.volumeDestroy({ volume: s.volume }).then(() => delete s.storage) });
+      if (!hadClone)
+        undo.push({
+          what: 'destroy clone',
+          run: async () => nas.volumeDestroy({ volume: s.volume }).then(() => delete s.storage),
+        });
 
       let url: string;
       if (r.sync) {
@@ -158,19 +214,37 @@ export class Volume {
         undo.push({ what: 'drop node copy', run: async () => compute.computeDropCopy({ volume: s.volume }) });
         const copy = patched(SYNC_OVER_NETWORK)
           ? await copyToNode(s, nas, compute, cloned.root, snapshot)
-          : await compute.computeReceive({ volume: s.volume, nas: r.nas, nasRoot: cloned.root, snapshot, ...rate(s.speeds.download) });
+          : await compute.computeReceive({
+              volume: s.volume,
+              nas: r.nas,
+              nasRoot: cloned.root,
+              snapshot,
+              ...rate(s.speeds.download),
+            });
         s.sync = { ...s.sync!, nodeRoot: copy.root, nasRoot: cloned.root, lastSnapshot: snapshot };
         url = copy.devicePath;
       } else {
-        undo.push({ what: 'unexport', run: async () => nas.volumeUnexport({ volume: s.volume }).then(() => delete s.export) });
+        undo.push({
+          what: 'unexport',
+          run: async () => nas.volumeUnexport({ volume: s.volume }).then(() => delete s.export),
+        });
         const exported: ExportInfo = await nas.volumeExport({ volume: s.volume, initiator });
         s.export = { kind: exported.kind, target: exported.target, url: exported.url, initiators: exported.initiators };
         url = exported.url;
       }
       queue = queues.compute(r.computeHost);
-      undo.push({ what: 'detach', run: async () => compute.computeDetach({ volume: s.volume, url, waitSeconds: 30 }).then(() => delete s.attachment) });
+      undo.push({
+        what: 'detach',
+        run: async () =>
+          compute.computeDetach({ volume: s.volume, url, waitSeconds: 30 }).then(() => delete s.attachment),
+      });
       const attached: Attachment = await compute.computeAttach({ volume: s.volume, url });
-      s.attachment = { kind: attached.kind, sizeBytes: attached.sizeBytes, ...(attached.device ? { device: attached.device } : {}), ...(attached.url ? { url: attached.url } : {}) };
+      s.attachment = {
+        kind: attached.kind,
+        sizeBytes: attached.sizeBytes,
+        ...(attached.device ? { device: attached.device } : {}),
+        ...(attached.url ? { url: attached.url } : {}),
+      };
       if (s.sync) s.sync.nextSyncAt = new Date(Date.now() + s.sync.frequencySeconds * 1000).toISOString();
       this.enter('mapped');
       this.record(r.by, 'mapped', this.view().target ?? '');
@@ -186,7 +260,10 @@ export class Volume {
         if (s.sync) delete s.sync.nextSyncAt;
       }
       this.record(r.by, 'map-failed', s.reason ?? reason);
-      throw ApplicationFailure.nonRetryable(`map of ${s.volume} failed: ${reason}${failed.length ? `; undo failed: ${failed.join('; ')}` : '; every step was undone'}`, 'MapFailed');
+      throw ApplicationFailure.nonRetryable(
+        `map of ${s.volume} failed: ${reason}${failed.length ? `; undo failed: ${failed.join('; ')}` : '; every step was undone'}`,
+        'MapFailed',
+      );
     }
   }
   async pull(by: string): Promise<PullResult> {
@@ -198,13 +275,23 @@ export class Volume {
       const snapshot = snapshotAt(new Date());
       const result = patched(SYNC_OVER_NETWORK)
         ? await pullOverNetwork(s, this.nas(s.nas!), this.compute(s.computeHost!), snapshot)
-        : await this.nas(s.nas!).volumePull({ volume: s.volume, computeHost: s.computeHost!, nodeRoot: sync.nodeRoot!, snapshot, ...rate(s.speeds.upload) });
+        : await this.nas(s.nas!).volumePull({
+            volume: s.volume,
+            computeHost: s.computeHost!,
+            nodeRoot: sync.nodeRoot!,
+            snapshot,
+            ...rate(s.speeds.upload),
+          });
       sync.lastSyncAt = new Date().toISOString();
       sync.lastSnapshot = result.snapshot;
       sync.lastDurationMs = result.durationMs;
       sync.failures = 0;
       delete sync.lastError;
-      this.record(by, 'sync', `${result.snapshot}${result.from ? ` from ${result.from}` : ''} in ${result.durationMs} ms`);
+      this.record(
+        by,
+        'sync',
+        `${result.snapshot}${result.from ? ` from ${result.from}` : ''} in ${result.durationMs} ms`,
+      );
       return result;
     } catch (err) {
       sync.failures++;
@@ -221,17 +308,24 @@ export class Volume {
 
   async unmap(by: string, waitSeconds: number): Promise<ChangeResult> {
     const s = this.s;
-    if (s.phase === 'unmapped') return { volume: s.volume, phase: s.phase, changed: false, message: `${s.volume} is not mapped: nothing to do` };
+    if (s.phase === 'unmapped')
+      return { volume: s.volume, phase: s.phase, changed: false, message: `${s.volume} is not mapped: nothing to do` };
     // A volume left in error by a step that failed (an unexport while the NAS was down) is finished
     // by the next unmap: each step looks before it acts, and only what is still there is undone.
     const resume = s.phase === 'error' && !!s.computeHost && !!s.nas && patched(UNMAP_FINISHES_ERROR);
-    if (s.phase !== 'mapped' && !resume) throw ApplicationFailure.nonRetryable(`${s.volume} is ${s.phase}${s.reason ? ` (${s.reason})` : ''}; see imgflow clean`, 'InputError');
+    if (s.phase !== 'mapped' && !resume)
+      throw ApplicationFailure.nonRetryable(
+        `${s.volume} is ${s.phase}${s.reason ? ` (${s.reason})` : ''}; see imgflow clean`,
+        'InputError',
+      );
     // The node's copy is the only copy of its newest writes: it goes only after a final pull succeeded
     // (in error, that pull was done already, or the map that failed never served a VM).
     if (s.sync && !resume) await this.pull(by);
     if (resume) this.record(by, 'unmap-resumed', s.reason ?? 'error');
     this.enter('unmapping');
-    const url = resume ? (s.attachment?.device ?? s.attachment?.url) : (s.attachment?.device ?? s.attachment?.url ?? s.export?.url);
+    const url = resume
+      ? (s.attachment?.device ?? s.attachment?.url)
+      : (s.attachment?.device ?? s.attachment?.url ?? s.export?.url);
     try {
       if (url) await this.compute(s.computeHost!).computeDetach({ volume: s.volume, url, waitSeconds });
       delete s.attachment;
@@ -247,12 +341,22 @@ export class Volume {
     if (s.sync) delete s.sync.nextSyncAt;
     this.enter('unmapped');
     this.record(by, 'unmapped', `clone kept on ${s.nas}`);
-    return { volume: s.volume, phase: s.phase, changed: true, message: `${s.volume} unmapped from ${s.computeHost}; clone kept on ${s.nas}` };
+    return {
+      volume: s.volume,
+      phase: s.phase,
+      changed: true,
+      message: `${s.volume} unmapped from ${s.computeHost}; clone kept on ${s.nas}`,
+    };
   }
 
   validateDelete(by: string): void {
     checkUser('by', by);
-    if (this.s.phase !== 'unmapped') throw new InputError('volume', `an unmapped volume to delete (${this.s.volume} is ${this.s.phase}; unmap it first)`, this.s.volume);
+    if (this.s.phase !== 'unmapped')
+      throw new InputError(
+        'volume',
+        `an unmapped volume to delete (${this.s.volume} is ${this.s.phase}; unmap it first)`,
+        this.s.volume,
+      );
   }
 
   async delete(by: string): Promise<ChangeResult> {
@@ -298,7 +402,12 @@ export class Volume {
     if (s.sync) delete s.sync.nextSyncAt;
     this.record(by, 'clean', `${reason}${notes.length ? ` (${notes.join('; ')})` : ''}`);
     this.enter('unmapped', `cleaned by ${by}: ${reason}`);
-    return { volume: s.volume, phase: s.phase, changed: true, message: `${s.volume} cleaned${notes.length ? `; ${notes.join('; ')}` : ''}` };
+    return {
+      volume: s.volume,
+      phase: s.phase,
+      changed: true,
+      message: `${s.volume} cleaned${notes.length ? `; ${notes.join('; ')}` : ''}`,
+    };
   }
 
   syncDue(): boolean {

@@ -10,13 +10,23 @@
  *
  * Sync mode pulls the node's writes back to the NAS on a durable timer; a failed pull is recorded
  * and retried, and the last success stays what it was.
- */import { allHandlersFinished, condition, continueAsNew, setHandler } from '@temporalio/workflow';
+ */ import { allHandlersFinished, condition, continueAsNew, setHandler } from '@temporalio/workflow';
 import { checkReason, checkUser } from '../../common/lineage.js';
 import { checkInt, checkName, InputError } from '../../common/names.js';
 import { checkAttrs } from '../../common/volume.js';
 import { historyFull } from '../support/continue-as-new.js';
 import { handleUpdate } from '../support/updates.js';
-import { cleanUpdate, deleteUpdate, mapUpdate, setAttrsUpdate, syncNowUpdate, unmapUpdate, volumeQuery, type VolumeInput, type VolumeView } from './messages.js';
+import {
+  cleanUpdate,
+  deleteUpdate,
+  mapUpdate,
+  setAttrsUpdate,
+  syncNowUpdate,
+  unmapUpdate,
+  volumeQuery,
+  type VolumeInput,
+  type VolumeView,
+} from './messages.js';
 import { newVolumeState, Volume } from './volume.js';
 
 export async function volumeWorkflow(input: VolumeInput): Promise<VolumeView> {
@@ -24,7 +34,11 @@ export async function volumeWorkflow(input: VolumeInput): Promise<VolumeView> {
   const maxHistory = input.maxHistoryEvents ?? 5_000;
   v.publish();
 
-  handleUpdate(mapUpdate, (r) => v.validateMap(r), (r) => v.exclusive(() => v.map(r)));
+  handleUpdate(
+    mapUpdate,
+    (r) => v.validateMap(r),
+    (r) => v.exclusive(() => v.map(r)),
+  );
   handleUpdate(
     unmapUpdate,
     (i) => {
@@ -33,14 +47,30 @@ export async function volumeWorkflow(input: VolumeInput): Promise<VolumeView> {
     },
     (i) => v.exclusive(() => v.unmap(i.by, i.waitSeconds ?? 60)),
   );
-  handleUpdate(deleteUpdate, (i) => v.validateDelete(i.by), (i) => v.exclusive(() => v.delete(i.by)));
+  handleUpdate(
+    deleteUpdate,
+    (i) => v.validateDelete(i.by),
+    (i) => v.exclusive(() => v.delete(i.by)),
+  );
   handleUpdate(
     setAttrsUpdate,
     (a) => {
       checkAttrs(a);
       // Pull settings would be kept and do nothing: a volume not in sync mode has no pulls.
-      const syncOnly = a.frequencySeconds !== undefined ? 'frequency' : a.frozen !== undefined ? (a.frozen ? 'freeze' : 'thaw') : undefined;
-      if (syncOnly && !v.s.sync) throw new InputError(syncOnly, `a volume mapped in sync mode (${v.s.volume} is not: map it with --sync)`, v.s.volume);
+      const syncOnly =
+        a.frequencySeconds !== undefined
+          ? 'frequency'
+          : a.frozen !== undefined
+            ? a.frozen
+              ? 'freeze'
+              : 'thaw'
+            : undefined;
+      if (syncOnly && !v.s.sync)
+        throw new InputError(
+          syncOnly,
+          `a volume mapped in sync mode (${v.s.volume} is not: map it with --sync)`,
+          v.s.volume,
+        );
     },
     async (a) => v.setAttrs(a),
   );
@@ -48,15 +78,30 @@ export async function volumeWorkflow(input: VolumeInput): Promise<VolumeView> {
     syncNowUpdate,
     (i) => {
       checkUser('by', i.by);
-      if (!v.s.sync || v.s.phase !== 'mapped') throw new InputError('volume', `a volume mapped in sync mode (${v.s.volume} is ${v.s.phase}${v.s.sync ? '' : ', not in sync mode'})`, v.s.volume);
+      if (!v.s.sync || v.s.phase !== 'mapped')
+        throw new InputError(
+          'volume',
+          `a volume mapped in sync mode (${v.s.volume} is ${v.s.phase}${v.s.sync ? '' : ', not in sync mode'})`,
+          v.s.volume,
+        );
     },
-    (i) => v.exclusive(() => (v.s.sync && v.s.phase === 'mapped' ? v.pull(i.by) : Promise.reject(new InputError('volume', 'a volume mapped in sync mode', v.s.volume)))),
+    (i) =>
+      v.exclusive(() =>
+        v.s.sync && v.s.phase === 'mapped'
+          ? v.pull(i.by)
+          : Promise.reject(new InputError('volume', 'a volume mapped in sync mode', v.s.volume)),
+      ),
   );
   handleUpdate(
     cleanUpdate,
     (i) => {
       checkUser('by', i.by);
-      if (i.force !== true) throw new InputError('force', '--force: clean skips the compute host and may leave it holding the volume', i.force);
+      if (i.force !== true)
+        throw new InputError(
+          'force',
+          '--force: clean skips the compute host and may leave it holding the volume',
+          i.force,
+        );
       checkReason('reason', i.reason);
     },
     (i) => v.exclusive(() => v.clean(i.by, i.reason)),

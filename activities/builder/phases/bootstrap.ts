@@ -22,22 +22,42 @@ export const BOOTSTRAP_REUSED = 'bootstrap reused: same suite, variant, mirror, 
  * debootstrap in two stages: the first only downloads and unpacks, on the host; the second runs
  * the packages' own scripts, so it runs isolated in the image like any other image code.
  */
-async function debootstrapInto(run: Run, target: string, arch: string, source: DebootstrapSource, env: Record<string, string>): Promise<void> {
-  const argv = ['debootstrap', '--foreign', `--arch=${debianArch(checkArch('arch', arch))}`, `--components=${source.components.join(',')}`];
+async function debootstrapInto(
+  run: Run,
+  target: string,
+  arch: string,
+  source: DebootstrapSource,
+  env: Record<string, string>,
+): Promise<void> {
+  const argv = [
+    'debootstrap',
+    '--foreign',
+    `--arch=${debianArch(checkArch('arch', arch))}`,
+    `--components=${source.components.join(',')}`,
+  ];
   if (source.variant !== 'default') argv.push(`--variant=${source.variant}`);
   if (source.packages.length) argv.push(`--include=${source.packages.join(',')}`);
   const stages = [
     () => run([...argv, source.suite, target, source.mirror], { env, timeoutMs: 60 * MINUTE, okExitCodes: [1] }),
     async () => {
       await ensureProcDir(target);
-      return run(inImageArgv(target, ['/debootstrap/debootstrap', '--second-stage']), { env: CHROOT_ENV, timeoutMs: 60 * MINUTE, okExitCodes: [1] });
+      return run(inImageArgv(target, ['/debootstrap/debootstrap', '--second-stage']), {
+        env: CHROOT_ENV,
+        timeoutMs: 60 * MINUTE,
+        okExitCodes: [1],
+      });
     },
   ];
   for (const stage of stages) {
     // debootstrap prints its errors ("E: ...") on stdout: the failure carries the last one.
     const result = await stage();
     if (result.exitCode !== 0) {
-      const error = result.stdout.split('\n').filter((line) => line.startsWith('E: ')).at(-1)?.slice(3) ?? `exit code ${result.exitCode}`;
+      const error =
+        result.stdout
+          .split('\n')
+          .filter((line) => line.startsWith('E: '))
+          .at(-1)
+          ?.slice(3) ?? `exit code ${result.exitCode}`;
       throw new Error(`debootstrap of ${source.suite} from ${source.mirror} failed: ${error}`);
     }
   }
@@ -56,13 +76,19 @@ async function cacheTree(run: Run, tree: string, tarball: string): Promise<void>
   }
 }
 
-export function createBootstrapActivities({ run: runCommand, config, settings = {} }: ActivityDeps & { settings?: BuilderSettings }) {
+export function createBootstrapActivities({
+  run: runCommand,
+  config,
+  settings = {},
+}: ActivityDeps & { settings?: BuilderSettings }) {
   const run = loggingRunner(runCommand);
   // A builder with no route out fetches packages through the site's proxy; only those commands get it.
   const env = fetchEnv(settings);
   return {
     /** debootstrap, or the cached tree of an earlier bootstrap with the same key. */
-    async bootstrap(input: BuildRef & { source: DebootstrapSource }): Promise<PhaseResult & { cacheKey: string; cacheHit: boolean }> {
+    async bootstrap(
+      input: BuildRef & { source: DebootstrapSource },
+    ): Promise<PhaseResult & { cacheKey: string; cacheHit: boolean }> {
       const dirs = buildDirs(config, input);
       const source = checkSourceInput('debootstrap', input.source);
       const cacheKey = bootstrapKey(input.arch, source);

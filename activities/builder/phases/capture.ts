@@ -26,26 +26,50 @@ const SAFE_FILE = /^\/[A-Za-z0-9._+@\/-]*$/;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function checkFile(field: string, file: string): string {
-  if (!SAFE_FILE.test(file) || file.split('/').includes('..')) throw new InputError(field, 'an absolute path of letters, digits and ._+@-/', file);
+  if (!SAFE_FILE.test(file) || file.split('/').includes('..'))
+    throw new InputError(field, 'an absolute path of letters, digits and ._+@-/', file);
   return file;
 }
 
 /** The `-e` value rsync splits into ssh's argv itself (no shell): every part is checked first. */
 function sshCommand(ssh: SshOptions, source: CaptureSource, connectTimeoutSeconds: number): string {
-  const parts = ['ssh', '-o', 'BatchMode=yes', '-o', `ConnectTimeout=${connectTimeoutSeconds}`, '-o', 'ServerAliveInterval=15', '-o', 'ServerAliveCountMax=4'];
+  const parts = [
+    'ssh',
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    `ConnectTimeout=${connectTimeoutSeconds}`,
+    '-o',
+    'ServerAliveInterval=15',
+    '-o',
+    'ServerAliveCountMax=4',
+  ];
   if (source.port) parts.push('-p', String(source.port));
   if (ssh.identityFile) parts.push('-i', checkFile('ssh.identityFile', ssh.identityFile), '-o', 'IdentitiesOnly=yes');
-  if (ssh.knownHostsFile) parts.push('-o', `UserKnownHostsFile=${checkFile('ssh.knownHostsFile', ssh.knownHostsFile)}`, '-o', 'StrictHostKeyChecking=yes');
+  if (ssh.knownHostsFile)
+    parts.push(
+      '-o',
+      `UserKnownHostsFile=${checkFile('ssh.knownHostsFile', ssh.knownHostsFile)}`,
+      '-o',
+      'StrictHostKeyChecking=yes',
+    );
   return parts.join(' ');
 }
 
-async function rsyncWithRetries(run: Run, argv: string[], source: CaptureSource, attempts: number, timeoutMs: number): Promise<void> {
+async function rsyncWithRetries(
+  run: Run,
+  argv: string[],
+  source: CaptureSource,
+  attempts: number,
+  timeoutMs: number,
+): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
       await run(argv, { okExitCodes: [24], timeoutMs, progress: progress.rsync });
       return;
     } catch (error) {
-      const transient = error instanceof CommandError && (error.exitCode === undefined || RSYNC_TRANSIENT.includes(error.exitCode));
+      const transient =
+        error instanceof CommandError && (error.exitCode === undefined || RSYNC_TRANSIENT.includes(error.exitCode));
       if (!transient) throw error;
       if (attempt >= attempts) {
         const where = source.host ? `${source.host}${source.port ? ` port ${source.port}` : ''}` : source.path;
@@ -59,7 +83,8 @@ async function rsyncWithRetries(run: Run, argv: string[], source: CaptureSource,
 
 /** Whether a capture would copy this builder's own root: `/` however reached (symlinks, bind mounts). */
 async function isBuilderRoot(config: Config, source: CaptureSource): Promise<boolean> {
-  if (source.host && !isLoopbackHost(source.host) && source.host !== config.host && source.host !== shortHostName()) return false;
+  if (source.host && !isLoopbackHost(source.host) && source.host !== config.host && source.host !== shortHostName())
+    return false;
   const [target, root] = await Promise.all([fs.stat(source.path).catch(() => undefined), fs.stat('/')]);
   return target !== undefined && target.dev === root.dev && target.ino === root.ino;
 }
@@ -71,11 +96,19 @@ export function createCaptureActivities({ run: runCommand, config, ssh = {} }: A
      * A host's root filesystem over rsync (ssh for a remote host), with bounded attempts. The
      * builder's own root only when the recipe allows it, and then without imgflow's state.
      */
-    async capture(input: BuildRef & { source: CaptureSource; attempts?: number; connectTimeoutSeconds?: number; timeoutMinutes?: number }): Promise<PhaseResult & { from: string; builderRoot?: true }> {
+    async capture(
+      input: BuildRef & {
+        source: CaptureSource;
+        attempts?: number;
+        connectTimeoutSeconds?: number;
+        timeoutMinutes?: number;
+      },
+    ): Promise<PhaseResult & { from: string; builderRoot?: true }> {
       const dirs = buildDirs(config, input);
       const source = checkSourceInput('capture', input.source);
       const builderRoot = await isBuilderRoot(config, source);
-      if (builderRoot && !source.allowBuilderRoot) throw builderRootRefusal(source.host ? `${source.host}:${source.path}` : source.path, 'resolves to');
+      if (builderRoot && !source.allowBuilderRoot)
+        throw builderRootRefusal(source.host ? `${source.host}:${source.path}` : source.path, 'resolves to');
       const attempts = Math.min(Math.max(input.attempts ?? 3, 1), 10);
       const connectTimeout = Math.min(Math.max(input.connectTimeoutSeconds ?? 10, 1), 120);
       const from = source.host ? `${source.user ?? 'root'}@${source.host}:${source.path}` : source.path;
@@ -86,10 +119,24 @@ export function createCaptureActivities({ run: runCommand, config, ssh = {} }: A
         { source, arch: input.arch },
         async () => {
           await fs.mkdir(dirs.root, { recursive: true, mode: 0o755 });
-          const excludes = [...CAPTURE_EXCLUDES, ...(builderRoot ? [config.home] : []), ...source.excludes].map((pattern) => `--exclude=${pattern}`);
+          const excludes = [...CAPTURE_EXCLUDES, ...(builderRoot ? [config.home] : []), ...source.excludes].map(
+            (pattern) => `--exclude=${pattern}`,
+          );
           const transport = source.host ? ['-e', sshCommand(ssh, source, connectTimeout)] : [];
           // Copying into the root itself lets a later attempt continue where a failed one stopped.
-          const argv = ['rsync', '-aHAX', '--numeric-ids', '--delete', '--timeout=120', '--info=progress2', ...excludes, ...transport, '--', `${from.replace(/\/+$/, '')}/`, `${dirs.root}/`];
+          const argv = [
+            'rsync',
+            '-aHAX',
+            '--numeric-ids',
+            '--delete',
+            '--timeout=120',
+            '--info=progress2',
+            ...excludes,
+            ...transport,
+            '--',
+            `${from.replace(/\/+$/, '')}/`,
+            `${dirs.root}/`,
+          ];
           await rsyncWithRetries(run, argv, source, attempts, (input.timeoutMinutes ?? 120) * MINUTE);
           return { from, ...(builderRoot ? { builderRoot: true as const } : {}) };
         },

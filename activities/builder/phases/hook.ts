@@ -28,9 +28,16 @@ export function createHookActivities({ run: runCommand, config }: ActivityDeps) 
           // The script runs as checked when the recipe was read, or not at all.
           const script = await fs.readFile(hook.file.path);
           const actual = createHash('sha256').update(script).digest('hex');
-          if (actual !== hook.file.sha256) throw new InputError(`hooks.${hook.name}.file`, `the script checked with the recipe (${hook.file.sha256})`, actual);
+          if (actual !== hook.file.sha256)
+            throw new InputError(
+              `hooks.${hook.name}.file`,
+              `the script checked with the recipe (${hook.file.sha256})`,
+              actual,
+            );
           const inside = `/tmp/imgflow-hook-${hook.name}`;
-          await withTemporaryFile(dirs.root, inside, script, 0o755, () => runInRoot(run, dirs.root, [inside, ...hook.argv]));
+          await withTemporaryFile(dirs.root, inside, script, 0o755, () =>
+            runInRoot(run, dirs.root, [inside, ...hook.argv]),
+          );
         }
         return { hook: hook.name, layer: hook.layer };
       });

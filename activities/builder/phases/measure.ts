@@ -50,7 +50,15 @@ export function createMeasureActivities({ run, config }: ActivityDeps) {
       await fs.rename(partial, dirs.manifest);
       const { bytes } = await measureRoot(run, dirs.root);
       const image = await readImageRecord(dirs);
-      return { packages: list.length, packagesFile, packagesSha256: digestOf(list), packagesFileSha256: await sha256File(packagesFile), bytes, manifest: { path: dirs.manifest, ...manifest }, ...image };
+      return {
+        packages: list.length,
+        packagesFile,
+        packagesSha256: digestOf(list),
+        packagesFileSha256: await sha256File(packagesFile),
+        bytes,
+        manifest: { path: dirs.manifest, ...manifest },
+        ...image,
+      };
     },
   };
 }

@@ -38,14 +38,19 @@ async function packExt4(run: Run, root: string, target: string, label: string): 
   const file = await fs.open(partial, 'w');
   await file.truncate(ext4Size(bytes));
   await file.close();
-  await run(['mkfs.ext4', '-q', '-F', '-i', '8192', '-L', label.slice(0, 16), '-d', root, partial], { timeoutMs: 30 * MINUTE });
+  await run(['mkfs.ext4', '-q', '-F', '-i', '8192', '-L', label.slice(0, 16), '-d', root, partial], {
+    timeoutMs: 30 * MINUTE,
+  });
   await fs.rename(partial, target);
   return target;
 }
 
 async function packQcow2(run: Run, raw: string, target: string): Promise<PackedOutput> {
   const partial = partialPath(target);
-  await run(['qemu-img', 'convert', '-p', '-f', 'raw', '-O', 'qcow2', raw, partial], { timeoutMs: 30 * MINUTE, progress: progress.qemuImg });
+  await run(['qemu-img', 'convert', '-p', '-f', 'raw', '-O', 'qcow2', raw, partial], {
+    timeoutMs: 30 * MINUTE,
+    progress: progress.qemuImg,
+  });
   await fs.rename(partial, target);
   return describe('qcow2', target);
 }
@@ -61,7 +66,9 @@ export function createPackActivities({ run: runCommand, config }: ActivityDeps) 
   const run = loggingRunner(runCommand);
   return {
     /** The image's files: ext4 (raw), qcow2 converted from it, and/or squashfs. */
-    async packOutputs(input: BuildRef & { image: string; version: string; outputs: OutputFormat[] }): Promise<PhaseResult & { outputs: PackedOutput[] }> {
+    async packOutputs(
+      input: BuildRef & { image: string; version: string; outputs: OutputFormat[] },
+    ): Promise<PhaseResult & { outputs: PackedOutput[] }> {
       const dirs = buildDirs(config, input);
       const image = checkName('image', input.image);
       const version = checkName('version', input.version);

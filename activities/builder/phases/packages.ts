@@ -11,12 +11,18 @@ import { checkPackagesInput } from '../recipe.js';
 import { runInRoot, withTemporaryFile } from '../rootfs.js';
 
 /** Package scripts may not start services in the build host's chroot (policy-rc.d says no). */
-const withoutServiceStarts = <T>(root: string, fn: () => Promise<T>) => withTemporaryFile(root, '/usr/sbin/policy-rc.d', '#!/bin/sh\nexit 101\n', 0o755, fn);
+const withoutServiceStarts = <T>(root: string, fn: () => Promise<T>) =>
+  withTemporaryFile(root, '/usr/sbin/policy-rc.d', '#!/bin/sh\nexit 101\n', 0o755, fn);
 
 /** apt in the chroot resolves names with the build host's resolver, only while it runs. */
-const withHostResolver = async <T>(root: string, fn: () => Promise<T>) => withTemporaryFile(root, '/etc/resolv.conf', await fs.readFile('/etc/resolv.conf'), 0o644, fn);
+const withHostResolver = async <T>(root: string, fn: () => Promise<T>) =>
+  withTemporaryFile(root, '/etc/resolv.conf', await fs.readFile('/etc/resolv.conf'), 0o644, fn);
 
-export function createPackagesActivities({ run: runCommand, config, settings = {} }: ActivityDeps & { settings?: BuilderSettings }) {
+export function createPackagesActivities({
+  run: runCommand,
+  config,
+  settings = {},
+}: ActivityDeps & { settings?: BuilderSettings }) {
   const run = loggingRunner(runCommand);
   // A builder with no route out fetches packages through the site's proxy; only those commands get it.
   const env = fetchEnv(settings);
@@ -32,7 +38,12 @@ export function createPackagesActivities({ run: runCommand, config, settings = {
         await withHostResolver(dirs.root, () =>
           withoutServiceStarts(dirs.root, async () => {
             await runInRoot(run, dirs.root, ['apt-get', 'update'], env);
-            await runInRoot(run, dirs.root, ['apt-get', 'install', '-y', '--no-install-recommends', '--', ...packages], env);
+            await runInRoot(
+              run,
+              dirs.root,
+              ['apt-get', 'install', '-y', '--no-install-recommends', '--', ...packages],
+              env,
+            );
             await runInRoot(run, dirs.root, ['apt-get', 'clean']);
           }),
         );

@@ -5,7 +5,16 @@
  * ../validate.ts.
  */
 import type { ActivityDeps } from '../../shared/index.js';
-import { buildDirs, loggingRunner, requireRoot, runPhase, takeRoot, writeJsonAtomic, type BuildRef, type PhaseResult } from '../phase.js';
+import {
+  buildDirs,
+  loggingRunner,
+  requireRoot,
+  runPhase,
+  takeRoot,
+  writeJsonAtomic,
+  type BuildRef,
+  type PhaseResult,
+} from '../phase.js';
 import { assertNothingMounted, prepareRoot } from '../prepare.js';
 import { checkPrepareInput, type PrepareOptions } from '../recipe.js';
 import { fixRoot, validateRoot, type Breach } from '../validate.js';
@@ -14,13 +23,28 @@ export function createPrepareActivities({ run: runCommand, config }: ActivityDep
   const run = loggingRunner(runCommand);
   return {
     /** Preparation; records private directories and sharing in the build's image manifest. */
-    async prepare(input: BuildRef & { prepare: PrepareOptions }): Promise<PhaseResult & { emptied: number; truncatedLogs: number; removedIdentity: number; disabledServices: string[]; lockedPasswords: number }> {
+    async prepare(
+      input: BuildRef & { prepare: PrepareOptions },
+    ): Promise<
+      PhaseResult & {
+        emptied: number;
+        truncatedLogs: number;
+        removedIdentity: number;
+        disabledServices: string[];
+        lockedPasswords: number;
+      }
+    > {
       const dirs = buildDirs(config, input);
       const options = checkPrepareInput(input.prepare);
       return runPhase(run, dirs, 'prepare', { options, arch: input.arch }, async () => {
         await takeRoot(run, dirs);
         const summary = await prepareRoot(dirs.root, options);
-        await writeJsonAtomic(dirs.record, { private: summary.private, shared: summary.shared, hostname: options.hostname ?? null, network: options.network });
+        await writeJsonAtomic(dirs.record, {
+          private: summary.private,
+          shared: summary.shared,
+          hostname: options.hostname ?? null,
+          network: options.network,
+        });
         return {
           emptied: summary.emptied.length,
           truncatedLogs: summary.truncatedLogs,
@@ -40,7 +64,9 @@ export function createPrepareActivities({ run: runCommand, config }: ActivityDep
     },
 
     /** Prepares again where validation finds breaches; reports before and after. */
-    async fix(input: BuildRef & { prepare: PrepareOptions }): Promise<{ ok: boolean; fixed: number; remaining: Breach[] }> {
+    async fix(
+      input: BuildRef & { prepare: PrepareOptions },
+    ): Promise<{ ok: boolean; fixed: number; remaining: Breach[] }> {
       const dirs = buildDirs(config, input);
       await takeRoot(run, dirs);
       await assertNothingMounted(dirs.root);

@@ -10,7 +10,15 @@ import { pipeline } from 'node:stream/promises';
 import { InputError } from '../../../common/names.js';
 import { exists, partialPath, sha256File } from '../../../lib/files.js';
 import type { ActivityDeps } from '../../shared/index.js';
-import { buildDirs, loggingRunner, MINUTE, runPhase, type BuildDirs, type BuildRef, type PhaseResult } from '../phase.js';
+import {
+  buildDirs,
+  loggingRunner,
+  MINUTE,
+  runPhase,
+  type BuildDirs,
+  type BuildRef,
+  type PhaseResult,
+} from '../phase.js';
 import { checkSourceInput, type TarballSource } from '../recipe.js';
 import { extract, replaceRoot } from '../rootfs.js';
 
@@ -43,7 +51,11 @@ export function createTarballActivities({ run: runCommand, config }: ActivityDep
           const actual = await sha256File(file);
           if (actual !== source.sha256) {
             if (source.url) await fs.rm(file, { force: true });
-            throw new InputError('source.tarball.sha256', `the digest of ${source.url ?? file} (${actual})`, source.sha256);
+            throw new InputError(
+              'source.tarball.sha256',
+              `the digest of ${source.url ?? file} (${actual})`,
+              source.sha256,
+            );
           }
           await replaceRoot(run, dirs.root, (partial) => extract(run, file, partial));
           return { sha256: actual };

@@ -92,7 +92,8 @@ export class CatalogRegistry implements ImageRegistry {
     try {
       return JSON.parse(await fs.readFile(this.recordPath(id), 'utf8')) as CatalogRecord;
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new RegistryError(operation, `image ${id} does not exist`, NO_EXISTS);
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+        throw new RegistryError(operation, `image ${id} does not exist`, NO_EXISTS);
       throw error;
     }
   }
@@ -115,7 +116,9 @@ export class CatalogRegistry implements ImageRegistry {
   private async records(): Promise<CatalogRecord[]> {
     await privateDir(this.imagesDir, this.modes);
     const names = (await fs.readdir(this.imagesDir)).filter((n) => /^\d+\.json$/.test(n));
-    const records = await Promise.all(names.map((n) => this.read(Number(n.slice(0, -5)), 'list').catch(() => undefined)));
+    const records = await Promise.all(
+      names.map((n) => this.read(Number(n.slice(0, -5)), 'list').catch(() => undefined)),
+    );
     return records.filter((r): r is CatalogRecord => r !== undefined).sort((a, b) => a.id - b.id);
   }
 
@@ -133,7 +136,9 @@ export class CatalogRegistry implements ImageRegistry {
 
   async list(filter: { imageList?: string } = {}): Promise<RegistryImage[]> {
     const all = (await this.records()).map((record) => CatalogRegistry.publicView(record));
-    return filter.imageList === undefined ? all : all.filter((image) => image.template[TEMPLATE.imageList] === filter.imageList);
+    return filter.imageList === undefined
+      ? all
+      : all.filter((image) => image.template[TEMPLATE.imageList] === filter.imageList);
   }
 
   async info(id: number): Promise<RegistryImage> {
@@ -180,7 +185,10 @@ export class CatalogRegistry implements ImageRegistry {
       });
     } catch (error) {
       await this.update(id, 'register', (record) => void (record.state = 'ERROR'));
-      throw new RegistryError('register', `copying ${request.path} into the catalog failed: ${(error as Error).message}`);
+      throw new RegistryError(
+        'register',
+        `copying ${request.path} into the catalog failed: ${(error as Error).message}`,
+      );
     }
     return id;
   }
@@ -246,7 +254,10 @@ export class CatalogRegistry implements ImageRegistry {
   async setEnabled(id: number, enabled: boolean): Promise<void> {
     await this.update(id, 'setEnabled', (record) => {
       if (!['READY', 'DISABLED', 'ERROR'].includes(record.state)) {
-        throw new RegistryError('setEnabled', `image ${id} cannot be ${enabled ? 'enabled' : 'disabled'} in state ${record.state}`);
+        throw new RegistryError(
+          'setEnabled',
+          `image ${id} cannot be ${enabled ? 'enabled' : 'disabled'} in state ${record.state}`,
+        );
       }
       record.state = enabled ? 'READY' : 'DISABLED';
     });
@@ -270,7 +281,10 @@ export class CatalogRegistry implements ImageRegistry {
     await this.serialised(async () => {
       const record = await this.read(id, 'delete');
       if (IN_USE.includes(record.state) || record.runningVms > 0) {
-        throw new RegistryError('delete', `image ${id} cannot be deleted in state ${record.state}, it is used by ${record.runningVms} hosts`);
+        throw new RegistryError(
+          'delete',
+          `image ${id} cannot be deleted in state ${record.state}, it is used by ${record.runningVms} hosts`,
+        );
       }
       // The record goes first: a crash in between leaves an orphan disk, never a record without one.
       await fs.rm(this.recordPath(id));

@@ -19,7 +19,11 @@ function readPassword(file: string): string {
   return password;
 }
 
-export function cloudRegistry(config: Pick<Config, 'home'>, settings: RegistrySettings, logger?: Logger): ImageRegistry {
+export function cloudRegistry(
+  config: Pick<Config, 'home'>,
+  settings: RegistrySettings,
+  logger?: Logger,
+): ImageRegistry {
   const { opennebula, ...format } = settings;
   if (!opennebula) return new CatalogRegistry({ dir: paths(config).catalog, ...format });
   const { passwordFile, ...one } = opennebula;

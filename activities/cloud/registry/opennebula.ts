@@ -38,9 +38,28 @@ export interface OpenNebulaOptions {
 }
 
 /** OpenNebula's error codes, as returned in the third element of a failed call. */
-export const ONE_ERRORS = { AUTHENTICATION: 0x100, AUTHORIZATION: 0x200, NO_EXISTS: 0x400, ACTION: 0x800, XML_RPC_API: 0x1000, INTERNAL: 0x2000, ALLOCATE: 0x4000, LOCKED: 0x8000 } as const;
+export const ONE_ERRORS = {
+  AUTHENTICATION: 0x100,
+  AUTHORIZATION: 0x200,
+  NO_EXISTS: 0x400,
+  ACTION: 0x800,
+  XML_RPC_API: 0x1000,
+  INTERNAL: 0x2000,
+  ALLOCATE: 0x4000,
+  LOCKED: 0x8000,
+} as const;
 
-const PERMISSION_TAGS = ['OWNER_U', 'OWNER_M', 'OWNER_A', 'GROUP_U', 'GROUP_M', 'GROUP_A', 'OTHER_U', 'OTHER_M', 'OTHER_A'];
+const PERMISSION_TAGS = [
+  'OWNER_U',
+  'OWNER_M',
+  'OWNER_A',
+  'GROUP_U',
+  'GROUP_M',
+  'GROUP_A',
+  'OTHER_U',
+  'OTHER_M',
+  'OTHER_A',
+];
 
 /** one.image.update's last parameter: 0 replaces the whole template, 1 merges into it. */
 const TEMPLATE_MERGE = 1;
@@ -92,8 +111,10 @@ export class OpenNebulaRegistry implements ImageRegistry {
     if (options.user.includes(':')) throw new RegistryError('config', 'the OpenNebula user name must not contain ":"');
     this.#session = `${options.user}:${options.password}`;
     this.#url = new URL(options.endpoint);
-    if (this.#url.protocol !== 'http:' && this.#url.protocol !== 'https:') throw new RegistryError('config', 'the endpoint must be an http(s) URL');
-    if (this.#url.username || this.#url.password) throw new RegistryError('config', 'credentials belong in user and password, not in the endpoint URL');
+    if (this.#url.protocol !== 'http:' && this.#url.protocol !== 'https:')
+      throw new RegistryError('config', 'the endpoint must be an http(s) URL');
+    if (this.#url.username || this.#url.password)
+      throw new RegistryError('config', 'credentials belong in user and password, not in the endpoint URL');
     this.#datastoreId = options.datastoreId;
     this.#timeoutMs = options.timeoutMs ?? 60_000;
     this.#logger = options.logger;
@@ -111,8 +132,13 @@ export class OpenNebulaRegistry implements ImageRegistry {
       this.#logger?.warn({ method, durationMs, fault: answer.code }, 'opennebula call');
       throw new RegistryError(method, `XML-RPC fault ${answer.code}: ${answer.message}`);
     }
-    const [ok, result, code] = Array.isArray(answer.value) ? answer.value : [false, 'malformed response', ONE_ERRORS.INTERNAL];
-    this.#logger?.info({ method, id: typeof params[0] === 'number' ? params[0] : undefined, durationMs, ok }, 'opennebula call');
+    const [ok, result, code] = Array.isArray(answer.value)
+      ? answer.value
+      : [false, 'malformed response', ONE_ERRORS.INTERNAL];
+    this.#logger?.info(
+      { method, id: typeof params[0] === 'number' ? params[0] : undefined, durationMs, ok },
+      'opennebula call',
+    );
     if (ok !== true) throw new RegistryError(method, String(result), typeof code === 'number' ? code : undefined);
     return result!;
   }
@@ -122,18 +148,25 @@ export class OpenNebulaRegistry implements ImageRegistry {
     return new Promise((resolve, reject) => {
       const request = client.request(
         this.#url,
-        { method: 'POST', headers: { 'content-type': 'text/xml', 'content-length': Buffer.byteLength(body) }, timeout: this.#timeoutMs },
+        {
+          method: 'POST',
+          headers: { 'content-type': 'text/xml', 'content-length': Buffer.byteLength(body) },
+          timeout: this.#timeoutMs,
+        },
         (response) => {
           const chunks: Buffer[] = [];
           response.on('data', (chunk: Buffer) => chunks.push(chunk));
           response.on('error', reject);
           response.on('end', () => {
-            if (response.statusCode !== 200) reject(new RegistryError('xml-rpc', `HTTP ${response.statusCode} from ${this.#url.host}`));
+            if (response.statusCode !== 200)
+              reject(new RegistryError('xml-rpc', `HTTP ${response.statusCode} from ${this.#url.host}`));
             else resolve(Buffer.concat(chunks).toString('utf8'));
           });
         },
       );
-      request.on('timeout', () => request.destroy(new RegistryError('xml-rpc', `no answer from ${this.#url.host} within ${this.#timeoutMs} ms`)));
+      request.on('timeout', () =>
+        request.destroy(new RegistryError('xml-rpc', `no answer from ${this.#url.host} within ${this.#timeoutMs} ms`)),
+      );
       request.on('error', reject);
       request.end(body);
     });
@@ -142,7 +175,9 @@ export class OpenNebulaRegistry implements ImageRegistry {
   async list(filter: { imageList?: string } = {}): Promise<RegistryImage[]> {
     const xml = String(await this.call('one.imagepool.info', ALL_IMAGES, -1, -1));
     const images = children(parseXml(xml), 'IMAGE').map(imageFromXml);
-    return filter.imageList === undefined ? images : images.filter((image) => image.template[TEMPLATE.imageList] === filter.imageList);
+    return filter.imageList === undefined
+      ? images
+      : images.filter((image) => image.template[TEMPLATE.imageList] === filter.imageList);
   }
 
   async info(id: number): Promise<RegistryImage> {

@@ -6,7 +6,19 @@
 import { InputError } from '../../../common/names.js';
 
 /** OpenNebula's image states, in the order of their numbers (INIT = 0, READY = 1, ...). */
-export const IMAGE_STATES = ['INIT', 'READY', 'USED', 'DISABLED', 'LOCKED', 'ERROR', 'CLONE', 'DELETE', 'USED_PERS', 'LOCKED_USED', 'LOCKED_USED_PERS'] as const;
+export const IMAGE_STATES = [
+  'INIT',
+  'READY',
+  'USED',
+  'DISABLED',
+  'LOCKED',
+  'ERROR',
+  'CLONE',
+  'DELETE',
+  'USED_PERS',
+  'LOCKED_USED',
+  'LOCKED_USED_PERS',
+] as const;
 export type ImageState = (typeof IMAGE_STATES)[number];
 
 export function stateFromNumber(n: number): ImageState {
@@ -97,7 +109,8 @@ export class RegistryError extends Error {
 const MODE = /^[0-7]{3}$/;
 
 export function checkMode(mode: unknown): string {
-  if (typeof mode !== 'string' || !MODE.test(mode)) throw new InputError('mode', 'three octal digits such as "640"', mode);
+  if (typeof mode !== 'string' || !MODE.test(mode))
+    throw new InputError('mode', 'three octal digits such as "640"', mode);
   return mode;
 }
 
@@ -126,7 +139,8 @@ export function checkImageName(name: unknown): string {
 
 /** Template attribute names: OpenNebula's upper-case identifiers. */
 export function checkTemplateKey(key: string): string {
-  if (!/^[A-Z][A-Z0-9_]{0,63}$/.test(key)) throw new InputError('template', 'attribute names of upper-case letters, digits and "_"', key);
+  if (!/^[A-Z][A-Z0-9_]{0,63}$/.test(key))
+    throw new InputError('template', 'attribute names of upper-case letters, digits and "_"', key);
   return key;
 }
 
@@ -135,14 +149,22 @@ export function delay(ms: number): Promise<void> {
 }
 
 /** Polls `info` until READY: shared by both registries so they time out and fail alike. */
-export async function pollUntilReady(info: () => Promise<RegistryImage>, options: WaitOptions = {}): Promise<RegistryImage> {
+export async function pollUntilReady(
+  info: () => Promise<RegistryImage>,
+  options: WaitOptions = {},
+): Promise<RegistryImage> {
   const deadline = Date.now() + (options.timeoutMs ?? 600_000);
   const interval = options.intervalMs ?? 2000;
   for (;;) {
     const image = await info();
     if (image.state === 'READY') return image;
-    if (image.state === 'ERROR') throw new RegistryError('waitReady', `image ${image.id} (${image.name}) is in state ERROR`);
-    if (Date.now() >= deadline) throw new RegistryError('waitReady', `image ${image.id} (${image.name}) still ${image.state} after ${options.timeoutMs ?? 600_000} ms`);
+    if (image.state === 'ERROR')
+      throw new RegistryError('waitReady', `image ${image.id} (${image.name}) is in state ERROR`);
+    if (Date.now() >= deadline)
+      throw new RegistryError(
+        'waitReady',
+        `image ${image.id} (${image.name}) still ${image.state} after ${options.timeoutMs ?? 600_000} ms`,
+      );
     await delay(interval);
   }
 }

@@ -13,7 +13,9 @@ export function encodeValue(value: XmlRpcValue): string {
     return Number.isInteger(value) ? `<value><i4>${value}</i4></value>` : `<value><double>${value}</double></value>`;
   }
   if (Array.isArray(value)) return `<value><array><data>${value.map(encodeValue).join('')}</data></array></value>`;
-  const members = Object.entries(value).map(([name, v]) => `<member><name>${escapeXml(name)}</name>${encodeValue(v)}</member>`);
+  const members = Object.entries(value).map(
+    ([name, v]) => `<member><name>${escapeXml(name)}</name>${encodeValue(v)}</member>`,
+  );
   return `<value><struct>${members.join('')}</struct></value>`;
 }
 

@@ -55,9 +55,12 @@ export function createIscsiDirectAttach(config: IscsiDirectAttachConfig): Attach
   const initiator = checkIqn('initiatorName', config.initiatorName);
   return urlAttach('iscsi-direct', async (url) => {
     parseIscsiUrl(url);
-    const { stdout } = await config.run(['iscsi-readcapacity16', '-s', `--initiator-name=${initiator}`, url], { timeoutMs: 30_000 });
+    const { stdout } = await config.run(['iscsi-readcapacity16', '-s', `--initiator-name=${initiator}`, url], {
+      timeoutMs: 30_000,
+    });
     const bytes = Number(stdout.trim());
-    if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new Error(`unexpected capacity from ${url}: ${stdout.trim()}`);
+    if (!Number.isSafeInteger(bytes) || bytes <= 0)
+      throw new Error(`unexpected capacity from ${url}: ${stdout.trim()}`);
     return bytes;
   });
 }
@@ -75,7 +78,9 @@ export function createNbdDirectAttach(config: { run: Run }): AttachDriver {
 export function createLocalAttach(config: { run: Run }): AttachDriver {
   async function size(file: string): Promise<number> {
     if (!file.startsWith('/')) throw new Error(`local volume path must be absolute: ${file}`);
-    const raw = JSON.parse((await config.run(['qemu-img', 'info', '-U', '--output=json', '--', file])).stdout) as Record<string, unknown>;
+    const raw = JSON.parse(
+      (await config.run(['qemu-img', 'info', '-U', '--output=json', '--', file])).stdout,
+    ) as Record<string, unknown>;
     return Number(raw['virtual-size']);
   }
 

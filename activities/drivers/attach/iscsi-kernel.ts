@@ -73,7 +73,9 @@ export function createIscsiKernelAttach(config: IscsiKernelAttachConfig): Attach
     return result.exitCode === NO_OBJECTS ? [] : parseSessions(result.stdout);
   }
 
-  async function sessionFor(request: AttachRequest): Promise<{ session?: IscsiSession; lun: number; iqn: string; portal: string }> {
+  async function sessionFor(
+    request: AttachRequest,
+  ): Promise<{ session?: IscsiSession; lun: number; iqn: string; portal: string }> {
     const { iqn, lun, portal } = parseIscsiUrl(request.url);
     const session = (await sessions()).find((s) => s.iqn === iqn && s.loggedIn);
     return { ...(session ? { session } : {}), lun, iqn, portal: withPort(portal) };
@@ -91,7 +93,8 @@ export function createIscsiKernelAttach(config: IscsiKernelAttachConfig): Attach
       const { session, lun, iqn } = await sessionFor(request);
       const disk = session?.disks.get(lun);
       if (disk) return `/dev/${disk}`;
-      if (Date.now() > deadline) throw new Error(`no disk for LUN ${lun} of ${iqn} within ${deviceTimeoutMs} ms of login`);
+      if (Date.now() > deadline)
+        throw new Error(`no disk for LUN ${lun} of ${iqn} within ${deviceTimeoutMs} ms of login`);
       await sleep(pollMs);
     }
   }
@@ -110,7 +113,8 @@ export function createIscsiKernelAttach(config: IscsiKernelAttachConfig): Attach
     /** Logs out and forgets the node record, so the host does not log back in at boot. */
     async detach(request) {
       const { session, iqn, portal } = await sessionFor(request);
-      if (session) await run(['iscsiadm', '-m', 'node', '-T', iqn, '-p', portal, '--logout'], { okExitCodes: [NO_OBJECTS] });
+      if (session)
+        await run(['iscsiadm', '-m', 'node', '-T', iqn, '-p', portal, '--logout'], { okExitCodes: [NO_OBJECTS] });
       await run(['iscsiadm', '-m', 'node', '-T', iqn, '-p', portal, '-o', 'delete'], { okExitCodes: [NO_OBJECTS] });
     },
 

@@ -65,7 +65,14 @@ export function createLioExport(config: LioExportConfig): ExportDriver {
   }
 
   async function describe(volume: string, iqn: string): Promise<ExportInfo> {
-    return { kind: 'lio', volume, target: iqn, url: iscsiUrl(portal, iqn, 0), devicePath: await backingPath(backstoreName(volume)), initiators: await acls(iqn) };
+    return {
+      kind: 'lio',
+      volume,
+      target: iqn,
+      url: iscsiUrl(portal, iqn, 0),
+      devicePath: await backingPath(backstoreName(volume)),
+      initiators: await acls(iqn),
+    };
   }
 
   async function ensureBackstore(volume: string, devicePath: string): Promise<string> {
@@ -85,7 +92,8 @@ export function createLioExport(config: LioExportConfig): ExportDriver {
   async function ensureOnlyInitiator(iqn: string, initiator: string): Promise<void> {
     const current = await acls(iqn);
     if (!current.includes(initiator)) await targetcli(`/iscsi/${iqn}/${TPG}/acls`, 'create', initiator);
-    for (const other of current.filter((acl) => acl !== initiator)) await targetcli(`/iscsi/${iqn}/${TPG}/acls`, 'delete', other);
+    for (const other of current.filter((acl) => acl !== initiator))
+      await targetcli(`/iscsi/${iqn}/${TPG}/acls`, 'delete', other);
   }
 
   async function save(): Promise<void> {
@@ -104,10 +112,12 @@ export function createLioExport(config: LioExportConfig): ExportDriver {
     async export(request: ExportRequest) {
       const iqn = targetIqn(prefix, nas, request.volume);
       const initiator = checkIqn('initiator', request.initiator);
-      if (request.format && request.format !== 'raw') throw new Error(`LIO serves raw disks only; volume ${request.volume} is ${request.format}`);
+      if (request.format && request.format !== 'raw')
+        throw new Error(`LIO serves raw disks only; volume ${request.volume} is ${request.format}`);
       const backstore = await ensureBackstore(request.volume, request.devicePath);
       if (!(await exists(targetDir(iqn)))) await targetcli('/iscsi', 'create', iqn);
-      if (!(await exists(path.join(targetDir(iqn), TPG_DIR, 'lun', LUN_DIR)))) await targetcli(`/iscsi/${iqn}/${TPG}/luns`, 'create', backstore);
+      if (!(await exists(path.join(targetDir(iqn), TPG_DIR, 'lun', LUN_DIR))))
+        await targetcli(`/iscsi/${iqn}/${TPG}/luns`, 'create', backstore);
       await ensureOnlyInitiator(iqn, initiator);
       await save();
       return describe(request.volume, iqn);

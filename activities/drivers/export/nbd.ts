@@ -42,7 +42,6 @@ async function serverOf(pid: number, volume: string): Promise<Server | undefined
   return { pid, port: Number(option('--port')), devicePath: argv[argv.length - 1]! };
 }
 
-
 async function portIsFree(address: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const server = net.createServer();
@@ -58,7 +57,14 @@ export function createNbdExport(config: NbdExportConfig): ExportDriver {
   const pidFile = (volume: string) => path.join(stateDir, `${checkName('volume', volume)}.pid`);
 
   function info(volume: string, server: Server): ExportInfo {
-    return { kind: 'nbd', volume, target: volume, url: nbdUrl(address, server.port, volume), devicePath: server.devicePath, initiators: [] };
+    return {
+      kind: 'nbd',
+      volume,
+      target: volume,
+      url: nbdUrl(address, server.port, volume),
+      devicePath: server.devicePath,
+      initiators: [],
+    };
   }
 
   async function running(volume: string): Promise<Server | undefined> {
@@ -77,7 +83,10 @@ export function createNbdExport(config: NbdExportConfig): ExportDriver {
 
   async function pidFileVolumes(): Promise<string[]> {
     const names = await fs.readdir(stateDir).catch(() => [] as string[]);
-    return names.filter((n) => n.endsWith('.pid')).map((n) => n.slice(0, -'.pid'.length)).filter((n) => /^[a-z0-9][a-z0-9._-]{0,63}$/.test(n));
+    return names
+      .filter((n) => n.endsWith('.pid'))
+      .map((n) => n.slice(0, -'.pid'.length))
+      .filter((n) => /^[a-z0-9][a-z0-9._-]{0,63}$/.test(n));
   }
 
   async function pickPort(): Promise<number> {
@@ -92,11 +101,22 @@ export function createNbdExport(config: NbdExportConfig): ExportDriver {
     await fs.mkdir(stateDir, { recursive: true });
     const port = await pickPort();
     await run([
-      'qemu-nbd', '--fork', '--persistent', '--shared=1',
-      '--bind', address.replace(/^\[|\]$/g, ''), '--port', String(port),
-      '--export-name', request.volume, '--format', request.format ?? 'raw',
-      '--pid-file', pidFile(request.volume),
-      '--', request.devicePath,
+      'qemu-nbd',
+      '--fork',
+      '--persistent',
+      '--shared=1',
+      '--bind',
+      address.replace(/^\[|\]$/g, ''),
+      '--port',
+      String(port),
+      '--export-name',
+      request.volume,
+      '--format',
+      request.format ?? 'raw',
+      '--pid-file',
+      pidFile(request.volume),
+      '--',
+      request.devicePath,
     ]);
   }
 
@@ -112,7 +132,8 @@ export function createNbdExport(config: NbdExportConfig): ExportDriver {
     async export(request) {
       checkName('volume', request.volume);
       const current = await running(request.volume);
-      if (current && current.devicePath !== request.devicePath) throw new Error(`volume ${request.volume} is already served from ${current.devicePath}`);
+      if (current && current.devicePath !== request.devicePath)
+        throw new Error(`volume ${request.volume} is already served from ${current.devicePath}`);
       // A port taken between the check and qemu-nbd's bind fails the start; the next try picks again.
       if (!current) await start(request);
       const server = await running(request.volume);

@@ -11,7 +11,14 @@ export interface NoneExportConfig {
 }
 
 function info(volume: VolumeInfo): ExportInfo {
-  return { kind: 'none', volume: volume.volume, target: volume.devicePath, url: volume.devicePath, devicePath: volume.devicePath, initiators: [] };
+  return {
+    kind: 'none',
+    volume: volume.volume,
+    target: volume.devicePath,
+    url: volume.devicePath,
+    devicePath: volume.devicePath,
+    initiators: [],
+  };
 }
 
 export function createNoneExport({ storage }: NoneExportConfig = {}): ExportDriver {
@@ -25,8 +32,16 @@ export function createNoneExport({ storage }: NoneExportConfig = {}): ExportDriv
     find,
     async export(request) {
       checkName('volume', request.volume);
-      if (!request.devicePath.startsWith('/')) throw new Error(`device path of ${request.volume} must be absolute: ${request.devicePath}`);
-      return { kind: 'none', volume: request.volume, target: request.devicePath, url: request.devicePath, devicePath: request.devicePath, initiators: [] };
+      if (!request.devicePath.startsWith('/'))
+        throw new Error(`device path of ${request.volume} must be absolute: ${request.devicePath}`);
+      return {
+        kind: 'none',
+        volume: request.volume,
+        target: request.devicePath,
+        url: request.devicePath,
+        devicePath: request.devicePath,
+        initiators: [],
+      };
     },
     async unexport(volume) {
       checkName('volume', volume);

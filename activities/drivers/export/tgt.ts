@@ -78,7 +78,12 @@ export function createTgtExport(config: TgtExportConfig): ExportDriver {
   const { run, nas } = config;
   const prefix = config.iqnPrefix ?? DEFAULT_IQN_PREFIX;
   const portal = checkPortal('portal', config.portal);
-  const base = ['tgtadm', ...(config.controlPort === undefined ? [] : ['-C', String(config.controlPort)]), '--lld', 'iscsi'];
+  const base = [
+    'tgtadm',
+    ...(config.controlPort === undefined ? [] : ['-C', String(config.controlPort)]),
+    '--lld',
+    'iscsi',
+  ];
   const tgtadm = (...args: string[]) => run([...base, ...args]);
 
   async function targets(): Promise<TgtTarget[]> {
@@ -86,7 +91,14 @@ export function createTgtExport(config: TgtExportConfig): ExportDriver {
   }
 
   function info(volume: string, target: TgtTarget): ExportInfo {
-    return { kind: 'tgt', volume, target: target.iqn, url: iscsiUrl(portal, target.iqn, LUN), devicePath: target.luns.get(LUN) ?? '', initiators: target.acls };
+    return {
+      kind: 'tgt',
+      volume,
+      target: target.iqn,
+      url: iscsiUrl(portal, target.iqn, LUN),
+      devicePath: target.luns.get(LUN) ?? '',
+      initiators: target.acls,
+    };
   }
 
   /** The volume's target, made if absent; a concurrent export taking the same id is retried. */
@@ -108,15 +120,30 @@ export function createTgtExport(config: TgtExportConfig): ExportDriver {
     const current = target.luns.get(LUN);
     if (current === devicePath) return;
     if (current !== undefined) throw new Error(`target ${target.iqn} already serves ${current}, not ${devicePath}`);
-    await tgtadm('--op', 'new', '--mode', 'logicalunit', '--tid', String(target.tid), '--lun', String(LUN), '-b', devicePath);
+    await tgtadm(
+      '--op',
+      'new',
+      '--mode',
+      'logicalunit',
+      '--tid',
+      String(target.tid),
+      '--lun',
+      String(LUN),
+      '-b',
+      devicePath,
+    );
   }
 
   /** Exactly one initiator: it is bound, and any other entry (another name, an address, ALL) unbound. */
   async function ensureOnlyInitiator(target: TgtTarget, initiator: string): Promise<void> {
     const tid = String(target.tid);
-    if (!target.acls.includes(initiator)) await tgtadm('--op', 'bind', '--mode', 'target', '--tid', tid, '--initiator-name', initiator);
+    if (!target.acls.includes(initiator))
+      await tgtadm('--op', 'bind', '--mode', 'target', '--tid', tid, '--initiator-name', initiator);
     for (const other of target.acls.filter((acl) => acl !== initiator)) {
-      const which = other.startsWith('iqn.') || other.startsWith('eui.') ? ['--initiator-name', other] : ['--initiator-address', other];
+      const which =
+        other.startsWith('iqn.') || other.startsWith('eui.')
+          ? ['--initiator-name', other]
+          : ['--initiator-address', other];
       await tgtadm('--op', 'unbind', '--mode', 'target', '--tid', tid, ...which);
     }
   }
@@ -134,7 +161,8 @@ export function createTgtExport(config: TgtExportConfig): ExportDriver {
     async export(request: ExportRequest) {
       const iqn = targetIqn(prefix, nas, request.volume);
       const initiator = checkIqn('initiator', request.initiator);
-      if (request.format && request.format !== 'raw') throw new Error(`tgt serves raw disks only; volume ${request.volume} is ${request.format}`);
+      if (request.format && request.format !== 'raw')
+        throw new Error(`tgt serves raw disks only; volume ${request.volume} is ${request.format}`);
       // Nothing can log in before the ACL is bound: a new tgt target admits no initiator.
       const target = await ensureTarget(iqn);
       await ensureLun(target, request.devicePath);
@@ -146,8 +174,17 @@ export function createTgtExport(config: TgtExportConfig): ExportDriver {
       const iqn = targetIqn(prefix, nas, volume);
       const target = (await targets()).find((t) => t.iqn === iqn);
       if (!target) return;
-      if (target.sessions > 0 && !config.force) throw new Error(`target ${iqn} still has ${target.sessions} initiator session(s); detach first`);
-      await tgtadm('--op', 'delete', ...(config.force ? ['--force'] : []), '--mode', 'target', '--tid', String(target.tid));
+      if (target.sessions > 0 && !config.force)
+        throw new Error(`target ${iqn} still has ${target.sessions} initiator session(s); detach first`);
+      await tgtadm(
+        '--op',
+        'delete',
+        ...(config.force ? ['--force'] : []),
+        '--mode',
+        'target',
+        '--tid',
+        String(target.tid),
+      );
     },
 
     async list() {

@@ -28,14 +28,20 @@ interface QemuImgInfo {
 }
 
 export function createQcow2Storage({ run, root, modes = homeModes() }: Qcow2StorageConfig): StorageDriver {
-  const basePath = (base: BaseRef) => path.join(root, 'bases', checkName('image', base.image), `${checkName('version', base.version)}.qcow2`);
+  const basePath = (base: BaseRef) =>
+    path.join(root, 'bases', checkName('image', base.image), `${checkName('version', base.version)}.qcow2`);
   const volumesDir = path.join(root, 'volumes');
   const volumePath = (volume: string) => path.join(volumesDir, `${checkName('volume', volume)}.qcow2`);
 
   /** `-U`: reading metadata must work while an exporter holds the image open. */
   async function info(file: string): Promise<QemuImgInfo> {
-    const raw = JSON.parse((await run(['qemu-img', 'info', '-U', '--output=json', file])).stdout) as Record<string, unknown>;
-    const snapshots = Array.isArray(raw.snapshots) ? (raw.snapshots as { name?: unknown }[]).map((s) => String(s.name)) : [];
+    const raw = JSON.parse((await run(['qemu-img', 'info', '-U', '--output=json', file])).stdout) as Record<
+      string,
+      unknown
+    >;
+    const snapshots = Array.isArray(raw.snapshots)
+      ? (raw.snapshots as { name?: unknown }[]).map((s) => String(s.name))
+      : [];
     return {
       virtualBytes: Number(raw['virtual-size']),
       format: String(raw.format),
@@ -47,14 +53,26 @@ export function createQcow2Storage({ run, root, modes = homeModes() }: Qcow2Stor
   async function describeBase(base: BaseRef): Promise<BaseInfo | undefined> {
     const file = basePath(base);
     if (!(await exists(file))) return undefined;
-    return { image: base.image, version: base.version, devicePath: file, origin: file, sizeBytes: (await info(file)).virtualBytes };
+    return {
+      image: base.image,
+      version: base.version,
+      devicePath: file,
+      origin: file,
+      sizeBytes: (await info(file)).virtualBytes,
+    };
   }
 
   async function describe(volume: string): Promise<VolumeInfo | undefined> {
     const file = volumePath(volume);
     if (!(await exists(file))) return undefined;
     const current = await info(file);
-    return { volume, devicePath: file, format: 'qcow2', sizeBytes: current.virtualBytes, ...(current.backingFile ? { origin: current.backingFile } : {}) };
+    return {
+      volume,
+      devicePath: file,
+      format: 'qcow2',
+      sizeBytes: current.virtualBytes,
+      ...(current.backingFile ? { origin: current.backingFile } : {}),
+    };
   }
 
   async function requireVolume(volume: string): Promise<string> {
@@ -90,7 +108,8 @@ export function createQcow2Storage({ run, root, modes = homeModes() }: Qcow2Stor
       const origin = basePath(base);
       const current = await describe(volume);
       if (current) {
-        if (current.origin !== origin) throw new Error(`volume ${volume} exists with another base: ${current.origin ?? 'none'}`);
+        if (current.origin !== origin)
+          throw new Error(`volume ${volume} exists with another base: ${current.origin ?? 'none'}`);
         return current;
       }
       if (!(await exists(origin))) throw new Error(`base ${base.image}:${base.version} is not in ${root}`);

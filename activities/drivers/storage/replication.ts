@@ -20,7 +20,8 @@ export type RemoteCommand = (argv: string[]) => string[];
 export function viaSsh(host: string, sshOptions: string[] = ['-o', 'BatchMode=yes']): RemoteCommand {
   return (argv) => {
     for (const word of [host, ...argv]) {
-      if (!/^[A-Za-z0-9@%+=:,./_-]+$/.test(word)) throw new InputError('remote argv', 'words without shell characters', word);
+      if (!/^[A-Za-z0-9@%+=:,./_-]+$/.test(word))
+        throw new InputError('remote argv', 'words without shell characters', word);
     }
     return ['ssh', ...sshOptions, '--', host, ...argv];
   };
@@ -54,18 +55,25 @@ export async function replicate(input: ReplicateInput): Promise<ReplicateResult>
   const { volume, source, target } = input;
   const remote = input.sourceCommand ?? ((argv: string[]) => argv);
   const keep = input.keep ?? DEFAULT_KEEP;
-  const snapshot = await source.snapshot(volume, input.snapshot === undefined ? snapshotName() : checkSnapshotName('snapshot', input.snapshot));
+  const snapshot = await source.snapshot(
+    volume,
+    input.snapshot === undefined ? snapshotName() : checkSnapshotName('snapshot', input.snapshot),
+  );
   const targetExists = await target.exists(volume);
   const targetSnapshots = targetExists ? await target.listSnapshots(volume) : [];
   let from: string | undefined;
   let sent = false;
   if (!targetSnapshots.includes(snapshot)) {
     from = newestCommon(await source.listSnapshots(volume), targetSnapshots);
-    if (!from && targetExists) throw new Error(`volume ${volume}: the copies share no snapshot; a full copy would overwrite the target`);
+    if (!from && targetExists)
+      throw new Error(`volume ${volume}: the copies share no snapshot; a full copy would overwrite the target`);
     const rate = input.bytesPerSecond ? { bytesPerSecond: input.bytesPerSecond } : {};
     await target.receive(volume, remote(source.sendArgv(volume, { ...(from ? { from } : {}), to: snapshot })), rate);
     sent = true;
   }
-  const pruned = { source: await source.pruneSnapshots(volume, keep), target: await target.pruneSnapshots(volume, keep) };
+  const pruned = {
+    source: await source.pruneSnapshots(volume, keep),
+    target: await target.pruneSnapshots(volume, keep),
+  };
   return { snapshot, ...(from ? { from } : {}), sent, pruned };
 }

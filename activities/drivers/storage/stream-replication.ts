@@ -10,7 +10,14 @@ import { ApplicationFailure } from '@temporalio/common';
 import { checkInt, checkName, checkSpeed } from '../../../common/names.js';
 import type { Logger } from '../../../lib/logger.js';
 import { checkSnapshotName } from '../naming.js';
-import { checkEndpoint, checkStreamAddress, checkToken, createStreamReceiver, sendStream, type Endpoint } from '../stream.js';
+import {
+  checkEndpoint,
+  checkStreamAddress,
+  checkToken,
+  createStreamReceiver,
+  sendStream,
+  type Endpoint,
+} from '../stream.js';
 import type { ReplicatingStorage } from '../types.js';
 import { DEFAULT_KEEP } from './snapshots.js';
 
@@ -31,7 +38,11 @@ export function createStreamReplication({ store, address: given, logger, slot = 
     /** Opens this host's port for the pass's sender; null where streams do not go over the network. */
     listen: async (input: { token: string; waitSeconds: number }): Promise<Endpoint | null> => {
       if (!address) return null;
-      return receiver.listen({ address, token: checkToken('token', input.token), timeoutMs: checkInt('waitSeconds', input.waitSeconds, 1, 3600) * 1000 });
+      return receiver.listen({
+        address,
+        token: checkToken('token', input.token),
+        timeoutMs: checkInt('waitSeconds', input.waitSeconds, 1, 3600) * 1000,
+      });
     },
 
     /** Waits for the sender and receives its stream into the volume (rolled back to the common snapshot first). */
@@ -39,17 +50,36 @@ export function createStreamReplication({ store, address: given, logger, slot = 
       const volume = checkName('volume', input.volume);
       const token = checkToken('token', input.token);
       // The listener lives in this worker only: a retry elsewhere, or after a restart, cannot finish the pass.
-      if (!receiver.has(token)) throw ApplicationFailure.nonRetryable('no listener for this transfer on this host (the worker restarted?)', 'TransferLost');
+      if (!receiver.has(token))
+        throw ApplicationFailure.nonRetryable(
+          'no listener for this transfer on this host (the worker restarted?)',
+          'TransferLost',
+        );
       let bytes = 0;
-      await slot(() => store().receiveFrom(volume, async (consumer) => (bytes = (await receiver.receive({ token, consumer })).bytes)));
+      await slot(() =>
+        store().receiveFrom(volume, async (consumer) => (bytes = (await receiver.receive({ token, consumer })).bytes)),
+      );
       return { bytes };
     },
 
-    send: async (input: Endpoint & { volume: string; token: string; from?: string; to: string; bytesPerSecond?: number }): Promise<{ bytes: number }> => {
+    send: async (
+      input: Endpoint & { volume: string; token: string; from?: string; to: string; bytesPerSecond?: number },
+    ): Promise<{ bytes: number }> => {
       const volume = checkName('volume', input.volume);
-      const snapshots = { ...(input.from ? { from: checkSnapshotName('from', input.from) } : {}), to: checkSnapshotName('to', input.to) };
-      const rate = input.bytesPerSecond === undefined ? {} : { bytesPerSecond: checkSpeed('bytesPerSecond', input.bytesPerSecond) };
-      return sendStream(logger, { ...checkEndpoint(input), token: checkToken('token', input.token), producer: store().sendArgv(volume, snapshots), ...rate });
+      const snapshots = {
+        ...(input.from ? { from: checkSnapshotName('from', input.from) } : {}),
+        to: checkSnapshotName('to', input.to),
+      };
+      const rate =
+        input.bytesPerSecond === undefined
+          ? {}
+          : { bytesPerSecond: checkSpeed('bytesPerSecond', input.bytesPerSecond) };
+      return sendStream(logger, {
+        ...checkEndpoint(input),
+        token: checkToken('token', input.token),
+        producer: store().sendArgv(volume, snapshots),
+        ...rate,
+      });
     },
 
     snapshot: async (input: { volume: string; name: string }): Promise<string> => {

@@ -64,7 +64,8 @@ export function createZfsStorage(config: ZfsStorageConfig): ReplicatingStorage {
   const zvolDevices = config.zvolDevices ?? '/dev/zvol';
   const deviceTimeoutMs = config.deviceTimeoutMs ?? 30_000;
 
-  const baseDataset = (base: BaseRef) => `${root}/bases/${checkName('image', base.image)}/${checkName('version', base.version)}`;
+  const baseDataset = (base: BaseRef) =>
+    `${root}/bases/${checkName('image', base.image)}/${checkName('version', base.version)}`;
   const volumesParent = `${root}/volumes`;
   const volumeDataset = (volume: string) => `${volumesParent}/${checkName('volume', volume)}`;
 
@@ -72,7 +73,12 @@ export function createZfsStorage(config: ZfsStorageConfig): ReplicatingStorage {
   async function properties(name: string, props: string[]): Promise<Record<string, string> | undefined> {
     try {
       const { stdout } = await run(['zfs', 'get', '-H', '-p', '-o', 'property,value', props.join(','), name]);
-      return Object.fromEntries(stdout.split('\n').filter(Boolean).map((line) => line.split('\t') as [string, string]));
+      return Object.fromEntries(
+        stdout
+          .split('\n')
+          .filter(Boolean)
+          .map((line) => line.split('\t') as [string, string]),
+      );
     } catch (error) {
       if (isMissing(error)) return undefined;
       throw error;
@@ -101,7 +107,8 @@ export function createZfsStorage(config: ZfsStorageConfig): ReplicatingStorage {
   async function diskPath(dataset: string): Promise<string> {
     if (layout === 'zvol') return path.join(zvolDevices, dataset);
     const mountpoint = (await properties(dataset, ['mountpoint']))?.mountpoint;
-    if (!mountpoint || !mountpoint.startsWith('/')) throw new Error(`dataset ${dataset} is not mounted at a path (mountpoint ${mountpoint ?? 'unknown'})`);
+    if (!mountpoint || !mountpoint.startsWith('/'))
+      throw new Error(`dataset ${dataset} is not mounted at a path (mountpoint ${mountpoint ?? 'unknown'})`);
     return path.join(mountpoint, DISK_FILE);
   }
 
@@ -122,7 +129,13 @@ export function createZfsStorage(config: ZfsStorageConfig): ReplicatingStorage {
     const dataset = baseDataset(base);
     const props = await properties(dataset, ['type', 'volsize']);
     if (!props || !(await datasetExists(`${dataset}@${BASE_SNAPSHOT}`))) return undefined;
-    return { image: base.image, version: base.version, devicePath: await diskPath(dataset), origin: `${dataset}@${BASE_SNAPSHOT}`, sizeBytes: await diskBytes(dataset, props) };
+    return {
+      image: base.image,
+      version: base.version,
+      devicePath: await diskPath(dataset),
+      origin: `${dataset}@${BASE_SNAPSHOT}`,
+      sizeBytes: await diskBytes(dataset, props),
+    };
   }
 
   async function describe(volume: string): Promise<VolumeInfo | undefined> {
@@ -130,7 +143,13 @@ export function createZfsStorage(config: ZfsStorageConfig): ReplicatingStorage {
     const props = await properties(dataset, ['type', 'origin', 'volsize', VOLUME_PROPERTY]);
     if (!props) return undefined;
     const origin = props.origin && props.origin !== '-' ? { origin: props.origin } : {};
-    return { volume, devicePath: await diskPath(dataset), format: 'raw', sizeBytes: await diskBytes(dataset, props), ...origin };
+    return {
+      volume,
+      devicePath: await diskPath(dataset),
+      format: 'raw',
+      sizeBytes: await diskBytes(dataset, props),
+      ...origin,
+    };
   }
 
   async function createBaseDataset(dataset: string, base: BaseRef, source: string): Promise<void> {
@@ -139,9 +158,24 @@ export function createZfsStorage(config: ZfsStorageConfig): ReplicatingStorage {
       await run(['zfs', 'create', '-p', ...tag, dataset]);
       return;
     }
-    const info = JSON.parse((await run(['qemu-img', 'info', '--output=json', '--', source])).stdout) as Record<string, unknown>;
+    const info = JSON.parse((await run(['qemu-img', 'info', '--output=json', '--', source])).stdout) as Record<
+      string,
+      unknown
+    >;
     const gib = Math.max(1, Math.ceil(Number(info['virtual-size']) / GIB));
-    await run(['zfs', 'create', '-p', '-V', `${gib}G`, '-o', 'volblocksize=128K', '-o', 'primarycache=metadata', ...tag, dataset]);
+    await run([
+      'zfs',
+      'create',
+      '-p',
+      '-V',
+      `${gib}G`,
+      '-o',
+      'volblocksize=128K',
+      '-o',
+      'primarycache=metadata',
+      ...tag,
+      dataset,
+    ]);
     await waitForDevice(await diskPath(dataset));
   }
 
@@ -152,7 +186,8 @@ export function createZfsStorage(config: ZfsStorageConfig): ReplicatingStorage {
   async function ensureSize(volume: string, current: VolumeInfo, sizeBytes: number): Promise<VolumeInfo> {
     const wanted = layout === 'zvol' ? Math.ceil(sizeBytes / ZVOL_BLOCK) * ZVOL_BLOCK : sizeBytes;
     if (wanted === current.sizeBytes) return current;
-    if (wanted < current.sizeBytes) throw new Error(`volume ${volume} is ${current.sizeBytes} bytes; shrinking to ${wanted} is not supported`);
+    if (wanted < current.sizeBytes)
+      throw new Error(`volume ${volume} is ${current.sizeBytes} bytes; shrinking to ${wanted} is not supported`);
     if (layout === 'zvol') await run(['zfs', 'set', `volsize=${wanted}`, volumeDataset(volume)]);
     else await run(['qemu-img', 'resize', '-q', '-f', 'raw', current.devicePath, String(wanted)]);
     return (await describe(volume))!;
@@ -195,11 +230,22 @@ export function createZfsStorage(config: ZfsStorageConfig): ReplicatingStorage {
     async clone({ volume, base, sizeBytes }) {
       const origin = `${baseDataset(base)}@${BASE_SNAPSHOT}`;
       let current = await describe(volume);
-      if (current && current.origin !== origin) throw new Error(`volume ${volume} exists with another origin: ${current.origin ?? 'none'}`);
+      if (current && current.origin !== origin)
+        throw new Error(`volume ${volume} exists with another origin: ${current.origin ?? 'none'}`);
       if (!current) {
-        if (!(await datasetExists(origin))) throw new Error(`base ${base.image}:${base.version} is not imported into ${root}`);
+        if (!(await datasetExists(origin)))
+          throw new Error(`base ${base.image}:${base.version} is not imported into ${root}`);
         const cache = layout === 'zvol' ? ['-o', 'primarycache=metadata'] : [];
-        await run(['zfs', 'clone', '-p', '-o', `${VOLUME_PROPERTY}=${volume}`, ...cache, origin, volumeDataset(volume)]);
+        await run([
+          'zfs',
+          'clone',
+          '-p',
+          '-o',
+          `${VOLUME_PROPERTY}=${volume}`,
+          ...cache,
+          origin,
+          volumeDataset(volume),
+        ]);
         if (layout === 'zvol') await waitForDevice(await diskPath(volumeDataset(volume)));
         current = (await describe(volume))!;
       }
@@ -216,7 +262,19 @@ export function createZfsStorage(config: ZfsStorageConfig): ReplicatingStorage {
 
     async list() {
       if (!(await datasetExists(volumesParent))) return [];
-      const { stdout } = await run(['zfs', 'list', '-H', '-r', '-d', '1', '-t', 'filesystem,volume', '-o', `name,${VOLUME_PROPERTY}`, volumesParent]);
+      const { stdout } = await run([
+        'zfs',
+        'list',
+        '-H',
+        '-r',
+        '-d',
+        '1',
+        '-t',
+        'filesystem,volume',
+        '-o',
+        `name,${VOLUME_PROPERTY}`,
+        volumesParent,
+      ]);
       return stdout
         .split('\n')
         .map((line) => line.split('\t'))
@@ -256,7 +314,9 @@ export function createZfsStorage(config: ZfsStorageConfig): ReplicatingStorage {
      */
     async receive(volume, producer, options = {}) {
       if (!pipe) throw new Error('this zfs store was made without a pipe and cannot receive');
-      await this.receiveFrom(volume, (consumer) => pipe(producer, consumer, options.bytesPerSecond ? { bytesPerSecond: options.bytesPerSecond } : {}));
+      await this.receiveFrom(volume, (consumer) =>
+        pipe(producer, consumer, options.bytesPerSecond ? { bytesPerSecond: options.bytesPerSecond } : {}),
+      );
     },
 
     async receiveFrom(volume, feed) {
