@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Artifact } from '../../common/lineage.js';
 import { Lineage, newLineageState } from '../../workflows/lineage/lineage.js';
+import { planPack, recordPack } from '../../workflows/lineage/packs.js';
 import { newVersion } from '../support/versions.js';
 
 const AT = '2026-01-01T00:00:00.000Z';
@@ -30,7 +31,7 @@ describe('pack kinds', () => {
   it('packs squashfs for netboot, qcow2 (else raw) for a VM, and either on request when a version has both', () => {
     const lineage = lineageWith(['squashfs'], ['raw'], ['qcow2', 'raw'], ['qcow2', 'squashfs']);
     const pick = (tag: string, kind?: 'netboot' | 'vm') => {
-      const { kind: k, root } = lineage.validatePack({
+      const { kind: k, root } = planPack(lineage, {
         by: 'alice',
         tag,
         as: `${tag}-${kind ?? 'auto'}`,
@@ -48,15 +49,16 @@ describe('pack kinds', () => {
     expect(() => pick('t1', 'vm')).toThrow(
       'kind: expected a kind v1 can be packed as (it has squashfs: netboot needs squashfs, vm qcow2 or raw), got "vm"',
     );
-    expect(() => lineage.validatePack({ by: 'alice', tag: 't1', kind: 'iso' as never })).toThrow(
+    expect(() => planPack(lineage, { by: 'alice', tag: 't1', kind: 'iso' as never })).toThrow(
       'kind: expected netboot or vm, got "iso"',
     );
   });
 
   it('keeps one kind per name', () => {
     const lineage = lineageWith(['qcow2', 'squashfs']);
-    const { version } = lineage.validatePack({ by: 'alice', tag: 't1', as: 'web' });
-    lineage.recordPack(
+    const { version } = planPack(lineage, { by: 'alice', tag: 't1', as: 'web' });
+    recordPack(
+      lineage,
       { by: 'alice', tag: 't1', as: 'web' },
       'web',
       version,
@@ -64,10 +66,10 @@ describe('pack kinds', () => {
       { host: 'nas1', path: '/nas/boot/web', changed: true },
       AT,
     );
-    expect(() => lineage.validatePack({ by: 'alice', tag: 't1', as: 'web', kind: 'vm' })).toThrow(
+    expect(() => planPack(lineage, { by: 'alice', tag: 't1', as: 'web', kind: 'vm' })).toThrow(
       'as: expected a name free for a vm pack (web is a netboot pack of img), got "web"',
     );
-    expect(lineage.validatePack({ by: 'alice', tag: 't1', as: 'web' }).kind).toBe('netboot');
+    expect(planPack(lineage, { by: 'alice', tag: 't1', as: 'web' }).kind).toBe('netboot');
     expect(lineage.references('v1')).toEqual(['tag t1', 'pack web']);
   });
 });

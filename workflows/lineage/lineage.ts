@@ -1,40 +1,30 @@
 /** The rules of a lineage, as plain code over its state: every check and change an update makes. */
 import type { ArchiveResult, VersionArchiveResult } from '../../activities/control/lineage-history.js';
-import type { PackResult } from '../../activities/nas/pack.js';
 import {
   checkChannel,
-  checkPackKind,
   checkReason,
   checkTag,
   checkUser,
   defaultTagName,
   isStub,
-  packNote,
   stubOf,
-  type Artifact,
   type ChannelEntry,
   type HistoryEntry,
   type NewVersion,
-  type PackKind,
-  type PackRecord,
   type StoredVersion,
   type TagRecord,
   type TestResult,
   type VersionRecord,
 } from '../../common/lineage.js';
 import { checkText, jsonBytes, TEXT_LIMITS } from '../../common/limits.js';
-import { checkInt, checkName, InputError } from '../../common/names.js';
+import { checkName, InputError } from '../../common/names.js';
 import type { BuildRequest } from '../build/messages.js';
 import { appendHistory } from '../support/history.js';
 import {
-  DEFAULT_MAX_ROOT_BYTES,
   type BuildTicket,
-  type GcInput,
   type HistoryView,
   type LineageState,
   type LineageView,
-  type PackInput,
-  type RemoveInput,
   type TestResultInput,
 } from './messages.js';
 
@@ -54,17 +44,9 @@ export function newLineageState(image: string): LineageState {
   };
 }
 
+/** Volumes as the map the state keeps: volume name to the version it runs. */
 export const volumeMap = (list: { volume: string; version: string }[]) =>
   Object.fromEntries(list.map((v) => [v.volume, v.version]));
-
-function checkVolumes(field: string, value: unknown): { volume: string; version: string }[] | undefined {
-  if (value === undefined) return undefined;
-  if (!Array.isArray(value)) throw new InputError(field, 'a list of {volume, version}', value);
-  return value.map((v: { volume?: unknown; version?: unknown }, i) => ({
-    volume: checkName(`${field}[${i}].volume`, v?.volume),
-    version: checkName(`${field}[${i}].version`, v?.version),
-  }));
-}
 
 /** The rules of a lineage, as pure functions of its state: the workflow only wires them up. */
 export class Lineage {
@@ -358,31 +340,6 @@ export class Lineage {
     ];
   }
 
-  /** Retention: the newest `keep` stored versions and every referenced one stay; the rest go. */
-  retention(
-    keep: number,
-    volumes: Record<string, string> = this.state.volumes!,
-  ): { remove: VersionRecord[]; kept: { version: string; why: string[] }[] } {
-    const stored = this.state.versions.filter(isStored);
-    const newest = new Set(stored.slice(-keep).map((v) => v.id));
-    const kept: { version: string; why: string[] }[] = [];
-    const remove: VersionRecord[] = [];
-    for (const v of stored) {
-      const why = [...(newest.has(v.id) ? [`newest ${keep}`] : []), ...this.references(v.id, volumes)];
-      if (why.length) kept.push({ version: v.id, why });
-      else remove.push(v);
-    }
-    return { remove, kept };
-  }
-
-  validateGc(input: GcInput): void {
-    checkUser('by', input.by);
-    if (input.keep !== undefined) checkInt('keep', input.keep, 1, 10_000);
-    if (input.dryRun !== undefined && typeof input.dryRun !== 'boolean')
-      throw new InputError('dryRun', 'true or false', input.dryRun);
-    checkVolumes('volumes', input.volumes);
-  }
-
   /** The volumes the caller found replace the ones known before (a deleted volume refers to nothing). */
   noteVolumes(volumes: { volume: string; version: string }[] | undefined): void {
     if (volumes) this.state.volumes = volumeMap(volumes);
@@ -392,95 +349,6 @@ export class Lineage {
   markRemoved(versions: VersionRecord[], by: string, reason: string, at: string): void {
     for (const v of versions) v.removed = { reason, by, at };
     if (versions.length) this.record(by, 'remove', `${versions.map((v) => v.id).join(', ')}: ${reason}`, at);
-  }
-
-  validateRemove(input: RemoveInput): VersionRecord[] {
-    checkUser('by', input.by);
-    const volumes = checkVolumes('volumes', input.volumes);
-    const one = input.version !== undefined ? this.version(input.version) : undefined;
-    if (one?.removed)
-      throw new InputError('version', `a stored version (${one.id} was removed ${one.removed.at})`, one.id);
-    const targets = (one ? [one] : this.state.versions).filter(isStored);
-    const known = volumes ? volumeMap(volumes) : this.state.volumes!;
-    for (const v of targets) {
-      const all = this.references(v.id, known);
-      if (all.length)
-        throw new InputError(
-          input.version !== undefined ? 'version' : 'image',
-          `something no longer referenced (${this.state.image}:${v.id} is still referenced by ${all.join(', ')})`,
-          input.version ?? this.state.image,
-        );
-    }
-    return targets;
-  }
-
-  /** The version, the name, and what gets published: its squashfs for netboot, its qcow2 (else raw) for a VM base. */
-  validatePack(input: PackInput): { version: VersionRecord; name: string; kind: PackKind; root: Artifact } {
-    checkUser('by', input.by);
-    const version = this.usable(this.tagged(input.tag).version, 'pack');
-    const name = checkName('as', input.as ?? this.state.image);
-    const cap =
-      input.maxRootBytes === undefined
-        ? DEFAULT_MAX_ROOT_BYTES
-        : checkInt('maxRootBytes', input.maxRootBytes, 1, Number.MAX_SAFE_INTEGER);
-    const squash = version.artifacts.find((a) => a.format === 'squashfs');
-    const disk =
-      version.artifacts.find((a) => a.format === 'qcow2') ?? version.artifacts.find((a) => a.format === 'raw');
-    const kind = input.kind === undefined ? (squash ? 'netboot' : 'vm') : checkPackKind('kind', input.kind);
-    const root = kind === 'netboot' ? squash : disk;
-    if (!root)
-      throw new InputError(
-        'kind',
-        `a kind ${version.id} can be packed as (it has ${version.artifacts.map((a) => a.format).join(', ')}: netboot needs squashfs, vm qcow2 or raw)`,
-        kind,
-      );
-    // One name, one kind: a boot directory and a VM base under one name would leave one unrecorded.
-    const existing = this.state.packs![name];
-    const taken = existing && (existing.kind ?? 'netboot');
-    if (taken && taken !== kind)
-      throw new InputError(
-        'as',
-        `a name free for a ${kind} pack (${name} is a ${taken} pack of ${this.state.image})`,
-        name,
-      );
-    if (root.bytes > cap)
-      throw new InputError(
-        'tag',
-        `a version whose root image fits the cap of ${cap} bytes (${version.id}'s ${root.format} is ${root.bytes})`,
-        input.tag,
-      );
-    return { version, name, kind, root };
-  }
-
-  recordPack(
-    input: PackInput,
-    name: string,
-    version: VersionRecord,
-    kind: PackKind,
-    done: PackResult,
-    at: string,
-  ): PackRecord {
-    const record: PackRecord = {
-      version: version.id,
-      tag: input.tag,
-      at,
-      by: input.by,
-      kind,
-      host: done.host,
-      path: done.path,
-      ...(done.format ? { format: done.format } : {}),
-      ...(done.kernel ? { kernel: done.kernel } : {}),
-      ...(done.initrd ? { initrd: done.initrd } : {}),
-    };
-    this.state.packs![name] = record;
-    const note = packNote(record);
-    this.record(
-      input.by,
-      'pack',
-      `${name} -> ${input.tag} (${version.id}) as ${kind} at ${done.host}:${done.path}${done.movedAside ? `, previous moved aside to ${done.movedAside}` : ''}${note ? `; ${note}` : ''}`,
-      at,
-    );
-    return record;
   }
 
   /** The newest `last` entries in the state (all when absent), and where the older ones are. */
@@ -540,7 +408,7 @@ export class Lineage {
 }
 
 /** A version whose files are still stored (a stub is always of a removed one). */
-const isStored = (v: StoredVersion): v is VersionRecord => !v.removed;
+export const isStored = (v: StoredVersion): v is VersionRecord => !v.removed;
 
 /** A version as listings show it: without its report, manifests and provenance. */
 const listed = ({ report: _r, manifests: _m, provenance: _p, ...rest }: VersionRecord) => rest;

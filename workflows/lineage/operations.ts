@@ -13,6 +13,8 @@ import {
   type PackOutcome,
   type RemoveInput,
 } from './messages.js';
+import { planPack, recordPack } from './packs.js';
+import { removalTargets, retentionPlan } from './retention.js';
 
 const nasOptions = {
   scheduleToStartTimeout: '10m',
@@ -35,7 +37,7 @@ async function deleteStored(image: string, versions: VersionRecord[]): Promise<n
 
 export async function gc(lineage: Lineage, input: GcInput, at: string): Promise<GcResult> {
   const keep = input.keep ?? DEFAULT_KEEP;
-  const plan = lineage.retention(keep, input.volumes ? volumeMap(input.volumes) : undefined);
+  const plan = retentionPlan(lineage, keep, input.volumes ? volumeMap(input.volumes) : undefined);
   const result = {
     keep,
     dryRun: Boolean(input.dryRun),
@@ -55,14 +57,14 @@ export async function remove(
   input: RemoveInput,
   at: string,
 ): Promise<{ removed: string[]; files: number }> {
-  const targets = lineage.validateRemove(input);
+  const targets = removalTargets(lineage, input);
   lineage.noteVolumes(input.volumes);
   lineage.markRemoved(targets, input.by, 'imgflow remove', at);
   return { removed: targets.map((v) => v.id), files: await deleteStored(lineage.state.image, targets) };
 }
 
 export async function pack(lineage: Lineage, input: PackInput, at: string): Promise<PackOutcome> {
-  const { version, name, kind, root } = lineage.validatePack(input);
+  const { version, name, kind, root } = planPack(lineage, input);
   // Lineages that packed before VM bases existed published every version as a boot directory.
   const vm = kind === 'vm' && patched('pack-vm');
   const host = vm ? root.host : (version.artifacts.find((a) => a.format === 'squashfs') ?? version.artifacts[0]!).host;
@@ -76,7 +78,7 @@ export async function pack(lineage: Lineage, input: PackInput, at: string): Prom
     artifacts: version.artifacts.filter((a) => a.host === host),
     ...(version.allowPasswordHashes ? { allowPasswordHashes: true } : {}),
   });
-  const record = lineage.recordPack(input, name, version, vm ? 'vm' : 'netboot', done, at);
+  const record = recordPack(lineage, input, name, version, vm ? 'vm' : 'netboot', done, at);
   const note = packNote(record);
   return {
     name,

@@ -48,6 +48,8 @@ import {
   type TestResultInput,
 } from './messages.js';
 import { gc, pack, remove } from './operations.js';
+import { planPack } from './packs.js';
+import { removalTargets, validateGc } from './retention.js';
 import { runBuild } from './run-build.js';
 
 /** What a state past its shed bound keeps across a continue-as-new: fewer history entries, and each channel's newest entries (the history records every one). */
@@ -176,21 +178,21 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
   handle(
     lock,
     gcUpdate,
-    (i) => lineage.validateGc(i),
+    (i) => validateGc(i),
     (i, at) => gc(lineage, i, at),
     publish,
   );
   handle(
     lock,
     removeUpdate,
-    (i) => void lineage.validateRemove(i),
+    (i) => void removalTargets(lineage, i),
     (i, at) => remove(lineage, i, at),
     publish,
   );
   handle(
     lock,
     packUpdate,
-    grows((i) => void lineage.validatePack(i)),
+    grows((i) => void planPack(lineage, i)),
     (i, at) => pack(lineage, i, at),
     publish,
   );
@@ -219,7 +221,7 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
     lock.hold(async () => {
       const at = new Date().toISOString();
       try {
-        lineage.validateGc(i);
+        validateGc(i);
         await gc(lineage, i, at);
         publish();
       } catch (err) {
