@@ -10,9 +10,9 @@ import type { OutputFormat, PrepareOptions } from '../activities/builder/recipe.
 import type { Breach } from '../activities/builder/validate.js';
 import type { StoredArtifact } from '../activities/builder/validate-version.js';
 import type { HostActivities } from '../activities/host.js';
-import type { NasActivities } from '../activities/nas/index.js';
 import type { Artifact, NewVersion, PhaseRow, VersionRecord } from '../common/lineage.js';
 import { queues } from '../common/queues.js';
+import { storeActivities } from './build/store-stream.js';
 
 export interface ValidateInput {
   image: string;
@@ -61,13 +61,7 @@ export async function validateWorkflow(input: ValidateInput): Promise<ValidateRe
     heartbeatTimeout: '2m',
     retry: { maximumAttempts: 3, nonRetryableErrorTypes: ['InputError', 'RecipeError'] },
   });
-  const nas = proxyActivities<NasActivities>({
-    taskQueue: queues.nas(input.store),
-    scheduleToStartTimeout: '10m',
-    startToCloseTimeout: '2h',
-    heartbeatTimeout: '2m',
-    retry: { maximumAttempts: 5 },
-  });
+  const nas = storeActivities(input.store, 5);
   const artifact = pickArtifact(version.artifacts);
   const stored: StoredArtifact = {
     format: artifact.format,

@@ -1,10 +1,21 @@
 /** A built file carried from the builder into a NAS's image store as a stream between the two hosts. */
-import { CancellationScope, uuid4 } from '@temporalio/workflow';
+import { CancellationScope, proxyActivities, uuid4 } from '@temporalio/workflow';
 import type { BuilderActivities } from '../../activities/builder/index.js';
 import type { NasActivities } from '../../activities/nas/index.js';
+import { queues } from '../../common/queues.js';
 
 const STORE_ATTEMPTS = 3;
 const STORE_LISTEN_SECONDS = 600;
+
+/** The image store's activities on NAS `store`, for builds and repaired copies alike. */
+export const storeActivities = (store: string, maximumAttempts: number) =>
+  proxyActivities<NasActivities>({
+    taskQueue: queues.nas(store),
+    scheduleToStartTimeout: '10m',
+    startToCloseTimeout: '2h',
+    heartbeatTimeout: '2m',
+    retry: { maximumAttempts },
+  });
 
 /**
  * Streams one file from the builder into the NAS's store, each side's command on its own host;

@@ -15,12 +15,11 @@ import {
 import type { BuilderActivities } from '../../activities/builder/index.js';
 import type { Recipe } from '../../activities/builder/recipe.js';
 import type { HostActivities } from '../../activities/host.js';
-import type { NasActivities } from '../../activities/nas/index.js';
 import type { Artifact, PhaseRow } from '../../common/lineage.js';
 import { queues } from '../../common/queues.js';
 import { noWorkerTook } from '../support/failures.js';
 import type { BuildInput, BuildResult } from './messages.js';
-import { streamToStore } from './store-stream.js';
+import { storeActivities, streamToStore } from './store-stream.js';
 
 interface PhaseOutcome {
   phase: string;
@@ -59,21 +58,9 @@ export async function buildWorkflow(input: BuildInput): Promise<BuildResult> {
     retry: { maximumAttempts: 3, nonRetryableErrorTypes: ['InputError', 'RecipeError'] },
   };
   const builder = proxyActivities<BuilderActivities & HostActivities>(options);
-  const nas = proxyActivities<NasActivities>({
-    taskQueue: queues.nas(input.store),
-    scheduleToStartTimeout: '10m',
-    startToCloseTimeout: '2h',
-    heartbeatTimeout: '2m',
-    retry: { maximumAttempts: 5 },
-  });
+  const nas = storeActivities(input.store, 5);
   // One attempt each: a transfer that fails is started again, whole, with a new token.
-  const transfers = proxyActivities<NasActivities>({
-    taskQueue: queues.nas(input.store),
-    scheduleToStartTimeout: '10m',
-    startToCloseTimeout: '2h',
-    heartbeatTimeout: '2m',
-    retry: { maximumAttempts: 1 },
-  });
+  const transfers = storeActivities(input.store, 1);
   const report: PhaseRow[] = [];
   const step = (what: string) =>
     setCurrentDetails(
