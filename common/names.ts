@@ -88,3 +88,7 @@ export function checkInt(field: string, value: unknown, min: number, max: number
 export function checkSpeed(field: string, value: unknown): number {
   return checkInt(field, value, 1, 100 * 1024 ** 3);
 }
+
+/** A transfer's optional speed limit, checked, as the options spread into the transfer. */
+export const speedLimit = (bytesPerSecond: number | undefined): { bytesPerSecond?: number } =>
+  bytesPerSecond === undefined ? {} : { bytesPerSecond: checkSpeed('bytesPerSecond', bytesPerSecond) };

@@ -6,7 +6,7 @@
 import fs from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ApplicationFailure } from '@temporalio/activity';
-import { checkHost, checkInt, checkName, checkSpeed, InputError } from '../../common/names.js';
+import { checkHost, checkInt, checkName, speedLimit, InputError } from '../../common/names.js';
 import { computeSettings, type ComputeSettings } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
 import {
@@ -158,10 +158,7 @@ export function createComputeActivities({ run, config, pipe, settings = computeS
       const remote = remoteRun(run, config.host, checkHost('nas', input.nas), settings.syncLocal);
       const source = createZfsStorage({ run: remote.run, root: checkDataset('nasRoot', input.nasRoot) });
       const snapshot = checkSnapshotName('snapshot', input.snapshot);
-      const rate =
-        input.bytesPerSecond === undefined
-          ? {}
-          : { bytesPerSecond: checkSpeed('bytesPerSecond', input.bytesPerSecond) };
+      const rate = speedLimit(input.bytesPerSecond);
       await replicate({
         volume: checkName('volume', input.volume),
         source,

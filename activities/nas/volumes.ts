@@ -6,7 +6,7 @@
  */
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { checkHost, checkName, checkSpeed, InputError } from '../../common/names.js';
+import { checkHost, checkName, speedLimit, InputError } from '../../common/names.js';
 import { nasSettings, paths, type Config, type NasExportSettings, type NasSettings } from '../../lib/config.js';
 import { createLogger } from '../../lib/logger.js';
 import {
@@ -201,10 +201,7 @@ export function createNasVolumeActivities({ run, config, pipe, settings = nasSet
       const remote = remoteRun(run, config.host, checkHost('computeHost', input.computeHost), settings.syncLocal);
       const source = createZfsStorage({ run: remote.run, root: checkDataset('nodeRoot', input.nodeRoot) });
       const started = Date.now();
-      const rate =
-        input.bytesPerSecond === undefined
-          ? {}
-          : { bytesPerSecond: checkSpeed('bytesPerSecond', input.bytesPerSecond) };
+      const rate = speedLimit(input.bytesPerSecond);
       const snapshot = checkSnapshotName('snapshot', input.snapshot);
       const result = await withPullSlot(() =>
         replicate({

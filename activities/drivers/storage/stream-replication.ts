@@ -7,7 +7,7 @@
  * receiving host pulls over ssh, or a local pipe).
  */
 import { ApplicationFailure } from '@temporalio/common';
-import { checkInt, checkName, checkSpeed } from '../../../common/names.js';
+import { checkInt, checkName, speedLimit } from '../../../common/names.js';
 import type { Logger } from '../../../lib/logger.js';
 import { checkSnapshotName } from '../naming.js';
 import {
@@ -70,10 +70,7 @@ export function createStreamReplication({ store, address: given, logger, slot = 
         ...(input.from ? { from: checkSnapshotName('from', input.from) } : {}),
         to: checkSnapshotName('to', input.to),
       };
-      const rate =
-        input.bytesPerSecond === undefined
-          ? {}
-          : { bytesPerSecond: checkSpeed('bytesPerSecond', input.bytesPerSecond) };
+      const rate = speedLimit(input.bytesPerSecond);
       return sendStream(logger, {
         ...checkEndpoint(input),
         token: checkToken('token', input.token),
