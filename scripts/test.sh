@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 report=$(mktemp --suffix=.json)
 trap 'rm -f "$report"' EXIT
 
-npx --no-install eslint . && npx --no-install tsc --noEmit -p .
+npx --no-install prettier --check --log-level warn . && npx --no-install eslint . && npx --no-install tsc --noEmit -p .
 lint=$?
 npx --no-install vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@"
 status=$?

@@ -63,9 +63,7 @@ const PENDING_ACTIVITY_STARTED = temporal.api.enums.v1.PendingActivityState.PEND
 const HELD_VOLUME = 'vm-held';
 
 /** How many times each activity type was scheduled and completed, and the attempt each ended on, from a workflow's history. */
-async function activityRuns(
-  handle: WorkflowHandle,
-): Promise<{
+async function activityRuns(handle: WorkflowHandle): Promise<{
   scheduled: Record<string, number>;
   completed: Record<string, number>;
   attempts: Record<string, number[]>;

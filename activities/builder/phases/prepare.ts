@@ -23,9 +23,7 @@ export function createPrepareActivities({ run: runCommand, config }: ActivityDep
   const run = loggingRunner(runCommand);
   return {
     /** Preparation; records private directories and sharing in the build's image manifest. */
-    async prepare(
-      input: BuildRef & { prepare: PrepareOptions },
-    ): Promise<
+    async prepare(input: BuildRef & { prepare: PrepareOptions }): Promise<
       PhaseResult & {
         emptied: number;
         truncatedLogs: number;
