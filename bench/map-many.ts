@@ -5,9 +5,13 @@
  * Workers in this one process beside the workflow worker. V volumes are mapped with bounded
  * concurrency as the CLI maps them, then all unmapped, then all deleted.
  *
- * Prints maps/s, unmaps/s and deletes/s, p50/p95 per operation, the errors, and what the tools
- * themselves list before, while mapped and after: tgtd's targets (this NAS's and all) and the
- * clone datasets. A leaked target or clone, or any error, makes the exit code 1.
+ * Then the same V volumes' steps run as a script would run them (the workflow's steps called
+ * straight on the same NAS and per-host compute activities, at the same concurrency): the anchor.
+ *
+ * Prints maps/s, unmaps/s and deletes/s, p50/p95 per operation for both, imgflow's throughput as a
+ * share of the script's, the errors, and what the tools themselves list before, while mapped and
+ * after: tgtd's targets (this NAS's and all) and the clone datasets. A leaked target or clone, or
+ * any error, makes the exit code 1.
  *
  *   IMGFLOW_HOME=$(mktemp -d) npm run bench -- bench/map-many.ts [volumes=200] [hosts=20] [concurrency=8]
  */
@@ -16,9 +20,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_IQN_PREFIX, volumeOfTarget } from '../activities/drivers/naming.js';
 import { parseTgtShow } from '../activities/drivers/export/tgt.js';
+import { createComputeActivities } from '../activities/compute/index.js';
+import { createNasVolumeActivities } from '../activities/nas/volumes.js';
 import { createRunner } from '../activities/runner.js';
 import { checkInt } from '../common/names.js';
-import { loadConfig, paths, type Config } from '../lib/config.js';
+import { computeSettings, loadConfig, nasSettings, paths, type Config } from '../lib/config.js';
 import { createLogger } from '../lib/logger.js';
 import { ensureClient } from '../starters/client.js';
 import { startLocalWorkers, type LocalWorkers } from '../starters/local-workers.js';
@@ -26,6 +32,7 @@ import { oneLine } from '../starters/output.js';
 import { mapVolume, volumeHandle } from '../starters/volume-client.js';
 import { createPool, holdTgtd, holdZfsFuse } from '../test/support/daemons.js';
 import { deleteUpdate, unmapUpdate, type MapRequest } from '../workflows/volume/messages.js';
+import { directDelete, directMap, directUnmap, type DirectHosts } from './direct-volume.js';
 import { ms, percentile } from './stats.js';
 
 const volumes = checkInt('volumes', process.argv[2] ?? '200', 1, 10_000);
@@ -132,28 +139,48 @@ try {
   const deletes = await each(names, (name) => volumeHandle(client, name).executeUpdate(deleteUpdate, { args: [by] }));
   const after = await census();
 
-  const errors = maps.errors.length + unmaps.errors.length + deletes.errors.length;
-  const leaked = { targets: after.targets - before.targets, clones: after.clones - before.clones };
+  // The anchor: the same steps as a script runs them, on fresh names, at the same concurrency.
+  const nas = createNasVolumeActivities({ run, config, settings: nasSettings() });
+  const direct: DirectHosts[] = hosts.map((host) => ({
+    nas,
+    compute: createComputeActivities({ run, config: { ...config, host }, settings: computeSettings({}) }),
+  }));
+  const plain = names.map((name) => `${name}-d`);
+  const urls: string[] = [];
+  const script = {
+    maps: await each(indices, async (i) => (urls[i] = await directMap(direct[i % hostCount]!, plain[i]!, base))),
+    unmaps: await each(indices, (i) => directUnmap(direct[i % hostCount]!, plain[i]!, urls[i]!)),
+    deletes: await each(indices, (i) => directDelete(direct[i % hostCount]!, plain[i]!)),
+  };
+  const afterScript = await census();
+
+  const outcomes = [maps, unmaps, deletes, script.maps, script.unmaps, script.deletes];
+  const errors = outcomes.reduce((sum, o) => sum + o.errors.length, 0);
+  const leaked = { targets: afterScript.targets - before.targets, clones: afterScript.clones - before.clones };
+  const perSecond = (o: Outcome) => o.times.length / (o.wallMs / 1000);
   console.log(
     `${volumes} maps, then unmaps, then deletes across ${hostCount} compute hosts (${hostCount + 2} Workers in one process), concurrency ${concurrency}`,
   );
   console.log(`ZFS clones on zfs-fuse, iSCSI targets in tgtd, attached through libiscsi; server ${config.address}`);
-  console.log(`operation   per s      p50      p95   errors   (ms)`);
-  for (const [label, o] of [
-    ['map', maps],
-    ['unmap', unmaps],
-    ['delete', deletes],
+  console.log(`operation     imgflow/s  script/s  share   p50 imgflow  p50 script  p95 imgflow  p95 script  errors`);
+  for (const [label, o, d] of [
+    ['map', maps, script.maps],
+    ['unmap', unmaps, script.unmaps],
+    ['delete', deletes, script.deletes],
   ] as const) {
     console.log(
-      `${label.padEnd(9)} ${(o.times.length / (o.wallMs / 1000)).toFixed(1).padStart(7)} ${ms(percentile(o.times, 0.5))} ${ms(percentile(o.times, 0.95))} ${String(o.errors.length).padStart(8)}`,
+      `${label.padEnd(9)} ${perSecond(o).toFixed(1).padStart(13)} ${perSecond(d).toFixed(1).padStart(9)} ${(perSecond(o) / perSecond(d)).toFixed(2).padStart(6)} ${ms(percentile(o.times, 0.5), 12)} ${ms(percentile(d.times, 0.5), 11)} ${ms(percentile(o.times, 0.95), 12)} ${ms(percentile(d.times, 0.95), 11)} ${String(o.errors.length + d.errors.length).padStart(7)}`,
     );
   }
+  console.log(`share = imgflow's throughput over the script's (aim: at least 0.6); times in ms`);
   console.log(
     `tgt targets of this NAS: before ${before.targets}, mapped ${mapped.targets}, after ${after.targets} (all of tgtd's: ${before.allTargets}, ${mapped.allTargets}, ${after.allTargets})`,
   );
-  console.log(`clone datasets:          before ${before.clones}, mapped ${mapped.clones}, after ${after.clones}`);
+  console.log(
+    `clone datasets:          before ${before.clones}, mapped ${mapped.clones}, after ${after.clones}, after the script ${afterScript.clones}`,
+  );
   console.log(`errors ${errors}; leaked targets ${leaked.targets}, leaked clones ${leaked.clones}`);
-  for (const error of new Set([...maps.errors, ...unmaps.errors, ...deletes.errors])) console.log(`  error: ${error}`);
+  for (const error of new Set(outcomes.flatMap((o) => o.errors))) console.log(`  error: ${error}`);
   exitCode =
     errors === 0 && leaked.targets === 0 && leaked.clones === 0 && mapped.targets === volumes - maps.errors.length
       ? 0

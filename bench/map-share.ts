@@ -27,6 +27,7 @@ import { mapVolume, volumeHandle } from '../starters/volume-client.js';
 import { installRuntime } from '../workers/runtime.js';
 import { createWorker } from '../workers/worker.js';
 import { deleteUpdate, unmapUpdate, type MapRequest } from '../workflows/volume/messages.js';
+import { directDelete, directMap, directUnmap } from './direct-volume.js';
 import { median, ms } from './stats.js';
 
 const n = checkInt('N', process.argv[2] ?? '20', 3, 1000);
@@ -53,6 +54,7 @@ const run: Run = async (argv, options) => {
 
 const nas = createNasVolumeActivities({ run, config, settings: nasSettings(env) });
 const compute = createComputeActivities({ run, config, settings: computeSettings(env) });
+const hosts = { nas, compute };
 const host = (role: 'nas' | 'compute') => createHostActivities({ role, config, arch: machineArch(), run });
 
 const { client, connection } = await ensureClient(config);
@@ -121,17 +123,9 @@ async function throughImgflow(volume: string): Promise<Record<Op, Sample>> {
 async function direct(volume: string): Promise<Record<Op, Sample>> {
   let url = '';
   return {
-    map: await measure(volume, async () => {
-      const { initiator } = await compute.computeInitiator();
-      await nas.volumeClone({ volume, image, version: 'v1', source: file });
-      url = (await nas.volumeExport({ volume, initiator })).url;
-      await compute.computeAttach({ volume, url });
-    }),
-    unmap: await measure(volume, async () => {
-      await compute.computeDetach({ volume, url, waitSeconds: 30 });
-      await nas.volumeUnexport({ volume });
-    }),
-    delete: await measure(volume, () => nas.volumeDestroy({ volume })),
+    map: await measure(volume, async () => (url = await directMap(hosts, volume, request.base))),
+    unmap: await measure(volume, () => directUnmap(hosts, volume, url)),
+    delete: await measure(volume, () => directDelete(hosts, volume)),
   };
 }
 
