@@ -2,7 +2,7 @@
  * What a volume is asked to map and set, and the checks of it: pure, shared by the volume
  * workflow's validators and the CLI.
  */
-import { checkUser } from './lineage.js';
+import { checkChannel, checkTag, checkUser } from './lineage.js';
 import { checkHost, checkInt, checkName, checkSpeed, InputError } from './names.js';
 
 /** The version a volume is cloned from, as the lineage records it (the CLI reads it there). */
@@ -12,7 +12,17 @@ export interface BaseVersion {
   /** The stored file on the NAS the volume is cloned from. */
   artifact: { format: string; host: string; path: string };
   revoked?: { reason: string; by: string; at: string };
+  /** How the version was chosen, when not by its id: the fleet view compares it with where the channel is now. */
+  channel?: string;
+  tag?: string;
+  pack?: string;
 }
+
+/** How a volume's version was chosen, when not by its id. */
+export type VolumeOrigin = Pick<BaseVersion, 'channel' | 'tag' | 'pack'>;
+
+export const originOf = ({ channel, tag, pack }: BaseVersion): VolumeOrigin | undefined =>
+  channel !== undefined ? { channel } : tag !== undefined ? { tag } : pack !== undefined ? { pack } : undefined;
 
 export interface MapRequest {
   by: string;
@@ -54,6 +64,9 @@ export function checkMapRequest(r: MapRequest): void {
   checkUser('by', r.by);
   checkName('image', r.base?.image);
   checkName('version', r.base?.version);
+  if (r.base.channel !== undefined) checkChannel('channel', r.base.channel);
+  if (r.base.tag !== undefined) checkTag('tag', r.base.tag);
+  if (r.base.pack !== undefined) checkName('pack', r.base.pack);
   checkHost('nas', r.nas);
   checkHost('compute host', r.computeHost);
   if (r.base.revoked)

@@ -12,6 +12,7 @@ import { registerCluster } from './commands/cluster.js';
 import { registerDemo } from './commands/demo.js';
 import { registerLineage } from './commands/lineage.js';
 import { registerDev } from './commands/dev.js';
+import { registerFleet } from './commands/fleet.js';
 import { registerKeys } from './commands/keys.js';
 import { registerPing } from './commands/ping.js';
 import { registerPush } from './commands/push.js';
@@ -56,7 +57,7 @@ export function buildProgram(): commander.Command {
   const groups: [string, ((p: commander.Command) => void)[]][] = [
     ['Running imgflow:', [registerDemo, registerDev, registerWorker, registerPing, registerCluster]],
     ['Images:', [registerBuild, registerLineage, registerValidate, registerPush]],
-    ['Volumes:', [registerVolumes, registerBridge]],
+    ['Volumes:', [registerVolumes, registerFleet, registerBridge]],
     ['Image lists:', [registerSubscriptions]],
     ['Encrypted payloads:', [registerKeys, registerCodecServer]],
   ];

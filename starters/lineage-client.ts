@@ -31,6 +31,7 @@ import {
   removeUpdate,
   revokeUpdate,
   rollbackUpdate,
+  standingQuery,
   stateQuery,
   tagUpdate,
   testResultUpdate,
@@ -172,6 +173,11 @@ async function queryLineage<R, A extends unknown[]>(
 /** The lineage's state, or a one-line error when the image has none yet. */
 export function describeLineage(client: Client, image: string): Promise<LineageView> {
   return queryLineage(client, image, describeQuery);
+}
+
+/** Where the given versions and every packed one stand on the lineage's channels (the fleet view). */
+export function lineageStanding(client: Client, image: string, versions: string[]) {
+  return queryLineage(client, image, standingQuery, versions);
 }
 
 /** Archived entries asked for at a time (a page also stops at 1 MB). */

@@ -98,7 +98,14 @@ export async function baseVersion(client: Client, ref: string, nas: string): Pro
       `a NAS storing ${image}:${id} (${[...new Set(record.artifacts.map((a) => a.host))].join(', ') || 'none'})`,
       nas,
     );
-  return { image, version: id, artifact: { format: artifact.format, host: artifact.host, path: artifact.path } };
+  const origin =
+    how === '@' ? { channel: which! } : how === '%' ? { pack: which! } : which && which !== id ? { tag: which } : {};
+  return {
+    image,
+    version: id,
+    artifact: { format: artifact.format, host: artifact.host, path: artifact.path },
+    ...origin,
+  };
 }
 
 export function volumeHandle(client: Client, volume: string) {

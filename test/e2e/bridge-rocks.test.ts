@@ -15,10 +15,7 @@ import { createNasVolumeActivities } from '../../activities/nas/volumes.js';
 import { createRunner } from '../../activities/runner.js';
 import { queues, WORKFLOW_QUEUE } from '../../common/queues.js';
 import { loadConfig } from '../../lib/config.js';
-import { sha256File } from '../../lib/files.js';
 import { startRocksBridge } from '../../starters/bridges/rocks-amqp.js';
-import { updateLineage } from '../../starters/lineage-client.js';
-import { registerVersionUpdate } from '../../workflows/lineage/messages.js';
 import { volumeWorkflowId } from '../../workflows/volume/messages.js';
 import { spawnImgflow } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
@@ -26,9 +23,7 @@ import { memoryLogger } from '../support/logger.js';
 import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { RABBITMQ_URL as URL, RocksFrontend as Frontend } from '../support/rocks-frontend.js';
 import { requireTools } from '../support/tools.js';
-import { newVersion } from '../support/versions.js';
-
-const MiB = 1024 * 1024;
+import { storeVersion } from '../support/versions.js';
 
 /** Resolves once the process has written a line matching `pattern` to stderr. */
 function waitForLine(child: ChildProcess, output: () => string, pattern: RegExp, timeoutMs = 60_000): Promise<void> {
@@ -87,17 +82,8 @@ describe('the Rocks bridge over RabbitMQ', () => {
 
   /** A stored version as a build leaves it: a read-only qcow2 in the NAS's store, in the lineage. */
   async function storedVersion(): Promise<void> {
-    const file = path.join(home, 'nas', nasHost, 'store', image, 'v1', `${image}-v1.qcow2`);
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    await run(['qemu-img', 'create', '-q', '-f', 'qcow2', file, `${64 * MiB}`]);
-    fs.chmodSync(file, 0o444);
     const { client, connection } = await testClient();
-    await updateLineage(client, image, registerVersionUpdate, {
-      ...newVersion(1),
-      artifacts: [
-        { format: 'qcow2', host: nasHost, path: file, sha256: await sha256File(file), bytes: fs.statSync(file).size },
-      ],
-    });
+    await storeVersion(client, run, { home, nas: nasHost, image });
     await connection.close();
   }
 

@@ -19,15 +19,12 @@ import { createComputeActivities } from '../../activities/compute/index.js';
 import { createPipe } from '../../activities/drivers/pipe.js';
 import { parseTgtShow } from '../../activities/drivers/export/tgt.js';
 import { createNasVolumeActivities } from '../../activities/nas/volumes.js';
-import { createRunner, type Run } from '../../activities/runner.js';
+import { createRunner } from '../../activities/runner.js';
 import { queues, WORKFLOW_QUEUE } from '../../common/queues.js';
 import { SA } from '../../common/search-attributes.js';
 import { loadConfig, nasSettings } from '../../lib/config.js';
-import { sha256File } from '../../lib/files.js';
 import { findOnPath } from '../../lib/which.js';
-import { updateLineage } from '../../starters/lineage-client.js';
 import { hasWorker } from '../../starters/answers.js';
-import { registerVersionUpdate } from '../../workflows/lineage/messages.js';
 import {
   deleteUpdate,
   mapUpdate,
@@ -52,7 +49,7 @@ import {
   withWorkers,
 } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
-import { newVersion } from '../support/versions.js';
+import { storeVersion } from '../support/versions.js';
 import { until } from '../support/wait.js';
 
 const MiB = 1024 * 1024;
@@ -73,27 +70,6 @@ function stallingShim(dir: string, tool: string, pattern: string, marker: string
     `#!/bin/sh\ncase "$*" in ${pattern}) if [ ! -e ${marker} ]; then echo $$ > ${marker}; ${wait}; fi;; esac\nexec ${findOnPath(tool)} "$@"\n`,
     { mode: 0o755 },
   );
-}
-
-/** A version stored on the NAS as a build leaves it and registered in its lineage; returns the file. */
-async function storedVersion(
-  client: Client,
-  run: Run,
-  o: { home: string; nas: string; image: string; format: 'qcow2' | 'raw' },
-): Promise<string> {
-  const file = path.join(o.home, 'nas', o.nas, 'store', o.image, 'v1', `${o.image}-v1.${o.format}`);
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  await run(['qemu-img', 'create', '-q', '-f', o.format, file, `${32 * MiB}`]);
-  await run(['qemu-io', '-f', o.format, '-c', 'write -P 0x5a 0 1M', file]);
-  const artifact = {
-    format: o.format,
-    host: o.nas,
-    path: file,
-    sha256: await sha256File(file),
-    bytes: fs.statSync(file).size,
-  };
-  await updateLineage(client, o.image, registerVersionUpdate, { ...newVersion(1), artifacts: [artifact] });
-  return file;
 }
 
 function mapRequest(o: {
@@ -180,7 +156,14 @@ describe('NAS worker killed between clone and export', () => {
         activities: { [queues.compute(nodeHost)]: createComputeActivities({ run, config: nodeConfig }) },
       },
       async () => {
-        const file = await storedVersion(client, run, { home, nas: nasHost, image, format: 'qcow2' });
+        const file = await storeVersion(client, run, {
+          home,
+          nas: nasHost,
+          image,
+          format: 'qcow2',
+          mib: 32,
+          writable: true,
+        });
         const before = await nas.volumeList();
         expect(before).toEqual({ volumes: [], exports: [] });
 
@@ -264,7 +247,14 @@ describe('compute worker killed during attach', () => {
 
     const { client, connection } = await testClient();
     await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities: { [queues.nas(nasHost)]: nas } }, async () => {
-      const file = await storedVersion(client, run, { home, nas: nasHost, image, format: 'raw' });
+      const file = await storeVersion(client, run, {
+        home,
+        nas: nasHost,
+        image,
+        format: 'raw',
+        mib: 32,
+        writable: true,
+      });
       const before = { targets: await targets(), stored: await nas.volumeList() };
       expect(before).toEqual({ targets: [], stored: { volumes: [], exports: [] } });
 
@@ -371,7 +361,14 @@ describe('Temporal server restarted in the middle of a map', () => {
       180_000,
     );
 
-    const file = await storedVersion(client, run, { home, nas: nasHost, image, format: 'qcow2' });
+    const file = await storeVersion(client, run, {
+      home,
+      nas: nasHost,
+      image,
+      format: 'qcow2',
+      mib: 32,
+      writable: true,
+    });
     const request = mapRequest({ image, nas: nasHost, node: nodeHost, file, format: 'qcow2' });
     const handle = await startVolume(client, 'vm-s');
     // The asker's server goes away mid-request: it gets its answer or an error, never a wrong answer.
@@ -447,7 +444,7 @@ describe('a sync pull that fails', () => {
 
     const { client, connection } = await testClient();
     await withWorkers({ workflowQueue: WORKFLOW_QUEUE }, async () => {
-      await storedVersion(client, run, { home, nas: nasHost, image, format: 'raw' });
+      await storeVersion(client, run, { home, nas: nasHost, image, format: 'raw', mib: 32, writable: true });
       await until(
         'the workers to poll',
         async () =>

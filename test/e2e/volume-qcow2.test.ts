@@ -15,9 +15,8 @@ import { createNasVolumeActivities } from '../../activities/nas/volumes.js';
 import { createRunner } from '../../activities/runner.js';
 import { queues, WORKFLOW_QUEUE } from '../../common/queues.js';
 import { loadConfig } from '../../lib/config.js';
-import { sha256File } from '../../lib/files.js';
 import { updateLineage } from '../../starters/lineage-client.js';
-import { registerVersionUpdate, revokeUpdate } from '../../workflows/lineage/messages.js';
+import { revokeUpdate } from '../../workflows/lineage/messages.js';
 import { mapUpdate, volumeQuery, volumeWorkflowId } from '../../workflows/volume/messages.js';
 import { volumeWorkflow } from '../../workflows/volume/workflow.js';
 import { imgflowAsync } from '../support/cli.js';
@@ -27,7 +26,7 @@ import { memoryLogger } from '../support/logger.js';
 import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
 import { until } from '../support/wait.js';
-import { newVersion } from '../support/versions.js';
+import { storeVersion } from '../support/versions.js';
 
 const MiB = 1024 * 1024;
 
@@ -60,19 +59,8 @@ describe('volumes on qcow2 with local attach', () => {
 
   /** A stored version as a build leaves it: a read-only qcow2 in the NAS's store, registered in the lineage. */
   async function storedVersion(n: number): Promise<string> {
-    const file = path.join(home, 'nas', nasHost, 'store', image, `v${n}`, `${image}-v${n}.qcow2`);
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    await run(['qemu-img', 'create', '-q', '-f', 'qcow2', file, `${64 * MiB}`]);
-    await run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x5a 0 1M', file]);
-    fs.chmodSync(file, 0o444);
     const { client, connection } = await testClient();
-    const record = newVersion(n);
-    await updateLineage(client, image, registerVersionUpdate, {
-      ...record,
-      artifacts: [
-        { format: 'qcow2', host: nasHost, path: file, sha256: await sha256File(file), bytes: fs.statSync(file).size },
-      ],
-    });
+    const file = await storeVersion(client, run, { home, nas: nasHost, image, n });
     await connection.close();
     return file;
   }

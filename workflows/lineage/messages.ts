@@ -18,6 +18,7 @@ import type {
 import type { StateBudget } from '../../common/limits.js';
 import { checkName } from '../../common/names.js';
 import type { BuildRequest } from '../build/messages.js';
+import type { LineageStanding } from './standing.js';
 
 export interface LineageState {
   image: string;
@@ -162,6 +163,8 @@ export const versionQuery = defineQuery<StoredVersion, [string]>('version');
 export const historyQuery = defineQuery<HistoryView, [{ last?: number }]>('history');
 /** The whole state: what a lineage that ended without handing it on is recovered from (a closed run still answers queries). */
 export const stateQuery = defineQuery<LineageState>('state');
+/** Where the given versions (and every packed one) stand: for the fleet view. */
+export const standingQuery = defineQuery<LineageStanding, [string[]]>('standing');
 
 /** What a build request gets back: the build's workflow id and the builds ahead of it. */
 export interface BuildTicket {

@@ -39,6 +39,7 @@ import {
   requestBuildUpdate,
   revokeUpdate,
   rollbackUpdate,
+  standingQuery,
   stateQuery,
   tagUpdate,
   testResultSignal,
@@ -50,6 +51,7 @@ import {
 import { gc, pack, remove } from './operations.js';
 import { planPack } from './packs.js';
 import { removalTargets, validateGc } from './retention.js';
+import { checkVersionIds, standing } from './standing.js';
 import { runBuild } from './run-build.js';
 
 /** What a state past its shed bound keeps across a continue-as-new: fewer history entries, and each channel's newest entries (the history records every one). */
@@ -233,6 +235,7 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
   setHandler(versionQuery, (id) => lineage.version(id));
   setHandler(historyQuery, ({ last }) => lineage.historyView(last));
   setHandler(stateQuery, () => lineage.state);
+  setHandler(standingQuery, (ids) => standing(lineage.state, checkVersionIds(ids)));
 
   handle(
     lock,

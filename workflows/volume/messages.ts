@@ -4,7 +4,7 @@
  */
 import { defineQuery, defineUpdate } from '@temporalio/workflow';
 import type { PullResult } from '../../activities/nas/volumes.js';
-import type { MapRequest, VolumeAttrs } from '../../common/volume.js';
+import type { MapRequest, VolumeAttrs, VolumeOrigin } from '../../common/volume.js';
 import { checkName } from '../../common/names.js';
 
 export type { BaseVersion, MapRequest, VolumeAttrs } from '../../common/volume.js';
@@ -40,6 +40,8 @@ export interface VolumeState {
   nas?: string;
   computeHost?: string;
   base?: { image: string; version: string };
+  /** The channel, tag or pack the base was chosen by (the fleet view compares it with the lineage now). */
+  origin?: VolumeOrigin;
   sizeBytes?: number;
   storage?: { kind: string; devicePath: string; root: string };
   export?: { kind: string; target: string; url: string; initiators: string[] };

@@ -15,7 +15,7 @@ import { checkUser } from '../../common/lineage.js';
 import { InputError } from '../../common/names.js';
 import { queues } from '../../common/queues.js';
 import { SA } from '../../common/search-attributes.js';
-import { checkMapRequest, type MapRequest, type VolumeAttrs } from '../../common/volume.js';
+import { checkMapRequest, originOf, type MapRequest, type VolumeAttrs } from '../../common/volume.js';
 import { compensate, type UndoStep } from '../support/compensate.js';
 import { failureMessage, noWorkerTook } from '../support/failures.js';
 import { Lock } from '../support/lock.js';
@@ -167,6 +167,9 @@ export class Volume {
     s.nas = r.nas;
     s.computeHost = r.computeHost;
     s.base = { image: r.base.image, version: r.base.version };
+    const origin = originOf(r.base);
+    if (origin) s.origin = origin;
+    else delete s.origin;
     if (r.sizeBytes !== undefined) s.sizeBytes = r.sizeBytes;
     if (r.pools) s.pools = { ...r.pools };
     if (r.sync)
