@@ -90,6 +90,8 @@ export interface DemoOciSummary {
   seconds: number;
 }
 
+const blobs = (n: number) => `${n} blob${n === 1 ? '' : 's'}`;
+
 function imageRow(image: RegistryImage): DemoOciImage {
   const t = image.template;
   return {
@@ -170,11 +172,11 @@ export async function demoOciSites(
         ['registry', `${registry.address} (docker-registry, TLS and basic auth, state in ${registry.dir})`],
         [
           'push',
-          `${push.reference}: ${push.uploadedBlobs} blobs (${humanBytes(push.uploadedBytes)}) uploaded, ${push.signed ? `signed with ${keys.key}` : 'signature already there'}`,
+          `${push.reference}: ${blobs(push.uploadedBlobs)} (${humanBytes(push.uploadedBytes)}) uploaded, ${push.signed ? `signed with ${keys.key}` : 'signature already there'}`,
         ],
         [
           'push again',
-          `${again.uploadedBlobs} blobs uploaded, manifest ${again.manifestPut ? 'put' : 'in place'}, ${again.signed ? 'signed again' : 'signature already there'}`,
+          `${blobs(again.uploadedBlobs)} uploaded, manifest ${again.manifestPut ? 'put' : 'in place'}, ${again.signed ? 'signed again' : 'signature already there'}`,
         ],
         [
           'second site',
