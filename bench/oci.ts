@@ -3,8 +3,8 @@
  * imgflow against `oras` doing the same, alternating for a few rounds; then an unchanged
  * repository polled as a subscription does, and its image "downloaded" again: zero layer bytes.
  *
- * imgflow's push hashes the file (sha256 and sha512), checks it against the version's record,
- * uploads, puts the manifest and signs; oras pushes the same file unsigned. Each round pushes to a
+ * imgflow's push reads the file once, hashing it (sha256 and sha512) as it uploads under the
+ * version's recorded digest, puts the manifest and signs; oras pushes the same file unsigned. Each round pushes to a
  * new repository, so neither finds the blob linked already (the registry still receives every byte).
  *
  *   npm run bench -- bench/oci.ts [MiB] [rounds]
@@ -19,7 +19,7 @@ import { listOciRepository, pullOciImage } from '../activities/oci/source.js';
 import { clientFor, pullLayers, pushVersion, resolveArtifact } from '../activities/oci/transfer.js';
 import { checkInt } from '../common/names.js';
 import { parseReference } from '../common/oci.js';
-import { orasBinary, startRegistry } from '../test/support/oci-registry.js';
+import { clientToolsEnv, orasBinary, startRegistry } from '../test/support/oci-registry.js';
 
 const mib = checkInt('MiB', process.argv[2] ?? '1024', 1, 65536);
 const rounds = checkInt('rounds', process.argv[3] ?? '3', 1, 20);
@@ -44,17 +44,7 @@ async function main(): Promise<void> {
     const record = { format: 'qcow2' as const, path: file, sha256: sha256.digest('hex'), bytes: mib * 1024 * 1024 };
     const keys = generateSigningKey();
     const key = createPrivateKey(keys.privatePem);
-    const docker = path.join(dir, 'docker');
-    fs.mkdirSync(docker);
-    fs.writeFileSync(
-      path.join(docker, 'config.json'),
-      JSON.stringify({
-        auths: {
-          [registry.address]: { auth: Buffer.from(`${registry.username}:${registry.password}`).toString('base64') },
-        },
-      }),
-    );
-    const env = { PATH: process.env.PATH, HOME: dir, DOCKER_CONFIG: docker, SSL_CERT_FILE: registry.caFile };
+    const env = clientToolsEnv(registry, dir);
     const access = { credentialsFile: registry.credentialsFile, caFile: registry.caFile };
     const version = {
       image: 'bench',

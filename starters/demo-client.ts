@@ -1,7 +1,8 @@
 /**
  * The steps of `imgflow demo`, each a title and what it runs against the server: on this host,
- * the storage pipeline across two host queues, a real build, its promotion and an image-list
- * subscription; on a site's hosts (demo-site.ts), a map across hosts in place of the pipeline.
+ * the storage pipeline across two host queues, a real build, its promotion, an image-list
+ * subscription, and the prod version through an OCI registry to a second site; on a site's hosts
+ * (demo-site.ts), a map across hosts in place of the pipeline, and no second site.
  */
 import type { Client } from '@temporalio/client';
 import type { Run } from '../activities/runner.js';
@@ -9,12 +10,14 @@ import type { VersionRecord } from '../common/lineage.js';
 import { queues, WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import { machineArch, type Config } from '../lib/config.js';
+import type { Logger } from '../lib/logger.js';
 import { demoWorkflow, type DemoSummary } from '../workflows/demo.js';
 import { promoteUpdate, requestBuildUpdate, tagUpdate, testResultUpdate } from '../workflows/lineage/messages.js';
 import { formatVersion, waitForBuild } from './build-client.js';
 import { currentUser } from './context.js';
 import { DEMO_IMAGE, demoRecipe } from './demo-recipe.js';
 import { mapAcrossHosts, type DemoSite } from './demo-site.js';
+import { demoOciSites, DEMO_OCI_SITE } from './demo-oci.js';
 import { demoSubscription } from './demo-subscription.js';
 import { updateLineage } from './lineage-client.js';
 import { formatPairs, humanBytes, watchProgress } from './output.js';
@@ -99,9 +102,9 @@ function mapStep(client: Client, run: Run, site: DemoSite, stamp: string): Step 
 export function demoSteps(
   client: Client,
   config: Config,
-  o: { run: Run; stamp: string; sizeMiB: number; site?: DemoSite },
+  o: { run: Run; logger: Logger; stamp: string; sizeMiB: number; site?: DemoSite },
 ): Step[] {
-  const { run, stamp, sizeMiB, site } = o;
+  const { run, logger, stamp, sizeMiB, site } = o;
   let version: VersionRecord | undefined;
   return [
     ...(site
@@ -126,5 +129,13 @@ export function demoSteps(
       title: `subscribe to a signed image list served here, sync it${site ? ` on ${site.cloud.site}` : ''}, then sync its next version`,
       run: () => demoSubscription(client, config, run, site?.cloud),
     },
+    ...(site
+      ? []
+      : [
+          {
+            title: `push the prod version, signed, to a registry started here; a second site (${DEMO_OCI_SITE}) subscribed to it registers it verified`,
+            run: () => demoOciSites(client, config, logger),
+          },
+        ]),
   ];
 }

@@ -260,10 +260,10 @@ export async function demoSubscription(
     const text = [
       formatPairs([
         ['list', `${url} (${subscribed ? 'subscribed now' : 'subscribed before'}, signed by ${NAMES.endorser})`],
-        [`sync of list ${sync1.listVersion}`, summaryOf(sync1)],
+        [`sync of list ${sync1.listVersion}`, syncSummary(sync1)],
       ]),
       formatAppliances(before),
-      formatPairs([[`sync of list ${sync2.listVersion}`, summaryOf(sync2)]]),
+      formatPairs([[`sync of list ${sync2.listVersion}`, syncSummary(sync2)]]),
       formatAppliances(appliances),
       'registry (the swap re-applied the access the site gave the old image):',
       registryTable([current, parked]),
@@ -284,7 +284,8 @@ export async function demoSubscription(
   }
 }
 
-function summaryOf(outcome: SyncOutcome): string {
+/** A sync in one line: what it added, updated and expired, or that it had nothing to do. */
+export function syncSummary(outcome: SyncOutcome): string {
   const report = outcome.report!;
   const parts = [
     ...report.add.map((i) => `added ${i}`),

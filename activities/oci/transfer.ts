@@ -7,10 +7,11 @@
  *   or refused, and the signature checked before anything else is read;
  * - pull: the resolved manifest's disk layers downloaded with resume and digest checks.
  */
+import { createHash, type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import type { KeyObject } from 'node:crypto';
+import { pipeline, Transform, type Readable } from 'node:stream';
 import { InputError } from '../../common/names.js';
 import {
   A,
@@ -95,6 +96,37 @@ export interface PushResult {
   signatureTag: string;
 }
 
+function notRecorded(file: PushFile, hashed: { sha256: string; bytes: number }): OciError {
+  return new OciError(
+    'digest',
+    `${file.path} is ${hashed.sha256} (${hashed.bytes} bytes), the version recorded sha256:${file.sha256} (${file.bytes} bytes)`,
+  );
+}
+
+/** A file's bytes as a stream, hashed (sha256 and sha512) as they are read. */
+function hashingReader(file: string): {
+  stream: Readable;
+  result: () => { sha256: string; sha512: string; bytes: number };
+} {
+  const a = createHash('sha256');
+  const b = createHash('sha512');
+  let bytes = 0;
+  const hasher = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      a.update(chunk);
+      b.update(chunk);
+      bytes += chunk.length;
+      done(null, chunk);
+    },
+  });
+  const stream = pipeline(fs.createReadStream(file, { highWaterMark: 4 * 1024 * 1024 }), hasher, () => {});
+  return {
+    stream,
+    // Copies: the digests of what has passed so far (all of it once the upload is answered).
+    result: () => ({ sha256: `sha256:${a.copy().digest('hex')}`, sha512: b.copy().digest('hex'), bytes }),
+  };
+}
+
 /** Pushes a version (files on this host) under `ref`'s tag and signs it with `key`. */
 export async function pushVersion(
   client: RegistryClient,
@@ -104,17 +136,51 @@ export async function pushVersion(
   key: KeyObject,
 ): Promise<PushResult> {
   if (!ref.tag) throw new InputError('to', 'a reference with a tag to push under', formatReference(ref));
+  // Before anything is sent: every file readable and of the size recorded.
+  for (const file of files) {
+    if (!/^[0-9a-f]{64}$/.test(file.sha256)) throw new InputError('sha256', '64 hex digits', file.sha256);
+    const size = await fsp.open(file.path, 'r').then(
+      async (handle) => {
+        try {
+          return (await handle.stat()).size;
+        } finally {
+          await handle.close();
+        }
+      },
+      () => {
+        throw new OciError('artifact', `${file.path} cannot be read on this host`);
+      },
+    );
+    if (size !== file.bytes) throw notRecorded(file, await hashFile(file.path));
+  }
+  let uploadedBlobs = 0;
+  let uploadedBytes = 0;
+  if (await client.pushBlob(EMPTY_CONFIG.digest, EMPTY_CONFIG.size, EMPTY_CONFIG_BYTES)) uploadedBlobs++;
   const described: VersionArtifacts['files'] = [];
   for (const file of files) {
-    const hashed = await hashFile(file.path).catch(() => {
-      throw new OciError('artifact', `${file.path} cannot be read on this host`);
-    });
+    // Each file is read once: hashed as it is uploaded under the digest recorded (the registry
+    // refuses bytes that are not that digest), or, when the registry already holds it, hashed for
+    // its sha512 alone.
+    let hashing: ReturnType<typeof hashingReader> | undefined;
+    let uploaded: boolean;
+    try {
+      uploaded = await client.pushBlob(`sha256:${file.sha256}`, file.bytes, () => {
+        hashing = hashingReader(file.path);
+        return hashing.stream;
+      });
+    } catch (error) {
+      const hashed = hashing?.result();
+      if (hashed && hashed.bytes === file.bytes && hashed.sha256 !== `sha256:${file.sha256}`)
+        throw notRecorded(file, hashed);
+      throw error;
+    }
+    const hashed = uploaded ? hashing!.result() : await hashFile(file.path);
     // The store's copy must still be the one the version recorded.
-    if (hashed.sha256 !== `sha256:${file.sha256}` || hashed.bytes !== file.bytes)
-      throw new OciError(
-        'digest',
-        `${file.path} is ${hashed.sha256} (${hashed.bytes} bytes), the version recorded sha256:${file.sha256} (${file.bytes} bytes)`,
-      );
+    if (hashed.sha256 !== `sha256:${file.sha256}` || hashed.bytes !== file.bytes) throw notRecorded(file, hashed);
+    if (uploaded) {
+      uploadedBlobs++;
+      uploadedBytes += file.bytes;
+    }
     described.push({
       format: file.format,
       name: `${version.image}-${version.version}.${file.format}`,
@@ -122,19 +188,6 @@ export async function pushVersion(
       sha512: hashed.sha512,
       bytes: hashed.bytes,
     });
-  }
-  let uploadedBlobs = 0;
-  let uploadedBytes = 0;
-  if (await client.pushBlob(EMPTY_CONFIG.digest, EMPTY_CONFIG.size, EMPTY_CONFIG_BYTES)) uploadedBlobs++;
-  for (const [i, file] of described.entries()) {
-    if (
-      await client.pushBlob(file.digest, file.bytes, () =>
-        fs.createReadStream(files[i]!.path, { highWaterMark: 4 * 1024 * 1024 }),
-      )
-    ) {
-      uploadedBlobs++;
-      uploadedBytes += file.bytes;
-    }
   }
   const manifest = Buffer.from(JSON.stringify(versionManifest({ ...version, files: described })));
   const digest = digestOf(manifest);

@@ -4,10 +4,13 @@
  *   1. the storage pipeline across two host queues (build a base, store it, clone it);
  *   2. a real build of a minimal Debian node image into a version of its lineage, with its report;
  *   3. the version tagged, tested, and promoted through test to prod;
- *   4. a subscription to a signed image list served by this process, synced, updated and synced again.
+ *   4. a subscription to a signed image list served by this process, synced, updated and synced again;
+ *   5. the prod version pushed, signed, to a registry this process starts on loopback, and registered
+ *      with its signature verified by a second site (a state directory and cloud worker of its own).
  * With `--cluster`, the same job runs on a site's hosts and their workers (demo-site.ts): the
  * build on builder-0 stored on nas-0, a map of the prod version to a compute host in place of
- * the storage pipeline (whose files move by path, as on one host), the list synced by cloud-0.
+ * the storage pipeline (whose files move by path, as on one host), the list synced by cloud-0, no
+ * second site.
  */
 import type { Command } from 'commander';
 import { checkInt } from '../../common/names.js';
@@ -48,7 +51,7 @@ export function registerDemo(program: Command): void {
           const run = c.createRunner(logger);
           const local = site ? undefined : await c.startLocalWorkers(config, ROLES, logger);
           const stamp = new Date().toISOString().replace(/\D/g, '').slice(0, 14);
-          const steps = c.demoSteps(client, config, { run, stamp, sizeMiB, ...(site ? { site } : {}) });
+          const steps = c.demoSteps(client, config, { run, logger, stamp, sizeMiB, ...(site ? { site } : {}) });
           const results: Record<string, unknown> = {};
           try {
             for (const [i, step] of steps.entries()) {

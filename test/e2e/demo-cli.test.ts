@@ -1,10 +1,12 @@
 /**
  * `imgflow demo` as a new user runs it: against a running server, with its own in-process
  * workers, all the way from a real debootstrap build to a promotion to prod, then a subscription to
- * a signed image list the demo serves itself. A second run keeps the subscription and goes on.
+ * a signed image list the demo serves itself, and the prod version pushed to a registry the demo
+ * starts and registered, verified, by a second site. A second run keeps the subscriptions and goes on.
  */
 import { describe, expect, inject, it } from 'vitest';
 import type { VersionRecord } from '../../common/lineage.js';
+import type { DemoOciSummary } from '../../starters/demo-oci.js';
 import type { DemoSubscriptionSummary } from '../../starters/demo-subscription.js';
 import { imgflowAsync } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
@@ -18,7 +20,25 @@ interface Summary {
   step2: VersionRecord;
   step3: { prod: { version: string } };
   step4: DemoSubscriptionSummary;
+  step5: DemoOciSummary;
 }
+
+/** The second site's image of the prod tag, as the demo shows its catalog. */
+const ociImage = (summary: Summary) => {
+  const { push } = summary.step5;
+  const [address] = push.reference.split('/');
+  return {
+    name: 'demo-node-prod',
+    state: 'READY',
+    version: summary.step2.id,
+    uri: `oci://${address}/demo/demo-node@sha256:${summary.step2.artifacts[0]!.sha256}`,
+    comments: expect.stringMatching(
+      new RegExp(
+        `^oci ${address!.replace(/\./g, '\\.')}/demo/demo-node:prod@${push.digest}; signature verified \\(key sha256:[0-9a-f]{16}\\.\\.\\.\\)$`,
+      ),
+    ) as unknown,
+  };
+};
 
 describe('imgflow demo', () => {
   requireTools('debootstrap', 'qemu-img', 'rsync', 'mkfs.ext4', 'openssl');
@@ -29,9 +49,10 @@ describe('imgflow demo', () => {
       {},
       600_000,
     );
-    expect(result.stderr).toMatch(/\[1\/4\] storage pipeline/);
-    expect(result.stderr).toMatch(/\[3\/4\] tag it, test it, promote it/);
-    expect(result.stderr).toMatch(/\[4\/4\] subscribe to a signed image list/);
+    expect(result.stderr).toMatch(/\[1\/5\] storage pipeline/);
+    expect(result.stderr).toMatch(/\[3\/5\] tag it, test it, promote it/);
+    expect(result.stderr).toMatch(/\[4\/5\] subscribe to a signed image list/);
+    expect(result.stderr).toMatch(/\[5\/5\] push the prod version, signed, to a registry started here/);
     expect(result.status, result.stderr).toBe(0);
     return JSON.parse(result.stdout) as Summary;
   };
@@ -71,10 +92,24 @@ describe('imgflow demo', () => {
     expect(registry.parked).toMatchObject({ state: 'DISABLED', mode: '700', version: '1' });
     expect(registry.parked!.name).toMatch(PARKED);
     expect(appliances[0]!.note).toContain(`parked as ${registry.parked!.name}`);
+
+    // The prod version through the registry: pushed and signed, again nothing sent; the second site registers it verified.
+    const { push, again, sync, images } = summary.step5;
+    expect(summary.step5.subscribed).toBe(true);
+    expect(push).toMatchObject({
+      reference: expect.stringMatching(/^127\.0\.0\.1:\d+\/demo\/demo-node:prod@sha256:[0-9a-f]{64}$/) as unknown,
+      uploadedBlobs: 2,
+      uploadedBytes: summary.step2.artifacts[0]!.bytes,
+      signed: true,
+    });
+    expect(again).toMatchObject({ digest: push.digest, uploadedBlobs: 0, manifestPut: false, signed: false });
+    expect(sync).toMatchObject({ status: 'applied', report: { add: ['demo-node-prod'], update: [] } });
+    expect(images).toEqual([expect.objectContaining(ociImage(summary))]);
   }, 600_000);
 
-  it('keeps the subscription on a second run: nothing to do at the version applied, then the next one swapped in', async () => {
-    const { step4 } = await demo();
+  it('keeps the subscriptions on a second run: nothing to do at the version applied, then the next one swapped in', async () => {
+    const summary = await demo();
+    const { step4, step5 } = summary;
     expect(step4.subscribed).toBe(false);
     expect(step4.syncs.map((s) => [s.status, s.listVersion])).toEqual([
       ['applied', '2'],
@@ -83,5 +118,12 @@ describe('imgflow demo', () => {
     expect(step4.syncs[0]!.report).toMatchObject({ add: [], update: [], unchanged: ['demo-appliance'] });
     expect(step4.registry.current).toMatchObject({ name: 'demo-appliance', state: 'READY', mode: '644', version: '3' });
     expect(step4.registry.parked).toMatchObject({ state: 'DISABLED', mode: '700', version: '2' });
+
+    // A new prod version: the tag moves, only its disk is uploaded, and the second site swaps it in.
+    expect(step5.subscribed).toBe(false);
+    expect(step5.push).toMatchObject({ uploadedBlobs: 1, manifestPut: true, signed: true });
+    expect(step5.again).toMatchObject({ uploadedBlobs: 0, signed: false });
+    expect(step5.sync).toMatchObject({ status: 'applied', report: { add: [], update: ['demo-node-prod'] } });
+    expect(step5.images).toContainEqual(expect.objectContaining(ociImage(summary)));
   }, 600_000);
 });

@@ -15,7 +15,7 @@ import { listOciRepository } from '../../activities/oci/source.js';
 import { clientFor, pullLayers, pushVersion, resolveArtifact } from '../../activities/oci/transfer.js';
 import { parseReference } from '../../common/oci.js';
 import { tempDir } from '../support/dirs.js';
-import { cosignBinary, orasBinary, startRegistry, type TestRegistry } from '../support/oci-registry.js';
+import { clientToolsEnv, cosignBinary, orasBinary, startRegistry, type TestRegistry } from '../support/oci-registry.js';
 
 const dir = tempDir('imgflow-oci-interop-');
 let registry: TestRegistry;
@@ -34,25 +34,7 @@ beforeAll(async () => {
   cosign = cosignBinary();
   registry = await startRegistry(path.join(dir, 'registry'));
   // Both clients read credentials from a Docker config and trust the registry's CA through Go's SSL_CERT_FILE.
-  const docker = path.join(dir, 'docker');
-  fs.mkdirSync(docker);
-  fs.writeFileSync(
-    path.join(docker, 'config.json'),
-    JSON.stringify({
-      auths: {
-        [registry.address]: { auth: Buffer.from(`${registry.username}:${registry.password}`).toString('base64') },
-      },
-    }),
-  );
-  env = {
-    PATH: process.env.PATH,
-    HOME: dir,
-    DOCKER_CONFIG: docker,
-    SSL_CERT_FILE: registry.caFile,
-    TUF_ROOT: path.join(dir, 'tuf'),
-    COSIGN_PASSWORD: 'interop',
-    COSIGN_YES: 'true',
-  };
+  env = { ...clientToolsEnv(registry, dir), COSIGN_PASSWORD: 'interop', COSIGN_YES: 'true' };
   fs.writeFileSync(path.join(dir, 'imgflow.pub'), keys.publicPem);
   fs.writeFileSync(path.join(dir, 'other.pub'), other.publicPem);
 });

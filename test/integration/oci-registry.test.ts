@@ -129,6 +129,21 @@ describe('push', () => {
     );
     expect(await (await clientFor(ref, access())).listTags()).toEqual([]);
   });
+
+  it('refuses a file changed in place (the size recorded, other bytes) as it uploads, the registry keeping nothing under the digest', async () => {
+    const disk = makeFile('flipped.raw', 64 * 1024, 5);
+    const fd = fs.openSync(disk.path, 'r+');
+    fs.writeSync(fd, Buffer.from('changed'), 0, 7, 1000);
+    fs.closeSync(fd);
+    const ref = parseReference('to', `${registry.address}/sites/flipped:v1`);
+    await expect(pushVersion(await clientFor(ref, access()), ref, version, [disk], privateKey)).rejects.toThrow(
+      new RegExp(
+        `^oci check "digest" failed: .*flipped\\.raw is sha256:[0-9a-f]{64} \\(65536 bytes\\), the version recorded sha256:${disk.sha256} \\(65536 bytes\\)$`,
+      ),
+    );
+    expect(await (await clientFor(ref, access())).listTags()).toEqual([]);
+    expect(fs.existsSync(blobFile(registry, `sha256:${disk.sha256}`))).toBe(false);
+  });
 });
 
 describe('verify and pull', () => {

@@ -31,3 +31,19 @@ export async function tinyImageTarball(run: Run, dir: string): Promise<{ file: s
   await run(['tar', '--numeric-owner', '-C', tree, '-cf', file, '.']);
   return { file, sha256: await sha256File(file) };
 }
+
+/** A recipe building `image` from the tiny image's tarball (a real build in seconds, no debootstrap). */
+export async function tinyImageRecipe(
+  run: Run,
+  dir: string,
+  image: string,
+  o: { arch?: string; outputs?: 'qcow2' | 'raw' } = {},
+): Promise<string> {
+  const tarball = await tinyImageTarball(run, dir);
+  const recipe = path.join(dir, `${image}.yaml`);
+  fs.writeFileSync(
+    recipe,
+    `image: ${image}\narch: ${o.arch ?? 'x86_64'}\nos: debian-12\nsource:\n  tarball:\n    path: ${tarball.file}\n    sha256: ${tarball.sha256}\nprepare:\n  hostname: node\noutputs: [${o.outputs ?? 'qcow2'}]\n`,
+  );
+  return recipe;
+}

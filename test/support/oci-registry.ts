@@ -1,29 +1,18 @@
 /**
- * The reference distribution registry (Debian's docker-registry) on a free loopback port, with its
- * own config and storage directory, htpasswd basic auth and TLS from a CA made with openssl; and
- * the oras and cosign clients scripts/setup.sh builds into the per-user cache. A missing component
- * fails the test loudly.
+ * The reference distribution registry (lib/registry-server.ts: Debian's docker-registry on a free
+ * loopback port, with its own config and storage directory, htpasswd basic auth and TLS from a CA
+ * made with openssl); and the oras and cosign clients scripts/setup.sh builds into the per-user
+ * cache, with the environment they need to reach it. A missing component fails the test loudly.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort } from './ports.js';
+import { startRegistryServer, type RegistryServer } from '../../lib/registry-server.js';
 
 export const ORAS_VERSION = 'v1.3.6';
 export const COSIGN_VERSION = 'v2.6.5';
 
-export interface TestRegistry {
-  /** `127.0.0.1:<port>` */
-  address: string;
-  dir: string;
-  storage: string;
-  caFile: string;
-  credentialsFile: string;
-  username: string;
-  password: string;
-  stop(): Promise<void>;
-}
+export type TestRegistry = RegistryServer;
 
 function need(file: string, what: string): string {
   if (!fs.existsSync(file)) throw new Error(`${what} is missing: ${file} (run scripts/setup.sh)`);
@@ -41,154 +30,31 @@ export function cosignBinary(): string {
   );
 }
 
-function run(argv: string[], cwd: string): string {
-  return execFileSync(argv[0]!, argv.slice(1), { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+export function startRegistry(dir: string): Promise<TestRegistry> {
+  return startRegistryServer(dir, { realm: 'imgflow-test', validityDays: 2 });
 }
 
-/** A CA, and a server certificate for 127.0.0.1 and localhost signed by it (EC keys: quick). */
-function makeCerts(dir: string): { ca: string; cert: string; key: string } {
-  const ca = path.join(dir, 'ca.pem');
-  const caKey = path.join(dir, 'ca.key');
-  const key = path.join(dir, 'server.key');
-  const csr = path.join(dir, 'server.csr');
-  const cert = path.join(dir, 'server.pem');
-  const ext = path.join(dir, 'server.ext');
-  run(
-    [
-      'openssl',
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      caKey,
-      '-out',
-      ca,
-      '-days',
-      '2',
-      '-subj',
-      '/CN=imgflow test registry CA',
-    ],
-    dir,
-  );
-  run(
-    [
-      'openssl',
-      'req',
-      '-new',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      csr,
-      '-subj',
-      '/CN=127.0.0.1',
-    ],
-    dir,
-  );
-  fs.writeFileSync(ext, 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
-  run(
-    [
-      'openssl',
-      'x509',
-      '-req',
-      '-in',
-      csr,
-      '-CA',
-      ca,
-      '-CAkey',
-      caKey,
-      '-CAcreateserial',
-      '-out',
-      cert,
-      '-days',
-      '2',
-      '-extfile',
-      ext,
-    ],
-    dir,
-  );
-  return { ca, cert, key };
-}
-
-export async function startRegistry(dir: string): Promise<TestRegistry> {
-  const binary = need('/usr/bin/docker-registry', "Debian's docker-registry");
-  need('/usr/bin/htpasswd', 'htpasswd (apache2-utils)');
-  fs.mkdirSync(dir, { recursive: true });
-  const storage = path.join(dir, 'storage');
-  fs.mkdirSync(storage, { recursive: true });
-  const certs = makeCerts(dir);
-  const username = 'pusher';
-  const password = `pw-${Math.random().toString(36).slice(2)}`;
-  const htpasswd = path.join(dir, 'htpasswd');
-  fs.writeFileSync(htpasswd, run(['htpasswd', '-Bbn', username, password], dir));
-  const credentialsFile = path.join(dir, 'credentials');
-  fs.writeFileSync(credentialsFile, `${username}:${password}\n`, { mode: 0o600 });
-  const port = await freePort();
-  const config = path.join(dir, 'config.yml');
+/**
+ * The environment oras and cosign reach `registry` with, from `dir`: its credentials in a Docker
+ * config, its CA through Go's SSL_CERT_FILE, and their own state under `dir`.
+ */
+export function clientToolsEnv(registry: TestRegistry, dir: string): NodeJS.ProcessEnv {
+  const docker = path.join(dir, 'docker');
+  fs.mkdirSync(docker, { recursive: true });
   fs.writeFileSync(
-    config,
-    [
-      'version: 0.1',
-      'log:',
-      '  level: warn',
-      'storage:',
-      '  filesystem:',
-      `    rootdirectory: ${storage}`,
-      '  delete:',
-      '    enabled: true',
-      '  cache:',
-      '    blobdescriptor: ""',
-      'http:',
-      `  addr: 127.0.0.1:${port}`,
-      '  tls:',
-      `    certificate: ${certs.cert}`,
-      `    key: ${certs.key}`,
-      'auth:',
-      '  htpasswd:',
-      '    realm: imgflow-test',
-      `    path: ${htpasswd}`,
-      '',
-    ].join('\n'),
+    path.join(docker, 'config.json'),
+    JSON.stringify({
+      auths: {
+        [registry.address]: { auth: Buffer.from(`${registry.username}:${registry.password}`).toString('base64') },
+      },
+    }),
   );
-  const log = fs.openSync(path.join(dir, 'registry.log'), 'a');
-  const child: ChildProcess = spawn(binary, ['serve', config], { stdio: ['ignore', log, log] });
-  const address = `127.0.0.1:${port}`;
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (child.exitCode !== null)
-      throw new Error(
-        `docker-registry exited (${child.exitCode}): ${fs.readFileSync(path.join(dir, 'registry.log'), 'utf8').slice(-500)}`,
-      );
-    const up = await fetch(`https://${address}/v2/`).then(
-      () => true,
-      (error: Error & { cause?: { code?: string } }) => error.cause?.code !== 'ECONNREFUSED',
-    );
-    if (up) break;
-    if (Date.now() > deadline) throw new Error(`docker-registry did not listen on ${address} within 20 s`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
   return {
-    address,
-    dir,
-    storage,
-    caFile: certs.ca,
-    credentialsFile,
-    username,
-    password,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
+    PATH: process.env.PATH,
+    HOME: dir,
+    DOCKER_CONFIG: docker,
+    SSL_CERT_FILE: registry.caFile,
+    TUF_ROOT: path.join(dir, 'tuf'),
   };
 }
 
@@ -196,4 +62,13 @@ export async function startRegistry(dir: string): Promise<TestRegistry> {
 export function blobFile(registry: TestRegistry, digest: string): string {
   const hex = digest.slice('sha256:'.length);
   return path.join(registry.storage, 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex, 'data');
+}
+
+/** The requests for blob `digest` of `repository` in the registry's access log so far (GET and HEAD). */
+export function blobRequests(registry: TestRegistry, repository: string, digest: string): string[] {
+  const wanted = ` /v2/${repository}/blobs/${digest} `;
+  return fs
+    .readFileSync(registry.logFile, 'utf8')
+    .split('\n')
+    .filter((line) => line.includes(wanted));
 }
