@@ -7,22 +7,15 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { SA } from '../../common/search-attributes.js';
 import { outcomeOf } from '../../starters/answers.js';
 import { pingWorkflow } from '../../workflows/ping.js';
 import { volumeQuery, volumeWorkflowId } from '../../workflows/volume/messages.js';
 import { volumeWorkflow } from '../../workflows/volume/workflow.js';
-import { imgflow, imgflowAsync } from '../support/cli.js';
+import { imgflow, imgflowAsync, imgflowAt } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
-import {
-  NAMESPACE,
-  ownDevServer,
-  testClient,
-  testDataConverter,
-  uniqueQueue,
-  withWorkers,
-} from '../support/temporal.js';
+import { ownDevServer, testClient, testDataConverter, uniqueQueue, withWorkers } from '../support/temporal.js';
 
 function expectOneLine(
   result: { status: number | null; stdout: string; stderr: string },
@@ -38,8 +31,7 @@ function expectOneLine(
 
 describe('a listing no orchestrator answers', () => {
   const home = tempDir();
-  const cli = (...args: string[]) =>
-    imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args]);
+  const cli = imgflowAt(home, {});
 
   /** A volume's workflow on `queue`, on a NAS of its own so that `maps --nas` lists it alone. */
   async function volumeOn(client: Client, queue: string) {

@@ -6,22 +6,18 @@
  * The Web UI's search finds the volumes running a version through the same search attributes.
  */
 import path from 'node:path';
-import { describe, expect, inject, it } from 'vitest';
-import { createComputeActivities } from '../../activities/compute/index.js';
-import { createHostActivities } from '../../activities/host.js';
-import { createNasPackActivities } from '../../activities/nas/pack.js';
-import { createNasVolumeActivities } from '../../activities/nas/volumes.js';
+import { describe, expect, it } from 'vitest';
 import { createRunner } from '../../activities/runner.js';
-import { queues, WORKFLOW_QUEUE } from '../../common/queues.js';
+import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { SA } from '../../common/search-attributes.js';
-import { loadConfig } from '../../lib/config.js';
 import type { FleetRow } from '../../starters/fleet-client.js';
-import { imgflowAsync } from '../support/cli.js';
+import { imgflowAt } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { memoryLogger } from '../support/logger.js';
-import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
 import { storeVersion } from '../support/versions.js';
+import { localVolumeHosts } from '../support/volume-hosts.js';
 import { until } from '../support/wait.js';
 
 describe('fleet', () => {
@@ -31,24 +27,9 @@ describe('fleet', () => {
   const nasHost = uniqueQueue('nas');
   const nodeHost = uniqueQueue('node');
   const image = `fl${nasHost.slice(-6)}`;
-  const nasConfig = loadConfig({ home, host: nasHost }, {});
-  const nodeConfig = loadConfig({ home, host: nodeHost }, {});
   const run = createRunner(memoryLogger().logger);
-  const activities = {
-    [queues.nas(nasHost)]: {
-      ...createHostActivities({ role: 'nas', config: nasConfig, arch: 'x86_64', run }),
-      ...createNasVolumeActivities({ run, config: nasConfig }),
-      ...createNasPackActivities({ run, config: nasConfig }),
-    },
-    [queues.compute(nodeHost)]: {
-      ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }),
-      ...createComputeActivities({ run, config: nodeConfig }),
-    },
-  };
-  const cli = (...args: string[]) =>
-    imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], {
-      IMGFLOW_USER: 'alice',
-    });
+  const activities = localVolumeHosts({ home, nasHost, nodeHost, run, packs: true });
+  const cli = imgflowAt(home);
   const ok = async (...args: string[]) => {
     const r = await cli(...args);
     expect([r.status, r.stderr], args.join(' ')).toEqual([0, '']);

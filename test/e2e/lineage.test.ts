@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Client } from '@temporalio/client';
-import { describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createLineageHistoryActivities } from '../../activities/control/lineage-history.js';
 import { createNasRetentionActivities } from '../../activities/nas/retention.js';
 import { isStub, type HistoryEntry, type VersionRecord } from '../../common/lineage.js';
@@ -37,10 +37,10 @@ import { lineageArchivedVersionWorkflow } from '../../workflows/lineage/archived
 import { lineageHistoryWorkflow } from '../../workflows/lineage/history-workflow.js';
 import { lineageWorkflow } from '../../workflows/lineage/workflow.js';
 import { mapLimited } from '../../lib/concurrency.js';
-import { imgflowAsync } from '../support/cli.js';
+import { imgflowAt } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { saveHistory } from '../support/histories.js';
-import { NAMESPACE, decodePayload, testClient, uniqueQueue, withWorkers, expectRejected } from '../support/temporal.js';
+import { decodePayload, testClient, uniqueQueue, withWorkers, expectRejected } from '../support/temporal.js';
 import { newVersion } from '../support/versions.js';
 
 /** The run ids of a workflow, first to current, following its continues-as-new. */
@@ -80,8 +80,7 @@ describe('lineage workflow', () => {
   const home = tempDir();
   // The control host's worker, where lineages archive their older history.
   const control = createLineageHistoryActivities({ config: { home, host: 'control1' } });
-  const cli = (...args: string[]) =>
-    imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args]);
+  const cli = imgflowAt(home, {});
 
   it('tags, promotes through a gated channel, rolls back and revokes, rejecting bad requests', async () => {
     const taskQueue = uniqueQueue('wf');

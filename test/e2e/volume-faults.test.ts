@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { createComputeActivities } from '../../activities/compute/index.js';
 import { createPipe } from '../../activities/drivers/pipe.js';
 import { parseTgtShow } from '../../activities/drivers/export/tgt.js';
@@ -35,7 +35,7 @@ import {
   type VolumeView,
 } from '../../workflows/volume/messages.js';
 import { volumeWorkflow } from '../../workflows/volume/workflow.js';
-import { imgflowAsync, logLines, spawnWorker } from '../support/cli.js';
+import { logLines, spawnWorker, imgflowAt } from '../support/cli.js';
 import { throwawayPool, useTgtd, useZfsFuse } from '../support/daemons.js';
 import { tempDir } from '../support/dirs.js';
 import { memoryLogger } from '../support/logger.js';
@@ -424,10 +424,7 @@ describe('a sync pull that fails', () => {
     };
     const nasLog = worker('nas', nasHost, { IMGFLOW_NAS_POOL: `${nasPool.name}/imgflow` });
     const nodeLog = worker('compute', nodeHost, { IMGFLOW_COMPUTE_POOL: `${nodePool.name}/imgflow` });
-    const cli = (...args: string[]) =>
-      imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], {
-        IMGFLOW_USER: 'alice',
-      });
+    const cli = imgflowAt(home);
     const nodeVolume = `${nodePool.name}/imgflow/volumes/vm-c`;
     const pipelines = (log: () => Record<string, unknown>[]) => log().filter((l) => l.msg === 'pipeline');
     // zfs-fuse refuses to rename a mounted dataset ("dataset is busy"), and may call it busy to

@@ -8,25 +8,22 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { describe, expect, inject, it } from 'vitest';
-import { createComputeActivities } from '../../activities/compute/index.js';
-import { createHostActivities } from '../../activities/host.js';
-import { createNasVolumeActivities } from '../../activities/nas/volumes.js';
+import { describe, expect, it } from 'vitest';
 import { createRunner } from '../../activities/runner.js';
-import { queues, WORKFLOW_QUEUE } from '../../common/queues.js';
-import { loadConfig } from '../../lib/config.js';
+import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { updateLineage } from '../../starters/lineage-client.js';
 import { revokeUpdate } from '../../workflows/lineage/messages.js';
 import { mapUpdate, volumeQuery, volumeWorkflowId } from '../../workflows/volume/messages.js';
 import { volumeWorkflow } from '../../workflows/volume/workflow.js';
-import { imgflowAsync } from '../support/cli.js';
+import { imgflowAt } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { saveHistory } from '../support/histories.js';
 import { memoryLogger } from '../support/logger.js';
-import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
 import { until } from '../support/wait.js';
 import { storeVersion } from '../support/versions.js';
+import { localVolumeHosts } from '../support/volume-hosts.js';
 
 const MiB = 1024 * 1024;
 
@@ -37,23 +34,9 @@ describe('volumes on qcow2 with local attach', () => {
   const nasHost = uniqueQueue('nas');
   const nodeHost = uniqueQueue('node');
   const image = `vq${nasHost.slice(-6)}`;
-  const nasConfig = loadConfig({ home, host: nasHost }, {});
-  const nodeConfig = loadConfig({ home, host: nodeHost }, {});
   const run = createRunner(memoryLogger().logger);
-  const activities = {
-    [queues.nas(nasHost)]: {
-      ...createHostActivities({ role: 'nas', config: nasConfig, arch: 'x86_64', run }),
-      ...createNasVolumeActivities({ run, config: nasConfig }),
-    },
-    [queues.compute(nodeHost)]: {
-      ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }),
-      ...createComputeActivities({ run, config: nodeConfig }),
-    },
-  };
-  const cli = (...args: string[]) =>
-    imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], {
-      IMGFLOW_USER: 'alice',
-    });
+  const activities = localVolumeHosts({ home, nasHost, nodeHost, run });
+  const cli = imgflowAt(home);
   const volumesDir = path.join(home, 'nas', nasHost, 'volumes');
   const volumeFiles = () => (fs.existsSync(volumesDir) ? fs.readdirSync(volumesDir).sort() : []);
 

@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createComputeActivities } from '../../activities/compute/index.js';
 import { createPipe } from '../../activities/drivers/pipe.js';
 import { createHostActivities } from '../../activities/host.js';
@@ -19,12 +19,12 @@ import { sha256File } from '../../lib/files.js';
 import { updateLineage } from '../../starters/lineage-client.js';
 import { registerVersionUpdate } from '../../workflows/lineage/messages.js';
 import { setAttrsUpdate, syncNowUpdate, volumeQuery, volumeWorkflowId } from '../../workflows/volume/messages.js';
-import { imgflowAsync } from '../support/cli.js';
+import { imgflowAt } from '../support/cli.js';
 import { throwawayPool, tgtTargetCount, useTgtd, useZfsFuse } from '../support/daemons.js';
 import { tempDir } from '../support/dirs.js';
 import { saveHistory } from '../support/histories.js';
 import { memoryLogger } from '../support/logger.js';
-import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
 import { newVersion } from '../support/versions.js';
 
@@ -59,10 +59,7 @@ describe('volumes on zfs-fuse, exported by tgt or synced to the node', () => {
       ...createComputeActivities({ run, config: nodeConfig, pipe, settings: computeSettings(nodeEnv) }),
     },
   };
-  const cli = (...args: string[]) =>
-    imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], {
-      IMGFLOW_USER: 'alice',
-    });
+  const cli = imgflowAt(home);
   const datasets = async (pool: string) =>
     (
       await run(['zfs', 'list', '-H', '-r', '-t', 'filesystem', '-o', 'name', `${pool}/imgflow/volumes`], {

@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { createBuilderActivities } from '../../activities/builder/index.js';
 import { mountsUnder } from '../../activities/builder/rootfs.js';
 import { createNasActivities } from '../../activities/nas/index.js';
@@ -18,12 +18,12 @@ import { queues } from '../../common/queues.js';
 import { loadConfig } from '../../lib/config.js';
 import { findOnPath } from '../../lib/which.js';
 import { demoWorkflow } from '../../workflows/demo.js';
-import { imgflowAsync, logLines, spawnWorker } from '../support/cli.js';
+import { logLines, spawnWorker, imgflowAt } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { tinyImageTarball } from '../support/images.js';
 import { memoryLogger } from '../support/logger.js';
 import { alive, killGroup, processesRootedIn } from '../support/processes.js';
-import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
 import { until } from '../support/wait.js';
 
@@ -121,10 +121,7 @@ describe('the next worker removes what a killed worker left', () => {
     const tar = hangingShim(fs.mkdtempSync(path.join(dir, 'shims-')), 'tar');
     const tarball = await tinyImageTarball(run, dir);
     const { client, connection } = await testClient();
-    const cli = (...args: string[]) =>
-      imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], {
-        IMGFLOW_USER: 'alice',
-      });
+    const cli = imgflowAt(home);
 
     function recipe(image: string): string {
       const file = path.join(dir, `${image}.yaml`);

@@ -85,3 +85,9 @@ export function logLines(child: ChildProcess): () => Record<string, unknown>[] {
       .filter((line) => line.startsWith('{'))
       .map((line) => JSON.parse(line) as Record<string, unknown>);
 }
+
+/** `imgflow` against the run's server with `home` as its state directory, as `user` (the tests' alice unless told). */
+export function imgflowAt(home: string, env: NodeJS.ProcessEnv = { IMGFLOW_USER: 'alice' }) {
+  return (...args: string[]) =>
+    imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], env);
+}
