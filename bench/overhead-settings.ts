@@ -4,7 +4,7 @@
  * `qemu-img --version` through the real runner) under variants that each change one thing from the
  * SDK's defaults; every variant has workers of its own on queues of its own, all running at once,
  * and the variants take turns run by run, so drift in the machine's load falls on all of them
- * alike. Each run is timed spaced (200 ms idle before it) and back to back; prints per variant the
+ * alike (each round starts at another one). Each run is timed spaced (200 ms idle before it) and back to back; prints per variant the
  * medians and the difference from the defaults, and the command run directly as the anchor.
  *
  *   IMGFLOW_HOME=$(mktemp -d) TEMPORAL_ADDRESS=127.0.0.1:<free port> npm run bench -- bench/overhead-settings.ts [N]
@@ -69,6 +69,7 @@ const variants: Variant[] = [
     orchestrator: { workflowTaskPollerBehavior: { type: 'autoscaling' } },
     host: { activityTaskPollerBehavior: { type: 'autoscaling' } },
   },
+  { name: 'workflow threads: 2', orchestrator: { workflowThreadPoolSize: 2 } },
   { name: 'no payload codec', plain: true },
   { name: 'activity without heartbeats', noHeartbeat: true },
 ];
@@ -151,18 +152,19 @@ const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
 for (const p of prepared) for (let i = 0; i < 3; i++) await p.run();
 for (const p of prepared) p.eager = 0;
 
-for (let i = 0; i < n; i++) {
-  await sleep(GAP_MS);
-  directTimes.spaced.push(await timed(() => direct(['qemu-img', '--version'])));
-  for (const p of prepared) {
-    await sleep(GAP_MS);
-    p.spaced.push(await timed(p.run));
+/** One turn each for the direct command and every variant, starting at a different one each round. */
+async function round(i: number, gapMs: number, into: 'spaced' | 'backToBack'): Promise<void> {
+  const turns: (() => Promise<void>)[] = [
+    async () => void directTimes[into].push(await timed(() => direct(['qemu-img', '--version']))),
+    ...prepared.map((p) => async () => void p[into].push(await timed(p.run))),
+  ];
+  for (let k = 0; k < turns.length; k++) {
+    if (gapMs) await sleep(gapMs);
+    await turns[(i + k) % turns.length]!();
   }
 }
-for (let i = 0; i < n; i++) {
-  directTimes.backToBack.push(await timed(() => direct(['qemu-img', '--version'])));
-  for (const p of prepared) p.backToBack.push(await timed(p.run));
-}
+for (let i = 0; i < n; i++) await round(i, GAP_MS, 'spaced');
+for (let i = 0; i < n; i++) await round(i, 0, 'backToBack');
 
 for (const w of workers) w.shutdown();
 await Promise.allSettled(running);

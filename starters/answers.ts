@@ -16,7 +16,7 @@ const TASK_QUEUE_KIND_NORMAL = 1;
 const TASK_QUEUE_TYPE_WORKFLOW = 1;
 const TASK_QUEUE_TYPE_ACTIVITY = 2;
 /** A worker that has just started polls within this; past it, nobody is there. */
-const NO_POLLER_GRACE_MS = 1000;
+const NO_POLLER_GRACE_MS = 500;
 
 /** Whether a worker has polled the queue lately (for activities, or workflows: the orchestrator): an unknown host is refused before anything starts. */
 export async function hasWorker(
@@ -63,10 +63,20 @@ export class UnavailableError extends Error {
 /** A queue of `queues` no orchestrator has polled lately fails the request at once, naming the queue. */
 async function refuseUnpolled(client: Client, what: string, queues: string[]): Promise<void> {
   const nobody = await unpolled(client, [...new Set(queues)]);
-  if (nobody)
-    throw new UnavailableError(
-      `${what} is unavailable: no orchestrator polls the ${nobody} queue ('imgflow dev' runs one, or a worker of role orchestrator)`,
-    );
+  if (nobody) throw unpolledError(what, nobody);
+}
+
+function unpolledError(what: string, queue: string): UnavailableError {
+  return new UnavailableError(
+    `${what} is unavailable: no orchestrator polls the ${queue} queue ('imgflow dev' runs one, or a worker of role orchestrator)`,
+  );
+}
+
+/** The server refused a query: no worker has polled its queue lately, nor waits on it (FAILED_PRECONDITION). */
+function noRecentPoller(err: unknown): boolean {
+  for (let e = err as (Error & { code?: unknown }) | undefined; e; e = e.cause as typeof e)
+    if (e.code === 9 && /poller/i.test(e.message)) return true;
+  return false;
 }
 
 /** Nobody answered within the bound; the queues named when known. */
@@ -116,6 +126,7 @@ export async function answered<T>(
     ]);
   } catch (err) {
     if (err instanceof UnavailableError) throw err;
+    if (noRecentPoller(err) && queues.length) throw unpolledError(what, [...new Set(queues)].join(', '));
     if (unanswered(err)) throw late;
     throw err;
   } finally {
