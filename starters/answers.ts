@@ -5,7 +5,8 @@
  * here has one bound for the whole command (the client's --answer-timeout), and a read that is not
  * answered within it fails in one line saying what is unavailable.
  */
-import type { Client, WorkflowHandle } from '@temporalio/client';
+import type { Client, WorkflowHandle, WorkflowUpdateHandle } from '@temporalio/client';
+import type { UpdateDefinition } from '@temporalio/common';
 import { DEFAULT_ANSWER_TIMEOUT_S } from '../lib/config.js';
 
 const bounds = new WeakMap<Client, number>();
@@ -15,7 +16,7 @@ const TASK_QUEUE_KIND_NORMAL = 1;
 const TASK_QUEUE_TYPE_WORKFLOW = 1;
 const TASK_QUEUE_TYPE_ACTIVITY = 2;
 /** A worker that has just started polls within this; past it, nobody is there. */
-const NO_POLLER_GRACE_MS = 1000;
+const NO_POLLER_GRACE_MS = 500;
 
 /** Whether a worker has polled the queue lately (for activities, or workflows: the orchestrator): an unknown host is refused before anything starts. */
 export async function hasWorker(
@@ -59,6 +60,33 @@ export class UnavailableError extends Error {
   override readonly name = 'UnavailableError';
 }
 
+/** A queue of `queues` no orchestrator has polled lately fails the request at once, naming the queue. */
+async function refuseUnpolled(client: Client, what: string, queues: string[]): Promise<void> {
+  const nobody = await unpolled(client, [...new Set(queues)]);
+  if (nobody) throw unpolledError(what, nobody);
+}
+
+function unpolledError(what: string, queue: string): UnavailableError {
+  return new UnavailableError(
+    `${what} is unavailable: no orchestrator polls the ${queue} queue ('imgflow dev' runs one, or a worker of role orchestrator)`,
+  );
+}
+
+/** The server refused a query: no worker has polled its queue lately, nor waits on it (FAILED_PRECONDITION). */
+function noRecentPoller(err: unknown): boolean {
+  for (let e = err as (Error & { code?: unknown }) | undefined; e; e = e.cause as typeof e)
+    if (e.code === 9 && /poller/i.test(e.message)) return true;
+  return false;
+}
+
+/** Nobody answered within the bound; the queues named when known. */
+function lateError(what: string, queues: string[], timeoutMs: number): UnavailableError {
+  const on = queues.length ? ` on the ${[...new Set(queues)].join(', ')} queue` : '';
+  return new UnavailableError(
+    `${what} is unavailable: no orchestrator${on} answered within ${timeoutMs / 1000}s, the --answer-timeout bound (is a worker of role orchestrator running? 'imgflow dev' runs one of each role)`,
+  );
+}
+
 /** gRPC DEADLINE_EXCEEDED and CANCELLED (our own bound), or the server's "no poller seen" (FAILED_PRECONDITION). */
 function unanswered(err: unknown): boolean {
   for (let e = err as (Error & { code?: unknown }) | undefined; e; e = e.cause as typeof e) {
@@ -81,15 +109,9 @@ export async function answered<T>(
   queues: string[] = [],
 ): Promise<T> {
   const timeoutMs = answerBound(client);
-  const nobody = await unpolled(client, [...new Set(queues)]);
-  if (nobody)
-    throw new UnavailableError(
-      `${what} is unavailable: no orchestrator polls the ${nobody} queue ('imgflow dev' runs one, or a worker of role orchestrator)`,
-    );
+  await refuseUnpolled(client, what, queues);
   const abort = new AbortController();
-  const late = new UnavailableError(
-    `${what} is unavailable: no orchestrator answered within ${timeoutMs / 1000}s, the --answer-timeout bound (is a worker of role orchestrator running? 'imgflow dev' runs one of each role)`,
-  );
+  const late = lateError(what, queues, timeoutMs);
   let timer: NodeJS.Timeout | undefined;
   const expired = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
@@ -104,11 +126,49 @@ export async function answered<T>(
     ]);
   } catch (err) {
     if (err instanceof UnavailableError) throw err;
+    if (noRecentPoller(err) && queues.length) throw unpolledError(what, [...new Set(queues)].join(', '));
     if (unanswered(err)) throw late;
     throw err;
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Sends an update and waits for its outcome. An orchestrator of the workflow's queue must take it
+ * (run its validator and accept or refuse it) within the answer bound: a queue no orchestrator has
+ * polled lately fails at once, and an update nobody takes within the bound fails then, both in one
+ * line naming the queue. Once accepted, the update's work takes as long as it takes. `send` starts
+ * the update, waiting for its ACCEPTED stage.
+ */
+export async function updated<T>(
+  client: Client,
+  what: string,
+  queue: string,
+  send: () => Promise<WorkflowUpdateHandle<T>>,
+): Promise<T> {
+  const timeoutMs = answerBound(client);
+  await refuseUnpolled(client, what, [queue]);
+  let handle: WorkflowUpdateHandle<T>;
+  try {
+    handle = await client.withDeadline(Date.now() + timeoutMs, send);
+  } catch (err) {
+    if (unanswered(err)) throw lateError(what, [queue], timeoutMs);
+    throw err;
+  }
+  return handle.result();
+}
+
+/** An update of a running workflow, sent as `updated` sends it, on the queue the workflow runs on. */
+export async function sendUpdate<Ret, Args extends [unknown, ...unknown[]]>(
+  client: Client,
+  handle: WorkflowHandle,
+  what: string,
+  update: UpdateDefinition<Ret, Args>,
+  ...args: Args
+): Promise<Ret> {
+  const { taskQueue } = await handle.describe();
+  return updated(client, what, taskQueue, () => handle.startUpdate(update, { args, waitForStage: 'ACCEPTED' }));
 }
 
 /** The call failed because the server went away (restarting, or the network between): not the workflow's answer. */

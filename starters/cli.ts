@@ -47,7 +47,7 @@ export function buildProgram(): commander.Command {
     )
     .option(
       '--answer-timeout <seconds>',
-      'wait this long for an orchestrator to answer a read, such as maps (env IMGFLOW_ANSWER_TIMEOUT; default 10)',
+      'wait this long for an orchestrator to answer a read, such as maps, or to take a change (env IMGFLOW_ANSWER_TIMEOUT; default 10)',
     )
     .showSuggestionAfterError()
     .exitOverride()

@@ -46,7 +46,7 @@ import { lineageGcWorkflow } from '../workflows/lineage/gc-workflow.js';
 import { lineageHistoryWorkflow } from '../workflows/lineage/history-workflow.js';
 import { lineageWorkflow } from '../workflows/lineage/workflow.js';
 import { type NewVersion } from '../common/lineage.js';
-import { answered } from './answers.js';
+import { answered, sendUpdate, updated } from './answers.js';
 import { sdk } from './sdk.js';
 
 export { parseImageRef } from './image-refs.js';
@@ -77,7 +77,9 @@ export async function updateLineage<Ret, Args extends unknown[]>(
     ],
     staticSummary: `Lineage of image ${image}: versions, tags, channels and their history`,
   });
-  const result = await client.workflow.executeUpdateWithStart(update, { args, startWorkflowOperation: start });
+  const result = await updated(client, `the lineage of ${image}`, WORKFLOW_QUEUE, () =>
+    client.workflow.startUpdateWithStart(update, { args, startWorkflowOperation: start, waitForStage: 'ACCEPTED' }),
+  );
   await ensureGcSchedule(client, image);
   return result;
 }
@@ -283,7 +285,7 @@ export function resolveVersion(view: LineageView, image: string, ref?: string): 
 /** A validated update to an image's lineage, which must exist: a bad request is refused before anything is recorded. */
 function change<Ret, Input>(update: UpdateDefinition<Ret, [Input]>) {
   return (client: Client, image: string, input: Input): Promise<Ret> =>
-    lineageHandle(client, image).executeUpdate(update, { args: [input] });
+    sendUpdate(client, lineageHandle(client, image), `the lineage of ${image}`, update, input);
 }
 
 export const tagVersion = change(tagUpdate);
@@ -296,16 +298,19 @@ export const packTag = change(packUpdate);
 
 /** Retention: the newest N and every version something refers to (the volumes cloned from it among them) stay. */
 export async function collectGarbage(client: Client, image: string, input: Omit<GcInput, 'volumes'>) {
-  return lineageHandle(client, image).executeUpdate(gcUpdate, {
-    args: [{ ...input, volumes: await volumesOf(client, image) }],
+  return sendUpdate(client, lineageHandle(client, image), `the lineage of ${image}`, gcUpdate, {
+    ...input,
+    volumes: await volumesOf(client, image),
   });
 }
 
 /** Deletes a version (by id or tag), or with none every version, unless something still refers to it. */
 export async function removeVersions(client: Client, image: string, by: string, which?: string) {
   const version = which ? resolveVersion(await describeLineage(client, image), image, which) : undefined;
-  return lineageHandle(client, image).executeUpdate(removeUpdate, {
-    args: [{ by, ...(version ? { version } : {}), volumes: await volumesOf(client, image) }],
+  return sendUpdate(client, lineageHandle(client, image), `the lineage of ${image}`, removeUpdate, {
+    by,
+    ...(version ? { version } : {}),
+    volumes: await volumesOf(client, image),
   });
 }
 
@@ -387,6 +392,10 @@ export async function cloneImage(
       v.id,
     );
   // The clone shares the version's stored files: a tag on the origin keeps retention off them.
-  await lineageHandle(client, image).executeUpdate(tagUpdate, { args: [{ by, version: v.id, name: originTag }] });
+  await sendUpdate(client, lineageHandle(client, image), `the lineage of ${image}`, tagUpdate, {
+    by,
+    version: v.id,
+    name: originTag,
+  });
   return updateLineage(client, newImage, registerVersionUpdate, cloneRecord(v, image, by));
 }

@@ -16,6 +16,7 @@ import {
 import { checkHost, checkName, InputError } from '../common/names.js';
 import { isOciUrl } from '../common/oci.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
+import { sendUpdate } from './answers.js';
 import { SA } from '../common/search-attributes.js';
 import {
   adoptUpdate,
@@ -272,13 +273,14 @@ export async function syncSubscription(
 ): Promise<SyncOutcome> {
   const handle = handleOf(client, subscription);
   const update = verb === 'sync' ? syncUpdate : adoptUpdate;
-  const done = orMissing(subscription, handle.executeUpdate(update, { args: [{ by: currentUser() }] })).catch(
-    (error: unknown) => {
-      if (error instanceof InputError) throw error;
-      // The cause keeps a validator's refusal recognisable as bad input (exit 2).
-      throw new Error(`${verb} ${subscription}: ${reasonOf(error)}`, { cause: error });
-    },
-  );
+  const done = orMissing(
+    subscription,
+    sendUpdate(client, handle, `subscription ${subscription}`, update, { by: currentUser() }),
+  ).catch((error: unknown) => {
+    if (error instanceof InputError) throw error;
+    // The cause keeps a validator's refusal recognisable as bad input (exit 2).
+    throw new Error(`${verb} ${subscription}: ${reasonOf(error)}`, { cause: error });
+  });
   return watchProgress(handle, done, `${verb} ${subscription}`);
 }
 
@@ -286,7 +288,9 @@ export async function syncSubscription(
 export async function stopSubscription(client: Client, subscription: string): Promise<SubscriptionView> {
   const view = await orMissing(
     subscription,
-    handleOf(client, subscription).executeUpdate(unsubscribeUpdate, { args: [{ by: currentUser() }] }),
+    sendUpdate(client, handleOf(client, subscription), `subscription ${subscription}`, unsubscribeUpdate, {
+      by: currentUser(),
+    }),
   );
   await client.schedule
     .getHandle(subscriptionScheduleId(subscription))

@@ -24,7 +24,7 @@ import {
 } from '../workflows/volume/messages.js';
 import { volumeWorkflow } from '../workflows/volume/workflow.js';
 import type { LineageView } from '../workflows/lineage/messages.js';
-import { answered } from './answers.js';
+import { answered, sendUpdate, updated } from './answers.js';
 import { sdk } from './sdk.js';
 import { BASE_REF } from './image-refs.js';
 
@@ -137,27 +137,41 @@ export async function mapVolume(client: Client, volume: string, request: MapRequ
     ],
     staticSummary: `Volume ${volume}: its clone, export, attachment and syncs`,
   });
-  return client.workflow.executeUpdateWithStart(mapUpdate, { args: [request], startWorkflowOperation: start });
+  return updated(client, `volume ${volume}`, WORKFLOW_QUEUE, () =>
+    client.workflow.startUpdateWithStart(mapUpdate, {
+      args: [request],
+      startWorkflowOperation: start,
+      waitForStage: 'ACCEPTED',
+    }),
+  );
 }
 
 /** Detaches a known volume from its compute host and ends its export; the clone is kept. */
 export function unmapVolume(client: Client, volume: string, request: { by: string; waitSeconds?: number }) {
-  return known(volume, () => volumeHandle(client, volume).executeUpdate(unmapUpdate, { args: [request] }));
+  return known(volume, () =>
+    sendUpdate(client, volumeHandle(client, volume), `volume ${volume}`, unmapUpdate, request),
+  );
 }
 
 /** Destroys a known, unmapped volume and its snapshots. */
 export function deleteVolume(client: Client, volume: string, request: { by: string }) {
-  return known(volume, () => volumeHandle(client, volume).executeUpdate(deleteUpdate, { args: [request] }));
+  return known(volume, () =>
+    sendUpdate(client, volumeHandle(client, volume), `volume ${volume}`, deleteUpdate, request),
+  );
 }
 
 /** Pulls a sync-mode volume's writes back to its NAS now. */
 export function syncVolumeNow(client: Client, volume: string, request: { by: string }) {
-  return known(volume, () => volumeHandle(client, volume).executeUpdate(syncNowUpdate, { args: [request] }));
+  return known(volume, () =>
+    sendUpdate(client, volumeHandle(client, volume), `volume ${volume}`, syncNowUpdate, request),
+  );
 }
 
 /** The operator's repair of a volume whose compute host is gone (recorded in its history). */
 export function cleanVolume(client: Client, volume: string, request: { by: string; force: boolean; reason: string }) {
-  return known(volume, () => volumeHandle(client, volume).executeUpdate(cleanUpdate, { args: [request] }));
+  return known(volume, () =>
+    sendUpdate(client, volumeHandle(client, volume), `volume ${volume}`, cleanUpdate, request),
+  );
 }
 
 /** A known volume's attributes: read (an orchestrator must answer), or changed when `attrs` sets any beyond `by`. */
@@ -166,7 +180,7 @@ export function volumeAttrs(client: Client, volume: string, attrs: VolumeAttrs):
   const changes = Object.keys(attrs).length > 1;
   return known(volume, () =>
     changes
-      ? handle.executeUpdate(setAttrsUpdate, { args: [attrs] })
+      ? sendUpdate(client, handle, `volume ${volume}`, setAttrsUpdate, attrs)
       : handle
           .describe()
           .then((d) => answered(client, `volume ${volume}`, () => handle.query(volumeQuery), [d.taskQueue])),

@@ -11,6 +11,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { SA } from '../../common/search-attributes.js';
 import { outcomeOf } from '../../starters/answers.js';
 import { pingWorkflow } from '../../workflows/ping.js';
+import { lineageWorkflowId } from '../../workflows/lineage/messages.js';
+import { lineageWorkflow } from '../../workflows/lineage/workflow.js';
 import { volumeQuery, volumeWorkflowId } from '../../workflows/volume/messages.js';
 import { volumeWorkflow } from '../../workflows/volume/workflow.js';
 import { imgflow, imgflowAsync, imgflowAt } from '../support/cli.js';
@@ -66,7 +68,9 @@ describe('a listing no orchestrator answers', () => {
     const down = await cli('--answer-timeout', '2', 'maps', '--nas', nas);
     expectOneLine(
       down,
-      /^imgflow: the storage map is unavailable: no orchestrator answered within 2s, the --answer-timeout bound \(is a worker of role orchestrator running\?/,
+      new RegExp(
+        `^imgflow: the storage map is unavailable: no orchestrator on the ${queue} queue answered within 2s, the --answer-timeout bound \\(is a worker of role orchestrator running\\?`,
+      ),
       1,
     );
     await handle.terminate('test over');
@@ -93,6 +97,43 @@ describe('a listing no orchestrator answers', () => {
       new RegExp(`^imgflow: volume ${volume} is unavailable: no orchestrator polls the ${queue} queue`),
       1,
     );
+    await handle.terminate('test over');
+    await connection.close();
+  });
+
+  it('refuses an update, and a map, at once and in one line naming the queue, when no orchestrator polls it', async () => {
+    const { client, connection } = await testClient();
+    const queue = uniqueQueue('nobody');
+    const image = uniqueQueue('img');
+    const handle = await client.workflow.start(lineageWorkflow, {
+      workflowId: lineageWorkflowId(image),
+      taskQueue: queue,
+      args: [{ image }],
+    });
+    const unavailable = new RegExp(
+      `^imgflow: the lineage of ${image} is unavailable: no orchestrator polls the ${queue} queue`,
+    );
+    // The answer bound is far off: only the queue's missing poller can explain the refusal.
+    expectOneLine(await cli('--answer-timeout', '600', 'tag', image, '--name', 'never'), unavailable, 1);
+    expectOneLine(
+      await cli(
+        '--answer-timeout',
+        '600',
+        'map',
+        uniqueQueue('vm'),
+        '--image',
+        image,
+        '--nas',
+        'n1',
+        '--compute',
+        'c1',
+      ),
+      unavailable,
+      1,
+    );
+    // Nothing reached the lineage: its history holds its start alone, with no update in it.
+    const events = (await handle.fetchHistory()).events ?? [];
+    expect(events.some((e) => e.workflowExecutionUpdateAcceptedEventAttributes)).toBe(false);
     await handle.terminate('test over');
     await connection.close();
   });
