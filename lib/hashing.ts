@@ -24,7 +24,8 @@ export interface StreamHash {
   close(): void;
 }
 
-const BATCH_BYTES = 4 * 1024 * 1024;
+/** Large enough that a gigabyte takes few hand-offs between threads: each costs a wait for the scheduler on a busy machine. */
+const BATCH_BYTES = 8 * 1024 * 1024;
 /** Batches queued on the thread before `update` waits: bounds the memory a fast sender can fill. */
 const MAX_QUEUED = 4;
 

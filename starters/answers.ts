@@ -33,13 +33,26 @@ export async function hasWorker(
   return (reply.pollers ?? []).length > 0;
 }
 
+/** A queue found polled is taken as polled for this long: a command that reads many times asks the server once. */
+const POLLED_FRESH_MS = 10_000;
+const polledAt = new WeakMap<Client, Map<string, number>>();
+
 /** The first of the workflow queues no orchestrator has polled lately (the server remembers pollers for minutes), given a moment to one just starting. */
 async function unpolled(client: Client, queues: string[]): Promise<string | undefined> {
   const namespace = client.options.namespace;
+  const seen = polledAt.get(client) ?? new Map<string, number>();
+  polledAt.set(client, seen);
   const deadline = Date.now() + NO_POLLER_GRACE_MS;
   for (;;) {
     const missing = (
-      await Promise.all(queues.map(async (q) => ((await hasWorker(client, namespace, q, 'workflow')) ? undefined : q)))
+      await Promise.all(
+        queues.map(async (q) => {
+          if (Date.now() - (seen.get(q) ?? -Infinity) < POLLED_FRESH_MS) return undefined;
+          if (!(await hasWorker(client, namespace, q, 'workflow'))) return q;
+          seen.set(q, Date.now());
+          return undefined;
+        }),
+      )
     ).find(Boolean);
     if (!missing || Date.now() > deadline) return missing;
     await new Promise((r) => setTimeout(r, 250));

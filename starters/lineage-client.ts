@@ -15,6 +15,7 @@ import {
   type VersionStub,
 } from '../common/lineage.js';
 import { checkName, InputError } from '../common/names.js';
+import { MAX_PAGE_LIMIT, pageWindow, type PageInfo, type PageRequest } from '../common/pages.js';
 import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import type { VersionDiff } from '../activities/nas/diff.js';
@@ -29,17 +30,24 @@ import {
   promoteUpdate,
   registerVersionUpdate,
   removeUpdate,
+  resolveQuery,
   revokeUpdate,
   rollbackUpdate,
   standingQuery,
   stateQuery,
+  tagsQuery,
   tagUpdate,
   testResultUpdate,
   versionQuery,
+  versionsQuery,
   type GcInput,
   type HistoryArchive,
   type LineageInput,
+  type LineageSummary,
   type LineageView,
+  type ListedVersion,
+  type TagsPage,
+  type VersionsPage,
 } from '../workflows/lineage/messages.js';
 import { lineageArchivedVersionWorkflow } from '../workflows/lineage/archived-version-workflow.js';
 import { lineageGcWorkflow } from '../workflows/lineage/gc-workflow.js';
@@ -153,6 +161,27 @@ export async function volumesOf(client: Client, image: string): Promise<{ volume
   return found;
 }
 
+/**
+ * The task queue of each lineage a client has read, found once per client: a command that reads
+ * several times (a ref resolved, then its record) asks the server for it once.
+ */
+const lineageQueues = new WeakMap<Client, Map<string, Promise<string>>>();
+
+function lineageQueue(client: Client, image: string): Promise<string> {
+  const known = lineageQueues.get(client) ?? new Map<string, Promise<string>>();
+  lineageQueues.set(client, known);
+  let queue = known.get(image);
+  if (!queue) {
+    queue = lineageHandle(client, image)
+      .describe()
+      .then((d) => d.taskQueue);
+    // A failure (no such lineage yet) is not remembered: the next read asks again.
+    queue.catch(() => known.delete(image));
+    known.set(image, queue);
+  }
+  return queue;
+}
+
 /** A query of the image's lineage, or a one-line error when the image has none yet. */
 async function queryLineage<R, A extends unknown[]>(
   client: Client,
@@ -163,7 +192,7 @@ async function queryLineage<R, A extends unknown[]>(
   try {
     const handle = lineageHandle(client, image);
     return await answered(client, `the lineage of ${image}`, () => handle.query(query, ...args), [
-      (await handle.describe()).taskQueue,
+      await lineageQueue(client, image),
     ]);
   } catch (err) {
     if ((err as Error).name === 'WorkflowNotFoundError')
@@ -172,14 +201,65 @@ async function queryLineage<R, A extends unknown[]>(
   }
 }
 
-/** The lineage's state, or a one-line error when the image has none yet. */
-export function describeLineage(client: Client, image: string): Promise<LineageView> {
+/** The lineage in brief (counts, channels, gates, packs, its newest versions and tags), or a one-line error when the image has none yet. */
+export function describeLineage(client: Client, image: string): Promise<LineageSummary> {
   return queryLineage(client, image, describeQuery);
 }
 
 /** Where the given versions and every packed one stand on the lineage's channels (the fleet view). */
 export function lineageStanding(client: Client, image: string, versions: string[]) {
   return queryLineage(client, image, standingQuery, versions);
+}
+
+/** A page of the image's versions (page 1 the newest), with the tags of each. */
+export function lineageVersions(client: Client, image: string, page: PageRequest = {}): Promise<VersionsPage> {
+  return queryLineage(client, image, versionsQuery, page);
+}
+
+/** A page of the image's tags (page 1 the newest), each with its test result. */
+export function lineageTags(client: Client, image: string, page: PageRequest = {}): Promise<TagsPage> {
+  return queryLineage(client, image, tagsQuery, page);
+}
+
+/**
+ * Every page of a list, oldest first. The newest page is read first and fixes the list's length the
+ * others are counted against: an item added meanwhile is neither repeated nor makes one missed.
+ */
+async function allPages<P extends PageInfo>(read: (page: PageRequest) => Promise<P>): Promise<P[]> {
+  const first = await read({ limit: MAX_PAGE_LIMIT, page: 1 });
+  const older: P[] = [];
+  for (let page = first.pages; page > 1; page--)
+    older.push(await read({ limit: MAX_PAGE_LIMIT, page, asOf: first.total }));
+  return [...older, first];
+}
+
+/**
+ * The whole lineage as listings show it, every version and tag, read a page at a time: for scripts
+ * and checks that need all of it.
+ */
+export async function lineageView(client: Client, image: string): Promise<LineageView> {
+  const summary = await describeLineage(client, image);
+  const versions = (await allPages((p) => lineageVersions(client, image, p))).flatMap((p) => p.versions);
+  const tagList = (await allPages((p) => lineageTags(client, image, p))).flatMap((p) => p.tags);
+  const tags: LineageView['tags'] = {};
+  const tests: LineageView['tests'] = {};
+  for (const { name, test, ...tag } of tagList) {
+    tags[name] = tag;
+    if (test) tests[name] = test;
+  }
+  const { channels, gated, historyEntries, builds, packs, versionArchive } = summary;
+  return {
+    image,
+    versions,
+    tags,
+    channels,
+    tests,
+    gated,
+    historyEntries,
+    builds,
+    packs,
+    ...(versionArchive ? { versionArchive } : {}),
+  };
 }
 
 /** Archived entries asked for at a time (a page also stops at 1 MB). */
@@ -195,19 +275,41 @@ const ARCHIVE_PAGE = 5_000;
 export async function lineageHistory(client: Client, image: string, last?: number): Promise<HistoryEntry[]> {
   const { entries, archive } = await queryLineage(client, image, historyQuery, last === undefined ? {} : { last });
   const wanted = Math.min(archive?.count ?? 0, last === undefined ? Infinity : last - entries.length);
-  const older = archive && wanted > 0 ? await readArchive(client, image, archive, archive.count - wanted) : [];
+  const older =
+    archive && wanted > 0 ? await readArchive(client, image, archive, archive.count - wanted, archive.count) : [];
   return [...older, ...entries];
 }
 
-/** The archive's entries from `offset` to its end as the lineage counts it. */
+/**
+ * A page of the image's history (page 1 the newest entries), oldest first. The lineage answers with
+ * the part of the page its state holds; what of the page is older comes from the archive.
+ */
+export async function lineageHistoryPage(
+  client: Client,
+  image: string,
+  page: PageRequest = {},
+): Promise<PageInfo & { entries: HistoryEntry[] }> {
+  const view = await queryLineage(client, image, historyQuery, page);
+  // A lineage that answers without a page predates paging: its entries are the state's, newest last.
+  const info = view.page ?? pageWindow((view.archive?.count ?? 0) + view.entries.length, page);
+  const { start, end } = pageWindow(info.total, info);
+  const count = view.archive?.count ?? 0;
+  const older =
+    view.archive && start < count ? await readArchive(client, image, view.archive, start, Math.min(end, count)) : [];
+  const entries = view.page ? view.entries : view.entries.slice(Math.max(0, start - count), Math.max(0, end - count));
+  return { ...info, entries: [...older, ...entries] };
+}
+
+/** The archive's entries from `offset` to `end` (at most its end as the lineage counts it). */
 async function readArchive(
   client: Client,
   image: string,
   archive: HistoryArchive,
   offset: number,
+  end: number,
 ): Promise<HistoryEntry[]> {
   const read: HistoryEntry[] = [];
-  while (offset + read.length < archive.count) {
+  while (offset + read.length < end) {
     const page = await client.workflow.execute(lineageHistoryWorkflow, {
       taskQueue: WORKFLOW_QUEUE,
       workflowId: `lineage-history-${image}-${randomUUID()}`,
@@ -217,7 +319,7 @@ async function readArchive(
           chain: archive.chain,
           offset: offset + read.length,
           throughSeq: archive.throughSeq,
-          limit: Math.min(ARCHIVE_PAGE, archive.count - offset - read.length),
+          limit: Math.min(ARCHIVE_PAGE, end - offset - read.length),
         },
       ],
       typedSearchAttributes: [
@@ -237,7 +339,7 @@ async function readArchive(
 
 /** A version as its lineage holds it, by version id or tag (the newest when absent): a removed version may be a stub. */
 export async function storedVersion(client: Client, image: string, ref?: string): Promise<StoredVersion> {
-  const id = resolveVersion(await describeLineage(client, image), image, ref);
+  const { id } = await resolveVersion(client, image, ref);
   return queryLineage(client, image, versionQuery, id);
 }
 
@@ -265,19 +367,15 @@ async function archivedVersion(client: Client, image: string, stub: VersionStub)
   return fromArchive(stub, record);
 }
 
-/** The version a ref names: a version id, a tag, or (no ref) the newest version. */
-export function resolveVersion(view: LineageView, image: string, ref?: string): string {
-  if (!ref) {
-    const newest = view.versions.at(-1);
-    if (!newest) throw new InputError('image', 'an image with at least one version', image);
-    return newest.id;
-  }
-  if (view.versions.some((v) => v.id === ref)) return ref;
-  const tag = view.tags[ref];
-  if (tag) return tag.version;
+/** The version a ref names, as listings show it: a version id, a tag, or (no ref) the newest version. */
+export async function resolveVersion(client: Client, image: string, ref?: string): Promise<ListedVersion> {
+  const found = await queryLineage(client, image, resolveQuery, ref ? { ref } : {});
+  if (found) return found;
+  if (!ref) throw new InputError('image', 'an image with at least one version', image);
+  const { counts, latest } = await describeLineage(client, image);
   throw new InputError(
     'version',
-    `a version or tag of ${image} (versions ${view.versions.map((v) => v.id).join(', ') || 'none'})`,
+    `a version or tag of ${image} (${counts.versions ? `${counts.versions} versions, the newest ${latest.at(-1)!.id}; imgflow versions and imgflow tags list them` : 'versions none'})`,
     ref,
   );
 }
@@ -306,7 +404,7 @@ export async function collectGarbage(client: Client, image: string, input: Omit<
 
 /** Deletes a version (by id or tag), or with none every version, unless something still refers to it. */
 export async function removeVersions(client: Client, image: string, by: string, which?: string) {
-  const version = which ? resolveVersion(await describeLineage(client, image), image, which) : undefined;
+  const version = which ? (await resolveVersion(client, image, which)).id : undefined;
   return sendUpdate(client, lineageHandle(client, image), `the lineage of ${image}`, removeUpdate, {
     by,
     ...(version ? { version } : {}),
@@ -372,10 +470,10 @@ export async function cloneImage(
   ref?: string,
 ): Promise<VersionRecord> {
   const existing = await describeLineage(client, newImage).catch(() => undefined);
-  if (existing?.versions.length)
+  if (existing?.counts.versions)
     throw new InputError(
       'new-image',
-      `an image that does not exist yet (${newImage} has ${existing.versions.length} versions)`,
+      `an image that does not exist yet (${newImage} has ${existing.counts.versions} versions)`,
       newImage,
     );
   const v = await fullVersion(client, image, ref);

@@ -29,8 +29,8 @@ async function versionOf(client: Client, ref: string): Promise<{ image: string; 
   const m = /^([^:@]+)(?:([:@])([^:@]+))?$/.exec(ref);
   if (!m) throw new InputError('image', IMAGE_REF, ref);
   const image = checkName('image', m[1]);
-  const view = await describeLineage(client, image);
   if (m[2] === '@') {
+    const view = await describeLineage(client, image);
     const current = view.channels[checkName('channel', m[3])]?.current;
     if (!current)
       throw new InputError(
@@ -40,7 +40,7 @@ async function versionOf(client: Client, ref: string): Promise<{ image: string; 
       );
     return { image, id: current.version };
   }
-  return { image, id: resolveVersion(view, image, m[3]) };
+  return { image, id: (await resolveVersion(client, image, m[3])).id };
 }
 
 export async function buildPushInput(client: Client, request: PushRequest): Promise<PushInput> {

@@ -23,7 +23,7 @@ import {
   type VolumeView,
 } from '../workflows/volume/messages.js';
 import { volumeWorkflow } from '../workflows/volume/workflow.js';
-import type { LineageView } from '../workflows/lineage/messages.js';
+import type { LineageSummary } from '../workflows/lineage/messages.js';
 import { answered, sendUpdate, updated } from './answers.js';
 import { sdk } from './sdk.js';
 import { BASE_REF } from './image-refs.js';
@@ -31,7 +31,7 @@ import { BASE_REF } from './image-refs.js';
 export { BASE_REF };
 
 /** The version a channel points at now. */
-function onChannel(view: LineageView, image: string, channel: string): string {
+function onChannel(view: Pick<LineageSummary, 'channels'>, image: string, channel: string): string {
   const current = view.channels[checkName('channel', channel)]?.current;
   if (!current)
     throw new InputError(
@@ -47,7 +47,12 @@ function onChannel(view: LineageView, image: string, channel: string): string {
  * version's stored copy (the file the pack's base is a link to), so switching the pack later never
  * changes the backing of a volume already cloned.
  */
-function fromPack(view: LineageView, image: string, name: string, nas: string): { id: string; format?: string } {
+function fromPack(
+  view: Pick<LineageSummary, 'packs'>,
+  image: string,
+  name: string,
+  nas: string,
+): { id: string; format?: string } {
   const pack = view.packs[checkName('pack', name)];
   const vmPacks = Object.entries(view.packs)
     .filter(([, p]) => p.kind === 'vm')
@@ -70,12 +75,17 @@ export async function baseVersion(client: Client, ref: string, nas: string): Pro
   const image = checkName('image', name);
   // The lineage's client only here: the storage map and a volume's own updates need none of it.
   const { describeLineage, resolveVersion } = await import('./lineage-client.js');
-  const view = await describeLineage(client, image);
-  const { id, format } =
-    how === '%'
-      ? fromPack(view, image, which!, nas)
-      : { id: how === '@' ? onChannel(view, image, which!) : resolveVersion(view, image, which), format: undefined };
-  const record = view.versions.find((v) => v.id === id)!;
+  // A channel or a pack is looked up in the lineage's summary; the version it names, or a version or
+  // tag, is resolved by the lineage itself.
+  const named =
+    how === '%' || how === '@'
+      ? await describeLineage(client, image).then((view) =>
+          how === '%' ? fromPack(view, image, which!, nas) : { id: onChannel(view, image, which!) },
+        )
+      : undefined;
+  const format = named?.format;
+  const record = await resolveVersion(client, image, named ? named.id : which);
+  const id = record.id;
   // A stub is always of a removed version.
   if (record.removed || !('artifacts' in record))
     throw new InputError(

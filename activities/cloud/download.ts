@@ -11,12 +11,13 @@ import fs from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
-import { Transform, Writable } from 'node:stream';
+import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { InputError } from '../../common/names.js';
 import { exists, hashFile } from '../../lib/files.js';
 import { createStreamHash, type StreamHash } from '../../lib/hashing.js';
 import type { Logger } from '../../lib/logger.js';
+import type { Run } from '../runner.js';
 import { currentActivity } from '../shared/index.js';
 
 export type DownloadFailure =
@@ -54,6 +55,14 @@ export interface DownloadOptions {
   signal?: AbortSignal;
   /** An Authorization header, sent to this origin only (never to a host a redirect leads to). */
   authorization?: { origin: string; header: string };
+  /**
+   * Runs `fallocate --keep-size` to reserve the rest of a download of known size before it is
+   * written: the filesystem allocates its extents at once rather than block by block as the bytes
+   * arrive (on ext4 much of what writing a new file costs). The partial file's size stays what was
+   * written, so a resumed transfer measures it as before; without it, or where it fails, nothing is
+   * reserved.
+   */
+  run?: Run;
 }
 
 export interface DownloadResult {
@@ -112,51 +121,87 @@ async function addFileTo(hash: StreamHash, file: string): Promise<void> {
   }
 }
 
+/** Batches on their way to the file and the hash while the next one fills: receiving goes on during a write. */
+const BATCHES_AHEAD = 4;
+
 /**
- * Writes what it is given to `file` in the hash's batches, each added to `hash` once it is written, so
- * the hash of one batch runs while the next one arrives. Writes go out strictly in order, and none
- * after one has failed; a transfer that breaks off still writes what it received, for the next
- * attempt to resume after.
+ * Writes what it is given to `file` in the hash's batches, each added to `hash` once it is written.
+ * A full batch is queued and the next one fills at once: the write (on libuv's threads), the hash (on
+ * its own thread) and the receiving of the next bytes run side by side, and the sender is held back
+ * only when BATCHES_AHEAD batches are still on their way. `take` sees each chunk first and may refuse
+ * it (too many bytes). Writes go out strictly in order, and none after one has failed; a transfer
+ * that breaks off still writes what it received, for the next attempt to resume after.
  */
-function hashingFileSink(file: string, append: boolean, hash: StreamHash): Writable {
+function hashingFileSink(file: string, hash: StreamHash, take: (chunk: Buffer) => void): Writable {
   let handle: fs.FileHandle | undefined;
   let batch = hash.batch();
   let filled = 0;
-  let writes: Promise<void> = Promise.resolve();
+  /** Written, then hashed, one batch after another. */
+  let queue: Promise<void> = Promise.resolve();
+  let ahead = 0;
+  let failure: Error | undefined;
   let stopped = false;
-  /** Queues the gathered bytes for writing; resolves with them once they are in the file. */
-  const writeOut = async () => {
+  let moved: (() => void) | undefined;
+  /** Queues the gathered bytes: written, then (unless the transfer has stopped) hashed. */
+  const send = () => {
     const [full, length] = [batch, filled];
-    [batch, filled] = [hash.batch(), 0];
-    writes = writes.then(async () => {
-      for (let at = 0; at < length;) at += (await handle!.write(full, at, length - at)).bytesWritten;
+    [batch, filled] = [stopped ? batch : hash.batch(), 0];
+    ahead++;
+    queue = queue.then(async () => {
+      try {
+        if (failure) return;
+        for (let at = 0; at < length;) at += (await handle!.write(full, at, length - at)).bytesWritten;
+        if (!stopped) await hash.update(full, length);
+      } catch (error) {
+        failure ??= error as Error;
+      } finally {
+        ahead--;
+        moved?.();
+      }
     });
-    await writes;
-    return [full, length] as const;
   };
-  const flush = async () => {
-    if (filled > 0) await hash.update(...(await writeOut()));
-  };
-  const gather = async (chunk: Buffer) => {
-    for (let at = 0; at < chunk.length && !stopped;) {
-      const copied = chunk.copy(batch, filled, at);
-      [filled, at] = [filled + copied, at + copied];
-      if (filled === batch.length) await flush();
-    }
+  /** Resolves once fewer than BATCHES_AHEAD batches are on their way; fails with the first failure. */
+  const room = async () => {
+    while (ahead >= BATCHES_AHEAD && !failure) await new Promise<void>((resolve) => (moved = resolve));
+    if (failure) throw failure;
   };
   const settle = (work: Promise<unknown>, done: (error?: Error | null) => void) => void work.then(() => done(), done);
   return new Writable({
     construct: (done) =>
       settle(
-        fs.open(file, append ? 'a' : 'w').then((opened) => (handle = opened)),
+        fs.open(file, 'a').then((opened) => (handle = opened)),
         done,
       ),
-    write: (chunk: Buffer, _encoding, done) => settle(gather(chunk), done),
-    final: (done) => settle(flush(), done),
+    write: (chunk: Buffer, _encoding, done) => {
+      try {
+        if (failure) throw failure;
+        take(chunk);
+        for (let at = 0; at < chunk.length;) {
+          const copied = chunk.copy(batch, filled, at);
+          [filled, at] = [filled + copied, at + copied];
+          if (filled === batch.length) send();
+        }
+      } catch (error) {
+        done(error as Error);
+        return;
+      }
+      // Most chunks only fill the batch: answered at once, without a promise.
+      if (ahead >= BATCHES_AHEAD) settle(room(), done);
+      else done();
+    },
+    final: (done) => {
+      if (filled > 0) send();
+      settle(
+        queue.then(() => {
+          if (failure) throw failure;
+        }),
+        done,
+      );
+    },
     destroy: (error, done) => {
-      const kept = handle && filled > 0 ? writeOut() : writes;
       stopped = true;
-      const closed = kept.catch(() => undefined).then(() => handle?.close());
+      if (handle && filled > 0) send();
+      const closed = queue.then(() => handle?.close());
       closed.then(
         () => done(error),
         () => done(error),
@@ -287,23 +332,22 @@ class Downloader {
       );
     }
     let total = start;
-    const counter = new Transform({
-      transform: (chunk: Buffer, _encoding, done) => {
-        total += chunk.length;
-        if (this.request.size !== undefined && total > this.request.size) {
-          done(new DownloadError('size', `${forLog(url)} sent more than the ${this.request.size} bytes the list says`));
-          return;
-        }
-        this.report(total);
-        done(null, chunk);
-      },
-    });
+    /** Counts each chunk before it is written; one past the size the list says fails the transfer unwritten. */
+    const take = (chunk: Buffer) => {
+      total += chunk.length;
+      if (this.request.size !== undefined && total > this.request.size)
+        throw new DownloadError('size', `${forLog(url)} sent more than the ${this.request.size} bytes the list says`);
+      this.report(total);
+    };
     const hash = createStreamHash('sha512');
     try {
       if (resumed) await addFileTo(hash, partial);
-      const sink = hashingFileSink(partial, resumed, hash);
+      // Starting over empties the file first, so that the sink only appends and keeps what is reserved.
+      else await fs.writeFile(partial, '');
+      if (this.request.size !== undefined && this.request.size > start) await this.reserve(partial, this.request.size);
+      const sink = hashingFileSink(partial, hash, take);
       const closed = new Promise((resolve) => sink.once('close', resolve));
-      const failure = await pipeline(response, counter, sink).then(
+      const failure = await pipeline(response, sink).then(
         () => undefined,
         (error: Error) => error,
       );
@@ -319,6 +363,14 @@ class Downloader {
       hash.close();
       request.destroy();
     }
+  }
+
+  /** Reserves `size` bytes for the partial file, keeping its size; best effort (some filesystems cannot). */
+  private async reserve(partial: string, size: number): Promise<void> {
+    if (!this.options.run) return;
+    await this.options
+      .run(['fallocate', '--keep-size', '--length', String(size), partial])
+      .catch((error: Error) => this.options.logger?.debug({ error: error.message }, 'download not reserved'));
   }
 
   /** What a transfer that broke off means: a stall, a cancellation, or a connection that ended early. */

@@ -145,7 +145,13 @@ export function createCloudActivities(deps: CloudDeps) {
   const ociDeps = { stateDir: path.join(dirs.work, 'oci'), cacheDir: dirs.cache };
   const fetchOptions = async (credentials?: ListCredentials): Promise<DownloadOptions> => {
     const authorization = await authorizationFor(credentials);
-    return { cacheDir: dirs.cache, logger: deps.logger, ...deps.download, ...(authorization ? { authorization } : {}) };
+    return {
+      cacheDir: dirs.cache,
+      logger: deps.logger,
+      run,
+      ...deps.download,
+      ...(authorization ? { authorization } : {}),
+    };
   };
 
   /** Enables or disables unless it already is; OpenNebula refuses a change from USED either way. */

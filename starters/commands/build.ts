@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import type { VersionRecord } from '../../common/lineage.js';
 import { checkHost, checkInt } from '../../common/names.js';
+import { checkPageExists, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, pageFooter, pageOptions } from '../../common/pages.js';
 import { configFrom, connected, currentUser, say, type GlobalFlags } from '../context.js';
 import { parseImageRef } from '../image-refs.js';
 import { formatTable, humanBytes, printJson } from '../output.js';
@@ -79,18 +80,18 @@ export function registerBuild(program: Command): void {
 
   program
     .command('versions')
-    .description("list an image's versions")
+    .description("list an image's versions a page at a time, oldest first on each page (page 1: the newest)")
     .argument('<image>', 'the image')
-    .action(async (image: string, _opts: unknown, cmd: Command) => {
-      await connected(cmd, clients, async ({ c: { describeLineage }, client, flags }) => {
-        const view = await describeLineage(client, parseImageRef(image).image);
-        if (flags.json) return printJson(view.versions);
-        const tagsOf = (id: string) =>
-          Object.entries(view.tags)
-            .filter(([, t]) => t.version === id)
-            .map(([name]) => name)
-            .join(',');
-        const rows = view.versions.map((v) => ({
+    .option('--limit <n>', `versions a page (1-${MAX_PAGE_LIMIT}, default ${DEFAULT_PAGE_LIMIT})`)
+    .option('--page <n>', 'which page: 1 the newest (default), 2 the ones before, ...')
+    .action(async (ref: string, opts: { limit?: string; page?: string }, cmd: Command) => {
+      const { image } = parseImageRef(ref);
+      const request = pageOptions(opts);
+      await connected(cmd, clients, async ({ c: { lineageVersions }, client, flags }) => {
+        const page = await lineageVersions(client, image, request);
+        checkPageExists(page, 'versions');
+        if (flags.json) return printJson(page.versions);
+        const rows = page.versions.map((v) => ({
           version: v.id,
           created: v.createdAt,
           by: v.by,
@@ -98,14 +99,16 @@ export function registerBuild(program: Command): void {
           size: humanBytes(v.bytes),
           // A removed version's stub no longer lists its (deleted) files.
           outputs: 'artifacts' in v ? v.artifacts.map((a) => a.format).join(',') : '',
-          tags: tagsOf(v.id),
+          tags: (page.tags[v.id] ?? []).join(','),
           state: v.removed ? 'removed' : v.revoked ? `revoked: ${v.revoked.reason}` : 'ok',
           message: v.message,
         }));
         process.stdout.write(
           `${formatTable(rows, ['version', 'created', 'by', 'packages', 'size', 'outputs', 'tags', 'state', 'message'])}\n`,
         );
-        if (view.builds.length) say(`building: ${view.builds.map((b) => `${b.id} (${b.by})`).join(', ')}`);
+        const footer = pageFooter(page, 'versions');
+        if (footer) say(footer);
+        if (page.builds.length) say(`building: ${page.builds.map((b) => `${b.id} (${b.by})`).join(', ')}`);
       });
     });
 }

@@ -1,15 +1,16 @@
 /**
- * `imgflow tag|tags|promote|gate|rollback|channels|test-result|history|revoke|gc|remove|pack|clone|diff`: changes
- * to an image's lineage, each a validated update (a bad request is refused before anything is
- * recorded), and what changed between two of its versions.
+ * `imgflow describe|tag|tags|promote|gate|rollback|channels|test-result|history|revoke|gc|remove|pack|clone|diff`:
+ * changes to an image's lineage, each a validated update (a bad request is refused before anything is
+ * recorded); what it holds, in brief or a page at a time; and what changed between two of its versions.
  */
 import type { Client } from '@temporalio/client';
 import type { Command } from 'commander';
 import type { VersionDiff } from '../../activities/nas/diff.js';
 import type { VersionRecord } from '../../common/lineage.js';
 import { checkInt, InputError } from '../../common/names.js';
-import type { GcResult } from '../../workflows/lineage/messages.js';
-import { connected, currentUser } from '../context.js';
+import { checkPageExists, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, pageFooter, pageOptions } from '../../common/pages.js';
+import type { GcResult, LineageSummary } from '../../workflows/lineage/messages.js';
+import { connected, currentUser, say } from '../context.js';
 import { parseImageRef } from '../image-refs.js';
 import { formatPairs, formatTable, humanBytes, printJson } from '../output.js';
 
@@ -27,6 +28,15 @@ type Clients = Awaited<ReturnType<typeof clients>>;
 /** A command on one image: checks what was asked before anything connects, then runs with a client. */
 type Action<O> = (image: string, opts: O, c: Clients) => (client: Client) => Promise<unknown>;
 
+/** A page of a list: JSON prints its items; a table prints them, and the footer on stderr when there are more pages. */
+class Paged<T> {
+  constructor(
+    readonly items: T[],
+    readonly footer: string | undefined,
+  ) {}
+}
+const paged = <T>(items: T[], footer: string | undefined) => new Paged(items, footer);
+
 /** Connects, runs the action against one image and prints what it returns (a table or JSON). */
 function onImage<O>(action: Action<O>, show: (result: never) => string) {
   return async (ref: string, opts: O, cmd: Command) => {
@@ -38,11 +48,56 @@ function onImage<O>(action: Action<O>, show: (result: never) => string) {
       async () => c,
       async ({ client, flags }) => {
         const result = await run(client);
-        if (flags.json) printJson(result);
-        else process.stdout.write(`${show(result as never)}\n`);
+        const items = result instanceof Paged ? result.items : result;
+        if (flags.json) printJson(items);
+        else process.stdout.write(`${show(items as never)}\n`);
+        if (result instanceof Paged && result.footer && !flags.json) say(result.footer);
       },
     );
   };
+}
+
+/** `imgflow describe`: the counts and the current state as pairs, then the newest versions and tags. */
+function showSummary(s: LineageSummary): string {
+  const { counts } = s;
+  const channels = Object.entries(s.channels)
+    .map(([name, ch]) => `${name}=${ch.current ? `${ch.current.tag} (${ch.current.version})` : '-'}`)
+    .join(', ');
+  const packs = Object.entries(s.packs)
+    .map(([name, p]) => `${name}=${p.tag} (${p.version}, ${p.kind ?? 'netboot'} on ${p.host})`)
+    .join(', ');
+  return [
+    formatPairs([
+      ['image', s.image],
+      [
+        'versions',
+        `${counts.versions} (${counts.stored} stored, ${counts.removed} removed, ${counts.revoked} revoked)`,
+      ],
+      ['tags', `${counts.tags} (${counts.tests} tested, ${counts.passed} passed)`],
+      ['channels', channels || 'none'],
+      ['gated', s.gated.join(', ') || 'none'],
+      ['packs', packs || 'none'],
+      ['volumes', counts.volumes],
+      ['history', `${s.historyEntries} entries`],
+      ['building', s.builds.map((b) => `${b.id} (${b.by})`).join(', ') || 'nothing'],
+    ]),
+    '',
+    formatTable(
+      s.latest.map((v) => ({
+        version: v.id,
+        created: v.createdAt,
+        by: v.by,
+        state: v.removed ? 'removed' : v.revoked ? 'revoked' : 'ok',
+        message: v.message,
+      })),
+      ['version', 'created', 'by', 'state', 'message'],
+    ),
+    '',
+    formatTable(
+      s.latestTags.map((t) => ({ tag: t.name, version: t.version, at: t.at, by: t.by })),
+      ['tag', 'version', 'at', 'by'],
+    ),
+  ].join('\n');
 }
 
 function showDiff(d: VersionDiff): string {
@@ -88,13 +143,32 @@ export function registerLineage(program: Command): void {
     );
 
   program
-    .command('tags')
-    .description("list an image's tags")
+    .command('describe')
+    .description(
+      'an image in brief: how many versions, tags and history entries, its channels, gates, packs and builds, its newest versions and tags',
+    )
     .argument('<image>', 'the image')
+    .action(onImage((image, _o, c) => (client) => c.describeLineage(client, image), showSummary));
+
+  program
+    .command('tags')
+    .description("list an image's tags a page at a time, oldest first on each page (page 1: the newest)")
+    .argument('<image>', 'the image')
+    .option('--limit <n>', `tags a page (1-${MAX_PAGE_LIMIT}, default ${DEFAULT_PAGE_LIMIT})`)
+    .option('--page <n>', 'which page: 1 the newest (default), 2 the ones before, ...')
     .action(
-      onImage(
-        (image, _o, c) => async (client) =>
-          Object.entries((await c.describeLineage(client, image)).tags).map(([name, t]) => ({ tag: name, ...t })),
+      onImage<{ limit?: string; page?: string }>(
+        (image, o, c) => {
+          const request = pageOptions(o);
+          return async (client) => {
+            const page = await c.lineageTags(client, image, request);
+            checkPageExists(page, 'tags');
+            return paged(
+              page.tags.map(({ name, test: _test, ...t }) => ({ tag: name, ...t })),
+              pageFooter(page, 'tags'),
+            );
+          };
+        },
         table(['tag', 'version', 'at', 'by']),
       ),
     );
@@ -206,14 +280,26 @@ export function registerLineage(program: Command): void {
 
   program
     .command('history')
-    .description("an image's history, oldest first: who changed what, when and why (archived entries included)")
+    .description(
+      "an image's history a page at a time, oldest first on each page (page 1: the newest): who changed what, when and why (archived entries included)",
+    )
     .argument('<image>', 'the image')
-    .option('--last <n>', 'only the newest N entries')
+    .option('--limit <n>', `entries a page (1-${MAX_PAGE_LIMIT}, default ${DEFAULT_PAGE_LIMIT})`)
+    .option('--page <n>', 'which page: 1 the newest (default), 2 the ones before, ...')
+    .option('--last <n>', 'the newest N entries, however many (instead of a page)')
     .action(
-      onImage<{ last?: string }>(
+      onImage<{ last?: string; limit?: string; page?: string }>(
         (image, o, c) => {
           const last = o.last === undefined ? undefined : checkInt('--last', o.last, 1, Number.MAX_SAFE_INTEGER);
-          return (client) => c.lineageHistory(client, image, last);
+          if (last !== undefined && (o.limit !== undefined || o.page !== undefined))
+            throw new InputError('--last/--limit/--page', '--last alone, or a page with --limit and --page', undefined);
+          const request = pageOptions(o);
+          return async (client) => {
+            if (last !== undefined) return c.lineageHistory(client, image, last);
+            const page = await c.lineageHistoryPage(client, image, request);
+            checkPageExists(page, 'history entries');
+            return paged(page.entries, pageFooter(page, 'entries'));
+          };
         },
         table(['seq', 'at', 'by', 'op', 'detail']),
       ),

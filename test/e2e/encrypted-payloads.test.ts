@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Client } from '@temporalio/client';
 import { describe, expect, inject, it } from 'vitest';
-import { describeQuery, registerVersionUpdate, revokeUpdate } from '../../workflows/lineage/messages.js';
+import { registerVersionUpdate, revokeUpdate, versionsQuery } from '../../workflows/lineage/messages.js';
 import { lineageWorkflow } from '../../workflows/lineage/workflow.js';
 import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { newVersion } from '../support/versions.js';
@@ -46,7 +46,7 @@ describe('encrypted payloads', () => {
       };
       await h.executeUpdate(registerVersionUpdate, { args: [version] });
       await h.executeUpdate(revokeUpdate, { args: [{ by: 'alice', version: 'v1', reason: `leaks ${marker}` }] });
-      const view = await h.query(describeQuery);
+      const view = await h.query(versionsQuery, {});
       expect(view.versions[0]).toMatchObject({
         message: `built from ${marker}`,
         revoked: { reason: `leaks ${marker}` },

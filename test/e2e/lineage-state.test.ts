@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { createLineageHistoryActivities } from '../../activities/control/lineage-history.js';
 import { jsonBytes, TEXT_LIMITS } from '../../common/limits.js';
 import { CONTROL_QUEUE, WORKFLOW_QUEUE } from '../../common/queues.js';
-import { lineageHandle, lineageHistory, updateLineage } from '../../starters/lineage-client.js';
+import { lineageHandle, lineageHistory, lineageView, updateLineage } from '../../starters/lineage-client.js';
 import {
   describeQuery,
   gcUpdate,
@@ -205,7 +205,7 @@ describe('lineage state', () => {
       expect(tag).toMatchObject({ name: 'second', version: 'v1' });
       const now = await lineageHandle(client, image).describe();
       expect(now.runId).not.toBe(ended.runId);
-      const view = await lineageHandle(client, image).query(describeQuery);
+      const view = await lineageView(client, image);
       expect(view.versions.map((v) => v.id)).toEqual(['v1']);
       expect(Object.keys(view.tags).sort()).toEqual(['first', 'second']);
       expect(view.channels.test?.current).toMatchObject({ tag: 'first', reason: 'smoke test' });

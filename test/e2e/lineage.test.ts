@@ -17,7 +17,7 @@ import { isStub, type HistoryEntry, type VersionRecord } from '../../common/line
 import { loadConfig } from '../../lib/config.js';
 import { CONTROL_QUEUE, WORKFLOW_QUEUE } from '../../common/queues.js';
 import { SA } from '../../common/search-attributes.js';
-import { fullVersion, lineageHistory } from '../../starters/lineage-client.js';
+import { fullVersion, lineageHistory, lineageHistoryPage, lineageView } from '../../starters/lineage-client.js';
 import {
   DEFAULT_KEEP_HISTORY,
   describeQuery,
@@ -25,12 +25,15 @@ import {
   historyQuery,
   promoteUpdate,
   registerVersionUpdate,
+  resolveQuery,
   revokeUpdate,
   rollbackUpdate,
+  tagsQuery,
   tagUpdate,
   testResultSignal,
   testResultUpdate,
   versionQuery,
+  versionsQuery,
   type LineageInput,
 } from '../../workflows/lineage/messages.js';
 import { lineageArchivedVersionWorkflow } from '../../workflows/lineage/archived-version-workflow.js';
@@ -167,7 +170,7 @@ describe('lineage workflow', () => {
         args: [{ by: 'alice', tag: auto.name, channel: 'prod', force: true, reason: 'hotfix' }],
       });
 
-      const view = await h.query(describeQuery);
+      const view = await lineageView(client, image);
       expect(view.channels.prod).toMatchObject({
         current: { version: 'v2', forced: true, reason: 'hotfix' },
         entries: 4,
@@ -218,7 +221,7 @@ describe('lineage workflow', () => {
       const runs = await runsOf(client, h.workflowId, h.firstExecutionRunId);
       expect(runs.length).toBeGreaterThanOrEqual(3);
       const latest = client.workflow.getHandle(h.workflowId);
-      const view = await latest.query(describeQuery);
+      const view = await lineageView(client, image);
       expect(view.versions).toHaveLength(60);
       expect(Object.keys(view.tags)).toHaveLength(60);
       expect(view.historyEntries).toBe(120);
@@ -276,7 +279,7 @@ describe('lineage workflow', () => {
       expect(seqs(await lineageHistory(client, image, 5))).toEqual(range(116, 120));
 
       // The CLI, as an operator runs it on another machine: JSON for scripts, a table for people.
-      const json = await cli('--json', 'history', image);
+      const json = await cli('--json', 'history', image, '--limit', '500');
       expect(json.stderr).toBe('');
       expect((JSON.parse(json.stdout) as HistoryEntry[]).map((e) => [e.seq, e.op])).toEqual(
         all.map((e) => [e.seq, e.op]),
@@ -311,6 +314,130 @@ describe('lineage workflow', () => {
 
       // A run that began from a state with an archive and archived more: the replay test runs it.
       await saveHistory('lineageWorkflow-archived', client.workflow.getHandle(h.workflowId, runs[1]));
+      await latest.terminate('test done');
+    });
+    await connection.close();
+  });
+
+  it('answers sized for a person: describe in brief, versions, tags and history a page at a time, the options checked at the edge', async () => {
+    const { client, connection } = await testClient();
+    await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities: { [CONTROL_QUEUE]: control } }, async () => {
+      const image = uniqueQueue('img');
+      const h = await client.workflow.start(lineageWorkflow, {
+        taskQueue: WORKFLOW_QUEUE,
+        workflowId: `lineage-${image}`,
+        args: [{ image, maxHistoryEvents: 150, keepHistory: 20 }],
+      });
+      const latest = client.workflow.getHandle(h.workflowId);
+      for (let i = 1; i <= 60; i++) {
+        await latest.executeUpdate(registerVersionUpdate, { args: [newVersion(i)] });
+        await latest.executeUpdate(tagUpdate, { args: [{ by: 'alice', version: `v${i}`, name: `t${i}` }] });
+      }
+      await latest.executeUpdate(testResultUpdate, { args: [{ by: 'ci', tag: 't60', passed: true }] });
+      await latest.executeUpdate(revokeUpdate, { args: [{ by: 'bob', version: 'v1', reason: 'CVE-2026-0003' }] });
+
+      // describe: counts and the newest few, whatever the lineage's age.
+      const summary = await latest.query(describeQuery);
+      expect(summary.counts).toEqual({
+        versions: 60,
+        stored: 60,
+        removed: 0,
+        revoked: 1,
+        tags: 60,
+        tests: 1,
+        passed: 1,
+        packs: 0,
+        volumes: 0,
+      });
+      expect(summary.latest.map((v) => v.id)).toEqual(['v56', 'v57', 'v58', 'v59', 'v60']);
+      expect(summary.latest[0]).not.toHaveProperty('report');
+      expect(summary.latestTags.map((t) => [t.name, t.version])).toEqual(range(56, 60).map((n) => [`t${n}`, `v${n}`]));
+      expect(summary.historyEntries).toBe(122);
+
+      // Versions and tags a page at a time, page 1 the newest, each page oldest first.
+      const third = await latest.query(versionsQuery, { limit: 25, page: 3 });
+      expect(third).toMatchObject({ page: 3, pages: 3, limit: 25, total: 60 });
+      expect(third.versions.map((v) => v.id)).toEqual(range(1, 10).map((n) => `v${n}`));
+      expect(third.versions[0]!.revoked?.reason).toBe('CVE-2026-0003');
+      expect(third.tags).toEqual(Object.fromEntries(range(1, 10).map((n) => [`v${n}`, [`t${n}`]])));
+      expect((await latest.query(versionsQuery, {})).versions).toHaveLength(50);
+      expect((await latest.query(versionsQuery, { limit: 25, page: 4 })).versions).toEqual([]);
+      const tags = await latest.query(tagsQuery, { limit: 2 });
+      expect(tags.tags).toEqual([
+        { name: 't59', version: 'v59', at: expect.any(String), by: 'alice' },
+        {
+          name: 't60',
+          version: 'v60',
+          at: expect.any(String),
+          by: 'alice',
+          test: expect.objectContaining({ passed: true }),
+        },
+      ]);
+      await expect(latest.query(versionsQuery, { limit: 100_000 })).rejects.toThrow(
+        'limit: expected a whole number from 1 to 500, got 100000',
+      );
+      expect((await latest.query(resolveQuery, { ref: 't7' }))?.id).toBe('v7');
+      expect((await latest.query(resolveQuery, {}))?.id).toBe('v60');
+      expect(await latest.query(resolveQuery, { ref: 'nope' })).toBeNull();
+
+      // History pages span the archive and the state: together they are the whole history, in order.
+      const { archive } = await latest.query(historyQuery, { last: 0 });
+      expect(archive!.count).toBeGreaterThan(50);
+      const pages = [];
+      for (let page = 3; page >= 1; page--) pages.push(await lineageHistoryPage(client, image, { limit: 50, page }));
+      expect(pages.map((p) => [p.page, p.pages, p.total, p.entries.length])).toEqual([
+        [3, 3, 122, 22],
+        [2, 3, 122, 50],
+        [1, 3, 122, 50],
+      ]);
+      expect(seqs(pages.flatMap((p) => p.entries))).toEqual(range(1, 122));
+      expect((await lineageHistoryPage(client, image, { limit: 50, page: 4 })).entries).toEqual([]);
+
+      // The CLI: a page by default, --limit and --page, the footer on stderr, JSON the page's items.
+      const listed = await cli('versions', image, '--limit', '25', '--page', '3');
+      expect(listed.stdout.trimEnd().split('\n')).toHaveLength(11);
+      expect(listed.stdout).toMatch(/^v1\s+\S+Z\s+alice\s+.*\s+t1\s+revoked: CVE-2026-0003\s+build 1$/m);
+      expect(listed.stderr.trim()).toBe('page 3 of 3: versions 1-10 of 60, oldest first');
+      const newest = JSON.parse((await cli('--json', 'versions', image, '--limit', '2')).stdout) as VersionRecord[];
+      expect(newest.map((v) => v.id)).toEqual(['v59', 'v60']);
+      const byDefault = await cli('--json', 'versions', image);
+      expect((JSON.parse(byDefault.stdout) as VersionRecord[]).map((v) => v.id)).toEqual(
+        range(11, 60).map((n) => `v${n}`),
+      );
+      expect(byDefault.stderr).toBe('');
+      const history = await cli('--json', 'history', image, '--limit', '10', '--page', '2');
+      expect(seqs(JSON.parse(history.stdout) as HistoryEntry[])).toEqual(range(103, 112));
+      const tagTable = await cli('tags', image, '--limit', '1');
+      expect(tagTable.stdout).toMatch(/^TAG\s+VERSION\s+AT\s+BY\nt60\s+v60\s+\S+Z\s+alice\n$/);
+      expect(tagTable.stderr.trim()).toBe('page 1 of 60: tags 60-60 of 60, oldest first; --page 2 for older');
+      const described = await cli('describe', image);
+      expect(described.stdout).toMatch(/^versions\s+60 \(60 stored, 0 removed, 1 revoked\)$/m);
+      expect(described.stdout).toMatch(/^history\s+122 entries$/m);
+      expect(described.stdout).toMatch(/^v60\s+\S+Z\s+alice\s+ok\s+build 60$/m);
+      expect(JSON.parse((await cli('--json', 'describe', image)).stdout)).toEqual(summary);
+      for (const [args, error] of [
+        [['versions', image, '--limit', '0'], 'imgflow: --limit: expected a whole number from 1 to 500, got "0"'],
+        [['tags', image, '--limit', '501'], 'imgflow: --limit: expected a whole number from 1 to 500, got "501"'],
+        [
+          ['history', image, '--page', 'last'],
+          'imgflow: --page: expected a whole number from 1 to 1000000, got "last"',
+        ],
+        [
+          ['versions', image, '--page', '9'],
+          'imgflow: --page: expected a page from 1 to 2 (60 versions at 50 a page), got "9"',
+        ],
+        [
+          ['history', image, '--last', '5', '--limit', '5'],
+          'imgflow: --last/--limit/--page: expected --last alone, or a page with --limit and --page',
+        ],
+        [
+          ['report', `${image}:nope`],
+          `imgflow: version: expected a version or tag of ${image} (60 versions, the newest v60; imgflow versions and imgflow tags list them), got "nope"`,
+        ],
+      ] as const) {
+        const refused = await cli(...args);
+        expect([refused.status, refused.stderr.trim()]).toEqual([2, error]);
+      }
       await latest.terminate('test done');
     });
     await connection.close();
@@ -373,7 +500,7 @@ describe('lineage workflow', () => {
         expect(lines.map((l) => [l.seq, l.record.id])).toEqual(range(1, 25).map((n) => [n, `v${n}`]));
 
         // The state keeps a stub of each removed version; describe lists them as before, without their files.
-        const view = await latest.query(describeQuery);
+        const view = await lineageView(client, image);
         expect(view.versions.map((v) => [v.id, isStub(v)])).toEqual(range(1, 30).map((n) => [`v${n}`, n <= 25]));
         const removed = {
           reason: 'retention (newest 5 and referenced versions kept)',
@@ -499,7 +626,7 @@ describe('lineage workflow', () => {
       expect(runs.length).toBeGreaterThanOrEqual(4);
       expect(runs.at(-1)).toBe((await latest.describe()).runId);
 
-      const view = await latest.query(describeQuery);
+      const view = await lineageView(client, image);
       expect(new Map(view.versions.map((v) => [v.message, v.id]))).toEqual(ids);
       expect(view.versions.map((v) => v.id)).toEqual(Array.from({ length: 100 }, (_, i) => `v${i + 1}`));
       expect(Object.keys(view.tags)).toHaveLength(2000);

@@ -5,6 +5,8 @@ import { DefaultLogger } from '@temporalio/worker';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cachedPath, download, DownloadError } from '../../activities/cloud/download.js';
+import { createRunner, type Run } from '../../activities/runner.js';
+import { createLogger } from '../../lib/logger.js';
 import { tempDir } from '../support/dirs.js';
 import { startFileServer, type FileServer } from '../support/http-server.js';
 import { memoryLogger } from '../support/logger.js';
@@ -63,6 +65,37 @@ describe('image download over HTTP', () => {
     expect(ranged[1]!.range).toBe(`bytes=${result.resumedAt[0]}-`);
     expect(fs.readFileSync(result.path).equals(image)).toBe(true);
     expect(lines).toContainEqual(expect.objectContaining({ msg: 'download attempt failed', retry: true }));
+  });
+
+  it('reserves the space of a download of known size, and resumes from what was written, not what was reserved', async () => {
+    const big = randomBytes(40 * 1024 * 1024 + 5);
+    const cut = '/reserved.img';
+    server.setFile(cut, big, 'truncate-once');
+    const runner = createRunner(createLogger('test', 'error'));
+    const calls: string[][] = [];
+    const run: Run = (argv, options) => {
+      calls.push([...argv]);
+      return runner(argv, options);
+    };
+    const result = await download(
+      { url: server.url(cut), sha512: sha512(big), size: big.length },
+      { cacheDir: cacheDir('reserved'), run, ...fast },
+    );
+    const partial = path.join(cacheDir('reserved'), 'partial', `${sha512(big)}.partial`);
+    expect(calls).toEqual([
+      ['fallocate', '--keep-size', '--length', String(big.length), partial],
+      ['fallocate', '--keep-size', '--length', String(big.length), partial],
+    ]);
+    expect(result).toMatchObject({ attempts: 2, bytes: big.length });
+    expect(result.resumedAt[0]).toBeGreaterThan(0);
+    expect(result.resumedAt[0]).toBeLessThan(big.length);
+    const ranged = server.requests.filter((r) => r.path === cut);
+    expect(ranged.map((r) => [r.status, r.range])).toEqual([
+      [200, undefined],
+      [206, `bytes=${result.resumedAt[0]}-`],
+    ]);
+    expect(fs.readFileSync(result.path).equals(big)).toBe(true);
+    expect(fs.existsSync(partial)).toBe(false);
   });
 
   it('starts over when the server ignores the Range', async () => {

@@ -17,6 +17,7 @@ import type {
 } from '../../common/lineage.js';
 import type { StateBudget } from '../../common/limits.js';
 import { checkName } from '../../common/names.js';
+import type { PageInfo, PageRequest } from '../../common/pages.js';
 import type { BuildRequest } from '../build/messages.js';
 import type { LineageStanding } from './standing.js';
 
@@ -68,7 +69,16 @@ export interface VersionArchive {
 export interface HistoryView {
   entries: HistoryEntry[];
   archive?: HistoryArchive;
+  /** Asked for a page: which one, of how many entries (archived ones included); `entries` are the state's part of it. */
+  page?: PageInfo;
 }
+
+/**
+ * What the history query is asked: the newest `last` entries the state holds (all when absent), or,
+ * with `limit` or `page`, the state's part of that page of the whole history (archived entries
+ * counted), the rest of the page being in the archive.
+ */
+export type HistoryRequest = { last?: number } & PageRequest;
 
 export interface QueuedBuild {
   id: string;
@@ -157,10 +167,17 @@ export const removeUpdate = defineUpdate<{ removed: string[]; files: number }, [
 export const packUpdate = defineUpdate<PackOutcome, [PackInput]>('pack');
 
 export const requestBuildUpdate = defineUpdate<BuildTicket, [BuildRequest]>('requestBuild');
-export const describeQuery = defineQuery<LineageView>('describe');
+/** The lineage in brief: counts, channels, gates, packs, builds waiting, its newest versions and tags. */
+export const describeQuery = defineQuery<LineageSummary>('describe');
+/** A page of the versions as listings show them (page 1 the newest), with the tags of each. */
+export const versionsQuery = defineQuery<VersionsPage, [PageRequest]>('versions');
+/** A page of the tags (page 1 the newest), each with its test result. */
+export const tagsQuery = defineQuery<TagsPage, [PageRequest]>('tags');
+/** The version a ref names, as listings show it: a version id, a tag, or with none the newest; null when none is. */
+export const resolveQuery = defineQuery<ListedVersion | null, [{ ref?: string }]>('resolve');
 /** A version's full record, or the stub of a removed one whose record is archived. */
 export const versionQuery = defineQuery<StoredVersion, [string]>('version');
-export const historyQuery = defineQuery<HistoryView, [{ last?: number }]>('history');
+export const historyQuery = defineQuery<HistoryView, [HistoryRequest]>('history');
 /** The whole state: what a lineage that ended without handing it on is recovered from (a closed run still answers queries). */
 export const stateQuery = defineQuery<LineageState>('state');
 /** Where the given versions (and every packed one) stand: for the fleet view. */
@@ -179,18 +196,77 @@ export interface TestResultInput {
   note?: string;
 }
 
-export interface LineageView {
+/** A version as listings show it: without its report, manifests and provenance; a removed one may be a stub. */
+export type ListedVersion = Omit<VersionRecord, 'report' | 'manifests' | 'provenance'> | VersionStub;
+
+/** A channel as listings show it: its current entry and how many it keeps. */
+export interface ChannelView {
+  current?: ChannelEntry;
+  entries: number;
+}
+
+export interface QueuedBuildView {
+  id: string;
+  by: string;
+  requestedAt: string;
+}
+
+/**
+ * What `describe` answers: the lineage in brief, the same size whatever its age. The lists that grow
+ * with it (versions, tags, history) are counted here and read a page at a time.
+ */
+export interface LineageSummary {
   image: string;
-  versions: (Omit<VersionRecord, 'report' | 'manifests' | 'provenance'> | VersionStub)[];
-  tags: Record<string, TagRecord>;
-  channels: Record<string, { current?: ChannelEntry; entries: number }>;
-  tests: Record<string, TestResult>;
+  counts: {
+    versions: number;
+    /** Versions whose files are still stored. */
+    stored: number;
+    removed: number;
+    revoked: number;
+    tags: number;
+    tests: number;
+    passed: number;
+    packs: number;
+    volumes: number;
+  };
+  /** The newest versions, oldest first. */
+  latest: ListedVersion[];
+  /** The newest tags, oldest first. */
+  latestTags: (TagRecord & { name: string })[];
+  channels: Record<string, ChannelView>;
   /** Channels whose promotions need a passed test result. */
   gated: string[];
   /** All of them, archived or not. */
   historyEntries: number;
-  builds: { id: string; by: string; requestedAt: string }[];
+  builds: QueuedBuildView[];
   packs: Record<string, PackRecord>;
-  volumes: Record<string, string>;
+  versionArchive?: VersionArchive;
+}
+
+/** Versions and tags `describe` shows of a lineage. */
+export const SUMMARY_LATEST = 5;
+
+export interface VersionsPage extends PageInfo {
+  versions: ListedVersion[];
+  /** The tags of the page's versions, by version id. */
+  tags: Record<string, string[]>;
+  builds: QueuedBuildView[];
+}
+
+export interface TagsPage extends PageInfo {
+  tags: (TagRecord & { name: string; test?: TestResult })[];
+}
+
+/** The whole lineage as listings show it, read a page at a time (what `describe` answered before it was a summary). */
+export interface LineageView {
+  image: string;
+  versions: ListedVersion[];
+  tags: Record<string, TagRecord>;
+  channels: Record<string, ChannelView>;
+  tests: Record<string, TestResult>;
+  gated: string[];
+  historyEntries: number;
+  builds: QueuedBuildView[];
+  packs: Record<string, PackRecord>;
   versionArchive?: VersionArchive;
 }

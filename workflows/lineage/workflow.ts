@@ -37,14 +37,17 @@ import {
   registerVersionUpdate,
   removeUpdate,
   requestBuildUpdate,
+  resolveQuery,
   revokeUpdate,
   rollbackUpdate,
   standingQuery,
   stateQuery,
+  tagsQuery,
   tagUpdate,
   testResultSignal,
   testResultUpdate,
   versionQuery,
+  versionsQuery,
   type LineageInput,
   type TestResultInput,
 } from './messages.js';
@@ -231,9 +234,13 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
       }
     }),
   );
-  setHandler(describeQuery, () => lineage.view());
+  // Answers sized for a person: the lists that grow with the lineage are paged; only `state` (for recovery) is whole.
+  setHandler(describeQuery, () => lineage.summary());
+  setHandler(versionsQuery, (request) => lineage.versionsPage(request));
+  setHandler(tagsQuery, (request) => lineage.tagsPage(request));
+  setHandler(resolveQuery, (request) => lineage.resolve(request?.ref));
   setHandler(versionQuery, (id) => lineage.version(id));
-  setHandler(historyQuery, ({ last }) => lineage.historyView(last));
+  setHandler(historyQuery, (request) => lineage.historyView(request));
   setHandler(stateQuery, () => lineage.state);
   setHandler(standingQuery, (ids) => standing(lineage.state, checkVersionIds(ids)));
 
