@@ -18,22 +18,9 @@ import {
 } from '../../common/lineage.js';
 import { checkText, jsonBytes, TEXT_LIMITS } from '../../common/limits.js';
 import { checkName, InputError } from '../../common/names.js';
-import { pageOf, pageWindow, type PageRequest } from '../../common/pages.js';
 import type { BuildRequest } from '../build/messages.js';
 import { appendHistory } from '../support/history.js';
-import {
-  SUMMARY_LATEST,
-  type BuildTicket,
-  type HistoryRequest,
-  type HistoryView,
-  type LineageState,
-  type LineageSummary,
-  type ListedVersion,
-  type QueuedBuildView,
-  type TagsPage,
-  type TestResultInput,
-  type VersionsPage,
-} from './messages.js';
+import type { BuildTicket, LineageState, TestResultInput } from './messages.js';
 
 export function newLineageState(image: string): LineageState {
   return {
@@ -358,23 +345,6 @@ export class Lineage {
     if (versions.length) this.record(by, 'remove', `${versions.map((v) => v.id).join(', ')}: ${reason}`, at);
   }
 
-  /**
-   * The newest `last` entries in the state (all when absent), and where the older ones are; or, asked
-   * for a page, the state's part of that page of the whole history, archived entries counted.
-   */
-  historyView(request: HistoryRequest = {}): HistoryView {
-    const archive = this.state.archive ? { archive: this.state.archive } : {};
-    const { last, limit, page } = request;
-    if (limit === undefined && page === undefined) {
-      const entries = last === undefined ? this.state.history : last > 0 ? this.state.history.slice(-last) : [];
-      return { entries, ...archive };
-    }
-    const archived = this.state.archive?.count ?? 0;
-    const { start, end, ...info } = pageWindow(archived + this.state.history.length, { limit, page });
-    const entries = this.state.history.slice(Math.max(0, start - archived), Math.max(0, end - archived));
-    return { entries, ...archive, page: info };
-  }
-
   /** The oldest entries, now in the archive, leave the state. */
   archived(entries: HistoryEntry[], done: ArchiveResult, chain: string): void {
     const throughSeq = entries.at(-1)!.seq;
@@ -401,87 +371,7 @@ export class Lineage {
     );
     this.state.versionArchive = { chain, host: done.host, path: done.path, count: done.count };
   }
-
-  /** The lineage in brief: what `describe` answers, the same size however many versions, tags and entries it holds. */
-  summary(): LineageSummary {
-    const s = this.state;
-    const tags = Object.keys(s.tags);
-    const tests = Object.values(s.tests);
-    let [removed, revoked] = [0, 0];
-    for (const v of s.versions) {
-      if (v.removed) removed++;
-      if (v.revoked) revoked++;
-    }
-    return {
-      image: s.image,
-      counts: {
-        versions: s.versions.length,
-        stored: s.versions.length - removed,
-        removed,
-        revoked,
-        tags: tags.length,
-        tests: tests.length,
-        passed: tests.filter((t) => t.passed).length,
-        packs: Object.keys(s.packs!).length,
-        volumes: Object.keys(s.volumes!).length,
-      },
-      latest: s.versions.slice(-SUMMARY_LATEST).map(listed),
-      latestTags: tags.slice(-SUMMARY_LATEST).map((name) => ({ name, ...s.tags[name]! })),
-      channels: this.channelViews(),
-      gated: s.gated,
-      historyEntries: (s.archive?.count ?? 0) + s.history.length,
-      builds: this.buildViews(),
-      packs: s.packs!,
-      ...(s.versionArchive ? { versionArchive: s.versionArchive } : {}),
-    };
-  }
-
-  /** A page of the versions as listings show them, and the tags of each. */
-  versionsPage(request: PageRequest): VersionsPage {
-    const { items, info } = pageOf(this.state.versions, request);
-    const ids = new Set(items.map((v) => v.id));
-    const tags: Record<string, string[]> = {};
-    for (const [name, t] of Object.entries(this.state.tags))
-      if (ids.has(t.version)) (tags[t.version] ??= []).push(name);
-    return { versions: items.map(listed), tags, builds: this.buildViews(), ...info };
-  }
-
-  /** A page of the tags, oldest first, each with its test result. */
-  tagsPage(request: PageRequest): TagsPage {
-    const { items, info } = pageOf(Object.keys(this.state.tags), request);
-    const tags = items.map((name) => {
-      const test = this.state.tests[name];
-      return { name, ...this.state.tags[name]!, ...(test ? { test } : {}) };
-    });
-    return { tags, ...info };
-  }
-
-  /** The version a ref names (a version id, then a tag; the newest with none), as listings show it. */
-  resolve(ref: string | undefined): ListedVersion | null {
-    const s = this.state;
-    const tag = ref !== undefined && Object.hasOwn(s.tags, ref) ? s.tags[ref] : undefined;
-    const id = ref === undefined ? s.versions.at(-1)?.id : s.versions.some((v) => v.id === ref) ? ref : tag?.version;
-    const v = id === undefined ? undefined : s.versions.find((x) => x.id === id);
-    return v ? listed(v) : null;
-  }
-
-  private channelViews(): LineageSummary['channels'] {
-    return Object.fromEntries(
-      Object.entries(this.state.channels).map(([name, entries]) => [
-        name,
-        { current: entries.at(-1), entries: entries.length },
-      ]),
-    );
-  }
-
-  private buildViews(): QueuedBuildView[] {
-    return this.state.builds.map((b) => ({ id: b.id, by: b.request.by, requestedAt: b.requestedAt }));
-  }
 }
 
 /** A version whose files are still stored (a stub is always of a removed one). */
 export const isStored = (v: StoredVersion): v is VersionRecord => !v.removed;
-
-/** A version as listings show it: without its report, manifests and provenance (a stub has none). */
-const withoutRecords = ({ report: _r, manifests: _m, provenance: _p, ...rest }: VersionRecord): ListedVersion => rest;
-const listed = (v: StoredVersion): ListedVersion => (isStub(v) ? v : withoutRecords(v));

@@ -55,6 +55,7 @@ import { gc, pack, remove } from './operations.js';
 import { planPack } from './packs.js';
 import { removalTargets, validateGc } from './retention.js';
 import { checkVersionIds, standing } from './standing.js';
+import { historyView, resolveRef, summary, tagsPage, versionsPage } from './views.js';
 import { runBuild } from './run-build.js';
 
 /** What a state past its shed bound keeps across a continue-as-new: fewer history entries, and each channel's newest entries (the history records every one). */
@@ -235,12 +236,12 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
     }),
   );
   // Answers sized for a person: the lists that grow with the lineage are paged; only `state` (for recovery) is whole.
-  setHandler(describeQuery, () => lineage.summary());
-  setHandler(versionsQuery, (request) => lineage.versionsPage(request));
-  setHandler(tagsQuery, (request) => lineage.tagsPage(request));
-  setHandler(resolveQuery, (request) => lineage.resolve(request?.ref));
+  setHandler(describeQuery, () => summary(lineage.state));
+  setHandler(versionsQuery, (request) => versionsPage(lineage.state, request));
+  setHandler(tagsQuery, (request) => tagsPage(lineage.state, request));
+  setHandler(resolveQuery, (request) => resolveRef(lineage.state, request?.ref));
   setHandler(versionQuery, (id) => lineage.version(id));
-  setHandler(historyQuery, (request) => lineage.historyView(request));
+  setHandler(historyQuery, (request) => historyView(lineage.state, request));
   setHandler(stateQuery, () => lineage.state);
   setHandler(standingQuery, (ids) => standing(lineage.state, checkVersionIds(ids)));
 
