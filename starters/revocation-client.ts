@@ -8,6 +8,7 @@
 import type { Client } from '@temporalio/client';
 import { checkName, InputError } from '../common/names.js';
 import { checkReason, checkUser, type AncestorRevoked } from '../common/lineage.js';
+import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import { mapLimited } from '../lib/concurrency.js';
 import type { PushResult } from '../workflows/push/messages.js';
@@ -20,6 +21,7 @@ import {
   type OriginRecord,
   type RevocationPlan,
 } from '../workflows/lineage/messages.js';
+import { answered } from './answers.js';
 import { describeLineage, lineageHandle } from './lineage-client.js';
 
 export interface RevokeRequest {
@@ -93,16 +95,23 @@ async function copiesOf(client: Client, image: string, version: string) {
         .filter((i): i is string => Boolean(i) && i !== image),
     ),
   ].sort();
-  const origins = await mapLimited(others, READS_AT_ONCE, async (other) =>
-    (
-      await lineageHandle(client, other)
-        .query(originsQuery)
-        // A lineage gone since it was listed holds no copies.
-        .catch((err: unknown) => {
-          if ((err as Error).name === 'WorkflowNotFoundError') return [] as OriginRecord[];
-          throw err;
-        })
-    ).map((o) => ({ image: other, ...o })),
+  // One bound for all of them: a lineage that does not answer makes the plan fail, never silently shorter.
+  const origins = await answered(
+    client,
+    'the lineages that may hold copies',
+    () =>
+      mapLimited(others, READS_AT_ONCE, async (other) =>
+        (
+          await lineageHandle(client, other)
+            .query(originsQuery)
+            // A lineage gone since it was listed holds no copies.
+            .catch((err: unknown) => {
+              if ((err as Error).name === 'WorkflowNotFoundError') return [] as OriginRecord[];
+              throw err;
+            })
+        ).map((o) => ({ image: other, ...o })),
+      ),
+    [WORKFLOW_QUEUE],
   );
   const byOrigin = new Map<string, (OriginRecord & { image: string })[]>();
   for (const o of origins.flat()) {

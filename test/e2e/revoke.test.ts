@@ -187,6 +187,9 @@ describe('revoke', () => {
       expect((await versions(clone2))[0]!.ancestorRevoked).toMatchObject({ ...marked, through: [`${clone}:v1`] });
       expect(await ok('versions', clone2)).toMatch(new RegExp(`ok; copy of revoked ${image}:v3: CVE-2026-1`));
       expect((await history(clone)).at(-1)).toMatchObject({ op: 'ancestor-revoked', by: 'alice' });
+      expect(await ok('report', clone2)).toMatch(
+        new RegExp(`\\nANCESTOR  ${image}:v3 \\(through ${clone}:v1\\) REVOKED \\S+ by alice: CVE-2026-1\\n`),
+      );
 
       expect(await fleet(image)).toEqual([
         `pack ${image}-web v3 :bad revoked: by alice: CVE-2026-1`,
