@@ -56,10 +56,23 @@ export interface VersionRecord {
   removed?: { reason: string; by: string; at: string };
   /** The version this one is a copy of, when its lineage began as a clone. */
   origin?: { image: string; version: string };
+  /** A version this one is a copy of (through `through`, for a clone of a clone) was revoked: this one carries the same bytes. */
+  ancestorRevoked?: AncestorRevoked;
   /** The recipe allowed password hashes in /etc/shadow: the build kept them and packing accepts them. */
   allowPasswordHashes?: boolean;
   /** The image is a capture of its builder host's own root filesystem, which its recipe allowed (allowBuilderRoot). */
   capturedBuilderRoot?: boolean;
+}
+
+/** The revoked version a copy descends from, as its revocation marked the copy. */
+export interface AncestorRevoked {
+  image: string;
+  version: string;
+  reason: string;
+  by: string;
+  at: string;
+  /** The copies in between, `image:version`, nearest the revoked one first (none for a direct clone). */
+  through?: string[];
 }
 
 /** A build's or a repair's result, before the lineage registers it and gives it its id. */
@@ -71,7 +84,17 @@ export type NewVersion = Omit<VersionRecord, 'id' | 'revoked' | 'removed'>;
  */
 export type VersionStub = Pick<
   VersionRecord,
-  'id' | 'createdAt' | 'by' | 'message' | 'arch' | 'os' | 'packages' | 'bytes' | 'revoked' | 'origin'
+  | 'id'
+  | 'createdAt'
+  | 'by'
+  | 'message'
+  | 'arch'
+  | 'os'
+  | 'packages'
+  | 'bytes'
+  | 'revoked'
+  | 'origin'
+  | 'ancestorRevoked'
 > & {
   removed: NonNullable<VersionRecord['removed']>;
   /** The full record is in the lineage's version archive. */
@@ -85,7 +108,7 @@ export const isStub = (v: { id: string }): v is VersionStub => 'archived' in v;
 
 /** The stub of a removed version. */
 export function stubOf(v: VersionRecord & { removed: NonNullable<VersionRecord['removed']> }): VersionStub {
-  const { id, createdAt, by, message, arch, os, packages, bytes, removed, revoked, origin } = v;
+  const { id, createdAt, by, message, arch, os, packages, bytes, removed, revoked, origin, ancestorRevoked } = v;
   return {
     id,
     createdAt,
@@ -98,6 +121,7 @@ export function stubOf(v: VersionRecord & { removed: NonNullable<VersionRecord['
     removed,
     ...(revoked ? { revoked } : {}),
     ...(origin ? { origin } : {}),
+    ...(ancestorRevoked ? { ancestorRevoked } : {}),
     archived: true,
   };
 }

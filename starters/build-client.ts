@@ -35,6 +35,14 @@ export function formatVersion(v: VersionRecord): string {
     ...v.artifacts.map((a) => [a.format, `${a.path} on ${a.host} (${humanBytes(a.bytes)}, sha256 ${a.sha256})`]),
     ...(v.log ? [['log', v.log.path]] : []),
     ...(v.revoked ? [['REVOKED', `${v.revoked.at} by ${v.revoked.by}: ${v.revoked.reason}`]] : []),
+    ...(v.ancestorRevoked
+      ? [
+          [
+            'ANCESTOR',
+            `${v.ancestorRevoked.image}:${v.ancestorRevoked.version}${v.ancestorRevoked.through?.length ? ` (through ${v.ancestorRevoked.through.join(', ')})` : ''} REVOKED ${v.ancestorRevoked.at} by ${v.ancestorRevoked.by}: ${v.ancestorRevoked.reason}`,
+          ],
+        ]
+      : []),
   ];
   return `${formatReport(v.report)}\n\n${rows.map(([k, val]) => `${k!.padEnd(8)}  ${val}`).join('\n')}`;
 }

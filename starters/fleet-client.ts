@@ -44,8 +44,17 @@ async function images(client: Client): Promise<string[]> {
   return found;
 }
 
-/** Where a version stands, seen from the channel it was chosen by (if any). */
+/** Where a version stands, and (in its detail) the revoked version it is a copy of, if any. */
 export function statusOf(v: VersionStanding | undefined, channel?: string): { status: FleetStatus; detail: string } {
+  const found = standingOf(v, channel);
+  const a = v?.ancestorRevoked;
+  return a
+    ? { ...found, detail: `${found.detail}; copy of ${a.image}:${a.version}, revoked by ${a.by}: ${a.reason}` }
+    : found;
+}
+
+/** Where a version stands, seen from the channel it was chosen by (if any). */
+function standingOf(v: VersionStanding | undefined, channel?: string): { status: FleetStatus; detail: string } {
   if (!v?.known) return { status: 'removed', detail: 'not in the lineage' };
   if (v.revoked) return { status: 'revoked', detail: `by ${v.revoked.by}: ${v.revoked.reason}` };
   if (v.removed) return { status: 'removed', detail: `by ${v.removed.by}: ${v.removed.reason}` };

@@ -100,7 +100,12 @@ export function registerBuild(program: Command): void {
           // A removed version's stub no longer lists its (deleted) files.
           outputs: 'artifacts' in v ? v.artifacts.map((a) => a.format).join(',') : '',
           tags: (page.tags[v.id] ?? []).join(','),
-          state: v.removed ? 'removed' : v.revoked ? `revoked: ${v.revoked.reason}` : 'ok',
+          state: [
+            v.removed ? 'removed' : v.revoked ? `revoked: ${v.revoked.reason}` : 'ok',
+            ...(v.ancestorRevoked
+              ? [`copy of revoked ${v.ancestorRevoked.image}:${v.ancestorRevoked.version}: ${v.ancestorRevoked.reason}`]
+              : []),
+          ].join('; '),
           message: v.message,
         }));
         process.stdout.write(

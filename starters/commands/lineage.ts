@@ -10,6 +10,7 @@ import type { VersionRecord } from '../../common/lineage.js';
 import { checkInt, InputError } from '../../common/names.js';
 import { checkPageExists, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, pageFooter, pageOptions } from '../../common/pages.js';
 import type { GcResult, LineageSummary } from '../../workflows/lineage/messages.js';
+import type { RevocationReport } from '../revocation-client.js';
 import { connected, currentUser, say } from '../context.js';
 import { parseImageRef } from '../image-refs.js';
 import { formatPairs, formatTable, humanBytes, printJson } from '../output.js';
@@ -18,6 +19,7 @@ import { formatPairs, formatTable, humanBytes, printJson } from '../output.js';
 const clients = async () => ({
   ...(await import('../client.js')),
   ...(await import('../lineage-client.js')),
+  ...(await import('../revocation-client.js')),
   ...(await import('../../common/lineage.js')),
   ...(await import('../../common/limits.js')),
   ...(await import('../../common/names.js')),
@@ -120,6 +122,47 @@ function showDiff(d: VersionDiff): string {
 
 const showGc = (r: GcResult) =>
   `${formatTable([...r.removed.map((v) => ({ version: v, action: r.dryRun ? 'would remove' : 'removed', why: '' })), ...r.kept.map((k) => ({ version: k.version, action: 'keep', why: k.why.join(', ') }))], ['version', 'action', 'why'])}${r.dryRun ? '' : `\n${r.files} files deleted`}`;
+
+/** A revocation for people: one line on the version, then a row for each thing it touches. */
+export function showRevocation(r: RevocationReport): string {
+  const subject = `${r.image}:${r.version}`;
+  const head = r.alreadyRevoked
+    ? `${subject} was revoked already by ${r.revoked!.by} at ${r.revoked!.at}: ${r.revoked!.reason}; the revocation changes nothing${r.clones.some((c) => c.mark !== 'already-marked') ? ' but the marks on copies' : ''}`
+    : r.dryRun
+      ? `${subject} would be revoked (dry run, nothing changed): ${r.reason}`
+      : `${subject} revoked by ${r.revoked!.by} at ${r.revoked!.at}: ${r.revoked!.reason}`;
+  const would = (done: string, planned: string) => (r.dryRun ? planned : done);
+  const channel = (c: RevocationReport['channels'][number]) =>
+    c.action === 'rollback'
+      ? `${c.tag} -> ${c.to!.tag} (${c.to!.version}): ${would('rolled back', 'would roll back')}`
+      : c.action === 'none-usable'
+        ? `${c.tag}: no usable earlier entry, left as it is`
+        : `${c.tag}: left as it is${r.alreadyRevoked ? '' : ' (--keep-channels)'}`;
+  const mark = (c: RevocationReport['clones'][number]) =>
+    `${c.mark === 'would-mark' ? 'would be marked' : c.mark === 'marked' ? 'marked' : `marked already (copy of ${c.markedFor!.image}:${c.markedFor!.version})`}${c.through.length ? `, through ${c.through.join(', ')}` : ''}`;
+  const rows = [
+    ...r.channels.map((c) => ({ what: 'channel', name: c.channel, detail: channel(c) })),
+    ...r.tags.map((t) => ({ what: 'tag', name: t, detail: '' })),
+    ...r.packs.map((p) => ({ what: 'pack', name: p.name, detail: `${p.kind} at ${p.host}:${p.path}` })),
+    ...r.volumes.map((v) => ({
+      what: 'volume',
+      name: v.volume,
+      detail: [v.compute && `on ${v.compute}`, v.nas && `from ${v.nas}`].filter(Boolean).join(' '),
+    })),
+    ...r.clones.map((c) => ({ what: 'clone', name: `${c.image}:${c.version}`, detail: mark(c) })),
+    ...r.pushes.map((p) => ({
+      what: 'push',
+      name: p.reference ?? p.workflowId,
+      detail: p.digest ? `${p.digest} (${p.status.toLowerCase()})` : p.status.toLowerCase(),
+    })),
+  ];
+  return [
+    head,
+    ...(rows.length
+      ? [formatTable(rows, ['what', 'name', 'detail'])]
+      : ['it touches no channel, tag, pack, volume, clone or push']),
+  ].join('\n');
+}
 
 export function registerLineage(program: Command): void {
   const pairs = (r: object) => formatPairs(Object.entries(r));
@@ -307,22 +350,25 @@ export function registerLineage(program: Command): void {
 
   program
     .command('revoke')
-    .description('revoke a version: it can no longer be tagged, promoted or cloned, and says why')
+    .description(
+      'revoke a version (it can no longer be tagged, promoted or cloned) and follow it: roll back each channel it is current on to its previous usable entry and mark its copies in other images; prints what it touches',
+    )
     .argument('<image>', 'the image')
     .requiredOption('--version <v>', 'the version')
     .requiredOption('--reason <text>', 'why')
+    .option('--dry-run', 'only show what the revocation would touch and do; change nothing')
+    .option('--keep-channels', 'leave the channels the version is current on where they are')
     .action(
-      onImage<{ version: string; reason: string }>(
-        (image, o, c) => {
-          const input = {
-            by: currentUser(),
-            version: c.checkName('--version', o.version),
-            reason: c.checkReason('--reason', o.reason),
-          };
-          return (client) => c.revokeVersion(client, image, input);
-        },
-        ({ id, revoked }: { id: string; revoked: object }) => pairs({ version: id, ...revoked }),
-      ),
+      onImage<{ version: string; reason: string; dryRun?: boolean; keepChannels?: boolean }>((image, o, c) => {
+        const request = {
+          by: currentUser(),
+          version: c.checkName('--version', o.version),
+          reason: c.checkReason('--reason', o.reason),
+          ...(o.dryRun ? { dryRun: true } : {}),
+          ...(o.keepChannels ? { keepChannels: true } : {}),
+        };
+        return (client) => c.revokeAcrossLineages(client, image, request);
+      }, showRevocation),
     );
 
   program

@@ -155,7 +155,14 @@ describe('lineage workflow', () => {
       });
       expect(back).toMatchObject({ version: 'v1', tag: 'first', action: 'rollback', by: 'bob' });
 
-      await h.executeUpdate(revokeUpdate, { args: [{ by: 'alice', version: 'v1', reason: 'CVE-2026-0001' }] });
+      // The revocation rolls prod (back on v1) back to its previous usable entry; test has none and stays.
+      const revoked = await h.executeUpdate(revokeUpdate, {
+        args: [{ by: 'alice', version: 'v1', reason: 'CVE-2026-0001' }],
+      });
+      expect(revoked.channels).toEqual([
+        { channel: 'test', tag: 'first', action: 'none-usable' },
+        { channel: 'prod', tag: 'first', action: 'rollback', to: { version: 'v2', tag: auto.name } },
+      ]);
       await expectRejected(
         h,
         () => h.executeUpdate(promoteUpdate, { args: [{ by: 'alice', tag: 'first', channel: 'test' }] }),
@@ -173,7 +180,7 @@ describe('lineage workflow', () => {
       const view = await lineageView(client, image);
       expect(view.channels.prod).toMatchObject({
         current: { version: 'v2', forced: true, reason: 'hotfix' },
-        entries: 4,
+        entries: 5,
       });
       expect(view.channels.test?.current?.version).toBe('v1');
       expect(view.versions.find((v) => v.id === 'v1')?.revoked?.reason).toBe('CVE-2026-0001');
@@ -191,6 +198,7 @@ describe('lineage workflow', () => {
         'promote',
         'rollback',
         'revoke',
+        'rollback',
         'promote',
       ]);
       const described = await h.describe();

@@ -264,7 +264,12 @@ export class Lineage {
       ...(input.reason ? { reason: input.reason } : {}),
     };
     this.state.channels[input.channel]!.push(entry);
-    this.record(input.by, 'rollback', `${input.channel} -> ${to.tag} (${to.version})`, at);
+    this.record(
+      input.by,
+      'rollback',
+      `${input.channel} -> ${to.tag} (${to.version})${input.reason ? `: ${input.reason}` : ''}`,
+      at,
+    );
     return entry;
   }
 
@@ -301,6 +306,7 @@ export class Lineage {
     return this.state.gated;
   }
 
+  /** How lineages revoked before revocation followed the lineage: a version revoked already is refused. */
   validateRevoke(input: { by: string; version: string; reason: string }): void {
     checkUser('by', input.by);
     checkReason('reason', input.reason);

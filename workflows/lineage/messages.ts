@@ -19,7 +19,25 @@ import type { StateBudget } from '../../common/limits.js';
 import { checkName } from '../../common/names.js';
 import type { PageInfo, PageRequest } from '../../common/pages.js';
 import type { BuildRequest } from '../build/messages.js';
+import type {
+  AncestorRevokedInput,
+  AncestorRevokedOutcome,
+  OriginRecord,
+  RevocationPlan,
+  RevokeInput,
+  RevokeOutcome,
+} from './revocation.js';
 import type { LineageStanding } from './standing.js';
+
+export type {
+  AncestorRevokedInput,
+  AncestorRevokedOutcome,
+  ChannelRevocation,
+  OriginRecord,
+  RevocationPlan,
+  RevokeInput,
+  RevokeOutcome,
+} from './revocation.js';
 
 export interface LineageState {
   image: string;
@@ -158,7 +176,13 @@ export const testResultUpdate = defineUpdate<TestResult, [TestResultInput]>('tes
 export const testResultSignal = defineSignal<[TestResultInput]>('testResult');
 /** The channels whose promotions need a passed test result of the tag (prod when a lineage starts). */
 export const gateUpdate = defineUpdate<string[], [{ by: string; channels: string[] }]>('gate');
-export const revokeUpdate = defineUpdate<StoredVersion, [{ by: string; version: string; reason: string }]>('revoke');
+/**
+ * Revokes a version and, unless told to keep channels, rolls back each channel whose current entry
+ * it is to its previous usable entry, in one step; a version revoked already changes nothing.
+ */
+export const revokeUpdate = defineUpdate<RevokeOutcome, [RevokeInput]>('revoke');
+/** Marks a copy of a revoked version in another image (a clone, or a clone of one) as such. */
+export const ancestorRevokedUpdate = defineUpdate<AncestorRevokedOutcome, [AncestorRevokedInput]>('ancestorRevoked');
 
 export const gcUpdate = defineUpdate<GcResult, [GcInput]>('gc');
 /** What the daily schedule sends (through `lineageGcWorkflow`): a gc with the lineage's own settings. */
@@ -182,6 +206,12 @@ export const historyQuery = defineQuery<HistoryView, [HistoryRequest]>('history'
 export const stateQuery = defineQuery<LineageState>('state');
 /** Where the given versions (and every packed one) stand: for the fleet view. */
 export const standingQuery = defineQuery<LineageStanding, [string[]]>('standing');
+/** What revoking a version would touch in this lineage, changing nothing (`imgflow revoke --dry-run`). */
+export const revocationPlanQuery = defineQuery<RevocationPlan, [{ version: string; keepChannels?: boolean }]>(
+  'revocationPlan',
+);
+/** The versions of this lineage that are copies of another image's version: where revocations follow. */
+export const originsQuery = defineQuery<OriginRecord[]>('origins');
 
 /** What a build request gets back: the build's workflow id and the builds ahead of it. */
 export interface BuildTicket {

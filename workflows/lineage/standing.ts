@@ -18,6 +18,8 @@ export interface VersionStanding {
   tags: string[];
   revoked?: VersionRecord['revoked'];
   removed?: VersionRecord['removed'];
+  /** The version is a copy of a revoked one (a clone into this image). */
+  ancestorRevoked?: VersionRecord['ancestorRevoked'];
 }
 
 export interface LineageStanding {
@@ -54,6 +56,7 @@ export function standing(state: LineageState, ids: readonly string[]): LineageSt
         .map(([name]) => name),
       ...(record?.revoked ? { revoked: record.revoked } : {}),
       ...(record?.removed ? { removed: record.removed } : {}),
+      ...(record?.ancestorRevoked ? { ancestorRevoked: record.ancestorRevoked } : {}),
     };
   });
   return { image: state.image, packs, versions };

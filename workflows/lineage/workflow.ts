@@ -26,18 +26,21 @@ import { handleUpdate } from '../support/updates.js';
 import { archiveOlderHistory, archiveRemovedVersions } from './archive.js';
 import { Lineage, newLineageState } from './lineage.js';
 import {
+  ancestorRevokedUpdate,
   DEFAULT_KEEP_HISTORY,
   describeQuery,
   gateUpdate,
   gcSignal,
   gcUpdate,
   historyQuery,
+  originsQuery,
   packUpdate,
   promoteUpdate,
   registerVersionUpdate,
   removeUpdate,
   requestBuildUpdate,
   resolveQuery,
+  revocationPlanQuery,
   revokeUpdate,
   rollbackUpdate,
   standingQuery,
@@ -54,6 +57,14 @@ import {
 import { gc, pack, remove } from './operations.js';
 import { planPack } from './packs.js';
 import { removalTargets, validateGc } from './retention.js';
+import {
+  checkAncestorRevoked,
+  checkRevokeInput,
+  markAncestorRevoked,
+  originsOf,
+  planRevocation,
+  revokeVersion,
+} from './revocation.js';
 import { checkVersionIds, standing } from './standing.js';
 import { historyView, resolveRef, summary, tagsPage, versionsPage } from './views.js';
 import { runBuild } from './run-build.js';
@@ -176,8 +187,20 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
   handle(
     lock,
     revokeUpdate,
-    grows((i) => lineage.validateRevoke(i)),
-    (i, at) => lineage.revoke(i, at),
+    grows((i) => checkRevokeInput(lineage, i)),
+    (i, at) => {
+      if (patched('revoke-follows-lineage')) return revokeVersion(lineage, i, at);
+      // Lineages that revoked before revocation followed the lineage marked the version only.
+      const plan = planRevocation(lineage, { version: i.version, keepChannels: true });
+      return { ...plan, revoked: lineage.revoke(i, at).revoked!, changed: true };
+    },
+    publish,
+  );
+  handle(
+    lock,
+    ancestorRevokedUpdate,
+    grows((i) => checkAncestorRevoked(lineage, i)),
+    (i, at) => markAncestorRevoked(lineage, i, at),
     publish,
   );
   // gc and remove shrink the state: they stay open when it is full.
@@ -244,6 +267,8 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
   setHandler(historyQuery, (request) => historyView(lineage.state, request));
   setHandler(stateQuery, () => lineage.state);
   setHandler(standingQuery, (ids) => standing(lineage.state, checkVersionIds(ids)));
+  setHandler(revocationPlanQuery, (i) => planRevocation(lineage, i));
+  setHandler(originsQuery, () => originsOf(lineage));
 
   handle(
     lock,
