@@ -1,7 +1,8 @@
 /**
  * The steps of `imgflow demo`, each a title and what it runs against the server: on this host,
  * the storage pipeline across two host queues, a real build, its promotion, an image-list
- * subscription, and the prod version through an OCI registry to a second site; on a site's hosts
+ * subscription, the prod version through an OCI registry to a second site, and a revocation seen in
+ * the fleet; on a site's hosts
  * (demo-site.ts), a map across hosts in place of the pipeline, and no second site.
  */
 import type { Client } from '@temporalio/client';
@@ -17,6 +18,7 @@ import { formatVersion, waitForBuild } from './build-client.js';
 import { currentUser } from './context.js';
 import { DEMO_IMAGE, demoRecipe } from './demo-recipe.js';
 import { mapAcrossHosts, type DemoSite } from './demo-site.js';
+import { demoRevocation } from './demo-fleet.js';
 import { demoOciSites, DEMO_OCI_SITE } from './demo-oci.js';
 import { demoSubscription } from './demo-subscription.js';
 import { updateLineage } from './lineage-client.js';
@@ -135,6 +137,10 @@ export function demoSteps(
           {
             title: `push the prod version, signed, to a registry started here; a second site (${DEMO_OCI_SITE}) subscribed to it registers it verified`,
             run: () => demoOciSites(client, config, logger),
+          },
+          {
+            title: `map the prod version to a volume, revoke the version, and show the fleet`,
+            run: () => demoRevocation(client, config, version!, stamp),
           },
         ]),
   ];

@@ -9,6 +9,7 @@ import { checkName, InputError } from '../common/names.js';
 import type { VersionStanding } from '../workflows/lineage/standing.js';
 import type { VolumeView } from '../workflows/volume/messages.js';
 import { lineageStanding } from './lineage-client.js';
+import { formatTable } from './output.js';
 import { listVolumes } from './volume-client.js';
 
 /**
@@ -124,4 +125,17 @@ export async function fleet(client: Client, filter: { image?: string } = {}): Pr
   return rows.sort(
     (a, b) => a.host.localeCompare(b.host) || a.kind.localeCompare(b.kind) || a.name.localeCompare(b.name),
   );
+}
+
+/** The fleet as a table for people, and a line that counts it by host and status. */
+export function formatFleet(rows: FleetRow[]): string {
+  const table = formatTable(
+    rows.map((r) => ({ ...r, version: `${r.image}:${r.version}${r.from ? ` (${r.from})` : ''}` })),
+    ['host', 'kind', 'name', 'nas', 'version', 'status', 'detail'],
+    ['HOST', 'KIND', 'NAME', 'NAS', 'VERSION (FROM)', 'STATUS', 'DETAIL'],
+  );
+  const count = (s: FleetStatus) => rows.filter((r) => r.status === s).length;
+  const hosts = new Set(rows.map((r) => r.host)).size;
+  const statuses: FleetStatus[] = ['current', 'superseded', 'revoked', 'removed', 'off-channel'];
+  return `${table}\n${rows.length} on ${hosts} host${hosts === 1 ? '' : 's'}: ${statuses.map((s) => `${count(s)} ${s}`).join(', ')}`;
 }

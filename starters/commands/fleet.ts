@@ -5,7 +5,7 @@
  */
 import type { Command } from 'commander';
 import { connected } from '../context.js';
-import { formatTable, printJson } from '../output.js';
+import { printJson } from '../output.js';
 
 const clients = async () => ({ ...(await import('../client.js')), ...(await import('../fleet-client.js')) });
 
@@ -17,31 +17,10 @@ export function registerFleet(program: Command): void {
     )
     .option('--image <image>', 'only what runs this image')
     .action(async (opts: { image?: string }, cmd: Command) => {
-      await connected(cmd, clients, async ({ c: { fleet }, client, flags }) => {
+      await connected(cmd, clients, async ({ c: { fleet, formatFleet }, client, flags }) => {
         const rows = await fleet(client, opts);
         if (flags.json) return printJson(rows);
-        const version = (r: { image: string; version: string; from: string }) =>
-          `${r.image}:${r.version}${r.from ? ` (${r.from})` : ''}`;
-        process.stdout.write(
-          `${formatTable(
-            rows.map((r) => ({ ...r, version: version(r) })),
-            ['host', 'kind', 'name', 'nas', 'version', 'status', 'detail'],
-            ['HOST', 'KIND', 'NAME', 'NAS', 'VERSION (FROM)', 'STATUS', 'DETAIL'],
-          )}\n`,
-        );
-        const count = (s: string) => rows.filter((r) => r.status === s).length;
-        const hosts = new Set(rows.map((r) => r.host)).size;
-        process.stdout.write(
-          `${rows.length} on ${hosts} host${hosts === 1 ? '' : 's'}: ${[
-            'current',
-            'superseded',
-            'revoked',
-            'removed',
-            'off-channel',
-          ]
-            .map((s) => `${count(s)} ${s}`)
-            .join(', ')}\n`,
-        );
+        process.stdout.write(`${formatFleet(rows)}\n`);
       });
     });
 }

@@ -2,11 +2,15 @@
  * `imgflow demo` as a new user runs it: against a running server, with its own in-process
  * workers, all the way from a real debootstrap build to a promotion to prod, then a subscription to
  * a signed image list the demo serves itself, and the prod version pushed to a registry the demo
- * starts and registered, verified, by a second site. A second run keeps the subscriptions and goes on.
+ * starts and registered, verified, by a second site; last, the prod version mapped to a volume and
+ * revoked, and the fleet shows that volume on a revoked version. A second run keeps the
+ * subscriptions and goes on.
  */
 import { describe, expect, inject, it } from 'vitest';
 import type { VersionRecord } from '../../common/lineage.js';
+import type { FleetRow } from '../../starters/fleet-client.js';
 import type { DemoOciSummary } from '../../starters/demo-oci.js';
+import type { RevocationReport } from '../../starters/revocation-client.js';
 import type { DemoSubscriptionSummary } from '../../starters/demo-subscription.js';
 import { imgflowAsync } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
@@ -21,6 +25,7 @@ interface Summary {
   step3: { prod: { version: string } };
   step4: DemoSubscriptionSummary;
   step5: DemoOciSummary;
+  step6: { report: RevocationReport; fleet: FleetRow[] };
 }
 
 /** The second site's image of the prod tag, as the demo shows its catalog. */
@@ -40,6 +45,16 @@ const ociImage = (summary: Summary) => {
   };
 };
 
+/** The version built is revoked, its volume counted in the report and shown revoked in the fleet. */
+function expectRevoked({ step2, step6 }: Summary) {
+  expect(step6.report).toMatchObject({ image: 'demo-node', version: step2.id, changed: true });
+  expect(step6.report.volumes).toHaveLength(1);
+  expect(step6.report.channels.map((c) => c.channel).sort()).toEqual(['prod', 'test']);
+  expect(step6.fleet).toEqual([
+    expect.objectContaining({ kind: 'volume', version: step2.id, from: '@prod', status: 'revoked' }),
+  ]);
+}
+
 describe('imgflow demo', () => {
   requireTools('debootstrap', 'qemu-img', 'rsync', 'mkfs.ext4', 'openssl');
   const home = tempDir();
@@ -49,10 +64,11 @@ describe('imgflow demo', () => {
       {},
       600_000,
     );
-    expect(result.stderr).toMatch(/\[1\/5\] storage pipeline/);
-    expect(result.stderr).toMatch(/\[3\/5\] tag it, test it, promote it/);
-    expect(result.stderr).toMatch(/\[4\/5\] subscribe to a signed image list/);
-    expect(result.stderr).toMatch(/\[5\/5\] push the prod version, signed, to a registry started here/);
+    expect(result.stderr).toMatch(/\[1\/6\] storage pipeline/);
+    expect(result.stderr).toMatch(/\[3\/6\] tag it, test it, promote it/);
+    expect(result.stderr).toMatch(/\[4\/6\] subscribe to a signed image list/);
+    expect(result.stderr).toMatch(/\[5\/6\] push the prod version, signed, to a registry started here/);
+    expect(result.stderr).toMatch(/\[6\/6\] map the prod version to a volume, revoke the version, and show the fleet/);
     expect(result.status, result.stderr).toBe(0);
     return JSON.parse(result.stdout) as Summary;
   };
@@ -105,6 +121,7 @@ describe('imgflow demo', () => {
     expect(again).toMatchObject({ digest: push.digest, uploadedBlobs: 0, manifestPut: false, signed: false });
     expect(sync).toMatchObject({ status: 'applied', report: { add: ['demo-node-prod'], update: [] } });
     expect(images).toEqual([expect.objectContaining(ociImage(summary))]);
+    expectRevoked(summary);
   }, 600_000);
 
   it('keeps the subscriptions on a second run: nothing to do at the version applied, then the next one swapped in', async () => {
@@ -125,5 +142,6 @@ describe('imgflow demo', () => {
     expect(step5.again).toMatchObject({ uploadedBlobs: 0, signed: false });
     expect(step5.sync).toMatchObject({ status: 'applied', report: { add: [], update: ['demo-node-prod'] } });
     expect(step5.images).toContainEqual(expect.objectContaining(ociImage(summary)));
+    expectRevoked(summary);
   }, 600_000);
 });

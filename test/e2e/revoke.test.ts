@@ -8,26 +8,22 @@
  * nothing; --keep-channels leaves the channels; bad input is refused in one line.
  */
 import path from 'node:path';
-import { describe, expect, inject, it } from 'vitest';
-import { createComputeActivities } from '../../activities/compute/index.js';
-import { createHostActivities } from '../../activities/host.js';
-import { createNasPackActivities } from '../../activities/nas/pack.js';
-import { createNasVolumeActivities } from '../../activities/nas/volumes.js';
+import { describe, expect, it } from 'vitest';
 import { createRunner } from '../../activities/runner.js';
 import type { ChannelEntry, HistoryEntry, VersionRecord } from '../../common/lineage.js';
-import { queues, WORKFLOW_QUEUE } from '../../common/queues.js';
+import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { SA } from '../../common/search-attributes.js';
-import { loadConfig } from '../../lib/config.js';
 import type { FleetRow } from '../../starters/fleet-client.js';
 import { lineageHandle } from '../../starters/lineage-client.js';
 import type { RevocationReport } from '../../starters/revocation-client.js';
-import { imgflowAsync } from '../support/cli.js';
+import { imgflowAt } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { saveHistory } from '../support/histories.js';
 import { memoryLogger } from '../support/logger.js';
-import { NAMESPACE, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
 import { storeVersion } from '../support/versions.js';
+import { localVolumeHosts } from '../support/volume-hosts.js';
 import { until } from '../support/wait.js';
 
 describe('revoke', () => {
@@ -39,24 +35,9 @@ describe('revoke', () => {
   const image = `rv${nasHost.slice(-6)}`;
   const clone = `${image}-c`;
   const clone2 = `${image}-cc`;
-  const nasConfig = loadConfig({ home, host: nasHost }, {});
-  const nodeConfig = loadConfig({ home, host: nodeHost }, {});
   const run = createRunner(memoryLogger().logger);
-  const activities = {
-    [queues.nas(nasHost)]: {
-      ...createHostActivities({ role: 'nas', config: nasConfig, arch: 'x86_64', run }),
-      ...createNasVolumeActivities({ run, config: nasConfig }),
-      ...createNasPackActivities({ run, config: nasConfig }),
-    },
-    [queues.compute(nodeHost)]: {
-      ...createHostActivities({ role: 'compute', config: nodeConfig, arch: 'x86_64', run }),
-      ...createComputeActivities({ run, config: nodeConfig }),
-    },
-  };
-  const cli = (...args: string[]) =>
-    imgflowAsync(['--address', inject('temporalAddress'), '--namespace', NAMESPACE, '--home', home, ...args], {
-      IMGFLOW_USER: 'alice',
-    });
+  const activities = localVolumeHosts({ home, nasHost, nodeHost, run, packs: true });
+  const cli = imgflowAt(home);
   const ok = async (...args: string[]) => {
     const r = await cli(...args);
     expect([r.status, r.stderr], args.join(' ')).toEqual([0, '']);
@@ -233,7 +214,7 @@ describe('revoke', () => {
         [['--version', 'No/Such', '--reason', 'x'], /^imgflow: --version: expected a name/],
         [
           ['--version', 'v9', '--reason', 'x'],
-          /^imgflow: --version: expected a version of .* \(v1, v2, v3, v4\), got "?v9/,
+          /^imgflow: --version: expected a version of .* \(4 versions, the newest v4\), got "?v9/,
         ],
         [['--version', 'v1', '--reason', ''], /^imgflow: --reason: expected /],
         [['--version', 'v1'], /^imgflow: required option '--reason <text>' not specified/],
