@@ -105,5 +105,5 @@ describe('fleet', () => {
       ]);
     });
     await connection.close();
-  });
+  }, 300_000);
 });

@@ -240,5 +240,5 @@ describe('revoke', () => {
       }
     });
     await connection.close();
-  });
+  }, 300_000);
 });
