@@ -1,7 +1,9 @@
 /**
  * What a builder needs to build for its architecture, and what it tells about it. A machine builds
- * its own architecture (and x86_64 also i686) natively; any other through QEMU's user-mode
- * emulator, started by the kernel's binfmt_misc for the image's binaries, chroot included.
+ * its own architecture natively, and x86_64 also i686 when its kernel runs 32-bit binaries (a
+ * kernel built without IA32 emulation does not: a tiny i386 program tells); any other through
+ * QEMU's user-mode emulator, started by the kernel's binfmt_misc for the image's binaries, chroot
+ * included.
  *
  * binfmt_misc is machine-wide and shared with whoever else runs foreign binaries here: a handler
  * already there for the architecture is used as it is, one is registered (from the distribution's
@@ -17,6 +19,8 @@ import type { HostActivities } from '../host.js';
 import type { Run } from '../runner.js';
 
 export const BINFMT_DIR = '/proc/sys/fs/binfmt_misc';
+/** qemu-user-static's emulator for i386, for x86_64 kernels that cannot run i386 binaries themselves. */
+const I386_EMULATOR = '/usr/bin/qemu-i386-static';
 /** Where qemu-user-static (Debian) keeps its handlers' definitions; systemd-binfmt reads them from there. */
 export const BINFMT_DEFINITIONS = ['/usr/lib/binfmt.d', '/etc/binfmt.d'];
 
@@ -26,6 +30,8 @@ export interface ArchDeps {
   machine?: string;
   binfmtDir?: string;
   definitionDirs?: string[];
+  /** Whether this x86_64 kernel runs i386 binaries itself (default: tried with a tiny program). */
+  runsI386?: (run: Run) => Promise<boolean>;
 }
 
 /** A binfmt_misc handler: as a registration line defines it, or as the kernel shows it. */
@@ -121,9 +127,22 @@ async function definitionOf(arch: Arch, dirs: string[]): Promise<BinfmtHandler> 
     const line = text?.split('\n').find((l) => l.trim() && !/^[#;]/.test(l.trim()));
     if (line) return parseRegistration(line.trim());
   }
+  // Debian registers no i386 handler on x86_64, whose kernel usually runs i386 itself; one without
+  // IA32 emulation needs it: QEMU's own definition, with the static emulator opened at registration.
+  if (arch === 'i686' && (await exists(I386_EMULATOR)))
+    return parseRegistration(
+      `:qemu-i386:M::\\x7fELF\\x01\\x01\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02\\x00\\x03\\x00:\\xff\\xff\\xff\\xff\\xff\\xfe\\xfe\\x00\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xfe\\xff\\xff\\xff:${I386_EMULATOR}:F`,
+    );
   throw new Error(
     `builder for ${arch}: qemu-user-static is not installed (no ${file} in ${dirs.join(' or ')}); run scripts/setup.sh or apt-get install qemu-user-static`,
   );
+}
+
+/** The start of a binary the handler is meant for: its magic at its offset. */
+function sampleOf(handler: BinfmtHandler): Buffer {
+  const sample = Buffer.alloc(handler.offset + handler.magic.length);
+  handler.magic.copy(sample, handler.offset);
+  return sample;
 }
 
 /** The handlers binfmt_misc has now, by name. */
@@ -145,8 +164,7 @@ async function handlers(dir: string): Promise<BinfmtHandler[]> {
 export async function ensureEmulation(arch: Arch, deps: ArchDeps): Promise<BinfmtHandler> {
   const dir = deps.binfmtDir ?? BINFMT_DIR;
   const wanted = await definitionOf(arch, deps.definitionDirs ?? BINFMT_DEFINITIONS);
-  const sample = Buffer.alloc(wanted.offset + wanted.magic.length);
-  wanted.magic.copy(sample, wanted.offset);
+  const sample = sampleOf(wanted);
   if (!(await exists(path.join(dir, 'register')))) {
     await deps.run(['mount', '-t', 'binfmt_misc', 'binfmt_misc', dir]).catch(async (err: unknown) => {
       // Another builder may have mounted it meanwhile.
@@ -199,7 +217,53 @@ export async function ensureEmulation(arch: Arch, deps: ArchDeps): Promise<Binfm
   return handler;
 }
 
+/** An i386 ELF program of one instruction sequence: `exit(0)` through `int 0x80`. */
+function i386Exit0(): Buffer {
+  const base = 0x08048000;
+  const code = Buffer.from([0x31, 0xdb, 0xb8, 0x01, 0, 0, 0, 0xcd, 0x80]);
+  const header = Buffer.alloc(52 + 32);
+  Buffer.from([0x7f, 0x45, 0x4c, 0x46, 1, 1, 1]).copy(header);
+  header.writeUInt16LE(2, 16); // executable
+  header.writeUInt16LE(3, 18); // EM_386
+  header.writeUInt32LE(1, 20);
+  header.writeUInt32LE(base + header.length, 24); // entry
+  header.writeUInt32LE(52, 28); // program headers
+  header.writeUInt16LE(52, 40);
+  header.writeUInt16LE(32, 42);
+  header.writeUInt16LE(1, 44);
+  const size = header.length + code.length;
+  [1, 0, base, base, size, size, 5, 0x1000].forEach((v, i) => header.writeUInt32LE(v, 52 + 4 * i));
+  return Buffer.concat([header, code]);
+}
+
+/** Whether the kernel starts i386 binaries itself: a tiny one is run; an error or a non-zero exit says no. */
+export async function kernelRunsI386(run: Run): Promise<boolean> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'imgflow-i386-'));
+  try {
+    const probe = path.join(dir, 'exit0');
+    await fs.writeFile(probe, i386Exit0(), { mode: 0o700 });
+    return (await run([probe], { okExitCodes: [0, 126, 127] }).catch(() => undefined))?.exitCode === 0;
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
 const escapeBytes = (bytes: Buffer) => [...bytes].map((b) => `\\x${b.toString(16).padStart(2, '0')}`).join('');
+
+/**
+ * Whether the kernel runs `arch`'s binaries itself (i686 on x86_64). A binfmt_misc handler for them
+ * comes before the kernel's own loader, so with one registered they run emulated whatever the
+ * kernel can do; without one, a tiny program tells.
+ */
+async function runsItself(arch: Arch, deps: ArchDeps): Promise<boolean> {
+  const dir = deps.binfmtDir ?? BINFMT_DIR;
+  const wanted = await definitionOf(arch, deps.definitionDirs ?? BINFMT_DEFINITIONS).catch(() => undefined);
+  if (wanted && (await exists(path.join(dir, 'register')))) {
+    const sample = sampleOf(wanted);
+    if ((await handlers(dir)).some((h) => h.enabled && handlerMatches(h, sample))) return false;
+  }
+  return (deps.runsI386 ?? kernelRunsI386)(deps.run);
+}
 
 /**
  * How this machine builds for `arch`: natively, or emulated (binfmt_misc set up as needed, and the
@@ -208,12 +272,12 @@ const escapeBytes = (bytes: Buffer) => [...bytes].map((b) => `\\x${b.toString(16
 export async function builderPlatform(arch: Arch, deps: ArchDeps): Promise<BuildPlatform> {
   const machine = deps.machine ?? archFromUname(os.machine());
   const mode = buildMode(machine, arch);
-  if (mode === 'native') return { arch, machine, mode };
+  if (mode === 'native' && (arch === machine || (await runsItself(arch, deps)))) return { arch, machine, mode };
   const handler = await ensureEmulation(arch, deps);
   // Debian's `-binfmt-P` names refuse to run but from binfmt_misc: the emulator they link to tells its version.
   const emulator = await fs.realpath(handler.interpreter).catch(() => handler.interpreter);
   const version = (await deps.run([emulator, '--version'])).stdout.split('\n')[0]!.trim();
-  return { arch, machine, mode, emulator: `${handler.name}: ${version}` };
+  return { arch, machine, mode: 'emulated', emulator: `${handler.name}: ${version}` };
 }
 
 /**

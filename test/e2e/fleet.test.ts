@@ -51,39 +51,39 @@ describe('fleet', () => {
       await ok('tag', image, '--version', 'v1', '--name', 'gold');
       await ok('tag', image, '--version', 'v2', '--name', 'next');
       await ok('promote', image, '--tag', 'gold', '--to', 'test');
-      await map('vol-a', '@test');
-      await map('vol-b', ':v2');
-      await map('vol-c', ':gold');
+      await map('flt-a', '@test');
+      await map('flt-b', ':v2');
+      await map('flt-c', ':gold');
       await ok('pack', image, '--tag', 'next', '--as', 'web', '--kind', 'vm');
 
       expect(await fleet()).toEqual([
         `pack web ${nasHost} v2 :next off-channel: tagged next`,
-        `volume vol-a ${nodeHost} v1 @test current: on test`,
-        `volume vol-b ${nodeHost} v2 - off-channel: tagged next`,
-        `volume vol-c ${nodeHost} v1 :gold current: on test`,
+        `volume flt-a ${nodeHost} v1 @test current: on test`,
+        `volume flt-b ${nodeHost} v2 - off-channel: tagged next`,
+        `volume flt-c ${nodeHost} v1 :gold current: on test`,
       ]);
 
       await ok('promote', image, '--tag', 'next', '--to', 'test');
       expect(await fleet()).toEqual([
         `pack web ${nasHost} v2 :next current: on test`,
-        `volume vol-a ${nodeHost} v1 @test superseded: test now at v2`,
-        `volume vol-b ${nodeHost} v2 - current: on test`,
-        `volume vol-c ${nodeHost} v1 :gold superseded: test now at v2`,
+        `volume flt-a ${nodeHost} v1 @test superseded: test now at v2`,
+        `volume flt-b ${nodeHost} v2 - current: on test`,
+        `volume flt-c ${nodeHost} v1 :gold superseded: test now at v2`,
       ]);
 
       await ok('revoke', image, '--version', 'v1', '--reason', 'CVE in openssl');
       expect(await fleet()).toEqual([
         `pack web ${nasHost} v2 :next current: on test`,
-        `volume vol-a ${nodeHost} v1 @test revoked: by alice: CVE in openssl`,
-        `volume vol-b ${nodeHost} v2 - current: on test`,
-        `volume vol-c ${nodeHost} v1 :gold revoked: by alice: CVE in openssl`,
+        `volume flt-a ${nodeHost} v1 @test revoked: by alice: CVE in openssl`,
+        `volume flt-b ${nodeHost} v2 - current: on test`,
+        `volume flt-c ${nodeHost} v1 :gold revoked: by alice: CVE in openssl`,
       ]);
 
       // The table for people: a row each, and the counts.
       const table = await ok('fleet', '--image', image);
       expect(table.split('\n')[0]).toMatch(/^HOST\s+KIND\s+NAME\s+NAS\s+VERSION \(FROM\)\s+STATUS\s+DETAIL$/);
       expect(table).toMatch(
-        new RegExp(`${nodeHost}\\s+volume\\s+vol-a\\s+${nasHost}\\s+${image}:v1 \\(@test\\)\\s+revoked`),
+        new RegExp(`${nodeHost}\\s+volume\\s+flt-a\\s+${nasHost}\\s+${image}:v1 \\(@test\\)\\s+revoked`),
       );
       expect(table.trimEnd().split('\n').at(-1)).toBe(
         '4 on 2 hosts: 2 current, 0 superseded, 2 revoked, 0 removed, 0 off-channel',

@@ -78,9 +78,9 @@ describe('revoke', () => {
       await ok('promote', image, '--tag', 'bad', '--to', 'edge');
       await ok('clone', image, clone, '--version', 'v3');
       await ok('clone', clone, clone2);
-      await map('vol-a', `${image}@prod`);
-      await map('vol-b', `${image}:bad`);
-      await map('vol-c', `${clone}:v1`);
+      await map('rvk-a', `${image}@prod`);
+      await map('rvk-b', `${image}:bad`);
+      await map('rvk-c', `${clone}:v1`);
       await ok('pack', image, '--tag', 'bad', '--as', `${image}-web`, '--kind', 'vm');
       // v2 is revoked first, on no channel now: rollbacks skip it.
       const first = await json<RevocationReport>('revoke', image, '--version', 'v2', '--reason', 'old kernel');
@@ -121,8 +121,8 @@ describe('revoke', () => {
         ],
         packs: [{ name: `${image}-web`, kind: 'vm', host: nasHost }],
         volumes: [
-          { volume: 'vol-a', nas: nasHost, compute: nodeHost },
-          { volume: 'vol-b', nas: nasHost, compute: nodeHost },
+          { volume: 'rvk-a', nas: nasHost, compute: nodeHost },
+          { volume: 'rvk-b', nas: nasHost, compute: nodeHost },
         ],
         clones: [
           { image: clone, version: 'v1', through: [], mark: 'would-mark' },
@@ -137,7 +137,7 @@ describe('revoke', () => {
       expect(lines[1]).toMatch(/^WHAT\s+NAME\s+DETAIL$/);
       expect(table).toMatch(/channel\s+test\s+bad -> gold \(v1\): would roll back/);
       expect(table).toMatch(/channel\s+edge\s+bad: no usable earlier entry, left as it is/);
-      expect(table).toMatch(new RegExp(`volume\\s+vol-a\\s+on ${nodeHost} from ${nasHost}`));
+      expect(table).toMatch(new RegExp(`volume\\s+rvk-a\\s+on ${nodeHost} from ${nasHost}`));
       expect(table).toMatch(new RegExp(`clone\\s+${clone2}:v1\\s+would be marked, through ${clone}:v1`));
       expect({ channels: await channels(), history: await history(), copies: await versions(clone) }).toEqual(before);
 
@@ -174,11 +174,11 @@ describe('revoke', () => {
 
       expect(await fleet(image)).toEqual([
         `pack ${image}-web v3 :bad revoked: by alice: CVE-2026-1`,
-        `volume vol-a v3 @prod revoked: by alice: CVE-2026-1`,
-        `volume vol-b v3 :bad revoked: by alice: CVE-2026-1`,
+        `volume rvk-a v3 @prod revoked: by alice: CVE-2026-1`,
+        `volume rvk-b v3 :bad revoked: by alice: CVE-2026-1`,
       ]);
       expect(await fleet(clone)).toEqual([
-        `volume vol-c v1 - off-channel: tagged cloned-to-${clone2}; copy of ${image}:v3, revoked by alice: CVE-2026-1`,
+        `volume rvk-c v1 - off-channel: tagged cloned-to-${clone2}; copy of ${image}:v3, revoked by alice: CVE-2026-1`,
       ]);
 
       // Again: nothing changes, and it says so.
