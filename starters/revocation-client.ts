@@ -8,7 +8,6 @@
 import type { Client } from '@temporalio/client';
 import { checkName, InputError } from '../common/names.js';
 import { checkReason, checkUser, type AncestorRevoked } from '../common/lineage.js';
-import { WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import { mapLimited } from '../lib/concurrency.js';
 import type { PushResult } from '../workflows/push/messages.js';
@@ -62,6 +61,8 @@ export interface RevocationReport {
   /** Running volumes cloned from the version (visibility), and any the lineage last heard of. */
   volumes: { volume: string; nas?: string; compute?: string }[];
   clones: CloneRevocation[];
+  /** Lineages that could not be asked for copies (their orchestrator did not answer): not marked. */
+  unchecked?: string[];
   /** Push workflows of the version that visibility still holds (closed ones for the namespace's retention period). */
   pushes: { workflowId: string; status: string; reference?: string; digest?: string }[];
 }
@@ -88,30 +89,24 @@ async function volumesRunning(client: Client, image: string, version: string) {
 /** Every copy of `image:version` in other lineages, however many clones deep, nearest first. */
 async function copiesOf(client: Client, image: string, version: string) {
   const query = `${SA.kind.name} = 'lineage' AND ExecutionStatus = 'Running'`;
-  const others = [
-    ...new Set(
-      (await listed(client, query))
-        .map((wf) => wf.typedSearchAttributes.get(SA.image))
-        .filter((i): i is string => Boolean(i) && i !== image),
-    ),
-  ].sort();
-  // One bound for all of them: a lineage that does not answer makes the plan fail, never silently shorter.
-  const origins = await answered(
-    client,
-    'the lineages that may hold copies',
-    () =>
-      mapLimited(others, READS_AT_ONCE, async (other) =>
-        (
-          await lineageHandle(client, other)
-            .query(originsQuery)
-            // A lineage gone since it was listed holds no copies.
-            .catch((err: unknown) => {
-              if ((err as Error).name === 'WorkflowNotFoundError') return [] as OriginRecord[];
-              throw err;
-            })
-        ).map((o) => ({ image: other, ...o })),
-      ),
-    [WORKFLOW_QUEUE],
+  const others = new Map<string, string>();
+  for (const wf of await listed(client, query)) {
+    const other = wf.typedSearchAttributes.get(SA.image);
+    if (other && other !== image) others.set(other, wf.taskQueue);
+  }
+  // A revocation is not held up by a lineage that cannot answer (its orchestrator gone): that
+  // lineage is named in the report as unchecked, never silently left out.
+  const unchecked: string[] = [];
+  const origins = await mapLimited([...others.keys()].sort(), READS_AT_ONCE, async (other) =>
+    (
+      await answered(client, `the lineage of ${other}`, () => lineageHandle(client, other).query(originsQuery), [
+        others.get(other)!,
+      ]).catch((err: unknown) => {
+        // A lineage gone since it was listed holds no copies.
+        if ((err as Error).name !== 'WorkflowNotFoundError') unchecked.push(other);
+        return [] as OriginRecord[];
+      })
+    ).map((o) => ({ image: other, ...o })),
   );
   const byOrigin = new Map<string, (OriginRecord & { image: string })[]>();
   for (const o of origins.flat()) {
@@ -139,7 +134,7 @@ async function copiesOf(client: Client, image: string, version: string) {
       ...copies[i]!.through,
       `${copies[i]!.image}:${copies[i]!.version}`,
     ]);
-  return copies;
+  return { copies, unchecked };
 }
 
 async function pushesOf(client: Client, image: string, version: string) {
@@ -179,7 +174,7 @@ export async function revokeAcrossLineages(
   }
   const keepChannels = Boolean(request.keepChannels);
   const plan = await lineageHandle(client, image).query(revocationPlanQuery, { version, keepChannels });
-  const [volumes, copies, pushes] = [
+  const [volumes, { copies, unchecked }, pushes] = [
     await volumesRunning(client, image, version),
     await copiesOf(client, image, version),
     await pushesOf(client, image, version),
@@ -202,6 +197,7 @@ export async function revokeAcrossLineages(
         a.volume.localeCompare(b.volume),
       ),
       clones: [],
+      ...(unchecked.length ? { unchecked } : {}),
       pushes,
     };
   };

@@ -150,6 +150,11 @@ export function showRevocation(r: RevocationReport): string {
       detail: [v.compute && `on ${v.compute}`, v.nas && `from ${v.nas}`].filter(Boolean).join(' '),
     })),
     ...r.clones.map((c) => ({ what: 'clone', name: `${c.image}:${c.version}`, detail: mark(c) })),
+    ...(r.unchecked ?? []).map((image) => ({
+      what: 'unchecked',
+      name: image,
+      detail: 'its lineage did not answer: copies there are not marked',
+    })),
     ...r.pushes.map((p) => ({
       what: 'push',
       name: p.reference ?? p.workflowId,
