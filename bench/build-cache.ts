@@ -10,31 +10,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { createBuilderActivities } from '../activities/builder/index.js';
 import { releaseMounts } from '../activities/builder/rootfs.js';
-import { machineMirror, type DebootstrapSource, type PrepareOptions } from '../activities/builder/recipe.js';
+import { machineMirror } from '../activities/builder/recipe.js';
 import { createRunner } from '../activities/runner.js';
 import { loadConfig } from '../lib/config.js';
 import { createLogger } from '../lib/logger.js';
+import { MINBASE_PREPARE, minbaseSource } from './minbase-build.js';
 
 const mirror = process.argv[2] ?? machineMirror() ?? 'http://deb.debian.org/debian';
 const home = fs.mkdtempSync(path.join(os.tmpdir(), 'imgflow-bench-cache-'));
 const config = loadConfig({ home, host: 'bench' }, {});
 const run = createRunner(createLogger('bench', 'error'));
 const builder = createBuilderActivities({ run, config });
-const source: DebootstrapSource = {
-  kind: 'debootstrap',
-  suite: 'bookworm',
-  variant: 'minbase',
-  components: ['main'],
-  packages: [],
-  mirror,
-};
-const prepare: PrepareOptions = {
-  network: 'remove',
-  removeServices: [],
-  private: [],
-  shared: false,
-  allowPasswordHashes: false,
-};
+const source = minbaseSource(mirror);
+const prepare = MINBASE_PREPARE;
 
 /** One whole build; returns its wall time and what the bootstrap phase reported. */
 async function build(

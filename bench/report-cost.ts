@@ -11,11 +11,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { createBuilderActivities } from '../activities/builder/index.js';
 import { installedPackages, writeManifest } from '../activities/builder/measure.js';
-import { machineMirror, type DebootstrapSource, type PrepareOptions } from '../activities/builder/recipe.js';
+import { machineMirror } from '../activities/builder/recipe.js';
 import { releaseMounts } from '../activities/builder/rootfs.js';
 import { createRunner, type Run } from '../activities/runner.js';
 import { loadConfig } from '../lib/config.js';
 import { createLogger } from '../lib/logger.js';
+import { MINBASE_PREPARE, minbaseSource } from './minbase-build.js';
 
 const mirror = process.argv[2] ?? machineMirror() ?? 'http://deb.debian.org/debian';
 const home = fs.mkdtempSync(path.join(os.tmpdir(), 'imgflow-bench-report-'));
@@ -35,21 +36,8 @@ const run: Run = async (argv, options) => {
   }
 };
 const builder = createBuilderActivities({ run, config });
-const source: DebootstrapSource = {
-  kind: 'debootstrap',
-  suite: 'bookworm',
-  variant: 'minbase',
-  components: ['main'],
-  packages: [],
-  mirror,
-};
-const prepare: PrepareOptions = {
-  network: 'remove',
-  removeServices: [],
-  private: [],
-  shared: false,
-  allowPasswordHashes: false,
-};
+const source = minbaseSource(mirror);
+const prepare = MINBASE_PREPARE;
 const ref = { build: 'report-cost', arch: 'x86_64' };
 const root = path.join(home, 'builder', 'x86_64', 'builds', ref.build, 'root');
 
