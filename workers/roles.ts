@@ -9,6 +9,7 @@ import { createCloudActivities } from '../activities/cloud/index.js';
 import { cloudRegistry } from '../activities/cloud/registry/configured.js';
 import { createComputeActivities } from '../activities/compute/index.js';
 import { createLineageHistoryActivities } from '../activities/control/lineage-history.js';
+import { createNotifyActivities } from '../activities/control/notify.js';
 import { createHostActivities } from '../activities/host.js';
 import { createNasDiffActivities } from '../activities/nas/diff.js';
 import { createNasActivities } from '../activities/nas/index.js';
@@ -19,7 +20,15 @@ import { createOciPushActivities } from '../activities/oci/index.js';
 import { createRunner } from '../activities/runner.js';
 import { checkArch, InputError } from '../common/names.js';
 import { CONTROL_QUEUE, queues, ROLES, WORKFLOW_QUEUE, type Role } from '../common/queues.js';
-import { builderSettings, cloudSettings, computeSettings, nasSettings, paths, type Config } from '../lib/config.js';
+import {
+  builderSettings,
+  cloudSettings,
+  computeSettings,
+  nasSettings,
+  notifySettings,
+  paths,
+  type Config,
+} from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
 
 export interface RolePlan {
@@ -86,6 +95,7 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
         host,
         cloudActivities(run, config, logger),
         createLineageHistoryActivities({ config }),
+        createNotifyActivities({ settings: notifySettings() }),
       );
   }
 }

@@ -13,3 +13,5 @@ export { subscriptionSyncWorkflow } from './subscription/sync-workflow.js';
 export { subscriptionTickWorkflow } from './subscription/tick-workflow.js';
 export { validateWorkflow } from './validate.js';
 export { volumeWorkflow } from './volume/workflow.js';
+export { eventsWorkflow } from './events/workflow.js';
+export { deliveryWorkflow } from './events/delivery-workflow.js';
