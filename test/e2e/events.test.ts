@@ -12,15 +12,20 @@ import type net from 'node:net';
 import path from 'node:path';
 import type { Payload } from '@temporalio/common';
 import { describe, expect, it } from 'vitest';
+import { createBuilderActivities } from '../../activities/builder/index.js';
 import { createNotifyActivities } from '../../activities/control/notify.js';
+import { createHostActivities } from '../../activities/host.js';
+import { createNasActivities } from '../../activities/nas/index.js';
 import { createRunner } from '../../activities/runner.js';
 import type { ImgflowEvent } from '../../common/events.js';
-import { CONTROL_QUEUE, WORKFLOW_QUEUE } from '../../common/queues.js';
+import { CONTROL_QUEUE, queues, WORKFLOW_QUEUE } from '../../common/queues.js';
+import { loadConfig } from '../../lib/config.js';
 import { EVENTS_WORKFLOW_ID, type RuleView } from '../../workflows/events/messages.js';
 import { lineageWorkflowId } from '../../workflows/lineage/messages.js';
 import { imgflowAt } from '../support/cli.js';
 import { tempDir } from '../support/dirs.js';
 import { saveHistory } from '../support/histories.js';
+import { tinyImageRecipe } from '../support/images.js';
 import { memoryLogger } from '../support/logger.js';
 import { freePort } from '../support/ports.js';
 import { startSmtpServer } from '../support/smtp.js';
@@ -259,6 +264,60 @@ describe('events and notifications', () => {
 
         await ok('notify', 'remove', `dead-${image}`);
         expect((await json<RuleView[]>('notify', 'list')).map((r) => r.name)).not.toContain(`dead-${image}`);
+      });
+    } finally {
+      smtp.stop();
+      await hook.stop();
+    }
+  }, 300_000);
+
+  it("tells a build's own targets when it starts and ends, and when it fails", async () => {
+    const smtp = await startSmtpServer(path.join(dir, 'build-mail'));
+    const hook = await startReceiver(0);
+    const builds = `evb${nasHost.slice(-6)}`;
+    const nas = loadConfig({ home, host: nasHost }, {});
+    const activities = {
+      'builder.x86_64': {
+        ...createHostActivities({ role: 'builder', config: nas, arch: 'x86_64', run }),
+        ...createBuilderActivities({ run, config: nas }),
+      },
+      [queues.nas(nasHost)]: createNasActivities({ run, config: nas }),
+      [CONTROL_QUEUE]: createNotifyActivities({
+        settings: { smtp: { host: smtp.host, port: smtp.port }, from: 'imgflow@test.invalid' },
+      }),
+    };
+    const received = (build: string) =>
+      hook.accepted
+        .filter((r) => r.event.build === build)
+        .map((r) => r.event.type)
+        .sort();
+    try {
+      await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities }, async () => {
+        const recipe = await tinyImageRecipe(run, dir, builds);
+        await ok('build', recipe, '--store', nasHost, '--notify', hook.url, '--notify', 'builds@example.org');
+        const done = ['build.finished', 'build.requested', 'build.started'];
+        await until('the build events', () => received(`build-${builds}-1`).join() === done.join(), 60_000);
+        const finished = hook.accepted.find((r) => r.event.type === 'build.finished')!;
+        expect(finished.event).toMatchObject({
+          image: builds,
+          build: `build-${builds}-1`,
+          detail: expect.stringMatching(/^v1 /),
+        });
+        // A request's own webhook has no secret: its requests are not signed.
+        expect(finished.headers['x-imgflow-signature']).toBeUndefined();
+        const mails = await until('three e-mails', () => smtp.messages().length >= 3 && smtp.messages(), 60_000);
+        expect(mails.map((m) => /^Subject: \[imgflow\] (\S+)/m.exec(m)?.[1]).sort()).toEqual(done);
+
+        // No builder of the arch takes it: the build fails in its bound, and its targets hear of it.
+        const nowhere = await tinyImageRecipe(run, dir, builds, { arch: 'aarch64' });
+        const failed = await cli('build', nowhere, '--store', nasHost, '--builder-wait', '2', '--notify', hook.url);
+        expect(failed.status).toBe(1);
+        const failure = await until(
+          'the failure event',
+          () => hook.accepted.find((r) => r.event.type === 'build.failed' && r.event.image === builds),
+          60_000,
+        );
+        expect(failure.event.detail).toMatch(/builder\.aarch64/);
       });
     } finally {
       smtp.stop();

@@ -25,24 +25,32 @@ export async function startSmtpServer(dir: string): Promise<SmtpServer> {
   if (spawnSync(PYTHON, ['-c', 'import aiosmtpd'], { stdio: 'ignore' }).status !== 0)
     throw new Error('the SMTP server aiosmtpd is missing (python3-aiosmtpd; run scripts/setup.sh)');
   const maildir = path.join(dir, 'Maildir');
+  fs.mkdirSync(dir, { recursive: true });
   const port = await freePort();
   const server = spawn(
     PYTHON,
     ['-m', 'aiosmtpd', '-n', '-l', `127.0.0.1:${port}`, '-c', 'aiosmtpd.handlers.Mailbox', maildir],
-    { stdio: 'ignore', detached: true },
+    { stdio: ['ignore', 'ignore', 'pipe'], detached: true },
   );
+  let stderr = '';
+  server.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
   await until(
     'the SMTP server to listen',
     () =>
-      new Promise<boolean>((resolve) => {
-        const s = net.connect(port, '127.0.0.1', () => {
-          s.destroy();
-          resolve(true);
-        });
-        s.on('error', () => resolve(false));
-      }),
+      server.exitCode !== null
+        ? Promise.reject(new Error(`the SMTP server exited: ${stderr.trim().split('\n').at(-1)}`))
+        : new Promise<boolean>((resolve) => {
+            const s = net.connect(port, '127.0.0.1', () => {
+              s.destroy();
+              resolve(true);
+            });
+            s.on('error', () => resolve(false));
+          }),
     15_000,
-  );
+  ).catch((err: unknown) => {
+    killGroup(server.pid);
+    throw server.exitCode !== null ? new Error(`the SMTP server exited: ${stderr.trim().split('\n').at(-1)}`) : err;
+  });
   const newDir = path.join(maildir, 'new');
   return {
     host: '127.0.0.1',

@@ -46,6 +46,10 @@ export async function eventsWorkflow(input: EventsInput = {}): Promise<void> {
         workflowId: `notify-${d.rule}-${d.event.id}`,
         args: [d],
         parentClosePolicy: ParentClosePolicy.ABANDON,
+        typedSearchAttributes: [
+          { key: SA.kind, value: 'delivery' },
+          ...(d.event.image ? [{ key: SA.image, value: d.event.image }] : []),
+        ],
         staticSummary: `${d.event.type} to ${d.rule}`,
       });
     } catch (err) {
