@@ -676,5 +676,5 @@ describe('lineage workflow', () => {
       await latest.terminate('test done');
     });
     await connection.close();
-  });
+  }, 300_000);
 });

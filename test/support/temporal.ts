@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import type { Payload } from '@temporalio/common';
+import { temporal } from '@temporalio/proto';
 import { NativeConnection, Runtime, Worker, DefaultLogger } from '@temporalio/worker';
 import { expect, inject } from 'vitest';
 import { AesGcmCodec, imgflowDataConverter } from '../../lib/codec.js';
@@ -112,8 +113,24 @@ export async function withWorkers<T>(
   }
 }
 
+/**
+ * The length of a workflow's history once it is at rest: the events an entity handed on in its
+ * last task have been signalled (each signal's outcome lands in the history, with a task of its
+ * own, after the update that recorded them has answered).
+ */
 async function eventCount(handle: WorkflowHandle): Promise<number> {
-  return (await handle.fetchHistory()).events!.length;
+  const { EventType } = temporal.api.enums.v1;
+  return until('the workflow to be at rest', async () => {
+    const events = (await handle.fetchHistory()).events!;
+    const count = (type: temporal.api.enums.v1.EventType) => events.filter((e) => e.eventType === type).length;
+    const signalled =
+      count(EventType.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED) +
+      count(EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED);
+    const atRest =
+      signalled === count(EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED) &&
+      events.at(-1)?.eventType === EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED;
+    return atRest && events.length;
+  });
 }
 
 /** Rejected by a validator: the request fails with the reason and the workflow's history does not grow. */

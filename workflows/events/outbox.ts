@@ -21,21 +21,52 @@ import { eventsWorkflow } from './workflow.js';
 export const EMITS_EVENTS = 'emits-events';
 const BATCH_MAX = 100;
 
+/** The most events a run hands to the next (far more than one task records). */
+const HANDED_ON_MAX = 500;
+
 export class Outbox {
   private queued: EventEnvelope[] = [];
   private sending = false;
+  private held = false;
 
-  constructor(private readonly source: () => EventSource) {}
+  /** `handedOn`: what the run before held back, sent first. */
+  constructor(
+    private readonly source: () => EventSource,
+    handedOn: EventEnvelope[] = [],
+  ) {
+    if (handedOn.length) {
+      this.queued.push(...handedOn.slice(-HANDED_ON_MAX));
+      void this.send();
+    }
+  }
 
   /** Queues the event of a history entry just recorded. */
   add(entry: { seq: number; at: string; by: string; op: string; detail: string }, context?: EventContext): void {
     this.queued.push(eventOf(workflowInfo().workflowId, this.source(), entry, context));
-    if (!this.sending) void this.send();
+    if (!this.sending && !this.held) void this.send();
   }
 
-  /** Nothing queued or on its way: the entity may continue as new or end. */
+  /** Nothing queued or on its way: the entity may end. */
   get idle(): boolean {
     return !this.sending && this.queued.length === 0;
+  }
+
+  /**
+   * Before continuing as new: no new signal starts, so the one on its way settles and the run can
+   * end without its outcome arriving after (which would refuse the continue-as-new). Waiting for
+   * the queue to empty instead would never end while requests keep coming.
+   */
+  hold(): void {
+    this.held = true;
+  }
+
+  get settled(): boolean {
+    return !this.sending;
+  }
+
+  /** What a held outbox hands to the next run. */
+  handOver(): EventEnvelope[] | undefined {
+    return this.queued.length ? this.queued : undefined;
   }
 
   private async send(): Promise<void> {
@@ -43,7 +74,7 @@ export class Outbox {
     try {
       // Let the rest of this activation queue its entries first: one signal for all of them.
       await Promise.resolve();
-      while (this.queued.length) {
+      while (this.queued.length && !this.held) {
         const batch = this.queued.splice(0, BATCH_MAX);
         if (patched(EMITS_EVENTS)) await deliver(batch);
       }

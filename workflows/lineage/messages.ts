@@ -2,6 +2,7 @@
  * The contract of a lineage: its updates, signals and queries and the types they carry, what the
  * CLI imports to talk to it. The rules behind them are in lineage.ts, the wiring in workflow.ts.
  */
+import type { EventEnvelope } from '../../common/events.js';
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type {
   ChannelEntry,
@@ -107,6 +108,8 @@ export interface QueuedBuild {
 export interface LineageInput {
   image: string;
   state?: LineageState;
+  /** Events the run before held back while it continued as new: this run sends them first. */
+  events?: EventEnvelope[];
   /** Continue as new past this many history events (the server also suggests it). */
   maxHistoryEvents?: number;
   /** History entries kept in the state across a continue-as-new; older ones are archived (default 500). */

@@ -97,7 +97,7 @@ function handle<I, O>(
 
 export async function lineageWorkflow(input: LineageInput): Promise<void> {
   const lineage = new Lineage(input.state ?? newLineageState(input.image));
-  const outbox = new Outbox(() => ({ entity: 'lineage', image: lineage.state.image }));
+  const outbox = new Outbox(() => ({ entity: 'lineage', image: lineage.state.image }), input.events);
   lineage.onRecord = (entry, context) => outbox.add(entry, context);
   const lock = new Lock();
   const maxHistory = input.maxHistoryEvents ?? 10_000;
@@ -298,6 +298,12 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
   // Lineages that continued as new before the version archive existed carried every full record.
   if (lineage.unarchived().length && patched('archive-versions')) await archiveRemovedVersions(lineage);
   if (shedding) lineage.trimChannels(SHED_KEEP_CHANNEL);
-  await condition(() => allHandlersFinished() && outbox.idle);
-  await continueAsNew<typeof lineageWorkflow>({ ...input, recoveredFrom: undefined, state: lineage.state });
+  outbox.hold();
+  await condition(() => allHandlersFinished() && outbox.settled);
+  await continueAsNew<typeof lineageWorkflow>({
+    ...input,
+    recoveredFrom: undefined,
+    state: lineage.state,
+    events: outbox.handOver(),
+  });
 }

@@ -3,6 +3,7 @@
  * result, and the types they carry; what the CLI imports. The rules behind them are in
  * subscription.ts, the wiring in workflow.ts, the sync in sync-workflow.ts.
  */
+import type { EventEnvelope } from '../../common/events.js';
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { HistoryEntry } from '../../common/lineage.js';
 import { checkName } from '../../common/names.js';
@@ -144,6 +145,8 @@ export interface SubscriptionState {
 export interface SubscriptionInput {
   config: SubscriptionConfig;
   state?: SubscriptionState;
+  /** Events the run before held back while it continued as new: this run sends them first. */
+  events?: EventEnvelope[];
   maxHistoryEvents?: number;
 }
 

@@ -48,7 +48,7 @@ interface QueuedRun {
 
 export async function subscriptionWorkflow(input: SubscriptionInput): Promise<SubscriptionView> {
   const sub = new Subscription(input.state ?? startingState(input.config));
-  const outbox = new Outbox(() => ({ entity: 'subscription', subscription: sub.state.config.name }));
+  const outbox = new Outbox(() => ({ entity: 'subscription', subscription: sub.state.config.name }), input.events);
   sub.onRecord = (entry) => outbox.add(entry);
   const name = sub.state.config.name;
   const maxHistory = input.maxHistoryEvents ?? 10_000;
@@ -163,8 +163,9 @@ export async function subscriptionWorkflow(input: SubscriptionInput): Promise<Su
     await condition(() => queue.length > 0 || stopping || historyFull(maxHistory));
     if (queue.length === 0 || stopping) {
       if (stopping) break;
-      await condition(() => allHandlersFinished() && outbox.idle);
-      await continueAsNew<typeof subscriptionWorkflow>({ ...input, state: sub.state });
+      outbox.hold();
+      await condition(() => allHandlersFinished() && outbox.settled);
+      await continueAsNew<typeof subscriptionWorkflow>({ ...input, state: sub.state, events: outbox.handOver() });
     }
     running = queue.shift()!;
     const outcome = await runOnce(running);

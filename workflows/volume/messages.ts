@@ -2,6 +2,7 @@
  * The contract of a volume: its updates and query and the types they carry, what the CLI imports
  * to talk to it. The rules behind them are in volume.ts, the wiring in workflow.ts.
  */
+import type { EventEnvelope } from '../../common/events.js';
 import { defineQuery, defineUpdate } from '@temporalio/workflow';
 import type { PullResult } from '../../activities/nas/volumes.js';
 import type { MapRequest, VolumeAttrs, VolumeOrigin } from '../../common/volume.js';
@@ -80,6 +81,8 @@ export interface ChangeResult {
 export interface VolumeInput {
   volume: string;
   state?: VolumeState;
+  /** Events the run before held back while it continued as new: this run sends them first. */
+  events?: EventEnvelope[];
   maxHistoryEvents?: number;
 }
 

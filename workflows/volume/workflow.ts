@@ -32,11 +32,14 @@ import { newVolumeState, Volume } from './volume.js';
 
 export async function volumeWorkflow(input: VolumeInput): Promise<VolumeView> {
   const v = new Volume(input.state ?? newVolumeState(checkName('volume', input.volume), new Date().toISOString()));
-  const outbox = new Outbox(() => ({
-    entity: 'volume',
-    volume: v.s.volume,
-    ...(v.s.base ? { image: v.s.base.image } : {}),
-  }));
+  const outbox = new Outbox(
+    () => ({
+      entity: 'volume',
+      volume: v.s.volume,
+      ...(v.s.base ? { image: v.s.base.image } : {}),
+    }),
+    input.events,
+  );
   v.onRecord = (entry) => outbox.add(entry);
   const maxHistory = input.maxHistoryEvents ?? 5_000;
   v.publish();
@@ -128,7 +131,12 @@ export async function volumeWorkflow(input: VolumeInput): Promise<VolumeView> {
       await v.exclusive(async () => (v.syncDue() ? v.pull('imgflow') : undefined)).catch(() => undefined);
     }
   }
-  await condition(() => !v.busy && allHandlersFinished() && outbox.idle);
-  if (v.s.phase === 'deleted') return v.view();
-  return continueAsNew<typeof volumeWorkflow>({ ...input, state: v.s });
+  await condition(() => !v.busy && allHandlersFinished());
+  if (v.s.phase === 'deleted') {
+    await condition(() => outbox.idle);
+    return v.view();
+  }
+  outbox.hold();
+  await condition(() => !v.busy && allHandlersFinished() && outbox.settled);
+  return continueAsNew<typeof volumeWorkflow>({ ...input, state: v.s, events: outbox.handOver() });
 }
