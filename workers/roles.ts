@@ -9,6 +9,7 @@ import { createCloudActivities } from '../activities/cloud/index.js';
 import { cloudRegistry } from '../activities/cloud/registry/configured.js';
 import { createComputeActivities } from '../activities/compute/index.js';
 import { createLineageHistoryActivities } from '../activities/control/lineage-history.js';
+import { createRolloutActivities } from '../activities/control/rollout.js';
 import { createHostActivities } from '../activities/host.js';
 import { createNasDiffActivities } from '../activities/nas/diff.js';
 import { createNasActivities } from '../activities/nas/index.js';
@@ -86,6 +87,7 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
         host,
         cloudActivities(run, config, logger),
         createLineageHistoryActivities({ config }),
+        createRolloutActivities(),
       );
   }
 }

@@ -13,3 +13,4 @@ export { subscriptionSyncWorkflow } from './subscription/sync-workflow.js';
 export { subscriptionTickWorkflow } from './subscription/tick-workflow.js';
 export { validateWorkflow } from './validate.js';
 export { volumeWorkflow } from './volume/workflow.js';
+export { rolloutWorkflow } from './rollout/workflow.js';
