@@ -91,7 +91,8 @@ export async function planRequest(client: Client, ask: RolloutAsk): Promise<Roll
       to: { tag, version: target.id },
     }));
   const volumes = (await listVolumes(client)).filter(
-    (v) => v.base?.image === image && v.origin?.channel === channel && v.base.version !== target.id && v.nas,
+    (v) =>
+      v.base?.image === image && v.origin?.channel === channel && (v.next ?? v.base).version !== target.id && v.nas,
   );
   const versions = new Map<string, VersionRecord>([[target.id, target]]);
   const record = async (id: string) => {
@@ -104,7 +105,8 @@ export async function planRequest(client: Client, ask: RolloutAsk): Promise<Roll
       kind: 'volume',
       name: v.volume,
       host: v.nas!,
-      from: baseOn(await record(v.base!.version), image, v.nas!, { channel }),
+      // Where its next map goes now (a base staged before, else its own): where a rollback returns it.
+      from: baseOn(await record((v.next ?? v.base!).version), image, v.nas!, { channel }),
       to: baseOn(target, image, v.nas!, { channel }),
     });
   const request: RolloutRequest = {

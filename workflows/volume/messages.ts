@@ -87,7 +87,7 @@ export interface StageRequest {
   by: string;
   /** The base the next map clones; the volume's own base clears what was staged. */
   base: BaseVersion;
-  /** The version the caller saw the volume on: refused when the volume has moved on since. */
+  /** The version the caller saw the volume's next map clone (the staged one, else its own): refused when it moved since. */
   expect?: string;
   /** The rollout that asks (its workflow id), recorded with the staged base. */
   rollout?: string;

@@ -413,10 +413,11 @@ export class Volume {
     checkBaseStored(r.base, s.nas);
     if (r.rollout !== undefined && (typeof r.rollout !== 'string' || !/^rollout-[a-z0-9._@-]{1,120}$/.test(r.rollout)))
       throw new InputError('rollout', 'a rollout workflow id', r.rollout);
-    if (r.expect !== undefined && r.expect !== s.base.version && r.base.version !== (s.next?.version ?? s.base.version))
+    const heading = s.next?.version ?? s.base.version;
+    if (r.expect !== undefined && r.expect !== heading && r.base.version !== heading)
       throw new InputError(
         'volume',
-        `a volume on ${r.expect} (${s.volume} is on ${s.base.version}${s.next ? `, ${s.next.version} staged` : ''}: it moved since)`,
+        `a volume whose next map clones ${r.expect} (${s.volume}'s clones ${heading}: it moved since)`,
         s.volume,
       );
   }

@@ -1,0 +1,243 @@
+/**
+ * Staged rollouts through the real CLI, on real VM packs and real volumes (qcow2 clones, local
+ * attach), with real workers: a rollout in two waves with a pause moves the channel's packs
+ * (re-packed, the previous directory moved aside) and stages its volumes' next map (the mapped
+ * disk untouched; the next map sets the old clone aside and clones the tag), then promotes the
+ * channel; the whole rollout rolled back; a gate whose test result fails stops the rollout after
+ * its first wave; a cancelled rollout stops where it is; each rolled back, newest move first.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { createRolloutActivities } from '../../activities/control/rollout.js';
+import { createRunner } from '../../activities/runner.js';
+import type { ChannelEntry } from '../../common/lineage.js';
+import { CONTROL_QUEUE, WORKFLOW_QUEUE } from '../../common/queues.js';
+import { SA } from '../../common/search-attributes.js';
+import type { LineageSummary } from '../../workflows/lineage/messages.js';
+import type { RolloutProgress } from '../../workflows/rollout/messages.js';
+import type { VolumeView } from '../../workflows/volume/messages.js';
+import { imgflowAt } from '../support/cli.js';
+import { tempDir } from '../support/dirs.js';
+import { memoryLogger } from '../support/logger.js';
+import { testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { requireTools } from '../support/tools.js';
+import { storeVersion } from '../support/versions.js';
+import { localVolumeHosts } from '../support/volume-hosts.js';
+import { until } from '../support/wait.js';
+
+describe('rollout', () => {
+  requireTools('qemu-img', 'qemu-io');
+  const dir = tempDir('imgflow-rollout-');
+  const home = path.join(dir, 'home');
+  const nasHost = uniqueQueue('nas');
+  const nodeHost = uniqueQueue('node');
+  const image = `ro${nasHost.slice(-6)}`;
+  const run = createRunner(memoryLogger().logger);
+  const activities = { ...localVolumeHosts({ home, nasHost, nodeHost, run, packs: true }) };
+  const cli = imgflowAt(home);
+  const ok = async (...args: string[]) => {
+    const r = await cli(...args);
+    expect([r.status, r.stderr], args.join(' ')).toEqual([0, '']);
+    return r.stdout;
+  };
+  const json = async <T>(...args: string[]) => JSON.parse(await ok(...args, '--json')) as T;
+  const volumes = [`${image}-v1`, `${image}-v2`, `${image}-v3`];
+  const packs = [`${image}-a`, `${image}-b`];
+  const map = (volume: string, ref: string) =>
+    ok('map', volume, '--image', `${image}${ref}`, '--nas', nasHost, '--compute', nodeHost);
+  const channel = async () =>
+    (await json<(ChannelEntry & { channel: string })[]>('channels', image))
+      .filter((c) => c.channel === 'test')
+      .map((c) => `${c.tag} ${c.version} ${c.action}`)[0];
+  const packTags = async () =>
+    Object.fromEntries(
+      Object.entries((await json<LineageSummary>('describe', image)).packs).map(([n, p]) => [n, p.tag]),
+    );
+  const volume = async (name: string) => {
+    const v = await json<VolumeView>('volume-attrs', name);
+    return `${v.phase} ${v.base?.version}${v.next ? ` next ${v.next.version}` : ''}`;
+  };
+  const states = (p: RolloutProgress) =>
+    p.waves.map(
+      (w) => `${w.state}: ${w.members.map((m) => `${m.member.name.slice(image.length + 1)} ${m.state}`).join(', ')}`,
+    );
+  const status = () => json<RolloutProgress>('rollout', 'status', image, '--channel', 'test');
+
+  it('moves packs and volumes in waves, gates, cancels and rolls back', async () => {
+    const { client, connection } = await testClient();
+    const control = { [CONTROL_QUEUE]: createRolloutActivities() };
+    await withWorkers({ workflowQueue: WORKFLOW_QUEUE, activities: { ...activities, ...control } }, async () => {
+      for (const n of [1, 2, 3]) await storeVersion(client, run, { home, nas: nasHost, image, n });
+      for (const [v, tag] of [
+        ['v1', 'gold'],
+        ['v2', 'next'],
+        ['v3', 'rc'],
+      ] as const)
+        await ok('tag', image, '--version', v, '--name', tag);
+      await ok('promote', image, '--tag', 'gold', '--to', 'test');
+      for (const p of packs) await ok('pack', image, '--tag', 'gold', '--as', p, '--kind', 'vm');
+      await map(volumes[0]!, '@test');
+      await map(volumes[1]!, '@test');
+      // Chosen by tag, not by the channel: not the rollout's to move.
+      await map(volumes[2]!, ':gold');
+      await until('visibility to list the 3 volumes', async () => {
+        const q = `${SA.kind.name} = 'volume' AND ${SA.image.name} = '${image}' AND ExecutionStatus = 'Running'`;
+        return (await client.workflow.count(q)).count === 3;
+      });
+
+      // Bad input: one line naming the field, nothing started.
+      for (const [args, line] of [
+        [['--waves', '50%,10%,100%'], /^imgflow: --waves: expected increasing percentages/],
+        [['--waves', '10%,50%'], /^imgflow: --waves: expected a last wave of 100%/],
+        [['--pause', '5', '--gate', 'test-result'], /^imgflow: --pause\/--gate: expected one of them, not both/],
+        [['--gate', 'ci'], /^imgflow: --gate: expected test-result/],
+        [['--pause', '0'], /^imgflow: --pause: expected /],
+      ] as const) {
+        const bad = await cli('rollout', image, '--tag', 'next', '--channel', 'test', ...args);
+        expect([bad.status, bad.stderr.trim().split('\n').length, bad.stderr], args.join(' ')).toEqual([
+          2,
+          1,
+          expect.stringMatching(line),
+        ]);
+      }
+      const same = await cli('rollout', image, '--tag', 'gold', '--channel', 'test');
+      expect([same.status, same.stderr]).toEqual([
+        2,
+        expect.stringMatching(/^imgflow: --tag: expected a tag of another version than test's/),
+      ]);
+
+      // 1. Two waves with a pause: packs first, then the volumes; then the channel.
+      const started = Date.now();
+      const done = await json<RolloutProgress>(
+        'rollout',
+        image,
+        '--tag',
+        'next',
+        '--channel',
+        'test',
+        '--waves',
+        '50%,100%',
+        '--pause',
+        '3',
+      );
+      const took = Date.now() - started;
+      expect(done).toMatchObject({ phase: 'done', promoted: true, version: 'v2', channelBefore: { tag: 'gold' } });
+      expect(states(done)).toEqual(['done: a moved, b moved', 'done: v1 moved, v2 moved']);
+      expect(done.waves[0]!.detail).toBe('paused 3 s');
+      expect(took).toBeGreaterThanOrEqual(3000);
+      expect(await channel()).toBe('next v2 promote');
+      expect(await packTags()).toEqual({ [packs[0]!]: 'next', [packs[1]!]: 'next' });
+      // The previous boot directory of each pack is kept beside it.
+      const vmDir = path.dirname(done.waves[0]!.members[0]!.detail!.split(',')[0]!.split(':')[1]!);
+      expect(fs.readdirSync(vmDir).filter((n) => n.startsWith(`${packs[0]}.moved.aside.on.`))).toHaveLength(1);
+      // Mapped disks are untouched: the next map of each clones v2; the tag's volume is not a member.
+      expect(await volume(volumes[0]!)).toBe('mapped v1 next v2');
+      expect(await volume(volumes[1]!)).toBe('mapped v1 next v2');
+      expect(await volume(volumes[2]!)).toBe('mapped v1');
+      const text = await ok('rollout', 'status', image, '--channel', 'test');
+      expect(text.split('\n')[0]).toBe(`${image}@test -> next (v2): done; between waves: a pause of 3 s`);
+      expect(text).toMatch(
+        new RegExp(`1\\s+pack\\s+${packs[0]}\\s+${nasHost}\\s+gold \\(v1\\)\\s+next \\(v2\\)\\s+moved`),
+      );
+      expect(text).toMatch(/channel test: promoted to next/);
+
+      // The next map of a moved volume: the old clone set aside (kept), a new clone of v2.
+      expect((await cli('unmap', volumes[0]!)).status).toBe(0);
+      await map(volumes[0]!, '@test');
+      expect(await volume(volumes[0]!)).toBe('mapped v2');
+      const aside = path.join(home, 'nas', nasHost, 'volumes', 'aside');
+      expect(fs.readdirSync(aside)).toEqual([
+        expect.stringMatching(new RegExp(`^${volumes[0]}\\.v1\\.[0-9-]+\\.qcow2$`)),
+      ]);
+
+      // 2. The whole rollout rolled back: the channel first, then each member, newest first.
+      const back = await json<RolloutProgress>(
+        'rollback',
+        image,
+        '--channel',
+        'test',
+        '--rollout',
+        '--reason',
+        'slow boot',
+      );
+      expect(back).toMatchObject({
+        phase: 'rolled-back',
+        rollback: { reason: 'slow boot', channel: 'test back to gold (v1)' },
+      });
+      expect(states(back)).toEqual(['done: a returned, b returned', 'done: v1 returned, v2 returned']);
+      expect(await channel()).toBe('gold v1 rollback');
+      expect(await packTags()).toEqual({ [packs[0]!]: 'gold', [packs[1]!]: 'gold' });
+      // Staged only: no longer staged. Remapped already: its next map clones v1 again.
+      expect(await volume(volumes[1]!)).toBe('mapped v1');
+      expect(await volume(volumes[0]!)).toBe('mapped v2 next v1');
+      const again = await cli('rollback', image, '--channel', 'test', '--rollout');
+      expect([again.status, again.stderr]).toEqual([
+        2,
+        expect.stringMatching(/^imgflow: --rollout: expected a rollout not rolled back yet/),
+      ]);
+
+      // 3. A gate whose test result fails: the rollout stops after the first wave; the channel stays.
+      const gated = cli(
+        'rollout',
+        image,
+        '--tag',
+        'rc',
+        '--channel',
+        'test',
+        '--waves',
+        '50%,100%',
+        '--gate',
+        'test-result',
+      );
+      await until(
+        'the first wave to wait at the gate',
+        async () => (await status().catch(() => undefined))?.waves[0]?.state === 'waiting',
+      );
+      const second = await cli('rollout', image, '--tag', 'rc', '--channel', 'test');
+      expect([second.status, second.stderr]).toEqual([
+        2,
+        expect.stringMatching(/^imgflow: --channel: expected a channel with no rollout running/),
+      ]);
+      await ok('test-result', image, '--tag', 'rc', '--failed', '--note', 'nodes do not boot');
+      const stopped = await gated;
+      expect([stopped.status, stopped.stderr]).toEqual([
+        1,
+        expect.stringMatching(
+          /^imgflow: rollout of .*@test to rc failed: gate after wave 1: the test result of rc is failed \(by alice: nodes do not boot\)\n$/,
+        ),
+      ]);
+      const failed = await status();
+      expect(states(failed)).toEqual(['failed: a moved, b moved', 'pending: v1 pending, v2 pending']);
+      expect(await channel()).toBe('gold v1 rollback');
+      expect(await packTags()).toEqual({ [packs[0]!]: 'rc', [packs[1]!]: 'rc' });
+      const undone = await json<RolloutProgress>('rollback', image, '--channel', 'test', '--rollout');
+      expect(states(undone)).toEqual(['failed: a returned, b returned', 'pending: v1 pending, v2 pending']);
+      expect(await packTags()).toEqual({ [packs[0]!]: 'gold', [packs[1]!]: 'gold' });
+
+      // 4. A cancelled rollout stops where it is, in its pause; then it is rolled back.
+      const paused = cli('rollout', image, '--tag', 'rc', '--channel', 'test', '--waves', '50%,100%', '--pause', '600');
+      await until(
+        'the first wave to pause',
+        async () => (await status().catch(() => undefined))?.waves[0]?.state === 'waiting',
+      );
+      const cancelled = await json<RolloutProgress>('rollout', 'cancel', image, '--channel', 'test');
+      expect(cancelled.phase).toBe('cancelled');
+      expect(states(cancelled)).toEqual(['cancelled: a moved, b moved', 'pending: v1 pending, v2 pending']);
+      expect((await paused).status).toBe(1);
+      const described = await client.workflow.getHandle(`rollout-${image}@test`).describe();
+      expect(described.status.name).toBe('CANCELLED');
+      const restored = await json<RolloutProgress>('rollback', image, '--channel', 'test', '--rollout');
+      expect(restored.phase).toBe('rolled-back');
+      expect(await packTags()).toEqual({ [packs[0]!]: 'gold', [packs[1]!]: 'gold' });
+      expect(await volume(volumes[1]!)).toBe('mapped v1');
+
+      // The Web UI finds the image's rollouts.
+      await until('visibility to find the rollout', async () => {
+        const q = `${SA.kind.name} = 'rollout' AND ${SA.image.name} = '${image}'`;
+        return (await client.workflow.count(q)).count >= 1;
+      });
+    });
+    await connection.close();
+  }, 300_000);
+});
