@@ -275,8 +275,8 @@ export function formatRollout(p: RolloutProgress): string {
   return [head, ...waves, table, channel].join('\n');
 }
 
-/** A rollout that ended short of its goal: exit 1 (with its error as the one line). */
-export function outcomeError(p: RolloutProgress): Error | undefined {
-  if (p.phase === 'done' || p.phase === 'rolled-back') return undefined;
+/** A rollout that ended short of what was asked (done for a rollout, rolled back for a rollback): exit 1, its error the one line. */
+export function outcomeError(p: RolloutProgress, goal: 'done' | 'rolled-back'): Error | undefined {
+  if (p.phase === goal) return undefined;
   return new Error(`rollout of ${p.image}@${p.channel} to ${p.tag} ${p.phase}${p.error ? `: ${p.error}` : ''}`);
 }

@@ -49,7 +49,13 @@ function betweenOf(o: RolloutOptions): Between {
  * Follows a rollout until it ends: on a terminal, its table redrawn on stderr at each change; then
  * the last progress on stdout (JSON with --json). A rollout that stopped short exits 1.
  */
-export async function follow(client: Client, image: string, channel: string, flags: GlobalFlags): Promise<void> {
+export async function follow(
+  client: Client,
+  image: string,
+  channel: string,
+  flags: GlobalFlags,
+  goal: 'done' | 'rolled-back',
+): Promise<void> {
   const { waitForEnd, formatRollout, outcomeError } = await import('../rollout-client.js');
   let drawn = 0;
   const draw = (p: RolloutProgress) => {
@@ -61,7 +67,7 @@ export async function follow(client: Client, image: string, channel: string, fla
   const p = await waitForEnd(client, image, channel, draw);
   if (drawn) process.stderr.write(`\x1b[${drawn}F\x1b[J`);
   await show(p, flags);
-  const failed = outcomeError(p);
+  const failed = outcomeError(p, goal);
   if (failed) throw failed;
 }
 
@@ -81,7 +87,7 @@ export async function rollbackRolloutCommand(
   const reason = o.reason === undefined ? undefined : checkReason('--reason', o.reason);
   await connected(cmd, clients, async ({ c, client, flags }) => {
     await c.rollbackRollout(client, image, channel, { by: currentUser(), ...(reason ? { reason } : {}) });
-    await follow(client, image, channel, flags);
+    await follow(client, image, channel, flags, 'rolled-back');
   });
 }
 
@@ -131,7 +137,7 @@ export function registerRollout(program: Command): void {
       await connected(cmd, clients, async ({ c, client, flags }) => {
         await c.startRollout(client, await c.planRequest(client, ask));
         if (!o.wait) return show(await c.rolloutProgress(client, image, channel), flags);
-        await follow(client, image, channel, flags);
+        await follow(client, image, channel, flags, 'done');
       });
     });
 }

@@ -26,8 +26,8 @@ export interface MemberProgress {
   movedAt?: number;
 }
 
-/** `waiting`: its moves are done, the pause or gate after it is running. */
-export type WaveState = 'pending' | 'moving' | 'waiting' | 'done' | 'failed' | 'cancelled';
+/** `waiting`: its moves are done, the pause or gate after it is running; `stopped`: a rollback came before its last move. */
+export type WaveState = 'pending' | 'moving' | 'waiting' | 'done' | 'failed' | 'cancelled' | 'stopped';
 
 export interface WaveProgress {
   percent: number;

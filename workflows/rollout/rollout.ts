@@ -7,6 +7,7 @@
  */
 import {
   CancellationScope,
+  CancelledFailure,
   condition,
   isCancellation,
   proxyActivities,
@@ -55,6 +56,11 @@ export function startProgress(input: RolloutInput, at: string): RolloutProgress 
   };
 }
 
+/** Moves run out of reach of cancellation, so a cancelled rollout must stop itself before the next one. */
+function stopIfCancelled(): void {
+  if (CancellationScope.current().consideredCancelled) throw new CancelledFailure('the rollout was cancelled');
+}
+
 export class Rollout {
   rollbackAsked?: RollbackRequest;
 
@@ -96,7 +102,10 @@ export class Rollout {
         else p.waves[i]!.state = 'done';
         this.publish();
       }
-      if (p.phase === 'running' && !this.rollbackAsked) await this.promote();
+      if (p.phase === 'running' && !this.rollbackAsked) {
+        stopIfCancelled();
+        await this.promote();
+      }
     } catch (err) {
       if (!isCancellation(err)) throw err;
       p.phase = 'cancelled';
@@ -111,7 +120,11 @@ export class Rollout {
     wave.state = 'moving';
     this.publish();
     for (const m of wave.members) {
-      if (this.rollbackAsked) return false;
+      if (this.rollbackAsked) {
+        wave.state = 'stopped';
+        return false;
+      }
+      stopIfCancelled();
       if (!(await this.move(m))) {
         wave.state = 'failed';
         this.fail(`${m.member.kind} ${m.member.name}: ${m.detail}`);
