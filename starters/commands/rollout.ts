@@ -97,7 +97,7 @@ export function registerRollout(program: Command): void {
     .description(
       "move the packs and volumes of an image's channel to a tag in waves, with a pause or a test-result gate between them, then the channel; `rollout status|cancel <image> --channel C` shows or stops one",
     )
-    .argument('<image>', 'the image (or status or cancel, then the image)')
+    .argument('<image-or-action>', 'the image; or status or cancel, then the image')
     .argument('[image]', 'the image, after status or cancel')
     .requiredOption('--channel <channel>', 'the channel whose packs and volumes move (test, prod, ...)')
     .option('--tag <tag>', 'the tag to move them to')
