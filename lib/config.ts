@@ -349,3 +349,35 @@ export function registrySettings(env: NodeJS.ProcessEnv = process.env): Registry
 export function cloudSettings(env: NodeJS.ProcessEnv = process.env): CloudSettings {
   return { registry: registrySettings(env), caDir: env.IMGFLOW_CA_DIR || DEFAULT_CA_DIR };
 }
+
+/** How the control host sends notification e-mail. */
+export interface NotifySettings {
+  /** IMGFLOW_SMTP: `host:port` of the mail server (STARTTLS when it offers it); e-mail targets fail without it. */
+  smtp?: { host: string; port: number };
+  /** IMGFLOW_SMTP_USER and IMGFLOW_SMTP_PASSWORD_FILE: the login, when the server wants one (the password stays in its file). */
+  auth?: { user: string; passwordFile: string };
+  /** IMGFLOW_MAIL_FROM: the sender; `imgflow@<host>` when unset. */
+  from: string;
+}
+
+export function notifySettings(env: NodeJS.ProcessEnv = process.env): NotifySettings {
+  const smtp = env.IMGFLOW_SMTP ? smtpAddress(env.IMGFLOW_SMTP) : undefined;
+  const user = env.IMGFLOW_SMTP_USER;
+  if (user && !env.IMGFLOW_SMTP_PASSWORD_FILE)
+    throw new InputError(
+      'IMGFLOW_SMTP_PASSWORD_FILE',
+      'a file holding the SMTP password when IMGFLOW_SMTP_USER is set',
+      undefined,
+    );
+  return {
+    ...(smtp ? { smtp } : {}),
+    ...(user ? { auth: { user, passwordFile: env.IMGFLOW_SMTP_PASSWORD_FILE! } } : {}),
+    from: env.IMGFLOW_MAIL_FROM || `imgflow@${shortHostName()}`,
+  };
+}
+
+function smtpAddress(value: string): { host: string; port: number } {
+  const m = /^([A-Za-z0-9.-]+|\[[0-9a-fA-F:.]+\]):([0-9]{1,5})$/.exec(value);
+  if (!m) throw new InputError('IMGFLOW_SMTP', 'host:port of an SMTP server', value);
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port: checkInt('IMGFLOW_SMTP', m[2], 1, 65535) };
+}

@@ -13,6 +13,7 @@ APT_PACKAGES=(
   qemu-user-static file         # builds for other architectures (aarch64 on x86_64); file reads binaries' arch in tests
   openssl ca-certificates tar
   docker-registry apache2-utils # the reference OCI registry and htpasswd, for the OCI tests
+  python3-aiosmtpd              # a real SMTP server on loopback, for the notification tests
 )
 
 say() { printf 'setup: %s\n' "$*" >&2; }

@@ -10,6 +10,7 @@ import { registerBuild } from './commands/build.js';
 import { registerCodecServer } from './commands/codec-server.js';
 import { registerCluster } from './commands/cluster.js';
 import { registerDemo } from './commands/demo.js';
+import { registerEvents } from './commands/events.js';
 import { registerLineage } from './commands/lineage.js';
 import { registerDev } from './commands/dev.js';
 import { registerFleet } from './commands/fleet.js';
@@ -60,6 +61,7 @@ export function buildProgram(): commander.Command {
     ['Images:', [registerBuild, registerLineage, registerValidate, registerPush]],
     ['Volumes:', [registerVolumes, registerFleet, registerRollout, registerBridge]],
     ['Image lists:', [registerSubscriptions]],
+    ['Events:', [registerEvents]],
     ['Encrypted payloads:', [registerKeys, registerCodecServer]],
   ];
   for (const [heading, registers] of groups) {

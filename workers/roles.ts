@@ -10,6 +10,7 @@ import { cloudRegistry } from '../activities/cloud/registry/configured.js';
 import { createComputeActivities } from '../activities/compute/index.js';
 import { createLineageHistoryActivities } from '../activities/control/lineage-history.js';
 import { createRolloutActivities } from '../activities/control/rollout.js';
+import { createNotifyActivities } from '../activities/control/notify.js';
 import { createHostActivities } from '../activities/host.js';
 import { createNasDiffActivities } from '../activities/nas/diff.js';
 import { createNasActivities } from '../activities/nas/index.js';
@@ -20,7 +21,15 @@ import { createOciPushActivities } from '../activities/oci/index.js';
 import { createRunner } from '../activities/runner.js';
 import { checkArch, InputError } from '../common/names.js';
 import { CONTROL_QUEUE, queues, ROLES, WORKFLOW_QUEUE, type Role } from '../common/queues.js';
-import { builderSettings, cloudSettings, computeSettings, nasSettings, paths, type Config } from '../lib/config.js';
+import {
+  builderSettings,
+  cloudSettings,
+  computeSettings,
+  nasSettings,
+  notifySettings,
+  paths,
+  type Config,
+} from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
 
 export interface RolePlan {
@@ -88,6 +97,7 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
         cloudActivities(run, config, logger),
         createLineageHistoryActivities({ config }),
         createRolloutActivities(),
+        createNotifyActivities({ settings: notifySettings() }),
       );
   }
 }

@@ -14,3 +14,5 @@ export { subscriptionTickWorkflow } from './subscription/tick-workflow.js';
 export { validateWorkflow } from './validate.js';
 export { volumeWorkflow } from './volume/workflow.js';
 export { rolloutWorkflow } from './rollout/workflow.js';
+export { eventsWorkflow } from './events/workflow.js';
+export { deliveryWorkflow } from './events/delivery-workflow.js';

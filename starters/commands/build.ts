@@ -1,5 +1,6 @@
 /** `imgflow build`, `report` and `versions`: builds become versions of an image's lineage. */
 import type { Command } from 'commander';
+import { checkTargets, parseTarget, REQUEST_TARGETS_MAX } from '../../common/events.js';
 import type { VersionRecord } from '../../common/lineage.js';
 import { checkHost, checkInt } from '../../common/names.js';
 import { checkPageExists, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, pageFooter, pageOptions } from '../../common/pages.js';
@@ -28,14 +29,24 @@ export function registerBuild(program: Command): void {
     .option('--store <nas>', 'the NAS whose image store keeps the version (default: this host)')
     .option('--builder-wait <seconds>', 'fail when no builder of the arch takes the build within this long', '300')
     .option('--no-wait', 'print the build id and return')
+    .option(
+      '--notify <target>',
+      `also tell this webhook URL or e-mail address when the build starts and ends (up to ${REQUEST_TARGETS_MAX})`,
+      (value: string, all: string[]) => [...all, value],
+      [],
+    )
     .action(
       async (
         file: string,
-        opts: { message: string; store?: string; builderWait: string; wait: boolean },
+        opts: { message: string; store?: string; builderWait: string; wait: boolean; notify: string[] },
         cmd: Command,
       ) => {
         const flags = cmd.optsWithGlobals<GlobalFlags>();
         const config = configFrom(flags);
+        const notify = checkTargets(
+          '--notify',
+          opts.notify.map((t) => parseTarget('--notify', t)),
+        );
         const [{ machineMirror, readRecipe, recipeDigest }, { checkText }, c] = await Promise.all([
           import('../../activities/builder/recipe.js'),
           import('../../common/limits.js'),
@@ -50,6 +61,7 @@ export function registerBuild(program: Command): void {
           message: checkText('--message', opts.message, 'message'),
           store: checkHost('--store', opts.store ?? config.host),
           builderWaitSeconds: checkInt('--builder-wait', opts.builderWait, 1, 86_400),
+          ...(notify.length ? { notify } : {}),
         };
         await c.withClient(config, async ({ client }) => {
           const ticket = await c.requestBuild(client, config.namespace, request);

@@ -1,4 +1,5 @@
 /** The rules of a lineage, as plain code over its state: every check and change an update makes. */
+import { checkTargets, type EventContext } from '../../common/events.js';
 import type { ArchiveResult, VersionArchiveResult } from '../../activities/control/lineage-history.js';
 import {
   checkChannel,
@@ -19,7 +20,7 @@ import {
 import { checkText, jsonBytes, TEXT_LIMITS } from '../../common/limits.js';
 import { checkName, InputError } from '../../common/names.js';
 import type { BuildRequest } from '../build/messages.js';
-import { appendHistory } from '../support/history.js';
+import { appendHistory, type RecordListener } from '../support/history.js';
 import type { BuildTicket, LineageState, TestResultInput } from './messages.js';
 
 export function newLineageState(image: string): LineageState {
@@ -102,8 +103,10 @@ export class Lineage {
     return v;
   }
 
-  record(by: string, op: string, detail: string, at: string): void {
-    appendHistory(this.state, { at, by, op, detail });
+  onRecord?: RecordListener;
+
+  record(by: string, op: string, detail: string, at: string, context?: EventContext): void {
+    this.onRecord?.(appendHistory(this.state, { at, by, op, detail }), context);
   }
 
   nextVersionId(): string {
@@ -122,7 +125,7 @@ export class Lineage {
       );
   }
 
-  register(v: NewVersion, at: string): VersionRecord {
+  register(v: NewVersion, at: string, context?: EventContext): VersionRecord {
     const record: VersionRecord = { ...v, id: this.nextVersionId() };
     this.state.versions.push(record);
     this.record(
@@ -130,6 +133,7 @@ export class Lineage {
       'register',
       `${record.id} (${record.artifacts.map((a) => `${a.format} ${a.sha256.slice(0, 12)}`).join(', ')}): ${v.message}`,
       at,
+      context,
     );
     return record;
   }
@@ -140,6 +144,7 @@ export class Lineage {
     if (request.recipe?.image !== this.state.image)
       throw new InputError('recipe.image', `${this.state.image} (this lineage)`, request.recipe?.image);
     checkName('store', request.store);
+    if (request.notify !== undefined) checkTargets('notify', request.notify);
   }
 
   enqueueBuild(request: BuildRequest, at: string): BuildTicket {
@@ -151,6 +156,7 @@ export class Lineage {
       'build-requested',
       `${id}${ahead.length ? ` (after ${ahead.join(', ')})` : ''}: ${request.message}`,
       at,
+      buildContext(id, request),
     );
     return { buildId: id, ahead };
   }
@@ -381,3 +387,8 @@ export class Lineage {
 
 /** A version whose files are still stored (a stub is always of a removed one). */
 export const isStored = (v: StoredVersion): v is VersionRecord => !v.removed;
+
+/** A build's events name it, and reach the targets its request named. */
+export function buildContext(id: string, request: BuildRequest): EventContext {
+  return { build: id, ...(request.notify?.length ? { notify: request.notify } : {}) };
+}

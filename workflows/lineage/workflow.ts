@@ -24,6 +24,7 @@ import { historyFull } from '../support/continue-as-new.js';
 import { failureMessage } from '../support/failures.js';
 import { Lock } from '../support/lock.js';
 import { handleUpdate } from '../support/updates.js';
+import { Outbox } from '../events/outbox.js';
 import { archiveOlderHistory, archiveRemovedVersions } from './archive.js';
 import { Lineage, newLineageState } from './lineage.js';
 import {
@@ -98,6 +99,8 @@ function handle<I, O>(
 
 export async function lineageWorkflow(input: LineageInput): Promise<void> {
   const lineage = new Lineage(input.state ?? newLineageState(input.image));
+  const outbox = new Outbox(() => ({ entity: 'lineage', image: lineage.state.image }));
+  lineage.onRecord = (entry, context) => outbox.add(entry, context);
   const lock = new Lock();
   const maxHistory = input.maxHistoryEvents ?? 10_000;
   const keepHistory = input.keepHistory ?? DEFAULT_KEEP_HISTORY;
@@ -298,6 +301,6 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
   // Lineages that continued as new before the version archive existed carried every full record.
   if (lineage.unarchived().length && patched('archive-versions')) await archiveRemovedVersions(lineage);
   if (shedding) lineage.trimChannels(SHED_KEEP_CHANNEL);
-  await condition(allHandlersFinished);
+  await condition(() => allHandlersFinished() && outbox.idle);
   await continueAsNew<typeof lineageWorkflow>({ ...input, recoveredFrom: undefined, state: lineage.state });
 }

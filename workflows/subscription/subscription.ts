@@ -4,7 +4,7 @@ import { clip } from '../../common/limits.js';
 import { checkUser } from '../../common/lineage.js';
 import { InputError } from '../../common/names.js';
 import { checkSubscriptionConfig, type SubscriptionConfig } from '../../common/subscription.js';
-import { appendHistory } from '../support/history.js';
+import { appendHistory, type RecordListener } from '../support/history.js';
 import type {
   Appliance,
   ApplianceState,
@@ -48,8 +48,10 @@ export class Subscription {
 
   /** Only the newest entries stay, so the state it carries stays bounded. */
   record(by: string, op: string, detail: string, at: string): void {
-    appendHistory(this.state, { at, by, op, detail }, HISTORY_KEEP);
+    this.onRecord?.(appendHistory(this.state, { at, by, op, detail }, HISTORY_KEEP));
   }
+
+  onRecord?: RecordListener;
 
   validateAdopt(input: { by: string }): void {
     checkUser('by', input?.by);

@@ -19,6 +19,7 @@ import {
 } from '@temporalio/workflow';
 import { checkReason, checkUser } from '../../common/lineage.js';
 import { SA } from '../../common/search-attributes.js';
+import { Outbox } from '../events/outbox.js';
 import { historyFull } from '../support/continue-as-new.js';
 import { handleUpdate } from '../support/updates.js';
 import {
@@ -47,6 +48,8 @@ interface QueuedRun {
 
 export async function subscriptionWorkflow(input: SubscriptionInput): Promise<SubscriptionView> {
   const sub = new Subscription(input.state ?? startingState(input.config));
+  const outbox = new Outbox(() => ({ entity: 'subscription', subscription: sub.state.config.name }));
+  sub.onRecord = (entry) => outbox.add(entry);
   const name = sub.state.config.name;
   const maxHistory = input.maxHistoryEvents ?? 10_000;
   const queue: QueuedRun[] = [];
@@ -160,7 +163,7 @@ export async function subscriptionWorkflow(input: SubscriptionInput): Promise<Su
     await condition(() => queue.length > 0 || stopping || historyFull(maxHistory));
     if (queue.length === 0 || stopping) {
       if (stopping) break;
-      await condition(allHandlersFinished);
+      await condition(() => allHandlersFinished() && outbox.idle);
       await continueAsNew<typeof subscriptionWorkflow>({ ...input, state: sub.state });
     }
     running = queue.shift()!;
@@ -180,6 +183,6 @@ export async function subscriptionWorkflow(input: SubscriptionInput): Promise<Su
     });
   await discardStaged(stoppedBy, 'unsubscribed');
   stopped = true;
-  await condition(allHandlersFinished);
+  await condition(() => allHandlersFinished() && outbox.idle);
   return sub.view(false);
 }

@@ -1,5 +1,6 @@
 /** The history an entity keeps in its state: numbered entries, each detail clipped. */
 import { clip } from '../../common/limits.js';
+import type { EventContext } from '../../common/events.js';
 import type { HistoryEntry } from '../../common/lineage.js';
 
 /**
@@ -10,7 +11,12 @@ export function appendHistory(
   state: { history: HistoryEntry[]; seq: number },
   entry: Omit<HistoryEntry, 'seq'>,
   keep?: number,
-): void {
-  state.history.push({ seq: ++state.seq, at: entry.at, by: entry.by, op: entry.op, detail: clip(entry.detail) });
+): HistoryEntry {
+  const appended = { seq: ++state.seq, at: entry.at, by: entry.by, op: entry.op, detail: clip(entry.detail) };
+  state.history.push(appended);
   if (keep !== undefined && state.history.length > keep) state.history.splice(0, state.history.length - keep);
+  return appended;
 }
+
+/** Told of each entry an entity records: its workflow hands them on as events. */
+export type RecordListener = (entry: HistoryEntry, context?: EventContext) => void;

@@ -58,6 +58,8 @@ export interface VolumeState {
   pools?: { zpool?: string; remotepool?: string };
   waitSeconds: number;
   history: VolumeHistoryEntry[];
+  /** Entries recorded in all (absent in states saved before events): numbers the volume's events. */
+  seq?: number;
 }
 
 export interface VolumeView extends VolumeState {

@@ -26,6 +26,7 @@ import {
 } from '../../common/volume.js';
 import { compensate, type UndoStep } from '../support/compensate.js';
 import { failureMessage, noWorkerTook } from '../support/failures.js';
+import type { RecordListener } from '../support/history.js';
 import { Lock } from '../support/lock.js';
 import type {
   ChangeResult,
@@ -74,9 +75,15 @@ export class Volume {
     return { ...this.s, locked: this.busy, ...(target ? { target } : {}) };
   }
 
+  /** Told of each entry recorded: the workflow hands them on as events. */
+  onRecord?: RecordListener;
+
   record(by: string, action: string, detail: string): void {
-    this.s.history.push({ at: new Date().toISOString(), by, action, detail: clip(detail) });
+    const entry = { at: new Date().toISOString(), by, action, detail: clip(detail) };
+    this.s.history.push(entry);
     if (this.s.history.length > HISTORY_KEEP) this.s.history.splice(0, this.s.history.length - HISTORY_KEEP);
+    this.s.seq = (this.s.seq ?? 0) + 1;
+    this.onRecord?.({ seq: this.s.seq, at: entry.at, by, op: action, detail: entry.detail });
   }
 
   enter(phase: VolumePhase, reason?: string): void {

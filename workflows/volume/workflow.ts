@@ -14,6 +14,7 @@
 import { checkReason, checkUser } from '../../common/lineage.js';
 import { checkInt, checkName, InputError } from '../../common/names.js';
 import { checkAttrs } from '../../common/volume.js';
+import { Outbox } from '../events/outbox.js';
 import { historyFull } from '../support/continue-as-new.js';
 import { handleUpdate } from '../support/updates.js';
 import {
@@ -32,6 +33,12 @@ import { newVolumeState, Volume } from './volume.js';
 
 export async function volumeWorkflow(input: VolumeInput): Promise<VolumeView> {
   const v = new Volume(input.state ?? newVolumeState(checkName('volume', input.volume), new Date().toISOString()));
+  const outbox = new Outbox(() => ({
+    entity: 'volume',
+    volume: v.s.volume,
+    ...(v.s.base ? { image: v.s.base.image } : {}),
+  }));
+  v.onRecord = (entry) => outbox.add(entry);
   const maxHistory = input.maxHistoryEvents ?? 5_000;
   v.publish();
 
@@ -129,7 +136,7 @@ export async function volumeWorkflow(input: VolumeInput): Promise<VolumeView> {
       await v.exclusive(async () => (v.syncDue() ? v.pull('imgflow') : undefined)).catch(() => undefined);
     }
   }
-  await condition(() => !v.busy && allHandlersFinished());
+  await condition(() => !v.busy && allHandlersFinished() && outbox.idle);
   if (v.s.phase === 'deleted') return v.view();
   return continueAsNew<typeof volumeWorkflow>({ ...input, state: v.s });
 }
