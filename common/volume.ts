@@ -62,32 +62,42 @@ export function checkSizeBytes(field: string, value: unknown): number {
 
 export function checkMapRequest(r: MapRequest): void {
   checkUser('by', r.by);
-  checkName('image', r.base?.image);
-  checkName('version', r.base?.version);
-  if (r.base.channel !== undefined) checkChannel('channel', r.base.channel);
-  if (r.base.tag !== undefined) checkTag('tag', r.base.tag);
-  if (r.base.pack !== undefined) checkName('pack', r.base.pack);
+  checkBaseNames(r.base);
   checkHost('nas', r.nas);
   checkHost('compute host', r.computeHost);
-  if (r.base.revoked)
-    throw new InputError(
-      'version',
-      `a version that is not revoked (${r.base.image}:${r.base.version} was revoked by ${r.base.revoked.by}: ${r.base.revoked.reason})`,
-      r.base.version,
-    );
-  if (r.base.artifact?.host !== r.nas)
-    throw new InputError(
-      'nas',
-      `the NAS storing ${r.base.image}:${r.base.version} (${r.base.artifact?.host ?? 'none'})`,
-      r.nas,
-    );
-  if (!['qcow2', 'raw'].includes(r.base.artifact.format))
-    throw new InputError('image', 'a version with a qcow2 or raw artifact', r.base.artifact.format);
+  checkBaseStored(r.base, r.nas);
   if (r.sizeBytes !== undefined) checkSizeBytes('size', r.sizeBytes);
   if (r.frequencySeconds !== undefined) checkInt('frequency', r.frequencySeconds, 10, 86_400);
   if (r.waitSeconds !== undefined) checkInt('wait', r.waitSeconds, 1, 3600);
   if (r.pools?.zpool !== undefined) checkName('zpool', r.pools.zpool);
   if (r.pools?.remotepool !== undefined) checkName('remotepool', r.pools.remotepool);
+}
+
+/** The names a base carries: its image and version, and the channel, tag or pack it was chosen by. */
+export function checkBaseNames(base: BaseVersion): void {
+  checkName('image', base?.image);
+  checkName('version', base?.version);
+  if (base.channel !== undefined) checkChannel('channel', base.channel);
+  if (base.tag !== undefined) checkTag('tag', base.tag);
+  if (base.pack !== undefined) checkName('pack', base.pack);
+}
+
+/** A base a volume on `nas` can be cloned from: not revoked, stored there, a disk. */
+export function checkBaseStored(base: BaseVersion, nas: string): void {
+  if (base.revoked)
+    throw new InputError(
+      'version',
+      `a version that is not revoked (${base.image}:${base.version} was revoked by ${base.revoked.by}: ${base.revoked.reason})`,
+      base.version,
+    );
+  if (base.artifact?.host !== nas)
+    throw new InputError(
+      'nas',
+      `the NAS storing ${base.image}:${base.version} (${base.artifact?.host ?? 'none'})`,
+      nas,
+    );
+  if (!['qcow2', 'raw'].includes(base.artifact.format))
+    throw new InputError('image', 'a version with a qcow2 or raw artifact', base.artifact.format);
 }
 
 const RESETTABLE = ['frequency', 'uploadSpeed', 'downloadSpeed'] as const;

@@ -17,6 +17,7 @@ import { registerFleet } from './commands/fleet.js';
 import { registerKeys } from './commands/keys.js';
 import { registerPing } from './commands/ping.js';
 import { registerPush } from './commands/push.js';
+import { registerRollout } from './commands/rollout.js';
 import { registerSubscriptions } from './commands/subscriptions.js';
 import { registerValidate } from './commands/validate.js';
 import { registerVolumes } from './commands/volumes.js';
@@ -58,7 +59,7 @@ export function buildProgram(): commander.Command {
   const groups: [string, ((p: commander.Command) => void)[]][] = [
     ['Running imgflow:', [registerDemo, registerDev, registerWorker, registerPing, registerCluster]],
     ['Images:', [registerBuild, registerLineage, registerValidate, registerPush]],
-    ['Volumes:', [registerVolumes, registerFleet, registerBridge]],
+    ['Volumes:', [registerVolumes, registerFleet, registerRollout, registerBridge]],
     ['Image lists:', [registerSubscriptions]],
     ['Events:', [registerEvents]],
     ['Encrypted payloads:', [registerKeys, registerCodecServer]],

@@ -9,6 +9,7 @@ import { createCloudActivities } from '../activities/cloud/index.js';
 import { cloudRegistry } from '../activities/cloud/registry/configured.js';
 import { createComputeActivities } from '../activities/compute/index.js';
 import { createLineageHistoryActivities } from '../activities/control/lineage-history.js';
+import { createRolloutActivities } from '../activities/control/rollout.js';
 import { createNotifyActivities } from '../activities/control/notify.js';
 import { createHostActivities } from '../activities/host.js';
 import { createNasDiffActivities } from '../activities/nas/diff.js';
@@ -95,6 +96,7 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
         host,
         cloudActivities(run, config, logger),
         createLineageHistoryActivities({ config }),
+        createRolloutActivities(),
         createNotifyActivities({ settings: notifySettings() }),
       );
   }

@@ -13,5 +13,6 @@ export { subscriptionSyncWorkflow } from './subscription/sync-workflow.js';
 export { subscriptionTickWorkflow } from './subscription/tick-workflow.js';
 export { validateWorkflow } from './validate.js';
 export { volumeWorkflow } from './volume/workflow.js';
+export { rolloutWorkflow } from './rollout/workflow.js';
 export { eventsWorkflow } from './events/workflow.js';
 export { deliveryWorkflow } from './events/delivery-workflow.js';

@@ -33,6 +33,9 @@ export interface VolumeInfo {
   origin?: string;
 }
 
+/** The name a volume set aside takes: lower-case letters, digits, ".", "_", "-"; it never becomes a path of its own. */
+export const ASIDE_NAME = /^[a-z0-9][a-z0-9._-]{0,159}$/;
+
 /** Prefix of every snapshot imgflow makes; pruning never touches any other snapshot. */
 export const SNAPSHOT_PREFIX = 'imgflow-';
 
@@ -48,6 +51,12 @@ export interface StorageDriver {
   exists(volume: string): Promise<boolean>;
   /** Removes the volume and its snapshots; a volume already gone is fine. */
   destroy(volume: string): Promise<void>;
+  /**
+   * Moves the volume, with its snapshots and writes, out of the volumes' place to `aside` (kept,
+   * never listed as a volume), freeing its name for a new clone. A volume already moved is fine;
+   * undefined when there was nothing to move.
+   */
+  setAside(volume: string, aside: string): Promise<string | undefined>;
   /** Volumes imgflow made here, by name; anything else on the same store is left out. */
   list(): Promise<string[]>;
   /** Takes snapshot `name` (default: `imgflow-<UTC timestamp>`); an existing one is kept. */

@@ -179,6 +179,16 @@ export function createNasVolumeActivities({ run, config, pipe, settings = nasSet
       await storage.destroy(input.volume);
     },
 
+    /**
+     * A volume's clone moved aside under `aside` (kept with its writes, no longer served), freeing
+     * its name for a clone of another base; its export ends first. Done already is fine.
+     */
+    async volumeSetAside(input: { volume: string; aside: string }): Promise<{ aside?: string }> {
+      await exporter.unexport(checkName('volume', input.volume));
+      const aside = await storage.setAside(input.volume, input.aside);
+      return aside ? { aside } : {};
+    },
+
     /** The snapshot the node's first copy is received from (name chosen by the workflow, so retries agree). */
     async volumeSnapshot(input: { volume: string; name: string }): Promise<string> {
       await requireVolume(input.volume);

@@ -266,22 +266,26 @@ export function registerLineage(program: Command): void {
       ),
     );
 
+  const rollbackChannel = onImage<{ channel: string; reason?: string }>((image, o, c) => {
+    const input = {
+      by: currentUser(),
+      channel: c.checkChannel('--channel', o.channel),
+      ...(o.reason !== undefined ? { reason: c.checkReason('--reason', o.reason) } : {}),
+    };
+    return (client) => c.rollbackChannel(client, image, input);
+  }, pairs);
   program
     .command('rollback')
-    .description('move a channel back to its previous entry')
+    .description("move a channel back to its previous entry; with --rollout, take back the channel's whole rollout")
     .argument('<image>', 'the image')
     .requiredOption('--channel <channel>', 'the channel')
     .option('--reason <text>', 'why')
-    .action(
-      onImage<{ channel: string; reason?: string }>((image, o, c) => {
-        const input = {
-          by: currentUser(),
-          channel: c.checkChannel('--channel', o.channel),
-          ...(o.reason !== undefined ? { reason: c.checkReason('--reason', o.reason) } : {}),
-        };
-        return (client) => c.rollbackChannel(client, image, input);
-      }, pairs),
-    );
+    .option('--rollout', "take back every pack and volume the channel's rollout moved, newest first, and the channel")
+    .action(async (ref: string, o: { channel: string; reason?: string; rollout?: boolean }, cmd: Command) => {
+      if (!o.rollout) return rollbackChannel(ref, o, cmd);
+      const { rollbackRolloutCommand } = await import('./rollout.js');
+      return rollbackRolloutCommand(parseImageRef(ref).image, o, cmd);
+    });
 
   program
     .command('channels')

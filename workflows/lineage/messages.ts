@@ -205,6 +205,8 @@ export const resolveQuery = defineQuery<ListedVersion | null, [{ ref?: string }]
 /** A version's full record, or the stub of a removed one whose record is archived. */
 export const versionQuery = defineQuery<StoredVersion, [string]>('version');
 export const historyQuery = defineQuery<HistoryView, [HistoryRequest]>('history');
+/** The test result recorded for a tag, or null: what a rollout's gate waits on. */
+export const testOfQuery = defineQuery<TestResult | null, [string]>('testOf');
 /** The whole state: what a lineage that ended without handing it on is recovered from (a closed run still answers queries). */
 export const stateQuery = defineQuery<LineageState>('state');
 /** Where the given versions (and every packed one) stand: for the fleet view. */

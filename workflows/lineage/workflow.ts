@@ -17,6 +17,7 @@ import {
   setHandler,
   upsertSearchAttributes,
 } from '@temporalio/workflow';
+import { checkTag } from '../../common/lineage.js';
 import { checkRoom, DEFAULT_STATE_BUDGET } from '../../common/limits.js';
 import { SA } from '../../common/search-attributes.js';
 import { historyFull } from '../support/continue-as-new.js';
@@ -48,6 +49,7 @@ import {
   stateQuery,
   tagsQuery,
   tagUpdate,
+  testOfQuery,
   testResultSignal,
   testResultUpdate,
   versionQuery,
@@ -269,6 +271,7 @@ export async function lineageWorkflow(input: LineageInput): Promise<void> {
   setHandler(versionQuery, (id) => lineage.version(id));
   setHandler(historyQuery, (request) => historyView(lineage.state, request));
   setHandler(stateQuery, () => lineage.state);
+  setHandler(testOfQuery, (tag) => lineage.state.tests[checkTag('tag', tag)] ?? null);
   setHandler(standingQuery, (ids) => standing(lineage.state, checkVersionIds(ids)));
   setHandler(revocationPlanQuery, (i) => planRevocation(lineage, i));
   setHandler(originsQuery, () => originsOf(lineage));

@@ -5,7 +5,7 @@
 import type { EventEnvelope } from '../../common/events.js';
 import { defineQuery, defineUpdate } from '@temporalio/workflow';
 import type { PullResult } from '../../activities/nas/volumes.js';
-import type { MapRequest, VolumeAttrs, VolumeOrigin } from '../../common/volume.js';
+import type { BaseVersion, MapRequest, VolumeAttrs, VolumeOrigin } from '../../common/volume.js';
 import { checkName } from '../../common/names.js';
 
 export type { BaseVersion, MapRequest, VolumeAttrs } from '../../common/volume.js';
@@ -43,6 +43,12 @@ export interface VolumeState {
   base?: { image: string; version: string };
   /** The channel, tag or pack the base was chosen by (the fleet view compares it with the lineage now). */
   origin?: VolumeOrigin;
+  /**
+   * The base the volume's next map clones instead (a rollout staged it): the running disk is never
+   * touched; at the next map of this base or the staged one, the current clone is set aside on the
+   * NAS (kept, never destroyed) and a new clone of this base made.
+   */
+  next?: StagedBase;
   sizeBytes?: number;
   storage?: { kind: string; devicePath: string; root: string };
   export?: { kind: string; target: string; url: string; initiators: string[] };
@@ -78,6 +84,28 @@ export interface ChangeResult {
   message: string;
 }
 
+export type StagedBase = BaseVersion & { by: string; at: string; rollout?: string };
+
+export interface StageRequest {
+  by: string;
+  /** The base the next map clones; the volume's own base clears what was staged. */
+  base: BaseVersion;
+  /** The version the caller saw the volume's next map clone (the staged one, else its own): refused when it moved since. */
+  expect?: string;
+  /** The rollout that asks (its workflow id), recorded with the staged base. */
+  rollout?: string;
+}
+
+export interface StageResult {
+  volume: string;
+  phase: VolumePhase;
+  /** The base the volume runs now, and the one its next map clones (none: the same). */
+  current?: string;
+  next?: string;
+  changed: boolean;
+  message: string;
+}
+
 export interface VolumeInput {
   volume: string;
   state?: VolumeState;
@@ -94,4 +122,6 @@ export const deleteUpdate = defineUpdate<ChangeResult, [{ by: string }]>('delete
 export const setAttrsUpdate = defineUpdate<VolumeView, [VolumeAttrs]>('setAttrs');
 export const syncNowUpdate = defineUpdate<PullResult, [{ by: string }]>('syncNow');
 export const cleanUpdate = defineUpdate<ChangeResult, [{ by: string; force: boolean; reason: string }]>('clean');
+/** Stages (or clears) the base of the volume's next map: what a rollout does to a volume. */
+export const stageUpdate = defineUpdate<StageResult, [StageRequest]>('stage');
 export const volumeQuery = defineQuery<VolumeView>('volume');

@@ -11,16 +11,33 @@ import type { Attachment, ExportInfo } from '../../activities/drivers/types.js';
 import type { HostActivities } from '../../activities/host.js';
 import type { ClonedVolume, NasVolumeActivities, PullResult } from '../../activities/nas/volumes.js';
 import { clip } from '../../common/limits.js';
-import { checkUser } from '../../common/lineage.js';
+import { checkUser, timeStamp } from '../../common/lineage.js';
 import { InputError } from '../../common/names.js';
 import { queues } from '../../common/queues.js';
 import { SA } from '../../common/search-attributes.js';
-import { checkMapRequest, originOf, type MapRequest, type VolumeAttrs } from '../../common/volume.js';
+import {
+  checkBaseNames,
+  checkBaseStored,
+  checkMapRequest,
+  originOf,
+  type BaseVersion,
+  type MapRequest,
+  type VolumeAttrs,
+} from '../../common/volume.js';
 import { compensate, type UndoStep } from '../support/compensate.js';
 import { failureMessage, noWorkerTook } from '../support/failures.js';
 import type { RecordListener } from '../support/history.js';
 import { Lock } from '../support/lock.js';
-import type { ChangeResult, MapResult, VolumePhase, VolumeState, VolumeView } from './messages.js';
+import type {
+  ChangeResult,
+  MapResult,
+  StagedBase,
+  StageRequest,
+  StageResult,
+  VolumePhase,
+  VolumeState,
+  VolumeView,
+} from './messages.js';
 import { copyToNode, pullOverNetwork, rate, SYNC_OVER_NETWORK } from './transfers.js';
 
 const HISTORY_KEEP = 100;
@@ -151,8 +168,9 @@ export class Volume {
         s.volume,
       );
     }
-    // Once cloned, a volume stays on its NAS and base: a new base needs a new volume.
+    // Once cloned, a volume stays on its NAS and base: a new base needs a new volume (or a staged one).
     if (
+      !this.stagedFor(r) &&
       s.storage &&
       s.base &&
       (s.nas !== r.nas || s.base.image !== r.base.image || s.base.version !== r.base.version)
@@ -165,10 +183,11 @@ export class Volume {
     }
   }
 
-  async map(r: MapRequest): Promise<MapResult> {
-    if (this.s.phase === 'mapped' && this.sameMapping(r))
+  async map(asked: MapRequest): Promise<MapResult> {
+    if (this.s.phase === 'mapped' && this.sameMapping(asked))
       return { volume: this.s.volume, phase: this.s.phase, target: this.view().target ?? '', changed: false };
-    this.validateMap(r, true);
+    this.validateMap(asked, true);
+    const r = await this.applyStaged(asked);
     const s = this.s;
     s.waitSeconds = r.waitSeconds ?? s.waitSeconds;
     s.nas = r.nas;
@@ -356,6 +375,86 @@ export class Volume {
       phase: s.phase,
       changed: true,
       message: `${s.volume} unmapped from ${s.computeHost}; clone kept on ${s.nas}`,
+    };
+  }
+
+  /**
+   * The staged base a map takes instead of the one asked: only for an unmapped volume, on its own
+   * NAS, asked for its current base or the staged one (a map by the channel it follows resolves to
+   * either, whether or not the channel has moved yet).
+   */
+  stagedFor(r: MapRequest): StagedBase | undefined {
+    const { next, base, phase, nas } = this.s;
+    if (!next || phase !== 'unmapped' || r.nas !== nas || r.base?.image !== next.image) return undefined;
+    return r.base.version === base?.version || r.base.version === next.version ? next : undefined;
+  }
+
+  /**
+   * A map of a volume with a staged base: the current clone is set aside on the NAS (kept, with the
+   * writes it holds) and the map clones the staged base. Anything else maps as asked.
+   */
+  private async applyStaged(r: MapRequest): Promise<MapRequest> {
+    const next = this.stagedFor(r);
+    if (!next) return r;
+    const s = this.s;
+    const base: BaseVersion = { image: next.image, version: next.version, artifact: next.artifact, ...originOf(next) };
+    if (s.storage && s.base) {
+      const aside = `${s.volume}.${s.base.version}.${timeStamp(new Date())}`.toLowerCase();
+      await this.nas(s.nas!).volumeSetAside({ volume: s.volume, aside });
+      this.record(r.by, 'set-aside', `clone of ${s.base.image}:${s.base.version} kept on ${s.nas} as ${aside}`);
+      delete s.storage;
+    }
+    delete s.next;
+    this.record(r.by, 'staged-base', `${base.image}:${base.version} staged by ${next.by} is mapped now`);
+    return { ...r, base };
+  }
+
+  validateStage(r: StageRequest): void {
+    checkUser('by', r.by);
+    checkBaseNames(r.base);
+    const s = this.s;
+    if (s.phase === 'deleted' || !s.base || !s.nas)
+      throw new InputError('volume', `a volume cloned from an image (${s.volume} is ${s.phase})`, s.volume);
+    if (r.base.image !== s.base.image)
+      throw new InputError('image', `${s.base.image} (the image ${s.volume} is cloned from)`, r.base.image);
+    checkBaseStored(r.base, s.nas);
+    if (r.rollout !== undefined && (typeof r.rollout !== 'string' || !/^rollout-[a-z0-9._@-]{1,120}$/.test(r.rollout)))
+      throw new InputError('rollout', 'a rollout workflow id', r.rollout);
+    const heading = s.next?.version ?? s.base.version;
+    if (r.expect !== undefined && r.expect !== heading && r.base.version !== heading)
+      throw new InputError(
+        'volume',
+        `a volume whose next map clones ${r.expect} (${s.volume}'s clones ${heading}: it moved since)`,
+        s.volume,
+      );
+  }
+
+  /** Records the base the next map clones; the volume's own base clears what was staged. Nothing mapped changes. */
+  stage(r: StageRequest): StageResult {
+    this.validateStage(r);
+    const s = this.s;
+    const before = s.next?.version;
+    const same = r.base.version === s.base!.version;
+    if (same) delete s.next;
+    else
+      s.next = {
+        ...r.base,
+        by: r.by,
+        at: new Date().toISOString(),
+        ...(r.rollout ? { rollout: r.rollout } : {}),
+      };
+    const changed = before !== s.next?.version;
+    const message = same
+      ? `${s.volume} stays on ${s.base!.version}${before ? ` (${before} no longer staged)` : ''}`
+      : `${s.volume} runs ${s.base!.version}; its next map clones ${r.base.version}${s.phase === 'unmapped' ? '' : ` (${s.phase} now: nothing changes until it is unmapped)`}`;
+    if (changed) this.record(r.by, same ? 'unstage' : 'stage', message);
+    return {
+      volume: s.volume,
+      phase: s.phase,
+      current: s.base!.version,
+      ...(s.next ? { next: s.next.version } : {}),
+      changed,
+      message,
     };
   }
 

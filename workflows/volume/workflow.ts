@@ -22,6 +22,7 @@ import {
   deleteUpdate,
   mapUpdate,
   setAttrsUpdate,
+  stageUpdate,
   syncNowUpdate,
   unmapUpdate,
   volumeQuery,
@@ -115,6 +116,13 @@ export async function volumeWorkflow(input: VolumeInput): Promise<VolumeView> {
       checkReason('reason', i.reason);
     },
     (i) => v.exclusive(() => v.clean(i.by, i.reason)),
+  );
+  // A rollout stages the base of the next map: no activity, nothing mapped changes; under the
+  // lock so it never interleaves with a map taking the staged base.
+  handleUpdate(
+    stageUpdate,
+    (r) => v.validateStage(r),
+    (r) => v.exclusive(async () => v.stage(r)),
   );
   setHandler(volumeQuery, () => v.view());
 

@@ -4,12 +4,12 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { checkName } from '../../../common/names.js';
+import { checkName, InputError } from '../../../common/names.js';
 import { exists, partialPath, removeStalePartials } from '../../../lib/files.js';
 import { homeModes, privateDir, type FileModes } from '../../../lib/modes.js';
 import type { Run } from '../../runner.js';
 import { checkSnapshotName, snapshotName } from '../naming.js';
-import type { BaseInfo, BaseRef, StorageDriver, VolumeInfo } from '../types.js';
+import { ASIDE_NAME, type BaseInfo, type BaseRef, type StorageDriver, type VolumeInfo } from '../types.js';
 import { DEFAULT_KEEP, ownSnapshots, snapshotsToPrune } from './snapshots.js';
 
 export interface Qcow2StorageConfig {
@@ -129,6 +129,17 @@ export function createQcow2Storage({ run, root, modes = homeModes() }: Qcow2Stor
     async destroy(volume) {
       await fs.rm(volumePath(volume), { force: true });
       await fs.rm(partialPath(volumePath(volume)), { force: true });
+    },
+
+    async setAside(volume, aside) {
+      if (!ASIDE_NAME.test(aside) || aside.includes('..'))
+        throw new InputError('aside', 'a name for a volume set aside', aside);
+      const from = volumePath(volume);
+      const to = path.join(volumesDir, 'aside', `${aside}.qcow2`);
+      if (!(await exists(from))) return (await exists(to)) ? to : undefined;
+      await privateDir(path.dirname(to), modes);
+      await fs.rename(from, to);
+      return to;
     },
 
     async list() {

@@ -15,7 +15,14 @@ import { checkName, InputError } from '../../../common/names.js';
 import { exists } from '../../../lib/files.js';
 import { CommandError, type Run } from '../../runner.js';
 import { checkSnapshotName, snapshotName } from '../naming.js';
-import type { BaseInfo, BaseRef, Pipe, ReplicatingStorage, VolumeInfo } from '../types.js';
+import {
+  ASIDE_NAME,
+  type BaseInfo,
+  type BaseRef,
+  type Pipe,
+  type ReplicatingStorage,
+  type VolumeInfo,
+} from '../types.js';
 import { BASE_SNAPSHOT, DEFAULT_KEEP, ownSnapshots, snapshotsToPrune } from './snapshots.js';
 
 export type ZfsLayout = 'dataset' | 'zvol';
@@ -258,6 +265,17 @@ export function createZfsStorage(config: ZfsStorageConfig): ReplicatingStorage {
 
     async destroy(volume) {
       await destroyDataset(['zfs', 'destroy', '-r', volumeDataset(volume)]);
+    },
+
+    /** To `<root>/aside/<aside>`: outside the volumes' parent, so never listed; the base it is a clone of stays with it. */
+    async setAside(volume, aside) {
+      if (!ASIDE_NAME.test(aside) || aside.includes('..'))
+        throw new InputError('aside', 'a name for a volume set aside', aside);
+      const from = volumeDataset(volume);
+      const to = `${root}/aside/${aside}`;
+      if (!(await datasetExists(from))) return (await datasetExists(to)) ? to : undefined;
+      await run(['zfs', 'rename', '-p', from, to]);
+      return to;
     },
 
     async list() {
