@@ -13,6 +13,7 @@ APT_PACKAGES=(
   qemu-user-static file         # builds for other architectures (aarch64 on x86_64); file reads binaries' arch in tests
   openssl ca-certificates tar
   docker-registry apache2-utils # the reference OCI registry and htpasswd, for the OCI tests
+  gnuplot-nox                   # the plot bench/scale.ts draws
 )
 
 say() { printf 'setup: %s\n' "$*" >&2; }

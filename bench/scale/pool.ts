@@ -22,7 +22,7 @@ export interface PoolHost {
   /** The role's settings for this host (IMGFLOW_NAS_POOL, IMGFLOW_NAS_EXPORT, ...). */
   env: Record<string, string>;
   tls: TlsSettings;
-  apiKeyFile: string;
+  apiKeyFile?: string;
 }
 
 export interface PoolSpec {
@@ -49,7 +49,7 @@ async function main(specFile: string): Promise<void> {
         home: h.home,
         host: h.host,
         tls: h.tls,
-        apiKeyFile: h.apiKeyFile,
+        ...(h.apiKeyFile ? { apiKeyFile: h.apiKeyFile } : {}),
         metricsAddress: '',
       },
       {},

@@ -199,6 +199,14 @@ async function startPool(site: ScaleSite, role: 'nas' | 'compute', hosts: PoolHo
   }
 }
 
+/** The file a NAS's claim on a tgtd control port names as its holder (a claim whose holder is gone is free). */
+function claimOwner(dir: string, host: string): string {
+  const file = path.join(dir, 'claims', `${host}.tgt`);
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  fs.writeFileSync(file, `${host}\n`, { mode: 0o600 });
+  return file;
+}
+
 /** Brings the site up: the cluster and namespaced hosts, then the added NAS hosts' tgtds and the compute pool. */
 export async function scaleSiteUp(
   o: SiteSize & { dir: string; name: string; codecKeys: string; run: Run; say: (line: string) => void },
@@ -236,14 +244,16 @@ export async function scaleSiteUp(
     })),
     pools: {},
   };
-  const owner = path.join(o.dir, 'hosts.json');
   for (let i = 1; i < o.nas; i++) {
     const host = `nas-${i}`;
     const nas: NasHost = {
       host,
       namespaced: false,
       home: hostHome(hosts, host),
-      tgt: { controlPort: claimTgtControlPort(owner), portal: `${hosts.gateway}:${FIRST_EXTRA_PORTAL + i - 1}` },
+      tgt: {
+        controlPort: claimTgtControlPort(claimOwner(o.dir, host)),
+        portal: `${hosts.gateway}:${FIRST_EXTRA_PORTAL + i - 1}`,
+      },
       dataset: `${up.pool.split('/')[0]}/${host}`,
     };
     site.nas.push(nas);
@@ -292,10 +302,9 @@ export async function setDriver(site: ScaleSite, driver: Driver, say: (line: str
 export async function scaleSiteDown(site: ScaleSite, run: Run, say: (line: string) => void): Promise<void> {
   await stopGroup(site.pools.nas?.pid);
   await stopGroup(site.pools.compute?.pid);
-  const owner = path.join(site.dir, 'hosts.json');
   for (const nas of site.nas.filter((n) => !n.namespaced)) {
     await stopTgtd(run, nas);
-    releaseClaim('tgt', nas.tgt.controlPort, owner);
+    releaseClaim('tgt', nas.tgt.controlPort, claimOwner(site.dir, nas.host));
   }
   await siteDown(site.dir, { dropDatabases: true, say });
 }
@@ -311,7 +320,7 @@ export function siteProcesses(site: ScaleSite): { name: string; pids: number[] }
       name: `temporal ${s}`,
       pids: [pidOf(state, s)].filter((p) => p !== undefined),
     })),
-    { name: 'orchestrator (control-0)', pids: worker('control-0') },
+    { name: 'control-0 (orchestrator, control)', pids: worker('control-0') },
     { name: 'nas-0 worker (own netns)', pids: worker('nas-0') },
     { name: `nas pool (${site.pools.nas?.hosts ?? 0} hosts)`, pids: site.pools.nas ? [site.pools.nas.pid] : [] },
     { name: `compute workers (own netns, ${namespacedCompute.length})`, pids: namespacedCompute.flatMap(worker) },
