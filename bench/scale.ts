@@ -176,6 +176,8 @@ interface Outcome {
   times: number[];
   errors: string[];
   done: string[];
+  /** The wave's wall time, in seconds. */
+  wallS: number;
 }
 
 /** Runs `op` on every item, `concurrency` at once; no new item starts past `deadline`. Failures are kept. */
@@ -185,7 +187,8 @@ async function wave(
   deadline: number,
   op: (item: string) => Promise<unknown>,
 ): Promise<Outcome> {
-  const outcome: Outcome = { times: [], errors: [], done: [] };
+  const outcome: Outcome = { times: [], errors: [], done: [], wallS: 0 };
+  const started = performance.now();
   let next = 0;
   const lane = async () => {
     for (let i = next++; i < items.length && Date.now() < deadline; i = next++) {
@@ -200,6 +203,7 @@ async function wave(
     }
   };
   await Promise.all(Array.from({ length: concurrency }, lane));
+  outcome.wallS = (performance.now() - started) / 1000;
   return outcome;
 }
 
@@ -363,7 +367,7 @@ const STEP_HEADER = `driver conc  vols   ops/s  map/s  unmap/s  del/s | map p50 
 
 function stepLine(s: Step): string {
   const per = (x: number) => x / Math.max(1, s.ops);
-  const rate = (o: Outcome) => f1(o.done.length / s.wallS, 6);
+  const rate = (o: Outcome) => f1(o.done.length / o.wallS, 6);
   return [
     `${s.driver.padEnd(6)} ${String(s.concurrency).padStart(4)} ${String(s.volumes).padStart(5)} ${f1(s.opsPerSecond)} ${rate(s.maps)} ${rate(s.unmaps)}  ${rate(s.deletes)}`,
     `| ${pct(s.maps)}   | ${pct(s.unmaps)} `,
@@ -372,6 +376,17 @@ function stepLine(s: Step): string {
     `| ${f1(s.history.events / 3, 9)} ${f1(s.history.bytes / 3 / 1024, 7)}`,
     `| ${f1(per(s.db.temporal + s.db.visibility) / 1024, 9)}`,
   ].join(' ');
+}
+
+/** Where the step's CPU went, one line: ms per operation by process (its commands included), largest first. */
+function cpuLine(s: Step): string {
+  const rows = [...s.cpu].map(
+    ([name, c]) => [name.replace(/ \(.*\)$/, ''), (1000 * (c.own + c.children)) / Math.max(1, s.ops)] as const,
+  );
+  return `  cpu ms/op: ${rows
+    .sort((a, b) => b[1] - a[1])
+    .map(([name, ms]) => `${name} ${ms.toFixed(0)}`)
+    .join(', ')}`;
 }
 
 function cpuTable(s: Step): string[] {
@@ -486,6 +501,7 @@ async function main(): Promise<number> {
         used += step.volumes;
         steps.push(step);
         console.log(stepLine(step));
+        console.log(cpuLine(step));
         if (errorsOf(step) || step.left.volumes || step.left.targets) failed = true;
         for (const e of new Set([...step.maps.errors, ...step.unmaps.errors, ...step.deletes.errors].slice(0, 5)))
           console.log(`  error: ${e.slice(0, 300)}`);
@@ -553,6 +569,8 @@ function saturationCpu(steps: Step[]): { drivers: string[]; rows: { process: str
   };
 }
 
+const kib = (bytes: number, ops: number) => (bytes / 1024 / Math.max(1, ops)).toFixed(1);
+
 function report(steps: Step[], sizeLine: string, registerS: number, sizes: Sizes): void {
   console.log(`\nsize: ${sizeLine}; images registered in ${registerS.toFixed(1)} s`);
   console.log(STEP_HEADER);
@@ -566,7 +584,7 @@ function report(steps: Step[], sizeLine: string, registerS: number, sizes: Sizes
     console.log(`\n${driver}: saturation at concurrency ${s.concurrency}: ${s.opsPerSecond.toFixed(1)} ops/s`);
     for (const line of cpuTable(s)) console.log(line);
     console.log(
-      `  history: ${s.history.events.toFixed(0)} events, ${(s.history.bytes / 1024).toFixed(1)} KiB per volume (map+unmap+delete); history_node grew ${(s.db.history / 1024 / Math.max(1, s.ops)).toFixed(1)} KiB/op`,
+      `  history: ${s.history.events.toFixed(0)} events, ${(s.history.bytes / 1024).toFixed(1)} KiB per volume (map+unmap+delete); per operation the databases grew: history_node ${kib(s.db.history, s.ops)}, the rest of the history database ${kib(s.db.temporal - s.db.history, s.ops)}, visibility ${kib(s.db.visibility, s.ops)} KiB`,
     );
   }
 }
