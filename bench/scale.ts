@@ -465,7 +465,7 @@ async function main(): Promise<number> {
       versions: sizes.versions,
       nas: site.nas,
       scratch: path.join(root, 'images'),
-      lanes: 8,
+      lanes: 16,
     });
     const registerS = (performance.now() - registering) / 1000;
     say(
@@ -524,26 +524,34 @@ async function main(): Promise<number> {
     console.log(`\nplot: ${png}`);
   } finally {
     await connection?.close().catch(() => undefined);
-    if (site) await scaleSiteDown(site, run, say).catch((err: Error) => say(`taking the site down: ${oneLine(err)}`));
-    fs.rmSync(root, { recursive: true, force: true });
+    const down = site
+      ? await scaleSiteDown(site, run, say).then(
+          () => true,
+          (err: Error) => (say(`taking the site down: ${oneLine(err).slice(0, 400)}; ${root} is kept`), false),
+        )
+      : true;
+    if (down) fs.rmSync(root, { recursive: true, force: true });
+    else failed = true;
     say(`done in ${((Date.now() - began) / 60_000).toFixed(1)} min`);
   }
   return failed ? 1 : 0;
 }
 
-/** One map, unmap and delete per cloned image (its base imported on its NAS) and per compute host, not counted. */
+const WARM_UP_LANES = 16;
+
+/** One map, unmap and delete per cloned image (its base imported on its NAS), not counted. */
 async function warmUp(ctx: Context, driver: Driver, say: (line: string) => void): Promise<void> {
-  const count = Math.max(ctx.sizes.clonedImages, ctx.site.compute.length);
+  const count = ctx.sizes.clonedImages;
   const prefix = `${ctx.prefix}-${driver === 'zfs' ? 'z' : 'q'}warm-`;
   const names = Array.from({ length: count }, (_, i) => `${prefix}${i}`);
   const started = performance.now();
-  const out = await wave(names, 8, Infinity, async (n) => {
+  const out = await wave(names, WARM_UP_LANES, Infinity, async (n) => {
     await mapOne(ctx, n, Number(n.slice(prefix.length)));
     await unmapOne(ctx, n);
     await deleteOne(ctx, n);
   });
   say(
-    `${driver}: warm-up, ${count} volumes mapped, unmapped and deleted in ${((performance.now() - started) / 1000).toFixed(1)} s (bases imported, every host polled); ${out.errors.length} errors${out.errors[0] ? `: ${out.errors[0].slice(0, 200)}` : ''}`,
+    `${driver}: warm-up, ${count} volumes mapped, unmapped and deleted in ${((performance.now() - started) / 1000).toFixed(1)} s (each base imported on its NAS); ${out.errors.length} errors${out.errors[0] ? `: ${out.errors[0].slice(0, 200)}` : ''}`,
   );
   if (out.errors.length)
     throw new Error(`the warm-up failed ${out.errors.length} times: ${out.errors[0]!.slice(0, 300)}`);

@@ -38,7 +38,7 @@ export async function plot(run: Run, o: PlotInput): Promise<string> {
   const cpuFile = path.join(o.dir, 'scale-cpu.tsv');
   fs.writeFileSync(
     cpuFile,
-    `process\t${o.cpu.drivers.join('\t')}\n${o.cpu.rows.map((r) => `"${plain(r.process)}"\t${r.perOp.map((x) => x.toFixed(4)).join('\t')}`).join('\n')}\n`,
+    `process\t${o.cpu.drivers.join('\t')}\n${o.cpu.rows.map((r) => `"${plain(r.process.replace(/ \(.*\)$/, ''))}"\t${r.perOp.map((x) => x.toFixed(4)).join('\t')}`).join('\n')}\n`,
   );
   const png = path.join(o.dir, 'scale.png');
   const lines = (column: number) =>
@@ -71,7 +71,7 @@ export async function plot(run: Run, o: PlotInput): Promise<string> {
     `set style data histograms`,
     `set style histogram clustered gap 1`,
     `set style fill solid 0.8 border -1`,
-    `set xtics rotate by -50 left font 'sans,8'`,
+    `set xtics rotate by 40 right font 'sans,8'`,
     `set key top right`,
     `set datafile separator '\\t'`,
     `plot ${o.cpu.drivers.map((d, i) => `'${cpuFile}' using ${i + 2}:xtic(1) title '${d}'`).join(', ')}`,

@@ -21,6 +21,7 @@ import { processRunning } from '../../lib/processes.js';
 import { hostHome, readHostsState, upHosts, type HostsState } from '../../starters/cluster/hosts.js';
 import { claimTgtControlPort, releaseClaim } from '../../starters/cluster/network.js';
 import { pidOf } from '../../starters/cluster/services.js';
+import { clusterDown } from '../../starters/cluster/cluster.js';
 import { siteDown, siteUp, workerEnv, type SiteUp } from '../../starters/cluster/site.js';
 import { TEMPORAL_SERVICES } from '../../starters/cluster/state.js';
 import type { PoolHost, PoolSpec } from './pool.js';
@@ -298,7 +299,14 @@ export async function setDriver(site: ScaleSite, driver: Driver, say: (line: str
   say(`every NAS now on ${driver}`);
 }
 
-/** Stops what the bench added, then the site, dropping its databases. */
+const DOWN_ATTEMPTS = 3;
+
+/**
+ * Stops what the bench added, then the site, dropping its databases. The site's `down` is tried
+ * again when it fails (zfs-fuse may call the pool busy a while after its users are gone); past the
+ * last try the Temporal services are stopped and their databases dropped all the same, and the
+ * error says what is left (the caller keeps the directory then: the pool may still be mounted in it).
+ */
 export async function scaleSiteDown(site: ScaleSite, run: Run, say: (line: string) => void): Promise<void> {
   await stopGroup(site.pools.nas?.pid);
   await stopGroup(site.pools.compute?.pid);
@@ -306,7 +314,19 @@ export async function scaleSiteDown(site: ScaleSite, run: Run, say: (line: strin
     await stopTgtd(run, nas);
     releaseClaim('tgt', nas.tgt.controlPort, claimOwner(site.dir, nas.host));
   }
-  await siteDown(site.dir, { dropDatabases: true, say });
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await siteDown(site.dir, { dropDatabases: true, say });
+      return;
+    } catch (err) {
+      if (attempt === DOWN_ATTEMPTS) {
+        await clusterDown(site.dir, { dropDatabases: true }).catch(() => undefined);
+        throw err;
+      }
+      say(`taking the site down, attempt ${attempt}: ${(err as Error).message.slice(0, 200)}; trying again`);
+      await sleep(10_000);
+    }
+  }
 }
 
 /** The processes whose CPU the bench reads, by what they are. */
