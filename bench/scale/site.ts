@@ -299,13 +299,14 @@ export async function setDriver(site: ScaleSite, driver: Driver, say: (line: str
   say(`every NAS now on ${driver}`);
 }
 
-const DOWN_ATTEMPTS = 3;
+const DOWN_ATTEMPTS = 6;
 
 /**
- * Stops what the bench added, then the site, dropping its databases. The site's `down` is tried
- * again when it fails (zfs-fuse may call the pool busy a while after its users are gone); past the
- * last try the Temporal services are stopped and their databases dropped all the same, and the
- * error says what is left (the caller keeps the directory then: the pool may still be mounted in it).
+ * Stops what the bench added, then the site, dropping its databases. zfs-fuse may call the pool
+ * busy for a while after its users are gone (seen until the Temporal services had stopped, and
+ * while other processes' private mount namespaces held a copy of its mounts): the services are
+ * then stopped first and the site's `down` tried again, for a minute. Past that the error names
+ * the pool; the caller keeps the directory (the pool may still be mounted in it).
  */
 export async function scaleSiteDown(site: ScaleSite, run: Run, say: (line: string) => void): Promise<void> {
   await stopGroup(site.pools.nas?.pid);
@@ -319,11 +320,9 @@ export async function scaleSiteDown(site: ScaleSite, run: Run, say: (line: strin
       await siteDown(site.dir, { dropDatabases: true, say });
       return;
     } catch (err) {
-      if (attempt === DOWN_ATTEMPTS) {
-        await clusterDown(site.dir, { dropDatabases: true }).catch(() => undefined);
-        throw err;
-      }
-      say(`taking the site down, attempt ${attempt}: ${(err as Error).message.slice(0, 200)}; trying again`);
+      if (attempt === DOWN_ATTEMPTS) throw err;
+      if (attempt === 1) await clusterDown(site.dir);
+      say(`taking the site down, attempt ${attempt}: ${(err as Error).message.slice(0, 120)}; trying again`);
       await sleep(10_000);
     }
   }
