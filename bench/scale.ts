@@ -21,7 +21,7 @@
  * growth per operation. Then a plot (gnuplot): throughput and p95 against concurrency per driver,
  * and CPU per operation by process at saturation. Exit code 1 on any error or leak.
  *
- *   npm run bench -- bench/scale.ts --quick          # a few minutes: 2 NAS, 12 compute hosts, 20 images
+ *   npm run bench -- bench/scale.ts --quick          # about ten minutes: 2 NAS, 12 compute hosts, 20 images
  *   npm run bench -- bench/scale.ts                  # 10 NAS, 200 compute hosts, 1,000 images, 5,000 volumes
  *   npm run bench -- bench/scale.ts --help           # every size and bound
  *
@@ -106,7 +106,7 @@ const QUICK: typeof FULL = {
   perLane: 4,
   minStep: 12,
   maxConcurrency: 32,
-  minutes: 4,
+  minutes: 3,
 };
 const GROWTH = 1.1;
 
@@ -487,6 +487,7 @@ async function main(): Promise<number> {
         { name: 'bench client (CLI calls)', pids: [process.pid] },
       ],
     };
+    const idle = await idleCost(ctx);
     for (const driver of sizes.drivers) {
       await setDriver(s, driver, say);
       const deadline = Date.now() + sizes.minutes * 60_000;
@@ -510,6 +511,7 @@ async function main(): Promise<number> {
       }
     }
     report(steps, sizeLine, registerS, sizes);
+    printIdle(idle);
     const png = await plot(run, {
       dir: sizes.out,
       title: `imgflow on a Temporal cluster (PostgreSQL, mTLS): ${sizes.nas} NAS, ${sizes.compute} compute hosts, ${sizes.images} images; ${os.cpus().length} cores`,
@@ -535,6 +537,25 @@ async function main(): Promise<number> {
     say(`done in ${((Date.now() - began) / 60_000).toFixed(1)} min`);
   }
   return failed ? 1 : 0;
+}
+
+const IDLE_SECONDS = 30;
+
+/** What the site costs with nothing to do: every worker polling, no operation. */
+async function idleCost(ctx: Context): Promise<{ seconds: number; cpu: CpuSample }> {
+  const before = sampleCpu(await ctx.processes());
+  await new Promise((resolve) => setTimeout(resolve, IDLE_SECONDS * 1000));
+  return { seconds: IDLE_SECONDS, cpu: cpuBetween(before, sampleCpu(await ctx.processes())) };
+}
+
+function printIdle({ seconds, cpu }: { seconds: number; cpu: CpuSample }): void {
+  const rows = [...cpu].filter(([name]) => !name.startsWith('bench client'));
+  const total = rows.reduce((a, [, c]) => a + c.own + c.children, 0);
+  console.log(
+    `\nidle, ${seconds} s with every worker polling and no operation: ${(total / seconds).toFixed(3)} cores in all`,
+  );
+  for (const [name, c] of rows.sort((a, b) => b[1].own + b[1].children - (a[1].own + a[1].children)))
+    console.log(`  ${name.padEnd(38)} ${((c.own + c.children) / seconds).toFixed(3).padStart(6)} cores`);
 }
 
 const WARM_UP_LANES = 16;
