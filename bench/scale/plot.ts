@@ -56,7 +56,7 @@ export async function plot(run: Run, o: PlotInput): Promise<string> {
     `set logscale x 2`,
     `set xlabel 'concurrency (operations in flight)'`,
     `set grid`,
-    `set key top left`,
+    `set key bottom right`,
     `set title 'throughput (map, unmap and delete operations per second)'`,
     `set ylabel 'operations/s'`,
     `set yrange [0:*]`,
