@@ -14,6 +14,7 @@ APT_PACKAGES=(
   openssl ca-certificates tar
   docker-registry apache2-utils # the reference OCI registry and htpasswd, for the OCI tests
   python3-aiosmtpd              # a real SMTP server on loopback, for the notification tests
+  gnuplot-nox                   # the plot bench/scale.ts draws
 )
 
 say() { printf 'setup: %s\n' "$*" >&2; }

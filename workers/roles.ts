@@ -52,7 +52,11 @@ function activityRole(role: Role, taskQueue: string, ...sets: Activities[]): Rol
   return { role, taskQueue, workflows: false, activities: Object.assign({}, ...sets) as Activities };
 }
 
-export function planRole(role: Role, config: Config, arch: string, logger: Logger): RolePlan {
+/**
+ * `env` is where the role's settings are read: this process's environment when absent, or one host's
+ * own when a process holds the workers of several hosts (the scale bench).
+ */
+export function planRole(role: Role, config: Config, arch: string, logger: Logger, env?: NodeJS.ProcessEnv): RolePlan {
   const run = createRunner(logger.child({ role }), { groupsDir: paths(config).commands });
   const deps = { run, config };
   const host = createHostActivities({ role, config, arch, run });
@@ -64,10 +68,10 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
         role,
         queues.builder(checkArch('arch', arch)),
         withBuildPlatform(host, checkArch('arch', arch), { run }),
-        createBuilderActivities({ ...deps, settings: builderSettings() }),
+        createBuilderActivities({ ...deps, settings: builderSettings(env) }),
       );
     case 'nas': {
-      const nas = { ...deps, settings: nasSettings() };
+      const nas = { ...deps, settings: nasSettings(env) };
       return activityRole(
         role,
         queues.nas(config.host),
@@ -85,16 +89,16 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
         role,
         queues.compute(config.host),
         host,
-        createComputeActivities({ ...deps, settings: computeSettings() }),
+        createComputeActivities({ ...deps, settings: computeSettings(env) }),
       );
     case 'cloud':
-      return activityRole(role, queues.cloud(config.site), host, cloudActivities(run, config, logger));
+      return activityRole(role, queues.cloud(config.site), host, cloudActivities(run, config, logger, env));
     case 'control':
       return activityRole(
         role,
         CONTROL_QUEUE,
         host,
-        cloudActivities(run, config, logger),
+        cloudActivities(run, config, logger, env),
         createLineageHistoryActivities({ config }),
         createRolloutActivities(),
         createNotifyActivities({ settings: notifySettings() }),
@@ -103,8 +107,13 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
 }
 
 /** Subscription activities: the registry and trust anchors come from this worker's settings. */
-function cloudActivities(run: ReturnType<typeof createRunner>, config: Config, logger: Logger) {
-  const settings = cloudSettings();
+function cloudActivities(
+  run: ReturnType<typeof createRunner>,
+  config: Config,
+  logger: Logger,
+  env: NodeJS.ProcessEnv | undefined,
+) {
+  const settings = cloudSettings(env);
   return createCloudActivities({
     run,
     config,

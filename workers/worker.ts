@@ -45,10 +45,12 @@ export interface WorkerSpec {
   activities?: RolePlan['activities'];
   /** Replaces the role's task queue (tests keep their runs apart this way). */
   taskQueue?: string;
+  /** Where the role's settings are read (default this process's environment). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export async function createWorker(spec: WorkerSpec): Promise<{ worker: Worker; plan: RolePlan }> {
-  const plan = planRole(spec.role, spec.config, spec.arch, spec.logger);
+  const plan = planRole(spec.role, spec.config, spec.arch, spec.logger, spec.env);
   for (const argv of reapOrphans(paths(spec.config).commands))
     spec.logger.warn({ argv }, 'ended a command left running by a worker that died');
   // Only once those commands are ended: they may be writing the partials a dead worker left.

@@ -113,6 +113,12 @@ const DYNAMIC_CONFIG = {
   'system.forceSearchAttributesCacheRefreshOnRead': [{ value: true }],
   'frontend.enableUpdateWorkflowExecution': [{ value: true }],
   'frontend.enableUpdateWorkflowExecutionAsyncAccepted': [{ value: true }],
+  // Long polls held at once per namespace and frontend. Each activity worker holds up to 10 (the
+  // SDK's default), so Temporal's default of 1,200 is reached near 120 hosts; past it polls are
+  // refused ("namespace concurrent poller limit exceeded") and a host's tasks wait for its retry,
+  // which bench/scale.ts measured as maps taking a minute with 200 compute hosts. A poll waiting
+  // costs the frontend little: room for 1,000 hosts.
+  'frontend.namespaceCount': [{ value: 10_000 }],
 };
 
 export function writeServerConfig(state: ClusterState, pg: Postgres): string {
