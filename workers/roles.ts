@@ -101,7 +101,7 @@ export function planRole(role: Role, config: Config, arch: string, logger: Logge
         cloudActivities(run, config, logger, env),
         createLineageHistoryActivities({ config }),
         createRolloutActivities(),
-        createNotifyActivities({ settings: notifySettings() }),
+        createNotifyActivities({ settings: notifySettings(env) }),
       );
   }
 }
