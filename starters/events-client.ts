@@ -95,7 +95,7 @@ export function formatEvents(events: ImgflowEvent[]): string {
     events.map((e) => ({
       at: e.at,
       type: e.type,
-      about: e.image ?? e.volume ?? e.subscription ?? '',
+      about: e.volume ?? e.subscription ?? e.image ?? '',
       by: e.by,
       detail: e.detail,
     })),
