@@ -106,7 +106,8 @@ export class Lineage {
   onRecord?: RecordListener;
 
   record(by: string, op: string, detail: string, at: string, context?: EventContext): void {
-    this.onRecord?.(appendHistory(this.state, { at, by, op, detail }), context);
+    const entry = appendHistory(this.state, { at, by, op, detail });
+    this.onRecord?.(entry, context);
   }
 
   nextVersionId(): string {

@@ -48,7 +48,8 @@ export class Subscription {
 
   /** Only the newest entries stay, so the state it carries stays bounded. */
   record(by: string, op: string, detail: string, at: string): void {
-    this.onRecord?.(appendHistory(this.state, { at, by, op, detail }, HISTORY_KEEP));
+    const entry = appendHistory(this.state, { at, by, op, detail }, HISTORY_KEEP);
+    this.onRecord?.(entry);
   }
 
   onRecord?: RecordListener;
