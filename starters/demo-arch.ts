@@ -1,9 +1,10 @@
 /**
  * The demo's second architecture: the demo image built again, for an arch other than the
- * machine's, by a builder worker of its own on `builder.<arch>`. On x86_64 that is i686: the kernel
- * runs i386 binaries itself (IA32 emulation), so it builds natively as fast as x86_64 does, and a
- * kernel without it runs them through qemu-i386 (binfmt_misc), which the builder sets up. Elsewhere
- * it is x86_64, through qemu. Whether that can run here is asked before the demo starts.
+ * machine's, by a builder worker of its own on `builder.<arch>`. On x86_64 that is i686: a kernel
+ * with IA32 emulation runs i386 binaries itself, so it builds natively, as fast as x86_64; one
+ * without it runs them through qemu-i386 (binfmt_misc, set up by the builder), no slower than
+ * aarch64 through qemu-aarch64. Elsewhere it is x86_64, through qemu. Whether this machine can
+ * build for it is asked before the demo starts anything.
  */
 import fs from 'node:fs/promises';
 import { builderPlatform, type ArchDeps } from '../activities/builder/arch.js';
