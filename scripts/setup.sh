@@ -10,7 +10,7 @@ APT_PACKAGES=(
   tgt libiscsi-bin              # userspace iSCSI target and initiator tools
   nbdkit libnbd-bin             # NBD exports and their readers
   debootstrap squashfs-tools e2fsprogs rsync openssh-server openssh-client
-  qemu-user-static file         # builds for other architectures (aarch64 on x86_64); file reads binaries' arch in tests
+  qemu-user-static file         # builds for other architectures (aarch64 on x86_64; i686, the demo's second arch, where the kernel cannot run i386 itself); file reads binaries' arch in tests
   openssl ca-certificates tar
   docker-registry apache2-utils # the reference OCI registry and htpasswd, for the OCI tests
   python3-aiosmtpd              # a real SMTP server on loopback, for the notification tests

@@ -1,22 +1,31 @@
 /**
  * The steps of `imgflow demo`, each a title and what it runs against the server: on this host,
- * the storage pipeline across two host queues, a real build, its promotion, an image-list
- * subscription, the prod version through an OCI registry to a second site, and a revocation seen in
- * the fleet; on a site's hosts
- * (demo-site.ts), a map across hosts in place of the pipeline, and no second site.
+ * the storage pipeline across two host queues, a real build, the same image built for a second
+ * arch on that arch's builder, the first build's promotion, an image-list subscription, the prod
+ * version through an OCI registry to a second site, and a revocation seen in the fleet; on a
+ * site's hosts (demo-site.ts), a map across hosts in place of the pipeline, no second arch and no
+ * second site.
  */
 import type { Client } from '@temporalio/client';
 import type { Run } from '../activities/runner.js';
+import type { Arch } from '../common/arch.js';
 import type { VersionRecord } from '../common/lineage.js';
 import { queues, WORKFLOW_QUEUE } from '../common/queues.js';
 import { SA } from '../common/search-attributes.js';
 import { machineArch, type Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
 import { demoWorkflow, type DemoSummary } from '../workflows/demo.js';
-import { promoteUpdate, requestBuildUpdate, tagUpdate, testResultUpdate } from '../workflows/lineage/messages.js';
+import {
+  promoteUpdate,
+  requestBuildUpdate,
+  tagUpdate,
+  testResultUpdate,
+  type BuildTicket,
+} from '../workflows/lineage/messages.js';
 import { formatVersion, waitForBuild } from './build-client.js';
 import { currentUser } from './context.js';
-import { DEMO_IMAGE, demoRecipe } from './demo-recipe.js';
+import { checkSecondArchVersion, formatPackageArches, packageArches } from './demo-arch.js';
+import { DEMO_IMAGE, demoImage, demoRecipe } from './demo-recipe.js';
 import { mapAcrossHosts, type DemoSite } from './demo-site.js';
 import { demoRevocation } from './demo-fleet.js';
 import { demoOciSites, DEMO_OCI_SITE } from './demo-oci.js';
@@ -60,17 +69,29 @@ async function storagePipeline(client: Client, config: Config, stamp: string, si
   return { summary: { workflowId: handle.workflowId, ...summary }, text };
 }
 
-async function buildNodeImage(client: Client, store: string): Promise<{ summary: VersionRecord; text: string }> {
-  const { recipe, digest } = demoRecipe();
-  const by = currentUser();
+/** A build of the demo image for `arch` asked of its lineage: what to follow it by. */
+interface DemoBuild {
+  image: string;
+  ticket: BuildTicket;
+}
+
+async function requestDemoBuild(client: Client, store: string, arch: string): Promise<DemoBuild> {
+  const { recipe, digest } = demoRecipe(arch);
   const ticket = await updateLineage(client, recipe.image, requestBuildUpdate, {
     recipe,
     recipeDigest: digest,
-    by,
+    by: currentUser(),
     message: 'demo build',
     store,
   });
-  const version = await waitForBuild(client, recipe.image, ticket.buildId, ticket.ahead);
+  return { image: recipe.image, ticket };
+}
+
+async function followDemoBuild(
+  client: Client,
+  { image, ticket }: DemoBuild,
+): Promise<{ summary: VersionRecord; text: string }> {
+  const version = await waitForBuild(client, image, ticket.buildId, ticket.ahead);
   return { summary: version, text: formatVersion(version) };
 }
 
@@ -93,6 +114,17 @@ async function promote(client: Client, version: VersionRecord) {
   return { summary: { tag: tag.name, prod }, text };
 }
 
+/** The demo image's build for a second arch, on that arch's builder: checked to be that arch's, by record and content. */
+async function followSecondArch(client: Client, build: DemoBuild, arch: Arch) {
+  const { summary: version, text } = await followDemoBuild(client, build);
+  const packages = await packageArches(version.manifests.packages.path);
+  checkSecondArchVersion(version, arch, packages);
+  return {
+    summary: { ...version, packageArches: packages },
+    text: `${text}\n${'packages'.padEnd(8)}  ${formatPackageArches(packages)}`,
+  };
+}
+
 function mapStep(client: Client, run: Run, site: DemoSite, stamp: string): Step {
   return {
     title: `map the prod version from ${site.nas} to ${site.compute}, read it there${site.other ? ` and not on ${site.other}` : ''}`,
@@ -104,10 +136,11 @@ function mapStep(client: Client, run: Run, site: DemoSite, stamp: string): Step 
 export function demoSteps(
   client: Client,
   config: Config,
-  o: { run: Run; logger: Logger; stamp: string; sizeMiB: number; site?: DemoSite },
+  o: { run: Run; logger: Logger; stamp: string; sizeMiB: number; site?: DemoSite; secondArch?: Arch },
 ): Step[] {
-  const { run, logger, stamp, sizeMiB, site } = o;
+  const { run, logger, stamp, sizeMiB, site, secondArch } = o;
   let version: VersionRecord | undefined;
+  let second: DemoBuild | undefined;
   return [
     ...(site
       ? []
@@ -120,11 +153,24 @@ export function demoSteps(
     {
       title: `build ${DEMO_IMAGE} (debootstrap minbase bookworm) into a new version${site ? ` on builder-0, stored on ${site.nas}` : ''}`,
       run: async () => {
-        const built = await buildNodeImage(client, site?.nas ?? config.host);
+        // The second arch's build is asked for first and runs on its own builder meanwhile; the next step follows it.
+        if (secondArch) second = await requestDemoBuild(client, config.host, secondArch);
+        const built = await followDemoBuild(
+          client,
+          await requestDemoBuild(client, site?.nas ?? config.host, machineArch()),
+        );
         version = built.summary;
         return built;
       },
     },
+    ...(secondArch
+      ? [
+          {
+            title: `build it for ${secondArch} too, on ${queues.builder(secondArch)} alongside the first, into a version of ${demoImage(secondArch)}`,
+            run: () => followSecondArch(client, second!, secondArch),
+          },
+        ]
+      : []),
     { title: 'tag it, test it, promote it through test to prod', run: () => promote(client, version!) },
     ...(site ? [mapStep(client, run, site, stamp)] : []),
     {

@@ -13,17 +13,25 @@ export interface LocalWorkers {
   stop(): Promise<void>;
 }
 
-/** Runs one worker per role in this process, sharing one connection and one workflow bundle. */
+/**
+ * Runs one worker per role in this process, sharing one connection and one workflow bundle, and a
+ * builder worker on `builder.<arch>` for each of `builderArches` (other arches than the machine's).
+ */
 export async function startLocalWorkers(
   config: Config,
   roles: readonly Role[],
   logger: Logger = createLogger('imgflow'),
+  builderArches: readonly string[] = [],
 ): Promise<LocalWorkers> {
   installRuntime(logger, process.env.IMGFLOW_METRICS ?? '');
   const connection = await NativeConnection.connect(connectionSettings(config));
   const arch = machineArch();
+  const specs = [
+    ...roles.map((role) => ({ role, arch })),
+    ...builderArches.map((other) => ({ role: 'builder' as const, arch: other })),
+  ];
   const workers = await Promise.all(
-    roles.map(async (role) => (await createWorker({ role, config, arch, connection, logger })).worker),
+    specs.map(async (spec) => (await createWorker({ ...spec, config, connection, logger })).worker),
   );
   const running = workers.map((w) => w.run());
   return {
