@@ -36,7 +36,7 @@ import { startFileServer, type FileServer, type ServeMode } from '../support/htt
 import { memoryLogger } from '../support/logger.js';
 import { OpenNebulaContract, STATE } from '../support/opennebula-contract.js';
 import { createPki, type Identity, type Pki } from '../support/pki.js';
-import { decodePayload, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
+import { decodePayload, eventCount, testClient, uniqueQueue, withWorkers } from '../support/temporal.js';
 import { requireTools } from '../support/tools.js';
 
 const PARKED = /^img-a_EXPIRED_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_UTC$/;
@@ -177,10 +177,6 @@ describe('image-list subscriptions', () => {
       all: images,
     };
   };
-
-  async function eventCount(handle: WorkflowHandle): Promise<number> {
-    return (await handle.fetchHistory()).events!.length;
-  }
 
   beforeAll(async () => {
     pki = createPki(path.join(dir, 'pki'));

@@ -428,14 +428,17 @@ describe('a sync pull that fails', () => {
     const nodeVolume = `${nodePool.name}/imgflow/volumes/vm-c`;
     const pipelines = (log: () => Record<string, unknown>[]) => log().filter((l) => l.msg === 'pipeline');
     // zfs-fuse refuses to rename a mounted dataset ("dataset is busy"), and may call it busy to
-    // an unmount for a moment after it was last used.
+    // an unmount, or to the rename after it, for a moment after it was last used.
     const rename = async (from: string, to: string) => {
       await until(
-        `zfs unmount ${from}`,
-        async () => (await run(['zfs', 'unmount', from], { okExitCodes: [1] })).exitCode === 0,
+        `zfs rename ${from} ${to}`,
+        async () => {
+          // An unmount that failed (busy) or was done already (by an earlier try) leaves it to the rename.
+          await run(['zfs', 'unmount', from], { okExitCodes: [1] });
+          return (await run(['zfs', 'rename', from, to], { okExitCodes: [1] })).exitCode === 0;
+        },
         30_000,
       );
-      await run(['zfs', 'rename', from, to]);
       await run(['zfs', 'mount', to]);
     };
 

@@ -118,7 +118,7 @@ export async function withWorkers<T>(
  * last task have been signalled (each signal's outcome lands in the history, with a task of its
  * own, after the update that recorded them has answered).
  */
-async function eventCount(handle: WorkflowHandle): Promise<number> {
+export async function eventCount(handle: WorkflowHandle): Promise<number> {
   const { EventType } = temporal.api.enums.v1;
   return until('the workflow to be at rest', async () => {
     const events = (await handle.fetchHistory()).events!;

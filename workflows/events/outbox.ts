@@ -13,6 +13,7 @@ import {
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import { eventOf, type EventContext, type EventEnvelope, type EventSource } from '../../common/events.js';
+import { WORKFLOW_QUEUE } from '../../common/queues.js';
 import { failureMessage } from '../support/failures.js';
 import { EVENTS_WORKFLOW_ID, eventsSignal } from './messages.js';
 import { eventsWorkflow } from './workflow.js';
@@ -91,6 +92,8 @@ async function deliver(batch: EventEnvelope[]): Promise<void> {
     await signal().catch(async () => {
       const started = await startChild(eventsWorkflow, {
         workflowId: EVENTS_WORKFLOW_ID,
+        // Not the entity's own queue (a child's default): the events workflow must outlive it wherever it runs.
+        taskQueue: WORKFLOW_QUEUE,
         args: [{ first: batch }],
         parentClosePolicy: ParentClosePolicy.ABANDON,
         staticSummary: 'imgflow events and notifications',
