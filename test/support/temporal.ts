@@ -114,21 +114,29 @@ export async function withWorkers<T>(
 }
 
 /**
- * The length of a workflow's history once it is at rest: the events an entity handed on in its
- * last task have been signalled (each signal's outcome lands in the history, with a task of its
- * own, after the update that recorded them has answered).
+ * The length of a workflow's history once it is at rest: its last workflow task completed, and the
+ * events an entity handed on have been signalled (each signal's outcome lands in the history, with
+ * a task of its own, after the update that recorded them has answered).
  */
 export async function eventCount(handle: WorkflowHandle): Promise<number> {
-  const { EventType } = temporal.api.enums.v1;
+  const { EventType: T } = temporal.api.enums.v1;
+  const tasks = new Set([
+    T.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+    T.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+    T.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+    T.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+    T.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
+  ]);
   return until('the workflow to be at rest', async () => {
     const events = (await handle.fetchHistory()).events!;
     const count = (type: temporal.api.enums.v1.EventType) => events.filter((e) => e.eventType === type).length;
     const signalled =
-      count(EventType.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED) +
-      count(EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED);
+      count(T.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED) +
+      count(T.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED);
+    const lastTask = events.findLast((e) => tasks.has(e.eventType!));
     const atRest =
-      signalled === count(EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED) &&
-      events.at(-1)?.eventType === EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED;
+      signalled === count(T.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED) &&
+      lastTask?.eventType === T.EVENT_TYPE_WORKFLOW_TASK_COMPLETED;
     return atRest && events.length;
   });
 }
