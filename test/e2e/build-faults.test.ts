@@ -223,7 +223,7 @@ describe('debootstrap builds through the CLI, and their faults', () => {
         expect(fs.existsSync(path.join(home, 'nas', host, 'store', image))).toBe(false);
         const { client } = await testClient();
         const { entries: history } = await client.workflow.getHandle(lineageWorkflowId(image)).query(historyQuery, {});
-        expect(history.map((e) => e.op)).toEqual(['build-requested', 'build-failed']);
+        expect(history.map((e) => e.op)).toEqual(['build-requested', 'build-started', 'build-failed']);
       });
     },
     BUILD_TIMEOUT,
