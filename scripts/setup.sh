@@ -43,7 +43,7 @@ stamp=dist/.built
 if [[ ! -f $stamp ]] || [[ -n $(find common lib workflows activities workers starters tsconfig.json tsconfig.build.json package-lock.json -newer "$stamp" -print -quit) ]]; then
   say 'compiling (tsc)'
   rm -rf dist
-  npx --no-install tsc -p tsconfig.build.json
+  npm run --silent build
   touch "$stamp"
 fi
 
