@@ -15,6 +15,7 @@ const bounds = new WeakMap<Client, number>();
 const TASK_QUEUE_KIND_NORMAL = 1;
 const TASK_QUEUE_TYPE_WORKFLOW = 1;
 const TASK_QUEUE_TYPE_ACTIVITY = 2;
+const WORKER_STATUS_RUNNING = 1;
 /** A worker that has just started polls within this; past it, nobody is there. */
 const NO_POLLER_GRACE_MS = 500;
 
@@ -30,7 +31,36 @@ export async function hasWorker(
     taskQueue: { name: queue, kind: TASK_QUEUE_KIND_NORMAL },
     taskQueueType: type === 'workflow' ? TASK_QUEUE_TYPE_WORKFLOW : TASK_QUEUE_TYPE_ACTIVITY,
   });
-  return (reply.pollers ?? []).length > 0;
+  const pollers = reply.pollers ?? [];
+  if (!pollers.length) return false;
+  const stopped = await stoppedWorkers(client, namespace, queue);
+  return pollers.some((poller) => !stopped.has(poller.identity ?? ''));
+}
+
+/**
+ * The identities of the workers on `queue` that have stopped. A worker stopped a moment ago stays
+ * among the queue's pollers for minutes, but the heartbeat it sends as it stops says so at once.
+ * A server that keeps no heartbeats (or refuses to list them) names none, and so does a worker that
+ * died without a word: the pollers alone decide then. An identity that also runs again is not stopped.
+ */
+async function stoppedWorkers(client: Client, namespace: string, queue: string): Promise<Set<string>> {
+  let listed: { identity: string; running: boolean }[];
+  try {
+    const { workers, workersInfo } = await client.workflowService.listWorkers({
+      namespace,
+      query: `TaskQueue = '${queue}'`,
+    });
+    listed = workers?.length
+      ? workers.map((w) => ({ identity: w.workerIdentity ?? '', running: w.status === WORKER_STATUS_RUNNING }))
+      : (workersInfo ?? []).map(({ workerHeartbeat: w }) => ({
+          identity: w?.workerIdentity ?? '',
+          running: w?.status === WORKER_STATUS_RUNNING,
+        }));
+  } catch {
+    return new Set();
+  }
+  const running = new Set(listed.filter((w) => w.running).map((w) => w.identity));
+  return new Set(listed.filter((w) => !running.has(w.identity)).map((w) => w.identity));
 }
 
 /** A queue found polled is taken as polled for this long: a command that reads many times asks the server once. */

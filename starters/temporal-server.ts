@@ -15,6 +15,16 @@ import { homeModes } from '../lib/modes.js';
 import { sdk } from './sdk.js';
 import { ensureTemporalCli } from './temporal-cli.js';
 
+/**
+ * Workers' heartbeats kept and listed (ListWorkers): a worker that stops says so in its last
+ * heartbeat, so a command finds a stopped orchestrator at once, while the queue still lists its
+ * pollers for minutes. The production cluster's dynamic configuration sets the same.
+ */
+export const WORKER_LIVENESS = {
+  'frontend.WorkerHeartbeatsEnabled': true,
+  'frontend.ListWorkersEnabled': true,
+} as const;
+
 export { ensureTemporalCli, findTemporalCli, TEMPORAL_CLI_VERSION } from './temporal-cli.js';
 
 export interface ServerProcess {
@@ -72,6 +82,7 @@ export function spawnDevServer(o: DevServerOptions): ServerProcess {
     '--dynamic-config-value',
     'matching.numTaskqueueWritePartitions=1',
   );
+  argv.push(...Object.keys(WORKER_LIVENESS).flatMap((key) => ['--dynamic-config-value', `${key}=true`]));
   // A child inherits its parent's umask: set for the spawn only, so this process's own files are unaffected.
   const umask = process.umask(modes.umask);
   let child;

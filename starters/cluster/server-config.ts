@@ -9,6 +9,7 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import type { Postgres } from './database.js';
 import { FRONTEND_TLS_NAME } from './pki.js';
+import { WORKER_LIVENESS } from '../temporal-server.js';
 import { TEMPORAL_SERVICES, type ClusterState } from './state.js';
 
 export const SERVER_ENV = 'cluster';
@@ -119,6 +120,7 @@ const DYNAMIC_CONFIG = {
   // which bench/scale.ts measured as maps taking a minute with 200 compute hosts. A poll waiting
   // costs the frontend little: room for 1,000 hosts.
   'frontend.namespaceCount': [{ value: 10_000 }],
+  ...Object.fromEntries(Object.entries(WORKER_LIVENESS).map(([key, value]) => [key, [{ value }]])),
 };
 
 export function writeServerConfig(state: ClusterState, pg: Postgres): string {

@@ -55,7 +55,7 @@ describe('a listing no orchestrator answers', () => {
   it('says the storage map is unavailable and fails, instead of printing an empty map', async () => {
     const { client, connection } = await testClient();
     const queue = uniqueQueue('orchestrator');
-    // A volume whose orchestrator ran it and then went away: the server still knows its poller.
+    // A volume whose orchestrator ran it and then stopped: the server still lists its pollers.
     const { handle, nas, volume } = await volumeOn(client, queue);
     await withWorkers({ workflowQueue: queue }, async () => {
       expect((await handle.query(volumeQuery)).phase).toBe('unmapped');
@@ -64,7 +64,32 @@ describe('a listing no orchestrator answers', () => {
         .poll(async () => (await cli('--json', 'maps', '--nas', nas)).stdout, { timeout: 15_000, interval: 500 })
         .toContain(`"volume": "${volume}"`);
     });
+    const namespace = client.options.namespace;
+    const taskQueue = { name: queue, kind: 1 };
+    const pollers = async () =>
+      ((await client.workflowService.describeTaskQueue({ namespace, taskQueue, taskQueueType: 1 })).pollers ?? []).map(
+        (p) => p.identity,
+      );
+    expect(await pollers()).not.toEqual([]);
 
+    // The answer bound is far off: the stopped worker's last heartbeat explains the refusal.
+    const stopped = await cli('--answer-timeout', '600', 'maps', '--nas', nas);
+    expectOneLine(
+      stopped,
+      new RegExp(`^imgflow: the storage map is unavailable: no orchestrator polls the ${queue} queue`),
+      1,
+    );
+
+    // A poller that takes the query and never answers: only the bound ends the wait.
+    const silent = new AbortController();
+    const polling = connection
+      .withAbortSignal(silent.signal, () =>
+        connection.withDeadline(Date.now() + 60_000, () =>
+          client.workflowService.pollWorkflowTaskQueue({ namespace, taskQueue, identity: 'silent-poller' }),
+        ),
+      )
+      .catch(() => undefined);
+    await expect.poll(pollers, { timeout: 15_000, interval: 200 }).toContain('silent-poller');
     const down = await cli('--answer-timeout', '2', 'maps', '--nas', nas);
     expectOneLine(
       down,
@@ -73,6 +98,8 @@ describe('a listing no orchestrator answers', () => {
       ),
       1,
     );
+    silent.abort();
+    await polling;
     await handle.terminate('test over');
     await connection.close();
   });
