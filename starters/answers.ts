@@ -34,33 +34,34 @@ export async function hasWorker(
   const pollers = reply.pollers ?? [];
   if (!pollers.length) return false;
   const stopped = await stoppedWorkers(client, namespace, queue);
-  return pollers.some((poller) => !stopped.has(poller.identity ?? ''));
+  // A poll after the stop is a worker started again under the same identity.
+  return pollers.some((p) => !(p.identity && (stopped.get(p.identity) ?? -Infinity) >= msOf(p.lastAccessTime)));
+}
+
+function msOf(t: { seconds?: unknown; nanos?: number | null } | null | undefined): number {
+  return t ? Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : -Infinity;
 }
 
 /**
- * The identities of the workers on `queue` that have stopped. A worker stopped a moment ago stays
- * among the queue's pollers for minutes, but the heartbeat it sends as it stops says so at once.
- * A server that keeps no heartbeats (or refuses to list them) names none, and so does a worker that
- * died without a word: the pollers alone decide then. An identity that also runs again is not stopped.
+ * When each worker on `queue` that has stopped said so: a worker stopped a moment ago stays among
+ * the queue's pollers for minutes, but the heartbeat it sends as it stops says so at once (in the
+ * worker's clock). A server that keeps no heartbeats (or refuses to list them) names none, and so
+ * does a worker that died without a word: the pollers alone decide then. An identity that runs
+ * again is not stopped.
  */
-async function stoppedWorkers(client: Client, namespace: string, queue: string): Promise<Set<string>> {
-  let listed: { identity: string; running: boolean }[];
+async function stoppedWorkers(client: Client, namespace: string, queue: string): Promise<Map<string, number>> {
+  const stopped = new Map<string, number>();
   try {
-    const { workers, workersInfo } = await client.workflowService.listWorkers({
-      namespace,
-      query: `TaskQueue = '${queue}'`,
-    });
-    listed = workers?.length
-      ? workers.map((w) => ({ identity: w.workerIdentity ?? '', running: w.status === WORKER_STATUS_RUNNING }))
-      : (workersInfo ?? []).map(({ workerHeartbeat: w }) => ({
-          identity: w?.workerIdentity ?? '',
-          running: w?.status === WORKER_STATUS_RUNNING,
-        }));
+    const { workersInfo } = await client.workflowService.listWorkers({ namespace, query: `TaskQueue = '${queue}'` });
+    const beats = (workersInfo ?? []).flatMap((w) => (w.workerHeartbeat ? [w.workerHeartbeat] : []));
+    const running = new Set(beats.filter((b) => b.status === WORKER_STATUS_RUNNING).map((b) => b.workerIdentity));
+    for (const b of beats)
+      if (b.workerIdentity && !running.has(b.workerIdentity))
+        stopped.set(b.workerIdentity, Math.max(stopped.get(b.workerIdentity) ?? -Infinity, msOf(b.heartbeatTime)));
   } catch {
-    return new Set();
+    // No heartbeats on this server: the pollers decide.
   }
-  const running = new Set(listed.filter((w) => w.running).map((w) => w.identity));
-  return new Set(listed.filter((w) => !running.has(w.identity)).map((w) => w.identity));
+  return stopped;
 }
 
 /** A queue found polled is taken as polled for this long: a command that reads many times asks the server once. */
