@@ -15,10 +15,15 @@ export interface DirectHosts {
 /** Clone, export to the compute host's initiator, attach; returns the URL the volume is attached from. */
 export async function directMap({ nas, compute }: DirectHosts, volume: string, base: MapRequest['base']) {
   const { initiator } = await compute.computeInitiator();
-  await nas.volumeClone({ volume, image: base.image, version: base.version, source: base.artifact.path });
-  const { url } = await nas.volumeExport({ volume, initiator });
-  await compute.computeAttach({ volume, url });
-  return url;
+  const { exported } = await nas.volumeCloneExport({
+    volume,
+    image: base.image,
+    version: base.version,
+    source: base.artifact.path,
+    initiator,
+  });
+  await compute.computeAttach({ volume, url: exported.url });
+  return exported.url;
 }
 
 export async function directUnmap({ nas, compute }: DirectHosts, volume: string, url: string): Promise<void> {

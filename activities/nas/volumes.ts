@@ -41,6 +41,15 @@ export interface ClonedVolume extends VolumeInfo {
   root: string;
 }
 
+export interface CloneRequest {
+  volume: string;
+  image: string;
+  version: string;
+  /** The stored version's file on this NAS. */
+  source: string;
+  sizeBytes?: number;
+}
+
 export interface PullResult {
   snapshot: string;
   from?: string;
@@ -131,42 +140,52 @@ export function createNasVolumeActivities({ run, config, pipe, settings = nasSet
     slot: withPullSlot,
   });
 
+  async function clone(input: CloneRequest): Promise<ClonedVolume> {
+    const base = { image: checkName('image', input.image), version: checkName('version', input.version) };
+    checkName('volume', input.volume);
+    const store = paths(config).nas(config.host);
+    const source = path.resolve(input.source);
+    if (!source.startsWith(`${store}/store/`))
+      throw new InputError('source', `a stored version file under ${store}/store`, input.source);
+    if (!(await storage.describeBase(base))) await storage.importBase({ ...base, source });
+    const cloned = await storage.clone({
+      volume: input.volume,
+      base,
+      ...(input.sizeBytes === undefined ? {} : { sizeBytes: input.sizeBytes }),
+    });
+    return { ...cloned, storage: storage.kind, root: rootOf(storageConfig) };
+  }
+
+  function exportTo(volume: VolumeInfo, initiator: string | undefined): Promise<ExportInfo> {
+    return exporter.export({
+      volume: volume.volume,
+      devicePath: volume.devicePath,
+      format: volume.format,
+      ...(initiator ? { initiator } : {}),
+    });
+  }
+
   return {
     /**
      * The volume cloned copy-on-write from a stored version; the version's file is imported as a
      * base first (once). An existing clone of the same base is returned as it is.
      */
-    async volumeClone(input: {
-      volume: string;
-      image: string;
-      version: string;
-      source: string;
-      sizeBytes?: number;
-    }): Promise<ClonedVolume> {
-      const base = { image: checkName('image', input.image), version: checkName('version', input.version) };
-      checkName('volume', input.volume);
-      const store = paths(config).nas(config.host);
-      const source = path.resolve(input.source);
-      if (!source.startsWith(`${store}/store/`))
-        throw new InputError('source', `a stored version file under ${store}/store`, input.source);
-      if (!(await storage.describeBase(base))) await storage.importBase({ ...base, source });
-      const cloned = await storage.clone({
-        volume: input.volume,
-        base,
-        ...(input.sizeBytes === undefined ? {} : { sizeBytes: input.sizeBytes }),
-      });
-      return { ...cloned, storage: storage.kind, root: rootOf(storageConfig) };
-    },
+    volumeClone: clone,
 
     /** Offers the volume to one initiator only; an export to another is narrowed to this one. */
     async volumeExport(input: { volume: string; initiator?: string }): Promise<ExportInfo> {
-      const volume = await requireVolume(input.volume);
-      return exporter.export({
-        volume: input.volume,
-        devicePath: volume.devicePath,
-        format: volume.format,
-        ...(input.initiator ? { initiator: input.initiator } : {}),
-      });
+      return exportTo(await requireVolume(input.volume), input.initiator);
+    },
+
+    /**
+     * volumeClone then volumeExport as one step, so a map makes one round trip to its NAS, and the
+     * export serves what the clone answered without looking the volume up again.
+     */
+    async volumeCloneExport(
+      input: CloneRequest & { initiator: string },
+    ): Promise<{ cloned: ClonedVolume; exported: ExportInfo }> {
+      const cloned = await clone(input);
+      return { cloned, exported: await exportTo(cloned, input.initiator) };
     },
 
     async volumeUnexport(input: { volume: string }): Promise<void> {

@@ -419,9 +419,9 @@ describe('faults across a site: history, PostgreSQL and a NAS worker', () => {
     expect((await volume.query(volumeQuery)).phase).toBe('mapped');
     // One clone asked for, finished by a later attempt on the new worker, which found the clone made.
     const { scheduled, completed, attempts } = await activityRuns(volume);
-    expect(scheduled.volumeClone).toBe(1);
-    expect(completed.volumeClone).toBe(1);
-    expect(attempts.volumeClone![0]).toBeGreaterThan(1);
+    expect(scheduled.volumeCloneExport).toBe(1);
+    expect(completed.volumeCloneExport).toBe(1);
+    expect(attempts.volumeCloneExport![0]).toBeGreaterThan(1);
     expect(await clonesOf(HELD_VOLUME)).toBe(1);
     expect(await census()).toEqual({
       ...before,

@@ -167,7 +167,7 @@ describe('volumes on qcow2 with local attach', () => {
       expect(a.stdout).toBe(b.stdout);
       const history = await client.workflow.getHandle(volumeWorkflowId('vm-2')).fetchHistory();
       const clones = history.events!.filter(
-        (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'volumeClone',
+        (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'volumeCloneExport',
       );
       expect(clones).toHaveLength(1);
       expect(volumeFiles()).toEqual(['vm-2.qcow2']);

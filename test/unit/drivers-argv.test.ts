@@ -392,6 +392,25 @@ describe('kernel iSCSI attach through iscsiadm', () => {
 });
 
 describe('tgt target ids', () => {
+  it('reads the target listing once for a fresh export and answers with what it made', async () => {
+    const { run, calls } = recordingRun(() => '');
+    const tgt = createTgtExport({ run, nas: 'nas1', portal: '127.0.0.1' });
+    const exported = await tgt.export({
+      volume: 'vm-7',
+      devicePath: '/tank/v/disk.raw',
+      initiator: 'iqn.2026-01.org.imgflow:cn042',
+    });
+    expect(calls.map((argv) => argv[4])).toEqual(['show', 'new', 'new', 'bind']);
+    expect(exported).toEqual({
+      kind: 'tgt',
+      volume: 'vm-7',
+      target: 'iqn.2026-01.org.imgflow:nas1.vm-7',
+      url: 'iscsi://127.0.0.1/iqn.2026-01.org.imgflow:nas1.vm-7/1',
+      devicePath: '/tank/v/disk.raw',
+      initiators: ['iqn.2026-01.org.imgflow:cn042'],
+    });
+  });
+
   it('takes the next free id when a concurrent export took the one it chose', async () => {
     const targets = new Map<string, string>();
     const { run, calls } = recordingRun((argv) => {
@@ -409,6 +428,7 @@ describe('tgt target ids', () => {
     });
     const tgt = createTgtExport({ run, nas: 'nas1', portal: '127.0.0.1' });
     await tgt.export({ volume: 'vm-7', devicePath: '/tank/v/disk.raw', initiator: 'iqn.2026-01.org.imgflow:cn042' });
+    expect(calls.filter((argv) => argv.includes('show'))).toHaveLength(2);
     expect(calls.filter((argv) => argv.includes('new') && argv.includes('target'))).toEqual([
       [
         'tgtadm',

@@ -9,7 +9,7 @@ import {
 import type { ComputeActivities } from '../../activities/compute/index.js';
 import type { Attachment, ExportInfo } from '../../activities/drivers/types.js';
 import type { HostActivities } from '../../activities/host.js';
-import type { ClonedVolume, NasVolumeActivities, PullResult } from '../../activities/nas/volumes.js';
+import type { CloneRequest, ClonedVolume, NasVolumeActivities, PullResult } from '../../activities/nas/volumes.js';
 import { clip } from '../../common/limits.js';
 import { checkUser, timeStamp } from '../../common/lineage.js';
 import { InputError } from '../../common/names.js';
@@ -48,6 +48,9 @@ const DEFAULT_WAIT = 60;
 function snapshotAt(at: Date): string {
   return `imgflow-${at.toISOString().replace(/[-:.]/g, '').toLowerCase()}`;
 }
+
+/** A map clones and exports in one NAS step (histories from before took two). */
+const CLONE_AND_EXPORT_AT_ONCE = 'clone-and-export-at-once';
 
 /** An unmap of a volume in error finishes the job (histories from before refused it). */
 const UNMAP_FINISHES_ERROR = 'unmap-finishes-error';
@@ -219,47 +222,46 @@ export class Volume {
     try {
       const { initiator } = await compute.computeInitiator();
       queue = queues.nas(r.nas);
-      const hadClone = !!s.storage;
-      const cloned: ClonedVolume = await nas.volumeClone({
+      const clone: CloneRequest = {
         volume: s.volume,
         image: r.base.image,
         version: r.base.version,
         source: r.base.artifact.path,
         ...(s.sizeBytes ? { sizeBytes: s.sizeBytes } : {}),
-      });
-      s.storage = { kind: cloned.storage, devicePath: cloned.devicePath, root: cloned.root };
-      if (!hadClone)
-        undo.push({
-          what: 'destroy clone',
-          run: async () => nas.volumeDestroy({ volume: s.volume }).then(() => delete s.storage),
-        });
-
+      };
       let url: string;
-      if (r.sync) {
-        const snapshot = snapshotAt(new Date());
-        await nas.volumeSnapshot({ volume: s.volume, name: snapshot });
-        this.enter('syncing-to-node');
-        queue = queues.compute(r.computeHost);
-        undo.push({ what: 'drop node copy', run: async () => compute.computeDropCopy({ volume: s.volume }) });
-        const copy = patched(SYNC_OVER_NETWORK)
-          ? await copyToNode(s, nas, compute, cloned.root, snapshot)
-          : await compute.computeReceive({
-              volume: s.volume,
-              nas: r.nas,
-              nasRoot: cloned.root,
-              snapshot,
-              ...rate(s.speeds.download),
-            });
-        s.sync = { ...s.sync!, nodeRoot: copy.root, nasRoot: cloned.root, lastSnapshot: snapshot };
-        url = copy.devicePath;
+      if (!r.sync && patched(CLONE_AND_EXPORT_AT_ONCE)) {
+        // Both undo steps look before they act, so they are right whichever half failed.
+        if (!s.storage) undo.push(this.undoClone(nas));
+        undo.push(this.undoExport(nas));
+        const { cloned, exported } = await nas.volumeCloneExport({ ...clone, initiator });
+        this.keepClone(cloned);
+        url = this.keepExport(exported);
       } else {
-        undo.push({
-          what: 'unexport',
-          run: async () => nas.volumeUnexport({ volume: s.volume }).then(() => delete s.export),
-        });
-        const exported: ExportInfo = await nas.volumeExport({ volume: s.volume, initiator });
-        s.export = { kind: exported.kind, target: exported.target, url: exported.url, initiators: exported.initiators };
-        url = exported.url;
+        const hadClone = !!s.storage;
+        const cloned = this.keepClone(await nas.volumeClone(clone));
+        if (!hadClone) undo.push(this.undoClone(nas));
+        if (r.sync) {
+          const snapshot = snapshotAt(new Date());
+          await nas.volumeSnapshot({ volume: s.volume, name: snapshot });
+          this.enter('syncing-to-node');
+          queue = queues.compute(r.computeHost);
+          undo.push({ what: 'drop node copy', run: async () => compute.computeDropCopy({ volume: s.volume }) });
+          const copy = patched(SYNC_OVER_NETWORK)
+            ? await copyToNode(s, nas, compute, cloned.root, snapshot)
+            : await compute.computeReceive({
+                volume: s.volume,
+                nas: r.nas,
+                nasRoot: cloned.root,
+                snapshot,
+                ...rate(s.speeds.download),
+              });
+          s.sync = { ...s.sync!, nodeRoot: copy.root, nasRoot: cloned.root, lastSnapshot: snapshot };
+          url = copy.devicePath;
+        } else {
+          undo.push(this.undoExport(nas));
+          url = this.keepExport(await nas.volumeExport({ volume: s.volume, initiator }));
+        }
       }
       queue = queues.compute(r.computeHost);
       undo.push({
@@ -295,6 +297,31 @@ export class Volume {
       );
     }
   }
+  private keepClone(cloned: ClonedVolume): ClonedVolume {
+    this.s.storage = { kind: cloned.storage, devicePath: cloned.devicePath, root: cloned.root };
+    return cloned;
+  }
+
+  /** Keeps what the NAS serves; answers the URL the compute host attaches. */
+  private keepExport(exported: ExportInfo): string {
+    const { kind, target, url, initiators } = exported;
+    this.s.export = { kind, target, url, initiators };
+    return url;
+  }
+
+  private undoClone(nas: ReturnType<Volume['nas']>): UndoStep {
+    const s = this.s;
+    return {
+      what: 'destroy clone',
+      run: async () => nas.volumeDestroy({ volume: s.volume }).then(() => delete s.storage),
+    };
+  }
+
+  private undoExport(nas: ReturnType<Volume['nas']>): UndoStep {
+    const s = this.s;
+    return { what: 'unexport', run: async () => nas.volumeUnexport({ volume: s.volume }).then(() => delete s.export) };
+  }
+
   async pull(by: string): Promise<PullResult> {
     const s = this.s;
     const sync = s.sync!;

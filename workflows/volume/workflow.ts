@@ -5,8 +5,8 @@
  *
  * Map is a saga across `nas.<nas>` and `compute.<host>`: the compute host is asked for its
  * initiator first (a host that is down fails the map within the wait bound, before anything is
- * made), then clone, export to that initiator only (or, in sync mode, the node receives its own
- * copy), then attach. A failed step undoes the ones before it, in reverse.
+ * made), then clone and export to that initiator only, in one step on the NAS (or, in sync mode,
+ * clone and the node receives its own copy), then attach. A failed step undoes the ones before it, in reverse.
  *
  * Sync mode pulls the node's writes back to the NAS on a durable timer; a failed pull is recorded
  * and retried, and the last success stays what it was.

@@ -101,14 +101,19 @@ export function createTgtExport(config: TgtExportConfig): ExportDriver {
     };
   }
 
-  /** The volume's target, made if absent; a concurrent export taking the same id is retried. */
+  /**
+   * The volume's target, made if absent; a concurrent export taking the same id is retried. A target
+   * this call made is known without reading it back: tgt's listing grows with every target it serves.
+   */
   async function ensureTarget(iqn: string): Promise<TgtTarget> {
     for (let attempt = 1; attempt <= CREATE_ATTEMPTS; attempt++) {
       const all = await targets();
       const found = all.find((t) => t.iqn === iqn);
       if (found) return found;
+      const tid = freeTid(all);
       try {
-        await tgtadm('--op', 'new', '--mode', 'target', '--tid', String(freeTid(all)), '-T', iqn);
+        await tgtadm('--op', 'new', '--mode', 'target', '--tid', String(tid), '-T', iqn);
+        return { tid, iqn, luns: new Map(), acls: [], sessions: 0 };
       } catch (error) {
         if (!(error instanceof CommandError && /exist/.test(error.stderrTail))) throw error;
       }
@@ -132,6 +137,7 @@ export function createTgtExport(config: TgtExportConfig): ExportDriver {
       '-b',
       devicePath,
     );
+    target.luns.set(LUN, devicePath);
   }
 
   /** Exactly one initiator: it is bound, and any other entry (another name, an address, ALL) unbound. */
@@ -146,6 +152,7 @@ export function createTgtExport(config: TgtExportConfig): ExportDriver {
           : ['--initiator-address', other];
       await tgtadm('--op', 'unbind', '--mode', 'target', '--tid', tid, ...which);
     }
+    target.acls = [initiator];
   }
 
   async function find(volume: string): Promise<ExportInfo | undefined> {
@@ -167,7 +174,7 @@ export function createTgtExport(config: TgtExportConfig): ExportDriver {
       const target = await ensureTarget(iqn);
       await ensureLun(target, request.devicePath);
       await ensureOnlyInitiator(target, initiator);
-      return (await find(request.volume))!;
+      return info(request.volume, target);
     },
 
     async unexport(volume) {
