@@ -140,6 +140,24 @@ export function createNasVolumeActivities({ run, config, pipe, settings = nasSet
     slot: withPullSlot,
   });
 
+  // One import of a base at a time: maps of a new version at once all wait for the same import,
+  // where each would otherwise take another's half-done import for a stale one and redo it under
+  // it (on ZFS the base could end up snapshotted without its disk). One worker serves a NAS, so
+  // the map of imports running lives here, like the pull slots.
+  const importing = new Map<string, Promise<void>>();
+
+  function importOnce(base: { image: string; version: string }, source: string): Promise<void> {
+    const key = `${base.image}:${base.version}`;
+    let job = importing.get(key);
+    if (!job) {
+      job = (async () => {
+        if (!(await storage.describeBase(base))) await storage.importBase({ ...base, source });
+      })().finally(() => importing.delete(key));
+      importing.set(key, job);
+    }
+    return job;
+  }
+
   async function clone(input: CloneRequest): Promise<ClonedVolume> {
     const base = { image: checkName('image', input.image), version: checkName('version', input.version) };
     checkName('volume', input.volume);
@@ -147,7 +165,7 @@ export function createNasVolumeActivities({ run, config, pipe, settings = nasSet
     const source = path.resolve(input.source);
     if (!source.startsWith(`${store}/store/`))
       throw new InputError('source', `a stored version file under ${store}/store`, input.source);
-    if (!(await storage.describeBase(base))) await storage.importBase({ ...base, source });
+    await importOnce(base, source);
     const cloned = await storage.clone({
       volume: input.volume,
       base,

@@ -238,6 +238,7 @@ export class Volume {
         this.keepClone(cloned);
         url = this.keepExport(exported);
       } else {
+        // Sync maps (and histories from before the one-step export): the clone first, on its own.
         const hadClone = !!s.storage;
         const cloned = this.keepClone(await nas.volumeClone(clone));
         if (!hadClone) undo.push(this.undoClone(nas));
