@@ -411,6 +411,29 @@ describe('tgt target ids', () => {
     });
   });
 
+  it("chooses its exports' target ids one at a time, so exports at once do not clash", async () => {
+    const targets = new Map<string, string>();
+    const { run, calls } = recordingRun((argv) => {
+      const option = (name: string) => argv[argv.indexOf(name) + 1]!;
+      if (argv.includes('show')) return [...targets].map(([tid, iqn]) => `Target ${tid}: ${iqn}\n`).join('');
+      if (argv.includes('new') && argv.includes('target')) {
+        if (targets.has(option('--tid'))) return { exitCode: 22, stderr: 'tgtadm: this target already exists' };
+        targets.set(option('--tid'), option('-T'));
+      }
+      return '';
+    });
+    const tgt = createTgtExport({ run, nas: 'nas1', portal: '127.0.0.1' });
+    const volumes = Array.from({ length: 8 }, (_, i) => `vm-${i}`);
+    const exported = await Promise.all(
+      volumes.map((volume) =>
+        tgt.export({ volume, devicePath: `/tank/${volume}/disk.raw`, initiator: 'iqn.2026-01.org.imgflow:cn042' }),
+      ),
+    );
+    expect(exported.map((e) => e.target)).toEqual(volumes.map((v) => `iqn.2026-01.org.imgflow:nas1.${v}`));
+    expect(calls.filter((argv) => argv.includes('new') && argv.includes('target'))).toHaveLength(8);
+    expect(new Set(targets.keys()).size).toBe(8);
+  });
+
   it('takes the next free id when a concurrent export took the one it chose', async () => {
     const targets = new Map<string, string>();
     const { run, calls } = recordingRun((argv) => {

@@ -101,11 +101,21 @@ export function createTgtExport(config: TgtExportConfig): ExportDriver {
     };
   }
 
+  // This driver's exports choose target ids one at a time: at once, they would all choose the same
+  // free id and all but one retry. Another process's export taking the id is still retried.
+  let creating: Promise<unknown> = Promise.resolve();
+
   /**
    * The volume's target, made if absent; a concurrent export taking the same id is retried. A target
    * this call made is known without reading it back: tgt's listing grows with every target it serves.
    */
   async function ensureTarget(iqn: string): Promise<TgtTarget> {
+    const made = creating.then(() => findOrMakeTarget(iqn));
+    creating = made.catch(() => undefined);
+    return made;
+  }
+
+  async function findOrMakeTarget(iqn: string): Promise<TgtTarget> {
     for (let attempt = 1; attempt <= CREATE_ATTEMPTS; attempt++) {
       const all = await targets();
       const found = all.find((t) => t.iqn === iqn);
