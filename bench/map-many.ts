@@ -2,7 +2,8 @@
  * Many maps across many compute hosts, on the real tools: one NAS worker storing on ZFS
  * (zfs-fuse, a throwaway pool) and exporting through tgtd, and H compute-host workers
  * (`compute.<host>`, each its own host name and iSCSI initiator, attaching through libiscsi), all
- * Workers in this one process beside the workflow worker. V volumes are mapped with bounded
+ * Workers in this one process; the orchestrator runs in a process of its own, as on a site's
+ * control host (`imgflow worker --role orchestrator`). V volumes are mapped with bounded
  * concurrency as the CLI maps them, then all unmapped, then all deleted.
  *
  * Then the same V volumes' steps run as a script would run them (the workflow's steps called
@@ -15,9 +16,11 @@
  *
  *   IMGFLOW_HOME=$(mktemp -d) npm run bench -- bench/map-many.ts [volumes=200] [hosts=20] [concurrency=8]
  */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { DEFAULT_IQN_PREFIX, volumeOfTarget } from '../activities/drivers/naming.js';
 import { parseTgtShow } from '../activities/drivers/export/tgt.js';
 import { createComputeActivities } from '../activities/compute/index.js';
@@ -26,11 +29,14 @@ import { createRunner } from '../activities/runner.js';
 import { checkInt } from '../common/names.js';
 import { computeSettings, loadConfig, nasSettings, paths, type Config } from '../lib/config.js';
 import { createLogger } from '../lib/logger.js';
+import { WORKFLOW_QUEUE } from '../common/queues.js';
+import { hasWorker } from '../starters/answers.js';
 import { ensureClient } from '../starters/client.js';
 import { startLocalWorkers, type LocalWorkers } from '../starters/local-workers.js';
 import { oneLine } from '../starters/output.js';
 import { mapVolume, volumeHandle } from '../starters/volume-client.js';
 import { createPool, holdTgtd, holdZfsFuse } from '../test/support/daemons.js';
+import { until } from '../test/support/wait.js';
 import { deleteUpdate, unmapUpdate, type MapRequest } from '../workflows/volume/messages.js';
 import { directDelete, directMap, directUnmap, type DirectHosts } from './direct-volume.js';
 import { ms, percentile } from './stats.js';
@@ -107,9 +113,15 @@ async function each<T>(items: readonly T[], op: (item: T) => Promise<unknown>): 
 const workerGroups: LocalWorkers[] = [];
 const { client, connection } = await ensureClient(config);
 const before = await census();
+const orchestrator = spawn(
+  process.execPath,
+  [fileURLToPath(new URL('../bin/imgflow.js', import.meta.url)), 'worker', '--role', 'orchestrator', '--metrics', ''],
+  { env: { ...process.env, TEMPORAL_ADDRESS: config.address, IMGFLOW_HOME: config.home }, stdio: 'ignore' },
+);
 let exitCode = 1;
 try {
-  workerGroups.push(await startLocalWorkers(config, ['orchestrator', 'nas'], logger));
+  await until('the orchestrator to poll', () => hasWorker(client, config.namespace, WORKFLOW_QUEUE, 'workflow'));
+  workerGroups.push(await startLocalWorkers(config, ['nas'], logger));
   for (const host of hosts)
     workerGroups.push(await startLocalWorkers({ ...config, host } satisfies Config, ['compute'], logger));
   const base = await storedBase(`many-${stamp}`);
@@ -159,7 +171,7 @@ try {
   const leaked = { targets: afterScript.targets - before.targets, clones: afterScript.clones - before.clones };
   const perSecond = (o: Outcome) => o.times.length / (o.wallMs / 1000);
   console.log(
-    `${volumes} maps, then unmaps, then deletes across ${hostCount} compute hosts (${hostCount + 2} Workers in one process), concurrency ${concurrency}`,
+    `${volumes} maps, then unmaps, then deletes across ${hostCount} compute hosts (${hostCount + 1} Workers in one process, the orchestrator in another), concurrency ${concurrency}`,
   );
   console.log(`ZFS clones on zfs-fuse, iSCSI targets in tgtd, attached through libiscsi; server ${config.address}`);
   console.log(`operation     imgflow/s  script/s  share   p50 imgflow  p50 script  p95 imgflow  p95 script  errors`);
@@ -186,6 +198,7 @@ try {
       ? 0
       : 1;
 } finally {
+  orchestrator.kill('SIGTERM');
   for (const group of workerGroups) await group.stop();
   await connection.close();
   pool.destroy();
