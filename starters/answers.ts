@@ -16,6 +16,8 @@ const TASK_QUEUE_KIND_NORMAL = 1;
 const TASK_QUEUE_TYPE_WORKFLOW = 1;
 const TASK_QUEUE_TYPE_ACTIVITY = 2;
 const WORKER_STATUS_RUNNING = 1;
+/** How long after a worker's stopping heartbeat its cancelled polls may still be recorded. */
+const POLLS_END_MS = 2_000;
 /** A worker that has just started polls within this; past it, nobody is there. */
 const NO_POLLER_GRACE_MS = 500;
 
@@ -34,8 +36,11 @@ export async function hasWorker(
   const pollers = reply.pollers ?? [];
   if (!pollers.length) return false;
   const stopped = await stoppedWorkers(client, namespace, queue);
-  // A poll after the stop is a worker started again under the same identity.
-  return pollers.some((p) => !(p.identity && (stopped.get(p.identity) ?? -Infinity) >= msOf(p.lastAccessTime)));
+  // A worker's polls end as it stops, a moment after its last heartbeat; a poll later than that is
+  // a worker started again under the same identity.
+  return pollers.some(
+    (p) => !(p.identity && (stopped.get(p.identity) ?? -Infinity) + POLLS_END_MS >= msOf(p.lastAccessTime)),
+  );
 }
 
 function msOf(t: { seconds?: unknown; nanos?: number | null } | null | undefined): number {

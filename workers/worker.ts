@@ -49,6 +49,19 @@ export interface WorkerSpec {
   env?: NodeJS.ProcessEnv;
 }
 
+const made = new Map<string, number>();
+
+/**
+ * `<role>@<host>:<pid>`, and `#<n>` for a later worker of the same role and host in this process:
+ * a command tells a stopped worker's polls from a running one's by identity (see starters/answers.ts).
+ */
+function identityOf(role: string, host: string): string {
+  const identity = `${role}@${host}:${process.pid}`;
+  const n = (made.get(identity) ?? 0) + 1;
+  made.set(identity, n);
+  return n === 1 ? identity : `${identity}#${n}`;
+}
+
 export async function createWorker(spec: WorkerSpec): Promise<{ worker: Worker; plan: RolePlan }> {
   const plan = planRole(spec.role, spec.config, spec.arch, spec.logger, spec.env);
   for (const argv of reapOrphans(paths(spec.config).commands))
@@ -68,7 +81,7 @@ export async function createWorker(spec: WorkerSpec): Promise<{ worker: Worker; 
     connection: spec.connection,
     namespace: spec.config.namespace,
     taskQueue: spec.taskQueue ?? plan.taskQueue,
-    identity: `${spec.role}@${spec.config.host}:${process.pid}`,
+    identity: identityOf(spec.role, spec.config.host),
     dataConverter: imgflowDataConverter(spec.config),
     ...(plan.workflows ? { workflowBundle: await workflowBundle() } : {}),
     ...(Object.keys(activities).length ? { activities } : {}),

@@ -69,6 +69,13 @@ export async function testClient(
  * Runs workers for the duration of `fn`: one for workflows (the bundle made in global set-up) and
  * any activity workers given, each on its own task queue.
  */
+let workersMade = 0;
+
+/** Each test worker its own identity: a command tells a stopped worker's polls from a running one's by it. */
+function testIdentity(): string {
+  return `test-${++workersMade}@${process.pid}`;
+}
+
 export async function withWorkers<T>(
   spec: {
     workflowQueue?: string;
@@ -87,6 +94,7 @@ export async function withWorkers<T>(
         connection,
         namespace: server.namespace,
         taskQueue: spec.workflowQueue,
+        identity: testIdentity(),
         workflowBundle: { codePath: inject('workflowBundlePath') },
         dataConverter: testDataConverter(),
       }),
@@ -99,6 +107,7 @@ export async function withWorkers<T>(
         namespace: server.namespace,
         taskQueue,
         activities,
+        identity: testIdentity(),
         dataConverter: testDataConverter(),
       }),
     );
