@@ -59,7 +59,9 @@ async function stoppedWorkers(client: Client, namespace: string, queue: string):
   try {
     const { workersInfo } = await client.workflowService.listWorkers({ namespace, query: `TaskQueue = '${queue}'` });
     const beats = (workersInfo ?? []).flatMap((w) => (w.workerHeartbeat ? [w.workerHeartbeat] : []));
-    const running = new Set(beats.filter((b) => b.status === WORKER_STATUS_RUNNING).map((b) => b.workerIdentity));
+    const running = new Set(
+      beats.filter((b) => Number(b.status) === WORKER_STATUS_RUNNING).map((b) => b.workerIdentity),
+    );
     for (const b of beats)
       if (b.workerIdentity && !running.has(b.workerIdentity))
         stopped.set(b.workerIdentity, Math.max(stopped.get(b.workerIdentity) ?? -Infinity, msOf(b.heartbeatTime)));
